@@ -1,0 +1,57 @@
+//! The unit of delivery and commit: the records of one page of one run.
+
+use crate::checkpoint::Checkpoint;
+use crate::record::Record;
+use crate::stream::{RunId, StreamName};
+
+/// The records of one stream from one page of one run.
+///
+/// Its identity `(stream, run_id, seq)` makes redelivery harmless: a sink that sees an identity
+/// again acknowledges it without writing. `cursor` is the checkpoint the stream reaches once this
+/// batch is committed; `last` marks the run's final batch, whose commit completes the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The stream the records belong to.
+    pub stream: StreamName,
+    /// The run that fetched them.
+    pub run_id: RunId,
+    /// Position within the run, from 0, without gaps.
+    pub seq: u64,
+    /// Whether this is the run's last batch.
+    pub last: bool,
+    /// The checkpoint reached once this batch is committed.
+    pub cursor: Checkpoint,
+    /// The records, in the order the source returned them. May be empty (a last page with
+    /// nothing on it still carries the run's end and its cursor).
+    pub records: Vec<Record>,
+}
+
+impl Batch {
+    /// The batch's identity.
+    pub fn id(&self) -> BatchId {
+        BatchId {
+            stream: self.stream.clone(),
+            run_id: self.run_id,
+            seq: self.seq,
+        }
+    }
+
+    /// Approximate encoded size in bytes, for buffer budgets.
+    pub fn encoded_len(&self) -> usize {
+        64 + self.cursor.as_bytes().len()
+            + self.records.iter().map(Record::encoded_len).sum::<usize>()
+    }
+}
+
+/// The identity of a batch: `(stream, run_id, seq)`.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct BatchId {
+    /// The stream.
+    pub stream: StreamName,
+    /// The run.
+    pub run_id: RunId,
+    /// The batch's position in the run.
+    pub seq: u64,
+}

@@ -1,0 +1,656 @@
+//! The one binary encoding of messages and batches, shared by every transport and store.
+//!
+//! A batch is a compact envelope around its records' JSON bytes: the JSON is copied in once and,
+//! on decode, sliced out of the received buffer without a copy and without being parsed (see
+//! PERFORMANCE.md: parsing every record would cap a transport near 300k records/s). Control
+//! messages are rare and small and use the same primitives.
+//!
+//! All integers are big-endian. `str8`/`str16` are UTF-8 text after a `u8`/`u16` length;
+//! `bytes32` is raw bytes after a `u32` length.
+//!
+//! ```text
+//! message  := version:u8 (=1) tag:u8 body
+//!
+//!  tag  message               body
+//!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32
+//!    2  Request::Stop         stream:str8
+//!    3  Request::Deliver      batch
+//!   16  Response::Started     -
+//!   17  Response::Stopped     -
+//!   18  Response::Ack         stream:str8 run_id:u64 seq:u64 commit:u8 (0 stored, 1 replayed) records:u64
+//!   19  Response::Refused     kind:u8 (0 transient, 1 permanent, 2 bug) message:str16
+//!   32  Event::RunStarted     stream:str8 run_id:u64 at:i64 (ms since epoch)
+//!   33  Event::RunFinished    stream:str8 run_id:u64 outcome:u8 (0 ok, 1 failed, 2 cancelled)
+//!                             kind:u8 error:str16 batches:u64 records:u64
+//!
+//! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last) cursor:bytes32
+//!             count:u32 record{count}
+//! record   := id:str16 updated_at:i64 flags:u8 (bit 0: archived) data:bytes32
+//! ```
+//!
+//! A batch of one record `{"a":1}` with id `"7"`, stream `s`, run 1, seq 0, last, empty cursor,
+//! as a `Deliver` request:
+//!
+//! ```text
+//! 01 03                      version 1, tag Deliver
+//! 01 73                      stream "s"
+//! 00 00 00 00 00 00 00 01    run_id 1
+//! 00 00 00 00 00 00 00 00    seq 0
+//! 01                         last
+//! 00 00 00 00                cursor: empty
+//! 00 00 00 01                one record
+//! 00 01 37                   id "7"
+//! 00 00 00 00 00 00 00 00    updated_at 0
+//! 00                         live
+//! 00 00 00 07 7b 22 61 22 3a 31 7d   data {"a":1}
+//! ```
+//!
+//! Decoding never trusts a length: each is checked against the bytes that remain before anything
+//! is allocated or sliced, so a lying length is a [`DecodeError::Truncated`], never a panic or a
+//! large allocation. Frame-size limits belong to the transports, which refuse an oversized frame
+//! before reading it.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::batch::{Batch, BatchId};
+use crate::checkpoint::Checkpoint;
+use crate::error::{DecodeError, ErrorKind};
+use crate::message::{Commit, Event, Message, Request, Response, RunFinished, RunOutcome, Start};
+use crate::record::{Json, Record, Timestamp};
+use crate::stream::{RunId, StreamName};
+
+/// The encoding version written first in every message.
+pub const ENCODING_VERSION: u8 = 1;
+
+mod tag {
+    pub(super) const START: u8 = 1;
+    pub(super) const STOP: u8 = 2;
+    pub(super) const DELIVER: u8 = 3;
+    pub(super) const STARTED: u8 = 16;
+    pub(super) const STOPPED: u8 = 17;
+    pub(super) const ACK: u8 = 18;
+    pub(super) const REFUSED: u8 = 19;
+    pub(super) const RUN_STARTED: u8 = 32;
+    pub(super) const RUN_FINISHED: u8 = 33;
+}
+
+/// Appends the encoding of a message to `out`.
+pub fn encode_message(message: &Message, out: &mut BytesMut) {
+    out.put_u8(ENCODING_VERSION);
+    match message {
+        Message::Request(Request::Start(start)) => {
+            out.put_u8(tag::START);
+            put_str8(out, start.stream.as_str());
+            // A config always serializes: it holds only strings, numbers and JSON values.
+            let config = serde_json::to_vec(&start.config).unwrap_or_default();
+            put_bytes32(out, &config);
+            put_bytes32(out, start.checkpoint.as_bytes());
+        }
+        Message::Request(Request::Stop { stream }) => {
+            out.put_u8(tag::STOP);
+            put_str8(out, stream.as_str());
+        }
+        Message::Request(Request::Deliver(batch)) => {
+            out.put_u8(tag::DELIVER);
+            encode_batch(batch, out);
+        }
+        Message::Response(Response::Started) => out.put_u8(tag::STARTED),
+        Message::Response(Response::Stopped) => out.put_u8(tag::STOPPED),
+        Message::Response(Response::Ack { batch, commit }) => {
+            out.put_u8(tag::ACK);
+            put_batch_id(out, batch);
+            match commit {
+                Commit::Stored { records } => {
+                    out.put_u8(0);
+                    out.put_u64(*records);
+                }
+                Commit::Replayed => {
+                    out.put_u8(1);
+                    out.put_u64(0);
+                }
+            }
+        }
+        Message::Response(Response::Refused { kind, message }) => {
+            out.put_u8(tag::REFUSED);
+            out.put_u8(kind_to_u8(*kind));
+            put_str16(out, message);
+        }
+        Message::Event(Event::RunStarted { stream, run_id, at }) => {
+            out.put_u8(tag::RUN_STARTED);
+            put_str8(out, stream.as_str());
+            out.put_u64(run_id.0);
+            out.put_i64(at.as_millis());
+        }
+        Message::Event(Event::RunFinished(finished)) => {
+            out.put_u8(tag::RUN_FINISHED);
+            put_str8(out, finished.stream.as_str());
+            out.put_u64(finished.run_id.0);
+            let (outcome, kind, error) = match &finished.outcome {
+                RunOutcome::Succeeded => (0, ErrorKind::Permanent, ""),
+                RunOutcome::Failed { kind, error } => (1, *kind, error.as_str()),
+                RunOutcome::Cancelled => (2, ErrorKind::Permanent, ""),
+            };
+            out.put_u8(outcome);
+            out.put_u8(kind_to_u8(kind));
+            put_str16(out, error);
+            out.put_u64(finished.batches);
+            out.put_u64(finished.records);
+        }
+    }
+}
+
+/// Decodes one whole message; record data is sliced out of `input` without a copy.
+///
+/// # Errors
+///
+/// A [`DecodeError`] saying which field was missing or wrong. Never panics, whatever the bytes.
+pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
+    let input = &mut input;
+    let version = get_u8(input, "version")?;
+    if version != ENCODING_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let message = match get_u8(input, "tag")? {
+        tag::START => {
+            let stream = get_stream(input)?;
+            let config = get_bytes32(input, "config")?;
+            let config = serde_json::from_slice(&config).map_err(|e| DecodeError::Invalid {
+                field: "config",
+                reason: e.to_string(),
+            })?;
+            let checkpoint = Checkpoint::from_bytes(get_bytes32(input, "checkpoint")?);
+            Message::Request(Request::Start(Start {
+                stream,
+                config,
+                checkpoint,
+            }))
+        }
+        tag::STOP => Message::Request(Request::Stop {
+            stream: get_stream(input)?,
+        }),
+        tag::DELIVER => Message::Request(Request::Deliver(decode_batch_from(input)?)),
+        tag::STARTED => Message::Response(Response::Started),
+        tag::STOPPED => Message::Response(Response::Stopped),
+        tag::ACK => {
+            let batch = get_batch_id(input)?;
+            let outcome = get_u8(input, "commit")?;
+            let records = get_u64(input, "records")?;
+            let commit = match outcome {
+                0 => Commit::Stored { records },
+                1 => Commit::Replayed,
+                other => return Err(invalid("commit", format!("unknown outcome {other}"))),
+            };
+            Message::Response(Response::Ack { batch, commit })
+        }
+        tag::REFUSED => Message::Response(Response::Refused {
+            kind: get_kind(input)?,
+            message: get_str16(input, "message")?,
+        }),
+        tag::RUN_STARTED => Message::Event(Event::RunStarted {
+            stream: get_stream(input)?,
+            run_id: RunId(get_u64(input, "run_id")?),
+            at: Timestamp::from_millis(get_i64(input, "at")?),
+        }),
+        tag::RUN_FINISHED => {
+            let stream = get_stream(input)?;
+            let run_id = RunId(get_u64(input, "run_id")?);
+            let outcome = get_u8(input, "outcome")?;
+            let kind = get_kind(input)?;
+            let error = get_str16(input, "error")?;
+            let outcome = match outcome {
+                0 => RunOutcome::Succeeded,
+                1 => RunOutcome::Failed { kind, error },
+                2 => RunOutcome::Cancelled,
+                other => return Err(invalid("outcome", format!("unknown outcome {other}"))),
+            };
+            Message::Event(Event::RunFinished(RunFinished {
+                stream,
+                run_id,
+                outcome,
+                batches: get_u64(input, "batches")?,
+                records: get_u64(input, "records")?,
+            }))
+        }
+        other => return Err(DecodeError::UnknownTag(other)),
+    };
+    if input.has_remaining() {
+        return Err(DecodeError::Trailing(input.remaining()));
+    }
+    Ok(message)
+}
+
+/// Appends the encoding of a batch (without a message header) to `out`: for stores and outboxes
+/// that keep batches rather than messages.
+pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
+    out.reserve(batch.encoded_len());
+    put_str8(out, batch.stream.as_str());
+    out.put_u64(batch.run_id.0);
+    out.put_u64(batch.seq);
+    out.put_u8(u8::from(batch.last));
+    put_bytes32(out, batch.cursor.as_bytes());
+    out.put_u32(len_u32(batch.records.len()));
+    for record in &batch.records {
+        put_str16(out, &record.id);
+        out.put_i64(record.updated_at.as_millis());
+        out.put_u8(u8::from(record.archived));
+        put_bytes32(out, record.data.as_bytes());
+    }
+}
+
+/// Decodes a batch written by [`encode_batch`]; record data is sliced out of `input`.
+///
+/// # Errors
+///
+/// A [`DecodeError`] saying which field was missing or wrong.
+pub fn decode_batch(mut input: Bytes) -> Result<Batch, DecodeError> {
+    let batch = decode_batch_from(&mut input)?;
+    if input.has_remaining() {
+        return Err(DecodeError::Trailing(input.remaining()));
+    }
+    Ok(batch)
+}
+
+fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
+    let stream = get_stream(input)?;
+    let run_id = RunId(get_u64(input, "run_id")?);
+    let seq = get_u64(input, "seq")?;
+    let last = get_u8(input, "flags")? & 1 == 1;
+    let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
+    let count = get_u32(input, "count")? as usize;
+    // Each record takes at least 15 bytes, so a count the input cannot hold is a lie: refuse it
+    // before reserving room for it.
+    const MIN_RECORD: usize = 2 + 8 + 1 + 4;
+    if count.saturating_mul(MIN_RECORD) > input.remaining() {
+        return Err(DecodeError::Truncated {
+            field: "records",
+            needed: count * MIN_RECORD - input.remaining(),
+        });
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = get_str16(input, "record id")?;
+        let updated_at = Timestamp::from_millis(get_i64(input, "updated_at")?);
+        let archived = get_u8(input, "record flags")? & 1 == 1;
+        let data = Json::from_checked_bytes(get_bytes32(input, "record data")?);
+        records.push(Record {
+            id,
+            updated_at,
+            archived,
+            data,
+        });
+    }
+    Ok(Batch {
+        stream,
+        run_id,
+        seq,
+        last,
+        cursor,
+        records,
+    })
+}
+
+fn put_batch_id(out: &mut BytesMut, id: &BatchId) {
+    put_str8(out, id.stream.as_str());
+    out.put_u64(id.run_id.0);
+    out.put_u64(id.seq);
+}
+
+fn get_batch_id(input: &mut Bytes) -> Result<BatchId, DecodeError> {
+    Ok(BatchId {
+        stream: get_stream(input)?,
+        run_id: RunId(get_u64(input, "run_id")?),
+        seq: get_u64(input, "seq")?,
+    })
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Frames are limited far below 4 GiB by every transport; a longer field is a bug upstream.
+    u32::try_from(len).expect("field longer than 4 GiB")
+}
+
+fn put_str8(out: &mut BytesMut, text: &str) {
+    // Stream names are at most 63 bytes by construction.
+    out.put_u8(u8::try_from(text.len()).expect("stream name longer than 255 bytes"));
+    out.put_slice(text.as_bytes());
+}
+
+fn put_str16(out: &mut BytesMut, text: &str) {
+    // Longer text (an error message) is cut at a character boundary rather than refused.
+    let mut end = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16(end as u16);
+    out.put_slice(&text.as_bytes()[..end]);
+}
+
+fn put_bytes32(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(len_u32(bytes.len()));
+    out.put_slice(bytes);
+}
+
+fn need(input: &Bytes, len: usize, field: &'static str) -> Result<(), DecodeError> {
+    if input.remaining() < len {
+        Err(DecodeError::Truncated {
+            field,
+            needed: len - input.remaining(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn invalid(field: &'static str, reason: String) -> DecodeError {
+    DecodeError::Invalid { field, reason }
+}
+
+fn get_u8(input: &mut Bytes, field: &'static str) -> Result<u8, DecodeError> {
+    need(input, 1, field)?;
+    Ok(input.get_u8())
+}
+
+fn get_u32(input: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
+    need(input, 4, field)?;
+    Ok(input.get_u32())
+}
+
+fn get_u64(input: &mut Bytes, field: &'static str) -> Result<u64, DecodeError> {
+    need(input, 8, field)?;
+    Ok(input.get_u64())
+}
+
+fn get_i64(input: &mut Bytes, field: &'static str) -> Result<i64, DecodeError> {
+    need(input, 8, field)?;
+    Ok(input.get_i64())
+}
+
+fn get_slice(input: &mut Bytes, len: usize, field: &'static str) -> Result<Bytes, DecodeError> {
+    need(input, len, field)?;
+    Ok(input.split_to(len))
+}
+
+fn get_bytes32(input: &mut Bytes, field: &'static str) -> Result<Bytes, DecodeError> {
+    let len = get_u32(input, field)? as usize;
+    get_slice(input, len, field)
+}
+
+fn get_text(bytes: Bytes, field: &'static str) -> Result<String, DecodeError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| invalid(field, "not UTF-8".into()))
+}
+
+fn get_str16(input: &mut Bytes, field: &'static str) -> Result<String, DecodeError> {
+    need(input, 2, field)?;
+    let len = usize::from(input.get_u16());
+    get_text(get_slice(input, len, field)?, field)
+}
+
+fn get_stream(input: &mut Bytes) -> Result<StreamName, DecodeError> {
+    let len = usize::from(get_u8(input, "stream")?);
+    let name = get_text(get_slice(input, len, "stream")?, "stream")?;
+    StreamName::new(name).map_err(|e| invalid("stream", e.to_string()))
+}
+
+fn kind_to_u8(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Transient => 0,
+        ErrorKind::Permanent => 1,
+        ErrorKind::Bug => 2,
+    }
+}
+
+fn get_kind(input: &mut Bytes) -> Result<ErrorKind, DecodeError> {
+    match get_u8(input, "kind")? {
+        0 => Ok(ErrorKind::Transient),
+        1 => Ok(ErrorKind::Permanent),
+        2 => Ok(ErrorKind::Bug),
+        other => Err(invalid("kind", format!("unknown error kind {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{SourceSpec, StreamConfig};
+    use proptest::prelude::*;
+
+    fn stream_name() -> impl Strategy<Value = StreamName> {
+        "[a-z0-9][a-z0-9_-]{0,62}".prop_map(|s| StreamName::new(s).unwrap())
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        (
+            "[0-9]{1,12}",
+            any::<i64>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(id, at, archived, data)| Record {
+                id,
+                updated_at: Timestamp::from_millis(at),
+                archived,
+                // The envelope carries bytes; whether they are JSON is checked at the source.
+                data: Json::from_checked_bytes(data.into()),
+            })
+    }
+
+    fn batch() -> impl Strategy<Value = Batch> {
+        (
+            stream_name(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(record(), 0..20),
+        )
+            .prop_map(|(stream, run, seq, last, cursor, records)| Batch {
+                stream,
+                run_id: RunId(run),
+                seq,
+                last,
+                cursor: Checkpoint::from_bytes(cursor),
+                records,
+            })
+    }
+
+    fn kind() -> impl Strategy<Value = ErrorKind> {
+        prop_oneof![
+            Just(ErrorKind::Transient),
+            Just(ErrorKind::Permanent),
+            Just(ErrorKind::Bug)
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            batch().prop_map(|b| Message::Request(Request::Deliver(b))),
+            (
+                stream_name(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..32)
+            )
+                .prop_map(|(stream, interval, checkpoint)| {
+                    Message::Request(Request::Start(Start {
+                        stream,
+                        config: StreamConfig {
+                            source: SourceSpec {
+                                kind: "hubspot".into(),
+                                params: serde_json::Map::new(),
+                            },
+                            interval_secs: interval,
+                            transforms: vec![],
+                        },
+                        checkpoint: Checkpoint::from_bytes(checkpoint),
+                    }))
+                }),
+            stream_name().prop_map(|stream| Message::Request(Request::Stop { stream })),
+            Just(Message::Response(Response::Started)),
+            Just(Message::Response(Response::Stopped)),
+            (
+                stream_name(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(stream, run, seq, stored)| Message::Response(
+                    Response::Ack {
+                        batch: BatchId {
+                            stream,
+                            run_id: RunId(run),
+                            seq
+                        },
+                        commit: stored
+                            .map_or(Commit::Replayed, |records| Commit::Stored { records }),
+                    }
+                )),
+            (kind(), ".{0,100}")
+                .prop_map(|(kind, message)| Message::Response(Response::Refused { kind, message })),
+            (stream_name(), any::<u64>(), any::<i64>()).prop_map(|(stream, run, at)| {
+                Message::Event(Event::RunStarted {
+                    stream,
+                    run_id: RunId(run),
+                    at: Timestamp::from_millis(at),
+                })
+            }),
+            (
+                stream_name(),
+                any::<u64>(),
+                0..3u8,
+                kind(),
+                ".{0,50}",
+                any::<u64>(),
+                any::<u64>()
+            )
+                .prop_map(|(stream, run, outcome, kind, error, batches, records)| {
+                    let outcome = match outcome {
+                        0 => RunOutcome::Succeeded,
+                        1 => RunOutcome::Failed { kind, error },
+                        _ => RunOutcome::Cancelled,
+                    };
+                    Message::Event(Event::RunFinished(RunFinished {
+                        stream,
+                        run_id: RunId(run),
+                        outcome,
+                        batches,
+                        records,
+                    }))
+                }),
+        ]
+    }
+
+    fn encoded(message: &Message) -> Bytes {
+        let mut out = BytesMut::new();
+        encode_message(message, &mut out);
+        out.freeze()
+    }
+
+    proptest! {
+        #[test]
+        fn batch_encoding_round_trips(batch in batch()) {
+            let mut out = BytesMut::new();
+            encode_batch(&batch, &mut out);
+            prop_assert_eq!(decode_batch(out.freeze()).unwrap(), batch);
+        }
+
+        #[test]
+        fn message_encoding_round_trips(message in message()) {
+            prop_assert_eq!(decode_message(encoded(&message)).unwrap(), message);
+        }
+
+        #[test]
+        fn every_strict_prefix_of_a_message_is_refused(message in message()) {
+            let bytes = encoded(&message);
+            for len in 0..bytes.len() {
+                prop_assert!(decode_message(bytes.slice(..len)).is_err());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_message(Bytes::from(bytes.clone()));
+            let _ = decode_batch(Bytes::from(bytes));
+        }
+    }
+
+    #[test]
+    fn the_documented_frame_decodes() {
+        let bytes: &[u8] = &[
+            0x01, 0x03, 0x01, b's', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0,
+            0, 0, 0, 0, 1, 0, 1, b'7', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, b'{', b'"', b'a',
+            b'"', b':', b'1', b'}',
+        ];
+        let Message::Request(Request::Deliver(batch)) =
+            decode_message(Bytes::from_static(bytes)).unwrap()
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!(batch.stream.as_str(), "s");
+        assert_eq!(batch.run_id, RunId(1));
+        assert!(batch.last);
+        assert_eq!(batch.records[0].id, "7");
+        assert_eq!(batch.records[0].data.as_bytes(), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_record_count_larger_than_the_input_is_refused_before_allocating() {
+        let mut out = BytesMut::new();
+        encode_batch(
+            &Batch {
+                stream: StreamName::new("s").unwrap(),
+                run_id: RunId(1),
+                seq: 0,
+                last: false,
+                cursor: Checkpoint::start(),
+                records: vec![],
+            },
+            &mut out,
+        );
+        let len = out.len();
+        out[len - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_batch(out.freeze()),
+            Err(DecodeError::Truncated {
+                field: "records",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn decoded_record_data_shares_the_input_buffer() {
+        let batch = Batch {
+            stream: StreamName::new("s").unwrap(),
+            run_id: RunId(1),
+            seq: 0,
+            last: false,
+            cursor: Checkpoint::start(),
+            records: vec![Record::new(
+                "1",
+                Timestamp::EPOCH,
+                Json::parse(&b"{\"x\":1}"[..]).unwrap(),
+            )],
+        };
+        let mut out = BytesMut::new();
+        encode_batch(&batch, &mut out);
+        let input = out.freeze();
+        let range = input.as_ptr_range();
+        let decoded = decode_batch(input.clone()).unwrap();
+        let data = decoded.records[0].data.as_bytes().as_ptr();
+        assert!(range.contains(&data), "record data was copied");
+    }
+
+    #[test]
+    fn unknown_versions_and_tags_are_named() {
+        assert_eq!(
+            decode_message(Bytes::from_static(&[9, 1])),
+            Err(DecodeError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            decode_message(Bytes::from_static(&[1, 99])),
+            Err(DecodeError::UnknownTag(99))
+        );
+        assert_eq!(
+            decode_message(Bytes::from_static(&[1, 16, 0])),
+            Err(DecodeError::Trailing(1))
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! What the two services say to each other.
+//!
+//! A controller (data-streams) and a worker talk in three shapes, which every
+//! [`Transport`](crate::transport) carries: requests that get exactly one response, matched by a
+//! correlation id; responses; and one-way events. The worker introduces itself with a [`Hello`]
+//! during the transport's handshake, before any of these.
+//!
+//! ```text
+//! controller                                   worker
+//!   Request::Start{stream, config, checkpoint} ->      Response::Started
+//!   Request::Stop{stream}                       ->      Response::Stopped   (after the page boundary)
+//!   Response::Ack{batch, commit}                <-      Request::Deliver(Batch)
+//!                                               <-      Event::RunStarted / Event::RunFinished
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, BatchId};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, ErrorKind};
+use crate::middleware::transform::FieldTransform;
+use crate::record::Timestamp;
+use crate::stream::{RunId, StreamName};
+
+/// The protocol version this build speaks. A peer with another version is refused at hello.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A worker's introduction, sent once when it connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// A stable id for logs and assignment.
+    pub worker_id: String,
+    /// The protocol version the worker speaks ([`PROTOCOL_VERSION`]).
+    pub protocol_version: u16,
+    /// The source kinds it can run (`"hubspot"`, ...).
+    pub sources: Vec<String>,
+}
+
+impl Hello {
+    /// A hello for this build's protocol version.
+    pub fn new(worker_id: impl Into<String>, sources: Vec<String>) -> Self {
+        Hello {
+            worker_id: worker_id.into(),
+            protocol_version: PROTOCOL_VERSION,
+            sources,
+        }
+    }
+}
+
+/// Where a stream's records come from: a source kind and its parameters, as the API takes them
+/// (`{"kind":"hubspot","object":"contacts","properties":["email"]}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    /// The kind of source, which picks the implementation on the worker.
+    pub kind: String,
+    /// Everything else, read by that source.
+    #[serde(flatten)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A stream's configuration: what to pull, how often, and what to change on the way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// The source.
+    pub source: SourceSpec,
+    /// Seconds between the starts of two runs.
+    pub interval_secs: u64,
+    /// Field transforms applied to every record, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<FieldTransform>,
+}
+
+/// A controller's order to run a stream every interval, from a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Start {
+    /// The stream.
+    pub stream: StreamName,
+    /// Its configuration. A worker already running the stream applies it from the next run.
+    pub config: StreamConfig,
+    /// Where the next run starts: the last committed checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+/// What a sink did with a batch. Both outcomes are acknowledgements: a replay is not an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// The batch was new; its records and cursor were committed.
+    Stored {
+        /// Records written (new or newer than what was stored).
+        records: u64,
+    },
+    /// The batch's identity was already committed; nothing was written.
+    Replayed,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The last batch was committed.
+    Succeeded,
+    /// The run stopped on an error that retrying could not fix.
+    Failed {
+        /// What kind of error ended it.
+        kind: ErrorKind,
+        /// The error, as text for the run history.
+        error: String,
+    },
+    /// A stop ended it at a page boundary.
+    Cancelled,
+}
+
+/// A worker's report that a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFinished {
+    /// The stream.
+    pub stream: StreamName,
+    /// The run.
+    pub run_id: RunId,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Batches the run committed.
+    pub batches: u64,
+    /// Records in those batches.
+    pub records: u64,
+}
+
+/// A request: it gets exactly one [`Response`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Controller to worker: run this stream.
+    Start(Start),
+    /// Controller to worker: stop this stream at the next page boundary.
+    Stop {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// Worker to controller: commit this batch.
+    Deliver(Batch),
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// The stream is scheduled.
+    Started,
+    /// The stream is stopped: no source call starts after this response.
+    Stopped,
+    /// The batch is committed (or was already).
+    Ack {
+        /// The batch.
+        batch: BatchId,
+        /// What the sink did.
+        commit: Commit,
+    },
+    /// The request was refused.
+    Refused {
+        /// What the requester should do next.
+        kind: ErrorKind,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Response {
+    /// The refusal for an error.
+    pub fn refused(error: &Error) -> Self {
+        Response::Refused {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
+    /// A refusal turned back into an error; other responses pass through.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, with the kind the responder gave it.
+    pub fn into_result(self) -> Result<Response, Error> {
+        match self {
+            Response::Refused { kind, message } => Err(Error::new(kind, message)),
+            other => Ok(other),
+        }
+    }
+}
+
+/// A one-way message: no response, no delivery guarantee beyond the connection's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A worker began a run.
+    RunStarted {
+        /// The stream.
+        stream: StreamName,
+        /// The run.
+        run_id: RunId,
+        /// When it started (wall clock).
+        at: Timestamp,
+    },
+    /// A worker's run ended.
+    RunFinished(RunFinished),
+}
+
+/// Any of the three, as a transport frames them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// A request.
+    Request(Request),
+    /// A response.
+    Response(Response),
+    /// An event.
+    Event(Event),
+}

@@ -1,0 +1,192 @@
+//! Record transforms: change, drop or hide records on their way from the source.
+//!
+//! A [`Transform`] changes one record at a time; [`TransformLayer`] applies one to every record
+//! of each response of a service (a page fetcher's [`Page`](crate::source::Page)s), and the
+//! [`Pipeline`](crate::Pipeline) can apply one to every batch.
+//!
+//! Cost: a record's JSON is carried as bytes and never parsed after the source. Transforms on
+//! the record's envelope (a filter on `id` or `archived`, a map on `updated_at`) keep it so. A
+//! [`FieldTransform`] list (rename, drop, redact a field inside the JSON) must look inside: it
+//! parses each record once, applies every field transform of the list, and writes it once. A
+//! stream without field transforms pays nothing.
+
+mod field;
+
+pub use field::{FieldTransform, REDACTED};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use crate::error::{BoxError, Error};
+use crate::record::Record;
+use crate::source::HasRecords;
+
+/// Changes records one at a time.
+///
+/// An implementation returns the record (changed or not), `None` to drop it, or an error when
+/// the record cannot be transformed (the run then fails with it, as the record cannot be stored
+/// as configured). It must be pure: the same record in gives the same result, since a batch may
+/// be fetched again after a crash.
+///
+/// # Examples
+///
+/// Lower-casing ids:
+///
+/// ```
+/// use weld_pipeline::{Error, Record};
+/// use weld_pipeline::middleware::Transform;
+///
+/// struct LowerIds;
+///
+/// impl Transform for LowerIds {
+///     fn apply(&self, mut record: Record) -> Result<Option<Record>, Error> {
+///         record.id.make_ascii_lowercase();
+///         Ok(Some(record))
+///     }
+/// }
+/// ```
+pub trait Transform: Send + Sync + 'static {
+    /// Transforms one record; `None` drops it.
+    ///
+    /// # Errors
+    ///
+    /// When the record cannot be transformed as configured.
+    fn apply(&self, record: Record) -> Result<Option<Record>, Error>;
+
+    /// Transforms every record of a list in place, keeping their order.
+    ///
+    /// # Errors
+    ///
+    /// The first record's error; the list is then left partly transformed and must not be used.
+    fn apply_all(&self, records: &mut Vec<Record>) -> Result<(), Error> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records.drain(..) {
+            if let Some(record) = self.apply(record)? {
+                out.push(record);
+            }
+        }
+        *records = out;
+        Ok(())
+    }
+}
+
+impl<T: Transform + ?Sized> Transform for Arc<T> {
+    fn apply(&self, record: Record) -> Result<Option<Record>, Error> {
+        (**self).apply(record)
+    }
+}
+
+/// Applies transforms in order: a record dropped by one is not seen by the next.
+impl Transform for Vec<Arc<dyn Transform>> {
+    fn apply(&self, record: Record) -> Result<Option<Record>, Error> {
+        let mut record = record;
+        for transform in self {
+            match transform.apply(record)? {
+                Some(next) => record = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(record))
+    }
+}
+
+/// A transform from a function of a record: `Map(|r| ...)`.
+#[derive(Clone, Debug)]
+pub struct Map<F>(pub F);
+
+impl<F> Transform for Map<F>
+where
+    F: Fn(Record) -> Record + Send + Sync + 'static,
+{
+    fn apply(&self, record: Record) -> Result<Option<Record>, Error> {
+        Ok(Some((self.0)(record)))
+    }
+}
+
+/// A transform keeping only the records a predicate accepts: `Filter(|r| !r.archived)`.
+#[derive(Clone, Debug)]
+pub struct Filter<F>(pub F);
+
+impl<F> Transform for Filter<F>
+where
+    F: Fn(&Record) -> bool + Send + Sync + 'static,
+{
+    fn apply(&self, record: Record) -> Result<Option<Record>, Error> {
+        Ok((self.0)(&record).then_some(record))
+    }
+}
+
+/// Applies a [`Transform`] to the records of every response of the inner service.
+#[derive(Clone, Debug)]
+pub struct Transformed<S, T> {
+    inner: S,
+    transform: Arc<T>,
+}
+
+impl<S, T, Req> Service<Req> for Transformed<S, T>
+where
+    S: Service<Req>,
+    S::Response: HasRecords + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    T: Transform,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let future = self.inner.call(request);
+        let transform = self.transform.clone();
+        Box::pin(async move {
+            let mut response = future.await.map_err(Into::into)?;
+            transform.apply_all(response.records_mut())?;
+            Ok(response)
+        })
+    }
+}
+
+/// Wraps services in [`Transformed`].
+#[derive(Debug)]
+pub struct TransformLayer<T> {
+    transform: Arc<T>,
+}
+
+impl<T> Clone for TransformLayer<T> {
+    fn clone(&self) -> Self {
+        TransformLayer {
+            transform: self.transform.clone(),
+        }
+    }
+}
+
+impl<T> TransformLayer<T> {
+    /// A layer applying `transform`.
+    pub fn new(transform: T) -> Self {
+        TransformLayer {
+            transform: Arc::new(transform),
+        }
+    }
+}
+
+impl<S, T> tower::Layer<S> for TransformLayer<T> {
+    type Service = Transformed<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Transformed {
+            inner,
+            transform: self.transform.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::*;
+use crate::message::Commit;
+use crate::middleware::transform::Filter;
+use crate::record::Record;
+use crate::sink::MemorySink;
+use crate::source::{Generator, Pages};
+use crate::testing::{counter_value, with_metrics, CountingSource, FailingSink, Scripted};
+use crate::Page;
+
+fn stream() -> StreamName {
+    StreamName::new("contacts").unwrap()
+}
+
+fn run() -> RunContext {
+    RunContext::new(stream())
+}
+
+fn generated(records: u64) -> Pages<Generator> {
+    Pages::new(Generator::contacts(records).page_size(10).record_bytes(64))
+}
+
+#[tokio::test]
+async fn a_run_commits_every_batch_and_succeeds_at_the_last() {
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(generated(95), sink.clone());
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!((report.batches, report.records), (10, 95));
+    assert_eq!(sink.live_count(&stream()), 95);
+    assert_eq!(report.checkpoint, Checkpoint::from_json(&95u64).unwrap());
+    assert_eq!(sink.checkpoint(&stream()), report.checkpoint);
+}
+
+#[tokio::test]
+async fn a_failed_sink_commit_leaves_the_checkpoint_where_it_was() {
+    let sink = FailingSink::new();
+    sink.fail_seq(3, || Error::Unavailable("disk busy".into()));
+    let pipeline = Pipeline::new(generated(95), sink.clone());
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+
+    assert!(matches!(
+        report.outcome,
+        RunOutcome::Failed {
+            kind: ErrorKind::Transient,
+            ..
+        }
+    ));
+    // Three batches (seq 0..=2) were committed; the fourth was not, nor was its cursor.
+    let after_three = Checkpoint::from_json(&30u64).unwrap();
+    assert_eq!(report.checkpoint, after_three);
+    assert_eq!(sink.inner.checkpoint(&stream()), after_three);
+    assert_eq!(sink.inner.live_count(&stream()), 30);
+
+    // The next run resumes there and completes the set, each record once.
+    sink.fail_seq(u64::MAX, || Error::Closed);
+    let report = pipeline.run(&run(), report.checkpoint).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(report.records, 65);
+    let ids: Vec<_> = sink
+        .inner
+        .records(&stream())
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 95);
+}
+
+#[tokio::test]
+async fn a_source_error_fails_the_run_with_its_kind_and_keeps_the_checkpoint() {
+    let page = Page {
+        records: vec![Generator::contacts(1).record(1)],
+        cursor: Checkpoint::from_bytes("p1"),
+        last: false,
+    };
+    let fetch = Scripted::new([Ok(page), Err(Error::Invalid("401 unauthorized".into()))]);
+    let sink = MemorySink::new();
+    let report = Pipeline::new(Pages::new(fetch), sink.clone())
+        .run(&run(), Checkpoint::start())
+        .await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Failed {
+            kind: ErrorKind::Permanent,
+            error: "invalid: 401 unauthorized".into()
+        }
+    );
+    assert_eq!(report.checkpoint, Checkpoint::from_bytes("p1"));
+    assert_eq!(sink.checkpoint(&stream()), Checkpoint::from_bytes("p1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_stops_at_a_page_boundary_with_a_consistent_checkpoint() {
+    let source = CountingSource::new(1_000, 10, Duration::from_secs(1));
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(source.clone(), sink.clone());
+    let run = run();
+    let cancel = run.cancel.clone();
+    let running = tokio::spawn(async move { pipeline.run(&run, Checkpoint::start()).await });
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    cancel.cancel();
+    let report = running.await.unwrap();
+    assert_eq!(report.outcome, RunOutcome::Cancelled);
+    let stored = sink.live_count(&stream());
+    assert_eq!(stored, 30, "three whole pages, the fourth abandoned");
+    assert_eq!(report.checkpoint, Checkpoint::from_json(&stored).unwrap());
+    assert_eq!(sink.checkpoint(&stream()), report.checkpoint);
+}
+
+#[tokio::test]
+async fn the_same_run_delivered_again_is_acknowledged_without_a_write() {
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(generated(30), sink.clone());
+    let run = run();
+    pipeline.run(&run, Checkpoint::start()).await;
+    let mut batches = generated(30).batches(&run, Checkpoint::start());
+    while let Some(batch) = batches.next().await {
+        assert_eq!(
+            sink.commit(&batch.unwrap()).await.unwrap(),
+            Commit::Replayed
+        );
+    }
+    assert_eq!(sink.batches_committed(&stream()), 3);
+}
+
+#[tokio::test]
+async fn transforms_apply_before_the_commit() {
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(generated(50), sink.clone())
+        .with_transform(Filter(|r: &Record| r.id.ends_with('0')));
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(sink.live_count(&stream()), 5);
+}
+
+#[tokio::test]
+async fn a_source_that_ends_without_a_last_batch_is_a_bug() {
+    let fetch = Scripted::new([Ok(Page::default())]);
+    struct NoLast<S>(Pages<S>);
+    impl<S> Source for NoLast<S>
+    where
+        Pages<S>: Source,
+    {
+        fn batches(&self, run: &RunContext, from: Checkpoint) -> crate::BatchStream {
+            self.0
+                .batches(run, from)
+                .take(1)
+                .map(|b| b.map(|b| crate::Batch { last: false, ..b }))
+                .boxed()
+        }
+    }
+    let report = Pipeline::new(NoLast(Pages::new(fetch)), MemorySink::new())
+        .run(&run(), Checkpoint::start())
+        .await;
+    assert!(matches!(
+        report.outcome,
+        RunOutcome::Failed {
+            kind: ErrorKind::Bug,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn runs_and_commits_are_counted() {
+    let counters = with_metrics(async {
+        Pipeline::new(generated(25), MemorySink::new())
+            .run(&run(), Checkpoint::start())
+            .await;
+    });
+    let labels = [("stream", "contacts")];
+    assert_eq!(
+        counter_value(&counters, "weld_runs_started_total", &labels),
+        1
+    );
+    assert_eq!(
+        counter_value(&counters, "weld_batches_committed_total", &labels),
+        3
+    );
+    assert_eq!(
+        counter_value(&counters, "weld_records_committed_total", &labels),
+        25
+    );
+    assert_eq!(
+        counter_value(
+            &counters,
+            "weld_runs_finished_total",
+            &[("stream", "contacts"), ("outcome", "succeeded")]
+        ),
+        1
+    );
+}

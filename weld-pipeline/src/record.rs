@@ -1,0 +1,204 @@
+//! One item of a stream: its id, when it last changed, and its JSON carried as bytes.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+
+use crate::error::Error;
+
+/// One item of a stream, unique by `id` within it.
+///
+/// `data` is the item's JSON as the source returned it (after the stream's transforms). It is
+/// parsed once, at the source, and from then on travels and is stored as bytes: see [`Json`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's id at the source (HubSpot's `id`). Unique within a stream.
+    pub id: String,
+    /// When the record last changed at the source. A store never replaces a record with an
+    /// older version.
+    pub updated_at: Timestamp,
+    /// Whether the source archived (deleted) it. An archived record is kept and marked.
+    pub archived: bool,
+    /// The record's JSON document.
+    pub data: Json,
+}
+
+impl Record {
+    /// A live (not archived) record.
+    pub fn new(id: impl Into<String>, updated_at: Timestamp, data: Json) -> Self {
+        Record {
+            id: id.into(),
+            updated_at,
+            archived: false,
+            data,
+        }
+    }
+
+    /// The number of bytes this record takes in a batch's encoding, near enough for budgets.
+    pub fn encoded_len(&self) -> usize {
+        self.id.len() + self.data.len() + 16
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("updated_at", &self.updated_at)
+            .field("archived", &self.archived)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// A JSON document held as its bytes.
+///
+/// Parsing 1 KiB of JSON costs about as much as moving it across a socket (see
+/// PERFORMANCE.md), so a document is checked once where it enters the pipeline
+/// ([`Json::parse`]) and is never parsed or re-serialized again by a transport or a store.
+/// Cloning is cheap: the bytes are reference-counted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Json(Bytes);
+
+impl Json {
+    /// Checks that `bytes` hold exactly one JSON value and keeps them as they are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the bytes are not one well-formed JSON value.
+    pub fn parse(bytes: impl Into<Bytes>) -> Result<Self, Error> {
+        let bytes = bytes.into();
+        serde_json::from_slice::<IgnoredAny>(&bytes)
+            .map_err(|e| Error::Invalid(format!("record data is not JSON: {e}")))?;
+        Ok(Json(bytes))
+    }
+
+    /// Serializes a value (used where a document is built rather than received).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the value cannot be serialized (a map with non-string keys).
+    pub fn from_serialize<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        serde_json::to_vec(value)
+            .map(|bytes| Json(Bytes::from(bytes)))
+            .map_err(|e| Error::Invalid(format!("cannot serialize record data: {e}")))
+    }
+
+    /// Copies a document out of a parsed page without parsing it again: the source's one parse
+    /// already checked it.
+    pub fn from_raw(raw: &serde_json::value::RawValue) -> Self {
+        Json(Bytes::copy_from_slice(raw.get().as_bytes()))
+    }
+
+    /// Keeps bytes that were checked before they were stored or sent (a store's own value, a
+    /// frame from an authenticated peer), without checking them again.
+    pub fn from_checked_bytes(bytes: Bytes) -> Self {
+        Json(bytes)
+    }
+
+    /// The document's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The document's bytes, shared.
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no bytes (never true for a parsed document).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses the document into any type: for code that needs to look inside it (a field
+    /// transform, a test), never for the hot path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the document does not have the shape of `T`.
+    pub fn decode<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, Error> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| Error::Invalid(format!("record data does not decode: {e}")))
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => write!(f, "{text}"),
+            Err(_) => write!(f, "<{} bytes>", self.0.len()),
+        }
+    }
+}
+
+/// A point in time, in milliseconds since the Unix epoch (UTC), as HubSpot's change dates are.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The epoch itself.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    /// From milliseconds since the epoch.
+    pub const fn from_millis(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+
+    /// Milliseconds since the epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// The wall clock now. Wall-clock time, not tokio's: it is what a source's data is stamped
+    /// with, and it does not pause in tests.
+    pub fn now() -> Self {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// This time moved back by `by`, saturating.
+    pub fn saturating_sub(self, by: Duration) -> Self {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(by))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_parse_refuses_what_is_not_one_json_value() {
+        assert!(Json::parse(&b"{\"a\":1}"[..]).is_ok());
+        assert!(Json::parse(&b"{\"a\":"[..]).is_err());
+        assert!(Json::parse(&b"{} {}"[..]).is_err());
+        assert!(Json::parse(&b""[..]).is_err());
+    }
+
+    #[test]
+    fn json_keeps_the_exact_bytes_it_was_given() {
+        let text = b"{ \"b\" : 2,\"a\":1 }";
+        let json = Json::parse(&text[..]).unwrap();
+        assert_eq!(json.as_bytes(), text);
+    }
+
+    #[test]
+    fn json_from_raw_copies_the_raw_slice() {
+        let page: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(r#"[{"id":"1"}, {"id":"2"}]"#).unwrap();
+        assert_eq!(Json::from_raw(page[1]).as_bytes(), br#"{"id":"2"}"#);
+    }
+}

@@ -1,0 +1,163 @@
+//! A sink that keeps everything in memory: for tests, demos and the in-process pipeline.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::Sink;
+use crate::batch::Batch;
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::message::Commit;
+use crate::record::Record;
+use crate::stream::{RunId, StreamName};
+
+/// A [`Sink`] in memory, with the same atomicity, idempotence and newest-wins rules as a durable
+/// store. It survives nothing: use it where losing everything on exit is fine. Clones share the
+/// same data.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySink {
+    streams: Arc<Mutex<HashMap<StreamName, StreamData>>>,
+}
+
+#[derive(Debug, Default)]
+struct StreamData {
+    records: BTreeMap<String, Record>,
+    live: u64,
+    checkpoint: Checkpoint,
+    committed: HashSet<(RunId, u64)>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored record of a stream, live and archived, ordered by id.
+    pub fn records(&self, stream: &StreamName) -> Vec<Record> {
+        self.with(stream, |data| data.records.values().cloned().collect())
+    }
+
+    /// The number of live (not archived) records of a stream.
+    pub fn live_count(&self, stream: &StreamName) -> u64 {
+        self.with(stream, |data| data.live)
+    }
+
+    /// The stream's last committed checkpoint ([`Checkpoint::start`] for a stream with none).
+    pub fn checkpoint(&self, stream: &StreamName) -> Checkpoint {
+        self.with(stream, |data| data.checkpoint.clone())
+    }
+
+    /// The number of batches committed for a stream (replays not counted).
+    pub fn batches_committed(&self, stream: &StreamName) -> usize {
+        self.with(stream, |data| data.committed.len())
+    }
+
+    fn with<T: Default>(&self, stream: &StreamName, f: impl FnOnce(&StreamData) -> T) -> T {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.get(stream).map(f).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        // Everything happens under one lock: the atomic step.
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let data = streams.entry(batch.stream.clone()).or_default();
+        if !data.committed.insert((batch.run_id, batch.seq)) {
+            return Ok(Commit::Replayed);
+        }
+        let mut written = 0;
+        for record in &batch.records {
+            let was_live = match data.records.get(&record.id) {
+                Some(stored) if stored.updated_at > record.updated_at => continue,
+                Some(stored) => !stored.archived,
+                None => false,
+            };
+            match (was_live, record.archived) {
+                (false, false) => data.live += 1,
+                (true, true) => data.live -= 1,
+                _ => {}
+            }
+            data.records.insert(record.id.clone(), record.clone());
+            written += 1;
+        }
+        data.checkpoint = batch.cursor.clone();
+        Ok(Commit::Stored { records: written })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Json, Timestamp};
+
+    fn record(id: &str, at: i64, archived: bool, body: &str) -> Record {
+        Record {
+            id: id.into(),
+            updated_at: Timestamp::from_millis(at),
+            archived,
+            data: Json::parse(body.as_bytes().to_vec()).unwrap(),
+        }
+    }
+
+    fn batch(seq: u64, records: Vec<Record>) -> Batch {
+        Batch {
+            stream: StreamName::new("s").unwrap(),
+            run_id: RunId(7),
+            seq,
+            last: false,
+            cursor: Checkpoint::from_bytes(format!("c{seq}")),
+            records,
+        }
+    }
+
+    #[tokio::test]
+    async fn redelivered_batch_is_stored_once_and_acked_as_replay() {
+        let sink = MemorySink::new();
+        let b = batch(0, vec![record("1", 1, false, "1")]);
+        assert_eq!(
+            sink.commit(&b).await.unwrap(),
+            Commit::Stored { records: 1 }
+        );
+        assert_eq!(sink.commit(&b).await.unwrap(), Commit::Replayed);
+        assert_eq!(sink.batches_committed(&b.stream), 1);
+        assert_eq!(sink.live_count(&b.stream), 1);
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        let sink = MemorySink::new();
+        sink.commit(&batch(0, vec![record("1", 10, false, "\"new\"")]))
+            .await
+            .unwrap();
+        let older = sink
+            .commit(&batch(1, vec![record("1", 5, false, "\"old\"")]))
+            .await
+            .unwrap();
+        assert_eq!(older, Commit::Stored { records: 0 });
+        let stored = sink.records(&StreamName::new("s").unwrap());
+        assert_eq!(stored[0].data.as_bytes(), b"\"new\"");
+    }
+
+    #[tokio::test]
+    async fn archived_records_are_kept_and_leave_the_live_count() {
+        let sink = MemorySink::new();
+        let stream = StreamName::new("s").unwrap();
+        sink.commit(&batch(
+            0,
+            vec![record("1", 1, false, "1"), record("2", 1, false, "2")],
+        ))
+        .await
+        .unwrap();
+        sink.commit(&batch(1, vec![record("1", 2, true, "1")]))
+            .await
+            .unwrap();
+        assert_eq!(sink.live_count(&stream), 1);
+        assert_eq!(sink.records(&stream).len(), 2);
+        assert_eq!(sink.checkpoint(&stream), Checkpoint::from_bytes("c1"));
+    }
+}

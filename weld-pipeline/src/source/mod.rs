@@ -1,0 +1,145 @@
+//! Sources: where a stream's records come from.
+//!
+//! A [`Source`] turns a checkpoint into a stream of [`Batch`]es, one per page, each carrying the
+//! cursor reached after it. Most sources are paginated APIs; for them, write one
+//! `tower::Service<PageRequest, Response = Page>` that fetches a single page, wrap it in the
+//! middleware it needs (rate limit, retry, timeout, transforms), and turn it into a source with
+//! [`Pages`]. The per-page service is where the layers belong: a retry retries one page, not a
+//! whole run.
+//!
+//! ```text
+//! checkpoint --> PageRequest --[layers]--> fetch one page --> Page{records, cursor, last}
+//!                     ^                                            |
+//!                     +----------- next cursor, unless last -------+--> Batch{seq, cursor, ...}
+//! ```
+
+mod generator;
+mod pages;
+
+pub use generator::Generator;
+pub use pages::Pages;
+
+use futures::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batch;
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::record::Record;
+use crate::stream::{RunId, StreamName};
+
+/// The batches of one run, in order; the stream ends after the batch marked `last`, at the first
+/// error, or when the run is cancelled.
+pub type BatchStream = BoxStream<'static, Result<Batch, Error>>;
+
+/// What a source knows about the run it serves.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    /// The stream.
+    pub stream: StreamName,
+    /// The run; batches carry it in their identity.
+    pub run_id: RunId,
+    /// Cancelled by a stop. A source checks it before it starts each page and starts no request
+    /// once it is cancelled.
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    /// A new run of `stream` with a fresh id and its own cancellation token.
+    pub fn new(stream: StreamName) -> Self {
+        RunContext {
+            stream,
+            run_id: RunId::generate(),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Pulls a stream's records from an external system, page by page, from a checkpoint.
+///
+/// # Contract
+///
+/// - The stream is lazy: no request starts until it is polled, and the next page is fetched only
+///   when the previous batch was taken. A runner that stops polling stops the source at a page
+///   boundary; dropping the stream abandons a page in flight.
+/// - Batches are numbered from `seq` 0 without gaps, carry the run's id, and each carries the
+///   cursor from which the next page would be fetched. Exactly one batch, the final one, has
+///   `last` set; a run with no records still yields one empty `last` batch, so its end and its
+///   cursor are committed.
+/// - Once `run.cancel` is cancelled, no new request starts; the stream ends without an error.
+/// - Errors are [`Error`]s with a kind: a transient one that the source's own retry layer could
+///   not overcome, or a permanent one. Either ends the stream.
+///
+/// # Examples
+///
+/// A source that yields its records in one page:
+///
+/// ```
+/// use futures::stream::{self, StreamExt};
+/// use weld_pipeline::{Batch, Checkpoint, Record, RunContext, Source, BatchStream};
+///
+/// struct Fixed(Vec<Record>);
+///
+/// impl Source for Fixed {
+///     fn batches(&self, run: &RunContext, _from: Checkpoint) -> BatchStream {
+///         let batch = Batch {
+///             stream: run.stream.clone(),
+///             run_id: run.run_id,
+///             seq: 0,
+///             last: true,
+///             cursor: Checkpoint::from_bytes("done"),
+///             records: self.0.clone(),
+///         };
+///         stream::iter([Ok(batch)]).boxed()
+///     }
+/// }
+/// ```
+pub trait Source: Send + Sync + 'static {
+    /// The batches of one run, starting at `from`.
+    fn batches(&self, run: &RunContext, from: Checkpoint) -> BatchStream;
+}
+
+impl<S: Source + ?Sized> Source for std::sync::Arc<S> {
+    fn batches(&self, run: &RunContext, from: Checkpoint) -> BatchStream {
+        (**self).batches(run, from)
+    }
+}
+
+/// A request for one page: the page that starts at `cursor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The stream being synced.
+    pub stream: StreamName,
+    /// Where the page starts.
+    pub cursor: Checkpoint,
+}
+
+/// One page of records and where the next one starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The records on the page.
+    pub records: Vec<Record>,
+    /// The cursor after this page: where the next page starts, or, on the last page, where the
+    /// next run starts.
+    pub cursor: Checkpoint,
+    /// Whether this is the last page of the run.
+    pub last: bool,
+}
+
+/// Anything that carries records a transform may change: pages and batches.
+pub trait HasRecords {
+    /// The records, to change in place.
+    fn records_mut(&mut self) -> &mut Vec<Record>;
+}
+
+impl HasRecords for Page {
+    fn records_mut(&mut self) -> &mut Vec<Record> {
+        &mut self.records
+    }
+}
+
+impl HasRecords for Batch {
+    fn records_mut(&mut self) -> &mut Vec<Record> {
+        &mut self.records
+    }
+}
