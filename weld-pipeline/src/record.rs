@@ -169,6 +169,22 @@ impl Timestamp {
         Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// Parses an RFC 3339 time in UTC (`2025-07-07T20:27:17.947Z`), as HubSpot writes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the text is not such a time or lies before the epoch.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, Error> {
+        let time = humantime::parse_rfc3339(text)
+            .map_err(|e| Error::Invalid(format!("{text:?} is not an RFC 3339 time: {e}")))?;
+        let since = time
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::Invalid(format!("{text:?} is before 1970")))?;
+        Ok(Timestamp(
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        ))
+    }
+
     /// This time moved back by `by`, saturating.
     pub fn saturating_sub(self, by: Duration) -> Self {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
@@ -176,9 +192,27 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 in UTC with milliseconds (`2025-07-07T20:27:17.947Z`); times before the epoch show
+/// as the epoch.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = u64::try_from(self.0).unwrap_or(0);
+        let time = UNIX_EPOCH + Duration::from_millis(millis);
+        write!(f, "{}", humantime::format_rfc3339_millis(time))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_print_and_parse_as_rfc3339() {
+        let at = Timestamp::parse_rfc3339("2025-07-07T20:27:17.947Z").unwrap();
+        assert_eq!(at.as_millis(), 1_751_920_037_947);
+        assert_eq!(at.to_string(), "2025-07-07T20:27:17.947Z");
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
 
     #[test]
     fn json_parse_refuses_what_is_not_one_json_value() {

@@ -106,13 +106,16 @@ macro_rules! scripted_service {
 
 scripted_service!((), PageRequest, Request);
 
+/// A batch `seq` whose commits fail, and the error they fail with.
+type SeqFailure = (u64, fn() -> Error);
+
 /// A [`MemorySink`] whose commits fail on demand.
 #[derive(Clone, Debug, Default)]
 pub struct FailingSink {
     /// The sink that stores what is not failed.
     pub inner: MemorySink,
     fail: Arc<Mutex<VecDeque<Error>>>,
-    fail_at_seq: Arc<Mutex<Option<(u64, fn() -> Error)>>>,
+    fail_at_seq: Arc<Mutex<Option<SeqFailure>>>,
 }
 
 impl FailingSink {
@@ -228,12 +231,14 @@ impl Source for CountingSource {
     }
 }
 
+/// A counter as recorded: name, sorted labels, value.
+#[cfg(test)]
+pub(crate) type CounterValue = (String, Vec<(String, String)>, u64);
+
 /// Runs `future` on a paused current-thread runtime with its own metrics recorder, and returns
 /// the counters it recorded: `(name, sorted labels, value)`.
 #[cfg(test)]
-pub(crate) fn with_metrics(
-    future: impl std::future::Future<Output = ()>,
-) -> Vec<(String, Vec<(String, String)>, u64)> {
+pub(crate) fn with_metrics(future: impl std::future::Future<Output = ()>) -> Vec<CounterValue> {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -266,11 +271,7 @@ pub(crate) fn with_metrics(
 
 /// The value of the counter with this name and exactly these labels, 0 if absent.
 #[cfg(test)]
-pub(crate) fn counter_value(
-    counters: &[(String, Vec<(String, String)>, u64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
+pub(crate) fn counter_value(counters: &[CounterValue], name: &str, labels: &[(&str, &str)]) -> u64 {
     let mut wanted: Vec<_> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -40,6 +40,7 @@ struct Contact<'a> {
 
 #[derive(Serialize)]
 struct Properties<'a> {
+    createdate: String,
     email: String,
     firstname: &'a str,
     lastname: &'a str,
@@ -86,13 +87,14 @@ impl Generator {
     /// The record with id `i` (1-based), exactly as a page serves it.
     pub fn record(&self, i: u64) -> Record {
         let updated_at = Timestamp::from_millis(self.base.as_millis() + (i / 5) as i64 * 1000);
-        let stamp = updated_at.as_millis().to_string();
+        let stamp = updated_at.to_string();
         let first = FIRST_NAMES[(i % FIRST_NAMES.len() as u64) as usize];
         let last = LAST_NAMES[(i % LAST_NAMES.len() as u64) as usize];
-        let padding = "x".repeat(self.record_bytes.saturating_sub(260));
+        let padding = "x".repeat(self.record_bytes.saturating_sub(340));
         let contact = Contact {
             id: i.to_string(),
             properties: Properties {
+                createdate: self.base.to_string(),
                 email: format!("{}.{i}@example.com", first.to_lowercase()),
                 firstname: first,
                 lastname: last,
@@ -100,7 +102,7 @@ impl Generator {
                 lastmodifieddate: stamp.clone(),
                 notes: &padding,
             },
-            created_at: self.base.as_millis().to_string(),
+            created_at: self.base.to_string(),
             updated_at: stamp,
             archived: false,
         };
