@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench encoding`
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use bytes::BytesMut;
