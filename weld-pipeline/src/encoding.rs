@@ -12,6 +12,7 @@
 //! message  := version:u8 (=1) tag:u8 body
 //!
 //!  tag  message               body
+//!    4  Hello                 worker_id:str16 protocol_version:u16 count:u16 source:str16{count}
 //!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32
 //!    2  Request::Stop         stream:str8
 //!    3  Request::Deliver      batch
@@ -25,7 +26,7 @@
 //!
 //! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last) cursor:bytes32
 //!             count:u32 record{count}
-//! record   := id:str16 updated_at:i64 flags:u8 (bit 0: archived) data:bytes32
+//! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived) data:bytes32
 //! ```
 //!
 //! A batch of one record `{"a":1}` with id `"7"`, stream `s`, run 1, seq 0, last, empty cursor,
@@ -39,7 +40,7 @@
 //! 01                         last
 //! 00 00 00 00                cursor: empty
 //! 00 00 00 01                one record
-//! 00 01 37                   id "7"
+//! 00 00 00 01 37             id "7"
 //! 00 00 00 00 00 00 00 00    updated_at 0
 //! 00                         live
 //! 00 00 00 07 7b 22 61 22 3a 31 7d   data {"a":1}
@@ -55,7 +56,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{DecodeError, ErrorKind};
-use crate::message::{Commit, Event, Message, Request, Response, RunFinished, RunOutcome, Start};
+use crate::message::{
+    Commit, Event, Hello, Message, Request, Response, RunFinished, RunOutcome, Start,
+};
 use crate::record::{Json, Record, Timestamp};
 use crate::stream::{RunId, StreamName};
 
@@ -64,6 +67,7 @@ pub const ENCODING_VERSION: u8 = 1;
 
 mod tag {
     pub(super) const START: u8 = 1;
+    pub(super) const HELLO: u8 = 4;
     pub(super) const STOP: u8 = 2;
     pub(super) const DELIVER: u8 = 3;
     pub(super) const STARTED: u8 = 16;
@@ -75,9 +79,23 @@ mod tag {
 }
 
 /// Appends the encoding of a message to `out`.
+///
+/// # Panics
+///
+/// When a single field is longer than 4 GiB, or a hello lists more than 65,535 sources: far past
+/// every transport's frame limit, so a bug upstream.
 pub fn encode_message(message: &Message, out: &mut BytesMut) {
     out.put_u8(ENCODING_VERSION);
     match message {
+        Message::Hello(hello) => {
+            out.put_u8(tag::HELLO);
+            put_str16(out, &hello.worker_id);
+            out.put_u16(hello.protocol_version);
+            out.put_u16(u16::try_from(hello.sources.len()).expect("more than 65535 sources"));
+            for source in &hello.sources {
+                put_str16(out, source);
+            }
+        }
         Message::Request(Request::Start(start)) => {
             out.put_u8(tag::START);
             put_str8(out, start.stream.as_str());
@@ -165,6 +183,20 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 checkpoint,
             }))
         }
+        tag::HELLO => {
+            let worker_id = get_str16(input, "worker_id")?;
+            let protocol_version = get_u16(input, "protocol_version")?;
+            let count = get_u16(input, "sources")?;
+            let mut sources = Vec::new();
+            for _ in 0..count {
+                sources.push(get_str16(input, "source")?);
+            }
+            Message::Hello(Hello {
+                worker_id,
+                protocol_version,
+                sources,
+            })
+        }
         tag::STOP => Message::Request(Request::Stop {
             stream: get_stream(input)?,
         }),
@@ -221,6 +253,10 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
 
 /// Appends the encoding of a batch (without a message header) to `out`: for stores and outboxes
 /// that keep batches rather than messages.
+///
+/// # Panics
+///
+/// When a record's id or data, or the cursor, is longer than 4 GiB (a bug upstream).
 pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     out.reserve(batch.encoded_len());
     put_str8(out, batch.stream.as_str());
@@ -230,7 +266,7 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     put_bytes32(out, batch.cursor.as_bytes());
     out.put_u32(len_u32(batch.records.len()));
     for record in &batch.records {
-        put_str16(out, &record.id);
+        put_bytes32(out, record.id.as_bytes());
         out.put_i64(record.updated_at.as_millis());
         out.put_u8(u8::from(record.archived));
         put_bytes32(out, record.data.as_bytes());
@@ -257,18 +293,18 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     let last = get_u8(input, "flags")? & 1 == 1;
     let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
     let count = get_u32(input, "count")? as usize;
-    // Each record takes at least 15 bytes, so a count the input cannot hold is a lie: refuse it
+    // Each record takes at least 17 bytes, so a count the input cannot hold is a lie: refuse it
     // before reserving room for it.
-    const MIN_RECORD: usize = 2 + 8 + 1 + 4;
+    const MIN_RECORD: usize = 4 + 8 + 1 + 4;
     if count.saturating_mul(MIN_RECORD) > input.remaining() {
         return Err(DecodeError::Truncated {
             field: "records",
-            needed: count * MIN_RECORD - input.remaining(),
+            needed: count.saturating_mul(MIN_RECORD) - input.remaining(),
         });
     }
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
-        let id = get_str16(input, "record id")?;
+        let id = get_text(get_bytes32(input, "record id")?, "record id")?;
         let updated_at = Timestamp::from_millis(get_i64(input, "updated_at")?);
         let archived = get_u8(input, "record flags")? & 1 == 1;
         let data = Json::from_checked_bytes(get_bytes32(input, "record data")?);
@@ -347,6 +383,11 @@ fn invalid(field: &'static str, reason: String) -> DecodeError {
 fn get_u8(input: &mut Bytes, field: &'static str) -> Result<u8, DecodeError> {
     need(input, 1, field)?;
     Ok(input.get_u8())
+}
+
+fn get_u16(input: &mut Bytes, field: &'static str) -> Result<u16, DecodeError> {
+    need(input, 2, field)?;
+    Ok(input.get_u16())
 }
 
 fn get_u32(input: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
@@ -483,6 +524,18 @@ mod tests {
                     }))
                 }),
             stream_name().prop_map(|stream| Message::Request(Request::Stop { stream })),
+            (
+                ".{0,40}",
+                any::<u16>(),
+                proptest::collection::vec("[a-z]{1,10}", 0..4)
+            )
+                .prop_map(|(worker_id, protocol_version, sources)| Message::Hello(
+                    Hello {
+                        worker_id,
+                        protocol_version,
+                        sources,
+                    }
+                )),
             Just(Message::Response(Response::Started)),
             Just(Message::Response(Response::Stopped)),
             (
@@ -575,8 +628,8 @@ mod tests {
     fn the_documented_frame_decodes() {
         let bytes: &[u8] = &[
             0x01, 0x03, 0x01, b's', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0,
-            0, 0, 0, 0, 1, 0, 1, b'7', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, b'{', b'"', b'a',
-            b'"', b':', b'1', b'}',
+            0, 0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, b'{', b'"',
+            b'a', b'"', b':', b'1', b'}',
         ];
         let Message::Request(Request::Deliver(batch)) =
             decode_message(Bytes::from_static(bytes)).unwrap()

@@ -199,9 +199,11 @@ pub enum Event {
     RunFinished(RunFinished),
 }
 
-/// Any of the three, as a transport frames them.
+/// Any message, as a transport frames it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
+    /// A worker's introduction, the first message of a connection.
+    Hello(Hello),
     /// A request.
     Request(Request),
     /// A response.

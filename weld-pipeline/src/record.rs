@@ -196,6 +196,11 @@ impl Timestamp {
 /// as the epoch.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // RFC 3339 ends at year 9999; a time past it (only a peer's bad data) prints as millis.
+        const LAST_RFC3339_MILLIS: i64 = 253_402_300_799_999;
+        if self.0 > LAST_RFC3339_MILLIS {
+            return write!(f, "{}ms", self.0);
+        }
         let millis = u64::try_from(self.0).unwrap_or(0);
         let time = UNIX_EPOCH + Duration::from_millis(millis);
         write!(f, "{}", humantime::format_rfc3339_millis(time))
@@ -212,6 +217,14 @@ mod tests {
         assert_eq!(at.as_millis(), 1_751_920_037_947);
         assert_eq!(at.to_string(), "2025-07-07T20:27:17.947Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX).to_string(),
+            format!("{}ms", i64::MAX)
+        );
+        assert_eq!(
+            Timestamp::from_millis(-5).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

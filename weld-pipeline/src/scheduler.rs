@@ -31,8 +31,17 @@ use crate::stream::StreamName;
 #[async_trait]
 pub trait Job: Send + Sync + 'static {
     /// Runs once.
+    ///
+    /// # Cancel safety
+    ///
+    /// The scheduler never drops this future: it cancels `run.cancel` and waits for the run to
+    /// end, so a job may finish what must not be interrupted (a commit) before returning.
     async fn run(&self, run: RunContext);
 }
+
+/// The shortest interval between two runs' starts. A source polled more often than once a
+/// second is a stream, not a schedule; the floor also keeps a zero interval from spinning.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Plan {
@@ -69,17 +78,23 @@ impl Scheduler {
         Self::default()
     }
 
-    /// Runs `job` for `stream` now and then every `interval`. If the stream is already scheduled,
-    /// the new interval and job apply from its next run and the run in progress goes on.
+    /// Runs `job` for `stream` now and then every `interval` (at least [`MIN_INTERVAL`]). If the
+    /// stream is already scheduled, the new interval and job apply from its next run and the run
+    /// in progress goes on. If it is being stopped, the new schedule's first run waits for the
+    /// stopping run to end.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn start(&self, stream: StreamName, interval: Duration, job: Arc<dyn Job>) {
-        let plan = Plan { interval, job };
+        let plan = Plan {
+            interval: interval.max(MIN_INTERVAL),
+            job,
+        };
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(scheduled) = streams.get(&stream) {
-            if !scheduled.ended.is_cancelled() {
+            // A stream being stopped gets a new task below: its old one is about to exit.
+            if !scheduled.cancel.is_cancelled() && !scheduled.ended.is_cancelled() {
                 scheduled.plan.send_replace(plan);
                 return;
             }
@@ -133,15 +148,21 @@ impl Scheduler {
         true
     }
 
-    /// Stops every stream, as [`Scheduler::stop`] does.
+    /// Stops every stream, as [`Scheduler::stop`] does: all are cancelled at once, then this
+    /// waits for every run to end.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Scheduler::stop`]: every stream is stopped even if this future is dropped.
     pub async fn stop_all(&self) {
         let names: Vec<_> = {
             let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            for scheduled in streams.values() {
+                scheduled.cancel.cancel();
+            }
             streams.keys().cloned().collect()
         };
-        for name in names {
-            self.stop(&name).await;
-        }
+        futures::future::join_all(names.iter().map(|name| self.stop(name))).await;
     }
 
     /// Whether a stream is scheduled (and not stopped).
@@ -190,7 +211,11 @@ async fn run_stream(
         if cancel.is_cancelled() {
             return;
         }
-        next = (started + interval).max(Instant::now());
+        // An interval too large to add is "never again", which a far-off instant expresses.
+        let due = started
+            .checked_add(interval)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
+        next = due.max(Instant::now());
     }
 }
 

@@ -130,7 +130,7 @@ async fn a_scheduled_worker_delivers_every_record_once_and_lost_acks_are_replaye
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn many_requests_in_flight_are_answered_out_of_order() {
     struct SlowFirst;
     #[async_trait]
@@ -292,4 +292,46 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
     };
     let error = sink.commit(&batch).await.unwrap_err();
     assert_eq!(error.kind(), weld_pipeline::ErrorKind::Permanent);
+}
+
+#[tokio::test]
+async fn a_panicking_request_handler_is_answered_as_a_bug_and_the_connection_stays_up() {
+    struct PanicsOnStop;
+    #[async_trait]
+    impl Handler for PanicsOnStop {
+        async fn request(&self, _from: &Hello, request: Request) -> Response {
+            match request {
+                Request::Stop { .. } => panic!("handler bug"),
+                _ => Response::Started,
+            }
+        }
+        async fn event(&self, _from: &Hello, _event: Event) {}
+    }
+    let transport = MemoryTransport::new();
+    let _listener = transport.listen(Arc::new(PanicsOnStop)).await.unwrap();
+    let peer = transport
+        .connect(Hello::new("w", vec![]), Arc::new(Idle))
+        .await
+        .unwrap();
+    let response = peer
+        .request(Request::Stop { stream: stream() })
+        .await
+        .unwrap();
+    assert!(matches!(
+        response,
+        Response::Refused {
+            kind: weld_pipeline::ErrorKind::Bug,
+            ..
+        }
+    ));
+    let start = weld_pipeline::Start {
+        stream: stream(),
+        config: serde_json::from_str(r#"{"source":{"kind":"generator"},"interval_secs":60}"#)
+            .unwrap(),
+        checkpoint: Checkpoint::start(),
+    };
+    assert_eq!(
+        peer.request(Request::Start(start)).await.unwrap(),
+        Response::Started
+    );
 }

@@ -15,6 +15,8 @@ use crate::Checkpoint;
 #[derive(Default)]
 struct Recorder {
     duration: Duration,
+    /// Finish the whole duration even when cancelled, as a commit in progress does.
+    ignores_cancel: bool,
     starts: Mutex<Vec<Instant>>,
     running: AtomicUsize,
     most_running: AtomicUsize,
@@ -24,6 +26,14 @@ impl Recorder {
     fn taking(duration: Duration) -> Arc<Self> {
         Arc::new(Recorder {
             duration,
+            ..Recorder::default()
+        })
+    }
+
+    fn finishing(duration: Duration) -> Arc<Self> {
+        Arc::new(Recorder {
+            duration,
+            ignores_cancel: true,
             ..Recorder::default()
         })
     }
@@ -44,9 +54,13 @@ impl Job for Recorder {
         self.starts.lock().unwrap().push(Instant::now());
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_running.fetch_max(now, Ordering::SeqCst);
-        tokio::select! {
-            () = tokio::time::sleep(self.duration) => {}
-            () = run.cancel.cancelled() => {}
+        if self.ignores_cancel {
+            tokio::time::sleep(self.duration).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(self.duration) => {}
+                () = run.cancel.cancelled() => {}
+            }
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
@@ -142,12 +156,29 @@ async fn stop_and_start_are_idempotent() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_restart_right_after_stop_never_overlaps_the_old_run() {
-    let job = Recorder::taking(Duration::from_secs(30));
+async fn stop_returns_only_once_the_run_in_progress_has_ended() {
+    let origin = Instant::now();
+    let job = Recorder::finishing(Duration::from_secs(30));
+    let scheduler = Scheduler::new();
+    scheduler.start(stream(), Duration::from_secs(60), job.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(scheduler.stop(&stream()).await);
+    assert_eq!(
+        job.running.load(Ordering::SeqCst),
+        0,
+        "stop returned during a run"
+    );
+    assert_eq!((Instant::now() - origin).as_secs(), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_while_stopping_is_kept_and_never_overlaps_the_old_run() {
+    let origin = Instant::now();
+    let job = Recorder::finishing(Duration::from_secs(30));
     let scheduler = Arc::new(Scheduler::new());
     scheduler.start(stream(), Duration::from_secs(60), job.clone());
     settle().await;
-    // Stop without waiting for it, and start again at once.
+    // Stop without waiting for it, and start again while the old run is still finishing.
     let stopping = {
         let scheduler = scheduler.clone();
         tokio::spawn(async move { scheduler.stop(&stream()).await })
@@ -155,9 +186,40 @@ async fn a_restart_right_after_stop_never_overlaps_the_old_run() {
     settle().await;
     scheduler.start(stream(), Duration::from_secs(60), job.clone());
     stopping.await.unwrap();
-    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert!(scheduler.is_scheduled(&stream()), "the start was lost");
+    tokio::time::sleep(Duration::from_secs(100)).await;
     assert_eq!(job.most_running.load(Ordering::SeqCst), 1);
-    assert!(job.starts.lock().unwrap().len() >= 2);
+    // The new schedule's first run began when the stopped one ended.
+    assert_eq!(job.starts_after(origin), [0, 30, 90]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_all_cancels_every_stream_before_waiting() {
+    let origin = Instant::now();
+    let job = Recorder::finishing(Duration::from_secs(30));
+    let scheduler = Scheduler::new();
+    for name in ["a", "b", "c"] {
+        scheduler.start(
+            StreamName::new(name).unwrap(),
+            Duration::from_secs(60),
+            job.clone(),
+        );
+    }
+    settle().await;
+    scheduler.stop_all().await;
+    // The three runs ended together, not one after the other.
+    assert_eq!((Instant::now() - origin).as_secs(), 30);
+    assert_eq!(job.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_is_raised_to_the_minimum() {
+    let origin = Instant::now();
+    let job = Recorder::taking(Duration::ZERO);
+    let scheduler = Scheduler::new();
+    scheduler.start(stream(), Duration::ZERO, job.clone());
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(job.starts_after(origin), [0, 1, 2, 3]);
 }
 
 #[tokio::test(start_paused = true)]

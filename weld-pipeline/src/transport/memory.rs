@@ -1,6 +1,9 @@
 //! A transport inside one process, over channels.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +16,10 @@ use crate::message::{Event, Hello, Request, Response};
 /// A [`Transport`] over in-process channels: the same request, response and event flow as a
 /// network transport, with nothing encoded. Clones share the same listening point; one listener
 /// at a time.
+///
+/// A connection closes when either side calls [`Peer::close`], or drops its last [`MemoryPeer`]
+/// clone. A handler that keeps a clone of its own side's peer therefore keeps the connection
+/// open until it calls `close`.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTransport {
     listener: Arc<Mutex<Option<mpsc::UnboundedSender<Arriving>>>>,
@@ -102,7 +109,8 @@ impl Peer for MemoryPeer {
 }
 
 /// Serves one side's inbox until the connection closes: each request is answered on its own
-/// task, so many are in flight at once and answers return in any order.
+/// task, so many are in flight at once and answers return in any order; events go, in order, to
+/// one task of their own, so a slow event handler never holds up requests.
 fn serve(
     mut inbox: mpsc::UnboundedReceiver<Envelope>,
     hello: Hello,
@@ -110,28 +118,47 @@ fn serve(
     closed: CancellationToken,
 ) {
     let hello = Arc::new(hello);
+    let (events, mut ordered) = mpsc::unbounded_channel::<Event>();
+    {
+        let (handler, hello, closed) = (handler.clone(), hello.clone(), closed.clone());
+        tokio::spawn(async move {
+            let _closed = closed.drop_guard();
+            while let Some(event) = ordered.recv().await {
+                handler.event(&hello, event).await;
+            }
+        });
+    }
     tokio::spawn(async move {
+        // However this task ends (a closed channel, a panic), the connection is then closed.
+        let _closed = closed.clone().drop_guard();
         loop {
             let envelope = tokio::select! {
                 envelope = inbox.recv() => envelope,
                 () = closed.cancelled() => None,
             };
-            let Some(envelope) = envelope else { break };
-            let handler = handler.clone();
-            let hello = hello.clone();
             match envelope {
-                Envelope::Request(request, reply) => {
+                None => break,
+                Some(Envelope::Request(request, reply)) => {
+                    let (handler, hello) = (handler.clone(), hello.clone());
                     tokio::spawn(async move {
-                        let response = handler.request(&hello, request).await;
+                        let answer = AssertUnwindSafe(handler.request(&hello, request))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                tracing::error!(worker_id = %hello.worker_id, "bug: a request handler panicked");
+                                Response::refused(&Error::Bug("the request handler panicked".into()))
+                            });
                         // The requester may have given up; its loss.
-                        let _ = reply.send(response);
+                        let _ = reply.send(answer);
                     });
                 }
-                // Events keep their order: they are handled one at a time, in arrival order.
-                Envelope::Event(event) => handler.event(&hello, event).await,
+                Some(Envelope::Event(event)) => {
+                    if events.send(event).is_err() {
+                        break;
+                    }
+                }
             }
         }
-        closed.cancel();
     });
 }
 

@@ -54,9 +54,19 @@ use crate::message::{Event, Hello, Request, Response, PROTOCOL_VERSION};
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. A failure is answered with [`Response::Refused`], not an error: the
     /// connection stays up.
+    ///
+    /// # Cancel safety
+    ///
+    /// A transport may drop this future when the connection closes; whatever it had committed
+    /// stays committed, and the requester, having no answer, asks again (which must be harmless,
+    /// as a batch delivery is).
     async fn request(&self, from: &Hello, request: Request) -> Response;
 
-    /// Takes one event.
+    /// Takes one event. Events of one connection are handed over one at a time, in order.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Handler::request`]: it may be dropped when the connection closes.
     async fn event(&self, from: &Hello, event: Event);
 }
 
@@ -85,6 +95,11 @@ pub trait Peer: Clone + Send + Sync + 'static {
     /// # Errors
     ///
     /// [`Error::Closed`] when the connection is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have sent the event; events carry no guarantee beyond
+    /// the connection's.
     async fn notify(&self, event: Event) -> Result<(), Error>;
 
     /// Resolves once the connection is closed, by either side or by failure.
@@ -111,6 +126,10 @@ pub trait Transport: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the transport cannot listen (an address in use).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves nothing listening.
     async fn listen(&self, handler: Arc<dyn Handler>) -> Result<Self::Listener, Error>;
 
     /// Connects to the controller as the worker described by `hello`; the controller's requests
@@ -120,6 +139,10 @@ pub trait Transport: Send + Sync + 'static {
     ///
     /// Transient when the controller is unreachable (reconnect later), permanent when it refused
     /// the hello (a wrong secret or protocol version).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the connection attempt; a half-made connection is closed.
     async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<Self::Peer, Error>;
 }
 

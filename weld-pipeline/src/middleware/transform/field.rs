@@ -23,8 +23,12 @@ use crate::record::{Json, Record};
 /// let transforms: Vec<FieldTransform> = serde_json::from_str(config).unwrap();
 /// assert_eq!(transforms.len(), 3);
 /// ```
+///
+/// Every pointer must start with `/`; a list with any other is refused when it is deserialized
+/// (and fails the run if built in code), since a redaction that silently matched nothing would
+/// leak what it was meant to hide.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "Unchecked")]
 pub enum FieldTransform {
     /// Moves a field. The destination's parent must be an object; an existing value there is
     /// replaced.
@@ -41,10 +45,44 @@ pub enum FieldTransform {
     Redact(String),
 }
 
+/// [`FieldTransform`] as written, before its pointers are checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Unchecked {
+    Rename { from: String, to: String },
+    Drop(String),
+    Redact(String),
+}
+
+impl TryFrom<Unchecked> for FieldTransform {
+    type Error = Error;
+
+    fn try_from(unchecked: Unchecked) -> Result<Self, Error> {
+        let transform = match unchecked {
+            Unchecked::Rename { from, to } => FieldTransform::Rename { from, to },
+            Unchecked::Drop(field) => FieldTransform::Drop(field),
+            Unchecked::Redact(field) => FieldTransform::Redact(field),
+        };
+        transform.check()?;
+        Ok(transform)
+    }
+}
+
 /// The value a redacted field gets.
 pub const REDACTED: &str = "[redacted]";
 
+fn check_pointer(pointer: &str) -> Result<(), Error> {
+    if pointer.starts_with('/') {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{pointer:?} is not a JSON pointer to a field (no leading /)"
+        )))
+    }
+}
+
 fn split_parent(pointer: &str) -> Result<(&str, String), Error> {
+    check_pointer(pointer)?;
     let (parent, last) = pointer.rsplit_once('/').ok_or_else(|| {
         Error::Invalid(format!("{pointer:?} is not a JSON pointer (no leading /)"))
     })?;
@@ -61,6 +99,21 @@ fn take(document: &mut Value, pointer: &str) -> Result<Option<Value>, Error> {
 }
 
 impl FieldTransform {
+    /// Checks that every pointer of the transform addresses a field.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the pointer that does not start with `/`.
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            FieldTransform::Rename { from, to } => {
+                check_pointer(from)?;
+                check_pointer(to)
+            }
+            FieldTransform::Drop(field) | FieldTransform::Redact(field) => check_pointer(field),
+        }
+    }
+
     fn apply_to(&self, document: &mut Value) -> Result<(), Error> {
         match self {
             FieldTransform::Rename { from, to } => {
@@ -82,6 +135,7 @@ impl FieldTransform {
                 take(document, field)?;
             }
             FieldTransform::Redact(field) => {
+                check_pointer(field)?;
                 if let Some(value) = document.pointer_mut(field) {
                     *value = Value::String(REDACTED.into());
                 }

@@ -89,6 +89,29 @@ fn a_pointer_without_a_slash_is_a_clear_error() {
 }
 
 #[test]
+fn a_redaction_with_a_malformed_pointer_fails_instead_of_leaking() {
+    let error = vec![FieldTransform::Redact("properties/phone".into())]
+        .apply(contact("1", false))
+        .unwrap_err();
+    assert!(error.to_string().contains("JSON pointer"), "{error}");
+}
+
+#[test]
+fn malformed_pointers_are_refused_when_a_config_is_read() {
+    let refused = serde_json::from_str::<Vec<FieldTransform>>(r#"[{"redact":"properties/phone"}]"#);
+    assert!(refused.is_err());
+    let refused =
+        serde_json::from_str::<Vec<FieldTransform>>(r#"[{"rename":{"from":"/a","to":"b"}}]"#);
+    assert!(refused.is_err());
+    let accepted =
+        serde_json::from_str::<Vec<FieldTransform>>(r#"[{"redact":"/properties/phone"}]"#);
+    assert_eq!(
+        accepted.unwrap(),
+        vec![FieldTransform::Redact("/properties/phone".into())]
+    );
+}
+
+#[test]
 fn map_and_filter_compose_in_order() {
     let chain: Vec<Arc<dyn Transform>> = vec![
         Arc::new(Filter(|r: &Record| !r.archived)),
