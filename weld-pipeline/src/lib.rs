@@ -79,6 +79,8 @@ pub mod record;
 pub mod scheduler;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "sled")]
+pub mod store;
 pub mod stream;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,53 @@
+//! The run history, kept with the data it describes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Timestamp;
+use crate::stream::RunId;
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Batches are arriving; the last has not.
+    Running,
+    /// Its last batch is committed: the run is a complete version of the stream.
+    Succeeded,
+    /// It ended on an error, recorded in `error`.
+    Failed,
+    /// A stop ended it at a page boundary.
+    Cancelled,
+}
+
+/// One run of a stream, as the history shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub id: RunId,
+    /// Where it stands.
+    pub state: RunState,
+    /// When it started (its first report or batch, wall clock).
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// Records committed.
+    pub records: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub(super) fn started(id: RunId, at: Timestamp) -> Self {
+        RunRecord {
+            id,
+            state: RunState::Running,
+            started_at: at,
+            finished_at: None,
+            records: 0,
+            batches: 0,
+            error: None,
+        }
+    }
+}

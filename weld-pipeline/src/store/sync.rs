@@ -1,0 +1,174 @@
+//! Group commit: one flush and one `fdatasync` shared by every commit waiting for it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind};
+
+/// Makes sled's writes durable, many commits per sync.
+///
+/// A commit calls [`GroupSync::sync`] after its write. If no sync round is running, it starts
+/// one; otherwise it waits for the next round to start and finish. A round takes the number of
+/// the latest request when it starts, flushes sled (which writes its log with `sync_file_range`)
+/// and then calls `fdatasync` on sled's log file and on any blob files; every request up to that
+/// number is then durable. While one round runs, new requests gather for the next: under load a
+/// sync costs one round for all of them.
+#[derive(Debug)]
+pub(super) struct GroupSync {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: sled::Db,
+    log: File,
+    blobs: PathBuf,
+    state: Mutex<State>,
+    rounds: Arc<watch::Sender<Round>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requested: u64,
+    running: bool,
+    rounds: u64,
+}
+
+/// The last finished round: requests up to `covered` are durable if it succeeded.
+#[derive(Clone, Debug, Default)]
+struct Round {
+    covered: u64,
+    error: Option<String>,
+}
+
+impl GroupSync {
+    pub(super) fn new(db: sled::Db, dir: &Path) -> Result<Self, Error> {
+        let log = File::open(dir.join("db")).map_err(|e| {
+            Error::new(
+                ErrorKind::Permanent,
+                format!("cannot open sled's log file for syncing: {e}"),
+            )
+        })?;
+        Ok(GroupSync {
+            inner: Arc::new(Inner {
+                db,
+                log,
+                blobs: dir.join("blobs"),
+                state: Mutex::new(State::default()),
+                rounds: Arc::new(watch::Sender::new(Round::default())),
+            }),
+        })
+    }
+
+    /// Returns once everything written before the call is durable.
+    ///
+    /// # Errors
+    ///
+    /// Transient, when the flush or the sync failed: the write may or may not survive a crash,
+    /// so it must not be acknowledged.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a round in progress finishes on its own task.
+    pub(super) async fn sync(&self) -> Result<(), Error> {
+        let mut rounds = self.inner.rounds.subscribe();
+        let ticket = {
+            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.requested += 1;
+            state.requested
+        };
+        loop {
+            {
+                let round = rounds.borrow_and_update();
+                if round.covered >= ticket {
+                    return match &round.error {
+                        None => Ok(()),
+                        Some(error) => {
+                            Err(Error::Unavailable(format!("store sync failed: {error}")))
+                        }
+                    };
+                }
+            }
+            self.lead_if_idle();
+            if rounds.changed().await.is_err() {
+                return Err(Error::Bug("the store's sync state is gone".into()));
+            }
+        }
+    }
+
+    /// Sync rounds started so far.
+    pub(super) fn rounds(&self) -> u64 {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rounds
+    }
+
+    /// Starts a round on its own task unless one is running.
+    fn lead_if_idle(&self) {
+        let covered = {
+            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.running {
+                return;
+            }
+            state.running = true;
+            state.rounds += 1;
+            state.requested
+        };
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let error = inner.flush_and_sync().err();
+            if let Some(error) = &error {
+                tracing::error!(error = %error, "store sync failed; commits waiting for it are not acknowledged");
+            }
+            inner
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .running = false;
+            // Let go of the database before anyone learns the round is over: a store dropped by
+            // its last user right after its commit must release sled's lock, or it cannot be
+            // reopened.
+            let rounds = inner.rounds.clone();
+            drop(inner);
+            rounds.send_replace(Round { covered, error });
+        });
+    }
+}
+
+impl Inner {
+    fn flush_and_sync(&self) -> Result<(), String> {
+        self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
+        fail::fail_point!("store::between_flush_and_fdatasync", |_| Err(
+            "failpoint: crashed between flush and fdatasync".to_string()
+        ));
+        self.log
+            .sync_data()
+            .map_err(|e| format!("fdatasync of sled's log: {e}"))?;
+        self.sync_blobs()
+            .map_err(|e| format!("fsync of sled's blobs: {e}"))
+    }
+
+    /// sled writes items larger than a quarter of a segment to files of their own, and does not
+    /// sync them. The store gives them the same barrier as the log.
+    fn sync_blobs(&self) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut any = false;
+        for entry in entries {
+            File::open(entry?.path())?.sync_data()?;
+            any = true;
+        }
+        if any {
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
