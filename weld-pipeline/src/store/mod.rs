@@ -462,19 +462,39 @@ impl Store {
         run.records += batch.records.len() as u64;
         run.batches += 1;
         if batch.last {
+            run.last_seq = Some(batch.seq);
+        }
+        // The checkpoint follows the run only through batches without a gap before them. Were it
+        // to jump past a batch still in flight, losing that batch (a worker's outbox lost with
+        // its disk) would lose its records for good; held back, they are fetched again.
+        let follows = match run.contiguous {
+            None => batch.seq == 0,
+            Some(high) => batch.seq == high + 1,
+        };
+        if follows {
+            let mut high = batch.seq;
+            let mut cursor = batch.cursor.to_bytes();
+            // Batches that arrived early, after the gap this one closes.
+            while let Some(entry) = self
+                .tree
+                .get(keys::batch_key(stream, batch.run_id, high + 1))
+                .map_err(storage_error)?
+            {
+                high += 1;
+                cursor = bytes::Bytes::copy_from_slice(entry.get(8..).unwrap_or_default());
+            }
+            run.contiguous = Some(high);
+            write.insert(keys::stream_key(CHECKPOINT, stream), &cursor[..]);
+        }
+        if run.last_seq.is_some() && run.contiguous == run.last_seq {
             run.state = RunState::Succeeded;
             run.finished_at = Some(now);
             run.error = None;
         }
         write.insert(keys::run_key(stream, batch.run_id), encode_run(&run)?);
-        write.insert(
-            keys::batch_key(stream, batch.run_id, batch.seq),
-            &written.to_be_bytes(),
-        );
-        write.insert(
-            keys::stream_key(CHECKPOINT, stream),
-            batch.cursor.as_bytes(),
-        );
+        let mut ledger = written.to_be_bytes().to_vec();
+        ledger.extend_from_slice(batch.cursor.as_bytes());
+        write.insert(keys::batch_key(stream, batch.run_id, batch.seq), ledger);
         write.insert(
             keys::stream_key(COUNTS, stream),
             &keys::encode_counts(counts),

@@ -36,6 +36,13 @@ pub struct RunRecord {
     pub batches: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// The highest `seq` up to which every batch of the run is committed: the checkpoint follows
+    /// it, never a batch committed after a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) contiguous: Option<u64>,
+    /// The `seq` of the run's last batch, once it has arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_seq: Option<u64>,
 }
 
 impl RunRecord {
@@ -48,6 +55,8 @@ impl RunRecord {
             records: 0,
             batches: 0,
             error: None,
+            contiguous: None,
+            last_seq: None,
         }
     }
 }

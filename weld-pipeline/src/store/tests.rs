@@ -338,7 +338,6 @@ proptest! {
                                     model.insert(r.id.clone(), r);
                                 }
                             }
-                            checkpoint = b.cursor.clone();
                         } else {
                             prop_assert_eq!(commit, Commit::Replayed);
                         }
@@ -351,8 +350,54 @@ proptest! {
             prop_assert_eq!(stored, expected);
             let live = model.values().filter(|r| !r.archived).count() as u64;
             prop_assert_eq!(store.counts(&stream()).unwrap(), Counts { live, archived: model.len() as u64 - live });
+            // The checkpoint is the cursor of the last batch with no gap before it.
+            let contiguous = (0..script.len()).take_while(|n| delivered.contains(n)).last();
+            if let Some(n) = contiguous {
+                checkpoint = batch(1, n as u64, false, vec![]).cursor;
+            }
             prop_assert_eq!(store.checkpoint(&stream()).unwrap(), checkpoint);
             Ok(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn checkpoint_never_passes_a_batch_still_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .commit(&batch(1, 0, false, vec![record(1, 1, false)]))
+        .await
+        .unwrap();
+    // Batches 2 and 3 arrive before 1 (pipelined deliveries, out of order).
+    store
+        .commit(&batch(1, 2, false, vec![record(3, 1, false)]))
+        .await
+        .unwrap();
+    store
+        .commit(&batch(1, 3, true, vec![record(4, 1, false)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(&stream()).unwrap(),
+        Checkpoint::from_bytes("1/0")
+    );
+    assert_eq!(
+        store.runs(&stream(), 1).unwrap()[0].state,
+        RunState::Running
+    );
+    // Batch 1 closes the gap: the checkpoint jumps to the last contiguous batch, the run is done.
+    store
+        .commit(&batch(1, 1, false, vec![record(2, 1, false)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(&stream()).unwrap(),
+        Checkpoint::from_bytes("1/3")
+    );
+    assert_eq!(
+        store.runs(&stream(), 1).unwrap()[0].state,
+        RunState::Succeeded
+    );
+    assert_eq!(store.counts(&stream()).unwrap().live, 4);
 }
