@@ -74,6 +74,8 @@ pub mod encoding;
 pub mod error;
 pub mod message;
 pub mod middleware;
+#[cfg(feature = "sled")]
+pub mod outbox;
 pub mod pipeline;
 pub mod record;
 pub mod scheduler;
