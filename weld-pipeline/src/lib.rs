@@ -78,6 +78,10 @@ pub mod middleware;
 pub mod outbox;
 pub mod pipeline;
 pub mod record;
+#[cfg(feature = "sled")]
+pub mod registry;
+#[cfg(feature = "sled")]
+pub mod runtime;
 pub mod scheduler;
 pub mod sink;
 pub mod source;

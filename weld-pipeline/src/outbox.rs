@@ -81,8 +81,11 @@ struct Inner {
 struct State {
     bytes: u64,
     next_key: u64,
-    /// Per stream: entries waiting, and the cursor of the newest.
-    streams: HashMap<StreamName, (u64, Checkpoint)>,
+    /// Per stream: entries waiting.
+    waiting: HashMap<StreamName, u64>,
+    /// Per stream: the cursor of the newest batch ever pushed (kept after its removal), where
+    /// this worker's next page of the stream starts.
+    positions: HashMap<StreamName, Checkpoint>,
 }
 
 fn storage_error(error: sled::Error) -> Error {
@@ -117,9 +120,8 @@ impl Outbox {
                 .map_err(|e| Error::Bug(format!("an outbox entry does not decode: {e}")))?;
             state.bytes += value.len() as u64;
             state.next_key = key_of(&key)? + 1;
-            let stream = state.streams.entry(batch.stream.clone()).or_default();
-            stream.0 += 1;
-            stream.1 = batch.cursor;
+            *state.waiting.entry(batch.stream.clone()).or_default() += 1;
+            state.positions.insert(batch.stream, batch.cursor);
         }
         Ok(Outbox {
             inner: Arc::new(Inner {
@@ -168,9 +170,10 @@ impl Outbox {
                         .map_err(storage_error)?;
                     state.next_key += 1;
                     state.bytes += len;
-                    let stream = state.streams.entry(batch.stream.clone()).or_default();
-                    stream.0 += 1;
-                    stream.1 = batch.cursor.clone();
+                    *state.waiting.entry(batch.stream.clone()).or_default() += 1;
+                    state
+                        .positions
+                        .insert(batch.stream.clone(), batch.cursor.clone());
                     drop(state);
                     self.inner.version.send_modify(|v| *v += 1);
                     return Ok(key);
@@ -202,10 +205,10 @@ impl Outbox {
         };
         state.bytes -= value.len() as u64;
         if let Ok(batch) = decode_batch(Bytes::copy_from_slice(&value)) {
-            if let Some(stream) = state.streams.get_mut(&batch.stream) {
-                stream.0 -= 1;
-                if stream.0 == 0 {
-                    state.streams.remove(&batch.stream);
+            if let Some(waiting) = state.waiting.get_mut(&batch.stream) {
+                *waiting -= 1;
+                if *waiting == 0 {
+                    state.waiting.remove(&batch.stream);
                 }
             }
         }
@@ -238,7 +241,7 @@ impl Outbox {
 
     /// The number of entries waiting.
     pub fn len(&self) -> u64 {
-        self.lock().streams.values().map(|s| s.0).sum()
+        self.lock().waiting.values().sum()
     }
 
     /// Whether nothing is waiting.
@@ -251,9 +254,23 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// The cursor of the newest entry of a stream, if any of its batches wait.
-    pub fn last_cursor(&self, stream: &StreamName) -> Option<Checkpoint> {
-        self.lock().streams.get(stream).map(|s| s.1.clone())
+    /// Whether any batch of a stream waits.
+    pub fn holds(&self, stream: &StreamName) -> bool {
+        self.lock().waiting.contains_key(stream)
+    }
+
+    /// The cursor of the newest batch of a stream pushed since the outbox was opened, or waiting
+    /// in it: where this worker's next page of the stream starts. Acknowledged batches leave the
+    /// outbox but not this position, so it never falls behind what the controller committed
+    /// from this outbox.
+    pub fn position(&self, stream: &StreamName) -> Option<Checkpoint> {
+        self.lock().positions.get(stream).cloned()
+    }
+
+    /// Forgets a stream's position (the stream left this worker: if it comes back, it starts
+    /// from the controller's checkpoint).
+    pub fn forget_position(&self, stream: &StreamName) {
+        self.lock().positions.remove(stream);
     }
 
     /// Watches pushes and removals: the value changes on each.
@@ -268,7 +285,7 @@ impl Outbox {
     /// Cancel safe.
     pub async fn drained(&self, stream: &StreamName) {
         let mut versions = self.watch();
-        while self.last_cursor(stream).is_some() {
+        while self.holds(stream) {
             if versions.changed().await.is_err() {
                 return;
             }
@@ -282,6 +299,7 @@ impl Outbox {
     /// When the outbox cannot be read or written.
     pub fn discard_stream(&self, stream: &StreamName) -> Result<u64, Error> {
         let mut dropped = 0;
+        self.forget_position(stream);
         for entry in self.entries(0, usize::MAX)? {
             if entry.batch.stream == *stream {
                 self.remove(entry.key)?;
@@ -351,7 +369,7 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(
-            outbox.last_cursor(&StreamName::new("a").unwrap()),
+            outbox.position(&StreamName::new("a").unwrap()),
             Some(Checkpoint::from_bytes("4"))
         );
         // New entries go after the old ones.

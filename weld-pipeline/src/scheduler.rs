@@ -148,6 +148,16 @@ impl Scheduler {
         true
     }
 
+    /// Cancels a stream's schedule without waiting for its run to end (for callers that must
+    /// not wait, and will not start a source call themselves). Returns whether it was scheduled.
+    pub fn cancel(&self, stream: &StreamName) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.get(stream).is_some_and(|scheduled| {
+            scheduled.cancel.cancel();
+            true
+        })
+    }
+
     /// Stops every stream, as [`Scheduler::stop`] does: all are cancelled at once, then this
     /// waits for every run to end.
     ///

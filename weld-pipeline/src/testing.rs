@@ -282,3 +282,224 @@ pub(crate) fn counter_value(counters: &[CounterValue], name: &str, labels: &[(&s
         .find(|(n, l, _)| n == name && *l == wanted)
         .map_or(0, |(_, _, value)| *value)
 }
+
+/// A [`SourceFactory`](crate::runtime::SourceFactory) of [`CountingSource`]s: the kind
+/// `"generator"` with parameters `records`, `page_size` and `page_delay_ms`. Every stream built
+/// shares the factory's counters.
+#[cfg(feature = "sled")]
+#[derive(Debug, Default)]
+pub struct GeneratorSources {
+    built: Mutex<Vec<CountingSource>>,
+}
+
+#[cfg(feature = "sled")]
+impl GeneratorSources {
+    /// A factory.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Page requests started by every source it built.
+    pub fn pages_started(&self) -> usize {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built.iter().map(CountingSource::pages_started).sum()
+    }
+
+    /// A stream configuration for a generator source.
+    pub fn config(
+        records: u64,
+        page_size: u64,
+        page_delay_ms: u64,
+        interval_secs: u64,
+    ) -> crate::StreamConfig {
+        serde_json::from_value(serde_json::json!({
+            "source": {"kind": "generator", "records": records, "page_size": page_size, "page_delay_ms": page_delay_ms},
+            "interval_secs": interval_secs,
+        }))
+        .expect("a valid config")
+    }
+}
+
+#[cfg(feature = "sled")]
+impl crate::runtime::SourceFactory for GeneratorSources {
+    fn kinds(&self) -> Vec<String> {
+        vec!["generator".into()]
+    }
+
+    fn source(
+        &self,
+        _stream: &crate::StreamName,
+        spec: &crate::SourceSpec,
+    ) -> Result<Arc<dyn Source>, Error> {
+        if spec.kind != "generator" {
+            return Err(Error::Invalid(format!(
+                "unknown source kind {:?}",
+                spec.kind
+            )));
+        }
+        let number = |name: &str, default: u64| {
+            spec.params
+                .get(name)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(default)
+        };
+        let source = CountingSource::new(
+            number("records", 1_000),
+            number("page_size", 100),
+            Duration::from_millis(number("page_delay_ms", 0)),
+        );
+        self.built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source.clone());
+        Ok(Arc::new(source))
+    }
+}
+
+/// A controller in its own tokio runtime, as if in its own process: [`ControllerProcess::crash`]
+/// drops the runtime and every task in it at whatever await point it was, without any shutdown,
+/// like a kill (its sled files stay as they were written).
+#[cfg(feature = "sled")]
+pub struct ControllerProcess {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The controller.
+    pub controller: Arc<crate::runtime::Controller<crate::transport::MemoryPeer>>,
+}
+
+#[cfg(feature = "sled")]
+impl std::fmt::Debug for ControllerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerProcess").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "sled")]
+fn process_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+#[cfg(feature = "sled")]
+impl ControllerProcess {
+    /// Opens a controller on `dir` and has it accept workers over `transport`.
+    pub fn start(dir: &std::path::Path, transport: &crate::transport::MemoryTransport) -> Self {
+        use crate::transport::Transport;
+        let runtime = process_runtime();
+        let controller =
+            crate::runtime::Controller::open(&crate::runtime::ControllerConfig::new(dir))
+                .expect("the controller opens");
+        let listener = runtime
+            .block_on(transport.listen(controller.clone()))
+            .expect("it listens");
+        runtime.spawn(
+            controller
+                .clone()
+                .serve(listener, tokio_util::sync::CancellationToken::new()),
+        );
+        ControllerProcess {
+            runtime: Some(runtime),
+            controller,
+        }
+    }
+
+    /// Runs a future on the controller's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("running").block_on(future)
+    }
+
+    /// Kills it: every task is dropped where it stands.
+    pub fn crash(mut self) {
+        let ControllerProcess {
+            runtime,
+            controller,
+        } = &mut self;
+        let runtime = runtime.take().expect("running");
+        let controller = controller.clone();
+        drop(self);
+        runtime.shutdown_timeout(Duration::from_secs(10));
+        assert_eq!(
+            Arc::strong_count(&controller),
+            1,
+            "something outlived the crashed controller"
+        );
+    }
+}
+
+/// A worker in its own tokio runtime, as if in its own process; see [`ControllerProcess`].
+#[cfg(feature = "sled")]
+pub struct WorkerProcess {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: tokio_util::sync::CancellationToken,
+    running: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    /// The worker.
+    pub worker: Arc<crate::runtime::Worker<crate::transport::MemoryTransport>>,
+}
+
+#[cfg(feature = "sled")]
+impl std::fmt::Debug for WorkerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerProcess").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "sled")]
+impl WorkerProcess {
+    /// Opens a worker with its outbox in `dir` and has it connect over `transport`.
+    pub fn start(
+        config: crate::runtime::WorkerConfig,
+        transport: &crate::transport::MemoryTransport,
+        sources: Arc<GeneratorSources>,
+    ) -> Self {
+        let runtime = process_runtime();
+        let worker = crate::runtime::Worker::open(config, transport.clone(), sources)
+            .expect("the worker opens");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = runtime.spawn(worker.clone().run(shutdown.clone()));
+        WorkerProcess {
+            runtime: Some(runtime),
+            shutdown,
+            running: Some(running),
+            worker,
+        }
+    }
+
+    /// Kills it: every task is dropped where it stands.
+    pub fn crash(mut self) {
+        let runtime = self.runtime.take().expect("running");
+        drop(self.running.take());
+        drop(self);
+        runtime.shutdown_timeout(Duration::from_secs(10));
+    }
+
+    /// Shuts it down cleanly: streams stop at their page boundary, the outbox is flushed.
+    pub fn shut_down(mut self) -> Result<(), Error> {
+        let runtime = self.runtime.take().expect("running");
+        self.shutdown.cancel();
+        let running = self.running.take().expect("running");
+        let result = runtime
+            .block_on(running)
+            .map_err(|e| Error::Bug(format!("the worker task failed: {e}")))?;
+        drop(self);
+        runtime.shutdown_timeout(Duration::from_secs(10));
+        result
+    }
+}
+
+/// Waits, in real time, until `condition` holds, checking every 10 ms.
+///
+/// # Panics
+///
+/// When it does not hold within `deadline`, naming `what`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + deadline;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,530 @@
+//! The controller: registry, assignment of streams to workers, commits, run history.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind};
+use crate::message::{Event, Hello, Request, Response, RunOutcome, Start, StreamConfig};
+use crate::record::Timestamp;
+use crate::registry::{Desired, LastError, Registry, StreamEntry};
+use crate::sink::Sink;
+use crate::store::{Counts, RunRecord, Store, StoreConfig};
+use crate::stream::StreamName;
+use crate::telemetry;
+use crate::transport::{Handler, Listener, Peer};
+
+/// How to open a [`Controller`].
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The directory of the controller's database (store and registry).
+    pub data_dir: PathBuf,
+    /// sled's page cache for that database.
+    pub cache_bytes: u64,
+}
+
+impl ControllerConfig {
+    /// A controller keeping its data in `data_dir`, with the store's default cache.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        ControllerConfig {
+            cache_bytes: StoreConfig::new(&data_dir).cache_bytes,
+            data_dir,
+        }
+    }
+}
+
+/// Where a stream stands, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Assigned to a connected worker, which runs it every interval.
+    Running,
+    /// Should run, but no connected worker can take it yet.
+    Pending,
+    /// Stopped; its data stays.
+    Stopped,
+}
+
+/// A stream's status.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreamStatus {
+    /// The stream.
+    pub name: StreamName,
+    /// Where it stands.
+    pub state: StreamState,
+    /// Its configuration.
+    pub config: StreamConfig,
+    /// The worker running it.
+    pub worker: Option<String>,
+    /// Records stored.
+    pub counts: Counts,
+    /// Its newest run.
+    pub last_run: Option<RunRecord>,
+    /// When its next run is due, while it runs.
+    pub next_run_at: Option<Timestamp>,
+    /// The latest error its runs reported.
+    pub last_error: Option<LastError>,
+}
+
+/// The logic of data-streams: it keeps the registry and the store, assigns running streams to
+/// connected workers (and re-assigns them when a worker goes away), commits delivered batches,
+/// acknowledges them, and keeps the run history.
+///
+/// Embed it: [`Controller::serve`] accepts workers from any [`Listener`]; the stream operations
+/// back an API.
+pub struct Controller<P: Peer> {
+    store: Store,
+    registry: Registry,
+    state: Mutex<Assignments<P>>,
+}
+
+impl<P: Peer> std::fmt::Debug for Controller<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Connected<P> {
+    peer: P,
+    /// Tells this connection from a later one of the same worker.
+    serial: u64,
+    streams: HashSet<StreamName>,
+}
+
+struct Assignments<P> {
+    workers: HashMap<String, Connected<P>>,
+    streams: HashMap<StreamName, String>,
+    serial: u64,
+}
+
+impl<P: Peer> Controller<P> {
+    /// Opens the controller's database.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be opened.
+    pub fn open(config: &ControllerConfig) -> Result<Arc<Self>, Error> {
+        let store = Store::open(&StoreConfig {
+            path: config.data_dir.clone(),
+            cache_bytes: config.cache_bytes,
+        })?;
+        let registry = Registry::open(store.db())?;
+        Ok(Arc::new(Controller {
+            store,
+            registry,
+            state: Mutex::new(Assignments {
+                workers: HashMap::new(),
+                streams: HashMap::new(),
+                serial: 0,
+            }),
+        }))
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Assignments<P>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of connected workers.
+    pub fn workers(&self) -> usize {
+        self.lock().workers.len()
+    }
+
+    /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
+    /// when it goes away its streams go to others.
+    ///
+    /// # Errors
+    ///
+    /// When the listener fails.
+    pub async fn serve<L: Listener<Peer = P>>(
+        self: Arc<Self>,
+        mut listener: L,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        loop {
+            let peer = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                peer = listener.accept() => peer?,
+            };
+            self.clone().connected(peer).await;
+        }
+    }
+
+    /// Takes a connected worker: registers it, assigns it what waits, and watches it go.
+    pub async fn connected(self: Arc<Self>, peer: P) {
+        let worker_id = peer.hello().worker_id.clone();
+        let serial = {
+            let mut state = self.lock();
+            state.serial += 1;
+            let serial = state.serial;
+            // A reconnect before the old connection was noticed gone: the new one takes over.
+            if let Some(old) = state.workers.insert(
+                worker_id.clone(),
+                Connected {
+                    peer: peer.clone(),
+                    serial,
+                    streams: HashSet::new(),
+                },
+            ) {
+                old.peer.close();
+                for stream in old.streams {
+                    state.streams.remove(&stream);
+                }
+            }
+            serial
+        };
+        tracing::info!(worker_id, sources = ?peer.hello().sources, "worker connected");
+        let controller = self.clone();
+        tokio::spawn(async move {
+            peer.closed().await;
+            controller.gone(&worker_id, serial).await;
+        });
+        self.assign_waiting().await;
+    }
+
+    async fn gone(&self, worker_id: &str, serial: u64) {
+        let orphans = {
+            let mut state = self.lock();
+            match state.workers.get(worker_id) {
+                Some(connected) if connected.serial == serial => {}
+                _ => return,
+            }
+            let connected = state.workers.remove(worker_id).expect("checked above");
+            for stream in &connected.streams {
+                state.streams.remove(stream);
+            }
+            connected.streams
+        };
+        tracing::warn!(
+            worker_id,
+            streams = orphans.len(),
+            "worker gone; re-assigning its streams"
+        );
+        self.assign_waiting().await;
+    }
+
+    /// Assigns every stream that should run and has no worker to a connected worker that can
+    /// run its source, the least loaded first.
+    async fn assign_waiting(&self) {
+        let entries = match self.registry.all() {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the registry");
+                return;
+            }
+        };
+        for entry in entries {
+            if entry.desired == Desired::Running && !self.lock().streams.contains_key(&entry.name) {
+                self.assign(&entry).await;
+            }
+        }
+    }
+
+    /// Sends `Start` for a stream to a worker, choosing one if it has none.
+    async fn assign(&self, entry: &StreamEntry) {
+        let chosen = {
+            let mut state = self.lock();
+            let assigned = state.streams.get(&entry.name).cloned();
+            let worker_id = assigned.or_else(|| {
+                state
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.peer.hello().sources.contains(&entry.config.source.kind))
+                    .min_by_key(|(id, w)| (w.streams.len(), (*id).clone()))
+                    .map(|(id, _)| id.clone())
+            });
+            let Some(worker_id) = worker_id else { return };
+            let Some(worker) = state.workers.get_mut(&worker_id) else {
+                return;
+            };
+            worker.streams.insert(entry.name.clone());
+            let peer = worker.peer.clone();
+            state.streams.insert(entry.name.clone(), worker_id.clone());
+            (worker_id, peer)
+        };
+        let (worker_id, peer) = chosen;
+        let checkpoint = match self.store.checkpoint(&entry.name) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                tracing::error!(stream = %entry.name, error = %error, "cannot read the checkpoint");
+                self.unassign(&entry.name, &worker_id);
+                return;
+            }
+        };
+        let start = Request::Start(Start {
+            stream: entry.name.clone(),
+            config: entry.config.clone(),
+            checkpoint,
+        });
+        match peer.request(start).await.and_then(Response::into_result) {
+            Ok(_) => tracing::info!(stream = %entry.name, worker_id, "stream assigned"),
+            Err(error) => {
+                tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
+                self.unassign(&entry.name, &worker_id);
+                if error.kind() == ErrorKind::Permanent {
+                    self.record_error(
+                        &entry.name,
+                        format!("worker {worker_id} refused the stream: {error}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn unassign(&self, stream: &StreamName, worker_id: &str) {
+        let mut state = self.lock();
+        if state.streams.get(stream).map(String::as_str) == Some(worker_id) {
+            state.streams.remove(stream);
+        }
+        if let Some(worker) = state.workers.get_mut(worker_id) {
+            worker.streams.remove(stream);
+        }
+    }
+
+    fn record_error(&self, stream: &StreamName, message: String) {
+        if let Ok(Some(mut entry)) = self.registry.get(stream) {
+            entry.last_error = Some(LastError {
+                at: Timestamp::now(),
+                message,
+            });
+            if let Err(error) = self.registry.put(&entry) {
+                tracing::error!(stream = %stream, error = %error, "cannot record a stream's error");
+            }
+        }
+    }
+
+    /// Creates or updates a stream and runs it: at once if a worker can take it, else it waits
+    /// in state pending. Idempotent; a changed configuration applies from the next run.
+    ///
+    /// # Errors
+    ///
+    /// When the registry cannot be written.
+    pub async fn start_stream(
+        &self,
+        name: &StreamName,
+        config: StreamConfig,
+    ) -> Result<StreamStatus, Error> {
+        let previous = self.registry.get(name)?;
+        let entry = StreamEntry {
+            name: name.clone(),
+            config,
+            desired: Desired::Running,
+            last_error: previous.as_ref().and_then(|e| e.last_error.clone()),
+        };
+        let changed = previous.as_ref() != Some(&entry);
+        if changed {
+            self.registry.put(&entry)?;
+            self.store.sync().await?;
+        }
+        // A stream already assigned gets the new configuration through a repeated Start.
+        if changed || !self.lock().streams.contains_key(name) {
+            self.assign(&entry).await;
+        }
+        self.status(name)?
+            .ok_or_else(|| Error::Bug("a started stream has no status".into()))
+    }
+
+    /// Stops a stream: its worker stops at the next page boundary, and this returns once it
+    /// has, so no source request starts after it returns. Idempotent. `None` for a stream that
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// When the registry cannot be written.
+    pub async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let Some(mut entry) = self.registry.get(name)? else {
+            return Ok(None);
+        };
+        if entry.desired != Desired::Stopped {
+            entry.desired = Desired::Stopped;
+            self.registry.put(&entry)?;
+            self.store.sync().await?;
+        }
+        self.stop_on_worker(name).await;
+        self.status(name)
+    }
+
+    async fn stop_on_worker(&self, name: &StreamName) {
+        let assigned = {
+            let state = self.lock();
+            state
+                .streams
+                .get(name)
+                .and_then(|id| state.workers.get(id).map(|w| (id.clone(), w.peer.clone())))
+        };
+        if let Some((worker_id, peer)) = assigned {
+            match peer
+                .request(Request::Stop {
+                    stream: name.clone(),
+                })
+                .await
+                .and_then(Response::into_result)
+            {
+                Ok(_) => tracing::info!(stream = %name, worker_id, "stream stopped"),
+                // A worker that is gone runs nothing; one that comes back is not given it.
+                Err(error) => {
+                    tracing::warn!(stream = %name, worker_id, error = %error, "stop not confirmed")
+                }
+            }
+            self.unassign(name, &worker_id);
+        }
+    }
+
+    /// Stops a stream and deletes its configuration and data. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be written.
+    pub async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
+        if self.stop_stream(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.registry.remove(name)?;
+        self.store.delete_stream(name).await?;
+        Ok(true)
+    }
+
+    /// A stream's status, `None` if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be read.
+    pub fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let Some(entry) = self.registry.get(name)? else {
+            return Ok(None);
+        };
+        let worker = self.lock().streams.get(name).cloned();
+        let state = match (entry.desired, &worker) {
+            (Desired::Stopped, _) => StreamState::Stopped,
+            (Desired::Running, Some(_)) => StreamState::Running,
+            (Desired::Running, None) => StreamState::Pending,
+        };
+        let last_run = self.store.runs(name, 1)?.into_iter().next();
+        let next_run_at = match (state, &last_run) {
+            (StreamState::Running, Some(run)) => {
+                let interval = i64::try_from(entry.config.interval_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX);
+                Some(Timestamp::from_millis(
+                    run.started_at.as_millis().saturating_add(interval),
+                ))
+            }
+            _ => None,
+        };
+        Ok(Some(StreamStatus {
+            counts: self.store.counts(name)?,
+            name: entry.name,
+            state,
+            config: entry.config,
+            worker,
+            last_run,
+            next_run_at,
+            last_error: entry.last_error,
+        }))
+    }
+
+    /// Every stream's status, by name.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be read.
+    pub fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
+        self.registry
+            .all()?
+            .iter()
+            .filter_map(|entry| self.status(&entry.name).transpose())
+            .collect()
+    }
+
+    async fn deliver(&self, from: &Hello, batch: crate::Batch) -> Response {
+        if self.registry.get(&batch.stream).ok().flatten().is_none() {
+            return Response::refused(&Error::Invalid(format!(
+                "stream {} does not exist",
+                batch.stream
+            )));
+        }
+        let assigned = self.lock().streams.get(&batch.stream).cloned();
+        if let Some(owner) = assigned {
+            if owner != from.worker_id {
+                return Response::refused(&Error::Invalid(format!(
+                    "stream {} is assigned to worker {owner}, not {}",
+                    batch.stream, from.worker_id
+                )));
+            }
+        }
+        match self.store.commit(&batch).await {
+            Ok(commit) => {
+                telemetry::BatchCommitted {
+                    stream: &batch.stream,
+                    run_id: batch.run_id,
+                    seq: batch.seq,
+                    commit,
+                }
+                .emit();
+                fail::fail_point!("controller::between_commit_and_ack", |_| Response::refused(
+                    &Error::Unavailable("failpoint: crashed between the commit and the ack".into())
+                ));
+                Response::Ack {
+                    batch: batch.id(),
+                    commit,
+                }
+            }
+            Err(error) => {
+                telemetry::BatchCommitFailed {
+                    stream: &batch.stream,
+                    run_id: batch.run_id,
+                    seq: batch.seq,
+                    error: &error,
+                }
+                .emit();
+                Response::refused(&error)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Peer> Handler for Controller<P> {
+    async fn request(&self, from: &Hello, request: Request) -> Response {
+        match request {
+            Request::Deliver(batch) => self.deliver(from, batch).await,
+            other => Response::refused(&Error::Invalid(format!(
+                "a controller takes deliveries, not {}",
+                match other {
+                    Request::Start(_) => "start",
+                    Request::Stop { .. } => "stop",
+                    Request::Deliver(_) => "deliver",
+                }
+            ))),
+        }
+    }
+
+    async fn event(&self, from: &Hello, event: Event) {
+        let result = match &event {
+            Event::RunStarted { stream, run_id, at } => {
+                self.store.start_run(stream, *run_id, *at).await
+            }
+            Event::RunFinished(finished) => {
+                if let RunOutcome::Failed { error, .. } = &finished.outcome {
+                    self.record_error(&finished.stream, error.clone());
+                }
+                self.store
+                    .finish_run(&finished.stream, finished.run_id, &finished.outcome)
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(worker_id = %from.worker_id, error = %error, "cannot record a run event");
+        }
+    }
+}

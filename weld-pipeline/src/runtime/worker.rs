@@ -1,0 +1,367 @@
+//! The worker: runs the streams it is given and delivers their batches through its outbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batch;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, ErrorKind};
+use crate::message::{Commit, Event, Hello, Request, Response, SourceSpec, Start};
+use crate::middleware::{Backoff, ExponentialBackoff};
+use crate::outbox::{Entry, Outbox, OutboxConfig};
+use crate::pipeline::Pipeline;
+use crate::record::Timestamp;
+use crate::scheduler::{Job, Scheduler};
+use crate::sink::Sink;
+use crate::source::{RunContext, Source};
+use crate::stream::StreamName;
+use crate::transport::{Handler, Peer, Transport};
+
+/// Builds the source a stream's configuration names.
+pub trait SourceFactory: Send + Sync + 'static {
+    /// The source kinds it builds (sent in the worker's hello).
+    fn kinds(&self) -> Vec<String>;
+
+    /// The source for a stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a kind it does not build or parameters it does not accept.
+    fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error>;
+}
+
+/// How a [`Worker`] runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Its id: stable across restarts, so that the controller gives it back its streams.
+    pub worker_id: String,
+    /// Its outbox.
+    pub outbox: OutboxConfig,
+    /// Deliveries in flight at once. Round trips overlap, so this many batches move per round
+    /// trip; 16 keeps a loopback link busy.
+    pub in_flight: usize,
+    /// Waits between reconnect attempts.
+    pub reconnect: ExponentialBackoff,
+}
+
+impl WorkerConfig {
+    /// A worker with this id and its outbox in `outbox_dir`.
+    pub fn new(worker_id: impl Into<String>, outbox_dir: impl Into<std::path::PathBuf>) -> Self {
+        WorkerConfig {
+            worker_id: worker_id.into(),
+            outbox: OutboxConfig::new(outbox_dir),
+            in_flight: 16,
+            reconnect: ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The logic of a worker: it dials its controller (again after any failure, with backoff), runs
+/// the streams it is told to on their schedules, writes their batches to its outbox, and
+/// delivers the outbox with several batches in flight, removing each on its ack.
+pub struct Worker<T: Transport> {
+    config: WorkerConfig,
+    transport: T,
+    sources: Arc<dyn SourceFactory>,
+    outbox: Outbox,
+    scheduler: Scheduler,
+    streams: Mutex<HashMap<StreamName, Arc<Mutex<Checkpoint>>>>,
+    peer: watch::Sender<Option<T::Peer>>,
+}
+
+impl<T: Transport> std::fmt::Debug for Worker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.config.worker_id)
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Worker<T> {
+    /// Opens the worker's outbox.
+    ///
+    /// # Errors
+    ///
+    /// When the outbox cannot be opened.
+    pub fn open(
+        config: WorkerConfig,
+        transport: T,
+        sources: Arc<dyn SourceFactory>,
+    ) -> Result<Arc<Self>, Error> {
+        let outbox = Outbox::open(&config.outbox)?;
+        Ok(Arc::new(Worker {
+            config,
+            transport,
+            sources,
+            outbox,
+            scheduler: Scheduler::new(),
+            streams: Mutex::default(),
+            peer: watch::Sender::new(None),
+        }))
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Connects and delivers until `shutdown`; then stops every stream at its page boundary
+    /// and flushes the outbox, which keeps what was not acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// When the outbox fails.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
+        let hello = Hello::new(self.config.worker_id.clone(), self.sources.kinds());
+        let mut failures = 0;
+        let result = loop {
+            let handler: Arc<dyn Handler> = Arc::new(WorkerHandler(self.clone()));
+            let connected = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                connected = self.transport.connect(hello.clone(), handler) => connected,
+            };
+            match connected {
+                Ok(peer) => {
+                    failures = 0;
+                    tracing::info!(worker_id = %self.config.worker_id, "connected to the controller");
+                    self.peer.send_replace(Some(peer.clone()));
+                    let delivered = self.deliver(&peer, &shutdown).await;
+                    self.peer.send_replace(None);
+                    peer.close();
+                    match delivered {
+                        Ok(()) if shutdown.is_cancelled() => break Ok(()),
+                        Ok(()) => tracing::warn!("connection to the controller lost"),
+                        Err(error) if error.kind() == ErrorKind::Transient => {
+                            tracing::warn!(error = %error, "delivery failed; reconnecting");
+                        }
+                        Err(error) => break Err(error),
+                    }
+                }
+                Err(error) => {
+                    let level_permanent = error.kind() != ErrorKind::Transient;
+                    if level_permanent {
+                        tracing::error!(error = %error, "the controller refused this worker; retrying later");
+                    } else {
+                        tracing::debug!(error = %error, "controller unreachable");
+                    }
+                }
+            }
+            let wait = self.config.reconnect.delay(failures);
+            failures = failures.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        };
+        self.scheduler.stop_all().await;
+        self.outbox.flush()?;
+        result
+    }
+
+    /// Sends the outbox, oldest first, with up to `in_flight` deliveries at once, until the
+    /// connection fails or `shutdown`.
+    async fn deliver(&self, peer: &T::Peer, shutdown: &CancellationToken) -> Result<(), Error> {
+        let mut versions = self.outbox.watch();
+        let mut next_key = 0;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            if in_flight.len() < self.config.in_flight {
+                versions.borrow_and_update();
+                let room = self.config.in_flight - in_flight.len();
+                for entry in self.outbox.entries(next_key, room)? {
+                    next_key = entry.key + 1;
+                    let peer = peer.clone();
+                    in_flight.push(async move {
+                        let result = peer.request(Request::Deliver(entry.batch.clone())).await;
+                        (entry, result)
+                    });
+                }
+            }
+            let more_room = in_flight.len() < self.config.in_flight;
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = peer.closed() => return Ok(()),
+                Some((entry, result)) = in_flight.next() => self.delivered(entry, result)?,
+                changed = versions.changed(), if more_room => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one delivery's outcome.
+    fn delivered(&self, entry: Entry, result: Result<Response, Error>) -> Result<(), Error> {
+        match result.and_then(Response::into_result) {
+            Ok(Response::Ack { batch, commit }) if batch == entry.batch.id() => {
+                fail::fail_point!("worker::between_ack_and_outbox_removal", |_| Err(
+                    Error::Unavailable(
+                        "failpoint: crashed between the ack and the outbox removal".into()
+                    )
+                ));
+                if commit == Commit::Replayed {
+                    tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
+                }
+                self.outbox.remove(entry.key)
+            }
+            Ok(other) => Err(Error::Bug(format!(
+                "a delivery was answered with {other:?}"
+            ))),
+            Err(error) if error.kind() == ErrorKind::Transient => Err(error),
+            Err(error) => {
+                // The controller will never take this stream's batches from us (deleted, or now
+                // another worker's): stop it here and drop what waits; the data is fetched
+                // again by whoever runs it, from the controller's checkpoint.
+                let stream = entry.batch.stream.clone();
+                tracing::warn!(stream = %stream, error = %error, "the controller refused a delivery; stopping the stream here");
+                let dropped = self.outbox.discard_stream(&stream)?;
+                tracing::warn!(stream = %stream, dropped, "dropped undeliverable batches");
+                self.streams
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&stream);
+                // Stopping waits for the run's page boundary; the courier must not.
+                self.scheduler.cancel(&stream);
+                Err(Error::new(
+                    ErrorKind::Transient,
+                    format!("resync after refusal: {error}"),
+                ))
+            }
+        }
+    }
+
+    async fn start(self: &Arc<Self>, start: Start) -> Response {
+        let source = match self.sources.source(&start.stream, &start.config.source) {
+            Ok(source) => source,
+            Err(error) => return Response::refused(&error),
+        };
+        // A stream this worker already runs keeps its own position, which is at or past the
+        // controller's; a new one starts after what still waits in the outbox, or at the
+        // controller's checkpoint.
+        let checkpoint = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams
+                .entry(start.stream.clone())
+                .or_insert_with(|| {
+                    let from = self
+                        .outbox
+                        .position(&start.stream)
+                        .unwrap_or(start.checkpoint.clone());
+                    Arc::new(Mutex::new(from))
+                })
+                .clone()
+        };
+        let job = StreamJob {
+            worker: Arc::downgrade(self),
+            source,
+            transforms: start.config.transforms.clone(),
+            checkpoint,
+        };
+        self.scheduler.start(
+            start.stream,
+            Duration::from_secs(start.config.interval_secs),
+            Arc::new(job),
+        );
+        Response::Started
+    }
+
+    async fn notify(&self, event: Event) {
+        let peer = self.peer.borrow().clone();
+        if let Some(peer) = peer {
+            // Run reports are informative: the run history's truth is the committed batches.
+            if let Err(error) = peer.notify(event).await {
+                tracing::debug!(error = %error, "a run report was not sent");
+            }
+        }
+    }
+}
+
+struct WorkerHandler<T: Transport>(Arc<Worker<T>>);
+
+#[async_trait]
+impl<T: Transport> Handler for WorkerHandler<T> {
+    async fn request(&self, _from: &Hello, request: Request) -> Response {
+        match request {
+            Request::Start(start) => self.0.start(start).await,
+            Request::Stop { stream } => {
+                self.0.scheduler.stop(&stream).await;
+                self.0
+                    .streams
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&stream);
+                self.0.outbox.forget_position(&stream);
+                Response::Stopped
+            }
+            Request::Deliver(_) => {
+                Response::refused(&Error::Invalid("a worker takes no deliveries".into()))
+            }
+        }
+    }
+
+    async fn event(&self, _from: &Hello, _event: Event) {}
+}
+
+/// One stream's scheduled run on a worker: source, transforms, outbox.
+struct StreamJob<T: Transport> {
+    worker: std::sync::Weak<Worker<T>>,
+    source: Arc<dyn Source>,
+    transforms: Vec<crate::middleware::FieldTransform>,
+    checkpoint: Arc<Mutex<Checkpoint>>,
+}
+
+#[async_trait]
+impl<T: Transport> Job for StreamJob<T> {
+    async fn run(&self, run: RunContext) {
+        let Some(worker) = self.worker.upgrade() else {
+            return;
+        };
+        // A run starts only when the previous run's batches are all acknowledged: the
+        // controller's checkpoint then never has to move across two runs' batches at once.
+        tokio::select! {
+            () = run.cancel.cancelled() => return,
+            () = worker.outbox.drained(&run.stream) => {}
+        }
+        worker
+            .notify(Event::RunStarted {
+                stream: run.stream.clone(),
+                run_id: run.run_id,
+                at: Timestamp::now(),
+            })
+            .await;
+        let from = self
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut pipeline = Pipeline::new(self.source.clone(), OutboxSink(worker.outbox.clone()));
+        if !self.transforms.is_empty() {
+            pipeline = pipeline.with_transform(self.transforms.clone());
+        }
+        let report = pipeline.run(&run, from).await;
+        *self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = report.checkpoint.clone();
+        worker.notify(Event::RunFinished(report.finished())).await;
+    }
+}
+
+/// The worker's sink: a batch is "committed" once it is in the outbox.
+struct OutboxSink(Outbox);
+
+#[async_trait]
+impl Sink for OutboxSink {
+    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        self.0.push(batch).await?;
+        Ok(Commit::Stored {
+            records: batch.records.len() as u64,
+        })
+    }
+}
