@@ -32,6 +32,9 @@
 //! | [`transport`] ([`Transport`], [`transport::MemoryTransport`]) | how services talk |
 //! | [`middleware`] | retry, timeout, rate limit, concurrency limit, transforms, telemetry |
 //! | [`Scheduler`], [`Pipeline`], [`PipelineJob`] | running it all |
+//! | [`store`] (feature `sled`, default) | the durable, idempotent store: records, checkpoints, ledger, run history; what "durable" means |
+//! | [`outbox`] | the worker's bounded on-disk queue of unacknowledged batches |
+//! | [`registry`], [`runtime`] ([`runtime::Controller`], [`runtime::Worker`]) | the two services' logic, to embed |
 //! | [`Error`], [`ErrorKind`] | what to do when it fails: retry, stop, or fix the bug |
 //!
 //! # Example

@@ -303,10 +303,11 @@ enum Op {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The store against a model: a BTreeMap upserted newest-wins, whatever the order of
-    /// deliveries, duplicates and restarts.
+    /// The store against a model of the source's final set (a BTreeMap upserted newest-wins),
+    /// whatever the interleaving of deliveries, duplicate deliveries (a lost ack is one, seen
+    /// from the store) and restarts.
     #[test]
-    fn store_matches_a_model_through_redelivery_and_restart(
+    fn store_equals_the_source_set_through_redelivery_lost_acks_and_restart(
         script in proptest::collection::vec(
             proptest::collection::vec((0u32..40, 0i64..20, any::<bool>()), 0..8), 1..12),
         ops in proptest::collection::vec(
