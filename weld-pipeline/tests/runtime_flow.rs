@@ -338,3 +338,61 @@ fn stop_is_idempotent_and_no_page_starts_after_it_returns() {
     worker.shut_down().unwrap();
     controller.crash();
 }
+
+#[test]
+fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_completes() {
+    let dirs = dirs();
+    let other_dir = tempfile::tempdir().unwrap();
+    let transport = MemoryTransport::new();
+    let controller = ControllerProcess::start(dirs.controller.path(), &transport);
+    let first = WorkerProcess::start(worker_config(&dirs), &transport, GeneratorSources::new());
+    wait_until("the first worker connects", DEADLINE, || {
+        controller.controller.workers() == 1
+    });
+    controller
+        .block_on(
+            controller
+                .controller
+                .start_stream(&stream(), GeneratorSources::config(3_000, 50, 5, 300)),
+        )
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 300
+    });
+    let second = WorkerProcess::start(
+        WorkerConfig::new("worker-2", other_dir.path()),
+        &transport,
+        GeneratorSources::new(),
+    );
+    wait_until("the second worker connects", DEADLINE, || {
+        controller.controller.workers() == 2
+    });
+    assert_eq!(
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .worker
+            .as_deref(),
+        Some("worker-1")
+    );
+
+    first.crash();
+    wait_until("the stream moves to the other worker", DEADLINE, || {
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .worker
+            .as_deref()
+            == Some("worker-2")
+    });
+    wait_until("everything arrives", DEADLINE, || {
+        live(&controller) == 3_000
+    });
+    assert_exactly(&controller, 3_000);
+    second.shut_down().unwrap();
+    controller.crash();
+}
