@@ -86,6 +86,8 @@ struct State {
     /// Per stream: the cursor of the newest batch ever pushed (kept after its removal), where
     /// this worker's next page of the stream starts.
     positions: HashMap<StreamName, Checkpoint>,
+    /// Pushes waiting for room right now.
+    blocked: u64,
 }
 
 fn storage_error(error: sled::Error) -> Error {
@@ -180,10 +182,10 @@ impl Outbox {
                 }
             }
             tracing::debug!(stream = %batch.stream, "outbox full: the source waits");
-            versions
-                .changed()
-                .await
-                .map_err(|_| Error::Bug("the outbox is gone".into()))?;
+            self.lock().blocked += 1;
+            let changed = versions.changed().await;
+            self.lock().blocked -= 1;
+            changed.map_err(|_| Error::Bug("the outbox is gone".into()))?;
         }
     }
 
@@ -247,6 +249,11 @@ impl Outbox {
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Pushes waiting for room right now: a source paused by backpressure.
+    pub fn blocked_pushes(&self) -> u64 {
+        self.lock().blocked
     }
 
     /// Encoded bytes waiting.

@@ -188,6 +188,7 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
                         return RunOutcome::Succeeded;
                     }
                 }
+                Err(Error::Cancelled) => return RunOutcome::Cancelled,
                 Err(error) => {
                     telemetry::BatchCommitFailed {
                         stream: &run.stream,

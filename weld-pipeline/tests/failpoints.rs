@@ -1,21 +1,33 @@
-//! A crash at each boundary where a careless design loses data, then a restart: every
-//! acknowledged batch is in the store exactly once, and the outbox drains.
+//! A crash at each boundary where a careless design loses data, then a restart: every record
+//! arrives, each exactly once, and the outbox drains.
 //!
-//! Failpoints are process-wide, so this file is its own test binary and its tests run one at a
-//! time (`FailScenario` holds a lock).
+//! Each test runs the controller and the worker in a child process (this test binary run again
+//! as `failpoint_child`) whose failpoint aborts the process the third time it is reached: a real
+//! crash at exactly that boundary, with nothing flushed on the way out. The parent then reopens
+//! both from their directories and checks conservation, uniqueness and liveness.
+//!
+//! Failpoints are process-wide: the in-process group-commit test pauses one, so every test here
+//! holds `FailScenario`'s lock and they run one at a time.
 
-use std::time::Duration;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use weld_pipeline::runtime::WorkerConfig;
-use weld_pipeline::store::{Archived, RunState};
-use weld_pipeline::testing::{
-    counter_value, global_counters, wait_until, ControllerProcess, GeneratorSources, WorkerProcess,
-};
+use weld_pipeline::store::{Archived, RunState, Store, StoreConfig};
+use weld_pipeline::testing::{wait_until, ControllerProcess, GeneratorSources, WorkerProcess};
 use weld_pipeline::transport::MemoryTransport;
-use weld_pipeline::StreamName;
+use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const RECORDS: u64 = 1_000;
+const FAILPOINT: &str = "WELD_FAILPOINT";
+const CONTROLLER_DIR: &str = "WELD_CONTROLLER_DIR";
+const WORKER_DIR: &str = "WELD_WORKER_DIR";
+/// The child aborts the third time its failpoint is reached: some batches got through first.
+const CRASH_ON_HIT: usize = 3;
 
 fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
@@ -30,7 +42,104 @@ fn live(controller: &ControllerProcess) -> u64 {
         .live
 }
 
-fn assert_exactly_once(controller: &ControllerProcess) {
+fn worker_config(dir: &Path) -> WorkerConfig {
+    WorkerConfig::new("worker-1", dir)
+}
+
+/// The child: runs a stream until its failpoint aborts the process.
+#[test]
+fn failpoint_child() {
+    let Ok(failpoint) = std::env::var(FAILPOINT) else {
+        return; // run as a normal test: nothing to do
+    };
+    let controller_dir = std::env::var(CONTROLLER_DIR).unwrap();
+    let worker_dir = std::env::var(WORKER_DIR).unwrap();
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    fail::cfg_callback(&failpoint, || {
+        if HITS.fetch_add(1, Ordering::SeqCst) + 1 == CRASH_ON_HIT {
+            std::process::abort();
+        }
+    })
+    .unwrap();
+    let transport = MemoryTransport::new();
+    let controller = ControllerProcess::start(Path::new(&controller_dir), &transport);
+    let worker = WorkerProcess::start(
+        worker_config(Path::new(&worker_dir)),
+        &transport,
+        GeneratorSources::new(),
+    );
+    // A short interval: if the crash comes late, new runs keep reaching the failpoint.
+    let config = GeneratorSources::config(RECORDS, 50, 1, 1);
+    controller
+        .block_on(controller.controller.start_stream(&stream(), config))
+        .unwrap();
+    std::thread::sleep(DEADLINE);
+    drop(worker);
+    panic!("{failpoint} was not reached {CRASH_ON_HIT} times");
+}
+
+/// Crashes a child at `failpoint`, then restarts both sides here and checks that everything
+/// arrives exactly once and the outbox drains.
+fn survives_a_crash_at(failpoint: &str) {
+    let scenario = fail::FailScenario::setup();
+    let controller_dir = tempfile::tempdir().unwrap();
+    let worker_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "failpoint_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FAILPOINT, failpoint)
+        .env(CONTROLLER_DIR, controller_dir.path())
+        .env(WORKER_DIR, worker_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE * 2 {
+            let _ = child.kill();
+            panic!("the child did not crash at {failpoint}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "the child must die by abort at {failpoint}, not {status}"
+    );
+
+    let transport = MemoryTransport::new();
+    let controller = ControllerProcess::start(controller_dir.path(), &transport);
+    let crashed_with = live(&controller);
+    assert!(
+        crashed_with < RECORDS,
+        "the crash came after the run was done ({crashed_with} records)"
+    );
+    let worker = WorkerProcess::start(
+        worker_config(worker_dir.path()),
+        &transport,
+        GeneratorSources::new(),
+    );
+    wait_until(
+        &format!("all records arrive after a crash at {failpoint}"),
+        DEADLINE,
+        || live(&controller) == RECORDS,
+    );
+    wait_until("the outbox drains", DEADLINE, || {
+        worker.worker.outbox().is_empty()
+    });
+    wait_until("a run succeeds", DEADLINE, || {
+        let runs = controller.controller.store().runs(&stream(), 5).unwrap();
+        runs.iter().any(|r| r.state == RunState::Succeeded)
+    });
+
     let store = controller.controller.store();
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
@@ -49,66 +158,6 @@ fn assert_exactly_once(controller: &ControllerProcess) {
         (1..=RECORDS).collect::<Vec<_>>(),
         "every record exactly once"
     );
-    assert_eq!(live(controller), RECORDS);
-}
-
-/// What shows that a failpoint fired: a counter that must grow by at least `at_least`.
-struct Evidence {
-    counter: &'static str,
-    labels: &'static [(&'static str, &'static str)],
-    at_least: u64,
-}
-
-const COMMIT_FAILED: &[(&str, &str)] = &[("stream", "contacts")];
-const REPLAYED: &[(&str, &str)] = &[("stream", "contacts")];
-const RUN_FAILED: &[(&str, &str)] = &[("stream", "contacts"), ("outcome", "failed")];
-
-/// Runs a stream to completion with `failpoint` set to `actions`, crashes both sides, reopens
-/// them, and checks conservation, uniqueness and liveness, and that the failpoint did fire.
-fn survives(failpoint: &str, actions: &str, evidence: Evidence) {
-    let scenario = fail::FailScenario::setup();
-    let count = || counter_value(&global_counters(), evidence.counter, evidence.labels);
-    let before = count();
-    let controller_dir = tempfile::tempdir().unwrap();
-    let worker_dir = tempfile::tempdir().unwrap();
-    let transport = MemoryTransport::new();
-    let config = || WorkerConfig::new("worker-1", worker_dir.path());
-
-    let controller = ControllerProcess::start(controller_dir.path(), &transport);
-    // A short interval: a run that failed at the failpoint is followed by another soon.
-    let stream_config = GeneratorSources::config(RECORDS, 50, 1, 1);
-    controller
-        .block_on(controller.controller.start_stream(&stream(), stream_config))
-        .unwrap();
-    fail::cfg(failpoint, actions).unwrap();
-    let worker = WorkerProcess::start(config(), &transport, GeneratorSources::new());
-    wait_until(
-        &format!("all records arrive despite {failpoint}"),
-        DEADLINE,
-        || live(&controller) == RECORDS,
-    );
-    fail::remove(failpoint);
-    let fired = count() - before;
-    assert!(
-        fired >= evidence.at_least,
-        "{failpoint} left {fired} {} behind, expected at least {}",
-        evidence.counter,
-        evidence.at_least
-    );
-
-    worker.crash();
-    controller.crash();
-    let controller = ControllerProcess::start(controller_dir.path(), &transport);
-    assert_exactly_once(&controller);
-    let worker = WorkerProcess::start(config(), &transport, GeneratorSources::new());
-    wait_until("the outbox drains after the restart", DEADLINE, || {
-        worker.worker.outbox().is_empty()
-    });
-    wait_until("a run succeeds after the restart", DEADLINE, || {
-        let runs = controller.controller.store().runs(&stream(), 5).unwrap();
-        runs.iter().any(|r| r.state == RunState::Succeeded)
-    });
-    assert_exactly_once(&controller);
     worker.shut_down().unwrap();
     controller.crash();
     scenario.teardown();
@@ -116,78 +165,80 @@ fn survives(failpoint: &str, actions: &str, evidence: Evidence) {
 
 #[test]
 fn a_crash_before_the_store_write_loses_nothing_acked() {
-    survives(
-        "store::before_write",
-        "3*return",
-        Evidence {
-            counter: "weld_commit_errors_total",
-            labels: COMMIT_FAILED,
-            at_least: 3,
-        },
-    );
+    survives_a_crash_at("store::before_write");
 }
 
 #[test]
 fn a_crash_between_the_store_write_and_its_sync_is_redelivered_and_stored_once() {
-    survives(
-        "store::between_write_and_sync",
-        "3*return",
-        Evidence {
-            counter: "weld_batches_replayed_total",
-            labels: REPLAYED,
-            at_least: 1,
-        },
-    );
+    survives_a_crash_at("store::between_write_and_sync");
 }
 
 #[test]
-fn a_crash_between_flush_and_fdatasync_acknowledges_nothing_undurable() {
-    survives(
-        "store::between_flush_and_fdatasync",
-        "2*return",
-        Evidence {
-            counter: "weld_commit_errors_total",
-            labels: COMMIT_FAILED,
-            at_least: 2,
-        },
-    );
+fn a_crash_between_flush_and_fdatasync_is_redelivered_and_stored_once() {
+    survives_a_crash_at("store::between_flush_and_fdatasync");
 }
 
 #[test]
-fn a_lost_ack_between_commit_and_ack_is_a_redelivery_stored_once() {
-    survives(
-        "controller::between_commit_and_ack",
-        "4*return",
-        Evidence {
-            counter: "weld_batches_replayed_total",
-            labels: REPLAYED,
-            at_least: 1,
-        },
-    );
+fn a_crash_between_commit_and_ack_is_a_redelivery_stored_once() {
+    survives_a_crash_at("controller::between_commit_and_ack");
 }
 
 #[test]
 fn a_crash_between_the_ack_and_the_outbox_removal_is_resent_and_replayed() {
-    survives(
-        "worker::between_ack_and_outbox_removal",
-        "4*return",
-        Evidence {
-            counter: "weld_batches_replayed_total",
-            labels: REPLAYED,
-            at_least: 1,
-        },
-    );
+    survives_a_crash_at("worker::between_ack_and_outbox_removal");
 }
 
 #[test]
 fn a_crash_in_the_middle_of_an_outbox_write_refetches_from_the_checkpoint() {
-    survives(
-        "outbox::in_the_middle_of_a_write",
-        "2*return",
-        Evidence {
-            counter: "weld_runs_finished_total",
-            labels: RUN_FAILED,
-            at_least: 1,
-        },
+    survives_a_crash_at("outbox::in_the_middle_of_a_write");
+}
+
+/// While a sync round is held inside its fdatasync, 63 more commits arrive: they all share the
+/// next round. Two rounds for 64 commits, exactly.
+#[test]
+fn group_commit_shares_one_sync_round_among_waiting_commits() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    fail::cfg("store::between_flush_and_fdatasync", "pause").unwrap();
+    let commits: Vec<_> = (0..64u64)
+        .map(|seq| {
+            let store = store.clone();
+            let batch = Batch {
+                stream: stream(),
+                run_id: RunId(1),
+                seq,
+                last: false,
+                cursor: Checkpoint::from_bytes(seq.to_string()),
+                records: vec![Record::new(
+                    (seq + 1).to_string(),
+                    Timestamp::from_millis(1),
+                    Json::parse(format!("{{\"n\":{seq}}}").into_bytes()).unwrap(),
+                )],
+            };
+            runtime.spawn(async move { store.commit(&batch).await })
+        })
+        .collect();
+    wait_until("every commit waits for a sync", DEADLINE, || {
+        store.sync_requests() == 64
+    });
+    assert_eq!(store.sync_rounds(), 1, "one round, held in its fdatasync");
+    fail::remove("store::between_flush_and_fdatasync");
+    for commit in commits {
+        runtime.block_on(commit).unwrap().unwrap();
+    }
+    assert_eq!(
+        store.sync_rounds(),
+        2,
+        "the 63 waiting commits shared one round"
     );
+    assert_eq!(store.counts(&stream()).unwrap().live, 64);
+    drop(store);
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    scenario.teardown();
 }

@@ -158,7 +158,6 @@ fn restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing() {
     // Both die at once, mid-run, without any shutdown.
     worker.crash();
     controller.crash();
-    assert!(wait_free_lock(dirs.controller.path()));
 
     let controller = ControllerProcess::start(dirs.controller.path(), &transport);
     let before = live(&controller);
@@ -187,12 +186,6 @@ fn restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing() {
     controller.crash();
 }
 
-/// sled's lock is released once the crashed process's last handle is gone.
-fn wait_free_lock(dir: &std::path::Path) -> bool {
-    let store = weld_pipeline::store::Store::open(&weld_pipeline::store::StoreConfig::new(dir));
-    store.is_ok()
-}
-
 #[test]
 fn outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_nothing_is_dropped() {
     let dirs = dirs();
@@ -213,19 +206,24 @@ fn outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_nothin
 
     controller.crash();
     // The worker keeps fetching into its outbox until it is full, then its source waits.
-    // Full: the next batch (50 records of about 330 bytes) no longer fits.
-    let max_bytes = 5 * 50 * 400;
-    wait_until("the outbox fills", DEADLINE, || {
-        worker.worker.outbox().bytes() + 50 * 400 > max_bytes
+    // The run is paused: its next batch waits for room in the full outbox.
+    wait_until("the source is paused by a full outbox", DEADLINE, || {
+        worker.worker.outbox().blocked_pushes() == 1
     });
     let paused_at = sources.pages_started();
-    std::thread::sleep(Duration::from_millis(300));
-    let after = sources.pages_started();
-    assert!(
-        after <= paused_at + 1,
-        "the source went on while the outbox was full: {paused_at} -> {after}"
+    let held = worker.worker.outbox().len();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sources.pages_started(),
+        paused_at,
+        "the source went on while the outbox was full"
     );
-    assert!(worker.worker.outbox().bytes() <= max_bytes);
+    assert_eq!(
+        worker.worker.outbox().len(),
+        held,
+        "the full outbox took more"
+    );
+    assert!(worker.worker.outbox().bytes() <= 5 * 50 * 400);
 
     let controller = ControllerProcess::start(dirs.controller.path(), &transport);
     wait_until("everything arrives", DEADLINE, || {

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -81,7 +82,18 @@ pub struct Controller<P: Peer> {
     store: Store,
     registry: Registry,
     state: Mutex<Assignments<P>>,
+    /// Per stream: deliveries hold it shared, deletion exclusively, so a delivery that passed
+    /// its checks cannot commit into a stream deleted meanwhile.
+    lifecycles: Mutex<HashMap<StreamName, Arc<tokio::sync::RwLock<()>>>>,
 }
+
+/// How long a worker has to answer a start or a stop. A stop waits for the run's page
+/// boundary: a page fetch with its retries fits well inside this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often streams waiting for a worker are offered again (a start that failed on a
+/// transient error is retried this way).
+const REASSIGN_EVERY: Duration = Duration::from_secs(5);
 
 impl<P: Peer> std::fmt::Debug for Controller<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +136,7 @@ impl<P: Peer> Controller<P> {
                 streams: HashMap::new(),
                 serial: 0,
             }),
+            lifecycles: Mutex::default(),
         }))
     }
 
@@ -134,6 +147,11 @@ impl<P: Peer> Controller<P> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Assignments<P>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
+        let mut lifecycles = self.lifecycles.lock().unwrap_or_else(|e| e.into_inner());
+        lifecycles.entry(stream.clone()).or_default().clone()
     }
 
     /// The number of connected workers.
@@ -152,12 +170,21 @@ impl<P: Peer> Controller<P> {
         mut listener: L,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
+        let mut reassign = tokio::time::interval(REASSIGN_EVERY);
+        reassign.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let peer = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                peer = listener.accept() => peer?,
-            };
-            self.clone().connected(peer).await;
+                peer = listener.accept() => {
+                    // Handled on its own task: a worker slow to take its streams must not hold
+                    // up the next one's connection.
+                    tokio::spawn(self.clone().connected(peer?));
+                }
+                _ = reassign.tick() => {
+                    let controller = self.clone();
+                    tokio::spawn(async move { controller.assign_waiting().await });
+                }
+            }
         }
     }
 
@@ -267,7 +294,13 @@ impl<P: Peer> Controller<P> {
             config: entry.config.clone(),
             checkpoint,
         });
-        match peer.request(start).await.and_then(Response::into_result) {
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, peer.request(start))
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                operation: "start",
+                after: COMMAND_TIMEOUT,
+            }));
+        match answer.and_then(Response::into_result) {
             Ok(_) => tracing::info!(stream = %entry.name, worker_id, "stream assigned"),
             Err(error) => {
                 tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
@@ -364,13 +397,18 @@ impl<P: Peer> Controller<P> {
                 .and_then(|id| state.workers.get(id).map(|w| (id.clone(), w.peer.clone())))
         };
         if let Some((worker_id, peer)) = assigned {
-            match peer
-                .request(Request::Stop {
+            let answer = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                peer.request(Request::Stop {
                     stream: name.clone(),
-                })
-                .await
-                .and_then(Response::into_result)
-            {
+                }),
+            )
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                operation: "stop",
+                after: COMMAND_TIMEOUT,
+            }));
+            match answer.and_then(Response::into_result) {
                 Ok(_) => tracing::info!(stream = %name, worker_id, "stream stopped"),
                 // A worker that is gone runs nothing; one that comes back is not given it.
                 Err(error) => {
@@ -390,6 +428,8 @@ impl<P: Peer> Controller<P> {
         if self.stop_stream(name).await?.is_none() {
             return Ok(false);
         }
+        let lifecycle = self.lifecycle(name);
+        let _deleting = lifecycle.write().await;
         self.registry.remove(name)?;
         self.store.delete_stream(name).await?;
         Ok(true)
@@ -447,9 +487,25 @@ impl<P: Peer> Controller<P> {
     }
 
     async fn deliver(&self, from: &Hello, batch: crate::Batch) -> Response {
-        if self.registry.get(&batch.stream).ok().flatten().is_none() {
+        let lifecycle = self.lifecycle(&batch.stream);
+        let _delivering = lifecycle.read().await;
+        // Refusals are permanent: the worker drops what it holds of the stream and stops it;
+        // the controller's checkpoint did not move, so whoever runs the stream next fetches it.
+        let entry = match self.registry.get(&batch.stream) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                return Response::refused(&Error::Invalid(format!(
+                    "stream {} does not exist",
+                    batch.stream
+                )));
+            }
+            Err(error) => {
+                return Response::refused(&Error::Unavailable(format!("registry: {error}")))
+            }
+        };
+        if entry.desired == Desired::Stopped {
             return Response::refused(&Error::Invalid(format!(
-                "stream {} does not exist",
+                "stream {} is stopped",
                 batch.stream
             )));
         }

@@ -343,7 +343,11 @@ impl<T: Transport> Job for StreamJob<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut pipeline = Pipeline::new(self.source.clone(), OutboxSink(worker.outbox.clone()));
+        let sink = OutboxSink {
+            outbox: worker.outbox.clone(),
+            cancel: run.cancel.clone(),
+        };
+        let mut pipeline = Pipeline::new(self.source.clone(), sink);
         if !self.transforms.is_empty() {
             pipeline = pipeline.with_transform(self.transforms.clone());
         }
@@ -354,12 +358,19 @@ impl<T: Transport> Job for StreamJob<T> {
 }
 
 /// The worker's sink: a batch is "committed" once it is in the outbox.
-struct OutboxSink(Outbox);
+struct OutboxSink {
+    outbox: Outbox,
+    /// The run's: a stop ends a wait for room in a full outbox (nothing was written yet).
+    cancel: CancellationToken,
+}
 
 #[async_trait]
 impl Sink for OutboxSink {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
-        self.0.push(batch).await?;
+        tokio::select! {
+            pushed = self.outbox.push(batch) => pushed?,
+            () = self.cancel.cancelled() => return Err(Error::Cancelled),
+        };
         Ok(Commit::Stored {
             records: batch.records.len() as u64,
         })

@@ -371,6 +371,11 @@ impl Store {
         self.sync.sync().await
     }
 
+    /// Syncs requested since the store was opened: one per commit.
+    pub fn sync_requests(&self) -> u64 {
+        self.sync.requests()
+    }
+
     /// Flush-and-sync rounds since the store was opened: fewer than commits under load.
     pub fn sync_rounds(&self) -> u64 {
         self.sync.rounds()

@@ -18,16 +18,23 @@ use crate::error::{Error, ErrorKind};
 /// sync costs one round for all of them.
 #[derive(Debug)]
 pub(super) struct GroupSync {
-    inner: Arc<Inner>,
+    files: Arc<Files>,
+    shared: Arc<Shared>,
 }
 
+/// What a round syncs. A round holds it only while it syncs: a store whose last user drops it
+/// right after its commit returns must release sled's lock, or it cannot be reopened.
 #[derive(Debug)]
-struct Inner {
+struct Files {
     db: sled::Db,
     log: File,
     blobs: PathBuf,
+}
+
+#[derive(Debug)]
+struct Shared {
     state: Mutex<State>,
-    rounds: Arc<watch::Sender<Round>>,
+    rounds: watch::Sender<Round>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +42,10 @@ struct State {
     requested: u64,
     running: bool,
     rounds: u64,
+    /// The first failed sync. After it the store acknowledges nothing more until it is
+    /// reopened: once `fdatasync` has failed, the kernel may have dropped the dirty pages it
+    /// could not write, and a later successful sync would not bring them back ("fsyncgate").
+    failed: Option<String>,
 }
 
 /// The last finished round: requests up to `covered` are durable if it succeeded.
@@ -46,6 +57,12 @@ struct Round {
 
 impl GroupSync {
     pub(super) fn new(db: sled::Db, dir: &Path) -> Result<Self, Error> {
+        // A new database's files are entries in their directory: sync the directory (and its
+        // parent, which may have just gained it) so a power loss cannot take the files away.
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let log = File::open(dir.join("db")).map_err(|e| {
             Error::new(
                 ErrorKind::Permanent,
@@ -53,12 +70,14 @@ impl GroupSync {
             )
         })?;
         Ok(GroupSync {
-            inner: Arc::new(Inner {
+            files: Arc::new(Files {
                 db,
                 log,
                 blobs: dir.join("blobs"),
+            }),
+            shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
-                rounds: Arc::new(watch::Sender::new(Round::default())),
+                rounds: watch::Sender::new(Round::default()),
             }),
         })
     }
@@ -74,13 +93,24 @@ impl GroupSync {
     ///
     /// Cancel safe: a round in progress finishes on its own task.
     pub(super) async fn sync(&self) -> Result<(), Error> {
-        let mut rounds = self.inner.rounds.subscribe();
+        let mut rounds = self.shared.rounds.subscribe();
         let ticket = {
-            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.requested += 1;
             state.requested
         };
         loop {
+            if let Some(failed) = &self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failed
+            {
+                return Err(Error::Unavailable(format!(
+                    "the store stopped acknowledging after a failed sync ({failed}); restart it"
+                )));
+            }
             {
                 let round = rounds.borrow_and_update();
                 if round.covered >= ticket {
@@ -99,9 +129,18 @@ impl GroupSync {
         }
     }
 
+    /// Syncs requested so far (one per commit, replays included).
+    pub(super) fn requests(&self) -> u64 {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .requested
+    }
+
     /// Sync rounds started so far.
     pub(super) fn rounds(&self) -> u64 {
-        self.inner
+        self.shared
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -111,7 +150,7 @@ impl GroupSync {
     /// Starts a round on its own task unless one is running.
     fn lead_if_idle(&self) {
         let covered = {
-            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.running {
                 return;
             }
@@ -119,28 +158,31 @@ impl GroupSync {
             state.rounds += 1;
             state.requested
         };
-        let inner = self.inner.clone();
+        let files = self.files.clone();
+        let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let error = inner.flush_and_sync().err();
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| files.flush_and_sync()));
+            drop(files);
+            let error = match result {
+                Ok(result) => result.err(),
+                Err(_) => Some("the sync panicked".to_string()),
+            };
             if let Some(error) = &error {
-                tracing::error!(error = %error, "store sync failed; commits waiting for it are not acknowledged");
+                tracing::error!(error = %error, "store sync failed; nothing more is acknowledged until the store is reopened");
             }
-            inner
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .running = false;
-            // Let go of the database before anyone learns the round is over: a store dropped by
-            // its last user right after its commit must release sled's lock, or it cannot be
-            // reopened.
-            let rounds = inner.rounds.clone();
-            drop(inner);
-            rounds.send_replace(Round { covered, error });
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.failed.is_none() {
+                state.failed.clone_from(&error);
+            }
+            // Published under the lock, before the next round can start: rounds are seen in order.
+            state.running = false;
+            shared.rounds.send_replace(Round { covered, error });
         });
     }
 }
 
-impl Inner {
+impl Files {
     fn flush_and_sync(&self) -> Result<(), String> {
         self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         fail::fail_point!("store::between_flush_and_fdatasync", |_| Err(
@@ -171,4 +213,13 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+        Error::new(
+            ErrorKind::Transient,
+            format!("cannot sync directory {}: {e}", dir.display()),
+        )
+    })
 }
