@@ -31,6 +31,12 @@
 //!   next one, and one round makes every write before it durable. Durability costs one sync per
 //!   group, not one per batch (about 3,000 syncs/s are possible on this project's machines: one
 //!   sync per batch of 100 would cap ingestion near 300k records/s).
+//! - A failed sync stops the store acknowledging anything until it is reopened: after a failed
+//!   `fdatasync` the kernel may have dropped the pages it could not write, and a later sync that
+//!   succeeds would not bring them back. Commits then fail as transient; workers keep their
+//!   outboxes and deliver again once the controller restarts.
+//! - The database's directory (and its parent) is synced when the store opens, so a power loss
+//!   cannot take away the files themselves.
 //! - What a kill between the write and the sync loses: nothing acknowledged. The write may or may
 //!   not be on disk after restart; either way the batch was not acknowledged, its worker sends it
 //!   again, and the ledger makes that harmless.
