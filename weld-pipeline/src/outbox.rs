@@ -104,16 +104,7 @@ impl Outbox {
     ///
     /// When the database cannot be opened, or holds an entry that does not decode.
     pub fn open(config: &OutboxConfig) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Permanent,
-                    format!("cannot open the outbox in {}: {e}", config.path.display()),
-                )
-            })?;
+        let db = crate::store::open_db(&config.path, config.cache_bytes, "outbox")?;
         let tree = db.open_tree("outbox").map_err(storage_error)?;
         let mut state = State::default();
         for entry in tree.iter() {

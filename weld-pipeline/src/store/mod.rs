@@ -145,16 +145,7 @@ impl Store {
     /// When the directory cannot be created or the database opened (another process holds it,
     /// or it is corrupt).
     pub fn open(config: &StoreConfig) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Permanent,
-                    format!("cannot open the store in {}: {e}", config.path.display()),
-                )
-            })?;
+        let db = open_db(&config.path, config.cache_bytes, "store")?;
         Self::from_db(db, &config.path)
     }
 
@@ -515,6 +506,41 @@ impl Store {
         )));
         self.tree.apply_batch(write).map_err(storage_error)?;
         Ok(Commit::Stored { records: written })
+    }
+}
+
+/// How long opening a database waits for a previous holder to let go of its lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its lock.
+///
+/// sled releases a database's file lock from its background threads once they finish after the
+/// last handle is dropped, so a process restarted at once (or a test reopening a store) can find
+/// it still held for a moment. That wait is bounded; a lock held longer is another process
+/// using the database, which is refused.
+pub(crate) fn open_db(path: &Path, cache_bytes: u64, what: &str) -> Result<sled::Db, Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` I/O error naming it.
+            Err(sled::Error::Io(io))
+                if io.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Permanent,
+                    format!("cannot open the {what} in {}: {e}", path.display()),
+                ))
+            }
+        }
     }
 }
 
