@@ -1,0 +1,373 @@
+//! One established connection: a writer task, a reader task, heartbeats, and the peer handle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use weld_pipeline::encoding::decode_message;
+use weld_pipeline::transport::{Handler, Peer};
+use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
+
+use crate::config::TcpConfig;
+use crate::error::TcpError;
+use crate::frame::{self, Frame, FrameType};
+use crate::handshake::{refusal, Wire};
+
+/// Frames queued for the writer before senders wait: enough for a burst of pipelined requests
+/// and their responses, small enough to bound memory by `max_frame_bytes` times this.
+const OUTGOING_QUEUE: usize = 256;
+
+struct Shared {
+    hello: Hello,
+    remote: SocketAddr,
+    outgoing: mpsc::Sender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next: AtomicU64,
+    closed: CancellationToken,
+}
+
+/// One side of a TCP connection. Clones share it; it closes when the last clone is dropped, when
+/// either side closes it, or when its heartbeat stops.
+#[derive(Clone)]
+pub struct TcpPeer {
+    shared: Arc<Shared>,
+    _owner: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(CancellationToken);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl std::fmt::Debug for TcpPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpPeer")
+            .field("worker_id", &self.shared.hello.worker_id)
+            .field("remote", &self.shared.remote)
+            .field("closed", &self.shared.closed.is_cancelled())
+            .finish()
+    }
+}
+
+impl TcpPeer {
+    /// The address of the other side.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.shared.remote
+    }
+}
+
+/// Removes a request's pending entry however its wait ends.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[async_trait]
+impl Peer for TcpPeer {
+    fn hello(&self) -> &Hello {
+        &self.shared.hello
+    }
+
+    async fn request(&self, request: Request) -> Result<Response, Error> {
+        let shared = &self.shared;
+        if shared.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let id = shared.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (reply, response) = oneshot::channel();
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, reply);
+        let _guard = PendingGuard { shared, id };
+        let frame = frame::message(FrameType::Request, id, &Message::Request(request));
+        tokio::select! {
+            sent = shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed)?,
+            () = shared.closed.cancelled() => return Err(Error::Closed),
+        }
+        tokio::select! {
+            response = response => response.map_err(|_| Error::Closed),
+            () = shared.closed.cancelled() => Err(Error::Closed),
+        }
+    }
+
+    async fn notify(&self, event: Event) -> Result<(), Error> {
+        let frame = frame::message(FrameType::Event, 0, &Message::Event(event));
+        tokio::select! {
+            sent = self.shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed),
+            () = self.shared.closed.cancelled() => Err(Error::Closed),
+        }
+    }
+
+    async fn closed(&self) {
+        self.shared.closed.cancelled().await;
+    }
+
+    fn close(&self) {
+        self.shared.closed.cancel();
+    }
+}
+
+/// Starts the tasks of an established connection and returns its peer handle. `permit` (a
+/// controller's connection slot) is held until the connection closes.
+pub(crate) fn spawn(
+    wire: Wire,
+    hello: Hello,
+    remote: SocketAddr,
+    handler: Arc<dyn Handler>,
+    config: Arc<TcpConfig>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> TcpPeer {
+    let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+    let closed = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        hello,
+        remote,
+        outgoing,
+        pending: Mutex::default(),
+        next: AtomicU64::new(0),
+        closed: closed.clone(),
+    });
+    let (sink, stream) = wire.split();
+    tokio::spawn(write(sink, queue, closed.clone()));
+    tokio::spawn(read(
+        stream,
+        shared.clone(),
+        handler,
+        config.clone(),
+        permit,
+    ));
+    tokio::spawn(heartbeat(shared.clone(), config));
+    TcpPeer {
+        shared,
+        _owner: Arc::new(CloseOnDrop(closed)),
+    }
+}
+
+/// Writes queued frames, flushing once per burst, until the connection closes; then writes what
+/// is still queued (a refusal, last responses) and shuts the socket down.
+async fn write(
+    mut sink: futures::stream::SplitSink<Wire, Bytes>,
+    mut queue: mpsc::Receiver<Bytes>,
+    closed: CancellationToken,
+) {
+    let result: Result<(), std::io::Error> = async {
+        loop {
+            let frame = tokio::select! {
+                frame = queue.recv() => frame,
+                () = closed.cancelled() => None,
+            };
+            let Some(frame) = frame else { break };
+            sink.feed(frame).await?;
+            while let Ok(frame) = queue.try_recv() {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await?;
+        }
+        queue.close();
+        // A peer that stopped reading must not hold this task: the last words get a second.
+        let drain = async {
+            while let Ok(frame) = queue.try_recv() {
+                sink.feed(frame).await?;
+            }
+            sink.close().await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(1), drain)
+            .await
+            .unwrap_or(Ok(()))
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "connection write ended");
+    }
+    closed.cancel();
+}
+
+/// Reads frames until the connection closes, the peer goes quiet past the heartbeat timeout, or
+/// it breaks the protocol (which is answered with a refusal, then the connection is closed).
+async fn read(
+    mut stream: futures::stream::SplitStream<Wire>,
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    config: Arc<TcpConfig>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let (events, mut ordered) = mpsc::channel::<Event>(OUTGOING_QUEUE);
+    {
+        let (handler, shared) = (handler.clone(), shared.clone());
+        tokio::spawn(async move {
+            while let Some(event) = ordered.recv().await {
+                handler.event(&shared.hello, event).await;
+            }
+        });
+    }
+    let ended = loop {
+        let next = tokio::select! {
+            () = shared.closed.cancelled() => break None,
+            next = tokio::time::timeout(config.heartbeat_timeout, stream.next()) => next,
+        };
+        let payload = match next {
+            Err(_) => {
+                break Some(TcpError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no frame for {:?}: the peer is presumed dead",
+                        config.heartbeat_timeout
+                    ),
+                )))
+            }
+            Ok(None) => break None,
+            Ok(Some(Err(error))) if error.kind() == std::io::ErrorKind::InvalidData => {
+                break Some(TcpError::Protocol(format!("bad frame: {error}")))
+            }
+            Ok(Some(Err(error))) => break Some(TcpError::Io(error)),
+            Ok(Some(Ok(payload))) => payload,
+        };
+        let frame = match Frame::parse(payload.freeze()) {
+            Ok(frame) => frame,
+            Err(error) => break Some(error),
+        };
+        if let Err(error) = dispatch(frame, &shared, &handler, &in_flight, &events).await {
+            break Some(error);
+        }
+    };
+    if let Some(error) = ended {
+        // Bad input is the peer's problem, not this service's: a warning, not an error.
+        tracing::warn!(remote = %shared.remote, worker_id = %shared.hello.worker_id, error = %error, "closing connection");
+        if matches!(error, TcpError::Protocol(_) | TcpError::Version(_)) {
+            let _ = shared.outgoing.try_send(refusal(&error));
+        }
+    }
+    shared.closed.cancel();
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+
+async fn dispatch(
+    frame: Frame,
+    shared: &Arc<Shared>,
+    handler: &Arc<dyn Handler>,
+    in_flight: &Arc<Semaphore>,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), TcpError> {
+    let message = |body: Bytes| {
+        decode_message(body).map_err(|e| {
+            TcpError::Protocol(format!("a {:?} frame does not decode: {e}", frame.kind))
+        })
+    };
+    match frame.kind {
+        FrameType::Request => {
+            let Message::Request(request) = message(frame.body.clone())? else {
+                return Err(TcpError::Protocol(
+                    "a request frame holds another message".into(),
+                ));
+            };
+            // Past the in-flight limit, stop reading until a request finishes.
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TcpError::Protocol("closed".into()))?;
+            let (handler, shared) = (handler.clone(), shared.clone());
+            tokio::spawn(async move {
+                let response = AssertUnwindSafe(handler.request(&shared.hello, request))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!(worker_id = %shared.hello.worker_id, "bug: a request handler panicked");
+                        Response::refused(&Error::Bug("the request handler panicked".into()))
+                    });
+                let frame = frame::message(
+                    FrameType::Response,
+                    frame.correlation,
+                    &Message::Response(response),
+                );
+                let _ = shared.outgoing.send(frame).await;
+                drop(permit);
+            });
+        }
+        FrameType::Response => {
+            let Message::Response(response) = message(frame.body)? else {
+                return Err(TcpError::Protocol(
+                    "a response frame holds another message".into(),
+                ));
+            };
+            let waiting = shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&frame.correlation);
+            match waiting {
+                Some(reply) => {
+                    let _ = reply.send(response);
+                }
+                // The requester gave up (timed out); its answer is dropped.
+                None => tracing::debug!(
+                    correlation = frame.correlation,
+                    "response to no pending request"
+                ),
+            }
+        }
+        FrameType::Event => {
+            let Message::Event(event) = message(frame.body)? else {
+                return Err(TcpError::Protocol(
+                    "an event frame holds another message".into(),
+                ));
+            };
+            events
+                .send(event)
+                .await
+                .map_err(|_| TcpError::Protocol("closed".into()))?;
+        }
+        FrameType::Ping => {
+            let _ = shared
+                .outgoing
+                .try_send(frame::raw(FrameType::Pong, frame.correlation, &[]));
+        }
+        FrameType::Pong => {}
+        FrameType::Refused => return Err(crate::handshake::refused(&frame.body)),
+        other => return Err(TcpError::Protocol(format!("{other:?} after the handshake"))),
+    }
+    Ok(())
+}
+
+/// Sends a ping every interval, so that the other side's reader sees a frame even when no data
+/// flows.
+async fn heartbeat(shared: Arc<Shared>, config: Arc<TcpConfig>) {
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.closed.cancelled() => return,
+            _ = tick.tick() => {
+                // A full queue means frames are flowing anyway.
+                let _ = shared.outgoing.try_send(frame::raw(FrameType::Ping, 0, &[]));
+            }
+        }
+    }
+}

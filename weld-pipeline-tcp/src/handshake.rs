@@ -1,0 +1,157 @@
+//! The handshake: hello, an optional challenge on the shared secret, welcome.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use weld_pipeline::encoding::decode_message;
+use weld_pipeline::transport::check_hello;
+use weld_pipeline::{Hello, Message};
+
+use crate::config::{Secret, TcpConfig};
+use crate::error::TcpError;
+use crate::frame::{self, Frame, FrameType};
+
+pub(crate) type Wire = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Bytes of the random challenge.
+const CHALLENGE_LEN: usize = 32;
+
+/// The refusal codes carried first in a `Refused` frame's body, so the other side can tell
+/// its caller what to do.
+mod code {
+    pub(super) const PROTOCOL: u8 = 1;
+    pub(super) const VERSION: u8 = 2;
+    pub(super) const AUTHENTICATION: u8 = 3;
+    pub(super) const REFUSED: u8 = 4;
+}
+
+/// A `Refused` frame for an error.
+pub(crate) fn refusal(error: &TcpError) -> Bytes {
+    let code = match error {
+        TcpError::Version(_) => code::VERSION,
+        TcpError::Authentication(_) => code::AUTHENTICATION,
+        TcpError::Refused(_) => code::REFUSED,
+        _ => code::PROTOCOL,
+    };
+    let mut body = vec![code];
+    body.extend_from_slice(error.to_string().as_bytes());
+    frame::raw(FrameType::Refused, 0, &body)
+}
+
+/// The error a `Refused` frame's body describes.
+pub(crate) fn refused(body: &[u8]) -> TcpError {
+    let reason = String::from_utf8_lossy(body.get(1..).unwrap_or_default()).into_owned();
+    match body.first() {
+        Some(&code::VERSION) => TcpError::Version(reason),
+        Some(&code::AUTHENTICATION) => TcpError::Authentication(reason),
+        Some(&code::REFUSED) => TcpError::Refused(reason),
+        _ => TcpError::Protocol(reason),
+    }
+}
+
+pub(crate) async fn read(wire: &mut Wire) -> Result<Frame, TcpError> {
+    match wire.next().await {
+        Some(Ok(payload)) => Frame::parse(payload.freeze()),
+        Some(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+            Err(TcpError::Protocol(format!("bad frame: {error}")))
+        }
+        Some(Err(error)) => Err(TcpError::Io(error)),
+        None => Err(TcpError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+    }
+}
+
+fn proof(secret: &Secret, challenge: &[u8], worker_id: &str) -> Hmac<Sha256> {
+    // HMAC takes a key of any length.
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
+    mac.update(challenge);
+    mac.update(worker_id.as_bytes());
+    mac
+}
+
+/// The controller's side: returns the worker's hello once it is accepted.
+pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello, TcpError> {
+    let first = read(wire).await?;
+    if first.kind != FrameType::Hello {
+        return Err(TcpError::Protocol(format!(
+            "expected a hello, got {:?}",
+            first.kind
+        )));
+    }
+    let hello = match decode_message(first.body) {
+        Ok(Message::Hello(hello)) => hello,
+        Ok(_) => {
+            return Err(TcpError::Protocol(
+                "the hello frame holds another message".into(),
+            ))
+        }
+        Err(error) => {
+            return Err(TcpError::Protocol(format!(
+                "the hello does not decode: {error}"
+            )))
+        }
+    };
+    check_hello(&hello).map_err(|e| TcpError::Version(e.to_string()))?;
+    if let Some(secret) = &config.secret {
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        getrandom::fill(&mut challenge)
+            .map_err(|e| TcpError::Io(std::io::Error::other(e.to_string())))?;
+        wire.send(frame::raw(FrameType::Challenge, 0, &challenge))
+            .await?;
+        let answer = read(wire).await?;
+        if answer.kind != FrameType::Answer {
+            return Err(TcpError::Authentication(format!(
+                "worker {} did not answer the challenge",
+                hello.worker_id
+            )));
+        }
+        // Compared in constant time.
+        proof(secret, &challenge, &hello.worker_id)
+            .verify_slice(&answer.body)
+            .map_err(|_| {
+                TcpError::Authentication(format!("worker {} has the wrong secret", hello.worker_id))
+            })?;
+    }
+    wire.send(frame::raw(FrameType::Welcome, 0, &[])).await?;
+    Ok(hello)
+}
+
+/// The worker's side.
+pub(crate) async fn connect(
+    wire: &mut Wire,
+    hello: &Hello,
+    config: &TcpConfig,
+) -> Result<(), TcpError> {
+    wire.send(frame::message(
+        FrameType::Hello,
+        0,
+        &Message::Hello(hello.clone()),
+    ))
+    .await?;
+    loop {
+        let frame = read(wire).await?;
+        match frame.kind {
+            FrameType::Challenge => {
+                let secret = config.secret.as_ref().ok_or_else(|| {
+                    TcpError::Authentication(
+                        "the controller requires a shared secret and none is configured".into(),
+                    )
+                })?;
+                let answer = proof(secret, &frame.body, &hello.worker_id)
+                    .finalize()
+                    .into_bytes();
+                wire.send(frame::raw(FrameType::Answer, 0, &answer)).await?;
+            }
+            FrameType::Welcome => return Ok(()),
+            FrameType::Refused => return Err(refused(&frame.body)),
+            other => {
+                return Err(TcpError::Protocol(format!(
+                    "unexpected {other:?} during the handshake"
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The transport: a controller's listener and a worker's dialer.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::SinkExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use weld_pipeline::transport::{Handler, Listener, Transport};
+use weld_pipeline::{Error, ErrorKind, Hello};
+
+use crate::config::TcpConfig;
+use crate::connection::{self, TcpPeer};
+use crate::error::TcpError;
+use crate::handshake::{self, refusal, Wire};
+
+/// The TCP transport: [`Transport::listen`] binds its address, [`Transport::connect`] dials it.
+#[derive(Clone, Debug)]
+pub struct TcpTransport {
+    addr: String,
+    config: Arc<TcpConfig>,
+    /// Once bound (port 0 included), the address actually listened on: listening again after a
+    /// restart takes the same one.
+    bound: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl TcpTransport {
+    /// A transport for `addr` (`host:port`) with the default limits and no secret.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self::with_config(addr, TcpConfig::default())
+    }
+
+    /// A transport for `addr` with `config`.
+    pub fn with_config(addr: impl Into<String>, config: TcpConfig) -> Self {
+        TcpTransport {
+            addr: addr.into(),
+            config: Arc::new(config),
+            bound: Arc::default(),
+        }
+    }
+
+    /// The address this transport listens on, once it has.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn codec(&self) -> LengthDelimitedCodec {
+        LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .max_frame_length(self.config.max_frame_bytes)
+            .new_codec()
+    }
+}
+
+/// A controller's listening socket: [`Listener::accept`] yields workers that completed their
+/// handshake. Dropping it stops listening; established connections go on.
+#[derive(Debug)]
+pub struct TcpAcceptor {
+    local: SocketAddr,
+    arrivals: mpsc::Receiver<TcpPeer>,
+    _stop: DropGuard,
+}
+
+impl TcpAcceptor {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+#[async_trait]
+impl Listener for TcpAcceptor {
+    type Peer = TcpPeer;
+
+    async fn accept(&mut self) -> Result<TcpPeer, Error> {
+        self.arrivals.recv().await.ok_or(Error::Closed)
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    type Peer = TcpPeer;
+    type Listener = TcpAcceptor;
+
+    async fn listen(&self, handler: Arc<dyn Handler>) -> Result<TcpAcceptor, Error> {
+        let addr = self
+            .local_addr()
+            .map_or_else(|| self.addr.clone(), |a| a.to_string());
+        let listener = TcpListener::bind(&addr).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Permanent,
+                format!("cannot listen on {addr}: {e}"),
+            )
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::new(ErrorKind::Permanent, e))?;
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+        let stop = CancellationToken::new();
+        let (arrive, arrivals) = mpsc::channel(64);
+        tokio::spawn(accept_loop(
+            listener,
+            self.clone(),
+            handler,
+            arrive,
+            stop.clone(),
+        ));
+        tracing::info!(%local, "listening for workers");
+        Ok(TcpAcceptor {
+            local,
+            arrivals,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<TcpPeer, Error> {
+        let config = &self.config;
+        let socket = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "connect",
+                after: config.connect_timeout,
+            })?
+            .map_err(TcpError::Io)?;
+        socket.set_nodelay(true).map_err(TcpError::Io)?;
+        let remote = socket.peer_addr().map_err(TcpError::Io)?;
+        let mut wire = Framed::new(socket, self.codec());
+        tokio::time::timeout(
+            config.handshake_timeout,
+            handshake::connect(&mut wire, &hello, config),
+        )
+        .await
+        .map_err(|_| TcpError::HandshakeTimeout(config.handshake_timeout))??;
+        Ok(connection::spawn(
+            wire,
+            hello,
+            remote,
+            handler,
+            config.clone(),
+            None,
+        ))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    transport: TcpTransport,
+    handler: Arc<dyn Handler>,
+    arrive: mpsc::Sender<TcpPeer>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(transport.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: wait a moment rather than spin.
+                tracing::warn!(error = %error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, max = transport.config.max_connections, "too many connections: refused");
+            let mut wire = Framed::new(socket, transport.codec());
+            tokio::spawn(async move {
+                let refused = TcpError::Refused("too many connections".into());
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    wire.send(refusal(&refused)),
+                )
+                .await;
+            });
+            continue;
+        };
+        let (transport, handler, arrive) = (transport.clone(), handler.clone(), arrive.clone());
+        tokio::spawn(async move {
+            let _ = socket.set_nodelay(true);
+            let config = transport.config.clone();
+            let mut wire: Wire = Framed::new(socket, transport.codec());
+            let shaken = tokio::time::timeout(
+                config.handshake_timeout,
+                handshake::accept(&mut wire, &config),
+            )
+            .await
+            .unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout)));
+            match shaken {
+                Ok(hello) => {
+                    tracing::info!(%remote, worker_id = %hello.worker_id, "worker authenticated");
+                    let peer = connection::spawn(wire, hello, remote, handler, config, Some(slot));
+                    let _ = arrive.send(peer).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        wire.send(refusal(&error)),
+                    )
+                    .await;
+                }
+            }
+        });
+    }
+}
