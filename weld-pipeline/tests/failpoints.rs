@@ -33,7 +33,7 @@ fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
 }
 
-fn live(controller: &ControllerProcess) -> u64 {
+fn live(controller: &ControllerProcess<MemoryTransport>) -> u64 {
     controller
         .controller
         .store()

@@ -373,18 +373,53 @@ impl crate::runtime::SourceFactory for GeneratorSources {
     }
 }
 
-/// A controller in its own tokio runtime, as if in its own process: [`ControllerProcess::crash`]
-/// drops the runtime and every task in it at whatever await point it was, without any shutdown,
-/// like a kill (its sled files stay as they were written).
 #[cfg(feature = "sled")]
-pub struct ControllerProcess {
-    runtime: Option<tokio::runtime::Runtime>,
-    /// The controller.
-    pub controller: Arc<crate::runtime::Controller<crate::transport::MemoryPeer>>,
+pub mod flows;
+
+/// Both ends of a network for the runtime tests: the transport a controller listens on and the
+/// one a worker dials (for TCP: the controller's bound address, once it has listened).
+#[cfg(feature = "sled")]
+pub trait Network: Send + Sync + 'static {
+    /// The transport.
+    type Transport: crate::Transport + Clone;
+
+    /// The controller's side.
+    fn controller(&self) -> Self::Transport;
+
+    /// A worker's side. Called after the controller first listened.
+    fn worker(&self) -> Self::Transport;
 }
 
 #[cfg(feature = "sled")]
-impl std::fmt::Debug for ControllerProcess {
+impl Network for crate::transport::MemoryTransport {
+    type Transport = crate::transport::MemoryTransport;
+
+    fn controller(&self) -> Self::Transport {
+        self.clone()
+    }
+
+    fn worker(&self) -> Self::Transport {
+        self.clone()
+    }
+}
+
+/// The peer type of a network's transport.
+#[cfg(feature = "sled")]
+pub type PeerOf<N> = <<N as Network>::Transport as crate::Transport>::Peer;
+
+/// A controller in its own tokio runtime, as if in its own process: [`ControllerProcess::crash`]
+/// drops the runtime and every task in it at whatever await point it was, without any shutdown,
+/// like a kill (sled itself still flushes its buffers when its last handle drops: the real
+/// process kills of `tests/crash_loop.rs` and `tests/failpoints.rs` cover what it cannot).
+#[cfg(feature = "sled")]
+pub struct ControllerProcess<N: Network> {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The controller.
+    pub controller: Arc<crate::runtime::Controller<PeerOf<N>>>,
+}
+
+#[cfg(feature = "sled")]
+impl<N: Network> std::fmt::Debug for ControllerProcess<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerProcess").finish_non_exhaustive()
     }
@@ -400,16 +435,16 @@ fn process_runtime() -> tokio::runtime::Runtime {
 }
 
 #[cfg(feature = "sled")]
-impl ControllerProcess {
-    /// Opens a controller on `dir` and has it accept workers over `transport`.
-    pub fn start(dir: &std::path::Path, transport: &crate::transport::MemoryTransport) -> Self {
+impl<N: Network> ControllerProcess<N> {
+    /// Opens a controller on `dir` and has it accept workers on the network.
+    pub fn start(dir: &std::path::Path, network: &N) -> Self {
         use crate::transport::Transport;
         let runtime = process_runtime();
         let controller =
             crate::runtime::Controller::open(&crate::runtime::ControllerConfig::new(dir))
                 .expect("the controller opens");
         let listener = runtime
-            .block_on(transport.listen(controller.clone()))
+            .block_on(network.controller().listen(controller.clone()))
             .expect("it listens");
         runtime.spawn(
             controller
@@ -429,12 +464,8 @@ impl ControllerProcess {
 
     /// Kills it: every task is dropped where it stands.
     pub fn crash(mut self) {
-        let ControllerProcess {
-            runtime,
-            controller,
-        } = &mut self;
-        let runtime = runtime.take().expect("running");
-        let controller = controller.clone();
+        let runtime = self.runtime.take().expect("running");
+        let controller = self.controller.clone();
         drop(self);
         runtime.shutdown_timeout(Duration::from_secs(10));
         assert_eq!(
@@ -447,31 +478,31 @@ impl ControllerProcess {
 
 /// A worker in its own tokio runtime, as if in its own process; see [`ControllerProcess`].
 #[cfg(feature = "sled")]
-pub struct WorkerProcess {
+pub struct WorkerProcess<N: Network> {
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: tokio_util::sync::CancellationToken,
     running: Option<tokio::task::JoinHandle<Result<(), Error>>>,
     /// The worker.
-    pub worker: Arc<crate::runtime::Worker<crate::transport::MemoryTransport>>,
+    pub worker: Arc<crate::runtime::Worker<N::Transport>>,
 }
 
 #[cfg(feature = "sled")]
-impl std::fmt::Debug for WorkerProcess {
+impl<N: Network> std::fmt::Debug for WorkerProcess<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerProcess").finish_non_exhaustive()
     }
 }
 
 #[cfg(feature = "sled")]
-impl WorkerProcess {
-    /// Opens a worker with its outbox in `dir` and has it connect over `transport`.
+impl<N: Network> WorkerProcess<N> {
+    /// Opens a worker and has it connect over the network.
     pub fn start(
         config: crate::runtime::WorkerConfig,
-        transport: &crate::transport::MemoryTransport,
+        network: &N,
         sources: Arc<GeneratorSources>,
     ) -> Self {
         let runtime = process_runtime();
-        let worker = crate::runtime::Worker::open(config, transport.clone(), sources)
+        let worker = crate::runtime::Worker::open(config, network.worker(), sources)
             .expect("the worker opens");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let running = runtime.spawn(worker.clone().run(shutdown.clone()));
@@ -492,6 +523,10 @@ impl WorkerProcess {
     }
 
     /// Shuts it down cleanly: streams stop at their page boundary, the outbox is flushed.
+    ///
+    /// # Errors
+    ///
+    /// What the worker's run returned.
     pub fn shut_down(mut self) -> Result<(), Error> {
         let runtime = self.runtime.take().expect("running");
         self.shutdown.cancel();

@@ -1,0 +1,396 @@
+//! The runtime flows of the reliability model, generic over the network they run on, so that
+//! every transport passes the same ones (`weld-pipeline/tests/runtime_flow.rs` runs them in
+//! memory, the TCP crate over real sockets). Each side runs in its own tokio runtime
+//! ([`ControllerProcess`], [`WorkerProcess`]), so a crash drops it mid-flight.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{wait_until, ControllerProcess, GeneratorSources, Network, WorkerProcess};
+use crate::runtime::{StreamState, WorkerConfig};
+use crate::store::{Archived, RunState};
+use crate::StreamName;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn stream() -> StreamName {
+    StreamName::new("contacts").unwrap()
+}
+
+/// Every record id stored, paging through the store as the API does.
+fn stored_ids<N: Network>(controller: &ControllerProcess<N>) -> Vec<u64> {
+    let store = controller.controller.store();
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .records(&stream(), after.as_deref(), 500, Archived::All)
+            .unwrap();
+        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+/// Every id from 1 to `n`, each exactly once.
+fn assert_exactly<N: Network>(controller: &ControllerProcess<N>, n: u64) {
+    let ids = stored_ids(controller);
+    assert_eq!(
+        ids,
+        (1..=n).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+    let counts = controller.controller.store().counts(&stream()).unwrap();
+    assert_eq!(counts.live, n);
+}
+
+fn live<N: Network>(controller: &ControllerProcess<N>) -> u64 {
+    controller
+        .controller
+        .store()
+        .counts(&stream())
+        .unwrap()
+        .live
+}
+
+fn last_run_state<N: Network>(controller: &ControllerProcess<N>) -> Option<RunState> {
+    controller
+        .controller
+        .store()
+        .runs(&stream(), 1)
+        .unwrap()
+        .first()
+        .map(|r| r.state)
+}
+
+struct Dirs {
+    controller: tempfile::TempDir,
+    worker: tempfile::TempDir,
+}
+
+fn dirs() -> Dirs {
+    Dirs {
+        controller: tempfile::tempdir().unwrap(),
+        worker: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn worker_config(dirs: &Dirs) -> WorkerConfig {
+    WorkerConfig::new("worker-1", dirs.worker.path())
+}
+
+/// See the test of the same name.
+pub fn a_started_stream_is_delivered_complete_and_once_with_its_run_recorded<N: Network>(net: &N) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let sources = GeneratorSources::new();
+    let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
+    wait_until("the worker connects", DEADLINE, || {
+        controller.controller.workers() == 1
+    });
+
+    let config = GeneratorSources::config(2_000, 100, 0, 300);
+    let status = controller
+        .block_on(controller.controller.start_stream(&stream(), config))
+        .unwrap();
+    assert_eq!(status.state, StreamState::Running);
+    assert_eq!(status.worker.as_deref(), Some("worker-1"));
+
+    wait_until("the first run succeeds", DEADLINE, || {
+        last_run_state(&controller) == Some(RunState::Succeeded)
+    });
+    assert_exactly(&controller, 2_000);
+    let runs = controller.controller.store().runs(&stream(), 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].records, runs[0].batches), (2_000, 20));
+    wait_until("the outbox drains", DEADLINE, || {
+        worker.worker.outbox().is_empty()
+    });
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn a_stream_waits_pending_until_a_worker_connects_in_either_order<N: Network>(net: &N) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let config = GeneratorSources::config(300, 100, 0, 300);
+    let status = controller
+        .block_on(controller.controller.start_stream(&stream(), config))
+        .unwrap();
+    assert_eq!(status.state, StreamState::Pending);
+    assert_eq!(status.worker, None);
+
+    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    wait_until("the stream runs on the worker", DEADLINE, || {
+        live(&controller) == 300
+    });
+    assert_eq!(
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .state,
+        StreamState::Running
+    );
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing<N: Network>(net: &N) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    let config = GeneratorSources::config(3_000, 50, 5, 300);
+    controller
+        .block_on(controller.controller.start_stream(&stream(), config))
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 500
+    });
+
+    // Both die at once, mid-run, without any shutdown.
+    worker.crash();
+    controller.crash();
+
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let before = live(&controller);
+    assert!(
+        (500..3_000).contains(&before),
+        "{before} records survived the crash"
+    );
+    assert_eq!(
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .state,
+        StreamState::Pending
+    );
+    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    wait_until("the run completes after the restart", DEADLINE, || {
+        live(&controller) == 3_000
+    });
+    wait_until("a run succeeds", DEADLINE, || {
+        last_run_state(&controller) == Some(RunState::Succeeded)
+    });
+    assert_exactly(&controller, 3_000);
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_nothing_is_dropped<
+    N: Network,
+>(
+    net: &N,
+) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let sources = GeneratorSources::new();
+    let mut config = worker_config(&dirs);
+    // Room for about five pages of 50 records of ~330 bytes.
+    config.outbox.max_bytes = 5 * 50 * 400;
+    let worker = WorkerProcess::start(config, net, sources.clone());
+    let stream_config = GeneratorSources::config(5_000, 50, 2, 300);
+    controller
+        .block_on(controller.controller.start_stream(&stream(), stream_config))
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 200
+    });
+
+    controller.crash();
+    // The worker keeps fetching into its outbox until it is full, then its source waits.
+    // The run is paused: its next batch waits for room in the full outbox.
+    wait_until("the source is paused by a full outbox", DEADLINE, || {
+        worker.worker.outbox().blocked_pushes() == 1
+    });
+    let paused_at = sources.pages_started();
+    let held = worker.worker.outbox().len();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sources.pages_started(),
+        paused_at,
+        "the source went on while the outbox was full"
+    );
+    assert_eq!(
+        worker.worker.outbox().len(),
+        held,
+        "the full outbox took more"
+    );
+    assert!(worker.worker.outbox().bytes() <= 5 * 50 * 400);
+
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    wait_until("everything arrives", DEADLINE, || {
+        live(&controller) == 5_000
+    });
+    assert_exactly(&controller, 5_000);
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Network>(net: &N) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    controller
+        .block_on(
+            controller
+                .controller
+                .start_stream(&stream(), GeneratorSources::config(2_000, 100, 0, 300)),
+        )
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 100
+    });
+    // The controller goes; the worker fills its outbox; then the worker stops cleanly.
+    controller.crash();
+    wait_until("the outbox holds batches", DEADLINE, || {
+        worker.worker.outbox().len() >= 3
+    });
+    worker.shut_down().unwrap();
+
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    // What the outbox kept across the restart, and the newest cursor in it (records done).
+    let kept = crate::outbox::Outbox::open(&worker_config(&dirs).outbox)
+        .unwrap()
+        .entries(0, 1_000)
+        .unwrap();
+    let sources = GeneratorSources::new();
+    let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
+    assert!(
+        kept.len() >= 3,
+        "the outbox kept its batches across the restart"
+    );
+    let newest: u64 = kept
+        .last()
+        .unwrap()
+        .batch
+        .cursor
+        .to_json()
+        .unwrap()
+        .unwrap();
+    wait_until("everything arrives", DEADLINE, || {
+        live(&controller) == 2_000
+    });
+    assert_exactly(&controller, 2_000);
+    // The batches from the outbox were resent, not fetched again: the restarted worker fetched
+    // exactly the pages past the newest of them.
+    assert_eq!(sources.pages_started() as u64, (2_000 - newest) / 100);
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn stop_is_idempotent_and_no_page_starts_after_it_returns<N: Network>(net: &N) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let sources = GeneratorSources::new();
+    let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
+    controller
+        .block_on(
+            controller
+                .controller
+                .start_stream(&stream(), GeneratorSources::config(100_000, 50, 5, 300)),
+        )
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 100
+    });
+    let status = controller
+        .block_on(controller.controller.stop_stream(&stream()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.state, StreamState::Stopped);
+    let pages = sources.pages_started();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sources.pages_started(),
+        pages,
+        "a page started after stop returned"
+    );
+    let again = controller
+        .block_on(controller.controller.stop_stream(&stream()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.state, StreamState::Stopped);
+    // What was committed stays, consistent with its checkpoint.
+    let ids: BTreeSet<u64> = stored_ids(&controller).into_iter().collect();
+    assert_eq!(ids.len() as u64, live(&controller));
+    assert!(controller
+        .block_on(
+            controller
+                .controller
+                .stop_stream(&StreamName::new("nope").unwrap())
+        )
+        .unwrap()
+        .is_none());
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
+/// See the test of the same name.
+pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_completes<N: Network>(
+    net: &N,
+) {
+    let dirs = dirs();
+    let other_dir = tempfile::tempdir().unwrap();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let first = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    wait_until("the first worker connects", DEADLINE, || {
+        controller.controller.workers() == 1
+    });
+    controller
+        .block_on(
+            controller
+                .controller
+                .start_stream(&stream(), GeneratorSources::config(3_000, 50, 5, 300)),
+        )
+        .unwrap();
+    wait_until("the run is under way", DEADLINE, || {
+        live(&controller) >= 300
+    });
+    let second = WorkerProcess::start(
+        WorkerConfig::new("worker-2", other_dir.path()),
+        net,
+        GeneratorSources::new(),
+    );
+    wait_until("the second worker connects", DEADLINE, || {
+        controller.controller.workers() == 2
+    });
+    assert_eq!(
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .worker
+            .as_deref(),
+        Some("worker-1")
+    );
+
+    first.crash();
+    wait_until("the stream moves to the other worker", DEADLINE, || {
+        controller
+            .controller
+            .status(&stream())
+            .unwrap()
+            .unwrap()
+            .worker
+            .as_deref()
+            == Some("worker-2")
+    });
+    wait_until("everything arrives", DEADLINE, || {
+        live(&controller) == 3_000
+    });
+    assert_exactly(&controller, 3_000);
+    second.shut_down().unwrap();
+    controller.crash();
+}
