@@ -49,6 +49,10 @@ pub struct WorkerConfig {
     pub in_flight: usize,
     /// Waits between reconnect attempts.
     pub reconnect: ExponentialBackoff,
+    /// How long a delivery may wait for its ack before the connection is treated as broken and
+    /// re-established (the batch is then sent again, which is harmless). A commit takes
+    /// milliseconds; 30 s leaves room for a controller under load.
+    pub delivery_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -59,6 +63,7 @@ impl WorkerConfig {
             outbox: OutboxConfig::new(outbox_dir),
             in_flight: 16,
             reconnect: ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            delivery_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -179,8 +184,15 @@ impl<T: Transport> Worker<T> {
                 for entry in self.outbox.entries(next_key, room)? {
                     next_key = entry.key + 1;
                     let peer = peer.clone();
+                    let timeout = self.config.delivery_timeout;
                     in_flight.push(async move {
-                        let result = peer.request(Request::Deliver(entry.batch.clone())).await;
+                        let delivery = peer.request(Request::Deliver(entry.batch.clone()));
+                        let result = tokio::time::timeout(timeout, delivery).await.unwrap_or(Err(
+                            Error::Timeout {
+                                operation: "delivery",
+                                after: timeout,
+                            },
+                        ));
                         (entry, result)
                     });
                 }

@@ -1,0 +1,103 @@
+//! Through a fault proxy that delays, drops or cuts the ack direction, batches are resent and
+//! stored exactly once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{quick_config, Fault, FaultProxy, TcpNetwork};
+use weld_pipeline::runtime::WorkerConfig;
+use weld_pipeline::store::Archived;
+use weld_pipeline::testing::{
+    counter_value, global_counters, wait_until, ControllerProcess, GeneratorSources, WorkerProcess,
+};
+use weld_pipeline::StreamName;
+
+const RECORDS: u64 = 4_000;
+
+#[test]
+fn acks_delayed_dropped_or_cut_are_resent_and_stored_exactly_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let replayed = || counter_value(&global_counters(), "weld_batches_replayed_total", &[]);
+    let before = replayed();
+    let controller_dir = tempfile::tempdir().unwrap();
+    let worker_dir = tempfile::tempdir().unwrap();
+    let mut network = TcpNetwork::new(quick_config());
+    let controller = ControllerProcess::start(controller_dir.path(), &network);
+
+    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = network.controller.local_addr().unwrap();
+    let proxy = proxy_runtime.block_on(FaultProxy::start(upstream));
+    network.via = Some(proxy.addr);
+
+    let worker = WorkerProcess::start(
+        WorkerConfig::new("worker-1", worker_dir.path()),
+        &network,
+        GeneratorSources::new(),
+    );
+    let stream = StreamName::new("contacts").unwrap();
+    controller
+        .block_on(
+            controller
+                .controller
+                .start_stream(&stream, GeneratorSources::config(RECORDS, 50, 3, 300)),
+        )
+        .unwrap();
+    let live = || controller.controller.store().counts(&stream).unwrap().live;
+
+    // Cycle through the faults while the run goes on.
+    let faults = [
+        (Fault::Delay, 0),
+        (Fault::Cut, 700),
+        (Fault::Drop, 0),
+        (Fault::Cut, 5_000),
+        (Fault::Delay, 0),
+        (Fault::Drop, 0),
+    ];
+    for (fault, cut_after) in faults {
+        proxy.set(fault, cut_after);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    proxy.set(Fault::None, 0);
+
+    wait_until(
+        "every record arrives through the faults",
+        Duration::from_secs(60),
+        || live() == RECORDS,
+    );
+    wait_until("the outbox drains", Duration::from_secs(60), || {
+        worker.worker.outbox().is_empty()
+    });
+    let store = controller.controller.store();
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .records(&stream, after.as_deref(), 1_000, Archived::All)
+            .unwrap();
+        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        ids,
+        (1..=RECORDS).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+    assert!(
+        replayed() > before,
+        "lost acks were redelivered and recognised as replays"
+    );
+    worker.shut_down().unwrap();
+    controller.crash();
+    proxy_runtime.shutdown_timeout(Duration::from_secs(5));
+}
