@@ -101,7 +101,12 @@ pub(crate) fn raw(kind: FrameType, correlation: u64, body: &[u8]) -> Bytes {
 
 /// A frame's payload: header and a message in the core's encoding, written once.
 pub(crate) fn message(kind: FrameType, correlation: u64, message: &Message) -> Bytes {
-    let mut out = BytesMut::with_capacity(256);
+    // Sized once: a 100 KiB batch grown from a small buffer would be copied several times.
+    let capacity = match message {
+        Message::Request(weld_pipeline::Request::Deliver(batch)) => batch.encoded_len() + 64,
+        _ => 256,
+    };
+    let mut out = BytesMut::with_capacity(HEADER_LEN + capacity);
     put_header(&mut out, kind, correlation);
     encode_message(message, &mut out);
     out.freeze()
