@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::encoding::decode_message;
 use weld_pipeline::transport::{Handler, Peer};
@@ -213,7 +215,6 @@ async fn read(
     config: Arc<TcpConfig>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let (events, mut ordered) = mpsc::channel::<Event>(OUTGOING_QUEUE);
     {
         let (handler, shared) = (handler.clone(), shared.clone());
@@ -223,34 +224,53 @@ async fn read(
             }
         });
     }
+    // Requests being answered, driven by this task itself: no task per request, no wake-up
+    // across threads to hand an answer back. Past the in-flight limit the socket is not read
+    // until one finishes (the peer feels TCP backpressure).
+    let mut answering: FuturesUnordered<BoxFuture<'static, (u64, Response)>> =
+        FuturesUnordered::new();
+    let limit = config.max_in_flight.max(1);
+    let mut quiet_since = tokio::time::Instant::now();
     let ended = loop {
-        let next = tokio::select! {
+        let reading = answering.len() < limit;
+        if !reading {
+            // Not reading is our choice, not the peer's silence.
+            quiet_since = tokio::time::Instant::now();
+        }
+        tokio::select! {
             () = shared.closed.cancelled() => break None,
-            next = tokio::time::timeout(config.heartbeat_timeout, stream.next()) => next,
-        };
-        let payload = match next {
-            Err(_) => {
+            Some((correlation, response)) = answering.next(), if !answering.is_empty() => {
+                let frame = frame::message(FrameType::Response, correlation, &Message::Response(response));
+                if shared.outgoing.send(frame).await.is_err() {
+                    break None;
+                }
+            }
+            () = tokio::time::sleep_until(quiet_since + config.heartbeat_timeout), if reading => {
                 break Some(TcpError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no frame for {:?}: the peer is presumed dead",
-                        config.heartbeat_timeout
-                    ),
-                )))
+                    format!("no frame for {:?}: the peer is presumed dead", config.heartbeat_timeout),
+                )));
             }
-            Ok(None) => break None,
-            Ok(Some(Err(error))) if error.kind() == std::io::ErrorKind::InvalidData => {
-                break Some(TcpError::Protocol(format!("bad frame: {error}")))
+            next = stream.next(), if reading => {
+                let payload = match next {
+                    None => break None,
+                    Some(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+                        break Some(TcpError::Protocol(format!("bad frame: {error}")))
+                    }
+                    Some(Err(error)) => break Some(TcpError::Io(error)),
+                    Some(Ok(payload)) => payload,
+                };
+                quiet_since = tokio::time::Instant::now();
+                let frame = match Frame::parse(payload.freeze()) {
+                    Ok(frame) => frame,
+                    Err(error) => break Some(error),
+                };
+                match dispatch(frame, &shared, &handler, &events).await {
+                    Ok(Some(answer)) => answering.push(answer),
+                    Ok(None) => {}
+                    Err(error) => break Some(error),
+                }
             }
-            Ok(Some(Err(error))) => break Some(TcpError::Io(error)),
-            Ok(Some(Ok(payload))) => payload,
-        };
-        let frame = match Frame::parse(payload.freeze()) {
-            Ok(frame) => frame,
-            Err(error) => break Some(error),
-        };
-        if let Err(error) = dispatch(frame, &shared, &handler, &in_flight, &events).await {
-            break Some(error);
         }
     };
     if let Some(error) = ended {
@@ -268,13 +288,13 @@ async fn read(
         .clear();
 }
 
+/// Handles one frame; a request becomes a future answering it, for the reader to drive.
 async fn dispatch(
     frame: Frame,
     shared: &Arc<Shared>,
     handler: &Arc<dyn Handler>,
-    in_flight: &Arc<Semaphore>,
     events: &mpsc::Sender<Event>,
-) -> Result<(), TcpError> {
+) -> Result<Option<BoxFuture<'static, (u64, Response)>>, TcpError> {
     let message = |body: Bytes| {
         decode_message(body).map_err(|e| {
             TcpError::Protocol(format!("a {:?} frame does not decode: {e}", frame.kind))
@@ -287,29 +307,21 @@ async fn dispatch(
                     "a request frame holds another message".into(),
                 ));
             };
-            // Past the in-flight limit, stop reading until a request finishes.
-            let permit = in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| TcpError::Protocol("closed".into()))?;
             let (handler, shared) = (handler.clone(), shared.clone());
-            tokio::spawn(async move {
-                let response = AssertUnwindSafe(handler.request(&shared.hello, request))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        tracing::error!(worker_id = %shared.hello.worker_id, "bug: a request handler panicked");
-                        Response::refused(&Error::Bug("the request handler panicked".into()))
-                    });
-                let frame = frame::message(
-                    FrameType::Response,
-                    frame.correlation,
-                    &Message::Response(response),
-                );
-                let _ = shared.outgoing.send(frame).await;
-                drop(permit);
-            });
+            let correlation = frame.correlation;
+            return Ok(Some(
+                async move {
+                    let response = AssertUnwindSafe(handler.request(&shared.hello, request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(worker_id = %shared.hello.worker_id, "bug: a request handler panicked");
+                            Response::refused(&Error::Bug("the request handler panicked".into()))
+                        });
+                    (correlation, response)
+                }
+                .boxed(),
+            ));
         }
         FrameType::Response => {
             let Message::Response(response) = message(frame.body)? else {
@@ -344,16 +356,13 @@ async fn dispatch(
                 .await
                 .map_err(|_| TcpError::Protocol("closed".into()))?;
         }
-        FrameType::Ping => {
-            let _ = shared
-                .outgoing
-                .try_send(frame::raw(FrameType::Pong, frame.correlation, &[]));
-        }
-        FrameType::Pong => {}
+        // Each side pings on its own schedule, which is what keeps the other's reader alive: a
+        // ping needs no answer, and the reader never writes to answer one.
+        FrameType::Ping | FrameType::Pong => {}
         FrameType::Refused => return Err(crate::handshake::refused(&frame.body)),
         other => return Err(TcpError::Protocol(format!("{other:?} after the handshake"))),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Sends a ping every interval, so that the other side's reader sees a frame even when no data

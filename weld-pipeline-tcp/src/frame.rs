@@ -32,9 +32,9 @@ pub enum FrameType {
     Response = 7,
     /// A one-way event (a message); the correlation id is 0.
     Event = 8,
-    /// A heartbeat, answered by `Pong`.
+    /// A heartbeat. It needs no answer: each side's own pings keep the other's reader alive.
     Ping = 9,
-    /// The answer to a `Ping`.
+    /// Reserved (an answer to a ping); accepted and ignored.
     Pong = 10,
 }
 

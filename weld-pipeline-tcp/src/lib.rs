@@ -29,7 +29,8 @@
 //! | 6 | request | a `Request` message | either |
 //! | 7 | response | a `Response` message; same correlation id as its request | either |
 //! | 8 | event | an `Event` message; correlation 0 | either |
-//! | 9 / 10 | ping / pong | empty | either, every heartbeat interval |
+//! | 9 | ping | empty | either, every heartbeat interval; it needs no answer: each side's own pings keep the other's reader alive |
+//! | 10 | pong | empty | reserved; accepted and ignored |
 //!
 //! Bodies are messages in the core's [binary encoding](weld_pipeline::encoding): a delivered
 //! batch's records travel as their JSON bytes, never parsed by the transport. Requests,
