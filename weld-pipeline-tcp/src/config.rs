@@ -42,17 +42,17 @@ pub struct TcpConfig {
     pub handshake_timeout: Duration,
     /// How long a dial may take on the worker's side. Default 5 s.
     pub connect_timeout: Duration,
-    /// The most connections a controller holds; one more is closed at once. Default 1,024.
+    /// The most authenticated connections a controller holds; one more is refused as busy
+    /// after its handshake. Default 1,024.
     pub max_connections: usize,
-    /// The most requests from one peer handled at once; past it, the connection is not read
-    /// until one finishes (the peer feels TCP backpressure). Default 64, well above the 16
-    /// deliveries a worker keeps in flight.
+    /// The most requests from one peer handled at once; past it, a request is answered with a
+    /// transient refusal. Default 64, well above the 16 deliveries a worker keeps in flight.
     pub max_in_flight: usize,
     /// How often each side sends a heartbeat. Default 2 s.
     pub heartbeat_interval: Duration,
-    /// A connection on which no complete frame arrived for this long is dead and closed
-    /// (a crashed peer, a cut cable, a peer sending one byte a second). Default 6 s: three missed
-    /// heartbeats.
+    /// A connection on which nothing moved for this long (no complete frame read, no answer
+    /// written) is dead and closed: a crashed peer, a cut cable, a peer sending one byte a second,
+    /// or one that stopped reading. Default 6 s: three missed heartbeats.
     pub heartbeat_timeout: Duration,
 }
 

@@ -1,6 +1,6 @@
 //! One established connection: a writer task, a reader task, heartbeats, and the peer handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,24 @@ struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next: AtomicU64,
     closed: CancellationToken,
+    /// The largest frame the other side takes.
+    max_frame: usize,
+}
+
+impl Shared {
+    /// A message too large for the other side is refused here, as a permanent error, before it
+    /// reaches the connection: sent, it would close the connection, and a resend would close it
+    /// again, forever.
+    fn fits(&self, frame: &Bytes) -> Result<(), Error> {
+        if frame.len() > self.max_frame {
+            return Err(Error::Invalid(format!(
+                "a message of {} bytes is over the {}-byte frame limit",
+                frame.len(),
+                self.max_frame
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One side of a TCP connection. Clones share it; it closes when the last clone is dropped, when
@@ -104,6 +122,7 @@ impl Peer for TcpPeer {
             .insert(id, reply);
         let _guard = PendingGuard { shared, id };
         let frame = frame::message(FrameType::Request, id, &Message::Request(request));
+        shared.fits(&frame)?;
         tokio::select! {
             sent = shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed)?,
             () = shared.closed.cancelled() => return Err(Error::Closed),
@@ -116,6 +135,7 @@ impl Peer for TcpPeer {
 
     async fn notify(&self, event: Event) -> Result<(), Error> {
         let frame = frame::message(FrameType::Event, 0, &Message::Event(event));
+        self.shared.fits(&frame)?;
         tokio::select! {
             sent = self.shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed),
             () = self.shared.closed.cancelled() => Err(Error::Closed),
@@ -150,9 +170,10 @@ pub(crate) fn spawn(
         pending: Mutex::default(),
         next: AtomicU64::new(0),
         closed: closed.clone(),
+        max_frame: config.max_frame_bytes,
     });
     let (sink, stream) = wire.split();
-    tokio::spawn(write(sink, queue, closed.clone()));
+    tokio::spawn(write(sink, queue, closed.clone(), config.heartbeat_timeout));
     tokio::spawn(read(
         stream,
         shared.clone(),
@@ -168,27 +189,38 @@ pub(crate) fn spawn(
 }
 
 /// Writes queued frames, flushing once per burst, until the connection closes; then writes what
-/// is still queued (a refusal, last responses) and shuts the socket down.
+/// is still queued (a refusal, last responses) and shuts the socket down. A peer that stops
+/// reading cannot hold it: a write that makes no progress for the heartbeat timeout closes the
+/// connection, and so does `close`.
 async fn write(
     mut sink: futures::stream::SplitSink<Wire, Bytes>,
     mut queue: mpsc::Receiver<Bytes>,
     closed: CancellationToken,
+    stall: std::time::Duration,
 ) {
     let result: Result<(), std::io::Error> = async {
+        let stalled =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer stopped reading");
         loop {
             let frame = tokio::select! {
                 frame = queue.recv() => frame,
                 () = closed.cancelled() => None,
             };
             let Some(frame) = frame else { break };
-            sink.feed(frame).await?;
-            while let Ok(frame) = queue.try_recv() {
+            let burst = async {
                 sink.feed(frame).await?;
+                while let Ok(frame) = queue.try_recv() {
+                    sink.feed(frame).await?;
+                }
+                sink.flush().await
+            };
+            tokio::select! {
+                written = tokio::time::timeout(stall, burst) => written.map_err(|_| stalled())??,
+                () = closed.cancelled() => break,
             }
-            sink.flush().await?;
         }
         queue.close();
-        // A peer that stopped reading must not hold this task: the last words get a second.
+        // The last words get a second.
         let drain = async {
             while let Ok(frame) = queue.try_recv() {
                 sink.feed(frame).await?;
@@ -219,37 +251,54 @@ async fn read(
     {
         let (handler, shared) = (handler.clone(), shared.clone());
         tokio::spawn(async move {
-            while let Some(event) = ordered.recv().await {
-                handler.event(&shared.hello, event).await;
+            loop {
+                let event = tokio::select! {
+                    event = ordered.recv() => event,
+                    () = shared.closed.cancelled() => None,
+                };
+                let Some(event) = event else { return };
+                tokio::select! {
+                    () = handler.event(&shared.hello, event) => {}
+                    () = shared.closed.cancelled() => return,
+                }
             }
         });
     }
     // Requests being answered, driven by this task itself: no task per request, no wake-up
-    // across threads to hand an answer back. Past the in-flight limit the socket is not read
-    // until one finishes (the peer feels TCP backpressure).
+    // across threads to hand an answer back. The reader never waits on a send in a branch: a
+    // finished answer or an event is queued here and handed over when the writer has room, so
+    // a peer that stops reading cannot freeze this reader, and two peers cannot deadlock on each
+    // other's full sockets. A peer that sends faster than it reads is read until these queues
+    // hold `max_in_flight` frames, then it is not read until they drain, and closed if nothing
+    // moves for the heartbeat timeout.
     let mut answering: FuturesUnordered<BoxFuture<'static, (u64, Response)>> =
         FuturesUnordered::new();
+    let mut answers: VecDeque<Bytes> = VecDeque::new();
+    let mut pending_events: VecDeque<Event> = VecDeque::new();
     let limit = config.max_in_flight.max(1);
-    let mut quiet_since = tokio::time::Instant::now();
+    let mut progress = tokio::time::Instant::now();
     let ended = loop {
-        let reading = answering.len() < limit;
-        if !reading {
-            // Not reading is our choice, not the peer's silence.
-            quiet_since = tokio::time::Instant::now();
-        }
+        let reading = answers.len() + pending_events.len() < limit;
         tokio::select! {
             () = shared.closed.cancelled() => break None,
-            Some((correlation, response)) = answering.next(), if !answering.is_empty() => {
-                let frame = frame::message(FrameType::Response, correlation, &Message::Response(response));
-                if shared.outgoing.send(frame).await.is_err() {
-                    break None;
-                }
-            }
-            () = tokio::time::sleep_until(quiet_since + config.heartbeat_timeout), if reading => {
+            () = tokio::time::sleep_until(progress + config.heartbeat_timeout) => {
                 break Some(TcpError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("no frame for {:?}: the peer is presumed dead", config.heartbeat_timeout),
+                    format!("nothing moved for {:?}: the peer is presumed dead", config.heartbeat_timeout),
                 )));
+            }
+            Some((correlation, response)) = answering.next(), if !answering.is_empty() => {
+                answers.push_back(frame::message(FrameType::Response, correlation, &Message::Response(response)));
+            }
+            room = shared.outgoing.reserve(), if !answers.is_empty() => {
+                let Ok(room) = room else { break None };
+                room.send(answers.pop_front().expect("not empty"));
+                progress = tokio::time::Instant::now();
+            }
+            room = events.reserve(), if !pending_events.is_empty() => {
+                let Ok(room) = room else { break None };
+                room.send(pending_events.pop_front().expect("not empty"));
+                progress = tokio::time::Instant::now();
             }
             next = stream.next(), if reading => {
                 let payload = match next {
@@ -260,14 +309,24 @@ async fn read(
                     Some(Err(error)) => break Some(TcpError::Io(error)),
                     Some(Ok(payload)) => payload,
                 };
-                quiet_since = tokio::time::Instant::now();
+                progress = tokio::time::Instant::now();
                 let frame = match Frame::parse(payload.freeze()) {
                     Ok(frame) => frame,
                     Err(error) => break Some(error),
                 };
-                match dispatch(frame, &shared, &handler, &events).await {
-                    Ok(Some(answer)) => answering.push(answer),
-                    Ok(None) => {}
+                let correlation = frame.correlation;
+                match dispatch(frame, &shared, &handler) {
+                    Ok(Received::Request(answer)) if answering.len() < limit => answering.push(answer),
+                    // Past the in-flight limit: a transient refusal, the connection goes on.
+                    Ok(Received::Request(_)) => answers.push_back(frame::message(
+                        FrameType::Response,
+                        correlation,
+                        &Message::Response(Response::refused(&Error::Unavailable(format!(
+                            "more than {limit} requests in flight on this connection"
+                        )))),
+                    )),
+                    Ok(Received::Event(event)) => pending_events.push_back(event),
+                    Ok(Received::Nothing) => {}
                     Err(error) => break Some(error),
                 }
             }
@@ -288,28 +347,37 @@ async fn read(
         .clear();
 }
 
-/// Handles one frame; a request becomes a future answering it, for the reader to drive.
-async fn dispatch(
+/// What a frame asks of the reader.
+enum Received {
+    /// A request: the future that answers it.
+    Request(BoxFuture<'static, (u64, Response)>),
+    /// An event for the handler, in order.
+    Event(Event),
+    /// Nothing more (a response routed to its requester, a ping).
+    Nothing,
+}
+
+/// Handles one frame without waiting on anything.
+fn dispatch(
     frame: Frame,
     shared: &Arc<Shared>,
     handler: &Arc<dyn Handler>,
-    events: &mpsc::Sender<Event>,
-) -> Result<Option<BoxFuture<'static, (u64, Response)>>, TcpError> {
+) -> Result<Received, TcpError> {
+    let kind = frame.kind;
     let message = |body: Bytes| {
-        decode_message(body).map_err(|e| {
-            TcpError::Protocol(format!("a {:?} frame does not decode: {e}", frame.kind))
-        })
+        decode_message(body)
+            .map_err(|e| TcpError::Protocol(format!("a {kind:?} frame does not decode: {e}")))
     };
-    match frame.kind {
+    match kind {
         FrameType::Request => {
-            let Message::Request(request) = message(frame.body.clone())? else {
+            let Message::Request(request) = message(frame.body)? else {
                 return Err(TcpError::Protocol(
                     "a request frame holds another message".into(),
                 ));
             };
             let (handler, shared) = (handler.clone(), shared.clone());
             let correlation = frame.correlation;
-            return Ok(Some(
+            Ok(Received::Request(
                 async move {
                     let response = AssertUnwindSafe(handler.request(&shared.hello, request))
                         .catch_unwind()
@@ -321,7 +389,7 @@ async fn dispatch(
                     (correlation, response)
                 }
                 .boxed(),
-            ));
+            ))
         }
         FrameType::Response => {
             let Message::Response(response) = message(frame.body)? else {
@@ -344,25 +412,20 @@ async fn dispatch(
                     "response to no pending request"
                 ),
             }
+            Ok(Received::Nothing)
         }
-        FrameType::Event => {
-            let Message::Event(event) = message(frame.body)? else {
-                return Err(TcpError::Protocol(
-                    "an event frame holds another message".into(),
-                ));
-            };
-            events
-                .send(event)
-                .await
-                .map_err(|_| TcpError::Protocol("closed".into()))?;
-        }
+        FrameType::Event => match message(frame.body)? {
+            Message::Event(event) => Ok(Received::Event(event)),
+            _ => Err(TcpError::Protocol(
+                "an event frame holds another message".into(),
+            )),
+        },
         // Each side pings on its own schedule, which is what keeps the other's reader alive: a
         // ping needs no answer, and the reader never writes to answer one.
-        FrameType::Ping | FrameType::Pong => {}
-        FrameType::Refused => return Err(crate::handshake::refused(&frame.body)),
-        other => return Err(TcpError::Protocol(format!("{other:?} after the handshake"))),
+        FrameType::Ping | FrameType::Pong => Ok(Received::Nothing),
+        FrameType::Refused => Err(crate::handshake::refused(&frame.body)),
+        other => Err(TcpError::Protocol(format!("{other:?} after the handshake"))),
     }
-    Ok(None)
 }
 
 /// Sends a ping every interval, so that the other side's reader sees a frame even when no data

@@ -121,6 +121,29 @@ fn put_header(out: &mut BytesMut, kind: FrameType, correlation: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a peer sends as a frame's payload, parsing it and decoding its body never
+        /// panics: it is a frame or a clear error.
+        #[test]
+        fn arbitrary_payloads_never_panic_the_frame_decoder(
+            kind in 0u8..12,
+            correlation in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            raw_bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = Frame::parse(Bytes::from(raw_bytes));
+            let mut payload = BytesMut::new();
+            payload.put_u8(FRAME_VERSION);
+            payload.put_u8(kind);
+            payload.put_u64(correlation);
+            payload.put_slice(&body);
+            if let Ok(frame) = Frame::parse(payload.freeze()) {
+                let _ = weld_pipeline::encoding::decode_message(frame.body);
+            }
+        }
+    }
 
     #[test]
     fn frames_round_trip_their_header() {

@@ -63,16 +63,23 @@ pub(crate) async fn read(wire: &mut Wire) -> Result<Frame, TcpError> {
     }
 }
 
+/// The largest frame either side takes before the welcome: a hello, a challenge, an answer.
+/// Small, so that an unauthenticated client cannot make the controller allocate much.
+pub(crate) const HANDSHAKE_MAX_FRAME: usize = 4096;
+
 fn proof(secret: &Secret, challenge: &[u8], worker_id: &str) -> Hmac<Sha256> {
     // HMAC takes a key of any length.
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
     mac.update(challenge);
+    // Length-prefixed, so that no (challenge, id) pair signs the same bytes as another.
+    mac.update(&(worker_id.len() as u64).to_be_bytes());
     mac.update(worker_id.as_bytes());
     mac
 }
 
-/// The controller's side: returns the worker's hello once it is accepted.
+/// The controller's side: returns the worker's hello once it is accepted; [`welcome`] completes
+/// the handshake.
 pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello, TcpError> {
     let first = read(wire).await?;
     if first.kind != FrameType::Hello {
@@ -115,8 +122,15 @@ pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello,
                 TcpError::Authentication(format!("worker {} has the wrong secret", hello.worker_id))
             })?;
     }
-    wire.send(frame::raw(FrameType::Welcome, 0, &[])).await?;
     Ok(hello)
+}
+
+/// Completes an accepted handshake: from now on frames up to the full limit are taken.
+pub(crate) async fn welcome(wire: &mut Wire, config: &TcpConfig) -> Result<(), TcpError> {
+    wire.send(frame::raw(FrameType::Welcome, 0, &[])).await?;
+    wire.codec_mut()
+        .set_max_frame_length(config.max_frame_bytes);
+    Ok(())
 }
 
 /// The worker's side.
@@ -135,6 +149,14 @@ pub(crate) async fn connect(
         let frame = read(wire).await?;
         match frame.kind {
             FrameType::Challenge => {
+                // Only a challenge of the protocol's length is signed: anything else is not
+                // the controller's random bytes but someone fishing for a signature.
+                if frame.body.len() != CHALLENGE_LEN {
+                    return Err(TcpError::Protocol(format!(
+                        "a challenge of {} bytes",
+                        frame.body.len()
+                    )));
+                }
                 let secret = config.secret.as_ref().ok_or_else(|| {
                     TcpError::Authentication(
                         "the controller requires a shared secret and none is configured".into(),
@@ -145,7 +167,11 @@ pub(crate) async fn connect(
                     .into_bytes();
                 wire.send(frame::raw(FrameType::Answer, 0, &answer)).await?;
             }
-            FrameType::Welcome => return Ok(()),
+            FrameType::Welcome => {
+                wire.codec_mut()
+                    .set_max_frame_length(config.max_frame_bytes);
+                return Ok(());
+            }
             FrameType::Refused => return Err(refused(&frame.body)),
             other => {
                 return Err(TcpError::Protocol(format!(

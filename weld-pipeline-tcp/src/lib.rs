@@ -4,8 +4,9 @@
 //! [`TcpTransport`] implements [`weld_pipeline::Transport`]: a controller
 //! [`listen`](weld_pipeline::Transport::listen)s, a worker
 //! [`connect`](weld_pipeline::Transport::connect)s. Non-goals: encryption (run it on a private
-//! network, or behind a TLS tunnel, until the roadmap's TLS lands) and cross-version
-//! negotiation (both sides must speak the same protocol version).
+//! network, or behind a TLS tunnel, until the roadmap's TLS lands), cross-version negotiation
+//! (both sides must speak the same protocol version), and mutual authentication (the controller
+//! checks the worker's proof of the secret; the worker does not check the controller's).
 //!
 //! # The wire protocol
 //!
@@ -23,7 +24,7 @@
 //! |---|---|---|---|
 //! | 1 | hello | a `Hello` message (core encoding) | worker, first |
 //! | 2 | challenge | 32 random bytes | controller, when it has a secret |
-//! | 3 | answer | HMAC-SHA256(secret, challenge ‖ worker id), 32 bytes | worker |
+//! | 3 | answer | HMAC-SHA256(secret, challenge ‖ len(worker id) as u64 BE ‖ worker id), 32 bytes | worker |
 //! | 4 | welcome | empty | controller: the handshake is done |
 //! | 5 | refused | code u8 (1 protocol, 2 version, 3 authentication, 4 busy) + reason (UTF-8) | either; the connection closes after it |
 //! | 6 | request | a `Request` message | either |
@@ -50,7 +51,7 @@
 //! worker                                 controller
 //!   hello{id, protocol version, sources} -->   version checked (else refused: version)
 //!                                        <--   challenge{32 random bytes}      (only with a secret)
-//!   answer{HMAC(secret, challenge ‖ id)} -->   checked in constant time (else refused: authentication)
+//!   answer{HMAC(secret, challenge ‖ len ‖ id)} -->   checked in constant time (else refused: authentication)
 //!                                        <--   welcome
 //! ```
 //!
@@ -62,12 +63,15 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`TcpConfig::max_frame_bytes`] | 16 MiB | on the length header, before the frame is read | the connection is closed (framing is lost) |
-//! | [`TcpConfig::handshake_timeout`] | 5 s | from accept (or dial) to welcome | the connection is closed |
-//! | [`TcpConfig::max_connections`] | 1,024 | on accept | `refused: busy`, closed |
-//! | [`TcpConfig::max_in_flight`] | 64 | per connection, on each incoming request | the connection is not read until one finishes |
+//! | frame size before the welcome | 4 KiB | on the length header | `refused: protocol`, closed: an unauthenticated client cannot make the controller allocate more |
+//! | [`TcpConfig::max_frame_bytes`] | 16 MiB | after the welcome, on the length header, before the frame is read | `refused: protocol`, closed (framing is lost) |
+//! | the same, outgoing | 16 MiB | before a request or event is sent | a permanent error to the sender; the connection goes on |
+//! | [`TcpConfig::handshake_timeout`] | 5 s | from accept (or dial) to welcome | `refused: protocol` (handshake timed out), closed |
+//! | handshakes at once | 128 | on accept | the socket is dropped |
+//! | [`TcpConfig::max_connections`] | 1,024 | after a successful handshake, before the welcome | `refused: busy` (transient), closed |
+//! | [`TcpConfig::max_in_flight`] | 64 | per connection, on each incoming request | the request is answered `Refused` (transient); the connection goes on |
 //! | [`TcpConfig::heartbeat_interval`] | 2 s | each side pings | - |
-//! | [`TcpConfig::heartbeat_timeout`] | 6 s | no complete frame for this long | the connection is closed (a dead peer, or one trickling bytes) |
+//! | [`TcpConfig::heartbeat_timeout`] | 6 s | nothing read or written for this long | closed (a dead peer, one trickling bytes, or one that stopped reading) |
 //!
 //! Bad input (garbage, an HTTP request, a lying length, a truncated or unknown frame, a slowloris)
 //! closes that one connection with a logged reason; the others keep flowing. Reconnecting is the

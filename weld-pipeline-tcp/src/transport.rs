@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -16,6 +17,11 @@ use crate::config::TcpConfig;
 use crate::connection::{self, TcpPeer};
 use crate::error::TcpError;
 use crate::handshake::{self, refusal, Wire};
+
+/// Sockets in their handshake at once on one controller; more are dropped on accept. A
+/// handshake takes a round trip or two: 128 is plenty for workers reconnecting together, and
+/// bounds what unauthenticated clients can hold (at most 4 KiB of frame each).
+const MAX_HANDSHAKES: usize = 128;
 
 /// The TCP transport: [`Transport::listen`] binds its address, [`Transport::connect`] dials it.
 #[derive(Clone, Debug)]
@@ -47,10 +53,12 @@ impl TcpTransport {
         *self.bound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The codec of a new connection: until the welcome, frames are limited to the handshake's
+    /// small size; the welcome raises the limit to `max_frame_bytes`.
     fn codec(&self) -> LengthDelimitedCodec {
         LengthDelimitedCodec::builder()
             .length_field_type::<u32>()
-            .max_frame_length(self.config.max_frame_bytes)
+            .max_frame_length(handshake::HANDSHAKE_MAX_FRAME)
             .new_codec()
     }
 }
@@ -153,6 +161,7 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(transport.config.max_connections));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -167,20 +176,18 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, max = transport.config.max_connections, "too many connections: refused");
-            let mut wire = Framed::new(socket, transport.codec());
-            tokio::spawn(async move {
-                let refused = TcpError::Refused("too many connections".into());
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    wire.send(refusal(&refused)),
-                )
-                .await;
-            });
+        // Unauthenticated sockets get their own, small allowance: they cannot take the slots of
+        // workers that completed the handshake.
+        let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many handshakes at once: connection dropped");
             continue;
         };
-        let (transport, handler, arrive) = (transport.clone(), handler.clone(), arrive.clone());
+        let (transport, handler, arrive, slots) = (
+            transport.clone(),
+            handler.clone(),
+            arrive.clone(),
+            slots.clone(),
+        );
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
             let config = transport.config.clone();
@@ -191,19 +198,33 @@ async fn accept_loop(
             )
             .await
             .unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout)));
-            match shaken {
-                Ok(hello) => {
+            drop(handshaking);
+            let shaken = shaken.and_then(|hello| match slots.try_acquire_owned() {
+                Ok(slot) => Ok((hello, slot)),
+                Err(_) => Err(TcpError::Refused(format!(
+                    "too many connections (the limit is {})",
+                    config.max_connections
+                ))),
+            });
+            let welcomed = match shaken {
+                Ok((hello, slot)) => handshake::welcome(&mut wire, &config)
+                    .await
+                    .map(|()| (hello, slot)),
+                Err(error) => Err(error),
+            };
+            match welcomed {
+                Ok((hello, slot)) => {
                     tracing::info!(%remote, worker_id = %hello.worker_id, "worker authenticated");
                     let peer = connection::spawn(wire, hello, remote, handler, config, Some(slot));
                     let _ = arrive.send(peer).await;
                 }
                 Err(error) => {
                     tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        wire.send(refusal(&error)),
-                    )
-                    .await;
+                    let goodbye = async {
+                        wire.send(refusal(&error)).await?;
+                        SinkExt::<Bytes>::close(&mut wire).await
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), goodbye).await;
                 }
             }
         });

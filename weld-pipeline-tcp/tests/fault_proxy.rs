@@ -47,25 +47,31 @@ fn acks_delayed_dropped_or_cut_are_resent_and_stored_exactly_once() {
         .block_on(
             controller
                 .controller
-                .start_stream(&stream, GeneratorSources::config(RECORDS, 50, 3, 300)),
+                .start_stream(&stream, GeneratorSources::config(RECORDS, 50, 10, 300)),
         )
         .unwrap();
     let live = || controller.controller.store().counts(&stream).unwrap().live;
 
-    // Cycle through the faults while the run goes on.
+    // Each fault strikes once the run has reached a point, so every one lands mid-run however
+    // fast the machine is.
     let faults = [
-        (Fault::Delay, 0),
-        (Fault::Cut, 700),
-        (Fault::Drop, 0),
-        (Fault::Cut, 5_000),
-        (Fault::Delay, 0),
-        (Fault::Drop, 0),
+        (400, Fault::Delay, 0),
+        (900, Fault::Cut, 700),
+        (1_500, Fault::Drop, 0),
+        (2_100, Fault::Cut, 5_000),
+        (2_700, Fault::Delay, 0),
+        (3_200, Fault::Drop, 0),
     ];
-    for (fault, cut_after) in faults {
+    for (reached, fault, cut_after) in faults {
+        wait_until(
+            &format!("{reached} records stored"),
+            Duration::from_secs(60),
+            || live() >= reached,
+        );
         proxy.set(fault, cut_after);
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.set(Fault::None, 0);
     }
-    proxy.set(Fault::None, 0);
 
     wait_until(
         "every record arrives through the faults",
