@@ -1,16 +1,19 @@
 //! The HTTP side of weld-pipeline: the HubSpot source, a HubSpot fake, and the HTTP transport.
 //!
-//! This crate will hold the source that pages through HubSpot's CRM v3 API (full syncs through
-//! the list endpoint, incremental ones through search windows), a faithful local fake of that API
-//! with fault injection (feature `fake`), and an HTTP/1.1 implementation of
-//! [`weld_pipeline::Transport`].
-//!
-//! Today it holds nothing but this page. The core's generated source stands in for HubSpot in the
-//! meantime:
+//! - [`fake`] (feature `fake`): a HubSpot CRM v3 stand-in that answers list and search as the
+//!   real API does, with its rate limits, errors and faults on demand, so that the source is
+//!   tested against the behaviour it will meet.
 //!
 //! ```
-//! use weld_pipeline::source::{Generator, Pages};
+//! # #[cfg(feature = "fake")]
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
 //!
-//! let source = Pages::new(Generator::contacts(10_000));
-//! # let _ = source;
+//! let fake = FakeHubSpot::start("127.0.0.1:0", FakeConfig { contacts: 10, ..FakeConfig::default() }).await?;
+//! assert_eq!(fake.dump("contacts").len(), 10);
+//! # Ok::<_, std::io::Error>(())
+//! # }).unwrap();
 //! ```
+
+#[cfg(feature = "fake")]
+pub mod fake;

@@ -1,0 +1,249 @@
+//! The fake's data set: generated, seeded, with spread-out and deliberately tied modification
+//! times.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use weld_pipeline::Timestamp;
+
+/// One CRM object as the fake keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Object {
+    pub(crate) id: u64,
+    pub(crate) properties: BTreeMap<String, Option<String>>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) archived_at: Option<i64>,
+}
+
+/// All objects of one type.
+#[derive(Debug)]
+pub(crate) struct ObjectSet {
+    pub(crate) records: BTreeMap<u64, Object>,
+    pub(crate) next_id: u64,
+    /// The change-tracking property: `lastmodifieddate` for contacts, `hs_lastmodifieddate`
+    /// for the others.
+    pub(crate) modified_property: &'static str,
+    pub(crate) defaults: &'static [&'static str],
+    /// Every property name the type knows (others are left out of answers).
+    pub(crate) known: Vec<String>,
+}
+
+/// Properties with many made-up names, so that a client asking for all of them builds a URL
+/// long enough to be refused with 414.
+pub(crate) const EXTRA_PROPERTIES: usize = 400;
+
+const CONTACT_DEFAULTS: &[&str] = &[
+    "createdate",
+    "email",
+    "firstname",
+    "hs_object_id",
+    "lastmodifieddate",
+    "lastname",
+];
+const COMPANY_DEFAULTS: &[&str] = &[
+    "createdate",
+    "domain",
+    "hs_lastmodifieddate",
+    "hs_object_id",
+    "name",
+];
+const DEAL_DEFAULTS: &[&str] = &[
+    "amount",
+    "closedate",
+    "createdate",
+    "dealname",
+    "dealstage",
+    "hs_lastmodifieddate",
+    "hs_object_id",
+    "pipeline",
+];
+
+const FIRST: [&str; 10] = [
+    "Lorelai", "Rory", "Luke", "Sookie", "Paris", "Jess", "Emily", "Richard", "Lane", "Kirk",
+];
+const LAST: [&str; 8] = [
+    "Gilmore",
+    "Danes",
+    "St. James",
+    "Geller",
+    "Mariano",
+    "Hayden",
+    "Kim",
+    "Gleason",
+];
+
+/// An ISO-8601 time as HubSpot writes it (`2025-07-07T20:27:17.947Z`).
+pub(crate) fn iso(millis: i64) -> String {
+    Timestamp::from_millis(millis).to_string()
+}
+
+impl ObjectSet {
+    pub(crate) fn new(object_type: &str) -> Self {
+        let (modified_property, defaults) = match object_type {
+            "contacts" => ("lastmodifieddate", CONTACT_DEFAULTS),
+            "companies" => ("hs_lastmodifieddate", COMPANY_DEFAULTS),
+            _ => ("hs_lastmodifieddate", DEAL_DEFAULTS),
+        };
+        let mut known: Vec<String> = defaults.iter().map(|s| s.to_string()).collect();
+        known.extend(["phone", "company", "website", "lifecyclestage", "city"].map(String::from));
+        known.extend((0..EXTRA_PROPERTIES).map(|i| format!("custom_property_{i:03}")));
+        ObjectSet {
+            records: BTreeMap::new(),
+            next_id: 1,
+            modified_property,
+            defaults,
+            known,
+        }
+    }
+
+    /// Adds an object with generated properties.
+    pub(crate) fn create(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        created_at: i64,
+        updated_at: i64,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let first = FIRST[rng.usize(..FIRST.len())];
+        let last = LAST[rng.usize(..LAST.len())];
+        let mut properties = BTreeMap::new();
+        let mut set = |name: &str, value: Option<String>| {
+            properties.insert(name.to_string(), value);
+        };
+        set("createdate", Some(iso(created_at)));
+        set("hs_object_id", Some(id.to_string()));
+        set(self.modified_property, Some(iso(updated_at)));
+        match self.modified_property {
+            "lastmodifieddate" => {
+                set(
+                    "email",
+                    Some(format!("{}.{id}@example.com", first.to_lowercase())),
+                );
+                set("firstname", Some(first.to_string()));
+                set("lastname", Some(last.to_string()));
+                // Known but empty on some records: HubSpot answers null.
+                set(
+                    "phone",
+                    (id % 3 != 0).then(|| format!("+1-555-{:04}", id % 10_000)),
+                );
+                set(
+                    "city",
+                    Some(["Stars Hollow", "Hartford", "New Haven"][rng.usize(..3)].to_string()),
+                );
+                set(
+                    "lifecyclestage",
+                    Some(["lead", "customer", "subscriber"][rng.usize(..3)].to_string()),
+                );
+            }
+            "hs_lastmodifieddate" if self.defaults == COMPANY_DEFAULTS => {
+                set("name", Some(format!("{last} & Co {id}")));
+                set(
+                    "domain",
+                    Some(format!(
+                        "{}{id}.example.com",
+                        last.to_lowercase().replace([' ', '.'], "")
+                    )),
+                );
+            }
+            _ => {
+                set("dealname", Some(format!("Deal {id} with {last}")));
+                set("amount", Some((rng.u32(100..100_000)).to_string()));
+                set("dealstage", Some("appointmentscheduled".to_string()));
+                set("pipeline", Some("default".to_string()));
+                set("closedate", None);
+            }
+        }
+        self.records.insert(
+            id,
+            Object {
+                id,
+                properties,
+                created_at,
+                updated_at,
+                archived_at: None,
+            },
+        );
+        id
+    }
+
+    /// Sets an object's modification time (and its change-tracking property).
+    pub(crate) fn touch(&mut self, id: u64, at: i64) {
+        let modified = self.modified_property;
+        if let Some(object) = self.records.get_mut(&id) {
+            object.updated_at = at;
+            object
+                .properties
+                .insert(modified.to_string(), Some(iso(at)));
+        }
+    }
+}
+
+/// Generates `count` objects: modification times spread over the last 30 days, every group of
+/// five sharing one, and one big group of `big_tie` sharing a single timestamp (more than a page
+/// of search results: the case connectors get wrong).
+pub(crate) fn generate(
+    object_type: &str,
+    count: usize,
+    big_tie: usize,
+    rng: &mut fastrand::Rng,
+    now: i64,
+) -> ObjectSet {
+    let mut set = ObjectSet::new(object_type);
+    let start = now - 30 * 86_400_000;
+    let span = (now - 3_600_000 - start).max(1);
+    let big_tie_at = start + span / 2;
+    for i in 0..count {
+        let created_at = start + rng.i64(0..span / 2);
+        let updated_at = if i < big_tie {
+            big_tie_at
+        } else {
+            // Groups of five share a timestamp.
+            let group = (i / 5) as i64;
+            start + (group * 7_919 * 1_000) % span
+        };
+        set.create(rng, created_at.min(updated_at), updated_at);
+    }
+    set
+}
+
+/// An object as the list and search endpoints return it, with the asked-for properties.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Answer<'a> {
+    pub(crate) id: String,
+    pub(crate) properties: BTreeMap<&'a str, &'a Option<String>>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) archived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) archived_at: Option<String>,
+}
+
+impl Object {
+    /// The object with the named properties: unknown names left out, known but empty ones null.
+    pub(crate) fn answer<'a>(&'a self, properties: &'a [String], known: &[String]) -> Answer<'a> {
+        const NULL: Option<String> = None;
+        let mut out = BTreeMap::new();
+        for name in properties {
+            match self.properties.get(name) {
+                Some(value) => {
+                    out.insert(name.as_str(), value);
+                }
+                None if known.iter().any(|k| k == name) => {
+                    out.insert(name.as_str(), &NULL);
+                }
+                None => {}
+            }
+        }
+        Answer {
+            id: self.id.to_string(),
+            properties: out,
+            created_at: iso(self.created_at),
+            updated_at: iso(self.updated_at),
+            archived: self.archived_at.is_some(),
+            archived_at: self.archived_at.map(iso),
+        }
+    }
+}
