@@ -315,7 +315,7 @@ fn correlation_id(fake: &mut Fake) -> String {
 }
 
 /// HubSpot's error body, with every field it documents.
-fn error(fake: &mut Fake, status: StatusCode, category: &str, message: &str) -> Response {
+fn error(fake: &mut Fake, status: StatusCode, category: &str, message: &str) -> Refusal {
     let body = json!({
         "status": "error",
         "message": message,
@@ -324,10 +324,10 @@ fn error(fake: &mut Fake, status: StatusCode, category: &str, message: &str) -> 
         "errors": [],
         "context": {},
     });
-    (status, Json(body)).into_response()
+    Box::new((status, Json(body)).into_response())
 }
 
-fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Response {
+fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Refusal {
     fake.stats.rate_limited += 1;
     let message = match policy {
         "DAILY" => "You have reached your daily limit.",
@@ -347,7 +347,7 @@ fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Resp
             .headers_mut()
             .insert("retry-after", HeaderValue::from(seconds));
     }
-    response
+    Box::new(response)
 }
 
 /// Checks what every CRM request goes through, in HubSpot's order: the token, the scope, the
@@ -359,7 +359,7 @@ fn admit(
     uri: &str,
     object: &str,
     searching: bool,
-) -> Result<(Option<Fault>, HeaderMap), Response> {
+) -> Result<(Option<Fault>, HeaderMap), Refusal> {
     fake.stats.requests += 1;
     if searching {
         fake.stats.searches += 1;
@@ -386,7 +386,9 @@ fn admit(
         ));
     }
     if uri.len() > fake.config.max_url_bytes {
-        return Err((StatusCode::URI_TOO_LONG, "URI Too Long").into_response());
+        return Err(Box::new(
+            (StatusCode::URI_TOO_LONG, "URI Too Long").into_response(),
+        ));
     }
     let now = Instant::now();
     let retry_after = fake.config.retry_after;
@@ -537,12 +539,15 @@ async fn list(
         }
         Err(response) => {
             count_status(&state, &response);
-            response
+            *response
         }
     }
 }
 
 type Built = (Vec<u8>, u64, Option<Fault>, HeaderMap);
+
+/// An error answer, boxed: it is built rarely and a `Response` is large.
+type Refusal = Box<Response>;
 
 fn build_list(
     fake: &mut Fake,
@@ -550,7 +555,7 @@ fn build_list(
     uri: &str,
     headers: &HeaderMap,
     query: &ListQuery,
-) -> Result<Built, Response> {
+) -> Result<Built, Refusal> {
     let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
     let limit = match query.limit.as_deref().map(str::parse::<usize>) {
         None => 10,
@@ -630,7 +635,7 @@ async fn search_route(
         }
         Err(response) => {
             count_status(&state, &response);
-            response
+            *response
         }
     }
 }

@@ -3,13 +3,12 @@
 use std::cmp::Ordering;
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use weld_pipeline::Timestamp;
 
 use super::data::{Answer, Object};
-use super::{admit, error, properties_or_defaults, Built, Fake};
+use super::{admit, error, properties_or_defaults, Built, Fake, Refusal};
 
 /// HubSpot refuses to page past this many search results.
 const SEARCH_CAP: usize = 10_000;
@@ -130,7 +129,7 @@ pub(super) fn build(
     uri: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Built, Response> {
+) -> Result<Built, Refusal> {
     let (fault, limit_headers) = admit(fake, headers, uri, object, true)?;
     let body: Body = match serde_json::from_slice(body) {
         Ok(body) => body,
