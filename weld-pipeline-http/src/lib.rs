@@ -1,5 +1,7 @@
 //! The HTTP side of weld-pipeline: the HubSpot source, a HubSpot fake, and the HTTP transport.
 //!
+//! - [`hubspot`]: the source that syncs a HubSpot CRM object type, fully then incrementally,
+//!   paced by HubSpot's rate-limit headers, retrying only what retrying can fix.
 //! - [`fake`] (feature `fake`): a HubSpot CRM v3 stand-in that answers list and search as the
 //!   real API does, with its rate limits, errors and faults on demand, so that the source is
 //!   tested against the behaviour it will meet.
@@ -17,3 +19,4 @@
 
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod hubspot;

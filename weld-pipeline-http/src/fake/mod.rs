@@ -152,7 +152,7 @@ pub struct Stats {
 pub struct Mutation {
     /// The object type.
     pub object: String,
-    /// Records to modify (their modification time becomes now).
+    /// Records to modify, distinct, chosen at random (their modification time becomes now).
     #[serde(default)]
     pub modify: usize,
     /// Records to create.
@@ -646,16 +646,17 @@ fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     let Some(set) = objects.get_mut(&mutation.object) else {
         return vec![];
     };
-    let live: Vec<u64> = set
+    // Distinct records, chosen at random.
+    let mut live: Vec<u64> = set
         .records
         .values()
         .filter(|o| o.archived_at.is_none())
         .map(|o| o.id)
         .collect();
+    rng.shuffle(&mut live);
     let mut touched = Vec::new();
     let stamp = |i: usize| if mutation.tie { now } else { now - i as i64 };
-    for i in 0..mutation.modify.min(live.len()) {
-        let id = live[rng.usize(..live.len())];
+    for (i, &id) in live.iter().take(mutation.modify).enumerate() {
         set.touch(id, stamp(i));
         if let Some(object) = set.records.get_mut(&id) {
             object
@@ -668,14 +669,14 @@ fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         let at = stamp(i);
         touched.push(set.create(rng, at, at));
     }
-    let live: Vec<u64> = set
+    let mut live: Vec<u64> = set
         .records
         .values()
         .filter(|o| o.archived_at.is_none())
         .map(|o| o.id)
         .collect();
-    for _ in 0..mutation.archive.min(live.len()) {
-        let id = live[rng.usize(..live.len())];
+    rng.shuffle(&mut live);
+    for &id in live.iter().take(mutation.archive) {
         if let Some(object) = set.records.get_mut(&id) {
             if object.archived_at.is_none() {
                 object.archived_at = Some(now);

@@ -1,0 +1,205 @@
+//! One HTTP call to HubSpot, as a tower service: the layers (rate limit, retry, timeout) wrap it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use tower::Service;
+use weld_pipeline::middleware::{Budget, BudgetPacer, Pacer};
+use weld_pipeline::{BoxError, Error, Timestamp};
+
+use super::config::HubSpotConfig;
+use super::error::HubSpotError;
+
+/// One call.
+#[derive(Clone, Debug)]
+pub(crate) enum Call {
+    /// A page of the list endpoint.
+    List {
+        archived: bool,
+        after: Option<String>,
+        properties: Vec<String>,
+    },
+    /// A page of search.
+    Search { body: serde_json::Value },
+}
+
+/// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
+/// budget pacer from the rate-limit headers it reads.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    config: Arc<HubSpotConfig>,
+    budget: Arc<BudgetPacer>,
+}
+
+impl Client {
+    pub(crate) fn new(config: Arc<HubSpotConfig>, budget: Arc<BudgetPacer>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("weld-pipeline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Bug(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            config,
+            budget,
+        })
+    }
+
+    /// The list URL for a call, to measure it before sending.
+    pub(crate) fn list_url(
+        config: &HubSpotConfig,
+        archived: bool,
+        after: Option<&str>,
+        properties: &[String],
+    ) -> String {
+        let mut url = format!(
+            "{}/crm/v3/objects/{}?limit={}&archived={archived}",
+            config.base_url.trim_end_matches('/'),
+            config.object_type,
+            config.list_limit
+        );
+        if !properties.is_empty() {
+            url.push_str("&properties=");
+            url.push_str(&properties.join(","));
+        }
+        if let Some(after) = after {
+            url.push_str("&after=");
+            url.push_str(after);
+        }
+        url
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    message: Option<String>,
+    category: Option<String>,
+    policy_name: Option<String>,
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The time to the next UTC midnight, when a `DAILY` quota resets.
+fn until_midnight() -> Duration {
+    let day = 86_400_000;
+    let now = Timestamp::now().as_millis();
+    Duration::from_millis((day - now.rem_euclid(day)) as u64)
+}
+
+async fn send(
+    http: reqwest::Client,
+    config: Arc<HubSpotConfig>,
+    budget: Arc<BudgetPacer>,
+    call: Call,
+) -> Result<Bytes, BoxError> {
+    let base = config.base_url.trim_end_matches('/');
+    let request = match &call {
+        Call::List {
+            archived,
+            after,
+            properties,
+        } => http.get(Client::list_url(
+            &config,
+            *archived,
+            after.as_deref(),
+            properties,
+        )),
+        Call::Search { body } => http
+            .post(format!(
+                "{base}/crm/v3/objects/{}/search",
+                config.object_type
+            ))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).map_err(|e| Error::Bug(format!("search body: {e}")))?),
+    };
+    let response = request
+        .header("authorization", config.token.bearer())
+        .timeout(config.timeout)
+        .send()
+        .await
+        .map_err(|e| -> BoxError {
+            if e.is_timeout() {
+                Box::new(Error::Timeout {
+                    operation: "HubSpot request",
+                    after: config.timeout,
+                })
+            } else {
+                // reqwest's message names the URL, never the token (it travels in a header).
+                Box::new(Error::from(HubSpotError::Request(e.to_string())))
+            }
+        })?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    if let (Some(max), Some(remaining), Some(interval)) = (
+        header_u64(&headers, "x-hubspot-ratelimit-max"),
+        header_u64(&headers, "x-hubspot-ratelimit-remaining"),
+        header_u64(&headers, "x-hubspot-ratelimit-interval-milliseconds"),
+    ) {
+        budget.observe(
+            tokio::time::Instant::now(),
+            Budget {
+                max: max as u32,
+                remaining: remaining as u32,
+                interval: Duration::from_millis(interval),
+            },
+        );
+    }
+    let body = response.bytes().await.map_err(|e| {
+        Box::new(Error::from(HubSpotError::Request(format!(
+            "reading the body: {e}"
+        )))) as BoxError
+    })?;
+    if status == 200 {
+        return Ok(body);
+    }
+    let details: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let error = if status == 429 {
+        let policy = details
+            .as_ref()
+            .and_then(|d| d.policy_name.clone())
+            .unwrap_or_else(|| "TEN_SECONDLY_ROLLING".into());
+        let retry_after = if policy == "DAILY" {
+            Some(until_midnight())
+        } else {
+            header_u64(&headers, "retry-after").map(Duration::from_secs)
+        };
+        HubSpotError::rate_limited(policy, retry_after)
+    } else {
+        HubSpotError::Status {
+            status,
+            category: details.as_ref().and_then(|d| d.category.clone()),
+            message: details.and_then(|d| d.message).unwrap_or_else(|| {
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+            }),
+        }
+    };
+    Err(Box::new(Error::from(error)))
+}
+
+impl Service<Call> for Client {
+    type Response = Bytes;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        Box::pin(send(
+            self.http.clone(),
+            self.config.clone(),
+            self.budget.clone(),
+            call,
+        ))
+    }
+}

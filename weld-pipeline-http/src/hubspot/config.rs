@@ -1,0 +1,123 @@
+//! The source's configuration: where HubSpot is, the token, what to read, and the limits.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A private-app token. Sent as `Authorization: Bearer`; `Debug` shows it redacted, and no
+/// error or log line carries it.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    /// Wraps a token (the value of `HUBSPOT_ACCESS_TOKEN`).
+    pub fn new(token: impl AsRef<str>) -> Self {
+        Token(token.as_ref().into())
+    }
+
+    pub(crate) fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// What a HubSpot source reads and how.
+#[derive(Clone, Debug)]
+pub struct HubSpotConfig {
+    /// The API's base URL: `https://api.hubapi.com`, or a fake's.
+    pub base_url: String,
+    /// The private-app token.
+    pub token: Token,
+    /// The object type: `contacts`, `companies`, `deals`, or any other type's name.
+    pub object_type: String,
+    /// Properties to read; `None` for the type's default set.
+    pub properties: Option<Vec<String>>,
+    /// How far behind now an incremental window ends. HubSpot's search index trails writes by
+    /// seconds: a window that reached the present could step past records that become searchable
+    /// a moment later. Default 30 s.
+    pub settle_delay: Duration,
+    /// Records per list page. HubSpot's maximum is 100.
+    pub list_limit: u32,
+    /// Records per search page. HubSpot's maximum is 200.
+    pub search_limit: u32,
+    /// The longest list URL sent; a longer property list is split across requests and merged by
+    /// id (HubSpot answers 414 past its own limit). Default 2,000 bytes, safe behind any proxy.
+    pub max_url_bytes: usize,
+    /// One request's deadline. Default 30 s.
+    pub timeout: Duration,
+    /// Calls per 10 s until HubSpot's headers say otherwise (100 for free and starter accounts;
+    /// the source adopts the limit the headers report).
+    pub per_ten_seconds: u32,
+    /// Search calls per second: HubSpot allows 5; the source stays at 4 to leave a margin.
+    pub searches_per_second: u32,
+}
+
+impl HubSpotConfig {
+    /// A source reading `object_type` from `base_url` with `token`, with the defaults above.
+    pub fn new(base_url: impl Into<String>, token: Token, object_type: impl Into<String>) -> Self {
+        HubSpotConfig {
+            base_url: base_url.into(),
+            token,
+            object_type: object_type.into(),
+            properties: None,
+            settle_delay: Duration::from_secs(30),
+            list_limit: 100,
+            search_limit: 200,
+            max_url_bytes: 2_000,
+            timeout: Duration::from_secs(30),
+            per_ten_seconds: 100,
+            searches_per_second: 4,
+        }
+    }
+
+    /// The properties asked for: the configured ones, or the type's defaults.
+    pub fn properties(&self) -> Vec<String> {
+        if let Some(properties) = &self.properties {
+            return properties.clone();
+        }
+        let defaults: &[&str] = match self.object_type.as_str() {
+            "contacts" => &[
+                "createdate",
+                "email",
+                "firstname",
+                "hs_object_id",
+                "lastmodifieddate",
+                "lastname",
+            ],
+            "companies" => &[
+                "createdate",
+                "domain",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "name",
+            ],
+            "deals" => &[
+                "amount",
+                "closedate",
+                "createdate",
+                "dealname",
+                "dealstage",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "pipeline",
+            ],
+            _ => &["createdate", "hs_lastmodifieddate", "hs_object_id"],
+        };
+        defaults.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The change-tracking property searched on: `lastmodifieddate` for contacts,
+    /// `hs_lastmodifieddate` for the others.
+    pub fn modified_property(&self) -> &'static str {
+        if self.object_type == "contacts" {
+            "lastmodifieddate"
+        } else {
+            "hs_lastmodifieddate"
+        }
+    }
+}
