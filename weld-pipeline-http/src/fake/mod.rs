@@ -507,12 +507,38 @@ fn count_status(state: &Shared, response: &Response) {
         .or_default() += 1;
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct ListQuery {
     limit: Option<String>,
     after: Option<String>,
     properties: Option<String>,
     archived: Option<String>,
+}
+
+impl ListQuery {
+    /// HubSpot takes `properties` comma-separated, repeated (as its SDKs send it), or both.
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut query = ListQuery::default();
+        let mut properties: Vec<String> = Vec::new();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => query.limit = Some(value),
+                "after" => query.after = Some(value),
+                "archived" => query.archived = Some(value),
+                "properties" => properties.extend(
+                    value
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
+                ),
+                _ => {}
+            }
+        }
+        if !properties.is_empty() {
+            query.properties = Some(properties.join(","));
+        }
+        query
+    }
 }
 
 fn properties_or_defaults(set: &ObjectSet, asked: Option<&str>) -> Vec<String> {
@@ -527,8 +553,9 @@ async fn list(
     Path(object): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    let query = ListQuery::from_pairs(pairs);
     let built = {
         let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
         build_list(&mut fake, &object, &uri.to_string(), &headers, &query)
@@ -581,7 +608,11 @@ fn build_list(
             ))
         }
     };
-    let archived = query.archived.as_deref() == Some("true");
+    // Booleans are read as HubSpot reads them, case-insensitively (its Python SDK sends `True`).
+    let archived = query
+        .archived
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("true"));
     let Some(set) = fake.objects.get(object) else {
         return Err(error(
             fake,

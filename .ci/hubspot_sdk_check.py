@@ -1,0 +1,85 @@
+"""Checks the HubSpot fake against HubSpot's official Python client (hubspot-api-client).
+
+Pages and searches through the fake with the SDK, so that every response is parsed by the
+SDK's own models, and checks what HUBSPOT.md says: paging by `after`, archived listings, one
+sort rule, the error bodies of 401 and 400. Usage: hubspot_sdk_check.py BASE_URL TOKEN
+"""
+
+import json
+import sys
+import urllib.request
+
+from hubspot import HubSpot
+from hubspot.crm.contacts import Filter, FilterGroup, PublicObjectSearchRequest
+from hubspot.crm.contacts.exceptions import ApiException
+
+base, token = sys.argv[1], sys.argv[2]
+
+
+def contacts(access_token):
+    # The SDK as a user configures it, pointed at the fake instead of api.hubapi.com.
+    return HubSpot(access_token=access_token, host=base).crm.contacts
+
+
+basic = contacts(token).basic_api
+search = contacts(token).search_api
+properties = ["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"]
+
+# Archive five records through the fake's admin route, so that both listings have something.
+mutate = urllib.request.Request(
+    f"{base}/_admin/mutate",
+    data=json.dumps({"object": "contacts", "archive": 5}).encode(),
+    headers={"content-type": "application/json"},
+)
+archived_ids = json.load(urllib.request.urlopen(mutate))
+assert len(archived_ids) == 5, archived_ids
+
+seen, after, pages = [], None, 0
+while True:
+    page = basic.get_page(limit=100, after=after, properties=properties, archived=False)
+    pages += 1
+    for result in page.results:
+        assert result.id and result.updated_at and result.created_at, result
+        assert result.properties["hs_object_id"] == result.id, result
+        assert result.archived is False, result
+        seen.append(int(result.id))
+    if page.paging is None or page.paging.next is None:
+        break
+    after = page.paging.next.after
+assert seen == sorted(seen), "list pages come in id order"
+assert len(seen) == len(set(seen)), "no record twice across pages"
+
+archived = basic.get_page(limit=100, archived=True)
+assert sorted(int(r.id) for r in archived.results) == sorted(archived_ids), "archived=true lists the archived"
+assert all(r.archived and r.archived_at for r in archived.results)
+assert not set(archived_ids) & set(seen), "a live listing leaves archived records out"
+
+request = PublicObjectSearchRequest(
+    filter_groups=[FilterGroup(filters=[Filter(property_name="hs_object_id", operator="GT", value="0")])],
+    sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+    properties=["email"],
+    limit=200,
+)
+found = search.do_search(public_object_search_request=request)
+assert found.total == len(seen), (found.total, len(seen))
+ids = [int(r.id) for r in found.results]
+assert ids == sorted(ids) and len(ids) == min(200, len(seen))
+assert found.paging is None or found.paging.next.after == "200"
+
+try:
+    contacts("not-the-token").basic_api.get_page(limit=1)
+    raise SystemExit("a wrong token must be refused")
+except ApiException as error:
+    assert error.status == 401, error.status
+    assert json.loads(error.body)["category"] == "INVALID_AUTHENTICATION"
+
+try:
+    two = PublicObjectSearchRequest(
+        sorts=[{"propertyName": "createdate"}, {"propertyName": "hs_object_id"}], limit=10
+    )
+    search.do_search(public_object_search_request=two)
+    raise SystemExit("two sort rules must be refused")
+except ApiException as error:
+    assert error.status == 400, error.status
+
+print(f"official client: {pages} list pages, {len(seen)} contacts, search and errors parsed")
