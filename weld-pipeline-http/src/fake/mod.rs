@@ -573,6 +573,28 @@ async fn list(
 
 type Built = (Vec<u8>, u64, Option<Fault>, HeaderMap);
 
+/// A page of list or search results, as HubSpot writes it.
+#[derive(Serialize)]
+pub(crate) struct Listing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) total: Option<usize>,
+    pub(crate) results: Vec<Answer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) paging: Option<Paging>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Paging {
+    pub(crate) next: Next,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Next {
+    pub(crate) after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) link: Option<String>,
+}
+
 /// An error answer, boxed: it is built rarely and a `Response` is large.
 type Refusal = Box<Response>;
 
@@ -637,10 +659,19 @@ fn build_list(
         page.push(object.answer(&properties, &set.known));
     }
     let records = page.len() as u64;
-    let mut body = json!({ "results": page });
-    if let Some(next) = next {
-        body["paging"] = json!({"next": {"after": next.to_string(), "link": format!("https://api.hubapi.com/crm/v3/objects/{object}?after={next}")}});
-    }
+    let body = Listing {
+        total: None,
+        results: page,
+        paging: next.map(|next| Paging {
+            next: Next {
+                link: Some(format!(
+                    "https://api.hubapi.com/crm/v3/objects/{object}?after={next}"
+                )),
+                after: next.to_string(),
+            },
+        }),
+    };
+    // Written straight from the records: no intermediate JSON tree.
     Ok((
         serde_json::to_vec(&body).unwrap_or_default(),
         records,

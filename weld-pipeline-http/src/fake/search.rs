@@ -4,11 +4,11 @@ use std::cmp::Ordering;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use weld_pipeline::Timestamp;
 
 use super::data::{Answer, Object};
-use super::{admit, error, properties_or_defaults, Built, Fake, Refusal};
+use super::{admit, error, properties_or_defaults, Built, Fake, Listing, Next, Paging, Refusal};
 
 /// HubSpot refuses to page past this many search results.
 const SEARCH_CAP: usize = 10_000;
@@ -265,10 +265,16 @@ pub(super) fn build(
         .map(|o| o.answer(&properties, &set.known))
         .collect();
     let records = page.len() as u64;
-    let mut answer = json!({ "total": total, "results": page });
-    if offset + limit < total {
-        answer["paging"] = json!({"next": {"after": (offset + limit).to_string()}});
-    }
+    let answer = Listing {
+        total: Some(total),
+        results: page,
+        paging: (offset + limit < total).then(|| Paging {
+            next: Next {
+                after: (offset + limit).to_string(),
+                link: None,
+            },
+        }),
+    };
     Ok((
         serde_json::to_vec(&answer).unwrap_or_default(),
         records,

@@ -79,7 +79,11 @@ where
         let start = self.pacer.reserve(tokio::time::Instant::now());
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::time::sleep_until(start).await;
+            // Only a start in the future is slept for: a timer costs a tick (about a millisecond)
+            // even for a deadline that has passed.
+            if start > tokio::time::Instant::now() {
+                tokio::time::sleep_until(start).await;
+            }
             inner.oneshot(request).await.map_err(Into::into)
         })
     }

@@ -103,6 +103,9 @@ impl Pacer for TokenBucket {
     }
 }
 
+/// The finest spacing worth waiting for: tokio's timer ticks in milliseconds.
+const MIN_SPACING: Duration = Duration::from_millis(1);
+
 /// Paces calls to a budget a service reports: evenly spread, never more than `max` in any rolling
 /// `interval` (stretched by a safety margin), and never more than the service says remain.
 #[derive(Debug)]
@@ -160,8 +163,13 @@ impl BudgetState {
 impl Pacer for BudgetPacer {
     fn reserve(&self, now: Instant) -> Instant {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Spread evenly, unless the spacing is finer than the timer can wait for (a budget of
+        // thousands a second): then the rolling window alone keeps the count.
         let spacing = state.window() / state.max;
-        let mut start = state.last.map_or(now, |last| (last + spacing).max(now));
+        let mut start = match state.last {
+            Some(last) if spacing >= MIN_SPACING => (last + spacing).max(now),
+            _ => now,
+        };
         let window = state.window();
         // Never more than `max` starts in any rolling window: the new one waits for the oldest
         // of the last `max` to leave it.
