@@ -1,30 +1,8 @@
 //! The transport's limits and secret, each with its default and the reason for it.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// A shared secret: a worker must prove it knows it to connect. It never crosses the wire, and
-/// `Debug` does not show it.
-#[derive(Clone)]
-pub struct Secret(Arc<[u8]>);
-
-impl Secret {
-    /// A secret from its bytes (the value of `WELD_SHARED_SECRET`).
-    pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        Secret(secret.as_ref().into())
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use weld_pipeline::transport::Secret;
 
 /// Limits and authentication of a TCP connection. Both sides read the same struct; each limit
 /// is checked where the docs of its field say.

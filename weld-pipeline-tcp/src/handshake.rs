@@ -2,22 +2,19 @@
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use weld_pipeline::encoding::decode_message;
 use weld_pipeline::transport::check_hello;
 use weld_pipeline::{Hello, Message};
 
-use crate::config::{Secret, TcpConfig};
+use crate::config::TcpConfig;
 use crate::error::TcpError;
 use crate::frame::{self, Frame, FrameType};
 
 pub(crate) type Wire = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// Bytes of the random challenge.
-const CHALLENGE_LEN: usize = 32;
+use weld_pipeline::transport::CHALLENGE_LEN;
 
 /// The refusal codes carried first in a `Refused` frame's body, so the other side can tell
 /// its caller what to do.
@@ -67,17 +64,6 @@ pub(crate) async fn read(wire: &mut Wire) -> Result<Frame, TcpError> {
 /// Small, so that an unauthenticated client cannot make the controller allocate much.
 pub(crate) const HANDSHAKE_MAX_FRAME: usize = 4096;
 
-fn proof(secret: &Secret, challenge: &[u8], worker_id: &str) -> Hmac<Sha256> {
-    // HMAC takes a key of any length.
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
-    mac.update(challenge);
-    // Length-prefixed, so that no (challenge, id) pair signs the same bytes as another.
-    mac.update(&(worker_id.len() as u64).to_be_bytes());
-    mac.update(worker_id.as_bytes());
-    mac
-}
-
 /// The controller's side: returns the worker's hello once it is accepted; [`welcome`] completes
 /// the handshake.
 pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello, TcpError> {
@@ -103,9 +89,7 @@ pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello,
     };
     check_hello(&hello).map_err(|e| TcpError::Version(e.to_string()))?;
     if let Some(secret) = &config.secret {
-        let mut challenge = [0u8; CHALLENGE_LEN];
-        getrandom::fill(&mut challenge)
-            .map_err(|e| TcpError::Io(std::io::Error::other(e.to_string())))?;
+        let challenge = weld_pipeline::transport::random_bytes();
         wire.send(frame::raw(FrameType::Challenge, 0, &challenge))
             .await?;
         let answer = read(wire).await?;
@@ -116,11 +100,12 @@ pub(crate) async fn accept(wire: &mut Wire, config: &TcpConfig) -> Result<Hello,
             )));
         }
         // Compared in constant time.
-        proof(secret, &challenge, &hello.worker_id)
-            .verify_slice(&answer.body)
-            .map_err(|_| {
-                TcpError::Authentication(format!("worker {} has the wrong secret", hello.worker_id))
-            })?;
+        if !secret.verify(&challenge, &hello.worker_id, &answer.body) {
+            return Err(TcpError::Authentication(format!(
+                "worker {} has the wrong secret",
+                hello.worker_id
+            )));
+        }
     }
     Ok(hello)
 }
@@ -162,9 +147,7 @@ pub(crate) async fn connect(
                         "the controller requires a shared secret and none is configured".into(),
                     )
                 })?;
-                let answer = proof(secret, &frame.body, &hello.worker_id)
-                    .finalize()
-                    .into_bytes();
+                let answer = secret.prove(&frame.body, &hello.worker_id);
                 wire.send(frame::raw(FrameType::Answer, 0, &answer)).await?;
             }
             FrameType::Welcome => {

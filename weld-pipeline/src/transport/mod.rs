@@ -36,9 +36,11 @@
 //!   the broker only after the [`Handler`] answered, so a crash redelivers it, and the batch
 //!   identity makes that harmless. Connection loss closes the peer; the worker's outbox resends.
 
+mod auth;
 mod memory;
 mod service;
 
+pub use auth::{random_bytes, Secret, CHALLENGE_LEN};
 pub use memory::{MemoryListener, MemoryPeer, MemoryTransport};
 pub use service::PeerService;
 
