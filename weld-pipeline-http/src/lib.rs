@@ -2,6 +2,7 @@
 //!
 //! - [`hubspot`]: the source that syncs a HubSpot CRM object type, fully then incrementally,
 //!   paced by HubSpot's rate-limit headers, retrying only what retrying can fix.
+//! - [`transport`]: the core `Transport` over HTTP/1.1, for networks where only HTTP passes.
 //! - [`fake`] (feature `fake`): a HubSpot CRM v3 stand-in that answers list and search as the
 //!   real API does, with its rate limits, errors and faults on demand, so that the source is
 //!   tested against the behaviour it will meet.
@@ -20,3 +21,4 @@
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod hubspot;
+pub mod transport;

@@ -1,0 +1,203 @@
+//! The HTTP/1.1 transport: the core `Transport` over axum (the controller's side) and reqwest
+//! (the worker's), for networks where only HTTP gets through.
+//!
+//! ```text
+//! worker                                              controller
+//!   POST /v1/hello   {hello}              -->  version checked; with a secret:
+//!                                         <--  200 {"challenge": hex, "pending": id}
+//!   POST /v1/answer  {"pending", "proof"} -->  HMAC checked in constant time
+//!                                         <--  200 {"session": token}
+//!   POST /v1/request (x-weld-session)     -->  a Request message; the answer is its Response
+//!   POST /v1/event                        -->  an Event message; 204
+//!   POST /v1/poll                         -->  held up to `poll_wait`; 200 with a frame the
+//!                                              controller sends (a request or an event), or 204
+//!   POST /v1/reply   (x-weld-correlation) -->  the Response to a polled request; 204
+//! ```
+//!
+//! Bodies are messages in the core's binary encoding (`application/octet-stream`), so a batch's
+//! records travel as their JSON bytes, as over TCP. The worker's requests run over a pool of
+//! keep-alive connections: several deliveries are in flight at once, one per connection.
+//! The controller's requests to the worker (start, stop) wait in the worker's session until its
+//! next poll, and the worker answers each with a reply.
+//!
+//! # Limits
+//!
+//! | limit | default | checked | on breach |
+//! |---|---|---|---|
+//! | [`HttpConfig::max_body_bytes`] | 16 MiB | by the server on every body; by the client before sending | 413, the request fails (permanent); a client-side refusal is a permanent error |
+//! | [`HttpConfig::max_sessions`] | 1,024 | at hello | 503, transient |
+//! | [`HttpConfig::poll_wait`] | 2 s | how long a poll is held | an empty 204 |
+//! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |
+//! | [`HttpConfig::request_timeout`] | 60 s | each client request | the session is closed; the worker reconnects |
+//!
+//! A session ends when the worker stops polling, when either side closes it, or when a request
+//! fails on the network; the worker runtime then reconnects and resends its outbox.
+
+mod client;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use weld_pipeline::transport::{Handler, Peer, Secret, Transport};
+use weld_pipeline::{Error, Event, Hello, Request, Response};
+
+pub use server::HttpAcceptor;
+
+/// Header carrying the session token.
+const SESSION: &str = "x-weld-session";
+/// Header carrying a polled request's correlation id.
+const CORRELATION: &str = "x-weld-correlation";
+/// Frame kinds in a poll's answer: its first byte.
+const POLLED_REQUEST: u8 = 6;
+const POLLED_EVENT: u8 = 8;
+
+/// Limits and authentication of the HTTP transport, read by both sides.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// The shared secret workers must prove; none: any worker may connect.
+    pub secret: Option<Secret>,
+    /// The largest body either side takes. Default 16 MiB, as the TCP transport's frames.
+    pub max_body_bytes: usize,
+    /// The most sessions a controller holds; one more hello gets a 503. Default 1,024.
+    pub max_sessions: usize,
+    /// How long a poll waits for something to send before answering empty. Default 2 s: the
+    /// worker's poll is also its heartbeat.
+    pub poll_wait: Duration,
+    /// A session whose worker has not polled for this long is closed. Default 6 s: three polls.
+    pub session_timeout: Duration,
+    /// The longest a worker's request may take before its session is given up. Default 60 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            secret: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_sessions: 1024,
+            poll_wait: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(6),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The HTTP transport: [`Transport::listen`] serves its address, [`Transport::connect`] talks to
+/// it.
+#[derive(Clone, Debug)]
+pub struct HttpTransport {
+    addr: String,
+    config: Arc<HttpConfig>,
+    bound: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl HttpTransport {
+    /// A transport for `addr` (`host:port`) with the default limits and no secret.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self::with_config(addr, HttpConfig::default())
+    }
+
+    /// A transport for `addr` with `config`.
+    pub fn with_config(addr: impl Into<String>, config: HttpConfig) -> Self {
+        HttpTransport {
+            addr: addr.into(),
+            config: Arc::new(config),
+            bound: Arc::default(),
+        }
+    }
+
+    /// The address served, once it has listened (port 0 resolved).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One side of an HTTP session: the worker's client, or the controller's view of a worker.
+#[derive(Clone, Debug)]
+pub enum HttpPeer {
+    /// The worker's side.
+    Client(client::ClientSide),
+    /// The controller's side.
+    Server(server::ServerSide),
+}
+
+#[async_trait]
+impl Peer for HttpPeer {
+    fn hello(&self) -> &Hello {
+        match self {
+            HttpPeer::Client(c) => c.hello(),
+            HttpPeer::Server(s) => s.hello(),
+        }
+    }
+
+    async fn request(&self, request: Request) -> Result<Response, Error> {
+        match self {
+            HttpPeer::Client(c) => c.request(request).await,
+            HttpPeer::Server(s) => s.request(request).await,
+        }
+    }
+
+    async fn notify(&self, event: Event) -> Result<(), Error> {
+        match self {
+            HttpPeer::Client(c) => c.notify(event).await,
+            HttpPeer::Server(s) => s.notify(event).await,
+        }
+    }
+
+    async fn closed(&self) {
+        match self {
+            HttpPeer::Client(c) => c.closed().await,
+            HttpPeer::Server(s) => s.closed().await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            HttpPeer::Client(c) => c.close(),
+            HttpPeer::Server(s) => s.close(),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    type Peer = HttpPeer;
+    type Listener = HttpAcceptor;
+
+    async fn listen(&self, handler: Arc<dyn Handler>) -> Result<HttpAcceptor, Error> {
+        let addr = self
+            .local_addr()
+            .map_or_else(|| self.addr.clone(), |a| a.to_string());
+        let acceptor = server::listen(&addr, handler, self.config.clone()).await?;
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(acceptor.local_addr());
+        Ok(acceptor)
+    }
+
+    async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<HttpPeer, Error> {
+        let base = if self.addr.starts_with("http") {
+            self.addr.clone()
+        } else {
+            format!("http://{}", self.addr)
+        };
+        client::connect(base, hello, handler, self.config.clone())
+            .await
+            .map(HttpPeer::Client)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}

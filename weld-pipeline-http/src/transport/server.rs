@@ -1,0 +1,436 @@
+//! The controller's side: an axum app holding one session per worker.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::{BufMut, BytesMut};
+use futures::FutureExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use weld_pipeline::encoding::{decode_message, encode_message};
+use weld_pipeline::transport::{check_hello, random_bytes, Handler, Listener};
+use weld_pipeline::{Error, ErrorKind, Event, Hello, Message, Request, Response};
+
+use super::{hex, unhex, HttpConfig, HttpPeer, CORRELATION, POLLED_EVENT, POLLED_REQUEST, SESSION};
+
+/// A worker's session, as the controller holds it.
+#[derive(Debug)]
+struct Session {
+    hello: Hello,
+    /// Frames for the worker, handed out by its polls.
+    queue: Mutex<VecDeque<Bytes>>,
+    ready: Notify,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next: AtomicU64,
+    closed: CancellationToken,
+    last_poll: Mutex<Instant>,
+    max_body: usize,
+}
+
+/// The controller's view of a worker.
+#[derive(Clone, Debug)]
+pub struct ServerSide {
+    session: Arc<Session>,
+}
+
+fn frame(kind: u8, correlation: u64, message: &Message) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_u8(kind);
+    out.put_u64(correlation);
+    encode_message(message, &mut out);
+    out.freeze()
+}
+
+impl ServerSide {
+    pub(super) fn hello(&self) -> &Hello {
+        &self.session.hello
+    }
+
+    fn push(&self, frame: Bytes) -> Result<(), Error> {
+        if frame.len() > self.session.max_body {
+            return Err(Error::Invalid(format!(
+                "a message of {} bytes is over the body limit",
+                frame.len()
+            )));
+        }
+        self.session
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(frame);
+        self.session.ready.notify_one();
+        Ok(())
+    }
+
+    pub(super) async fn request(&self, request: Request) -> Result<Response, Error> {
+        let session = &self.session;
+        if session.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let id = session.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (reply, answer) = oneshot::channel();
+        session
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, reply);
+        let result = async {
+            self.push(frame(POLLED_REQUEST, id, &Message::Request(request)))?;
+            tokio::select! {
+                answer = answer => answer.map_err(|_| Error::Closed),
+                () = session.closed.cancelled() => Err(Error::Closed),
+            }
+        }
+        .await;
+        session
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        result
+    }
+
+    pub(super) async fn notify(&self, event: Event) -> Result<(), Error> {
+        if self.session.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        self.push(frame(POLLED_EVENT, 0, &Message::Event(event)))
+    }
+
+    pub(super) async fn closed(&self) {
+        self.session.closed.cancelled().await;
+    }
+
+    pub(super) fn close(&self) {
+        self.session.closed.cancel();
+    }
+}
+
+/// A hello waiting for its answer: the hello, its challenge, when it came.
+type Challenged = (Hello, [u8; 32], Instant);
+
+struct App {
+    handler: Arc<dyn Handler>,
+    config: Arc<HttpConfig>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Hellos waiting for their answer: the hello and its challenge.
+    challenged: Mutex<HashMap<String, Challenged>>,
+    arrivals: mpsc::Sender<HttpPeer>,
+}
+
+/// A controller's HTTP listener: [`Listener::accept`] yields workers whose hello was accepted.
+/// Dropping it stops serving.
+#[derive(Debug)]
+pub struct HttpAcceptor {
+    local: SocketAddr,
+    arrivals: mpsc::Receiver<HttpPeer>,
+    _stop: DropGuard,
+}
+
+impl HttpAcceptor {
+    /// The address served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+#[async_trait::async_trait]
+impl Listener for HttpAcceptor {
+    type Peer = HttpPeer;
+
+    async fn accept(&mut self) -> Result<HttpPeer, Error> {
+        self.arrivals.recv().await.ok_or(Error::Closed)
+    }
+}
+
+pub(super) async fn listen(
+    addr: &str,
+    handler: Arc<dyn Handler>,
+    config: Arc<HttpConfig>,
+) -> Result<HttpAcceptor, Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Permanent,
+            format!("cannot listen on {addr}: {e}"),
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::new(ErrorKind::Permanent, e))?;
+    let (arrive, arrivals) = mpsc::channel(64);
+    let app = Arc::new(App {
+        handler,
+        config: config.clone(),
+        sessions: Mutex::default(),
+        challenged: Mutex::default(),
+        arrivals: arrive,
+    });
+    let router = Router::new()
+        .route("/v1/hello", post(hello))
+        .route("/v1/answer", post(answer))
+        .route("/v1/request", post(request))
+        .route("/v1/event", post(event))
+        .route("/v1/poll", post(poll))
+        .route("/v1/reply", post(reply))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(app.clone());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await;
+    });
+    tokio::spawn(reap(app, stop.clone()));
+    tracing::info!(%local, "listening for workers over HTTP");
+    Ok(HttpAcceptor {
+        local,
+        arrivals,
+        _stop: stop.drop_guard(),
+    })
+}
+
+/// Closes sessions whose worker stopped polling, and forgets stale challenges.
+async fn reap(app: Arc<App>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(app.config.poll_wait / 2);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                for session in app.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    session.closed.cancel();
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let timeout = app.config.session_timeout;
+        app.sessions.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, session| {
+            let quiet = session.last_poll.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+            if quiet > timeout || session.closed.is_cancelled() {
+                if !session.closed.is_cancelled() {
+                    tracing::warn!(worker_id = %session.hello.worker_id, "no poll for {quiet:?}: session closed");
+                }
+                session.closed.cancel();
+                return false;
+            }
+            true
+        });
+        app.challenged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, _, at)| at.elapsed() < timeout);
+    }
+}
+
+fn refused(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn binary(body: Bytes) -> HttpResponse {
+    ([("content-type", "application/octet-stream")], body).into_response()
+}
+
+async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
+    if app.sessions.lock().unwrap_or_else(|e| e.into_inner()).len() >= app.config.max_sessions {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
+    }
+    let token = hex(&random_bytes());
+    let session = Arc::new(Session {
+        hello,
+        queue: Mutex::default(),
+        ready: Notify::new(),
+        pending: Mutex::default(),
+        next: AtomicU64::new(0),
+        closed: CancellationToken::new(),
+        last_poll: Mutex::new(Instant::now()),
+        max_body: app.config.max_body_bytes,
+    });
+    app.sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(token.clone(), session.clone());
+    tracing::info!(worker_id = %session.hello.worker_id, "worker authenticated over HTTP");
+    if app
+        .arrivals
+        .send(HttpPeer::Server(ServerSide { session }))
+        .await
+        .is_err()
+    {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "not accepting workers");
+    }
+    Json(json!({"session": token})).into_response()
+}
+
+async fn hello(State(app): State<Arc<App>>, body: Bytes) -> HttpResponse {
+    let hello = match decode_message(body) {
+        Ok(Message::Hello(hello)) => hello,
+        Ok(_) => return refused(StatusCode::BAD_REQUEST, "expected a hello"),
+        Err(error) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("the hello does not decode: {error}"),
+            )
+        }
+    };
+    if let Err(error) = check_hello(&hello) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported version: {error}"),
+        );
+    }
+    if app.config.secret.is_none() {
+        return open_session(&app, hello).await;
+    }
+    let challenge = random_bytes();
+    let pending = hex(&random_bytes());
+    app.challenged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pending.clone(), (hello, challenge, Instant::now()));
+    Json(json!({"challenge": hex(&challenge), "pending": pending})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    pending: String,
+    proof: String,
+}
+
+async fn answer(State(app): State<Arc<App>>, Json(answer): Json<Answer>) -> HttpResponse {
+    let Some((hello, challenge, _)) = app
+        .challenged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&answer.pending)
+    else {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "authentication failed: no such challenge",
+        );
+    };
+    let secret = app
+        .config
+        .secret
+        .as_ref()
+        .expect("a challenge is only sent with a secret");
+    let proof = unhex(&answer.proof).unwrap_or_default();
+    if !secret.verify(&challenge, &hello.worker_id, &proof) {
+        tracing::warn!(worker_id = %hello.worker_id, "wrong secret: refused");
+        return refused(
+            StatusCode::FORBIDDEN,
+            format!(
+                "authentication failed: worker {} has the wrong secret",
+                hello.worker_id
+            ),
+        );
+    }
+    open_session(&app, hello).await
+}
+
+/// The session a request names, or `None` (answered 401: the worker reconnects).
+fn session(app: &App, headers: &HeaderMap) -> Option<Arc<Session>> {
+    let token = headers
+        .get(SESSION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let sessions = app.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    sessions
+        .get(token)
+        .filter(|s| !s.closed.is_cancelled())
+        .cloned()
+}
+
+fn no_session() -> HttpResponse {
+    refused(StatusCode::UNAUTHORIZED, "no such session")
+}
+
+async fn request(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+    let Some(session) = session(&app, &headers) else {
+        return no_session();
+    };
+    let request = match decode_message(body) {
+        Ok(Message::Request(request)) => request,
+        _ => return refused(StatusCode::BAD_REQUEST, "the body is not a request"),
+    };
+    let answer = AssertUnwindSafe(app.handler.request(&session.hello, request))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Response::refused(&Error::Bug("the request handler panicked".into())));
+    let mut out = BytesMut::new();
+    encode_message(&Message::Response(answer), &mut out);
+    binary(out.freeze())
+}
+
+async fn event(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+    let Some(session) = session(&app, &headers) else {
+        return no_session();
+    };
+    match decode_message(body) {
+        Ok(Message::Event(event)) => {
+            app.handler.event(&session.hello, event).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => refused(StatusCode::BAD_REQUEST, "the body is not an event"),
+    }
+}
+
+async fn poll(State(app): State<Arc<App>>, headers: HeaderMap) -> HttpResponse {
+    let Some(session) = session(&app, &headers) else {
+        return no_session();
+    };
+    *session.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    let deadline = tokio::time::Instant::now() + app.config.poll_wait;
+    loop {
+        let ready = session.ready.notified();
+        if let Some(frame) = session
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
+            return binary(frame);
+        }
+        tokio::select! {
+            () = ready => {}
+            () = session.closed.cancelled() => return refused(StatusCode::UNAUTHORIZED, "session closed"),
+            () = tokio::time::sleep_until(deadline) => return StatusCode::NO_CONTENT.into_response(),
+        }
+    }
+}
+
+async fn reply(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+    let Some(session) = session(&app, &headers) else {
+        return no_session();
+    };
+    let Some(correlation) = headers
+        .get(CORRELATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return refused(StatusCode::BAD_REQUEST, "no correlation id");
+    };
+    let Ok(Message::Response(response)) = decode_message(body) else {
+        return refused(StatusCode::BAD_REQUEST, "the body is not a response");
+    };
+    if let Some(waiting) = session
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&correlation)
+    {
+        let _ = waiting.send(response);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
