@@ -1,0 +1,193 @@
+//! The HTTP transport's handshake, limits and bad input, over real sockets on 127.0.0.1.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use support::quick_config;
+use weld_pipeline::transport::Secret;
+use weld_pipeline::{
+    ErrorKind, Event, Handler, Hello, Listener, Peer, Request, Response, StreamName, Transport,
+};
+use weld_pipeline_http::transport::{HttpAcceptor, HttpConfig, HttpPeer, HttpTransport};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Answers every stop after a delay named by the stream (`s<ms>`), echoing the name.
+struct Answering;
+
+#[async_trait]
+impl Handler for Answering {
+    async fn request(&self, _from: &Hello, request: Request) -> Response {
+        let Request::Stop { stream } = request else {
+            return Response::Started;
+        };
+        let ms: u64 = stream.as_str()[1..].parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Response::Refused {
+            kind: ErrorKind::Permanent,
+            message: stream.to_string(),
+        }
+    }
+    async fn event(&self, _from: &Hello, _event: Event) {}
+}
+
+async fn controller(config: HttpConfig) -> HttpAcceptor {
+    HttpTransport::with_config("127.0.0.1:0", config)
+        .listen(Arc::new(Answering))
+        .await
+        .unwrap()
+}
+
+async fn worker(
+    listener: &mut HttpAcceptor,
+    config: HttpConfig,
+    id: &str,
+) -> Result<(HttpPeer, HttpPeer), weld_pipeline::Error> {
+    let peer = HttpTransport::with_config(listener.local_addr().to_string(), config)
+        .connect(Hello::new(id, vec![]), Arc::new(Answering))
+        .await?;
+    let accepted = tokio::time::timeout(DEADLINE, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    Ok((peer, accepted))
+}
+
+async fn still_flowing(peer: &HttpPeer) {
+    let stream = StreamName::new("s0").unwrap();
+    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
+        .await
+        .unwrap();
+    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
+}
+
+#[tokio::test]
+async fn both_directions_carry_requests_and_answers() {
+    let mut listener = controller(quick_config()).await;
+    let (peer, accepted) = worker(&mut listener, quick_config(), "w").await.unwrap();
+    still_flowing(&peer).await;
+    // The controller's request reaches the worker through its poll, and its reply comes back.
+    still_flowing(&accepted).await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_secret_is_refused_and_the_server_stays_up() {
+    let server = HttpConfig {
+        secret: Some(Secret::new("right")),
+        ..quick_config()
+    };
+    let mut listener = controller(server.clone()).await;
+    let wrong = HttpConfig {
+        secret: Some(Secret::new("wrong")),
+        ..quick_config()
+    };
+    let error = worker(&mut listener, wrong, "intruder").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert!(error.to_string().contains("authentication"), "{error}");
+    let error = worker(&mut listener, quick_config(), "no-secret")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    let (good, _a) = worker(&mut listener, server, "good").await.unwrap();
+    still_flowing(&good).await;
+}
+
+#[tokio::test]
+async fn an_unknown_protocol_version_is_refused() {
+    let mut listener = controller(quick_config()).await;
+    let mut hello = Hello::new("w", vec![]);
+    hello.protocol_version = 99;
+    let error = HttpTransport::with_config(listener.local_addr().to_string(), quick_config())
+        .connect(hello, Arc::new(Answering))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert!(error.to_string().contains("99"), "{error}");
+    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
+    still_flowing(&good).await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_the_server_stays_up() {
+    let small = HttpConfig {
+        max_body_bytes: 4096,
+        ..quick_config()
+    };
+    let mut listener = controller(small.clone()).await;
+    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
+    let (big, _b) = worker(&mut listener, quick_config(), "big").await.unwrap();
+    let batch = weld_pipeline::Batch {
+        stream: StreamName::new("s0").unwrap(),
+        run_id: weld_pipeline::RunId(1),
+        seq: 0,
+        last: true,
+        cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),
+        records: vec![],
+    };
+    let error = big.request(Request::Deliver(batch)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+    assert!(error.to_string().contains("413"), "{error}");
+    still_flowing(&good).await;
+}
+
+#[tokio::test]
+async fn garbage_bodies_are_refused_and_the_server_stays_up() {
+    let mut listener = controller(quick_config()).await;
+    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", listener.local_addr());
+    for route in ["hello", "request", "event", "poll", "reply", "answer"] {
+        let status = http
+            .post(format!("{base}/v1/{route}"))
+            .body("\u{0}garbage")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_client_error(), "{route}: {status}");
+    }
+    still_flowing(&good).await;
+}
+
+#[tokio::test]
+async fn many_requests_are_in_flight_at_once() {
+    let mut listener = controller(quick_config()).await;
+    let (peer, _a) = worker(&mut listener, quick_config(), "w").await.unwrap();
+    let started = std::time::Instant::now();
+    // Sixteen requests that each take 300 ms: in flight together, not one after another.
+    let requests = (0..16).map(|_| {
+        let peer = peer.clone();
+        async move {
+            let stream = StreamName::new("s300").unwrap();
+            let answer = peer.request(Request::Stop { stream }).await.unwrap();
+            assert!(matches!(answer, Response::Refused { message, .. } if message == "s300"));
+        }
+    });
+    tokio::time::timeout(DEADLINE, futures::future::join_all(requests))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(300 * 16),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_polling_is_noticed_gone() {
+    let mut listener = controller(quick_config()).await;
+    let (peer, accepted) = worker(&mut listener, quick_config(), "w").await.unwrap();
+    peer.close();
+    tokio::time::timeout(DEADLINE, accepted.closed())
+        .await
+        .expect("the controller notices");
+    assert!(accepted
+        .request(Request::Stop {
+            stream: StreamName::new("s0").unwrap()
+        })
+        .await
+        .is_err());
+}
