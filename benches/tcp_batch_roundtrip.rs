@@ -14,55 +14,23 @@
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
+mod support;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::{SinkExt, StreamExt};
+use support::{batch, AckAtOnce};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use weld_pipeline::encoding::encode_message;
-use weld_pipeline::source::Generator;
-use weld_pipeline::{
-    Batch, Checkpoint, Commit, Event, Handler, Hello, Listener, Message, Peer, Request, Response,
-    RunId, StreamName, Transport,
-};
+use weld_pipeline::{Batch, Hello, Listener, Message, Peer, Request, Transport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 const BATCHES: u64 = 64;
 const IN_FLIGHT: usize = 16;
-
-struct AckAtOnce;
-
-#[async_trait]
-impl Handler for AckAtOnce {
-    async fn request(&self, _from: &Hello, request: Request) -> Response {
-        match request {
-            Request::Deliver(batch) => Response::Ack {
-                batch: batch.id(),
-                commit: Commit::Stored {
-                    records: batch.records.len() as u64,
-                },
-            },
-            _ => Response::Started,
-        }
-    }
-    async fn event(&self, _from: &Hello, _event: Event) {}
-}
-
-fn batch() -> Batch {
-    let generator = Generator::contacts(100).record_bytes(1024);
-    Batch {
-        stream: StreamName::new("contacts").expect("valid"),
-        run_id: RunId(1),
-        seq: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes("100"),
-        records: (1..=100).map(|i| generator.record(i)).collect(),
-    }
-}
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

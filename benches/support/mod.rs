@@ -1,0 +1,40 @@
+//! What the transport benches share: a handler that acks at once, and a batch of 100 x 1 KiB
+//! contacts.
+
+use async_trait::async_trait;
+use weld_pipeline::source::Generator;
+use weld_pipeline::{
+    Batch, Checkpoint, Commit, Event, Handler, Hello, Request, Response, RunId, StreamName,
+};
+
+/// Acks every delivery at once: the benches measure the transport, not a store.
+pub(crate) struct AckAtOnce;
+
+#[async_trait]
+impl Handler for AckAtOnce {
+    async fn request(&self, _from: &Hello, request: Request) -> Response {
+        match request {
+            Request::Deliver(batch) => Response::Ack {
+                batch: batch.id(),
+                commit: Commit::Stored {
+                    records: batch.records.len() as u64,
+                },
+            },
+            _ => Response::Started,
+        }
+    }
+    async fn event(&self, _from: &Hello, _event: Event) {}
+}
+
+/// 100 contacts of about 1 KiB.
+pub(crate) fn batch() -> Batch {
+    let generator = Generator::contacts(100).record_bytes(1024);
+    Batch {
+        stream: StreamName::new("contacts").expect("valid"),
+        run_id: RunId(1),
+        seq: 0,
+        last: false,
+        cursor: Checkpoint::from_bytes("100"),
+        records: (1..=100).map(|i| generator.record(i)).collect(),
+    }
+}
