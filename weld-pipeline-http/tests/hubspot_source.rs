@@ -451,3 +451,113 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
     assert!(error.contains("414"), "{error}");
     assert_eq!(fake.stats().requests, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_limit_stops_the_run_until_the_window_resets() {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 300,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    fake.inject(FaultPlan {
+        fault: Fault::Daily,
+        count: 1,
+        only: None,
+    });
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let started = Instant::now();
+    let report = run(&config, &sink, Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    // Not waited out inside the run (that is hours), not hammered: the run ends, recorded.
+    assert_eq!(kind, weld_pipeline::ErrorKind::Transient);
+    assert!(error.contains("DAILY"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(fake.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_slower_than_the_timeout_is_retried() {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 300,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    fake.inject(FaultPlan {
+        fault: Fault::Slow { ms: 3_000 },
+        count: 1,
+        only: None,
+    });
+    let mut config = config(&fake);
+    config.timeout = Duration::from_millis(500);
+    let sink = MemorySink::new();
+    let report = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert!(
+        fake.stats().requests >= 5,
+        "the timed-out page was asked again"
+    );
+    assert_equals_the_fake(&fake, &sink, &config.properties());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_object_type_fails_the_run_without_retries() {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 10,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut config = config(&fake);
+    config.object_type = "unicorns".into();
+    let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(kind, weld_pipeline::ErrorKind::Permanent);
+    assert!(error.contains("404"), "{error}");
+    assert_eq!(fake.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_to_page_search_past_10000_results() {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 10_500,
+            search_per_second: None,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let search = |after: u64| {
+        http.post(format!(
+            "{}/crm/v3/objects/contacts/search",
+            fake.base_url()
+        ))
+        .header("authorization", "Bearer fake-token")
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"limit":200,"after":"{after}"}}"#))
+        .send()
+    };
+    assert_eq!(search(9_800).await.unwrap().status(), 200);
+    let refused = search(10_000).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+}
