@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use support::{quick_config, Fault, FaultProxy, TcpNetwork};
 use weld_pipeline::runtime::WorkerConfig;
-use weld_pipeline::store::Archived;
 use weld_pipeline::testing::{
-    counter_value, global_counters, wait_until, ControllerProcess, GeneratorSources, WorkerProcess,
+    counter_value, global_counters, stored_ids, wait_until, ControllerProcess, GeneratorSources,
+    WorkerProcess,
 };
 use weld_pipeline::StreamName;
 
@@ -81,19 +81,7 @@ fn acks_delayed_dropped_or_cut_are_resent_and_stored_exactly_once() {
     wait_until("the outbox drains", Duration::from_secs(60), || {
         worker.worker.outbox().is_empty()
     });
-    let store = controller.controller.store();
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .records(&stream, after.as_deref(), 1_000, Archived::All)
-            .unwrap();
-        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let ids = stored_ids(controller.controller.store(), &stream);
     assert_eq!(
         ids,
         (1..=RECORDS).collect::<Vec<_>>(),

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weld_pipeline::runtime::WorkerConfig;
-use weld_pipeline::store::{Archived, RunState, Store, StoreConfig};
-use weld_pipeline::testing::{wait_until, ControllerProcess, GeneratorSources, WorkerProcess};
+use weld_pipeline::store::{RunState, Store, StoreConfig};
+use weld_pipeline::testing::{
+    stored_ids, wait_until, ControllerProcess, GeneratorSources, WorkerProcess,
+};
 use weld_pipeline::transport::MemoryTransport;
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 
@@ -140,19 +142,7 @@ fn survives_a_crash_at(failpoint: &str) {
         runs.iter().any(|r| r.state == RunState::Succeeded)
     });
 
-    let store = controller.controller.store();
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .records(&stream(), after.as_deref(), 300, Archived::All)
-            .unwrap();
-        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let ids = stored_ids(controller.controller.store(), &stream());
     assert_eq!(
         ids,
         (1..=RECORDS).collect::<Vec<_>>(),

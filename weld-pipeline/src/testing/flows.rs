@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{wait_until, ControllerProcess, GeneratorSources, Network, WorkerProcess};
 use crate::runtime::{StreamState, WorkerConfig};
-use crate::store::{Archived, RunState};
+use crate::store::RunState;
 use crate::StreamName;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -19,19 +19,7 @@ fn stream() -> StreamName {
 
 /// Every record id stored, paging through the store as the API does.
 fn stored_ids<N: Network>(controller: &ControllerProcess<N>) -> Vec<u64> {
-    let store = controller.controller.store();
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .records(&stream(), after.as_deref(), 500, Archived::All)
-            .unwrap();
-        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return ids,
-        }
-    }
+    super::stored_ids(controller.controller.store(), &stream())
 }
 
 /// Every id from 1 to `n`, each exactly once.

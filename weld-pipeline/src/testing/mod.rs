@@ -540,6 +540,32 @@ impl<N: Network> WorkerProcess<N> {
     }
 }
 
+/// Every record id of a stream (numeric ids, as the generated sources make), paging through
+/// the store as the API does: in key order, each once.
+///
+/// # Panics
+///
+/// When the store cannot be read or an id is not a number.
+#[cfg(feature = "sled")]
+pub fn stored_ids(store: &crate::store::Store, stream: &crate::StreamName) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .records(stream, after.as_deref(), 500, crate::store::Archived::All)
+            .expect("the store reads");
+        ids.extend(
+            page.records
+                .iter()
+                .map(|r| r.id.parse::<u64>().expect("a numeric id")),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
 /// Waits, in real time, until `condition` holds, checking every 10 ms.
 ///
 /// # Panics
