@@ -11,9 +11,8 @@ mod support;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use futures::StreamExt;
-use support::{batch, AckAtOnce};
-use weld_pipeline::{Batch, Hello, Listener, Peer, Request, Transport};
+use support::{batch, deliver_all, AckAtOnce};
+use weld_pipeline::{Hello, Listener, Transport};
 use weld_pipeline_http::transport::HttpTransport;
 
 const BATCHES: u64 = 64;
@@ -43,24 +42,8 @@ fn http(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCHES * 100));
     group.sample_size(20);
     group.bench_function("transport", |b| {
-        b.to_async(&runtime).iter(|| {
-            let peer = peer.clone();
-            let batch = batch.clone();
-            async move {
-                futures::stream::iter(0..BATCHES)
-                    .map(|seq| {
-                        let peer = peer.clone();
-                        let batch = Batch {
-                            seq,
-                            ..batch.clone()
-                        };
-                        async move { peer.request(Request::Deliver(batch)).await.expect("ack") }
-                    })
-                    .buffer_unordered(IN_FLIGHT)
-                    .for_each(|_| async {})
-                    .await
-            }
-        })
+        b.to_async(&runtime)
+            .iter(|| deliver_all(peer.clone(), batch.clone(), BATCHES, IN_FLIGHT))
     });
     group.finish();
 }

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::{SinkExt, StreamExt};
-use support::{batch, AckAtOnce};
+use support::{batch, deliver_all, AckAtOnce};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use weld_pipeline::encoding::encode_message;
-use weld_pipeline::{Batch, Hello, Listener, Message, Peer, Request, Transport};
+use weld_pipeline::{Hello, Listener, Message, Request, Transport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 const BATCHES: u64 = 64;
@@ -83,24 +83,8 @@ fn tcp(c: &mut Criterion) {
         (peer, (listener, _accepted))
     });
     group.bench_function("transport", |b| {
-        b.to_async(&runtime).iter(|| {
-            let peer = peer.clone();
-            let batch = batch.clone();
-            async move {
-                futures::stream::iter(0..BATCHES)
-                    .map(|seq| {
-                        let peer = peer.clone();
-                        let batch = Batch {
-                            seq,
-                            ..batch.clone()
-                        };
-                        async move { peer.request(Request::Deliver(batch)).await.expect("ack") }
-                    })
-                    .buffer_unordered(IN_FLIGHT)
-                    .for_each(|_| async {})
-                    .await
-            }
-        })
+        b.to_async(&runtime)
+            .iter(|| deliver_all(peer.clone(), batch.clone(), BATCHES, IN_FLIGHT))
     });
 
     let mut encoded = BytesMut::new();

@@ -2,9 +2,10 @@
 //! contacts.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use weld_pipeline::source::Generator;
 use weld_pipeline::{
-    Batch, Checkpoint, Commit, Event, Handler, Hello, Request, Response, RunId, StreamName,
+    Batch, Checkpoint, Commit, Event, Handler, Hello, Peer, Request, Response, RunId, StreamName,
 };
 
 /// Acks every delivery at once: the benches measure the transport, not a store.
@@ -37,4 +38,21 @@ pub(crate) fn batch() -> Batch {
         cursor: Checkpoint::from_bytes("100"),
         records: (1..=100).map(|i| generator.record(i)).collect(),
     }
+}
+
+/// Delivers `count` copies of `batch` (numbered) through `peer`, `in_flight` at a time, each
+/// waiting for its ack.
+pub(crate) async fn deliver_all<P: Peer>(peer: P, batch: Batch, count: u64, in_flight: usize) {
+    futures::stream::iter(0..count)
+        .map(|seq| {
+            let peer = peer.clone();
+            let batch = Batch {
+                seq,
+                ..batch.clone()
+            };
+            async move { peer.request(Request::Deliver(batch)).await.expect("ack") }
+        })
+        .buffer_unordered(in_flight)
+        .for_each(|_| async {})
+        .await
 }
