@@ -222,7 +222,18 @@ async fn accept_loop(
                     tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
                     let goodbye = async {
                         wire.send(refusal(&error)).await?;
-                        SinkExt::<Bytes>::close(&mut wire).await
+                        SinkExt::<Bytes>::close(&mut wire).await?;
+                        // A lingering close: closing a socket with unread input makes the kernel
+                        // send a reset, which can destroy the refusal on its way. Read and drop
+                        // what the client still sends (a second, 64 KiB at most) first.
+                        let mut socket = wire.into_inner();
+                        let mut sink = [0u8; 4096];
+                        for _ in 0..16 {
+                            if tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await? == 0 {
+                                break;
+                            }
+                        }
+                        Ok::<_, std::io::Error>(())
                     };
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), goodbye).await;
                 }
