@@ -14,6 +14,13 @@ fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
 }
 
+/// A fake on a free port of 127.0.0.1.
+async fn fake(config: FakeConfig) -> FakeHubSpot {
+    FakeHubSpot::start("127.0.0.1:0", config)
+        .await
+        .expect("the fake starts")
+}
+
 fn config(fake: &FakeHubSpot) -> HubSpotConfig {
     let mut config = HubSpotConfig::new(fake.base_url(), Token::new("fake-token"), "contacts");
     config.settle_delay = Duration::ZERO;
@@ -65,15 +72,11 @@ fn assert_equals_the_fake(fake: &FakeHubSpot, sink: &MemorySink, properties: &[S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_equals_the_fakes_set_exactly() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 1_234,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 1_234,
+        ..FakeConfig::default()
+    })
+    .await;
     fake.mutate(&Mutation {
         object: "contacts".into(),
         archive: 40,
@@ -89,15 +92,11 @@ async fn full_sync_equals_the_fakes_set_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_sync_after_modifications_creations_and_archiving_equals_it() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 800,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 800,
+        ..FakeConfig::default()
+    })
+    .await;
     let config = config(&fake);
     let sink = MemorySink::new();
     let first = run(&config, &sink, Checkpoint::start()).await;
@@ -123,16 +122,12 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_10000_changes_since_the_cursor_arrive_complete() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 11_000,
-            search_per_second: None,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 11_000,
+        search_per_second: None,
+        ..FakeConfig::default()
+    })
+    .await;
     let mut config = config(&fake);
     config.searches_per_second = 1_000;
     let sink = MemorySink::new();
@@ -162,16 +157,12 @@ async fn more_than_10000_changes_since_the_cursor_arrive_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_sharing_one_timestamp_across_page_boundaries_arrive_once_each() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 2_000,
-            big_tie: 500,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 2_000,
+        big_tie: 500,
+        ..FakeConfig::default()
+    })
+    .await;
     let config = config(&fake);
     let sink = MemorySink::new();
     let first = run(&config, &sink, Checkpoint::start()).await;
@@ -196,15 +187,11 @@ async fn records_sharing_one_timestamp_across_page_boundaries_arrive_once_each()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_and_without_retry_after_is_survived() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 500,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 500,
+        ..FakeConfig::default()
+    })
+    .await;
     fake.inject(FaultPlan {
         fault: Fault::RateLimited {
             retry_after: Some(1),
@@ -232,15 +219,11 @@ async fn a_429_with_and_without_retry_after_is_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_and_lose_nothing() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 500,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 500,
+        ..FakeConfig::default()
+    })
+    .await;
     for status in [502, 503, 504, 521, 523, 524] {
         fake.inject(FaultPlan {
             fault: Fault::Status { status },
@@ -257,16 +240,12 @@ async fn server_errors_are_retried_and_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_draws_zero_429s_at_a_100_per_10s_limit() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 14_000,
-            per_ten_seconds: Some(100),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 14_000,
+        per_ten_seconds: Some(100),
+        ..FakeConfig::default()
+    })
+    .await;
     let config = config(&fake);
     let sink = MemorySink::new();
     let started = Instant::now();
@@ -287,16 +266,12 @@ async fn pacing_draws_zero_429s_at_a_100_per_10s_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_and_forbidden_fail_the_run_without_retries() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 50,
-            forbidden: vec!["deals".into()],
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 50,
+        forbidden: vec!["deals".into()],
+        ..FakeConfig::default()
+    })
+    .await;
     let mut wrong = config(&fake);
     wrong.token = Token::new("not-the-token");
     let sink = MemorySink::new();
@@ -334,15 +309,11 @@ async fn unauthorized_and_forbidden_fail_the_run_without_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 700,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 700,
+        ..FakeConfig::default()
+    })
+    .await;
     let config = config(&fake);
     let sink = MemorySink::new();
     // Let three pages through, then a garbage one and a truncated one.
@@ -387,16 +358,12 @@ async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_property_lists_are_split_instead_of_drawing_a_414() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 250,
-            max_url_bytes: 2_000,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 250,
+        max_url_bytes: 2_000,
+        ..FakeConfig::default()
+    })
+    .await;
     let mut config = config(&fake);
     let mut properties: Vec<String> = (0..300)
         .map(|i| format!("custom_property_{i:03}"))
@@ -425,16 +392,12 @@ async fn long_property_lists_are_split_instead_of_drawing_a_414() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 10,
-            max_url_bytes: 500,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 10,
+        max_url_bytes: 500,
+        ..FakeConfig::default()
+    })
+    .await;
     let mut config = config(&fake);
     config.properties = Some(
         (0..300)
@@ -454,15 +417,11 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_limit_stops_the_run_until_the_window_resets() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 300,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        ..FakeConfig::default()
+    })
+    .await;
     fake.inject(FaultPlan {
         fault: Fault::Daily,
         count: 1,
@@ -484,15 +443,11 @@ async fn a_daily_limit_stops_the_run_until_the_window_resets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_slower_than_the_timeout_is_retried() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 300,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        ..FakeConfig::default()
+    })
+    .await;
     fake.inject(FaultPlan {
         fault: Fault::Slow { ms: 3_000 },
         count: 1,
@@ -512,15 +467,11 @@ async fn a_response_slower_than_the_timeout_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_object_type_fails_the_run_without_retries() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 10,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 10,
+        ..FakeConfig::default()
+    })
+    .await;
     let mut config = config(&fake);
     config.object_type = "unicorns".into();
     let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
@@ -534,16 +485,12 @@ async fn an_unknown_object_type_fails_the_run_without_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_refuses_to_page_search_past_10000_results() {
-    let fake = FakeHubSpot::start(
-        "127.0.0.1:0",
-        FakeConfig {
-            contacts: 10_500,
-            search_per_second: None,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake(FakeConfig {
+        contacts: 10_500,
+        search_per_second: None,
+        ..FakeConfig::default()
+    })
+    .await;
     let http = reqwest::Client::new();
     let search = |after: u64| {
         http.post(format!(

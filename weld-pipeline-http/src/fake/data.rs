@@ -168,6 +168,18 @@ impl ObjectSet {
         id
     }
 
+    /// The ids of the live (not archived) objects, in random order.
+    pub(crate) fn live_shuffled(&self, rng: &mut fastrand::Rng) -> Vec<u64> {
+        let mut live: Vec<u64> = self
+            .records
+            .values()
+            .filter(|o| o.archived_at.is_none())
+            .map(|o| o.id)
+            .collect();
+        rng.shuffle(&mut live);
+        live
+    }
+
     /// Sets an object's modification time (and its change-tracking property).
     pub(crate) fn touch(&mut self, id: u64, at: i64) {
         let modified = self.modified_property;

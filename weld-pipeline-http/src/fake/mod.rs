@@ -709,13 +709,7 @@ fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         return vec![];
     };
     // Distinct records, chosen at random.
-    let mut live: Vec<u64> = set
-        .records
-        .values()
-        .filter(|o| o.archived_at.is_none())
-        .map(|o| o.id)
-        .collect();
-    rng.shuffle(&mut live);
+    let live = set.live_shuffled(rng);
     let mut touched = Vec::new();
     let stamp = |i: usize| if mutation.tie { now } else { now - i as i64 };
     for (i, &id) in live.iter().take(mutation.modify).enumerate() {
@@ -731,13 +725,7 @@ fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         let at = stamp(i);
         touched.push(set.create(rng, at, at));
     }
-    let mut live: Vec<u64> = set
-        .records
-        .values()
-        .filter(|o| o.archived_at.is_none())
-        .map(|o| o.id)
-        .collect();
-    rng.shuffle(&mut live);
+    let live = set.live_shuffled(rng);
     for &id in live.iter().take(mutation.archive) {
         if let Some(object) = set.records.get_mut(&id) {
             if object.archived_at.is_none() {
