@@ -18,6 +18,8 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "service")]
+pub mod api;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod hubspot;

@@ -22,7 +22,9 @@
 //!   19  Response::Refused     kind:u8 (0 transient, 1 permanent, 2 bug) message:str16
 //!   32  Event::RunStarted     stream:str8 run_id:u64 at:i64 (ms since epoch)
 //!   33  Event::RunFinished    stream:str8 run_id:u64 outcome:u8 (0 ok, 1 failed, 2 cancelled)
-//!                             kind:u8 error:str16 batches:u64 records:u64
+//!                             kind:u8 error:str16 batches:u64 records:u64 duration_ms:u64
+//!                             fetch_errors:u64
+//!   34  Event::OutboxDepth    batches:u64 bytes:u64
 //!
 //! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last) cursor:bytes32
 //!             count:u32 record{count}
@@ -76,6 +78,7 @@ mod tag {
     pub(super) const REFUSED: u8 = 19;
     pub(super) const RUN_STARTED: u8 = 32;
     pub(super) const RUN_FINISHED: u8 = 33;
+    pub(super) const OUTBOX_DEPTH: u8 = 34;
 }
 
 /// Appends the encoding of a message to `out`.
@@ -153,6 +156,13 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
             put_str16(out, error);
             out.put_u64(finished.batches);
             out.put_u64(finished.records);
+            out.put_u64(finished.duration_ms);
+            out.put_u64(finished.fetch_errors);
+        }
+        Message::Event(Event::OutboxDepth { batches, bytes }) => {
+            out.put_u8(tag::OUTBOX_DEPTH);
+            out.put_u64(*batches);
+            out.put_u64(*bytes);
         }
     }
 }
@@ -241,8 +251,14 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 outcome,
                 batches: get_u64(input, "batches")?,
                 records: get_u64(input, "records")?,
+                duration_ms: get_u64(input, "duration_ms")?,
+                fetch_errors: get_u64(input, "fetch_errors")?,
             }))
         }
+        tag::OUTBOX_DEPTH => Message::Event(Event::OutboxDepth {
+            batches: get_u64(input, "batches")?,
+            bytes: get_u64(input, "bytes")?,
+        }),
         other => return Err(DecodeError::UnknownTag(other)),
     };
     if input.has_remaining() {
@@ -571,22 +587,38 @@ mod tests {
                 kind(),
                 ".{0,50}",
                 any::<u64>(),
-                any::<u64>()
+                any::<u64>(),
+                any::<(u64, u64)>()
             )
-                .prop_map(|(stream, run, outcome, kind, error, batches, records)| {
-                    let outcome = match outcome {
-                        0 => RunOutcome::Succeeded,
-                        1 => RunOutcome::Failed { kind, error },
-                        _ => RunOutcome::Cancelled,
-                    };
-                    Message::Event(Event::RunFinished(RunFinished {
+                .prop_map(
+                    |(
                         stream,
-                        run_id: RunId(run),
+                        run,
                         outcome,
+                        kind,
+                        error,
                         batches,
                         records,
-                    }))
-                }),
+                        (duration_ms, fetch_errors),
+                    )| {
+                        let outcome = match outcome {
+                            0 => RunOutcome::Succeeded,
+                            1 => RunOutcome::Failed { kind, error },
+                            _ => RunOutcome::Cancelled,
+                        };
+                        Message::Event(Event::RunFinished(RunFinished {
+                            stream,
+                            run_id: RunId(run),
+                            outcome,
+                            batches,
+                            records,
+                            duration_ms,
+                            fetch_errors,
+                        }))
+                    }
+                ),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(batches, bytes)| Message::Event(Event::OutboxDepth { batches, bytes })),
         ]
     }
 

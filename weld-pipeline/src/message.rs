@@ -122,6 +122,10 @@ pub struct RunFinished {
     pub batches: u64,
     /// Records in those batches.
     pub records: u64,
+    /// How long the run took, in milliseconds.
+    pub duration_ms: u64,
+    /// Page fetches that failed after their retries (a run stops at the first, so 0 or 1).
+    pub fetch_errors: u64,
 }
 
 /// A request: it gets exactly one [`Response`].
@@ -197,6 +201,14 @@ pub enum Event {
     },
     /// A worker's run ended.
     RunFinished(RunFinished),
+    /// How much a worker's outbox holds, sent every few seconds while connected, so the
+    /// controller can show a backlog building up before it becomes an outage.
+    OutboxDepth {
+        /// Batches waiting for their ack.
+        batches: u64,
+        /// Their encoded size in bytes.
+        bytes: u64,
+    },
 }
 
 /// Any message, as a transport frames it.

@@ -54,6 +54,10 @@ pub struct RunReport {
     pub records: u64,
     /// The checkpoint after the last committed batch: where the next run starts.
     pub checkpoint: Checkpoint,
+    /// How long the run took.
+    pub duration: std::time::Duration,
+    /// Page fetches that failed after their retries.
+    pub fetch_errors: u64,
 }
 
 impl RunReport {
@@ -65,6 +69,8 @@ impl RunReport {
             outcome: self.outcome.clone(),
             batches: self.batches,
             records: self.records,
+            duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            fetch_errors: self.fetch_errors,
         }
     }
 }
@@ -115,15 +121,18 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
             batches: 0,
             records: 0,
             checkpoint: from.clone(),
+            duration: std::time::Duration::ZERO,
+            fetch_errors: 0,
         };
         report.outcome = self.drive(run, from, &mut report).await;
+        report.duration = started.elapsed();
         telemetry::RunEnded {
             stream: &run.stream,
             run_id: run.run_id,
             outcome: &report.outcome,
             batches: report.batches,
             records: report.records,
-            duration: started.elapsed(),
+            duration: report.duration,
         }
         .emit();
         report
@@ -156,6 +165,7 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
                         error: &error,
                     }
                     .emit();
+                    report.fetch_errors += 1;
                     return failed(&error);
                 }
                 None if run.cancel.is_cancelled() => return RunOutcome::Cancelled,

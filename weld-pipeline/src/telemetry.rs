@@ -15,16 +15,23 @@
 //! | `weld_records_committed_total` | `stream` | records written |
 //! | `weld_commit_errors_total` | `stream`, `kind` | commits that failed |
 //! | `weld_fetch_errors_total` | `stream`, `kind` | pages that failed after their retries |
+//! | `weld_workers_connected` | | gauge: workers connected to this controller |
+//! | `weld_worker_outbox_batches` | `worker` | gauge: batches in a worker's outbox, as it last reported |
+//! | `weld_worker_outbox_bytes` | `worker` | gauge: their size in bytes |
+//!
+//! A worker emits the run and fetch metrics where they happen; a controller emits the same run
+//! and fetch metrics again from the workers' [`RunFinished`] reports ([`RunReported`]), so that
+//! one scrape of the controller shows every worker's runs.
 //! | `weld_calls_total` | `service` | calls through a [`TelemetryLayer`](crate::middleware::TelemetryLayer) |
 //! | `weld_call_errors_total` | `service`, `kind` | of which failed |
 //! | `weld_call_duration_seconds` | `service` | histogram of call durations |
 
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 
 use crate::error::{Error, ErrorKind};
-use crate::message::{Commit, RunOutcome};
+use crate::message::{Commit, RunFinished, RunOutcome};
 use crate::stream::{RunId, StreamName};
 
 /// The label value of an error kind.
@@ -174,5 +181,95 @@ impl PageFetchFailed<'_> {
         }
         counter!("weld_fetch_errors_total", "stream" => self.stream.to_string(), "kind" => kind_label(kind))
             .increment(1);
+    }
+}
+
+/// A controller heard a worker's report of a finished run.
+#[derive(Debug)]
+pub struct RunReported<'a> {
+    /// The worker that ran it.
+    pub worker_id: &'a str,
+    /// Its report.
+    pub finished: &'a RunFinished,
+}
+
+impl RunReported<'_> {
+    /// Logs and counts it as [`RunEnded`] does, and counts its fetch errors.
+    pub fn emit(self) {
+        let finished = self.finished;
+        RunEnded {
+            stream: &finished.stream,
+            run_id: finished.run_id,
+            outcome: &finished.outcome,
+            batches: finished.batches,
+            records: finished.records,
+            duration: Duration::from_millis(finished.duration_ms),
+        }
+        .emit();
+        if finished.fetch_errors > 0 {
+            let kind = match &finished.outcome {
+                RunOutcome::Failed { kind, .. } => *kind,
+                _ => ErrorKind::Transient,
+            };
+            counter!("weld_fetch_errors_total", "stream" => finished.stream.to_string(), "kind" => kind_label(kind))
+                .increment(finished.fetch_errors);
+        }
+    }
+}
+
+/// The number of workers connected to a controller changed.
+#[derive(Debug)]
+pub struct WorkersChanged<'a> {
+    /// The worker that came or went.
+    pub worker_id: &'a str,
+    /// Whether it came.
+    pub connected: bool,
+    /// Workers connected now.
+    pub now: usize,
+}
+
+impl WorkersChanged<'_> {
+    /// Logs and records it.
+    pub fn emit(self) {
+        if self.connected {
+            tracing::info!(
+                worker_id = self.worker_id,
+                workers = self.now,
+                "worker connected"
+            );
+        } else {
+            tracing::warn!(
+                worker_id = self.worker_id,
+                workers = self.now,
+                "worker gone"
+            );
+        }
+        gauge!("weld_workers_connected").set(self.now as f64);
+    }
+}
+
+/// A worker reported how much its outbox holds.
+#[derive(Debug)]
+pub struct OutboxDepthReported<'a> {
+    /// The worker.
+    pub worker_id: &'a str,
+    /// Batches waiting for their ack.
+    pub batches: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+}
+
+impl OutboxDepthReported<'_> {
+    /// Records it.
+    pub fn emit(self) {
+        tracing::trace!(
+            worker_id = self.worker_id,
+            batches = self.batches,
+            bytes = self.bytes,
+            "outbox depth reported"
+        );
+        let worker = self.worker_id.to_string();
+        gauge!("weld_worker_outbox_batches", "worker" => worker.clone()).set(self.batches as f64);
+        gauge!("weld_worker_outbox_bytes", "worker" => worker).set(self.bytes as f64);
     }
 }

@@ -36,9 +36,13 @@
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "service")]
+mod sources;
 
 pub use config::{HubSpotConfig, Token};
 pub use error::HubSpotError;
+#[cfg(feature = "service")]
+pub use sources::{HubSpotParams, HubSpotSources, KIND};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -122,6 +126,29 @@ impl std::fmt::Debug for HubSpotPages {
     }
 }
 
+/// The rate limits of one HubSpot account, shared by all the sources reading from it.
+#[derive(Clone, Debug)]
+pub struct AccountLimits {
+    budget: Arc<BudgetPacer>,
+    searches: Arc<TokenBucket>,
+}
+
+impl AccountLimits {
+    /// Limits at `config`'s rates (`per_ten_seconds`, `searches_per_second`).
+    pub fn new(config: &HubSpotConfig) -> Self {
+        AccountLimits {
+            budget: Arc::new(BudgetPacer::new(
+                config.per_ten_seconds,
+                Duration::from_secs(10),
+            )),
+            searches: Arc::new(TokenBucket::new(
+                config.searches_per_second.max(1),
+                Duration::from_secs(1),
+            )),
+        }
+    }
+}
+
 /// The HubSpot source for one object type.
 pub type HubSpotSource = Pages<HubSpotPages>;
 
@@ -141,11 +168,19 @@ impl HubSpotPages {
     ///
     /// When the HTTP client cannot be built.
     pub fn new(config: HubSpotConfig) -> Result<Self, Error> {
+        let limits = AccountLimits::new(&config);
+        Self::with_limits(config, &limits)
+    }
+
+    /// The page fetcher, sharing `limits` with every other source of the same account: HubSpot
+    /// counts calls per account, not per object type.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn with_limits(config: HubSpotConfig, limits: &AccountLimits) -> Result<Self, Error> {
         let config = Arc::new(config);
-        let budget = Arc::new(BudgetPacer::new(
-            config.per_ten_seconds,
-            Duration::from_secs(10),
-        ));
+        let budget = limits.budget.clone();
         let client = Client::new(config.clone(), budget.clone())?;
         let retry = RetryLayer::new(RetryPolicy::default());
         let list = ServiceBuilder::new()
@@ -155,10 +190,7 @@ impl HubSpotPages {
             .service(client.clone());
         let search = ServiceBuilder::new()
             .layer(retry)
-            .layer(RateLimitLayer::new(TokenBucket::new(
-                config.searches_per_second.max(1),
-                Duration::from_secs(1),
-            )))
+            .layer(RateLimitLayer::shared(limits.searches.clone()))
             .layer(TimeoutLayer::new(config.timeout + Duration::from_secs(1)))
             .service(client);
         Ok(HubSpotPages {

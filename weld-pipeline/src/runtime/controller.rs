@@ -211,7 +211,13 @@ impl<P: Peer> Controller<P> {
             }
             serial
         };
-        tracing::info!(worker_id, sources = ?peer.hello().sources, "worker connected");
+        telemetry::WorkersChanged {
+            worker_id: &worker_id,
+            connected: true,
+            now: self.workers(),
+        }
+        .emit();
+        tracing::debug!(worker_id, sources = ?peer.hello().sources, "worker's sources");
         let controller = self.clone();
         tokio::spawn(async move {
             peer.closed().await;
@@ -233,11 +239,19 @@ impl<P: Peer> Controller<P> {
             }
             connected.streams
         };
-        tracing::warn!(
+        telemetry::WorkersChanged {
             worker_id,
-            streams = orphans.len(),
-            "worker gone; re-assigning its streams"
-        );
+            connected: false,
+            now: self.workers(),
+        }
+        .emit();
+        if !orphans.is_empty() {
+            tracing::info!(
+                worker_id,
+                streams = orphans.len(),
+                "re-assigning a gone worker's streams"
+            );
+        }
         self.assign_waiting().await;
     }
 
@@ -568,9 +582,28 @@ impl<P: Peer> Handler for Controller<P> {
     async fn event(&self, from: &Hello, event: Event) {
         let result = match &event {
             Event::RunStarted { stream, run_id, at } => {
+                telemetry::RunStarted {
+                    stream,
+                    run_id: *run_id,
+                }
+                .emit();
                 self.store.start_run(stream, *run_id, *at).await
             }
+            Event::OutboxDepth { batches, bytes } => {
+                telemetry::OutboxDepthReported {
+                    worker_id: &from.worker_id,
+                    batches: *batches,
+                    bytes: *bytes,
+                }
+                .emit();
+                Ok(())
+            }
             Event::RunFinished(finished) => {
+                telemetry::RunReported {
+                    worker_id: &from.worker_id,
+                    finished,
+                }
+                .emit();
                 if let RunOutcome::Failed { error, .. } = &finished.outcome {
                     self.record_error(&finished.stream, error.clone());
                 }

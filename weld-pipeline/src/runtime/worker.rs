@@ -37,6 +37,10 @@ pub trait SourceFactory: Send + Sync + 'static {
     fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error>;
 }
 
+/// How often a connected worker reports its outbox's depth to the controller: often enough for
+/// a dashboard, rare enough to cost nothing.
+const OUTBOX_REPORT_EVERY: Duration = Duration::from_secs(2);
+
 /// How a [`Worker`] runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -177,6 +181,8 @@ impl<T: Transport> Worker<T> {
         let mut versions = self.outbox.watch();
         let mut next_key = 0;
         let mut in_flight = FuturesUnordered::new();
+        let mut report = tokio::time::interval(OUTBOX_REPORT_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if in_flight.len() < self.config.in_flight {
                 versions.borrow_and_update();
@@ -202,6 +208,19 @@ impl<T: Transport> Worker<T> {
                 () = shutdown.cancelled() => return Ok(()),
                 () = peer.closed() => return Ok(()),
                 Some((entry, result)) = in_flight.next() => self.delivered(entry, result)?,
+                _ = report.tick() => {
+                    let depth = Event::OutboxDepth {
+                        batches: self.outbox.len(),
+                        bytes: self.outbox.bytes(),
+                    };
+                    // Informative: on its own task, so a slow link never holds up deliveries.
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = peer.notify(depth).await {
+                            tracing::debug!(error = %error, "an outbox report was not sent");
+                        }
+                    });
+                }
                 changed = versions.changed(), if more_room => {
                     if changed.is_err() {
                         return Ok(());

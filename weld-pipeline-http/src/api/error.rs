@@ -1,0 +1,115 @@
+//! The API's errors: each answers with its status and `{"error":{"code","message"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use weld_pipeline::{Error, ErrorKind};
+
+use super::model::{ErrorBody, ErrorDetail};
+
+/// An error answer: a status, a stable code and a message for a human.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the body is not JSON.
+    pub(crate) fn malformed(message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {message}"),
+        )
+    }
+
+    /// 422: a value the API does not accept.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message)
+    }
+
+    /// 404: no stream of this name.
+    pub(crate) fn no_stream(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+            format!("no stream named {name:?}"),
+        )
+    }
+
+    /// 401: the bearer token is missing or wrong.
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs the header `Authorization: Bearer <WELD_API_TOKEN>`",
+        )
+    }
+
+    /// 413: the body is over the limit.
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {} KiB", limit / 1024),
+        )
+    }
+}
+
+/// The runtime's errors: a bad value is the caller's (422); storage trouble is transient (503,
+/// try again); anything else is ours (500, logged).
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match (&error, error.kind()) {
+            (Error::Invalid(message), _) => ApiError::invalid(message.clone()),
+            (_, ErrorKind::Transient) => {
+                tracing::warn!(error = %error, "API request failed on a transient error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    error.to_string(),
+                )
+            }
+            _ => {
+                tracing::error!(error = %error, "API request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    error.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code,
+                    message: self.message,
+                },
+            }),
+        )
+            .into_response();
+        if unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

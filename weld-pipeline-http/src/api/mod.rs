@@ -1,0 +1,263 @@
+//! The HTTP API of data-streams: start, stop, inspect and read streams (feature `service`).
+//!
+//! [`router`] builds the whole API as an axum [`Router`] over anything that implements
+//! [`Streams`] (a [`Controller`] does, over any transport), so a service serves it on its own
+//! listener and a test calls it without a socket:
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","workers":N}`, never behind the token |
+//! | `GET /metrics` | Prometheus text, from the [`PrometheusHandle`] given |
+//! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers ([`openapi`]) |
+//! | `POST /streams/{name}/start` | create or update, then run; idempotent |
+//! | `POST /streams/{name}/stop` | stop at the next page boundary; idempotent |
+//! | `GET /streams`, `GET /streams/{name}` | status |
+//! | `GET /streams/{name}/records` | stored records, paged by token, each once |
+//! | `GET /streams/{name}/runs` | run history, newest first |
+//! | `DELETE /streams/{name}` | stop, then delete configuration and data |
+//!
+//! Every error is `{"error":{"code","message"}}`: 400 `malformed_json` for a body that is not
+//! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 404
+//! `stream_not_found`, 413 `body_too_large` past [`BODY_LIMIT`], 422 `invalid_value` for JSON
+//! the API does not take (an unknown field, a name, a limit or an interval out of range), 404
+//! `not_found` and 405 `method_not_allowed` for routes that do not exist, 503 `unavailable` when
+//! storage fails transiently. Bad input is answered, not logged as an error.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use weld_pipeline::runtime::{Controller, ControllerConfig};
+//! use weld_pipeline_http::api::{self, ApiConfig};
+//! use weld_pipeline_http::transport::HttpPeer;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let controller = Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path()))?;
+//! let app: axum::Router = api::router(controller, ApiConfig::default());
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod model;
+mod routes;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use weld_pipeline::message::StreamConfig;
+use weld_pipeline::runtime::{Controller, StreamStatus};
+use weld_pipeline::store::Store;
+use weld_pipeline::transport::Peer;
+use weld_pipeline::{Error, StreamName};
+
+use error::ApiError;
+
+/// The largest request body taken: a start request is well under 1 KiB; 64 KiB leaves room for
+/// long property lists and transforms without letting a client make the service buffer much.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the API needs of a controller: its stream operations and its store, for reads.
+///
+/// [`Controller`] implements it over every transport; the API holds it as a trait object, so
+/// one router serves a TCP or an HTTP controller alike.
+#[async_trait]
+pub trait Streams: Send + Sync + 'static {
+    /// See [`Controller::start_stream`].
+    async fn start_stream(
+        &self,
+        name: &StreamName,
+        config: StreamConfig,
+    ) -> Result<StreamStatus, Error>;
+    /// See [`Controller::stop_stream`].
+    async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
+    /// See [`Controller::delete_stream`].
+    async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error>;
+    /// See [`Controller::status`].
+    fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
+    /// See [`Controller::streams`].
+    fn streams(&self) -> Result<Vec<StreamStatus>, Error>;
+    /// See [`Controller::workers`].
+    fn workers(&self) -> usize;
+    /// See [`Controller::store`].
+    fn store(&self) -> &Store;
+}
+
+#[async_trait]
+impl<P: Peer> Streams for Controller<P> {
+    async fn start_stream(
+        &self,
+        name: &StreamName,
+        config: StreamConfig,
+    ) -> Result<StreamStatus, Error> {
+        Controller::start_stream(self, name, config).await
+    }
+    async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        Controller::stop_stream(self, name).await
+    }
+    async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
+        Controller::delete_stream(self, name).await
+    }
+    fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        Controller::status(self, name)
+    }
+    fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
+        Controller::streams(self)
+    }
+    fn workers(&self) -> usize {
+        Controller::workers(self)
+    }
+    fn store(&self) -> &Store {
+        Controller::store(self)
+    }
+}
+
+/// How the API is served.
+#[derive(Clone, Debug, Default)]
+pub struct ApiConfig {
+    /// When set, every route but `/health` needs `Authorization: Bearer <token>`
+    /// (`WELD_API_TOKEN`). `Debug` shows it redacted.
+    pub token: Option<ApiToken>,
+    /// The Prometheus recorder's handle that `/metrics` renders; without one it answers an
+    /// empty document.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The API's bearer token. Compared in constant time; never printed.
+#[derive(Clone)]
+pub struct ApiToken(Arc<str>);
+
+impl ApiToken {
+    /// Wraps the token.
+    pub fn new(token: impl AsRef<str>) -> Self {
+        ApiToken(token.as_ref().into())
+    }
+
+    /// Whether `presented` is this token, in time that does not depend on where they differ.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        expected.len() == presented.len()
+            && expected
+                .iter()
+                .zip(presented)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// The API's shared state.
+struct Api {
+    streams: Arc<dyn Streams>,
+    metrics: Option<PrometheusHandle>,
+    token: Option<ApiToken>,
+}
+
+/// Routes and their OpenAPI descriptions, registered together so that neither can miss one.
+fn routes() -> OpenApiRouter<Arc<Api>> {
+    OpenApiRouter::with_openapi(description())
+        .routes(routes!(routes::health))
+        .routes(routes!(routes::metrics))
+        .routes(routes!(routes::openapi))
+        .routes(routes!(routes::list_streams))
+        .routes(routes!(routes::get_stream, routes::delete_stream))
+        .routes(routes!(routes::start_stream))
+        .routes(routes!(routes::stop_stream))
+        .routes(routes!(routes::list_records))
+        .routes(routes!(routes::list_runs))
+}
+
+fn description() -> OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("data-streams")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Scheduled HubSpot syncs: start, stop, inspect and read streams.",
+                ))
+                .build(),
+        )
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    doc
+}
+
+/// The OpenAPI 3 document of the API, generated from its handlers.
+pub fn openapi() -> OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The API over `streams` (a [`Controller`]), with a 64 KiB body limit, the bearer check when a
+/// token is configured, and errors in the API's shape for unknown routes and methods.
+pub fn router(streams: Arc<dyn Streams>, config: ApiConfig) -> Router {
+    let api = Arc::new(Api {
+        streams,
+        metrics: config.metrics,
+        token: config.token,
+    });
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+/// Lets a request through when no token is configured, it is `/health`, or it carries the token.
+async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &api.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        let allowed =
+            request.uri().path() == "/health" || presented.is_some_and(|p| token.matches(p));
+        if !allowed {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not a method of {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}

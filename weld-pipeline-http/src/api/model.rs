@@ -1,0 +1,272 @@
+//! The API's bodies, as they travel: the runtime's types mapped to the contract's JSON (times in
+//! RFC 3339, counts flattened), each with its OpenAPI schema.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use weld_pipeline::message::StreamConfig;
+use weld_pipeline::middleware::FieldTransform;
+use weld_pipeline::registry::LastError;
+use weld_pipeline::runtime::{StreamState, StreamStatus};
+use weld_pipeline::store::{RunRecord, RunState};
+use weld_pipeline::{Record, SourceSpec, Timestamp};
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok` when the service answers.
+    #[schema(example = "ok")]
+    pub(crate) status: &'static str,
+    /// Workers connected now.
+    pub(crate) workers: usize,
+}
+
+/// The body of `POST /streams/{name}/start`; every field is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRequest {
+    /// What to read. Default: HubSpot contacts with their default properties.
+    #[serde(default)]
+    pub(crate) source: Option<SourceBody>,
+    /// Seconds between the starts of two runs, 1..=86400. Default 300.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400, example = 300)]
+    pub(crate) interval_secs: Option<u64>,
+    /// Field transforms applied to every record, in order (`rename`, `drop`, `redact` by JSON
+    /// pointer). Default none.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub(crate) transforms: Option<Vec<FieldTransform>>,
+}
+
+/// A stream's source: `{"kind":"hubspot","object":"contacts","properties":["email"]}`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub(crate) struct SourceBody {
+    /// The source kind: `hubspot`.
+    #[schema(example = "hubspot")]
+    pub(crate) kind: String,
+    /// The HubSpot object type. Default `contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "contacts")]
+    pub(crate) object: Option<String>,
+    /// Properties to read. Default: the object type's default set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) properties: Option<Vec<String>>,
+}
+
+impl SourceBody {
+    pub(crate) fn into_spec(self) -> SourceSpec {
+        let mut params = serde_json::Map::new();
+        if let Some(object) = self.object {
+            params.insert("object".into(), object.into());
+        }
+        if let Some(properties) = self.properties {
+            params.insert("properties".into(), properties.into());
+        }
+        SourceSpec {
+            kind: self.kind,
+            params,
+        }
+    }
+}
+
+/// A stream's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// The stream's name.
+    name: String,
+    /// `running` (a worker runs it), `pending` (waiting for a worker) or `stopped`.
+    #[schema(value_type = String, example = "running")]
+    state: StreamState,
+    /// Its source.
+    #[schema(value_type = Object, example = json!({"kind": "hubspot", "object": "contacts"}))]
+    source: SourceSpec,
+    /// Seconds between the starts of two runs.
+    interval_secs: u64,
+    /// Its transforms, when it has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    transforms: Vec<FieldTransform>,
+    /// The worker running it.
+    worker: Option<String>,
+    /// Live records stored.
+    records: u64,
+    /// Records stored that the source archived.
+    archived: u64,
+    /// Its newest run.
+    last_run: Option<Run>,
+    /// When its next run is due (RFC 3339), while it runs.
+    next_run_at: Option<String>,
+    /// The latest error its runs reported.
+    last_error: Option<ErrorReport>,
+}
+
+impl From<StreamStatus> for Status {
+    fn from(status: StreamStatus) -> Self {
+        let StreamConfig {
+            source,
+            interval_secs,
+            transforms,
+        } = status.config;
+        Status {
+            name: status.name.to_string(),
+            state: status.state,
+            source,
+            interval_secs,
+            transforms,
+            worker: status.worker,
+            records: status.counts.live,
+            archived: status.counts.archived,
+            last_run: status.last_run.map(Run::from),
+            next_run_at: status.next_run_at.map(rfc3339),
+            last_error: status.last_error.map(ErrorReport::from),
+        }
+    }
+}
+
+/// A stream's latest error.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorReport {
+    /// When it was reported (RFC 3339).
+    at: String,
+    /// What it said.
+    message: String,
+}
+
+impl From<LastError> for ErrorReport {
+    fn from(error: LastError) -> Self {
+        ErrorReport {
+            at: rfc3339(error.at),
+            message: error.message,
+        }
+    }
+}
+
+/// `GET /streams`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StreamList {
+    /// Every stream's status, by name.
+    pub(crate) streams: Vec<Status>,
+}
+
+/// One run of a stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Run {
+    /// The run's id (time-ordered).
+    id: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    #[schema(value_type = String, example = "succeeded")]
+    state: RunState,
+    /// When it started (RFC 3339).
+    started_at: String,
+    /// When it ended (RFC 3339).
+    finished_at: Option<String>,
+    /// Records it committed.
+    records: u64,
+    /// Why it failed.
+    error: Option<String>,
+}
+
+impl From<RunRecord> for Run {
+    fn from(run: RunRecord) -> Self {
+        Run {
+            id: run.id.to_string(),
+            state: run.state,
+            started_at: rfc3339(run.started_at),
+            finished_at: run.finished_at.map(rfc3339),
+            records: run.records,
+            error: run.error,
+        }
+    }
+}
+
+/// `GET /streams/{name}/runs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunList {
+    /// Newest first.
+    pub(crate) runs: Vec<Run>,
+}
+
+/// The query of `GET /streams/{name}/runs`. Values are read as text and checked by the handler,
+/// so a bad one is a 422 that says what is wrong.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunsQuery {
+    /// Runs to return, 1..=1000. Default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub(crate) limit: Option<String>,
+}
+
+/// The query of `GET /streams/{name}/records`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RecordsQuery {
+    /// Records to return, 1..=1000. Default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub(crate) limit: Option<String>,
+    /// The `next` token of the previous page.
+    pub(crate) after: Option<String>,
+    /// `false` (default): live records; `true`: those archived at the source; `all`: both.
+    #[param(value_type = Option<String>, example = "false")]
+    pub(crate) archived: Option<String>,
+}
+
+/// `GET /streams/{name}/records`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RecordList {
+    /// The page's records, in id order.
+    pub(crate) records: Vec<RecordBody>,
+    /// The token of the next page, `null` at the end.
+    pub(crate) next: Option<String>,
+}
+
+/// One stored record.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RecordBody {
+    /// Its id at the source.
+    id: String,
+    /// Its modification time at the source (RFC 3339).
+    updated_at: String,
+    /// Whether the source archived (deleted) it.
+    archived: bool,
+    /// The object as the source returned it, after the stream's transforms.
+    #[schema(value_type = Object)]
+    data: Box<RawValue>,
+}
+
+impl RecordBody {
+    /// The record as the API shows it. Its JSON was checked when it was fetched; it is written
+    /// out as it is, without being rebuilt.
+    pub(crate) fn new(record: Record) -> Result<Self, weld_pipeline::Error> {
+        let data: &RawValue = record.data.decode()?;
+        Ok(RecordBody {
+            data: data.to_owned(),
+            id: record.id,
+            updated_at: rfc3339(record.updated_at),
+            archived: record.archived,
+        })
+    }
+}
+
+/// Every error: `{"error":{"code":"<snake_case>","message":"<human text>"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub(crate) error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable, machine-readable code: `malformed_json`, `unauthorized`, `stream_not_found`,
+    /// `body_too_large`, `invalid_value`, `not_found`, `method_not_allowed`, `unavailable`,
+    /// `internal`.
+    #[schema(example = "invalid_value")]
+    pub(crate) code: &'static str,
+    /// What a human should know.
+    pub(crate) message: String,
+}
+
+fn rfc3339(at: Timestamp) -> String {
+    at.to_string()
+}

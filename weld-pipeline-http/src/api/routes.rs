@@ -1,0 +1,290 @@
+//! The handlers, one per route, each with its OpenAPI description.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::error::Category;
+use weld_pipeline::message::StreamConfig;
+use weld_pipeline::store::Archived;
+use weld_pipeline::{SourceSpec, StreamName};
+
+use super::error::ApiError;
+use super::model::{
+    ErrorBody, Health, RecordBody, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
+    Status, StreamList,
+};
+use super::{Api, BODY_LIMIT};
+use crate::hubspot::HubSpotParams;
+
+type Shared = State<Arc<Api>>;
+type Answer<T> = Result<T, ApiError>;
+
+/// The default interval: five minutes, the original integration's.
+const DEFAULT_INTERVAL_SECS: u64 = 300;
+/// The longest interval: a day. Longer schedules belong to a calendar, not a sync.
+const MAX_INTERVAL_SECS: u64 = 86_400;
+
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The service is up", body = Health)))]
+pub(crate) async fn health(State(api): Shared) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        workers: api.streams.workers(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
+    let text = match &api.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "This document", body = Object)))]
+pub(crate) async fn openapi() -> impl IntoResponse {
+    Json(super::openapi())
+}
+
+#[utoipa::path(post, path = "/streams/{name}/start", tag = "streams",
+    params(("name" = String, Path, description = "The stream: `^[a-z0-9][a-z0-9_-]{0,62}$`")),
+    request_body(content = Option<StartRequest>, description = "Optional; defaults: HubSpot contacts, every 300 s"),
+    responses(
+        (status = 200, description = "Started (or already running); its status", body = Status),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid name, source or interval", body = ErrorBody),
+    ))]
+pub(crate) async fn start_stream(
+    State(api): Shared,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Json<Status>> {
+    let name = stream_name(&name)?;
+    let config = stream_config(&body_bytes(body)?)?;
+    let status = api.streams.start_stream(&name, config).await?;
+    Ok(Json(status.into()))
+}
+
+#[utoipa::path(post, path = "/streams/{name}/stop", tag = "streams",
+    params(("name" = String, Path, description = "The stream")),
+    responses(
+        (status = 200, description = "Stopped: no source request starts after this answer", body = Status),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    ))]
+pub(crate) async fn stop_stream(
+    State(api): Shared,
+    Path(name): Path<String>,
+) -> Answer<Json<Status>> {
+    let stream = stream_name(&name)?;
+    match api.streams.stop_stream(&stream).await? {
+        Some(status) => Ok(Json(status.into())),
+        None => Err(ApiError::no_stream(&name)),
+    }
+}
+
+#[utoipa::path(get, path = "/streams", tag = "streams",
+    responses(
+        (status = 200, description = "Every stream, by name", body = StreamList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>> {
+    let streams = api.streams.streams()?;
+    Ok(Json(StreamList {
+        streams: streams.into_iter().map(Status::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/streams/{name}", tag = "streams",
+    params(("name" = String, Path, description = "The stream")),
+    responses(
+        (status = 200, description = "Its status", body = Status),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    ))]
+pub(crate) async fn get_stream(
+    State(api): Shared,
+    Path(name): Path<String>,
+) -> Answer<Json<Status>> {
+    let stream = stream_name(&name)?;
+    match api.streams.status(&stream)? {
+        Some(status) => Ok(Json(status.into())),
+        None => Err(ApiError::no_stream(&name)),
+    }
+}
+
+#[utoipa::path(delete, path = "/streams/{name}", tag = "streams",
+    params(("name" = String, Path, description = "The stream")),
+    responses(
+        (status = 204, description = "Stopped, and its configuration and data deleted"),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_stream(
+    State(api): Shared,
+    Path(name): Path<String>,
+) -> Answer<StatusCode> {
+    let stream = stream_name(&name)?;
+    if api.streams.delete_stream(&stream).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::no_stream(&name))
+    }
+}
+
+#[utoipa::path(get, path = "/streams/{name}/records", tag = "streams",
+    params(("name" = String, Path, description = "The stream"), RecordsQuery),
+    responses(
+        (status = 200, description = "A page of stored records; `next` pages on, each record once", body = RecordList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name, limit, token or archived", body = ErrorBody),
+    ))]
+pub(crate) async fn list_records(
+    State(api): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<RecordsQuery>,
+) -> Answer<Json<RecordList>> {
+    let stream = stream_name(&name)?;
+    let limit = limit(query.limit.as_deref(), 100)?;
+    let archived = match query.archived.as_deref() {
+        None | Some("false") => Archived::Live,
+        Some("true") => Archived::Only,
+        Some("all") => Archived::All,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "archived must be false, true or all, not {other:?}"
+            )))
+        }
+    };
+    if api.streams.status(&stream)?.is_none() {
+        return Err(ApiError::no_stream(&name));
+    }
+    let page = api
+        .streams
+        .store()
+        .records(&stream, query.after.as_deref(), limit, archived)?;
+    Ok(Json(RecordList {
+        records: page
+            .records
+            .into_iter()
+            .map(RecordBody::new)
+            .collect::<Result<_, _>>()?,
+        next: page.next,
+    }))
+}
+
+#[utoipa::path(get, path = "/streams/{name}/runs", tag = "streams",
+    params(("name" = String, Path, description = "The stream"), RunsQuery),
+    responses(
+        (status = 200, description = "Its runs, newest first", body = RunList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name or limit", body = ErrorBody),
+    ))]
+pub(crate) async fn list_runs(
+    State(api): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<RunsQuery>,
+) -> Answer<Json<RunList>> {
+    let stream = stream_name(&name)?;
+    let limit = limit(query.limit.as_deref(), 20)?;
+    if api.streams.status(&stream)?.is_none() {
+        return Err(ApiError::no_stream(&name));
+    }
+    let runs = api.streams.store().runs(&stream, limit)?;
+    Ok(Json(RunList {
+        runs: runs.into_iter().map(Into::into).collect(),
+    }))
+}
+
+fn stream_name(name: &str) -> Answer<StreamName> {
+    StreamName::new(name).map_err(|_| {
+        ApiError::invalid(format!(
+            "{name:?} is not a stream name (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
+        ))
+    })
+}
+
+fn limit(text: Option<&str>, default: usize) -> Answer<usize> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(limit @ 1..=1000) => Ok(limit),
+        _ => Err(ApiError::invalid(format!(
+            "limit must be a whole number from 1 to 1000, not {text:?}"
+        ))),
+    }
+}
+
+/// The body, or the reason it could not be read: over the limit is a 413 in the API's shape.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(BODY_LIMIT)
+        } else {
+            ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+        }
+    })
+}
+
+/// The configuration a start body asks for, with the defaults filled in. JSON that does not parse
+/// is a 400; JSON that parses into something the API does not take is a 422.
+fn stream_config(body: &[u8]) -> Answer<StreamConfig> {
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|error| match error.classify() {
+                Category::Syntax | Category::Eof | Category::Io => ApiError::malformed(error),
+                Category::Data => ApiError::invalid(error.to_string()),
+            })?;
+        // serde would take an array for a struct, field by field: only an object is a request.
+        if !value.is_object() {
+            return Err(ApiError::invalid("the body must be a JSON object"));
+        }
+        serde_json::from_value(value).map_err(|error| ApiError::invalid(error.to_string()))?
+    };
+    let interval_secs = request.interval_secs.unwrap_or(DEFAULT_INTERVAL_SECS);
+    if !(1..=MAX_INTERVAL_SECS).contains(&interval_secs) {
+        return Err(ApiError::invalid(format!(
+            "interval_secs must be from 1 to {MAX_INTERVAL_SECS}, not {interval_secs}"
+        )));
+    }
+    let mut source = match request.source {
+        Some(source) => source.into_spec(),
+        None => SourceSpec {
+            kind: crate::hubspot::KIND.into(),
+            params: serde_json::Map::new(),
+        },
+    };
+    // The defaults are written into the stream's configuration, so its status says what it reads.
+    let params = HubSpotParams::from_spec(&source)?;
+    source.params.insert("object".into(), params.object.into());
+    let transforms = request.transforms.unwrap_or_default();
+    for transform in &transforms {
+        transform.check()?;
+    }
+    Ok(StreamConfig {
+        source,
+        interval_secs,
+        transforms,
+    })
+}

@@ -1,0 +1,183 @@
+//! The HubSpot sources of a worker: one factory for every stream of kind `hubspot`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use weld_pipeline::runtime::SourceFactory;
+use weld_pipeline::{Error, Source, SourceSpec, StreamName};
+
+use super::{AccountLimits, HubSpotConfig, HubSpotPages};
+use weld_pipeline::source::Pages;
+
+/// The source kind this factory builds, as a stream's configuration names it.
+pub const KIND: &str = "hubspot";
+
+/// The parameters of a `hubspot` source in a stream's configuration:
+/// `{"kind":"hubspot","object":"contacts","properties":["email"]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotParams {
+    /// The object type: `contacts` (the default), `companies`, `deals`, or any other type's name
+    /// or id (`2-123456`).
+    #[serde(default = "contacts")]
+    pub object: String,
+    /// The properties to read; absent for the type's default set.
+    #[serde(default)]
+    pub properties: Option<Vec<String>>,
+}
+
+fn contacts() -> String {
+    "contacts".into()
+}
+
+/// The longest object type name or property name accepted. HubSpot's own names stay far below.
+const MAX_NAME: usize = 100;
+/// The most properties one stream may ask for; past this a list call would need many requests per
+/// page (each URL holds a few dozen names).
+const MAX_PROPERTIES: usize = 1_000;
+
+impl HubSpotParams {
+    /// Reads and checks the parameters of `spec`, a `hubspot` source.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for another kind, an unknown parameter, or a name HubSpot could not
+    /// have (empty, too long, or with characters outside letters, digits, `_` and `-`).
+    pub fn from_spec(spec: &SourceSpec) -> Result<Self, Error> {
+        if spec.kind != KIND {
+            return Err(Error::Invalid(format!(
+                "unknown source kind {:?}; this service runs {KIND:?}",
+                spec.kind
+            )));
+        }
+        let params: HubSpotParams =
+            serde_json::from_value(serde_json::Value::Object(spec.params.clone()))
+                .map_err(|e| Error::Invalid(format!("hubspot source: {e}")))?;
+        check_name("object", &params.object)?;
+        if let Some(properties) = &params.properties {
+            if properties.is_empty() || properties.len() > MAX_PROPERTIES {
+                return Err(Error::Invalid(format!(
+                    "hubspot source: properties must list 1 to {MAX_PROPERTIES} names"
+                )));
+            }
+            for property in properties {
+                check_name("property", property)?;
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "hubspot source: {what} {name:?} is not a HubSpot name (1 to {MAX_NAME} letters, digits, _ or -)"
+        )))
+    }
+}
+
+/// Builds the HubSpot source of every `hubspot` stream a worker is given, all from one account:
+/// they share its rate limits, so three streams together stay inside the account's budget.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weld_pipeline::runtime::SourceFactory;
+/// use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
+///
+/// let account = HubSpotConfig::new("https://api.hubapi.com", Token::new("pat-..."), "contacts");
+/// let sources: Arc<dyn SourceFactory> = Arc::new(HubSpotSources::new(account));
+/// assert_eq!(sources.kinds(), ["hubspot"]);
+/// ```
+#[derive(Debug)]
+pub struct HubSpotSources {
+    account: HubSpotConfig,
+    limits: AccountLimits,
+}
+
+impl HubSpotSources {
+    /// Sources reading from `account` (its base URL, token, limits and settle delay; each stream
+    /// sets its own object type and properties).
+    pub fn new(account: HubSpotConfig) -> Self {
+        HubSpotSources {
+            limits: AccountLimits::new(&account),
+            account,
+        }
+    }
+}
+
+impl SourceFactory for HubSpotSources {
+    fn kinds(&self) -> Vec<String> {
+        vec![KIND.to_string()]
+    }
+
+    fn source(&self, _stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
+        let params = HubSpotParams::from_spec(spec)?;
+        let config = HubSpotConfig {
+            object_type: params.object,
+            properties: params.properties,
+            ..self.account.clone()
+        };
+        Ok(Arc::new(Pages::new(HubSpotPages::with_limits(
+            config,
+            &self.limits,
+        )?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> SourceSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn params_default_to_contacts_with_default_properties() {
+        let params =
+            HubSpotParams::from_spec(&spec(serde_json::json!({"kind": "hubspot"}))).unwrap();
+        assert_eq!(params.object, "contacts");
+        assert_eq!(params.properties, None);
+    }
+
+    #[test]
+    fn bad_params_are_refused_with_what_is_wrong() {
+        for (json, says) in [
+            (
+                serde_json::json!({"kind": "salesforce"}),
+                "unknown source kind",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "objekt": "deals"}),
+                "unknown field",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "object": "a/b"}),
+                "not a HubSpot name",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "properties": []}),
+                "1 to",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "properties": ["e&mail"]}),
+                "not a HubSpot name",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "object": 3}),
+                "invalid type",
+            ),
+        ] {
+            let error = HubSpotParams::from_spec(&spec(json.clone())).unwrap_err();
+            assert!(matches!(error, Error::Invalid(_)), "{json}: {error}");
+            assert!(error.to_string().contains(says), "{json}: {error}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The data-streams HTTP API, called without a socket against a real controller on sled files:
+//! every route, status code and error body of API.md.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
+use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT};
+use weld_pipeline_http::transport::HttpPeer;
+
+struct App {
+    router: Router,
+    controller: Arc<Controller<HttpPeer>>,
+    _dir: tempfile::TempDir,
+}
+
+fn app(config: ApiConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path())).unwrap();
+    App {
+        router: api::router(controller.clone(), config),
+        controller,
+        _dir: dir,
+    }
+}
+
+impl App {
+    async fn call(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+        self.send(Request::builder().method(method).uri(uri), body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        request: axum::http::request::Builder,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+}
+
+/// Asserts an answer is an error in the API's shape with this status and code.
+#[track_caller]
+fn assert_error(answer: (StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        answer.1
+    );
+}
+
+/// API.md's table: every route of the contract.
+const CONTRACT: [(&str, &str); 10] = [
+    ("get", "/health"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/streams/{name}/start"),
+    ("post", "/streams/{name}/stop"),
+    ("get", "/streams"),
+    ("get", "/streams/{name}"),
+    ("get", "/streams/{name}/records"),
+    ("get", "/streams/{name}/runs"),
+    ("delete", "/streams/{name}"),
+];
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_served() {
+    let app = app(ApiConfig::default());
+    let (status, doc) = app.call(Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|key| ["get", "post", "put", "patch", "delete"].contains(&key.as_str()))
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut contract: Vec<(String, String)> = CONTRACT
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    contract.sort();
+    assert_eq!(documented, contract, "the document and the contract differ");
+    // Every documented route is served: no answer comes from the fallbacks.
+    for (method, path) in &documented {
+        let uri = path.replace("{name}", "contacts");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (_, body) = app.call(method.clone(), &uri, None).await;
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            code != "not_found" && code != "method_not_allowed",
+            "{method} {uri} is documented but not routed: {body}"
+        );
+    }
+    assert_error(
+        app.call(Method::GET, "/nowhere", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        app.call(Method::PUT, "/streams", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn start_without_a_body_creates_a_pending_hubspot_contacts_stream_every_300_s() {
+    let app = app(ApiConfig::default());
+    let (status, body) = app
+        .call(Method::POST, "/streams/contacts/start", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "contacts");
+    assert_eq!(body["state"], "pending", "no worker is connected");
+    assert_eq!(
+        body["source"],
+        json!({"kind": "hubspot", "object": "contacts"})
+    );
+    assert_eq!(body["interval_secs"], 300);
+    assert_eq!(body["worker"], Value::Null);
+    assert_eq!(body["records"], 0);
+    assert_eq!(body["archived"], 0);
+    assert_eq!(body["last_run"], Value::Null);
+    assert_eq!(body["next_run_at"], Value::Null);
+    assert_eq!(body["last_error"], Value::Null);
+
+    // Idempotent; a changed configuration is taken.
+    let again = app
+        .call(Method::POST, "/streams/contacts/start", None)
+        .await;
+    assert_eq!(again, (StatusCode::OK, body));
+    let changed = app
+        .call(
+            Method::POST,
+            "/streams/contacts/start",
+            Some(r#"{"source":{"kind":"hubspot","object":"deals","properties":["dealname"]},"interval_secs":60}"#),
+        )
+        .await;
+    assert_eq!(changed.0, StatusCode::OK);
+    assert_eq!(
+        changed.1["source"],
+        json!({"kind": "hubspot", "object": "deals", "properties": ["dealname"]})
+    );
+    assert_eq!(changed.1["interval_secs"], 60);
+    let (_, list) = app.call(Method::GET, "/streams", None).await;
+    assert_eq!(list["streams"].as_array().unwrap().len(), 1);
+    assert_eq!(list["streams"][0], changed.1);
+}
+
+#[tokio::test]
+async fn stop_and_delete_answer_for_known_streams_and_404_for_unknown_ones() {
+    let app = app(ApiConfig::default());
+    for (method, uri) in [
+        (Method::POST, "/streams/ghost/stop"),
+        (Method::GET, "/streams/ghost"),
+        (Method::GET, "/streams/ghost/records"),
+        (Method::GET, "/streams/ghost/runs"),
+        (Method::DELETE, "/streams/ghost"),
+    ] {
+        assert_error(
+            app.call(method, uri, None).await,
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+        );
+    }
+    app.call(Method::POST, "/streams/s1/start", None).await;
+    for _ in 0..2 {
+        let (status, body) = app.call(Method::POST, "/streams/s1/stop", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["state"], "stopped");
+    }
+    let (status, body) = app.call(Method::DELETE, "/streams/s1", None).await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    assert_error(
+        app.call(Method::GET, "/streams/s1", None).await,
+        StatusCode::NOT_FOUND,
+        "stream_not_found",
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_and_values_are_answered_with_400_413_and_422() {
+    let app = app(ApiConfig::default());
+    let start = "/streams/s1/start";
+    for body in ["{", "not json", r#"{"interval_secs": 5"#] {
+        assert_error(
+            app.call(Method::POST, start, Some(body)).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        );
+    }
+    for body in [
+        r#"{"interval_secs": 0}"#,
+        r#"{"interval_secs": 86401}"#,
+        r#"{"interval_secs": -1}"#,
+        r#"{"interval_secs": "300"}"#,
+        r#"{"intervall_secs": 300}"#,
+        r#"{"source": {"kind": "salesforce"}}"#,
+        r#"{"source": {"kind": "hubspot", "object": "con/tacts"}}"#,
+        r#"{"source": {"kind": "hubspot", "properties": []}}"#,
+        r#"{"transforms": [{"redact": "no-leading-slash"}]}"#,
+        r#"[]"#,
+    ] {
+        assert_error(
+            app.call(Method::POST, start, Some(body)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+    let long_name = format!("/streams/{}/start", "a".repeat(64));
+    for uri in [
+        "/streams/Bad_Name/start",
+        "/streams/-dash/start",
+        long_name.as_str(),
+    ] {
+        assert_error(
+            app.call(Method::POST, uri, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+    let huge = format!(
+        r#"{{"source":{{"kind":"hubspot","properties":["{}"]}}}}"#,
+        "p".repeat(BODY_LIMIT)
+    );
+    assert_error(
+        app.call(Method::POST, start, Some(&huge)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
+    // Nothing of the refused requests was created.
+    let (_, list) = app.call(Method::GET, "/streams", None).await;
+    assert_eq!(list, json!({"streams": []}));
+
+    app.call(Method::POST, start, None).await;
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "archived=maybe",
+        "after=zz",
+    ] {
+        assert_error(
+            app.call(Method::GET, &format!("/streams/s1/records?{query}"), None)
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+    assert_error(
+        app.call(Method::GET, "/streams/s1/runs?limit=0", None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+    );
+}
+
+#[tokio::test]
+async fn a_token_guards_every_route_but_health() {
+    let app = app(ApiConfig {
+        token: Some(ApiToken::new("s3cret")),
+        ..ApiConfig::default()
+    });
+    let (status, body) = app.call(Method::GET, "/health", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "ok", "workers": 0}))
+    );
+    for (method, path) in CONTRACT.iter().filter(|(_, path)| *path != "/health") {
+        let uri = path.replace("{name}", "s1");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        for authorization in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Bearer s3cret "),
+        ] {
+            let mut request = Request::builder().method(method.clone()).uri(&uri);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            assert_error(
+                app.send(request, None).await,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            );
+        }
+    }
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/streams/s1/start")
+        .header(header::AUTHORIZATION, "Bearer s3cret");
+    let (status, body) = app.send(request, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+fn record(id: u32, archived: bool) -> Record {
+    let mut record = Record::new(
+        format!("{id:04}"),
+        Timestamp::from_millis(1_700_000_000_000 + i64::from(id)),
+        Json::parse(format!(r#"{{"id":"{id:04}","properties":{{"n":{id}}}}}"#)).unwrap(),
+    );
+    record.archived = archived;
+    record
+}
+
+#[tokio::test]
+async fn records_page_once_each_by_token_and_runs_list_newest_first() {
+    let app = app(ApiConfig::default());
+    app.call(Method::POST, "/streams/s1/start", None).await;
+    let stream = StreamName::new("s1").unwrap();
+    let run_id = RunId::generate();
+    app.controller
+        .store()
+        .start_run(&stream, run_id, Timestamp::from_millis(1_700_000_000_000))
+        .await
+        .unwrap();
+    let batch = Batch {
+        stream: stream.clone(),
+        run_id,
+        seq: 0,
+        last: true,
+        cursor: Checkpoint::default(),
+        records: (0..25).map(|id| record(id, id % 5 == 0)).collect(),
+    };
+    app.controller.store().commit(&batch).await.unwrap();
+
+    let page_all = |archived: &'static str| {
+        let app = &app;
+        async move {
+            let mut ids = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let after = next.map(|t| format!("&after={t}")).unwrap_or_default();
+                let uri = format!("/streams/s1/records?limit=3&archived={archived}{after}");
+                let (status, body) = app.call(Method::GET, &uri, None).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                for record in body["records"].as_array().unwrap() {
+                    let id = record["id"].as_str().unwrap().to_string();
+                    assert_eq!(
+                        record["data"]["id"],
+                        id.as_str(),
+                        "data is the record's JSON"
+                    );
+                    assert!(record["updated_at"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("2023-11-14T"));
+                    ids.push(id);
+                }
+                next = body["next"].as_str().map(String::from);
+                if next.is_none() {
+                    return ids;
+                }
+            }
+        }
+    };
+    let live = page_all("false").await;
+    let archived = page_all("true").await;
+    let all = page_all("all").await;
+    assert_eq!(live.len(), 20);
+    assert_eq!(archived, ["0000", "0005", "0010", "0015", "0020"]);
+    let mut expected: Vec<String> = (0..25).map(|id| format!("{id:04}")).collect();
+    assert_eq!(all, expected);
+    expected.retain(|id| !archived.contains(id));
+    assert_eq!(live, expected);
+
+    let (_, status) = app.call(Method::GET, "/streams/s1", None).await;
+    assert_eq!(
+        (status["records"].clone(), status["archived"].clone()),
+        (json!(20), json!(5))
+    );
+    let (status, runs) = app.call(Method::GET, "/streams/s1/runs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let run = &runs["runs"][0];
+    assert_eq!(run["id"], run_id.to_string());
+    assert_eq!(run["state"], "succeeded");
+    assert_eq!(run["records"], 25);
+    assert_eq!(run["started_at"], "2023-11-14T22:13:20.000Z");
+    assert!(run["finished_at"].is_string());
+    assert_eq!(run["error"], Value::Null);
+}
+
+#[tokio::test]
+async fn metrics_render_what_the_recorder_holds_as_prometheus_text() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("weld_records_committed_total", "stream" => "s1").increment(7);
+    });
+    let app = app(ApiConfig {
+        metrics: Some(handle),
+        ..ApiConfig::default()
+    });
+    let response = app
+        .router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(
+        text.contains("weld_records_committed_total{stream=\"s1\"} 7"),
+        "{text}"
+    );
+}
