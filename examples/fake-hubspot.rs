@@ -1,29 +1,48 @@
 //! A local HubSpot stand-in: `cargo run --release --example fake-hubspot`.
 //!
-//! Serves a generated CRM (contacts, companies, deals) on `FAKE_HUBSPOT_ADDR` (default
-//! `127.0.0.1:8090`), accepting the token `FAKE_HUBSPOT_TOKEN` (default `fake-token`), with
-//! `FAKE_HUBSPOT_CONTACTS` contacts (default 1,000) and, when `FAKE_HUBSPOT_PER_TEN_SECONDS` is
-//! set, HubSpot's rolling 10-second rate limit. Point a source at it with
-//! `HUBSPOT_BASE_URL=http://<addr>`. Admin routes: `POST /_admin/faults`, `POST /_admin/mutate`,
-//! `GET /_admin/stats`, `GET /_admin/dump?object=contacts`. Runs until Ctrl-C.
+//! Serves a generated CRM (contacts, companies, deals) on `FAKE_HUBSPOT_ADDR`, accepting the
+//! token `FAKE_HUBSPOT_TOKEN`; `-- --help` lists every setting. It prints
+//! `fake HubSpot listening on http://<addr>`: point a worker at it with `HUBSPOT_BASE_URL`.
+//! Admin routes: `POST /_admin/faults`, `POST /_admin/mutate`, `GET /_admin/stats`,
+//! `GET /_admin/dump?object=contacts`. Runs until SIGINT or SIGTERM.
 
+mod common;
+
+use clap::Parser;
 use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_http::service::shutdown_on_signals;
 
-fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
+/// A HubSpot CRM v3 stand-in with rate limits and faults on demand.
+#[derive(Debug, Parser)]
+#[command(after_help = common::LOG_HELP)]
+struct Args {
+    /// Where it listens; port 0 picks a free one.
+    #[arg(long, env = "FAKE_HUBSPOT_ADDR", default_value = "127.0.0.1:8090")]
+    addr: String,
+    /// The private-app token it accepts.
+    #[arg(long, env = "FAKE_HUBSPOT_TOKEN", default_value = "fake-token")]
+    token: String,
+    /// Contacts generated.
+    #[arg(long, env = "FAKE_HUBSPOT_CONTACTS", default_value_t = 1_000)]
+    contacts: usize,
+    /// HubSpot's rolling 10-second limit of non-search calls [default: none].
+    #[arg(long, env = "FAKE_HUBSPOT_PER_TEN_SECONDS")]
+    per_ten_seconds: Option<u32>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: String = env("FAKE_HUBSPOT_ADDR").unwrap_or_else(|| "127.0.0.1:8090".into());
+    let args = Args::parse();
+    common::init_tracing();
+    let shutdown = shutdown_on_signals();
     let config = FakeConfig {
-        token: env("FAKE_HUBSPOT_TOKEN").unwrap_or_else(|| "fake-token".into()),
-        contacts: env("FAKE_HUBSPOT_CONTACTS").unwrap_or(1_000),
-        per_ten_seconds: env("FAKE_HUBSPOT_PER_TEN_SECONDS"),
+        token: args.token,
+        contacts: args.contacts,
+        per_ten_seconds: args.per_ten_seconds,
         ..FakeConfig::default()
     };
-    let fake = FakeHubSpot::start(&addr, config).await?;
+    let fake = FakeHubSpot::start(&args.addr, config).await?;
     println!("fake HubSpot listening on {}", fake.base_url());
-    tokio::signal::ctrl_c().await?;
+    shutdown.cancelled().await;
     Ok(())
 }

@@ -1,69 +1,133 @@
 //! The one-command demo: `cargo run --release --example quickstart`.
 //!
-//! Until the reference services land, it runs the in-memory pipeline: a generated source of
-//! 10,000 HubSpot-shaped contacts, behind the retry and timeout layers, through a field transform
-//! that redacts e-mail addresses, into the in-memory sink, scheduled every 5 minutes. It waits for
-//! the first run to commit, prints what was stored, stops the stream and exits.
+//! Starts, in one process and on free ports, the HubSpot fake (2,000 contacts), data-streams
+//! (TCP transport, sled in a temporary directory) and a worker; starts a `contacts` stream through
+//! the HTTP API; waits until its first run has committed; prints the stream's status, a few
+//! stored records and curl commands to try; and serves until Ctrl-C, then shuts down cleanly.
+
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tower::ServiceBuilder;
-use weld_pipeline::middleware::{FieldTransform, RetryLayer, RetryPolicy, TimeoutLayer};
-use weld_pipeline::source::{Generator, Pages};
-use weld_pipeline::{Checkpoint, MemorySink, Pipeline, PipelineJob, Scheduler, StreamName};
+use serde_json::Value;
+use weld_pipeline::runtime::{Worker, WorkerConfig};
+use weld_pipeline_http::api::ApiConfig;
+use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
+use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
+use weld_pipeline_tcp::TcpTransport;
 
-const RECORDS: u64 = 10_000;
+type BoxError = Box<dyn std::error::Error>;
+
+const CONTACTS: usize = 2_000;
+/// The first run of 2,000 contacts takes a second or two; a slow machine gets plenty more.
+const FIRST_RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+async fn main() -> Result<(), BoxError> {
+    common::init_tracing();
+    let shutdown = shutdown_on_signals();
+    let data = tempfile::tempdir()?;
 
-    let fetch = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::default()))
-        .layer(TimeoutLayer::new(Duration::from_secs(30)))
-        .service(Generator::contacts(RECORDS).page_size(100));
-    let sink = MemorySink::new();
-    let pipeline = Pipeline::new(Pages::new(fetch), sink.clone())
-        .with_transform(vec![FieldTransform::Redact("/properties/email".into())]);
-    let job = Arc::new(PipelineJob::new(pipeline, Checkpoint::start()));
-    let mut reports = job.reports();
+    let fake_config = FakeConfig {
+        contacts: CONTACTS,
+        ..FakeConfig::default()
+    };
+    let token = fake_config.token.clone();
+    let fake = FakeHubSpot::start("127.0.0.1:0", fake_config).await?;
 
-    let stream = StreamName::new("contacts")?;
-    let scheduler = Scheduler::new();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let transport = TcpTransport::new("127.0.0.1:0");
+    let config = DataStreamsConfig {
+        http_addr: "127.0.0.1:0".into(),
+        api: ApiConfig {
+            token: None,
+            metrics: Some(metrics),
+        },
+        ..DataStreamsConfig::new(data.path().join("data-streams"))
+    };
+    let service = DataStreams::start(&transport, config, shutdown.clone()).await?;
+    let controller_addr = transport.local_addr().ok_or("not listening")?;
+
+    let account = HubSpotConfig::new(fake.base_url(), Token::new(&token), "contacts");
+    let worker = Worker::open(
+        WorkerConfig::new("quickstart-worker", data.path().join("worker")),
+        TcpTransport::new(controller_addr.to_string()),
+        Arc::new(HubSpotSources::new(account)),
+    )?;
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+
+    let api = format!("http://{}", service.api_addr());
+    let http = reqwest::Client::new();
     let started = Instant::now();
-    scheduler.start(stream.clone(), Duration::from_secs(300), job);
-    let report = reports
-        .wait_for(Option::is_some)
+    http.post(format!("{api}/streams/contacts/start"))
+        .body(r#"{"source":{"kind":"hubspot","object":"contacts"},"interval_secs":300}"#)
+        .send()
         .await?
-        .clone()
-        .ok_or("no report")?;
-    let elapsed = started.elapsed();
-    scheduler.stop(&stream).await;
-
-    println!();
+        .error_for_status()?;
+    let status = first_run(&http, &api, &shutdown).await?;
     println!(
-        "stream {stream}: run {} {:?}",
-        report.run_id, report.outcome
+        "\nThe first run of `contacts` committed in {:.1} s. Its status:\n{}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&status)?
     );
+    let page: Value = get(&http, &format!("{api}/streams/contacts/records?limit=3")).await?;
     println!(
-        "  {} records in {} batches in {:.1?} ({:.0} records/s); {} live records stored",
-        report.records,
-        report.batches,
-        elapsed,
-        report.records as f64 / elapsed.as_secs_f64(),
-        sink.live_count(&stream),
+        "\nA few stored records:\n{}",
+        serde_json::to_string_pretty(&page["records"])?
     );
-    println!("  checkpoint reached: {:?}", report.checkpoint);
-    println!("  the first stored records (e-mail redacted by the stream's transform):");
-    for record in sink.records(&stream).iter().take(3) {
-        let text = String::from_utf8_lossy(record.data.as_bytes());
-        let shown: String = text.chars().take(160).collect();
-        println!("    {} @ {}: {shown}...", record.id, record.updated_at);
+    println!("\nTry:");
+    for path in [
+        "/health",
+        "/streams",
+        "/streams/contacts/records?limit=5",
+        "/streams/contacts/runs",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        println!("  curl -s {api}{path}");
     }
+    println!("  curl -s -X POST {api}/streams/contacts/stop");
+    println!("  curl -s -X POST {api}/streams/deals/start -d '{{\"source\":{{\"kind\":\"hubspot\",\"object\":\"deals\"}},\"interval_secs\":60}}'");
+    println!("\nServing until Ctrl-C.");
+
+    shutdown.cancelled().await;
+    worker.await??;
+    service.wait().await?;
+    println!("Stopped cleanly.");
     Ok(())
+}
+
+/// The stream's status once its first run has succeeded.
+async fn first_run(
+    http: &reqwest::Client,
+    api: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Value, BoxError> {
+    let deadline = Instant::now() + FIRST_RUN_DEADLINE;
+    loop {
+        let status: Value = get(http, &format!("{api}/streams/contacts")).await?;
+        match status["last_run"]["state"].as_str() {
+            Some("succeeded") => return Ok(status),
+            Some("failed") => return Err(format!("the first run failed: {status}").into()),
+            _ if shutdown.is_cancelled() => return Err("interrupted".into()),
+            _ if Instant::now() > deadline => {
+                return Err(
+                    format!("no committed run after {FIRST_RUN_DEADLINE:?}: {status}").into(),
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Result<Value, BoxError> {
+    Ok(http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }

@@ -23,4 +23,6 @@ pub mod api;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod hubspot;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod transport;

@@ -1,0 +1,103 @@
+//! data-streams: the HTTP API of ../shared/API.md and the controller workers connect to.
+//!
+//! `cargo run --release --example data-streams`; `-- --help` lists the configuration, each
+//! setting also read from its environment variable. When both listeners are bound it prints
+//! `data-streams ready api=http://<addr> transport=<addr>`; it stops on SIGINT or SIGTERM,
+//! answering the requests in progress and flushing the store.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use common::TransportKind;
+use weld_pipeline::transport::Secret;
+use weld_pipeline::Transport;
+use weld_pipeline_http::api::{ApiConfig, ApiToken};
+use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
+use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
+use weld_pipeline_tcp::{TcpConfig, TcpTransport};
+
+/// The HTTP API and controller of weld-pipeline's reference services.
+#[derive(Debug, Parser)]
+#[command(after_help = common::LOG_HELP)]
+struct Args {
+    /// Where the HTTP API listens.
+    #[arg(long, env = "WELD_HTTP_ADDR", default_value = "127.0.0.1:3000")]
+    http_addr: String,
+    /// How workers connect.
+    #[arg(long, env = "WELD_TRANSPORT", value_enum, default_value = "tcp")]
+    transport: TransportKind,
+    /// Where workers connect (for `http`, the internal routes are served here).
+    #[arg(long, env = "WELD_TRANSPORT_ADDR", default_value = "127.0.0.1:4000")]
+    transport_addr: String,
+    /// The sled database: store and registry.
+    #[arg(long, env = "WELD_DATA_DIR", default_value = "./data/data-streams")]
+    data_dir: PathBuf,
+    /// When set, every endpoint but /health needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "WELD_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// When set, a worker must prove it knows this secret to connect.
+    #[arg(long, env = "WELD_SHARED_SECRET", hide_env_values = true)]
+    shared_secret: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    common::init_tracing();
+    let secret = args.shared_secret.as_deref().map(Secret::new);
+    let addr = args.transport_addr.clone();
+    match args.transport {
+        TransportKind::Tcp => {
+            let config = TcpConfig {
+                secret,
+                ..TcpConfig::default()
+            };
+            serve(
+                TcpTransport::with_config(addr, config),
+                TcpTransport::local_addr,
+                args,
+            )
+            .await
+        }
+        TransportKind::Http => {
+            let config = HttpConfig {
+                secret,
+                ..HttpConfig::default()
+            };
+            serve(
+                HttpTransport::with_config(addr, config),
+                HttpTransport::local_addr,
+                args,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve<T: Transport>(
+    transport: T,
+    local_addr: fn(&T) -> Option<SocketAddr>,
+    args: Args,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let config = DataStreamsConfig {
+        data_dir: args.data_dir,
+        http_addr: args.http_addr,
+        api: ApiConfig {
+            token: args.api_token.map(ApiToken::new),
+            metrics: Some(metrics),
+        },
+    };
+    let service = DataStreams::start(&transport, config, shutdown_on_signals()).await?;
+    let transport_addr = local_addr(&transport).ok_or("the transport is not listening")?;
+    println!(
+        "data-streams ready api=http://{} transport={transport_addr}",
+        service.api_addr()
+    );
+    service.wait().await?;
+    tracing::info!("data-streams stopped");
+    Ok(())
+}

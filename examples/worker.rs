@@ -1,0 +1,120 @@
+//! worker: runs the HubSpot streams data-streams gives it and delivers their batches.
+//!
+//! `cargo run --release --example worker`; `-- --help` lists the configuration, each setting also
+//! read from its environment variable. It prints `worker ready id=<id>`, dials data-streams (again
+//! and again, with backoff, whenever the connection is lost), and stops on SIGINT or SIGTERM:
+//! each run stops at its page boundary and what was not acknowledged stays in the outbox.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use common::TransportKind;
+use weld_pipeline::runtime::{SourceFactory, Worker, WorkerConfig};
+use weld_pipeline::transport::Secret;
+use weld_pipeline::Transport;
+use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
+use weld_pipeline_http::service::shutdown_on_signals;
+use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
+use weld_pipeline_tcp::{TcpConfig, TcpTransport};
+
+/// The worker of weld-pipeline's reference services: pulls HubSpot CRM data on an interval.
+#[derive(Debug, Parser)]
+#[command(after_help = common::LOG_HELP)]
+struct Args {
+    /// How to reach data-streams.
+    #[arg(long, env = "WELD_TRANSPORT", value_enum, default_value = "tcp")]
+    transport: TransportKind,
+    /// data-streams' transport address.
+    #[arg(long, env = "WELD_CONTROLLER_ADDR", default_value = "127.0.0.1:4000")]
+    controller_addr: String,
+    /// The sled database of the outbox.
+    #[arg(long, env = "WELD_DATA_DIR", default_value = "./data/worker")]
+    data_dir: PathBuf,
+    /// A stable id for logs and assignment [default: host name + pid].
+    #[arg(long, env = "WELD_WORKER_ID")]
+    worker_id: Option<String>,
+    /// The secret data-streams asks workers to prove, when it has one.
+    #[arg(long, env = "WELD_SHARED_SECRET", hide_env_values = true)]
+    shared_secret: Option<String>,
+    /// HubSpot's API; point it at the fake for local runs.
+    #[arg(
+        long,
+        env = "HUBSPOT_BASE_URL",
+        default_value = "https://api.hubapi.com"
+    )]
+    hubspot_base_url: String,
+    /// The private-app token, sent as Bearer; never logged.
+    #[arg(long, env = "HUBSPOT_ACCESS_TOKEN", hide_env_values = true)]
+    hubspot_access_token: Option<String>,
+    /// Seconds an incremental window stays behind now: HubSpot's search index trails writes.
+    #[arg(long, env = "HUBSPOT_SETTLE_SECS", default_value_t = 30)]
+    hubspot_settle_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    common::init_tracing();
+    if args.hubspot_access_token.is_none() {
+        tracing::warn!("HUBSPOT_ACCESS_TOKEN is not set: HubSpot will refuse every request (401)");
+    }
+    let account = HubSpotConfig {
+        settle_delay: Duration::from_secs(args.hubspot_settle_secs),
+        ..HubSpotConfig::new(
+            &args.hubspot_base_url,
+            Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),
+            "contacts",
+        )
+    };
+    let sources: Arc<dyn SourceFactory> = Arc::new(HubSpotSources::new(account));
+    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let config = WorkerConfig::new(&worker_id, &args.data_dir);
+    let secret = args.shared_secret.as_deref().map(Secret::new);
+    let addr = args.controller_addr;
+    match args.transport {
+        TransportKind::Tcp => {
+            let tcp = TcpConfig {
+                secret,
+                ..TcpConfig::default()
+            };
+            run(TcpTransport::with_config(addr, tcp), config, sources).await
+        }
+        TransportKind::Http => {
+            let http = HttpConfig {
+                secret,
+                ..HttpConfig::default()
+            };
+            run(HttpTransport::with_config(addr, http), config, sources).await
+        }
+    }
+}
+
+async fn run<T: Transport>(
+    transport: T,
+    config: WorkerConfig,
+    sources: Arc<dyn SourceFactory>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = shutdown_on_signals();
+    let worker_id = config.worker_id.clone();
+    let worker = Worker::open(config, transport, sources)?;
+    println!("worker ready id={worker_id}");
+    worker.run(shutdown).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// The host's name and this process's id: unique on a network, not stable across restarts (set
+/// `WELD_WORKER_ID` for that).
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,163 @@
+//! A data-streams service in one call: a [`Controller`], its transport listener and its HTTP API
+//! (feature `service`), and the signal handling both services share.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), weld_pipeline::Error> {
+//! use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
+//! use weld_pipeline_http::transport::HttpTransport;
+//!
+//! let shutdown = shutdown_on_signals();
+//! let transport = HttpTransport::new("127.0.0.1:4000");
+//! let service = DataStreams::start(&transport, DataStreamsConfig::new("./data"), shutdown).await?;
+//! println!("API on http://{}", service.api_addr());
+//! service.wait().await // until SIGINT or SIGTERM, then flushed
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::{Error, Transport};
+
+use crate::api::{self, ApiConfig};
+
+/// How to run data-streams.
+#[derive(Clone, Debug)]
+pub struct DataStreamsConfig {
+    /// The controller's database (store and registry).
+    pub data_dir: PathBuf,
+    /// Where the HTTP API listens (`WELD_HTTP_ADDR`); port 0 picks a free one.
+    pub http_addr: String,
+    /// The API's token and metrics.
+    pub api: ApiConfig,
+}
+
+impl DataStreamsConfig {
+    /// Data in `data_dir`, the API on `127.0.0.1:3000`, no token, no metrics.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        DataStreamsConfig {
+            data_dir: data_dir.into(),
+            http_addr: "127.0.0.1:3000".into(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// A running data-streams: the controller accepting workers on its transport, and the API.
+#[derive(Debug)]
+pub struct DataStreams<T: Transport> {
+    controller: Arc<Controller<T::Peer>>,
+    api_addr: SocketAddr,
+    tasks: JoinSet<Result<(), Error>>,
+}
+
+impl<T: Transport> DataStreams<T> {
+    /// Opens the database, listens on `transport` for workers and on `http_addr` for the API,
+    /// and serves both until `shutdown`.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be opened or an address cannot be bound.
+    pub async fn start(
+        transport: &T,
+        config: DataStreamsConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        let controller = Controller::open(&ControllerConfig::new(&config.data_dir))?;
+        let listener = transport.listen(controller.clone()).await?;
+        let http = tokio::net::TcpListener::bind(&config.http_addr)
+            .await
+            .map_err(|e| {
+                Error::Invalid(format!("cannot bind the API to {}: {e}", config.http_addr))
+            })?;
+        let api_addr = http
+            .local_addr()
+            .map_err(|e| Error::Unavailable(format!("the API's address: {e}")))?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(controller.clone().serve(listener, shutdown.clone()));
+        let app = api::router(controller.clone(), config.api);
+        tasks.spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|e| Error::Unavailable(format!("the API server failed: {e}")))
+        });
+        Ok(DataStreams {
+            controller,
+            api_addr,
+            tasks,
+        })
+    }
+
+    /// Where the API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The controller, for in-process use (the quickstart's status print).
+    pub fn controller(&self) -> &Arc<Controller<T::Peer>> {
+        &self.controller
+    }
+
+    /// Waits until the service has stopped (after `shutdown`: no new workers or requests, the
+    /// requests in progress answered), then makes everything written durable.
+    ///
+    /// # Errors
+    ///
+    /// The first error of the listener, the API server or the final flush.
+    pub async fn wait(mut self) -> Result<(), Error> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let ended = joined.unwrap_or_else(|e| Err(Error::Bug(format!("a task panicked: {e}"))));
+            if let Err(error) = ended {
+                tracing::error!(error = %error, "data-streams stopped on an error");
+                // One part failed: the service is down, so the rest stops too.
+                self.tasks.abort_all();
+                if result.is_ok() {
+                    result = Err(error);
+                }
+            }
+        }
+        self.controller.store().sync().await?;
+        result
+    }
+}
+
+/// A token cancelled on the first SIGINT (Ctrl-C) or SIGTERM: the services' signal to stop
+/// taking work, finish or abandon the page in flight, flush and exit.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or when the signal handlers cannot be installed.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let cancel = shutdown.clone();
+    // Both handlers are installed before this returns: a signal that came before the task first
+    // ran would otherwise kill the process the default way, unflushed.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).expect("cannot install the SIGINT handler");
+        let mut terminate =
+            signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            cancel.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C: shutting down");
+        cancel.cancel();
+    });
+    shutdown
+}
