@@ -11,6 +11,7 @@
 //!   Request::Stop{stream}                       ->      Response::Stopped   (after the page boundary)
 //!   Response::Ack{batch, commit}                <-      Request::Deliver(Batch)
 //!                                               <-      Event::RunStarted / Event::RunFinished
+//!                                               <-      Event::OutboxDepth  (every 2 s)
 //! ```
 
 use serde::{Deserialize, Serialize};
