@@ -29,7 +29,7 @@ const DEFAULT_INTERVAL_SECS: u64 = 300;
 /// The longest interval: a day. Longer schedules belong to a calendar, not a sync.
 const MAX_INTERVAL_SECS: u64 = 86_400;
 
-#[utoipa::path(get, path = "/health", tag = "service",
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses((status = 200, description = "The service is up", body = Health)))]
 pub(crate) async fn health(State(api): Shared) -> Json<Health> {
     Json(Health {
@@ -161,7 +161,6 @@ pub(crate) async fn list_records(
     Path(name): Path<String>,
     Query(query): Query<RecordsQuery>,
 ) -> Answer<Json<RecordList>> {
-    let stream = stream_name(&name)?;
     let limit = limit(query.limit.as_deref(), 100)?;
     let archived = match query.archived.as_deref() {
         None | Some("false") => Archived::Live,
@@ -173,9 +172,7 @@ pub(crate) async fn list_records(
             )))
         }
     };
-    if api.streams.status(&stream)?.is_none() {
-        return Err(ApiError::no_stream(&name));
-    }
+    let stream = existing_stream(&api, &name)?;
     let page = api
         .streams
         .store()
@@ -203,11 +200,8 @@ pub(crate) async fn list_runs(
     Path(name): Path<String>,
     Query(query): Query<RunsQuery>,
 ) -> Answer<Json<RunList>> {
-    let stream = stream_name(&name)?;
     let limit = limit(query.limit.as_deref(), 20)?;
-    if api.streams.status(&stream)?.is_none() {
-        return Err(ApiError::no_stream(&name));
-    }
+    let stream = existing_stream(&api, &name)?;
     let runs = api.streams.store().runs(&stream, limit)?;
     Ok(Json(RunList {
         runs: runs.into_iter().map(Into::into).collect(),
@@ -220,6 +214,16 @@ fn stream_name(name: &str) -> Answer<StreamName> {
             "{name:?} is not a stream name (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
         ))
     })
+}
+
+/// The stream of this name, when it exists: its data is read without the registry, which alone
+/// tells a deleted stream from an empty one.
+fn existing_stream(api: &Api, name: &str) -> Answer<StreamName> {
+    let stream = stream_name(name)?;
+    match api.streams.status(&stream)? {
+        Some(_) => Ok(stream),
+        None => Err(ApiError::no_stream(name)),
+    }
 }
 
 fn limit(text: Option<&str>, default: usize) -> Answer<usize> {
