@@ -20,7 +20,7 @@ use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 /// The HTTP API and controller of weld-pipeline's reference services.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]
 struct Args {
     /// Where the HTTP API listens.

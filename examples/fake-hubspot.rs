@@ -13,7 +13,7 @@ use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
 use weld_pipeline_http::service::shutdown_on_signals;
 
 /// A HubSpot CRM v3 stand-in with rate limits and faults on demand.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]
 struct Args {
     /// Where it listens; port 0 picks a free one.

@@ -66,7 +66,11 @@ async fn main() -> Result<(), BoxError> {
         .send()
         .await?
         .error_for_status()?;
-    let status = first_run(&http, &api, &shutdown).await?;
+    let Some(status) = first_run(&http, &api, &shutdown).await? else {
+        // Interrupted before the first run committed: stop as cleanly as at any other time.
+        worker.await??;
+        return Ok(service.wait().await?);
+    };
     println!(
         "\nThe first run of `contacts` committed in {:.1} s. Its status:\n{}",
         started.elapsed().as_secs_f64(),
@@ -99,19 +103,19 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The stream's status once its first run has succeeded.
+/// The stream's status once its first run has succeeded; `None` when interrupted before.
 async fn first_run(
     http: &reqwest::Client,
     api: &str,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<Value, BoxError> {
+) -> Result<Option<Value>, BoxError> {
     let deadline = Instant::now() + FIRST_RUN_DEADLINE;
     loop {
         let status: Value = get(http, &format!("{api}/streams/contacts")).await?;
         match status["last_run"]["state"].as_str() {
-            Some("succeeded") => return Ok(status),
+            Some("succeeded") => return Ok(Some(status)),
             Some("failed") => return Err(format!("the first run failed: {status}").into()),
-            _ if shutdown.is_cancelled() => return Err("interrupted".into()),
+            _ if shutdown.is_cancelled() => return Ok(None),
             _ if Instant::now() > deadline => {
                 return Err(
                     format!("no committed run after {FIRST_RUN_DEADLINE:?}: {status}").into(),

@@ -22,7 +22,7 @@ use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 /// The worker of weld-pipeline's reference services: pulls HubSpot CRM data on an interval.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]
 struct Args {
     /// How to reach data-streams.

@@ -79,20 +79,19 @@ async fn data_streams_killed_mid_run_comes_back_and_the_worker_reconnects_by_its
     let mut cluster = Cluster::start(CONTACTS, "tcp").await;
     slow_down_list_pages(&cluster.fake).await;
     cluster.api.start_stream(STREAM, contacts_stream(300)).await;
-    let before = wait_mid_run(&cluster.api).await;
+    wait_mid_run(&cluster.api).await;
 
     cluster.data_streams.process.kill9();
     // Same addresses and data; the worker is left alone: it must dial again by itself.
     cluster.restart_data_streams().await;
 
+    // The count before the kill may include a commit written but not yet synced (it is acked,
+    // and durable, a few milliseconds later): the kill may take it, and the worker, never having
+    // had its ack, sends it again. So the proof is the exact comparison below, not this count.
     let status = cluster.api.status(STREAM).await;
     assert!(
         status["state"] == "running" || status["state"] == "pending",
         "the stream still wants to run after the crash: {status}"
-    );
-    assert!(
-        status["records"].as_u64() >= Some(before),
-        "what was committed before the crash is still there: {status}"
     );
     cluster.api.wait_workers(1).await;
     let running = cluster.api.wait_state(STREAM, "running").await;

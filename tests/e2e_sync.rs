@@ -67,7 +67,7 @@ async fn first_run_starts_at_once_and_stores_everything(transport: &str) {
             "weld_records_committed_total{{stream=\"{STREAM}\"}} {}",
             expected.live.len() + expected.archived.len()
         ),
-        format!("weld_runs_finished_total{{stream=\"{STREAM}\",outcome=\"succeeded\"}} 1"),
+        format!("weld_runs_finished_total{{stream=\"{STREAM}\",outcome=\"succeeded\",worker=\"e2e-worker\"}} 1"),
         "weld_workers_connected 1".to_string(),
     ] {
         assert!(

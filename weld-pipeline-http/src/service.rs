@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,13 @@ pub struct DataStreams<T: Transport> {
     controller: Arc<Controller<T::Peer>>,
     api_addr: SocketAddr,
     tasks: JoinSet<Result<(), Error>>,
+    shutdown: CancellationToken,
 }
+
+/// How long requests still in progress at a shutdown may take before they are abandoned: a stop
+/// waits for a worker's page boundary (seconds); a client that sends half a request and then
+/// nothing must not keep the service from exiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl<T: Transport> DataStreams<T> {
     /// Opens the database, listens on `transport` for workers and on `http_addr` for the API,
@@ -79,10 +86,11 @@ impl<T: Transport> DataStreams<T> {
             .map_err(|e| Error::Unavailable(format!("the API's address: {e}")))?;
         let mut tasks = JoinSet::new();
         tasks.spawn(controller.clone().serve(listener, shutdown.clone()));
+        let api_shutdown = shutdown.clone();
         let app = api::router(controller.clone(), config.api);
         tasks.spawn(async move {
             axum::serve(http, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .with_graceful_shutdown(api_shutdown.cancelled_owned())
                 .await
                 .map_err(|e| Error::Unavailable(format!("the API server failed: {e}")))
         });
@@ -90,6 +98,7 @@ impl<T: Transport> DataStreams<T> {
             controller,
             api_addr,
             tasks,
+            shutdown,
         })
     }
 
@@ -104,15 +113,37 @@ impl<T: Transport> DataStreams<T> {
     }
 
     /// Waits until the service has stopped (after `shutdown`: no new workers or requests, the
-    /// requests in progress answered), then makes everything written durable.
+    /// requests in progress answered, or abandoned after 10 s), then makes everything written
+    /// durable.
     ///
     /// # Errors
     ///
     /// The first error of the listener, the API server or the final flush.
     pub async fn wait(mut self) -> Result<(), Error> {
         let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let ended = joined.unwrap_or_else(|e| Err(Error::Bug(format!("a task panicked: {e}"))));
+        let shutdown = self.shutdown.clone();
+        let grace = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::pin!(grace);
+        let mut abandoned = false;
+        loop {
+            let joined = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                () = &mut grace, if !abandoned => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the shutdown grace: abandoning them");
+                    abandoned = true;
+                    self.tasks.abort_all();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let ended = match joined {
+                Ok(ended) => ended,
+                Err(error) if error.is_cancelled() => Ok(()),
+                Err(error) => Err(Error::Bug(format!("a task panicked: {error}"))),
+            };
             if let Err(error) = ended {
                 tracing::error!(error = %error, "data-streams stopped on an error");
                 // One part failed: the service is down, so the rest stops too.
@@ -128,7 +159,8 @@ impl<T: Transport> DataStreams<T> {
 }
 
 /// A token cancelled on the first SIGINT (Ctrl-C) or SIGTERM: the services' signal to stop
-/// taking work, finish or abandon the page in flight, flush and exit.
+/// taking work, finish or abandon the page in flight, flush and exit. A second signal exits the
+/// process at once, with status 130.
 ///
 /// # Panics
 ///
@@ -151,6 +183,14 @@ pub fn shutdown_on_signals() -> CancellationToken {
                 _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
             }
             cancel.cancel();
+            // An operator who asks twice means it: exit at once. Acknowledged data is already
+            // durable, and the outbox keeps what was not acknowledged.
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting");
+            std::process::exit(130);
         });
     }
     #[cfg(not(unix))]

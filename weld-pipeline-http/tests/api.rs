@@ -159,7 +159,7 @@ async fn start_without_a_body_creates_a_pending_hubspot_contacts_stream_every_30
     assert_eq!(body["next_run_at"], Value::Null);
     assert_eq!(body["last_error"], Value::Null);
 
-    // Idempotent; a changed configuration is taken.
+    // Idempotent; a changed interval is taken.
     let again = app
         .call(Method::POST, "/streams/contacts/start", None)
         .await;
@@ -168,18 +168,53 @@ async fn start_without_a_body_creates_a_pending_hubspot_contacts_stream_every_30
         .call(
             Method::POST,
             "/streams/contacts/start",
-            Some(r#"{"source":{"kind":"hubspot","object":"deals","properties":["dealname"]},"interval_secs":60}"#),
+            Some(r#"{"interval_secs":60}"#),
         )
         .await;
     assert_eq!(changed.0, StatusCode::OK);
-    assert_eq!(
-        changed.1["source"],
-        json!({"kind": "hubspot", "object": "deals", "properties": ["dealname"]})
-    );
     assert_eq!(changed.1["interval_secs"], 60);
     let (_, list) = app.call(Method::GET, "/streams", None).await;
     assert_eq!(list["streams"].as_array().unwrap().len(), 1);
     assert_eq!(list["streams"][0], changed.1);
+}
+
+#[tokio::test]
+async fn an_existing_stream_keeps_its_configuration_and_its_source() {
+    let app = app(ApiConfig::default());
+    let config = r#"{"source":{"kind":"hubspot","object":"deals","properties":["dealname"]},"interval_secs":60,"transforms":[{"redact":"/properties/dealname"}]}"#;
+    let (status, created) = app
+        .call(Method::POST, "/streams/deals/start", Some(config))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let expected_source = json!({"kind": "hubspot", "object": "deals", "properties": ["dealname"]});
+    assert_eq!(created["source"], expected_source);
+    assert_eq!(
+        created["transforms"],
+        json!([{"redact": "/properties/dealname"}])
+    );
+
+    // Stopped, then started again without a body: resumed as it was, not reset to defaults.
+    app.call(Method::POST, "/streams/deals/stop", None).await;
+    let (_, resumed) = app.call(Method::POST, "/streams/deals/start", None).await;
+    assert_eq!(resumed["source"], expected_source);
+    assert_eq!(resumed["interval_secs"], 60);
+    assert_eq!(resumed["transforms"], created["transforms"]);
+
+    // Its checkpoint and records belong to its source: another one is refused.
+    for other in [
+        r#"{"source":{"kind":"hubspot","object":"contacts"}}"#,
+        r#"{"source":{"kind":"hubspot","object":"deals"}}"#,
+        r#"{"source":{"kind":"hubspot","object":"deals","properties":["amount"]}}"#,
+    ] {
+        assert_error(
+            app.call(Method::POST, "/streams/deals/start", Some(other))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+    let (_, status) = app.call(Method::GET, "/streams/deals", None).await;
+    assert_eq!(status["source"], expected_source);
 }
 
 #[tokio::test]
@@ -282,6 +317,17 @@ async fn bad_bodies_and_values_are_answered_with_400_413_and_422() {
             "invalid_value",
         );
     }
+    for uri in [
+        "/streams/s1/records?limit=1&limit=2",
+        "/streams/s%FF/records",
+        "/streams/s1/runs?limit=1001",
+    ] {
+        assert_error(
+            app.call(Method::GET, uri, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
     assert_error(
         app.call(Method::GET, "/streams/s1/runs?limit=0", None)
             .await,
@@ -321,12 +367,14 @@ async fn a_token_guards_every_route_but_health() {
             );
         }
     }
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/streams/s1/start")
-        .header(header::AUTHORIZATION, "Bearer s3cret");
-    let (status, body) = app.send(request, None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    for authorization in ["Bearer s3cret", "bearer s3cret"] {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/streams/s1/start")
+            .header(header::AUTHORIZATION, authorization);
+        let (status, body) = app.send(request, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
 
 fn record(id: u32, archived: bool) -> Record {

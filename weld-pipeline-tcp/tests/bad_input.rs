@@ -77,6 +77,13 @@ fn refusal_code(bytes: &[u8]) -> Option<u8> {
     None
 }
 
+/// A hello written out by hand: encoding version 1, tag 4, worker id "w", this build's protocol
+/// version, no sources.
+fn minimal_hello() -> Vec<u8> {
+    let [high, low] = weld_pipeline::PROTOCOL_VERSION.to_be_bytes();
+    vec![1, 4, 0, 1, b'w', high, low, 0, 0]
+}
+
 #[tokio::test]
 async fn oversized_frame_is_refused_before_it_is_read() {
     let config = TcpConfig {
@@ -102,7 +109,7 @@ async fn raw_worker(listener: &TcpAcceptor) -> TcpStream {
     use tokio::io::AsyncReadExt;
     let mut socket = TcpStream::connect(listener.local_addr()).await.unwrap();
     socket
-        .write_all(&frame(1, 0, &[1, 4, 0, 1, b'w', 0, 1, 0, 0]))
+        .write_all(&frame(1, 0, &minimal_hello()))
         .await
         .unwrap();
     let mut welcome = [0u8; 14];
@@ -229,7 +236,7 @@ async fn a_slowloris_sending_one_byte_at_a_time_is_dropped() {
     let (_t, mut listener) = controller(quick_config()).await;
     let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
     let mut socket = TcpStream::connect(listener.local_addr()).await.unwrap();
-    let hello = frame(1, 0, &[1, 4, 0, 1, b'w', 0, 1, 0, 0]);
+    let hello = frame(1, 0, &minimal_hello());
     let dribble = async {
         for byte in hello {
             if socket.write_all(&[byte]).await.is_err() {
@@ -288,7 +295,7 @@ async fn a_missing_secret_is_refused() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Permanent);
     // And one that sends no answer at all is dropped at the handshake timeout.
-    let hello = frame(1, 0, &[1, 4, 0, 1, b'w', 0, 1, 0, 0]);
+    let hello = frame(1, 0, &minimal_hello());
     let answer = raw(&listener, &hello).await;
     assert_eq!(answer[5], 2, "a challenge came, then the close");
     let (good, _a) = worker(&mut listener, server, "good").await.unwrap();
@@ -321,7 +328,7 @@ async fn a_dead_peer_is_detected_by_heartbeat() {
     // A client that completes the handshake by hand and then says nothing, ever.
     let mut socket = TcpStream::connect(listener.local_addr()).await.unwrap();
     socket
-        .write_all(&frame(1, 0, &[1, 4, 0, 1, b'w', 0, 1, 0, 0]))
+        .write_all(&frame(1, 0, &minimal_hello()))
         .await
         .unwrap();
     let accepted = tokio::time::timeout(DEADLINE, listener.accept())

@@ -24,7 +24,9 @@ use crate::record::Timestamp;
 use crate::stream::{RunId, StreamName};
 
 /// The protocol version this build speaks. A peer with another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: `RunFinished` carries the run's duration and fetch errors; `OutboxDepth` is new.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A worker's introduction, sent once when it connects.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,13 +18,14 @@
 //! | `weld_workers_connected` | | gauge: workers connected to this controller |
 //! | `weld_worker_outbox_batches` | `worker` | gauge: batches in a worker's outbox, as it last reported |
 //! | `weld_worker_outbox_bytes` | `worker` | gauge: their size in bytes |
-//!
-//! A worker emits the run and fetch metrics where they happen; a controller emits the same run
-//! and fetch metrics again from the workers' [`RunFinished`] reports ([`RunReported`]), so that
-//! one scrape of the controller shows every worker's runs.
 //! | `weld_calls_total` | `service` | calls through a [`TelemetryLayer`](crate::middleware::TelemetryLayer) |
 //! | `weld_call_errors_total` | `service`, `kind` | of which failed |
 //! | `weld_call_duration_seconds` | `service` | histogram of call durations |
+//!
+//! A worker emits the run and fetch metrics where they happen. A controller emits them again
+//! from its workers' reports ([`RunStartReported`], [`RunReported`]), with a `worker` label, so
+//! that one scrape of the controller shows every worker's runs, and a process that embeds both
+//! (the quickstart) keeps the two apart.
 
 use std::time::Duration;
 
@@ -184,6 +185,26 @@ impl PageFetchFailed<'_> {
     }
 }
 
+/// A controller heard that a worker began a run.
+#[derive(Debug)]
+pub struct RunStartReported<'a> {
+    /// The worker running it.
+    pub worker_id: &'a str,
+    /// The stream.
+    pub stream: &'a StreamName,
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl RunStartReported<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::info!(stream = %self.stream, run_id = %self.run_id, worker_id = self.worker_id, "run started on a worker");
+        counter!("weld_runs_started_total", "stream" => self.stream.to_string(), "worker" => self.worker_id.to_string())
+            .increment(1);
+    }
+}
+
 /// A controller heard a worker's report of a finished run.
 #[derive(Debug)]
 pub struct RunReported<'a> {
@@ -194,24 +215,36 @@ pub struct RunReported<'a> {
 }
 
 impl RunReported<'_> {
-    /// Logs and counts it as [`RunEnded`] does, and counts its fetch errors.
+    /// Logs it, and counts it as [`RunEnded`] and [`PageFetchFailed`] do, labelled by worker.
     pub fn emit(self) {
         let finished = self.finished;
-        RunEnded {
-            stream: &finished.stream,
-            run_id: finished.run_id,
-            outcome: &finished.outcome,
-            batches: finished.batches,
-            records: finished.records,
-            duration: Duration::from_millis(finished.duration_ms),
+        let (outcome, kind) = match &finished.outcome {
+            RunOutcome::Succeeded => ("succeeded", None),
+            RunOutcome::Failed { kind, .. } => ("failed", Some(*kind)),
+            RunOutcome::Cancelled => ("cancelled", None),
+        };
+        match &finished.outcome {
+            RunOutcome::Failed { kind, error } => tracing::warn!(
+                stream = %finished.stream, run_id = %finished.run_id, worker_id = self.worker_id,
+                outcome, batches = finished.batches, records = finished.records,
+                duration_ms = finished.duration_ms, kind = kind_label(*kind), error = %error,
+                "run finished on a worker"
+            ),
+            _ => tracing::info!(
+                stream = %finished.stream, run_id = %finished.run_id, worker_id = self.worker_id,
+                outcome, batches = finished.batches, records = finished.records,
+                duration_ms = finished.duration_ms, "run finished on a worker"
+            ),
         }
-        .emit();
+        let stream = finished.stream.to_string();
+        let worker = self.worker_id.to_string();
+        counter!("weld_runs_finished_total", "stream" => stream.clone(), "outcome" => outcome, "worker" => worker.clone())
+            .increment(1);
+        histogram!("weld_run_duration_seconds", "stream" => stream.clone(), "worker" => worker.clone())
+            .record(Duration::from_millis(finished.duration_ms).as_secs_f64());
         if finished.fetch_errors > 0 {
-            let kind = match &finished.outcome {
-                RunOutcome::Failed { kind, .. } => *kind,
-                _ => ErrorKind::Transient,
-            };
-            counter!("weld_fetch_errors_total", "stream" => finished.stream.to_string(), "kind" => kind_label(kind))
+            let kind = kind_label(kind.unwrap_or(ErrorKind::Transient));
+            counter!("weld_fetch_errors_total", "stream" => stream, "kind" => kind, "worker" => worker)
                 .increment(finished.fetch_errors);
         }
     }
@@ -245,6 +278,15 @@ impl WorkersChanged<'_> {
             );
         }
         gauge!("weld_workers_connected").set(self.now as f64);
+        if !self.connected {
+            // Its last report would otherwise stand for a backlog no one holds any more.
+            OutboxDepthReported {
+                worker_id: self.worker_id,
+                batches: 0,
+                bytes: 0,
+            }
+            .emit();
+        }
     }
 }
 

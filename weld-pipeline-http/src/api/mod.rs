@@ -48,6 +48,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -130,25 +131,24 @@ pub struct ApiConfig {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// The API's bearer token. Compared in constant time; never printed.
+/// The API's bearer token. Never printed; compared by SHA-256 digest, in time that tells nothing
+/// about the token (neither where a guess differs nor how long the token is).
 #[derive(Clone)]
-pub struct ApiToken(Arc<str>);
+pub struct ApiToken([u8; 32]);
 
 impl ApiToken {
     /// Wraps the token.
     pub fn new(token: impl AsRef<str>) -> Self {
-        ApiToken(token.as_ref().into())
+        ApiToken(Sha256::digest(token.as_ref().as_bytes()).into())
     }
 
-    /// Whether `presented` is this token, in time that does not depend on where they differ.
     fn matches(&self, presented: &[u8]) -> bool {
-        let expected = self.0.as_bytes();
-        expected.len() == presented.len()
-            && expected
-                .iter()
-                .zip(presented)
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        self.0
+            .iter()
+            .zip(presented)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
     }
 }
 
@@ -232,7 +232,7 @@ async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) ->
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+            .and_then(|value| bearer(value.as_bytes()));
         let allowed =
             request.uri().path() == "/health" || presented.is_some_and(|p| token.matches(p));
         if !allowed {
@@ -240,6 +240,13 @@ async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) ->
         }
     }
     next.run(request).await
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme's name is
+/// case-insensitive (RFC 9110).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -238,7 +238,13 @@ impl RecordBody {
     /// The record as the API shows it. Its JSON was checked when it was fetched; it is written
     /// out as it is, without being rebuilt.
     pub(crate) fn new(record: Record) -> Result<Self, weld_pipeline::Error> {
-        let data: &RawValue = record.data.decode()?;
+        // Stored JSON that does not parse is damage, not a bad request.
+        let data: &RawValue = record.data.decode().map_err(|error| {
+            weld_pipeline::Error::Bug(format!(
+                "stored record {} does not parse: {error}",
+                record.id
+            ))
+        })?;
         Ok(RecordBody {
             data: data.to_owned(),
             id: record.id,

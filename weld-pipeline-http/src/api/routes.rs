@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use weld_pipeline::message::StreamConfig;
 use weld_pipeline::store::Archived;
@@ -69,12 +71,13 @@ pub(crate) async fn openapi() -> impl IntoResponse {
     ))]
 pub(crate) async fn start_stream(
     State(api): Shared,
-    Path(name): Path<String>,
+    StreamPath(_, stream): StreamPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<Status>> {
-    let name = stream_name(&name)?;
-    let config = stream_config(&body_bytes(body)?)?;
-    let status = api.streams.start_stream(&name, config).await?;
+    let body = body_bytes(body)?;
+    let current = api.streams.status(&stream)?.map(|status| status.config);
+    let config = stream_config(&body, current.as_ref())?;
+    let status = api.streams.start_stream(&stream, config).await?;
     Ok(Json(status.into()))
 }
 
@@ -88,9 +91,8 @@ pub(crate) async fn start_stream(
     ))]
 pub(crate) async fn stop_stream(
     State(api): Shared,
-    Path(name): Path<String>,
+    StreamPath(name, stream): StreamPath,
 ) -> Answer<Json<Status>> {
-    let stream = stream_name(&name)?;
     match api.streams.stop_stream(&stream).await? {
         Some(status) => Ok(Json(status.into())),
         None => Err(ApiError::no_stream(&name)),
@@ -119,9 +121,8 @@ pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>>
     ))]
 pub(crate) async fn get_stream(
     State(api): Shared,
-    Path(name): Path<String>,
+    StreamPath(name, stream): StreamPath,
 ) -> Answer<Json<Status>> {
-    let stream = stream_name(&name)?;
     match api.streams.status(&stream)? {
         Some(status) => Ok(Json(status.into())),
         None => Err(ApiError::no_stream(&name)),
@@ -138,9 +139,8 @@ pub(crate) async fn get_stream(
     ))]
 pub(crate) async fn delete_stream(
     State(api): Shared,
-    Path(name): Path<String>,
+    StreamPath(name, stream): StreamPath,
 ) -> Answer<StatusCode> {
-    let stream = stream_name(&name)?;
     if api.streams.delete_stream(&stream).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -158,8 +158,8 @@ pub(crate) async fn delete_stream(
     ))]
 pub(crate) async fn list_records(
     State(api): Shared,
-    Path(name): Path<String>,
-    Query(query): Query<RecordsQuery>,
+    StreamPath(name, _): StreamPath,
+    ApiQuery(query): ApiQuery<RecordsQuery>,
 ) -> Answer<Json<RecordList>> {
     let limit = limit(query.limit.as_deref(), 100)?;
     let archived = match query.archived.as_deref() {
@@ -197,8 +197,8 @@ pub(crate) async fn list_records(
     ))]
 pub(crate) async fn list_runs(
     State(api): Shared,
-    Path(name): Path<String>,
-    Query(query): Query<RunsQuery>,
+    StreamPath(name, _): StreamPath,
+    ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Answer<Json<RunList>> {
     let limit = limit(query.limit.as_deref(), 20)?;
     let stream = existing_stream(&api, &name)?;
@@ -206,6 +206,37 @@ pub(crate) async fn list_runs(
     Ok(Json(RunList {
         runs: runs.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// The `{name}` of a stream route, as written and checked. A name that is not a stream name is
+/// a 422 on every route, also where it could only be unknown: the caller learns what is wrong.
+pub(crate) struct StreamPath(String, StreamName);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        let stream = stream_name(&name)?;
+        Ok(StreamPath(name, stream))
+    }
+}
+
+/// A query string read into `T`, its rejections (a repeated key, bad percent-encoding) answered
+/// in the API's shape.
+pub(crate) struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(query) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        Ok(ApiQuery(query))
+    }
 }
 
 fn stream_name(name: &str) -> Answer<StreamName> {
@@ -249,9 +280,12 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
     })
 }
 
-/// The configuration a start body asks for, with the defaults filled in. JSON that does not parse
-/// is a 400; JSON that parses into something the API does not take is a 422.
-fn stream_config(body: &[u8]) -> Answer<StreamConfig> {
+/// The configuration a start body asks for. A new stream gets the defaults for what the body
+/// leaves out; an existing one keeps its own (so a bare start of a stopped stream resumes it as it
+/// was). JSON that does not parse is a 400; JSON that parses into something the API does not take
+/// is a 422, and so is a different source for an existing stream: its checkpoint and records
+/// belong to the source they came from.
+fn stream_config(body: &[u8], current: Option<&StreamConfig>) -> Answer<StreamConfig> {
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
@@ -266,23 +300,37 @@ fn stream_config(body: &[u8]) -> Answer<StreamConfig> {
         }
         serde_json::from_value(value).map_err(|error| ApiError::invalid(error.to_string()))?
     };
-    let interval_secs = request.interval_secs.unwrap_or(DEFAULT_INTERVAL_SECS);
+    let interval_secs = request
+        .interval_secs
+        .or(current.map(|c| c.interval_secs))
+        .unwrap_or(DEFAULT_INTERVAL_SECS);
     if !(1..=MAX_INTERVAL_SECS).contains(&interval_secs) {
         return Err(ApiError::invalid(format!(
             "interval_secs must be from 1 to {MAX_INTERVAL_SECS}, not {interval_secs}"
         )));
     }
-    let mut source = match request.source {
-        Some(source) => source.into_spec(),
-        None => SourceSpec {
+    let source = match (request.source, current) {
+        (Some(source), _) => source_spec(source.into_spec())?,
+        (None, Some(current)) => current.source.clone(),
+        (None, None) => source_spec(SourceSpec {
             kind: crate::hubspot::KIND.into(),
             params: serde_json::Map::new(),
-        },
+        })?,
     };
-    // The defaults are written into the stream's configuration, so its status says what it reads.
-    let params = HubSpotParams::from_spec(&source)?;
-    source.params.insert("object".into(), params.object.into());
-    let transforms = request.transforms.unwrap_or_default();
+    if let Some(current) = current {
+        if current.source != source {
+            return Err(ApiError::invalid(format!(
+                "a stream's source cannot change (it reads {}, not {}): its checkpoint and records \
+                 belong to that source; delete the stream first, or start another one",
+                serde_json::Value::Object(current.source.params.clone()),
+                serde_json::Value::Object(source.params.clone()),
+            )));
+        }
+    }
+    let transforms = match request.transforms {
+        Some(transforms) => transforms,
+        None => current.map(|c| c.transforms.clone()).unwrap_or_default(),
+    };
     for transform in &transforms {
         transform.check()?;
     }
@@ -291,4 +339,12 @@ fn stream_config(body: &[u8]) -> Answer<StreamConfig> {
         interval_secs,
         transforms,
     })
+}
+
+/// A checked source, with its defaults written in, so that its status says what it reads and two
+/// starts asking for the same thing compare equal.
+fn source_spec(mut source: SourceSpec) -> Answer<SourceSpec> {
+    let params = HubSpotParams::from_spec(&source)?;
+    source.params.insert("object".into(), params.object.into());
+    Ok(source)
 }

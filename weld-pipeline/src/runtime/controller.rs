@@ -582,7 +582,8 @@ impl<P: Peer> Handler for Controller<P> {
     async fn event(&self, from: &Hello, event: Event) {
         let result = match &event {
             Event::RunStarted { stream, run_id, at } => {
-                telemetry::RunStarted {
+                telemetry::RunStartReported {
+                    worker_id: &from.worker_id,
                     stream,
                     run_id: *run_id,
                 }

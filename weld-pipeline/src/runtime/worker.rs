@@ -183,6 +183,7 @@ impl<T: Transport> Worker<T> {
         let mut in_flight = FuturesUnordered::new();
         let mut report = tokio::time::interval(OUTBOX_REPORT_EVERY);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if in_flight.len() < self.config.in_flight {
                 versions.borrow_and_update();
@@ -209,17 +210,20 @@ impl<T: Transport> Worker<T> {
                 () = peer.closed() => return Ok(()),
                 Some((entry, result)) = in_flight.next() => self.delivered(entry, result)?,
                 _ = report.tick() => {
-                    let depth = Event::OutboxDepth {
-                        batches: self.outbox.len(),
-                        bytes: self.outbox.bytes(),
-                    };
-                    // Informative: on its own task, so a slow link never holds up deliveries.
-                    let peer = peer.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = peer.notify(depth).await {
-                            tracing::debug!(error = %error, "an outbox report was not sent");
-                        }
-                    });
+                    // Informative: on its own task, so a slow link never holds up deliveries,
+                    // and one at a time, so a stalled link does not pile them up.
+                    if reporting.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                        let depth = Event::OutboxDepth {
+                            batches: self.outbox.len(),
+                            bytes: self.outbox.bytes(),
+                        };
+                        let peer = peer.clone();
+                        reporting = Some(tokio::spawn(async move {
+                            if let Err(error) = peer.notify(depth).await {
+                                tracing::debug!(error = %error, "an outbox report was not sent");
+                            }
+                        }));
+                    }
                 }
                 changed = versions.changed(), if more_room => {
                     if changed.is_err() {
