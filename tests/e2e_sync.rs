@@ -222,3 +222,58 @@ async fn services_exit_cleanly_on_sigint_and_keep_what_they_stored() {
     assert_synced(&cluster.api, STREAM, &expected).await;
     assert_eq!(cluster.api.status(STREAM).await["state"], "pending");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_keeps_what_was_not_acked_in_the_outbox_and_nothing_is_fetched_twice() {
+    let contacts = 3_000;
+    let mut cluster = Cluster::start(contacts, "tcp").await;
+    // The first pages slow, so the run is in the middle when data-streams goes.
+    cluster
+        .fake
+        .inject(json!({"kind": "slow", "ms": 300, "count": 8, "only": "list"}))
+        .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_until("the first records", CONVERGE_WITHIN, || async {
+        cluster.api.status(STREAM).await["records"].as_u64() > Some(0)
+    })
+    .await;
+
+    // data-streams stops cleanly; the worker goes on fetching into its outbox (most of the
+    // run), then stops cleanly too, keeping what was never acknowledged.
+    let data_streams = &mut cluster.data_streams.process;
+    data_streams.terminate();
+    let status = data_streams.wait_exit(EXIT_WITHIN).await;
+    assert!(
+        status.success(),
+        "data-streams exited with {status} on SIGTERM"
+    );
+    wait_until(
+        "the worker to fetch on while data-streams is away",
+        CONVERGE_WITHIN,
+        || async { cluster.fake.requests().await >= 20 },
+    )
+    .await;
+    let worker = &mut cluster.worker.process;
+    worker.terminate();
+    let status = worker.wait_exit(EXIT_WITHIN).await;
+    assert!(
+        status.success(),
+        "the worker exited with {status} on SIGTERM"
+    );
+
+    cluster.restart_data_streams().await;
+    cluster.restart_worker().await;
+    let expected = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &expected).await;
+
+    // The outbox was resent, not refetched: the fake served each list page about once (a page
+    // in flight at a stop is abandoned and fetched again; the restarted run's incremental
+    // window adds a search or two).
+    let pages = |records: usize| records.div_ceil(100).max(1) as u64;
+    let listing = pages(expected.live.len()) + pages(expected.archived.len());
+    let served = cluster.fake.requests().await;
+    assert!(
+        served <= listing + 4,
+        "{served} requests for {listing} pages: the outbox was fetched again"
+    );
+}

@@ -223,12 +223,25 @@ impl Process {
 
     /// Sends SIGINT, as Ctrl-C does (through kill(1): the tests use no libc).
     pub(crate) fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends it SIGTERM, as a service manager stopping it would.
+    pub(crate) fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .arg("-INT")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("kill(1) runs");
-        assert!(status.success(), "kill -INT {} failed: {status}", self.name);
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.name
+        );
     }
 
     /// Waits for it to exit and returns how it did.
