@@ -39,7 +39,16 @@ async fn wait_mid_run(api: &Api) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_run_resumes_after_restart_and_stores_everything_once() {
-    let mut cluster = Cluster::start(CONTACTS, "tcp").await;
+    worker_killed_mid_run_then_restarted("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_run_over_http_resumes_after_restart_and_stores_everything_once() {
+    worker_killed_mid_run_then_restarted("http").await;
+}
+
+async fn worker_killed_mid_run_then_restarted(transport: &str) {
+    let mut cluster = Cluster::start(CONTACTS, transport).await;
     slow_down_list_pages(&cluster.fake).await;
     // A 300 s interval: what arrives after the restart comes from the resumed run, not from a
     // later scheduled one.

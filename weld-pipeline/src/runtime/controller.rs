@@ -128,6 +128,8 @@ impl<P: Peer> Controller<P> {
             cache_bytes: config.cache_bytes,
         })?;
         let registry = Registry::open(store.db())?;
+        // Known from the start, so a scrape before the first worker shows 0, not nothing.
+        metrics::gauge!("weld_workers_connected").set(0.0);
         Ok(Arc::new(Controller {
             store,
             registry,
