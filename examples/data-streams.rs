@@ -47,7 +47,7 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::init_tracing();
-    let secret = args.shared_secret.as_deref().map(Secret::new);
+    let secret = common::configured(args.shared_secret.clone()).map(Secret::new);
     let addr = args.transport_addr.clone();
     match args.transport {
         TransportKind::Tcp => {
@@ -87,7 +87,7 @@ async fn serve<T: Transport>(
         data_dir: args.data_dir,
         http_addr: args.http_addr,
         api: ApiConfig {
-            token: args.api_token.map(ApiToken::new),
+            token: common::configured(args.api_token).map(ApiToken::new),
             metrics: Some(metrics),
         },
     };

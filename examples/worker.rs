@@ -57,8 +57,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     common::init_tracing();
+    args.hubspot_access_token = common::configured(args.hubspot_access_token);
     if args.hubspot_access_token.is_none() {
         tracing::warn!("HUBSPOT_ACCESS_TOKEN is not set: HubSpot will refuse every request (401)");
     }
@@ -73,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sources: Arc<dyn SourceFactory> = Arc::new(HubSpotSources::new(account));
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let config = WorkerConfig::new(&worker_id, &args.data_dir);
-    let secret = args.shared_secret.as_deref().map(Secret::new);
+    let secret = common::configured(args.shared_secret).map(Secret::new);
     let addr = args.controller_addr;
     match args.transport {
         TransportKind::Tcp => {

@@ -28,3 +28,9 @@ pub(crate) fn init_tracing() {
 
 /// The `--help` footer of every service.
 pub(crate) const LOG_HELP: &str = "Logs go to stderr, filtered by RUST_LOG (default: info).";
+
+/// A secret or token from the environment: set but empty (`WELD_API_TOKEN=`) means unset, as an
+/// operator clearing a variable expects, not "the empty string is the secret".
+pub(crate) fn configured(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.is_empty())
+}

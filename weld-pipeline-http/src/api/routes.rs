@@ -173,18 +173,23 @@ pub(crate) async fn list_records(
         }
     };
     let stream = existing_stream(&api, &name)?;
-    let page = api
-        .streams
-        .store()
-        .records(&stream, query.after.as_deref(), limit, archived)?;
-    Ok(Json(RecordList {
-        records: page
-            .records
-            .into_iter()
-            .map(RecordBody::new)
-            .collect::<Result<_, _>>()?,
-        next: page.next,
-    }))
+    // Up to 1,000 records read from sled and checked: off the runtime's threads, which carry the
+    // workers' deliveries.
+    let store = api.streams.store().clone();
+    let list = tokio::task::spawn_blocking(move || {
+        let page = store.records(&stream, query.after.as_deref(), limit, archived)?;
+        Ok::<_, weld_pipeline::Error>(RecordList {
+            records: page
+                .records
+                .into_iter()
+                .map(RecordBody::new)
+                .collect::<Result<_, _>>()?,
+            next: page.next,
+        })
+    })
+    .await
+    .map_err(|e| weld_pipeline::Error::Bug(format!("a records read panicked: {e}")))??;
+    Ok(Json(list))
 }
 
 #[utoipa::path(get, path = "/streams/{name}/runs", tag = "streams",
