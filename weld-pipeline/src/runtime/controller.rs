@@ -616,7 +616,18 @@ impl<P: Peer> Handler for Controller<P> {
             }
         };
         if let Err(error) = result {
-            tracing::error!(worker_id = %from.worker_id, error = %error, "cannot record a run event");
+            let (stream, run_id) = match &event {
+                Event::RunStarted { stream, run_id, .. } => (Some(stream), Some(run_id)),
+                Event::RunFinished(finished) => (Some(&finished.stream), Some(&finished.run_id)),
+                Event::OutboxDepth { .. } => (None, None),
+            };
+            tracing::error!(
+                worker_id = %from.worker_id,
+                stream = stream.map(tracing::field::display),
+                run_id = run_id.map(tracing::field::display),
+                error = %error,
+                "cannot record a run event"
+            );
         }
     }
 }

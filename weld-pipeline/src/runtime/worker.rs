@@ -257,7 +257,7 @@ impl<T: Transport> Worker<T> {
                 // another worker's): stop it here and drop what waits; the data is fetched
                 // again by whoever runs it, from the controller's checkpoint.
                 let stream = entry.batch.stream.clone();
-                tracing::warn!(stream = %stream, error = %error, "the controller refused a delivery; stopping the stream here");
+                tracing::warn!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, error = %error, "the controller refused a delivery; stopping the stream here");
                 let dropped = self.outbox.discard_stream(&stream)?;
                 tracing::warn!(stream = %stream, dropped, "dropped undeliverable batches");
                 self.streams
