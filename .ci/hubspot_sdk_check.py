@@ -1,7 +1,7 @@
 """Checks the HubSpot fake against HubSpot's official Python client (hubspot-api-client).
 
 Pages and searches through the fake with the SDK, so that every response is parsed by the
-SDK's own models, and checks what HUBSPOT.md says: paging by `after`, archived listings, one
+SDK's own models, and checks the API's behaviour the source relies on: paging by `after`, archived listings, one
 sort rule, the error bodies of 401 and 400. Usage: hubspot_sdk_check.py BASE_URL TOKEN
 """
 

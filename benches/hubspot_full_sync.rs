@@ -28,6 +28,10 @@ impl Sink for Discard {
             records: batch.records.len() as u64,
         })
     }
+
+    async fn checkpoint(&self, _stream: &StreamName) -> Result<Checkpoint, Error> {
+        Ok(Checkpoint::start())
+    }
 }
 
 fn full_sync(c: &mut Criterion) {

@@ -1,8 +1,8 @@
 //! The store's durable commit against raw sled in the same run: batches of 100 x 1 KiB records.
 //!
 //! - `raw_sled_apply_batch_flush`: sled `apply_batch` of the records, then `flush` (what
-//!   PERFORMANCE.md's end-to-end bar is measured against; no `fdatasync`);
-//! - `store_commit_sequential`: `Store::commit` one batch at a time (records, ledger, checkpoint,
+//!   the end-to-end throughput bar is measured against; no `fdatasync`);
+//! - `store_commit_sequential`: `SledStore::commit` one batch at a time (records, ledger, checkpoint,
 //!   counts, run, then flush + `fdatasync`);
 //! - `store_commit_8_in_flight`: eight commits at once, sharing their syncs (group commit).
 //!
@@ -13,7 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weld_pipeline::source::Generator;
-use weld_pipeline::store::{Store, StoreConfig};
+use weld_pipeline::store::{SledStore, SledStoreConfig};
 use weld_pipeline::{Batch, Checkpoint, RunId, Sink, StreamName};
 
 fn batches(count: u64) -> Vec<Batch> {
@@ -63,7 +63,7 @@ fn store(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&StoreConfig::new(dir.path())).expect("store");
+    let store = SledStore::open(&SledStoreConfig::new(dir.path())).expect("store");
     let mut seq = 0u64;
     group.bench_function("store_commit_sequential", |b| {
         b.to_async(&runtime).iter(|| {

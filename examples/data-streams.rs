@@ -1,4 +1,5 @@
-//! data-streams: the HTTP API of ../shared/API.md and the controller workers connect to.
+//! data-streams: the HTTP API (see README) and the controller workers connect to. Streams read
+//! HubSpot (the default) or the `generator` source.
 //!
 //! `cargo run --release --example data-streams`; `-- --help` lists the configuration, each
 //! setting also read from its environment variable. When both listeners are bound it prints
@@ -12,12 +13,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use common::TransportKind;
+use weld_pipeline::runtime::shutdown_on_signals;
 use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::api::{ApiConfig, ApiToken};
-use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
-use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
-use weld_pipeline_tcp::{TcpConfig, TcpTransport};
+use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 
 /// The HTTP API and controller of weld-pipeline's reference services.
 #[derive(Parser)]
@@ -49,50 +49,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let secret = common::configured(args.shared_secret.clone()).map(Secret::new);
     let addr = args.transport_addr.clone();
-    match args.transport {
-        TransportKind::Tcp => {
-            let config = TcpConfig {
-                secret,
-                ..TcpConfig::default()
-            };
-            serve(
-                TcpTransport::with_config(addr, config),
-                TcpTransport::local_addr,
-                args,
-            )
-            .await
-        }
-        TransportKind::Http => {
-            let config = HttpConfig {
-                secret,
-                ..HttpConfig::default()
-            };
-            serve(
-                HttpTransport::with_config(addr, config),
-                HttpTransport::local_addr,
-                args,
-            )
-            .await
-        }
-    }
+    common::with_transport!(args.transport, addr, secret, |transport| {
+        let local_addr = transport.clone();
+        serve(transport, move || local_addr.local_addr(), args).await
+    })
 }
 
 async fn serve<T: Transport>(
     transport: T,
-    local_addr: fn(&T) -> Option<SocketAddr>,
+    local_addr: impl Fn() -> Option<SocketAddr>,
     args: Args,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let config = DataStreamsConfig {
-        data_dir: args.data_dir,
         http_addr: args.http_addr,
         api: ApiConfig {
             token: common::configured(args.api_token).map(ApiToken::new),
             metrics: Some(metrics),
         },
+        ..DataStreamsConfig::new(args.data_dir, common::source_kinds())
     };
     let service = DataStreams::start(&transport, config, shutdown_on_signals()).await?;
-    let transport_addr = local_addr(&transport).ok_or("the transport is not listening")?;
+    let transport_addr = local_addr().ok_or("the transport is not listening")?;
     println!(
         "data-streams ready api=http://{} transport={transport_addr}",
         service.api_addr()

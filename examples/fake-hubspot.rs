@@ -9,8 +9,8 @@
 mod common;
 
 use clap::Parser;
+use weld_pipeline::runtime::shutdown_on_signals;
 use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
-use weld_pipeline_http::service::shutdown_on_signals;
 
 /// A HubSpot CRM v3 stand-in with rate limits and faults on demand.
 #[derive(Parser)]

@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weld_pipeline::runtime::{Worker, WorkerConfig};
+use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline_http::api::ApiConfig;
 use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
-use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
-use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
+use weld_pipeline_http::hubspot::{HubSpotConfig, Token};
+use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 use weld_pipeline_tcp::TcpTransport;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -45,7 +44,7 @@ async fn main() -> Result<(), BoxError> {
             token: None,
             metrics: Some(metrics),
         },
-        ..DataStreamsConfig::new(data.path().join("data-streams"))
+        ..DataStreamsConfig::new(data.path().join("data-streams"), common::source_kinds())
     };
     let service = DataStreams::start(&transport, config, shutdown.clone()).await?;
     let controller_addr = transport.local_addr().ok_or("not listening")?;
@@ -54,7 +53,7 @@ async fn main() -> Result<(), BoxError> {
     let worker = Worker::open(
         WorkerConfig::new("quickstart-worker", data.path().join("worker")),
         TcpTransport::new(controller_addr.to_string()),
-        Arc::new(HubSpotSources::new(account)),
+        common::sources(account),
     )?;
     let worker = tokio::spawn(worker.run(shutdown.clone()));
 

@@ -1,4 +1,5 @@
-//! worker: runs the HubSpot streams data-streams gives it and delivers their batches.
+//! worker: runs the streams data-streams gives it (HubSpot, or the `generator` source) and
+//! delivers their batches.
 //!
 //! `cargo run --release --example worker`; `-- --help` lists the configuration, each setting also
 //! read from its environment variable. It prints `worker ready id=<id>`, dials data-streams (again
@@ -8,18 +9,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use common::TransportKind;
-use weld_pipeline::runtime::{SourceFactory, Worker, WorkerConfig};
+use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
+use weld_pipeline::source::Sources;
 use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
-use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
-use weld_pipeline_http::service::shutdown_on_signals;
-use weld_pipeline_http::transport::{HttpConfig, HttpTransport};
-use weld_pipeline_tcp::{TcpConfig, TcpTransport};
+use weld_pipeline_http::hubspot::{HubSpotConfig, Token};
 
 /// The worker of weld-pipeline's reference services: pulls HubSpot CRM data on an interval.
 #[derive(Parser)]
@@ -71,33 +69,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "contacts",
         )
     };
-    let sources: Arc<dyn SourceFactory> = Arc::new(HubSpotSources::new(account));
+    let sources = common::sources(account);
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let config = WorkerConfig::new(&worker_id, &args.data_dir);
     let secret = common::configured(args.shared_secret).map(Secret::new);
     let addr = args.controller_addr;
-    match args.transport {
-        TransportKind::Tcp => {
-            let tcp = TcpConfig {
-                secret,
-                ..TcpConfig::default()
-            };
-            run(TcpTransport::with_config(addr, tcp), config, sources).await
-        }
-        TransportKind::Http => {
-            let http = HttpConfig {
-                secret,
-                ..HttpConfig::default()
-            };
-            run(HttpTransport::with_config(addr, http), config, sources).await
-        }
-    }
+    common::with_transport!(args.transport, addr, secret, |transport| {
+        run(transport, config, sources).await
+    })
 }
 
 async fn run<T: Transport>(
     transport: T,
     config: WorkerConfig,
-    sources: Arc<dyn SourceFactory>,
+    sources: Sources,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = shutdown_on_signals();
     let worker_id = config.worker_id.clone();

@@ -110,6 +110,42 @@ async fn first_run_starts_at_once_and_stores_everything_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_stream_beside_a_hubspot_one_syncs_every_generated_record_once() {
+    let cluster = Cluster::start(200, "tcp").await;
+    let api = &cluster.api;
+    let body = json!({"source": {"kind": "generator", "records": 3_000, "page_size": 250, "record_bytes": 256}});
+    let started = api.start_stream("generated", body).await;
+    assert_eq!(started["state"], "running", "{started}");
+    assert_eq!(
+        started["source"],
+        json!({"kind": "generator", "records": 3_000, "page_size": 250, "record_bytes": 256})
+    );
+    api.start_stream(STREAM, contacts_stream(300)).await;
+
+    let run = wait_for("the generator run to succeed", CONVERGE_WITHIN, || async {
+        let runs = api.runs("generated").await;
+        runs.first()
+            .filter(|run| run["state"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(run["records"], 3_000, "{run}");
+    let records = api.all_records("generated", false).await;
+    let mut ids: Vec<u64> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=3_000).collect::<Vec<u64>>(), "every id once");
+    assert!(records[0]["data"]["properties"]["firstname"].is_string());
+    assert_eq!(api.status("generated").await["records"], 3_000);
+
+    // The HubSpot stream beside it is untouched by it.
+    let expected = cluster.fake.contacts().await;
+    wait_synced(api, STREAM, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_created_and_archived_records_arrive_on_the_next_run() {
     let cluster = Cluster::start(2_000, "tcp").await;
     let api = &cluster.api;

@@ -1,9 +1,13 @@
 //! What the example services share: the transport choice and the log setup.
 
 // Each example compiles this module on its own and uses a part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros, unused_imports)]
+
+use std::sync::Arc;
 
 use clap::ValueEnum;
+use weld_pipeline::source::{GeneratorSources, SourceKinds, Sources};
+use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotKind, HubSpotSources};
 
 /// `WELD_TRANSPORT`: how data-streams and its workers talk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -12,6 +16,49 @@ pub(crate) enum TransportKind {
     Tcp,
     /// HTTP/1.1 requests and a long poll (weld-pipeline-http), where only HTTP passes.
     Http,
+}
+
+/// Runs `$body` with `$transport` bound to the transport `$kind` names, dialling or serving
+/// `$addr`, with the shared secret `$secret`: the one place the reference services turn
+/// `WELD_TRANSPORT` into a transport. The body is compiled once per transport type.
+macro_rules! with_transport {
+    ($kind:expr, $addr:expr, $secret:expr, |$transport:ident| $body:expr) => {
+        match $kind {
+            $crate::common::TransportKind::Tcp => {
+                let config = weld_pipeline_tcp::TcpConfig {
+                    secret: $secret,
+                    ..weld_pipeline_tcp::TcpConfig::default()
+                };
+                let $transport = weld_pipeline_tcp::TcpTransport::with_config($addr, config);
+                $body
+            }
+            $crate::common::TransportKind::Http => {
+                let config = weld_pipeline_http::transport::HttpConfig {
+                    secret: $secret,
+                    ..weld_pipeline_http::transport::HttpConfig::default()
+                };
+                let $transport =
+                    weld_pipeline_http::transport::HttpTransport::with_config($addr, config);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_transport;
+
+/// The source kinds data-streams accepts: HubSpot (the default of a start without a source) and
+/// the generator, for demos and benchmarks without an account.
+pub(crate) fn source_kinds() -> SourceKinds {
+    SourceKinds::new()
+        .with(Arc::new(HubSpotKind))
+        .with(Arc::new(GeneratorSources))
+}
+
+/// The sources a worker runs: HubSpot from `account`, and the generator.
+pub(crate) fn sources(account: HubSpotConfig) -> Sources {
+    Sources::new()
+        .with(Arc::new(HubSpotSources::new(account)))
+        .with(Arc::new(GeneratorSources))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

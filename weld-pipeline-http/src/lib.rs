@@ -1,15 +1,12 @@
-//! The HTTP side of weld-pipeline: the HubSpot source, a HubSpot fake, and the HTTP transport.
+//! The HTTP side of weld-pipeline: the HubSpot source, a HubSpot fake, the HTTP transport and
+//! the data-streams HTTP API. One folder and one feature each, every one compiling alone:
 //!
-//! - [`hubspot`]: the source that syncs a HubSpot CRM object type, fully then incrementally,
-//!   paced by HubSpot's rate-limit headers, retrying only what retrying can fix.
-//! - [`transport`]: the core `Transport` over HTTP/1.1, for networks where only HTTP passes.
-//! - [`api`] and [`service`] (feature `service`, default): the data-streams HTTP API as an axum
-//!   router over a controller (OpenAPI document, Prometheus metrics, bearer token, error bodies),
-//!   and a data-streams service in one call; [`hubspot::HubSpotSources`] builds a worker's
-//!   HubSpot sources.
-//! - [`fake`] (feature `fake`): a HubSpot CRM v3 stand-in that answers list and search as the
-//!   real API does, with its rate limits, errors and faults on demand, so that the source is
-//!   tested against the behaviour it will meet.
+//! | module | feature | what it is |
+//! |---|---|---|
+//! | `hubspot` | `hubspot` (default) | the source that syncs a HubSpot CRM object type, fully then incrementally, paced by HubSpot's rate-limit headers, retrying only what retrying can fix; its source kind (`HubSpotKind`, for data-streams) and factory (`HubSpotSources`, for workers) |
+//! | `transport` | `transport` (default) | the core `Transport` over HTTP/1.1, for networks where only HTTP passes |
+//! | `api`, `service` | `api` (default) | the data-streams HTTP API as an axum router over a controller (OpenAPI document, Prometheus metrics, bearer token, error bodies), and a data-streams service in one call |
+//! | `fake` | `fake` | a HubSpot CRM v3 stand-in that answers list and search as the real API does, with its rate limits, errors and faults on demand, so that the source is tested against the behaviour it will meet |
 //!
 //! ```
 //! # #[cfg(feature = "fake")]
@@ -22,11 +19,13 @@
 //! # }).unwrap();
 //! ```
 
-#[cfg(feature = "service")]
+#[cfg(feature = "api")]
 pub mod api;
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(feature = "hubspot")]
 pub mod hubspot;
-#[cfg(feature = "service")]
+#[cfg(feature = "api")]
 pub mod service;
+#[cfg(feature = "transport")]
 pub mod transport;

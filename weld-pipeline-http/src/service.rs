@@ -1,14 +1,18 @@
-//! A data-streams service in one call: a [`Controller`], its transport listener and its HTTP API
-//! (feature `service`), and the signal handling both services share.
+//! A data-streams service in one call: a [`Controller`] on the sled store, its transport listener
+//! and its HTTP API (feature `api`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), weld_pipeline::Error> {
-//! use weld_pipeline_http::service::{shutdown_on_signals, DataStreams, DataStreamsConfig};
-//! use weld_pipeline_http::transport::HttpTransport;
+//! use std::sync::Arc;
+//! use weld_pipeline::runtime::shutdown_on_signals;
+//! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::transport::MemoryTransport;
+//! use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 //!
 //! let shutdown = shutdown_on_signals();
-//! let transport = HttpTransport::new("127.0.0.1:4000");
-//! let service = DataStreams::start(&transport, DataStreamsConfig::new("./data"), shutdown).await?;
+//! let transport = MemoryTransport::new(); // or TCP, or HTTP: any transport
+//! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+//! let service = DataStreams::start(&transport, DataStreamsConfig::new("./data", kinds), shutdown).await?;
 //! println!("API on http://{}", service.api_addr());
 //! service.wait().await // until SIGINT or SIGTERM, then flushed
 //! # }
@@ -22,6 +26,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::source::SourceKinds;
 use weld_pipeline::{Error, Transport};
 
 use crate::api::{self, ApiConfig};
@@ -35,15 +40,19 @@ pub struct DataStreamsConfig {
     pub http_addr: String,
     /// The API's token and metrics.
     pub api: ApiConfig,
+    /// The source kinds streams may name; the first is the default of a start without a source.
+    pub sources: SourceKinds,
 }
 
 impl DataStreamsConfig {
-    /// Data in `data_dir`, the API on `127.0.0.1:3000`, no token, no metrics.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+    /// Data in `data_dir`, streams of the kinds in `sources`, the API on `127.0.0.1:3000`, no
+    /// token, no metrics.
+    pub fn new(data_dir: impl Into<PathBuf>, sources: SourceKinds) -> Self {
         DataStreamsConfig {
             data_dir: data_dir.into(),
             http_addr: "127.0.0.1:3000".into(),
             api: ApiConfig::default(),
+            sources,
         }
     }
 }
@@ -74,7 +83,8 @@ impl<T: Transport> DataStreams<T> {
         config: DataStreamsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let controller = Controller::open(&ControllerConfig::new(&config.data_dir))?;
+        let controller =
+            Controller::open(&ControllerConfig::new(&config.data_dir, config.sources))?;
         let listener = transport.listen(controller.clone()).await?;
         let http = tokio::net::TcpListener::bind(&config.http_addr)
             .await
@@ -156,48 +166,4 @@ impl<T: Transport> DataStreams<T> {
         self.controller.store().sync().await?;
         result
     }
-}
-
-/// A token cancelled on the first SIGINT (Ctrl-C) or SIGTERM: the services' signal to stop
-/// taking work, finish or abandon the page in flight, flush and exit. A second signal exits the
-/// process at once, with status 130.
-///
-/// # Panics
-///
-/// Outside a tokio runtime, or when the signal handlers cannot be installed.
-pub fn shutdown_on_signals() -> CancellationToken {
-    let shutdown = CancellationToken::new();
-    let cancel = shutdown.clone();
-    // Both handlers are installed before this returns: a signal that came before the task first
-    // ran would otherwise kill the process the default way, unflushed.
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt =
-            signal(SignalKind::interrupt()).expect("cannot install the SIGINT handler");
-        let mut terminate =
-            signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            }
-            cancel.cancel();
-            // An operator who asks twice means it: exit at once. Acknowledged data is already
-            // durable, and the outbox keeps what was not acknowledged.
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            tracing::warn!("second signal: exiting without waiting");
-            std::process::exit(130);
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C: shutting down");
-        cancel.cancel();
-    });
-    shutdown
 }

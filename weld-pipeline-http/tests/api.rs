@@ -1,5 +1,5 @@
 //! The data-streams HTTP API, called without a socket against a real controller on sled files:
-//! every route, status code and error body of API.md.
+//! every route, status code and error body of the services' contract.
 
 use std::sync::Arc;
 
@@ -9,8 +9,10 @@ use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::source::{GeneratorSources, SourceKinds};
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT};
+use weld_pipeline_http::hubspot::HubSpotKind;
 use weld_pipeline_http::transport::HttpPeer;
 
 struct App {
@@ -21,7 +23,12 @@ struct App {
 
 fn app(config: ApiConfig) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path())).unwrap();
+    // As the reference data-streams registers them: HubSpot, the default, and the generator.
+    let kinds = SourceKinds::new()
+        .with(Arc::new(HubSpotKind))
+        .with(Arc::new(GeneratorSources));
+    let controller =
+        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
     App {
         router: api::router(controller.clone(), config),
         controller,
@@ -76,7 +83,7 @@ fn assert_error(answer: (StatusCode, Value), status: StatusCode, code: &str) {
     );
 }
 
-/// API.md's table: every route of the contract.
+/// The contract's table: every route the API serves.
 const CONTRACT: [(&str, &str); 10] = [
     ("get", "/health"),
     ("get", "/metrics"),
@@ -176,6 +183,48 @@ async fn start_without_a_body_creates_a_pending_hubspot_contacts_stream_every_30
     let (_, list) = app.call(Method::GET, "/streams", None).await;
     assert_eq!(list["streams"].as_array().unwrap().len(), 1);
     assert_eq!(list["streams"][0], changed.1);
+}
+
+#[tokio::test]
+async fn a_stream_of_any_registered_kind_is_started_with_its_defaults_and_others_are_refused() {
+    let app = app(ApiConfig::default());
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/streams/demo/start",
+            Some(r#"{"source":{"kind":"generator","records":500}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["source"],
+        json!({"kind": "generator", "records": 500, "page_size": 100, "record_bytes": 1024})
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/streams/ftp/start",
+            Some(r#"{"source":{"kind":"ftp","host":"example.com"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("unknown source kind") && message.contains("hubspot, generator"),
+        "{message}"
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/streams/demo2/start",
+            Some(r#"{"source":{"kind":"generator","page_size":0}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        app.call(Method::GET, "/streams/ftp", None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

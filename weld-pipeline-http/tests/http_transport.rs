@@ -191,3 +191,72 @@ async fn a_worker_that_stops_polling_is_noticed_gone() {
         .await
         .is_err());
 }
+
+/// Records the outbox depths it is told, one event at a time, slowly, and the most it ever
+/// handled at once.
+#[derive(Default)]
+struct SlowEvents {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: std::sync::Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl Handler for SlowEvents {
+    async fn request(&self, _from: &Hello, _request: Request) -> Response {
+        Response::Started
+    }
+    async fn event(&self, _from: &Hello, event: Event) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Event::OutboxDepth { batches, .. } = event {
+            self.seen.lock().unwrap().push(batches);
+        }
+        self.running.fetch_sub(1, SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn events_reach_the_handler_one_at_a_time_in_the_order_sent() {
+    let handler = Arc::new(SlowEvents::default());
+    let mut listener = HttpTransport::with_config("127.0.0.1:0", quick_config())
+        .listen(handler.clone())
+        .await
+        .unwrap();
+    let (peer, _accepted) = worker(&mut listener, quick_config(), "w").await.unwrap();
+    // In order from one sender, and eight more senders at once: each post answered before the
+    // next is sent, and the handler never runs two events together.
+    for batches in 0..20 {
+        peer.notify(Event::OutboxDepth { batches, bytes: 0 })
+            .await
+            .unwrap();
+    }
+    let concurrent = (100..108).map(|batches| {
+        let peer = peer.clone();
+        async move { peer.notify(Event::OutboxDepth { batches, bytes: 0 }).await }
+    });
+    for sent in futures::future::join_all(concurrent).await {
+        sent.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while handler.seen.lock().unwrap().len() < 28 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every event arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[..20],
+        (0..20).collect::<Vec<_>>()[..],
+        "in the order sent"
+    );
+    assert_eq!(
+        handler.most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one at a time"
+    );
+}

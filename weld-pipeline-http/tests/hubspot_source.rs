@@ -1,5 +1,6 @@
-//! The HubSpot source against the fake over 127.0.0.1: every fact of HUBSPOT.md the source
-//! relies on, and every fault it must survive.
+//! The HubSpot source against the fake over 127.0.0.1: every fact of HubSpot's API the source
+//! relies on (paging, search windows, rate limits, archived records), and every fault it must
+//! survive.
 
 use std::time::{Duration, Instant};
 

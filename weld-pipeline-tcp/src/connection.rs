@@ -1,19 +1,18 @@
 //! One established connection: a writer task, a reader task, heartbeats, and the peer handle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::encoding::decode_message;
+use weld_pipeline::transport::kit::{self, Pending};
 use weld_pipeline::transport::{Handler, Peer};
 use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
 
@@ -30,27 +29,10 @@ struct Shared {
     hello: Hello,
     remote: SocketAddr,
     outgoing: mpsc::Sender<Bytes>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
-    next: AtomicU64,
+    pending: Pending,
     closed: CancellationToken,
-    /// The largest frame the other side takes.
+    /// The largest frame the other side takes: a larger message is refused before it is sent.
     max_frame: usize,
-}
-
-impl Shared {
-    /// A message too large for the other side is refused here, as a permanent error, before it
-    /// reaches the connection: sent, it would close the connection, and a resend would close it
-    /// again, forever.
-    fn fits(&self, frame: &Bytes) -> Result<(), Error> {
-        if frame.len() > self.max_frame {
-            return Err(Error::Invalid(format!(
-                "a message of {} bytes is over the {}-byte frame limit",
-                frame.len(),
-                self.max_frame
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// One side of a TCP connection. Clones share it; it closes when the last clone is dropped, when
@@ -79,29 +61,6 @@ impl std::fmt::Debug for TcpPeer {
     }
 }
 
-impl TcpPeer {
-    /// The address of the other side.
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.shared.remote
-    }
-}
-
-/// Removes a request's pending entry however its wait ends.
-struct PendingGuard<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
-    }
-}
-
 #[async_trait]
 impl Peer for TcpPeer {
     fn hello(&self) -> &Hello {
@@ -113,29 +72,19 @@ impl Peer for TcpPeer {
         if shared.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        let id = shared.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (reply, response) = oneshot::channel();
-        shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, reply);
-        let _guard = PendingGuard { shared, id };
-        let frame = frame::message(FrameType::Request, id, &Message::Request(request));
-        shared.fits(&frame)?;
+        let waiting = shared.pending.register();
+        let frame = frame::message(FrameType::Request, waiting.id(), &Message::Request(request));
+        kit::check_size(frame.len(), shared.max_frame)?;
         tokio::select! {
             sent = shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed)?,
             () = shared.closed.cancelled() => return Err(Error::Closed),
         }
-        tokio::select! {
-            response = response => response.map_err(|_| Error::Closed),
-            () = shared.closed.cancelled() => Err(Error::Closed),
-        }
+        waiting.wait(&shared.closed).await
     }
 
     async fn notify(&self, event: Event) -> Result<(), Error> {
         let frame = frame::message(FrameType::Event, 0, &Message::Event(event));
-        self.shared.fits(&frame)?;
+        kit::check_size(frame.len(), self.shared.max_frame)?;
         tokio::select! {
             sent = self.shared.outgoing.send(frame) => sent.map_err(|_| Error::Closed),
             () = self.shared.closed.cancelled() => Err(Error::Closed),
@@ -167,8 +116,7 @@ pub(crate) fn spawn(
         hello,
         remote,
         outgoing,
-        pending: Mutex::default(),
-        next: AtomicU64::new(0),
+        pending: Pending::default(),
         closed: closed.clone(),
         max_frame: config.max_frame_bytes,
     });
@@ -247,23 +195,12 @@ async fn read(
     config: Arc<TcpConfig>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    let (events, mut ordered) = mpsc::channel::<Event>(OUTGOING_QUEUE);
-    {
-        let (handler, shared) = (handler.clone(), shared.clone());
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    event = ordered.recv() => event,
-                    () = shared.closed.cancelled() => None,
-                };
-                let Some(event) = event else { return };
-                tokio::select! {
-                    () = handler.event(&shared.hello, event) => {}
-                    () = shared.closed.cancelled() => return,
-                }
-            }
-        });
-    }
+    let events = kit::event_pump(
+        handler.clone(),
+        shared.hello.clone(),
+        shared.closed.clone(),
+        OUTGOING_QUEUE,
+    );
     // Requests being answered, driven by this task itself: no task per request, no wake-up
     // across threads to hand an answer back. The reader never waits on a send in a branch: a
     // finished answer or an event is queued here and handed over when the writer has room, so
@@ -340,11 +277,7 @@ async fn read(
         }
     }
     shared.closed.cancel();
-    shared
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    shared.pending.close_all();
 }
 
 /// What a frame asks of the reader.
@@ -379,13 +312,7 @@ fn dispatch(
             let correlation = frame.correlation;
             Ok(Received::Request(
                 async move {
-                    let response = AssertUnwindSafe(handler.request(&shared.hello, request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::error!(worker_id = %shared.hello.worker_id, "bug: a request handler panicked");
-                            Response::refused(&Error::Bug("the request handler panicked".into()))
-                        });
+                    let response = kit::answer(&*handler, &shared.hello, request).await;
                     (correlation, response)
                 }
                 .boxed(),
@@ -397,20 +324,12 @@ fn dispatch(
                     "a response frame holds another message".into(),
                 ));
             };
-            let waiting = shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&frame.correlation);
-            match waiting {
-                Some(reply) => {
-                    let _ = reply.send(response);
-                }
+            if !shared.pending.resolve(frame.correlation, response) {
                 // The requester gave up (timed out); its answer is dropped.
-                None => tracing::debug!(
+                tracing::debug!(
                     correlation = frame.correlation,
                     "response to no pending request"
-                ),
+                );
             }
             Ok(Received::Nothing)
         }

@@ -1,17 +1,18 @@
 //! The transport: a controller's listener and a worker's dialer.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use weld_pipeline::transport::kit::ListenAddr;
 use weld_pipeline::transport::{Handler, Listener, Transport};
-use weld_pipeline::{Error, ErrorKind, Hello};
+use weld_pipeline::{Error, Hello};
 
 use crate::config::TcpConfig;
 use crate::connection::{self, TcpPeer};
@@ -26,11 +27,9 @@ const MAX_HANDSHAKES: usize = 128;
 /// The TCP transport: [`Transport::listen`] binds its address, [`Transport::connect`] dials it.
 #[derive(Clone, Debug)]
 pub struct TcpTransport {
-    addr: String,
+    /// Where the controller listens (the same port again after a restart) and workers dial.
+    addr: ListenAddr,
     config: Arc<TcpConfig>,
-    /// Once bound (port 0 included), the address actually listened on: listening again after a
-    /// restart takes the same one.
-    bound: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl TcpTransport {
@@ -42,15 +41,14 @@ impl TcpTransport {
     /// A transport for `addr` with `config`.
     pub fn with_config(addr: impl Into<String>, config: TcpConfig) -> Self {
         TcpTransport {
-            addr: addr.into(),
+            addr: ListenAddr::new(addr),
             config: Arc::new(config),
-            bound: Arc::default(),
         }
     }
 
     /// The address this transport listens on, once it has.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner())
+        self.addr.local_addr()
     }
 
     /// The codec of a new connection: until the welcome, frames are limited to the handshake's
@@ -94,19 +92,7 @@ impl Transport for TcpTransport {
     type Listener = TcpAcceptor;
 
     async fn listen(&self, handler: Arc<dyn Handler>) -> Result<TcpAcceptor, Error> {
-        let addr = self
-            .local_addr()
-            .map_or_else(|| self.addr.clone(), |a| a.to_string());
-        let listener = TcpListener::bind(&addr).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Permanent,
-                format!("cannot listen on {addr}: {e}"),
-            )
-        })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::new(ErrorKind::Permanent, e))?;
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+        let (listener, local) = self.addr.bind().await?;
         let stop = CancellationToken::new();
         let (arrive, arrivals) = mpsc::channel(64);
         tokio::spawn(accept_loop(
@@ -126,13 +112,16 @@ impl Transport for TcpTransport {
 
     async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<TcpPeer, Error> {
         let config = &self.config;
-        let socket = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "connect",
-                after: config.connect_timeout,
-            })?
-            .map_err(TcpError::Io)?;
+        let socket = tokio::time::timeout(
+            config.connect_timeout,
+            TcpStream::connect(self.addr.configured()),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "connect",
+            after: config.connect_timeout,
+        })?
+        .map_err(TcpError::Io)?;
         socket.set_nodelay(true).map_err(TcpError::Io)?;
         let remote = socket.peer_addr().map_err(TcpError::Io)?;
         let mut wire = Framed::new(socket, self.codec());
@@ -160,7 +149,12 @@ async fn accept_loop(
     arrive: mpsc::Sender<TcpPeer>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(transport.config.max_connections));
+    let admission = Admission {
+        slots: Arc::new(Semaphore::new(transport.config.max_connections)),
+        transport,
+        handler,
+        arrive,
+    };
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
@@ -182,62 +176,84 @@ async fn accept_loop(
             tracing::warn!(%remote, "too many handshakes at once: connection dropped");
             continue;
         };
-        let (transport, handler, arrive, slots) = (
-            transport.clone(),
-            handler.clone(),
-            arrive.clone(),
-            slots.clone(),
-        );
-        tokio::spawn(async move {
-            let _ = socket.set_nodelay(true);
-            let config = transport.config.clone();
-            let mut wire: Wire = Framed::new(socket, transport.codec());
-            let shaken = tokio::time::timeout(
-                config.handshake_timeout,
-                handshake::accept(&mut wire, &config),
-            )
-            .await
-            .unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout)));
-            drop(handshaking);
-            let shaken = shaken.and_then(|hello| match slots.try_acquire_owned() {
-                Ok(slot) => Ok((hello, slot)),
-                Err(_) => Err(TcpError::Refused(format!(
-                    "too many connections (the limit is {})",
-                    config.max_connections
-                ))),
-            });
-            let welcomed = match shaken {
-                Ok((hello, slot)) => handshake::welcome(&mut wire, &config)
-                    .await
-                    .map(|()| (hello, slot)),
-                Err(error) => Err(error),
-            };
-            match welcomed {
-                Ok((hello, slot)) => {
-                    tracing::info!(%remote, worker_id = %hello.worker_id, "worker authenticated");
-                    let peer = connection::spawn(wire, hello, remote, handler, config, Some(slot));
-                    let _ = arrive.send(peer).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
-                    let goodbye = async {
-                        wire.send(refusal(&error)).await?;
-                        SinkExt::<Bytes>::close(&mut wire).await?;
-                        // A lingering close: closing a socket with unread input makes the kernel
-                        // send a reset, which can destroy the refusal on its way. Read and drop
-                        // what the client still sends (a second, 64 KiB at most) first.
-                        let mut socket = wire.into_inner();
-                        let mut sink = [0u8; 4096];
-                        for _ in 0..16 {
-                            if tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await? == 0 {
-                                break;
-                            }
-                        }
-                        Ok::<_, std::io::Error>(())
-                    };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), goodbye).await;
-                }
-            }
-        });
+        tokio::spawn(admission.clone().admit(socket, remote, handshaking));
     }
+}
+
+/// What it takes to admit a worker: the transport's settings, the handler its connection
+/// serves, where accepted peers go, and the connection slots.
+#[derive(Clone)]
+struct Admission {
+    transport: TcpTransport,
+    handler: Arc<dyn Handler>,
+    arrive: mpsc::Sender<TcpPeer>,
+    slots: Arc<Semaphore>,
+}
+
+impl Admission {
+    /// Takes one accepted socket through its handshake (holding a handshake permit meanwhile)
+    /// and a connection slot, then hands the peer to the listener; or refuses it, lingering so
+    /// the refusal arrives.
+    async fn admit(self, socket: TcpStream, remote: SocketAddr, handshaking: OwnedSemaphorePermit) {
+        let Admission {
+            transport,
+            handler,
+            arrive,
+            slots,
+        } = self;
+        let _ = socket.set_nodelay(true);
+        let config = transport.config.clone();
+        let mut wire: Wire = Framed::new(socket, transport.codec());
+        let shaken = tokio::time::timeout(
+            config.handshake_timeout,
+            handshake::accept(&mut wire, &config),
+        )
+        .await
+        .unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout)));
+        drop(handshaking);
+        let shaken = shaken.and_then(|hello| match slots.try_acquire_owned() {
+            Ok(slot) => Ok((hello, slot)),
+            Err(_) => Err(TcpError::Refused(format!(
+                "too many connections (the limit is {})",
+                config.max_connections
+            ))),
+        });
+        let welcomed = match shaken {
+            Ok((hello, slot)) => handshake::welcome(&mut wire, &config)
+                .await
+                .map(|()| (hello, slot)),
+            Err(error) => Err(error),
+        };
+        match welcomed {
+            Ok((hello, slot)) => {
+                tracing::info!(%remote, worker_id = %hello.worker_id, "worker authenticated");
+                let peer = connection::spawn(wire, hello, remote, handler, config, Some(slot));
+                let _ = arrive.send(peer).await;
+            }
+            Err(error) => {
+                tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    refuse_and_linger(wire, &error),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Sends the refusal and closes with a lingering read: closing a socket with unread input makes
+/// the kernel send a reset, which can destroy the refusal on its way. What the client still
+/// sends (64 KiB at most) is read and dropped first.
+async fn refuse_and_linger(mut wire: Wire, error: &TcpError) -> std::io::Result<()> {
+    wire.send(refusal(error)).await?;
+    SinkExt::<Bytes>::close(&mut wire).await?;
+    let mut socket = wire.into_inner();
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await? == 0 {
+            break;
+        }
+    }
+    Ok(())
 }

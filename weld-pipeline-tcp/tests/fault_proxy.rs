@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::{quick_config, Fault, FaultProxy, TcpNetwork};
 use weld_pipeline::runtime::WorkerConfig;
 use weld_pipeline::testing::{
-    counter_value, global_counters, stored_ids, wait_until, ControllerProcess, GeneratorSources,
+    counter_value, global_counters, stored_ids, wait_until, ControllerProcess, CountingSources,
     WorkerProcess,
 };
 use weld_pipeline::StreamName;
@@ -40,17 +40,17 @@ fn acks_delayed_dropped_or_cut_are_resent_and_stored_exactly_once() {
     let worker = WorkerProcess::start(
         WorkerConfig::new("worker-1", worker_dir.path()),
         &network,
-        GeneratorSources::new(),
+        CountingSources::new(),
     );
     let stream = StreamName::new("contacts").unwrap();
     controller
         .block_on(
             controller
                 .controller
-                .start_stream(&stream, GeneratorSources::config(RECORDS, 50, 10, 300)),
+                .start_stream(&stream, CountingSources::config(RECORDS, 50, 10, 300)),
         )
         .unwrap();
-    let live = || controller.controller.store().counts(&stream).unwrap().live;
+    let live = || controller.store.counts(&stream).unwrap().live;
 
     // Each fault strikes once the run has reached a point, so every one lands mid-run however
     // fast the machine is.
@@ -81,7 +81,7 @@ fn acks_delayed_dropped_or_cut_are_resent_and_stored_exactly_once() {
     wait_until("the outbox drains", Duration::from_secs(60), || {
         worker.worker.outbox().is_empty()
     });
-    let ids = stored_ids(controller.controller.store(), &stream);
+    let ids = stored_ids(&controller.store, &stream);
     assert_eq!(
         ids,
         (1..=RECORDS).collect::<Vec<_>>(),

@@ -1,8 +1,9 @@
 //! The one binary encoding of messages and batches, shared by every transport and store.
 //!
 //! A batch is a compact envelope around its records' JSON bytes: the JSON is copied in once and,
-//! on decode, sliced out of the received buffer without a copy and without being parsed (see
-//! PERFORMANCE.md: parsing every record would cap a transport near 300k records/s). Control
+//! on decode, sliced out of the received buffer without a copy and without being parsed
+//! (parsing every record would cap a transport near 300k records/s on this project's
+//! machines). Control
 //! messages are rare and small and use the same primitives.
 //!
 //! All integers are big-endian. `str8`/`str16` are UTF-8 text after a `u8`/`u16` length;

@@ -28,13 +28,14 @@
 //! | [`message`] | what a controller and a worker say to each other |
 //! | [`encoding`] | the one binary encoding of messages and batches |
 //! | [`Source`], [`source::Pages`], [`source::Generator`] | where records come from |
-//! | [`Sink`], [`MemorySink`], [`sink::RemoteSink`] | where they are committed |
+//! | [`source::SourceKinds`], [`source::Sources`] | sources by kind: checked on data-streams, built on workers |
+//! | [`Sink`], [`MemorySink`] | where they are committed |
 //! | [`transport`] ([`Transport`], [`transport::MemoryTransport`]) | how services talk |
 //! | [`middleware`] | retry, timeout, rate limit, concurrency limit, transforms, telemetry |
 //! | [`Scheduler`], [`Pipeline`], [`PipelineJob`] | running it all |
-//! | [`store`] (feature `sled`, default) | the durable, idempotent store: records, checkpoints, ledger, run history; what "durable" means |
-//! | [`outbox`] | the worker's bounded on-disk queue of unacknowledged batches |
-//! | [`registry`], [`runtime`] ([`runtime::Controller`], [`runtime::Worker`]) | the two services' logic, to embed |
+//! | [`store`] ([`store::StreamStore`]; [`store::SledStore`] with feature `sled`, default) | data-streams' storage: registry, records, checkpoints, ledger, run history; what "durable" means |
+//! | [`outbox`] (feature `sled`) | the worker's bounded on-disk queue of unacknowledged batches |
+//! | [`runtime`] ([`runtime::Controller`], [`runtime::Worker`]) | the two services' logic, to embed |
 //! | [`Error`], [`ErrorKind`] | what to do when it fails: retry, stop, or fix the bug |
 //!
 //! # Example
@@ -81,14 +82,10 @@ pub mod middleware;
 pub mod outbox;
 pub mod pipeline;
 pub mod record;
-#[cfg(feature = "sled")]
-pub mod registry;
-#[cfg(feature = "sled")]
 pub mod runtime;
 pub mod scheduler;
 pub mod sink;
 pub mod source;
-#[cfg(feature = "sled")]
 pub mod store;
 pub mod stream;
 pub mod telemetry;

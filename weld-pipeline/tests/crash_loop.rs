@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use weld_pipeline::store::{Archived, Store, StoreConfig};
+use weld_pipeline::store::{Archived, SledStore, SledStoreConfig};
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 
 const CHILD_DIR: &str = "WELD_CRASH_LOOP_DIR";
@@ -59,7 +59,7 @@ fn crash_loop_child() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let store = Store::open(&StoreConfig::new(&dir)).unwrap();
+        let store = SledStore::open(&SledStoreConfig::new(&dir)).unwrap();
         let done: u64 = store
             .checkpoint(&stream())
             .unwrap()
@@ -88,7 +88,7 @@ fn crash_loop_child() {
 
 /// Checks the invariants on the store left by a killed child.
 fn check(dir: &std::path::Path, acked: &BTreeSet<u64>, cycle: usize) -> u64 {
-    let store = Store::open(&StoreConfig::new(dir)).unwrap();
+    let store = SledStore::open(&SledStoreConfig::new(dir)).unwrap();
     for &seq in acked {
         assert!(
             store.is_committed(&stream(), RunId(1), seq).unwrap(),

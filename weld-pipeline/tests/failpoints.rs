@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weld_pipeline::runtime::WorkerConfig;
-use weld_pipeline::store::{RunState, Store, StoreConfig};
+use weld_pipeline::store::{RunState, SledStore, SledStoreConfig};
 use weld_pipeline::testing::{
-    stored_ids, wait_until, ControllerProcess, GeneratorSources, WorkerProcess,
+    stored_ids, wait_until, ControllerProcess, CountingSources, WorkerProcess,
 };
 use weld_pipeline::transport::MemoryTransport;
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
@@ -36,12 +36,7 @@ fn stream() -> StreamName {
 }
 
 fn live(controller: &ControllerProcess<MemoryTransport>) -> u64 {
-    controller
-        .controller
-        .store()
-        .counts(&stream())
-        .unwrap()
-        .live
+    controller.store.counts(&stream()).unwrap().live
 }
 
 fn worker_config(dir: &Path) -> WorkerConfig {
@@ -68,10 +63,10 @@ fn failpoint_child() {
     let worker = WorkerProcess::start(
         worker_config(Path::new(&worker_dir)),
         &transport,
-        GeneratorSources::new(),
+        CountingSources::new(),
     );
     // A short interval: if the crash comes late, new runs keep reaching the failpoint.
-    let config = GeneratorSources::config(RECORDS, 50, 1, 1);
+    let config = CountingSources::config(RECORDS, 50, 1, 1);
     controller
         .block_on(controller.controller.start_stream(&stream(), config))
         .unwrap();
@@ -127,7 +122,7 @@ fn survives_a_crash_at(failpoint: &str) {
     let worker = WorkerProcess::start(
         worker_config(worker_dir.path()),
         &transport,
-        GeneratorSources::new(),
+        CountingSources::new(),
     );
     wait_until(
         &format!("all records arrive after a crash at {failpoint}"),
@@ -138,11 +133,11 @@ fn survives_a_crash_at(failpoint: &str) {
         worker.worker.outbox().is_empty()
     });
     wait_until("a run succeeds", DEADLINE, || {
-        let runs = controller.controller.store().runs(&stream(), 5).unwrap();
+        let runs = controller.store.runs(&stream(), 5).unwrap();
         runs.iter().any(|r| r.state == RunState::Succeeded)
     });
 
-    let ids = stored_ids(controller.controller.store(), &stream());
+    let ids = stored_ids(&controller.store, &stream());
     assert_eq!(
         ids,
         (1..=RECORDS).collect::<Vec<_>>(),
@@ -194,7 +189,7 @@ fn group_commit_shares_one_sync_round_among_waiting_commits() {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    let store = SledStore::open(&SledStoreConfig::new(dir.path())).unwrap();
     fail::cfg("store::between_flush_and_fdatasync", "pause").unwrap();
     let commits: Vec<_> = (0..64u64)
         .map(|seq| {

@@ -1,20 +1,55 @@
-//! A worker and a controller in one process, over the in-memory transport: the flow of
-//! DESIGN.md with the real runner, scheduler, remote sink and memory sink.
+//! A worker and a controller in one process, over the in-memory transport: the real runner,
+//! scheduler and memory sink, delivering through the transport's peer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tower::ServiceBuilder;
-use weld_pipeline::middleware::{RetryLayer, RetryPolicy, TimeoutLayer};
-use weld_pipeline::sink::RemoteSink;
+use weld_pipeline::middleware::{Backoff, ExponentialBackoff};
 use weld_pipeline::source::{Generator, Pages};
-use weld_pipeline::transport::{MemoryTransport, PeerService};
+use weld_pipeline::transport::MemoryTransport;
 use weld_pipeline::{
-    Checkpoint, Error, Event, Handler, Hello, Listener, MemorySink, Peer, Pipeline, PipelineJob,
-    Request, Response, RunOutcome, Scheduler, Sink, StreamName, Transport,
+    Batch, Checkpoint, Commit, Error, ErrorKind, Event, Handler, Hello, Listener, MemorySink, Peer,
+    Pipeline, PipelineJob, Request, Response, RunOutcome, Scheduler, Sink, StreamName, Transport,
 };
+
+/// A sink on the other side of the transport: delivers each batch through the peer, retrying
+/// transient refusals and timeouts (a lost ack) with backoff, as a worker's courier does.
+struct PeerSink<P> {
+    peer: P,
+}
+
+#[async_trait]
+impl<P: Peer> Sink for PeerSink<P> {
+    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        let backoff = ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut attempt = 0;
+        loop {
+            let delivery = self.peer.request(Request::Deliver(batch.clone()));
+            let answer = tokio::time::timeout(Duration::from_secs(10), delivery)
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    operation: "delivery",
+                    after: Duration::from_secs(10),
+                }))
+                .and_then(Response::into_result);
+            match answer {
+                Ok(Response::Ack { batch: id, commit }) if id == batch.id() => return Ok(commit),
+                Ok(other) => return Err(Error::Bug(format!("answered with {other:?}"))),
+                Err(error) if error.kind() == ErrorKind::Transient && attempt < 10 => {
+                    tokio::time::sleep(backoff.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn checkpoint(&self, _stream: &StreamName) -> Result<Checkpoint, Error> {
+        Ok(Checkpoint::start())
+    }
+}
 
 /// The controller's side: commits deliveries to a memory sink, optionally losing the first acks
 /// it sends (the commit happened; the worker never hears of it).
@@ -88,13 +123,10 @@ async fn a_scheduled_worker_delivers_every_record_once_and_lost_acks_are_replaye
     let accepted = listener.accept().await.unwrap();
     assert_eq!(accepted.hello().worker_id, "worker-1");
 
-    let deliver = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::default()))
-        .layer(TimeoutLayer::new(Duration::from_secs(10)))
-        .service(PeerService::new(peer.clone()));
+    let deliver = PeerSink { peer: peer.clone() };
     let source = Pages::new(Generator::contacts(1_000).page_size(100).record_bytes(128));
     let job = Arc::new(PipelineJob::new(
-        Pipeline::new(source, RemoteSink::new(deliver)),
+        Pipeline::new(source, deliver),
         Checkpoint::start(),
     ));
     let mut reports = job.reports();
@@ -281,8 +313,8 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
         .connect(Hello::new("w", vec![]), Arc::new(Idle))
         .await
         .unwrap();
-    let sink = RemoteSink::new(PeerService::new(peer));
-    let batch = weld_pipeline::Batch {
+    let sink = PeerSink { peer };
+    let batch = Batch {
         stream: stream(),
         run_id: weld_pipeline::RunId(1),
         seq: 0,

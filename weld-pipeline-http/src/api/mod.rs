@@ -23,14 +23,20 @@
 //! `not_found` and 405 `method_not_allowed` for routes that do not exist, 503 `unavailable` when
 //! storage fails transiently. Bad input is answered, not logged as an error.
 //!
+//! The API knows no source: a start body's `source` is checked by the controller's
+//! [`SourceKinds`](weld_pipeline::source::SourceKinds), and a start without one gets the first
+//! kind registered there.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use weld_pipeline::runtime::{Controller, ControllerConfig};
+//! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::transport::MemoryPeer;
 //! use weld_pipeline_http::api::{self, ApiConfig};
-//! use weld_pipeline_http::transport::HttpPeer;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let controller = Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path()))?;
+//! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+//! let controller = Controller::<MemoryPeer>::open(&ControllerConfig::new(dir.path(), kinds))?;
 //! let app: axum::Router = api::router(controller, ApiConfig::default());
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
@@ -55,7 +61,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weld_pipeline::message::StreamConfig;
 use weld_pipeline::runtime::{Controller, StreamStatus};
-use weld_pipeline::store::Store;
+use weld_pipeline::source::SourceKinds;
+use weld_pipeline::store::StreamStore;
 use weld_pipeline::transport::Peer;
 use weld_pipeline::{Error, StreamName};
 
@@ -65,7 +72,8 @@ use error::ApiError;
 /// long property lists and transforms without letting a client make the service buffer much.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the API needs of a controller: its stream operations and its store, for reads.
+/// What the API needs of a controller: its stream operations, its store for reads, and the
+/// source kinds it accepts.
 ///
 /// [`Controller`] implements it over every transport; the API holds it as a trait object, so
 /// one router serves a TCP or an HTTP controller alike.
@@ -82,13 +90,15 @@ pub trait Streams: Send + Sync + 'static {
     /// See [`Controller::delete_stream`].
     async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error>;
     /// See [`Controller::status`].
-    fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
+    async fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
     /// See [`Controller::streams`].
-    fn streams(&self) -> Result<Vec<StreamStatus>, Error>;
+    async fn streams(&self) -> Result<Vec<StreamStatus>, Error>;
     /// See [`Controller::workers`].
     fn workers(&self) -> usize;
     /// See [`Controller::store`].
-    fn store(&self) -> &Store;
+    fn store(&self) -> &Arc<dyn StreamStore>;
+    /// See [`Controller::sources`].
+    fn sources(&self) -> &SourceKinds;
 }
 
 #[async_trait]
@@ -106,17 +116,20 @@ impl<P: Peer> Streams for Controller<P> {
     async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
         Controller::delete_stream(self, name).await
     }
-    fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
-        Controller::status(self, name)
+    async fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        Controller::status(self, name).await
     }
-    fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
-        Controller::streams(self)
+    async fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
+        Controller::streams(self).await
     }
     fn workers(&self) -> usize {
         Controller::workers(self)
     }
-    fn store(&self) -> &Store {
+    fn store(&self) -> &Arc<dyn StreamStore> {
         Controller::store(self)
+    }
+    fn sources(&self) -> &SourceKinds {
+        Controller::sources(self)
     }
 }
 
@@ -186,7 +199,7 @@ fn description() -> OpenApi {
                 .title("data-streams")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "Scheduled HubSpot syncs: start, stop, inspect and read streams.",
+                    "Scheduled syncs from external APIs (HubSpot): start, stop, inspect and read streams.",
                 ))
                 .build(),
         )

@@ -6,8 +6,8 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 use weld_pipeline::message::StreamConfig;
 use weld_pipeline::middleware::FieldTransform;
-use weld_pipeline::registry::LastError;
 use weld_pipeline::runtime::{StreamState, StreamStatus};
+use weld_pipeline::store::LastError;
 use weld_pipeline::store::{RunRecord, RunState};
 use weld_pipeline::{Record, SourceSpec, Timestamp};
 
@@ -25,9 +25,12 @@ pub(crate) struct Health {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartRequest {
-    /// What to read. Default: HubSpot contacts with their default properties.
+    /// What to read: a source kind and its parameters, e.g.
+    /// `{"kind":"hubspot","object":"contacts","properties":["email"]}` or
+    /// `{"kind":"generator","records":1000}`. Default: the service's default source.
     #[serde(default)]
-    pub(crate) source: Option<SourceBody>,
+    #[schema(value_type = Option<Object>, example = json!({"kind": "hubspot", "object": "contacts"}))]
+    pub(crate) source: Option<SourceSpec>,
     /// Seconds between the starts of two runs, 1..=86400. Default 300.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400, example = 300)]
@@ -37,37 +40,6 @@ pub(crate) struct StartRequest {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) transforms: Option<Vec<FieldTransform>>,
-}
-
-/// A stream's source: `{"kind":"hubspot","object":"contacts","properties":["email"]}`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub(crate) struct SourceBody {
-    /// The source kind: `hubspot`.
-    #[schema(example = "hubspot")]
-    pub(crate) kind: String,
-    /// The HubSpot object type. Default `contacts`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "contacts")]
-    pub(crate) object: Option<String>,
-    /// Properties to read. Default: the object type's default set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) properties: Option<Vec<String>>,
-}
-
-impl SourceBody {
-    pub(crate) fn into_spec(self) -> SourceSpec {
-        let mut params = serde_json::Map::new();
-        if let Some(object) = self.object {
-            params.insert("object".into(), object.into());
-        }
-        if let Some(properties) = self.properties {
-            params.insert("properties".into(), properties.into());
-        }
-        SourceSpec {
-            kind: self.kind,
-            params,
-        }
-    }
 }
 
 /// A stream's status.

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use weld_pipeline::message::StreamConfig;
 use weld_pipeline::store::Archived;
-use weld_pipeline::{SourceSpec, StreamName};
+use weld_pipeline::StreamName;
 
 use super::error::ApiError;
 use super::model::{
@@ -21,7 +21,7 @@ use super::model::{
     Status, StreamList,
 };
 use super::{Api, BODY_LIMIT};
-use crate::hubspot::HubSpotParams;
+use weld_pipeline::source::SourceKinds;
 
 type Shared = State<Arc<Api>>;
 type Answer<T> = Result<T, ApiError>;
@@ -61,7 +61,7 @@ pub(crate) async fn openapi() -> impl IntoResponse {
 
 #[utoipa::path(post, path = "/streams/{name}/start", tag = "streams",
     params(("name" = String, Path, description = "The stream: `^[a-z0-9][a-z0-9_-]{0,62}$`")),
-    request_body(content = Option<StartRequest>, description = "Optional; defaults: HubSpot contacts, every 300 s"),
+    request_body(content = Option<StartRequest>, description = "Optional; defaults: the service's default source (HubSpot contacts in the reference service), every 300 s"),
     responses(
         (status = 200, description = "Started (or already running); its status", body = Status),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
@@ -75,8 +75,12 @@ pub(crate) async fn start_stream(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Json<Status>> {
     let body = body_bytes(body)?;
-    let current = api.streams.status(&stream)?.map(|status| status.config);
-    let config = stream_config(&body, current.as_ref())?;
+    let current = api
+        .streams
+        .status(&stream)
+        .await?
+        .map(|status| status.config);
+    let config = stream_config(&body, current.as_ref(), api.streams.sources())?;
     let status = api.streams.start_stream(&stream, config).await?;
     Ok(Json(status.into()))
 }
@@ -105,7 +109,7 @@ pub(crate) async fn stop_stream(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
 pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>> {
-    let streams = api.streams.streams()?;
+    let streams = api.streams.streams().await?;
     Ok(Json(StreamList {
         streams: streams.into_iter().map(Status::from).collect(),
     }))
@@ -123,7 +127,7 @@ pub(crate) async fn get_stream(
     State(api): Shared,
     StreamPath(name, stream): StreamPath,
 ) -> Answer<Json<Status>> {
-    match api.streams.status(&stream)? {
+    match api.streams.status(&stream).await? {
         Some(status) => Ok(Json(status.into())),
         None => Err(ApiError::no_stream(&name)),
     }
@@ -172,12 +176,15 @@ pub(crate) async fn list_records(
             )))
         }
     };
-    let stream = existing_stream(&api, &name)?;
-    // Up to 1,000 records read from sled and checked: off the runtime's threads, which carry the
-    // workers' deliveries.
-    let store = api.streams.store().clone();
+    let stream = existing_stream(&api, &name).await?;
+    let page = api
+        .streams
+        .store()
+        .records(&stream, query.after.as_deref(), limit, archived)
+        .await?;
+    // Up to 1,000 records checked as JSON: off the runtime's threads, which carry the workers'
+    // deliveries.
     let list = tokio::task::spawn_blocking(move || {
-        let page = store.records(&stream, query.after.as_deref(), limit, archived)?;
         Ok::<_, weld_pipeline::Error>(RecordList {
             records: page
                 .records
@@ -188,7 +195,7 @@ pub(crate) async fn list_records(
         })
     })
     .await
-    .map_err(|e| weld_pipeline::Error::Bug(format!("a records read panicked: {e}")))??;
+    .map_err(|e| weld_pipeline::Error::Bug(format!("a records page panicked: {e}")))??;
     Ok(Json(list))
 }
 
@@ -206,8 +213,8 @@ pub(crate) async fn list_runs(
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Answer<Json<RunList>> {
     let limit = limit(query.limit.as_deref(), 20)?;
-    let stream = existing_stream(&api, &name)?;
-    let runs = api.streams.store().runs(&stream, limit)?;
+    let stream = existing_stream(&api, &name).await?;
+    let runs = api.streams.store().runs(&stream, limit).await?;
     Ok(Json(RunList {
         runs: runs.into_iter().map(Into::into).collect(),
     }))
@@ -254,9 +261,9 @@ fn stream_name(name: &str) -> Answer<StreamName> {
 
 /// The stream of this name, when it exists: its data is read without the registry, which alone
 /// tells a deleted stream from an empty one.
-fn existing_stream(api: &Api, name: &str) -> Answer<StreamName> {
+async fn existing_stream(api: &Api, name: &str) -> Answer<StreamName> {
     let stream = stream_name(name)?;
-    match api.streams.status(&stream)? {
+    match api.streams.status(&stream).await? {
         Some(_) => Ok(stream),
         None => Err(ApiError::no_stream(name)),
     }
@@ -290,7 +297,11 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
 /// was). JSON that does not parse is a 400; JSON that parses into something the API does not take
 /// is a 422, and so is a different source for an existing stream: its checkpoint and records
 /// belong to the source they came from.
-fn stream_config(body: &[u8], current: Option<&StreamConfig>) -> Answer<StreamConfig> {
+fn stream_config(
+    body: &[u8],
+    current: Option<&StreamConfig>,
+    kinds: &SourceKinds,
+) -> Answer<StreamConfig> {
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
@@ -315,11 +326,10 @@ fn stream_config(body: &[u8], current: Option<&StreamConfig>) -> Answer<StreamCo
         )));
     }
     let source = match (request.source, current) {
-        (Some(source), _) => source_spec(source.into_spec())?,
+        (Some(source), _) => kinds.check(&source)?,
         (None, Some(current)) => current.source.clone(),
-        (None, None) => source_spec(SourceSpec {
-            kind: crate::hubspot::KIND.into(),
-            params: serde_json::Map::new(),
+        (None, None) => kinds.default_spec().ok_or_else(|| {
+            ApiError::invalid("this service has no default source: name one in the body")
         })?,
     };
     if let Some(current) = current {
@@ -344,12 +354,4 @@ fn stream_config(body: &[u8], current: Option<&StreamConfig>) -> Answer<StreamCo
         interval_secs,
         transforms,
     })
-}
-
-/// A checked source, with its defaults written in, so that its status says what it reads and two
-/// starts asking for the same thing compare equal.
-fn source_spec(mut source: SourceSpec) -> Answer<SourceSpec> {
-    let params = HubSpotParams::from_spec(&source)?;
-    source.params.insert("object".into(), params.object.into());
-    Ok(source)
 }

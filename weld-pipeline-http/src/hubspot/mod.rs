@@ -6,8 +6,8 @@
 //! `paging.next.after`), live records then archived ones (`archived=true`). Its end is a
 //! checkpoint at the time the run started, minus the settle delay.
 //!
-//! Every later run is **incremental**, as HUBSPOT.md's "What the connectors people use get
-//! wrong" lays out. Search takes one sort rule and promises no order among ties, so a cursor of
+//! Every later run is **incremental**, built to avoid what other connectors got wrong (runs that
+//! loop on a page of equal timestamps, or skip records tied at a page boundary). Search takes one sort rule and promises no order among ties, so a cursor of
 //! "the last modification time seen" cannot be made safe. Instead a run syncs a **window** of
 //! modification times `[from, until]`, `until` being now minus the settle delay (the search
 //! index trails writes), filtered on the change-tracking property and **sorted by
@@ -36,13 +36,11 @@
 mod client;
 mod config;
 mod error;
-#[cfg(feature = "service")]
 mod sources;
 
 pub use config::{HubSpotConfig, Token};
 pub use error::HubSpotError;
-#[cfg(feature = "service")]
-pub use sources::{HubSpotParams, HubSpotSources, KIND};
+pub use sources::{HubSpotKind, HubSpotParams, HubSpotSources, KIND};
 
 use std::collections::BTreeMap;
 use std::future::Future;

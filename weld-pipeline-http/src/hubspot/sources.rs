@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use weld_pipeline::runtime::SourceFactory;
+use weld_pipeline::source::{SourceFactory, SourceKind};
 use weld_pipeline::{Error, Source, SourceSpec, StreamName};
 
 use super::{AccountLimits, HubSpotConfig, HubSpotPages};
 use weld_pipeline::source::Pages;
 
-/// The source kind this factory builds, as a stream's configuration names it.
+/// The source kind of HubSpot streams, as a stream's configuration names it.
 pub const KIND: &str = "hubspot";
 
 /// The parameters of a `hubspot` source in a stream's configuration:
@@ -83,16 +83,43 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
     }
 }
 
+/// The `hubspot` kind as data-streams checks it: no account needed. A checked spec has its
+/// object type written in (`contacts` by default).
+///
+/// ```
+/// use weld_pipeline::source::SourceKind;
+/// use weld_pipeline_http::hubspot::HubSpotKind;
+///
+/// let spec = serde_json::from_str(r#"{"kind":"hubspot"}"#)?;
+/// assert_eq!(HubSpotKind.check(&spec)?.params["object"], "contacts");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HubSpotKind;
+
+impl SourceKind for HubSpotKind {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
+        let params = HubSpotParams::from_spec(spec)?;
+        let mut spec = spec.clone();
+        spec.params.insert("object".into(), params.object.into());
+        Ok(spec)
+    }
+}
+
 /// Builds the HubSpot source of every `hubspot` stream a worker is given, all from one account:
 /// they share its rate limits, so three streams together stay inside the account's budget.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use weld_pipeline::runtime::SourceFactory;
+/// use weld_pipeline::source::Sources;
 /// use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
 ///
 /// let account = HubSpotConfig::new("https://api.hubapi.com", Token::new("pat-..."), "contacts");
-/// let sources: Arc<dyn SourceFactory> = Arc::new(HubSpotSources::new(account));
+/// let sources = Sources::new().with(Arc::new(HubSpotSources::new(account)));
 /// assert_eq!(sources.kinds(), ["hubspot"]);
 /// ```
 #[derive(Debug)]
@@ -112,11 +139,17 @@ impl HubSpotSources {
     }
 }
 
-impl SourceFactory for HubSpotSources {
-    fn kinds(&self) -> Vec<String> {
-        vec![KIND.to_string()]
+impl SourceKind for HubSpotSources {
+    fn kind(&self) -> &str {
+        KIND
     }
 
+    fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
+        HubSpotKind.check(spec)
+    }
+}
+
+impl SourceFactory for HubSpotSources {
     fn source(&self, _stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
         let params = HubSpotParams::from_spec(spec)?;
         let config = HubSpotConfig {

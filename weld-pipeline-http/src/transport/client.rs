@@ -1,14 +1,13 @@
 //! The worker's side: requests over pooled keep-alive connections, and a poll loop that
 //! carries the controller's requests and doubles as the heartbeat.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::FutureExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::encoding::{decode_message, encode_message};
+use weld_pipeline::transport::kit;
 use weld_pipeline::transport::{Handler, CHALLENGE_LEN};
 use weld_pipeline::{Error, ErrorKind, Event, Hello, Message, Request, Response};
 
@@ -159,6 +158,13 @@ pub(super) async fn connect(
 /// it: the poll is also the heartbeat the controller watches.
 async fn poll_loop(client: ClientSide, handler: Arc<dyn Handler>) {
     let inner = &client.inner;
+    // The controller's events, handed over one at a time, in order, without holding up the poll.
+    let events = kit::event_pump(
+        handler.clone(),
+        inner.hello.clone(),
+        inner.closed.clone(),
+        64,
+    );
     loop {
         let polled = tokio::select! {
             () = inner.closed.cancelled() => return,
@@ -183,13 +189,7 @@ async fn poll_loop(client: ClientSide, handler: Arc<dyn Handler>) {
             (POLLED_REQUEST, Ok(Message::Request(request))) => {
                 let (client, handler) = (client.clone(), handler.clone());
                 tokio::spawn(async move {
-                    let hello = client.inner.hello.clone();
-                    let answer = AssertUnwindSafe(handler.request(&hello, request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            Response::refused(&Error::Bug("the request handler panicked".into()))
-                        });
+                    let answer = kit::answer(&*handler, &client.inner.hello, request).await;
                     let body = encoded(&Message::Response(answer));
                     if let Err(error) = client
                         .exchange("reply", body, &[(CORRELATION, correlation.to_string())])
@@ -199,7 +199,11 @@ async fn poll_loop(client: ClientSide, handler: Arc<dyn Handler>) {
                     }
                 });
             }
-            (POLLED_EVENT, Ok(Message::Event(event))) => handler.event(&inner.hello, event).await,
+            (POLLED_EVENT, Ok(Message::Event(event))) => {
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
             _ => {
                 tracing::warn!(
                     "the controller sent a frame that does not decode; the session is over"
@@ -252,19 +256,9 @@ impl ClientSide {
         }
     }
 
-    fn fits(&self, body: &Bytes) -> Result<(), Error> {
-        if body.len() > self.inner.config.max_body_bytes {
-            return Err(Error::Invalid(format!(
-                "a message of {} bytes is over the body limit",
-                body.len()
-            )));
-        }
-        Ok(())
-    }
-
     pub(super) async fn request(&self, request: Request) -> Result<Response, Error> {
         let body = encoded(&Message::Request(request));
-        self.fits(&body)?;
+        kit::check_size(body.len(), self.inner.config.max_body_bytes)?;
         let answer = self
             .exchange("request", body, &[])
             .await?
@@ -282,7 +276,7 @@ impl ClientSide {
 
     pub(super) async fn notify(&self, event: Event) -> Result<(), Error> {
         let body = encoded(&Message::Event(event));
-        self.fits(&body)?;
+        kit::check_size(body.len(), self.inner.config.max_body_bytes)?;
         self.exchange("event", body, &[]).await.map(drop)
     }
 

@@ -37,10 +37,11 @@ mod client;
 mod server;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use weld_pipeline::transport::kit::ListenAddr;
 use weld_pipeline::transport::{Handler, Peer, Secret, Transport};
 use weld_pipeline::{Error, Event, Hello, Request, Response};
 
@@ -89,9 +90,9 @@ impl Default for HttpConfig {
 /// it.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
-    addr: String,
+    /// Where the controller serves (the same port again after a restart) and workers post.
+    addr: ListenAddr,
     config: Arc<HttpConfig>,
-    bound: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl HttpTransport {
@@ -103,15 +104,14 @@ impl HttpTransport {
     /// A transport for `addr` with `config`.
     pub fn with_config(addr: impl Into<String>, config: HttpConfig) -> Self {
         HttpTransport {
-            addr: addr.into(),
+            addr: ListenAddr::new(addr),
             config: Arc::new(config),
-            bound: Arc::default(),
         }
     }
 
     /// The address served, once it has listened (port 0 resolved).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner())
+        self.addr.local_addr()
     }
 }
 
@@ -168,19 +168,15 @@ impl Transport for HttpTransport {
     type Listener = HttpAcceptor;
 
     async fn listen(&self, handler: Arc<dyn Handler>) -> Result<HttpAcceptor, Error> {
-        let addr = self
-            .local_addr()
-            .map_or_else(|| self.addr.clone(), |a| a.to_string());
-        let acceptor = server::listen(&addr, handler, self.config.clone()).await?;
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(acceptor.local_addr());
-        Ok(acceptor)
+        server::listen(&self.addr, handler, self.config.clone()).await
     }
 
     async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<HttpPeer, Error> {
-        let base = if self.addr.starts_with("http") {
-            self.addr.clone()
+        let addr = self.addr.configured();
+        let base = if addr.starts_with("http") {
+            addr.to_owned()
         } else {
-            format!("http://{}", self.addr)
+            format!("http://{addr}")
         };
         client::connect(base, hello, handler, self.config.clone())
             .await

@@ -2,8 +2,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,16 +12,20 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::{BufMut, BytesMut};
-use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use weld_pipeline::encoding::{decode_message, encode_message};
+use weld_pipeline::transport::kit::{self, Pending};
 use weld_pipeline::transport::{check_hello, random_bytes, Handler, Listener};
-use weld_pipeline::{Error, ErrorKind, Event, Hello, Message, Request, Response};
+use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
 
 use super::{hex, unhex, HttpConfig, HttpPeer, CORRELATION, POLLED_EVENT, POLLED_REQUEST, SESSION};
+
+/// Events of one session queued for its handler before the worker's posts wait: a run's reports
+/// and the outbox depth, a few per run.
+const EVENTS_QUEUED: usize = 64;
 
 /// A worker's session, as the controller holds it.
 #[derive(Debug)]
@@ -32,8 +34,10 @@ struct Session {
     /// Frames for the worker, handed out by its polls.
     queue: Mutex<VecDeque<Bytes>>,
     ready: Notify,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
-    next: AtomicU64,
+    /// The controller's requests waiting for the worker's replies.
+    pending: Pending,
+    /// The worker's events, handed to the handler one at a time, in order.
+    events: mpsc::Sender<Event>,
     closed: CancellationToken,
     last_poll: Mutex<Instant>,
     max_body: usize,
@@ -59,12 +63,7 @@ impl ServerSide {
     }
 
     fn push(&self, frame: Bytes) -> Result<(), Error> {
-        if frame.len() > self.session.max_body {
-            return Err(Error::Invalid(format!(
-                "a message of {} bytes is over the body limit",
-                frame.len()
-            )));
-        }
+        kit::check_size(frame.len(), self.session.max_body)?;
         self.session
             .queue
             .lock()
@@ -79,27 +78,13 @@ impl ServerSide {
         if session.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        let id = session.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (reply, answer) = oneshot::channel();
-        session
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, reply);
-        let result = async {
-            self.push(frame(POLLED_REQUEST, id, &Message::Request(request)))?;
-            tokio::select! {
-                answer = answer => answer.map_err(|_| Error::Closed),
-                () = session.closed.cancelled() => Err(Error::Closed),
-            }
-        }
-        .await;
-        session
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        result
+        let waiting = session.pending.register();
+        self.push(frame(
+            POLLED_REQUEST,
+            waiting.id(),
+            &Message::Request(request),
+        ))?;
+        waiting.wait(&session.closed).await
     }
 
     pub(super) async fn notify(&self, event: Event) -> Result<(), Error> {
@@ -156,19 +141,11 @@ impl Listener for HttpAcceptor {
 }
 
 pub(super) async fn listen(
-    addr: &str,
+    addr: &kit::ListenAddr,
     handler: Arc<dyn Handler>,
     config: Arc<HttpConfig>,
 ) -> Result<HttpAcceptor, Error> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Permanent,
-            format!("cannot listen on {addr}: {e}"),
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::new(ErrorKind::Permanent, e))?;
+    let (listener, local) = addr.bind().await?;
     let (arrive, arrivals) = mpsc::channel(64);
     let app = Arc::new(App {
         handler,
@@ -247,13 +224,20 @@ async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
     }
     let token = hex(&random_bytes());
+    let closed = CancellationToken::new();
+    let events = kit::event_pump(
+        app.handler.clone(),
+        hello.clone(),
+        closed.clone(),
+        EVENTS_QUEUED,
+    );
     let session = Arc::new(Session {
         hello,
         queue: Mutex::default(),
         ready: Notify::new(),
-        pending: Mutex::default(),
-        next: AtomicU64::new(0),
-        closed: CancellationToken::new(),
+        pending: Pending::default(),
+        events,
+        closed,
         last_poll: Mutex::new(Instant::now()),
         max_body: app.config.max_body_bytes,
     });
@@ -364,10 +348,7 @@ async fn request(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         Ok(Message::Request(request)) => request,
         _ => return refused(StatusCode::BAD_REQUEST, "the body is not a request"),
     };
-    let answer = AssertUnwindSafe(app.handler.request(&session.hello, request))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Response::refused(&Error::Bug("the request handler panicked".into())));
+    let answer = kit::answer(&*app.handler, &session.hello, request).await;
     let mut out = BytesMut::new();
     encode_message(&Message::Response(answer), &mut out);
     binary(out.freeze())
@@ -378,10 +359,12 @@ async fn event(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> 
         return no_session();
     };
     match decode_message(body) {
-        Ok(Message::Event(event)) => {
-            app.handler.event(&session.hello, event).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
+        // Queued for the session's event pump, so the handler sees one event at a time, in the
+        // order their posts arrived, as `Handler::event` promises; a full queue holds the post.
+        Ok(Message::Event(event)) => match session.events.send(event).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(_) => refused(StatusCode::UNAUTHORIZED, "session closed"),
+        },
         _ => refused(StatusCode::BAD_REQUEST, "the body is not an event"),
     }
 }
@@ -424,13 +407,7 @@ async fn reply(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> 
     let Ok(Message::Response(response)) = decode_message(body) else {
         return refused(StatusCode::BAD_REQUEST, "the body is not a response");
     };
-    if let Some(waiting) = session
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&correlation)
-    {
-        let _ = waiting.send(response);
-    }
+    // A reply no request waits for any more (it timed out) is dropped.
+    session.pending.resolve(correlation, response);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -1,11 +1,13 @@
 //! The runtimes of the two services: a [`Controller`] (data-streams' logic) and a [`Worker`].
 //!
 //! Both are library types: a service embeds one, hands it a [`Transport`](crate::Transport),
-//! and wires its own API or configuration to it.
+//! and wires its own API or configuration to it. The controller runs on any
+//! [`StreamStore`](crate::store::StreamStore); the worker keeps its outbox on sled (feature
+//! `sled`).
 //!
 //! ```text
 //! Controller                                         Worker
-//!  registry + store (sled)                            outbox (sled)
+//!  StreamStore: registry + records + runs             outbox (sled)
 //!  accept worker  <---------- hello ----------------  connect (with backoff)
 //!  assign stream  ---------- Start{cfg, checkpoint} ->  scheduler: run every interval
 //!                                                       source -> transforms -> outbox
@@ -15,7 +17,14 @@
 //! ```
 
 mod controller;
+mod signals;
+#[cfg(feature = "sled")]
 mod worker;
 
-pub use controller::{Controller, ControllerConfig, StreamState, StreamStatus};
-pub use worker::{SourceFactory, Worker, WorkerConfig};
+pub use signals::shutdown_on_signals;
+
+#[cfg(feature = "sled")]
+pub use controller::ControllerConfig;
+pub use controller::{Controller, StreamState, StreamStatus};
+#[cfg(feature = "sled")]
+pub use worker::{Worker, WorkerConfig};

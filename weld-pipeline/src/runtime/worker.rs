@@ -13,29 +13,16 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
-use crate::message::{Commit, Event, Hello, Request, Response, SourceSpec, Start};
+use crate::message::{Commit, Event, Hello, Request, Response, Start};
 use crate::middleware::{Backoff, ExponentialBackoff};
 use crate::outbox::{Entry, Outbox, OutboxConfig};
 use crate::pipeline::Pipeline;
 use crate::record::Timestamp;
 use crate::scheduler::{Job, Scheduler};
 use crate::sink::Sink;
-use crate::source::{RunContext, Source};
+use crate::source::{RunContext, Source, Sources};
 use crate::stream::StreamName;
 use crate::transport::{Handler, Peer, Transport};
-
-/// Builds the source a stream's configuration names.
-pub trait SourceFactory: Send + Sync + 'static {
-    /// The source kinds it builds (sent in the worker's hello).
-    fn kinds(&self) -> Vec<String>;
-
-    /// The source for a stream.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a kind it does not build or parameters it does not accept.
-    fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error>;
-}
 
 /// How often a connected worker reports its outbox's depth to the controller: often enough for
 /// a dashboard, rare enough to cost nothing.
@@ -78,7 +65,7 @@ impl WorkerConfig {
 pub struct Worker<T: Transport> {
     config: WorkerConfig,
     transport: T,
-    sources: Arc<dyn SourceFactory>,
+    sources: Sources,
     outbox: Outbox,
     scheduler: Scheduler,
     streams: Mutex<HashMap<StreamName, Arc<Mutex<Checkpoint>>>>,
@@ -95,16 +82,13 @@ impl<T: Transport> std::fmt::Debug for Worker<T> {
 }
 
 impl<T: Transport> Worker<T> {
-    /// Opens the worker's outbox.
+    /// Opens the worker's outbox. The worker runs streams of the kinds in `sources`, and tells
+    /// the controller so in its hello.
     ///
     /// # Errors
     ///
     /// When the outbox cannot be opened.
-    pub fn open(
-        config: WorkerConfig,
-        transport: T,
-        sources: Arc<dyn SourceFactory>,
-    ) -> Result<Arc<Self>, Error> {
+    pub fn open(config: WorkerConfig, transport: T, sources: Sources) -> Result<Arc<Self>, Error> {
         let outbox = Outbox::open(&config.outbox)?;
         Ok(Arc::new(Worker {
             config,
@@ -409,5 +393,14 @@ impl Sink for OutboxSink {
         Ok(Commit::Stored {
             records: batch.records.len() as u64,
         })
+    }
+
+    /// The position after the stream's batches waiting in the outbox, if any: the pipeline
+    /// itself carries its checkpoint from run to run.
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
+        Ok(self
+            .outbox
+            .position(stream)
+            .unwrap_or_else(Checkpoint::start))
     }
 }

@@ -11,10 +11,11 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::message::Commit;
 use crate::record::Record;
+use crate::store::RunProgress;
 use crate::stream::{RunId, StreamName};
 
-/// A [`Sink`] in memory, with the same atomicity, idempotence and newest-wins rules as a durable
-/// store. It survives nothing: use it where losing everything on exit is fine. Clones share the
+/// A [`Sink`] in memory, with the same atomicity, idempotence, newest-wins and checkpoint
+/// contiguity rules as a durable store. It survives nothing: use it where losing everything on exit is fine. Clones share the
 /// same data.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySink {
@@ -27,6 +28,9 @@ struct StreamData {
     live: u64,
     checkpoint: Checkpoint,
     committed: HashSet<(RunId, u64)>,
+    /// Per run: how far its batches are in without a gap, and the cursors of those that came
+    /// early, after a gap.
+    runs: HashMap<RunId, (RunProgress, BTreeMap<u64, Checkpoint>)>,
 }
 
 impl MemorySink {
@@ -85,8 +89,21 @@ impl Sink for MemorySink {
             data.records.insert(record.id.clone(), record.clone());
             written += 1;
         }
-        data.checkpoint = batch.cursor.clone();
+        let (progress, early) = data.runs.entry(batch.run_id).or_default();
+        let moved = progress.commit(batch.seq, batch.last, batch.cursor.clone(), |seq| {
+            Ok(early.remove(&seq))
+        })?;
+        match moved {
+            Some(cursor) => data.checkpoint = cursor,
+            None => {
+                early.insert(batch.seq, batch.cursor.clone());
+            }
+        }
         Ok(Commit::Stored { records: written })
+    }
+
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
+        Ok(MemorySink::checkpoint(self, stream))
     }
 }
 
@@ -159,5 +176,21 @@ mod tests {
         assert_eq!(sink.live_count(&stream), 1);
         assert_eq!(sink.records(&stream).len(), 2);
         assert_eq!(sink.checkpoint(&stream), Checkpoint::from_bytes("c1"));
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_waits_for_a_batch_still_missing_then_jumps_past_the_early_ones() {
+        let sink = MemorySink::new();
+        let stream = StreamName::new("s").unwrap();
+        sink.commit(&batch(0, vec![])).await.unwrap();
+        sink.commit(&batch(2, vec![])).await.unwrap();
+        sink.commit(&batch(3, vec![])).await.unwrap();
+        assert_eq!(sink.checkpoint(&stream), Checkpoint::from_bytes("c0"));
+        sink.commit(&batch(1, vec![])).await.unwrap();
+        assert_eq!(sink.checkpoint(&stream), Checkpoint::from_bytes("c3"));
+        assert_eq!(
+            Sink::checkpoint(&sink, &stream).await.unwrap(),
+            Checkpoint::from_bytes("c3")
+        );
     }
 }

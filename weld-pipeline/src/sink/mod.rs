@@ -6,24 +6,30 @@
 //! any two steps leaves either the whole batch with its checkpoint, or neither.
 
 mod memory;
-mod remote;
 
 pub use memory::MemorySink;
-pub use remote::RemoteSink;
 
 use async_trait::async_trait;
 
 use crate::batch::Batch;
+use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::message::Commit;
+use crate::stream::StreamName;
 
 /// Commits batches durably and idempotently.
 ///
 /// # Contract
 ///
-/// - **Atomic**: the batch's records, its `cursor` as the stream's checkpoint, and its identity
-///   `(stream, run_id, seq)` are committed together or not at all. On error nothing of the batch
-///   is visible and the stream's stored checkpoint is still the previous one.
+/// - **Atomic**: the batch's records, its identity `(stream, run_id, seq)` and the checkpoint it
+///   allows are committed together or not at all. On error nothing of the batch is visible and
+///   the stream's stored checkpoint is still the previous one.
+/// - **The checkpoint moves only across contiguous `seq`s**: to the batch's `cursor` when every
+///   earlier batch of its run is committed, and, when the batch closes a gap, on to the cursor
+///   of the highest batch committed without a gap after it. Batches arrive out of order when
+///   several are in flight; a checkpoint that jumped past one still in flight would lose its
+///   records if that one were lost. [`RunProgress`](crate::store::RunProgress) implements the
+///   rule.
 /// - **Idempotent**: a batch whose identity was already committed returns
 ///   [`Commit::Replayed`] and writes nothing. A replay is an acknowledgement, not an error.
 /// - **Upsert by id, newest wins**: a record replaces the stored one with the same id unless the
@@ -34,11 +40,14 @@ use crate::message::Commit;
 ///
 /// # How other sinks implement it
 ///
-/// - **PostgreSQL** (`tokio-postgres`): one transaction that inserts the identity into a ledger
-///   table (`INSERT ... ON CONFLICT DO NOTHING`; zero rows inserted means [`Commit::Replayed`],
-///   and the transaction is rolled back), upserts the records with
+/// - **PostgreSQL** (`tokio-postgres`): one transaction that inserts the identity and the
+///   batch's cursor into a ledger table (`INSERT ... ON CONFLICT DO NOTHING`; zero rows inserted
+///   means [`Commit::Replayed`], and the transaction is rolled back), upserts the records with
 ///   `ON CONFLICT (stream, id) DO UPDATE ... WHERE stored.updated_at <= excluded.updated_at`,
-///   and updates the stream's checkpoint row; `COMMIT` is the durability point.
+///   reads the run's progress row `FOR UPDATE`, applies
+///   [`RunProgress::commit`](crate::store::RunProgress::commit) (reading early batches' cursors
+///   from the ledger) and writes the checkpoint row only when it allows; `COMMIT` is the
+///   durability point.
 /// - **An embedded store** (sled): one batch of writes covering records, identity and
 ///   checkpoint, then a flush and a sync of the log before returning.
 ///
@@ -59,7 +68,7 @@ use crate::message::Commit;
 /// };
 /// assert_eq!(sink.commit(&batch).await?, Commit::Stored { records: 0 });
 /// assert_eq!(sink.commit(&batch).await?, Commit::Replayed);
-/// assert_eq!(sink.checkpoint(&batch.stream), batch.cursor);
+/// assert_eq!(Sink::checkpoint(&sink, &batch.stream).await?, batch.cursor);
 /// # Ok::<_, weld_pipeline::Error>(())
 /// # }).unwrap();
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -81,11 +90,23 @@ pub trait Sink: Send + Sync + 'static {
     /// Dropping the future before it completes leaves the batch either fully committed or not at
     /// all; the caller cannot tell which, and must deliver it again (which is harmless).
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error>;
+
+    /// The stream's committed checkpoint ([`Checkpoint::start`] for a stream with none): where
+    /// its next run starts.
+    ///
+    /// # Errors
+    ///
+    /// A transient error when the sink cannot be read.
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error>;
 }
 
 #[async_trait]
 impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
         (**self).commit(batch).await
+    }
+
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
+        (**self).checkpoint(stream).await
     }
 }

@@ -182,3 +182,101 @@ mod tests {
         );
     }
 }
+
+/// The parameters of a `generator` source in a stream's configuration:
+/// `{"kind":"generator","records":100000,"page_size":100,"record_bytes":1024}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorParams {
+    /// Records a full run serves. Default 1,000.
+    #[serde(default = "GeneratorParams::default_records")]
+    pub records: u64,
+    /// Records per page, 1..=10,000. Default 100.
+    #[serde(default = "GeneratorParams::default_page_size")]
+    pub page_size: u64,
+    /// Approximate size of each record's JSON, up to 1 MiB. Default 1,024.
+    #[serde(default = "GeneratorParams::default_record_bytes")]
+    pub record_bytes: usize,
+}
+
+impl GeneratorParams {
+    /// The most records one stream may generate: a billion keeps any test or demo finite.
+    pub const MAX_RECORDS: u64 = 1_000_000_000;
+
+    fn default_records() -> u64 {
+        1_000
+    }
+
+    fn default_page_size() -> u64 {
+        100
+    }
+
+    fn default_record_bytes() -> usize {
+        1024
+    }
+
+    /// Reads and checks the parameters of a `generator` spec.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an unknown parameter or a value out of range.
+    pub fn from_spec(spec: &crate::SourceSpec) -> Result<Self, Error> {
+        let params: GeneratorParams =
+            serde_json::from_value(serde_json::Value::Object(spec.params.clone()))
+                .map_err(|e| Error::Invalid(format!("generator source: {e}")))?;
+        if params.records > Self::MAX_RECORDS
+            || !(1..=10_000).contains(&params.page_size)
+            || params.record_bytes > 1024 * 1024
+        {
+            return Err(Error::Invalid(format!(
+                "generator source: records must be at most {}, page_size 1 to 10000, record_bytes \
+                 at most 1048576",
+                Self::MAX_RECORDS
+            )));
+        }
+        Ok(params)
+    }
+
+    /// The generator these parameters describe.
+    pub fn generator(&self) -> Generator {
+        Generator::contacts(self.records)
+            .page_size(self.page_size)
+            .record_bytes(self.record_bytes)
+    }
+}
+
+/// The `generator` source kind: generated contacts (see [`Generator`]), for demos, benchmarks and
+/// end-to-end tests of a whole service without an external API. Register it in both services to
+/// start `{"source":{"kind":"generator","records":100000}}` streams.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GeneratorSources;
+
+impl super::SourceKind for GeneratorSources {
+    fn kind(&self) -> &str {
+        "generator"
+    }
+
+    fn check(&self, spec: &crate::SourceSpec) -> Result<crate::SourceSpec, Error> {
+        let params = GeneratorParams::from_spec(spec)?;
+        let serde_json::Value::Object(params) = serde_json::to_value(params)
+            .map_err(|e| Error::Bug(format!("generator parameters do not encode: {e}")))?
+        else {
+            return Err(Error::Bug("generator parameters are not an object".into()));
+        };
+        Ok(crate::SourceSpec {
+            kind: spec.kind.clone(),
+            params,
+        })
+    }
+}
+
+impl super::SourceFactory for GeneratorSources {
+    fn source(
+        &self,
+        _stream: &crate::StreamName,
+        spec: &crate::SourceSpec,
+    ) -> Result<std::sync::Arc<dyn super::Source>, Error> {
+        let generator = GeneratorParams::from_spec(spec)?.generator();
+        Ok(std::sync::Arc::new(super::Pages::new(generator)))
+    }
+}

@@ -14,9 +14,11 @@
 //! ```
 
 mod generator;
+mod kinds;
 mod pages;
 
-pub use generator::Generator;
+pub use generator::{Generator, GeneratorParams, GeneratorSources};
+pub use kinds::{Registry, SourceFactory, SourceKind, SourceKinds, Sources};
 pub use pages::Pages;
 
 use futures::stream::BoxStream;

@@ -1,607 +1,143 @@
-//! The store: a stream's records, checkpoint, batch ledger and run history, on sled, made
-//! durable before anything is acknowledged.
+//! Storage for data-streams: the [`StreamStore`] trait the controller and the API run on, the
+//! types it speaks in, and the embedded sled implementation (feature `sled`, default).
 //!
-//! # What a commit does
+//! A controller needs one thing from storage: a place that keeps, per stream, its registry entry
+//! (configuration and desired state), its records, its checkpoint, the ledger of committed batch
+//! identities, and its run history, and that commits a delivered batch into all of them in one
+//! atomic, durable step. [`StreamStore`] is that place. The controller holds it as
+//! `Arc<dyn StreamStore>`, so the same controller and API run on sled today and on another
+//! database tomorrow, and every implementation passes the same conformance suite
+//! (`weld_pipeline::testing::stores`, feature `testing`).
 //!
-//! [`Store::commit`] (the [`Sink`] implementation) writes, in **one** sled batch (atomic: after
-//! a crash all of it or none of it is there):
-//! - each record, upserted by id unless the stored version is newer, with the live and archived
-//!   counts adjusted in the same write (so counting is O(1));
-//! - the batch's identity `(stream, run_id, seq)` in a ledger: a batch whose identity is there is
-//!   a replay, acknowledged again without a second write;
-//! - the stream's checkpoint (the batch's cursor);
-//! - the run's history entry (counts, and `succeeded` when the batch is the last).
+//! | implementation | where | durable against |
+//! |---|---|---|
+//! | [`SledStore`] | one sled database in a directory (feature `sled`) | process kill and power loss (group-commit `fdatasync`) |
 //!
-//! It then waits for the write to be durable and only then returns `Ok`, which is when the
-//! controller acknowledges.
+//! # Adding a store
 //!
-//! # What "durable" means
-//!
-//! An acknowledged batch survives a process kill **and** a power loss:
-//! - sled 0.34's `flush` writes its log buffers with `pwrite` and `sync_file_range(WAIT_BEFORE |
-//!   WRITE | WAIT_AFTER)`. That pushes the pages to the device but flushes neither the drive's
-//!   volatile cache nor the file's metadata (its size, as the log grows), so on its own it
-//!   survives a process kill (the kernel has the pages) but not a power loss (sled issues 1351
-//!   and 1452). sled writes items larger than a quarter of a segment to separate blob files with
-//!   no sync at all.
-//! - So after each flush the store calls `fdatasync` on sled's log file (`<dir>/db`), which
-//!   flushes the data, the metadata needed to read it back, and the drive's cache; and on any
-//!   blob files and their directory.
-//! - That flush-and-sync is a **group commit**: a commit that finds a round running waits for the
-//!   next one, and one round makes every write before it durable. Durability costs one sync per
-//!   group, not one per batch (about 3,000 syncs/s are possible on this project's machines: one
-//!   sync per batch of 100 would cap ingestion near 300k records/s).
-//! - A failed sync stops the store acknowledging anything until it is reopened: after a failed
-//!   `fdatasync` the kernel may have dropped the pages it could not write, and a later sync that
-//!   succeeds would not bring them back. Commits then fail as transient; workers keep their
-//!   outboxes and deliver again once the controller restarts.
-//! - The database's directory (and its parent) is synced when the store opens, so a power loss
-//!   cannot take away the files themselves.
-//! - What a kill between the write and the sync loses: nothing acknowledged. The write may or may
-//!   not be on disk after restart; either way the batch was not acknowledged, its worker sends it
-//!   again, and the ledger makes that harmless.
-//!
-//! # Memory
-//!
-//! sled's page cache is bounded by [`StoreConfig::cache_bytes`] (32 MiB by default), which keeps
-//! a controller ingesting a million records inside PERFORMANCE.md's 128 MiB.
+//! Implement [`Sink`] (`commit` with the contiguity rule below, and `checkpoint`) and
+//! [`StreamStore`] for your type, then run the conformance suite against it with
+//! `weld_pipeline::store_conformance!`. The controller, the API and the reference services take
+//! it as it is: `Controller::new(Arc::new(your_store), kinds)`.
 
-mod keys;
+mod entry;
+mod records;
 mod runs;
-mod sync;
+#[cfg(feature = "sled")]
+mod sled;
 
-pub use keys::Counts;
-pub use runs::{RunRecord, RunState};
+pub use entry::{Desired, LastError, StreamEntry};
+pub use records::{decode_token, encode_token, Archived, Counts, RecordPage};
+pub use runs::{RunProgress, RunRecord, RunState};
+#[cfg(feature = "sled")]
+pub use sled::{SledStore, SledStoreConfig};
 
-use std::collections::HashMap;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+#[cfg(feature = "sled")]
+pub(crate) use sled::open_db;
 
 use async_trait::async_trait;
 
-use crate::batch::Batch;
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, ErrorKind};
-use crate::message::{Commit, RunOutcome};
-use crate::record::{Record, Timestamp};
+use crate::error::Error;
+use crate::message::RunOutcome;
+use crate::record::Timestamp;
 use crate::sink::Sink;
 use crate::stream::{RunId, StreamName};
-use keys::{RecordHead, BATCH, CHECKPOINT, COUNTS, RECORD, RUN};
-use sync::GroupSync;
 
-/// How to open a [`Store`].
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    /// The directory of the sled database (created if missing).
-    pub path: PathBuf,
-    /// The most memory sled's page cache may use. Reads beyond it go to disk.
-    pub cache_bytes: u64,
-}
+/// Everything data-streams keeps: the stream registry, and per stream its records, checkpoint,
+/// batch ledger and run history.
+///
+/// # Contract
+///
+/// Committing ([`Sink::commit`]) is the heart of it, and every implementation keeps these rules:
+///
+/// - **One atomic step**: the batch's records, its identity `(stream, run_id, seq)` in the
+///   ledger, the run's counts and, when the rule below allows, the checkpoint are committed
+///   together or not at all.
+/// - **Replays are acknowledgements**: a batch whose identity is in the ledger returns
+///   [`Commit::Replayed`](crate::Commit::Replayed) and writes nothing.
+/// - **Upsert by id, newest wins**: a record replaces the stored one unless the stored one has a
+///   newer `updated_at`; archived records are kept, marked, and counted apart.
+/// - **The checkpoint moves only across contiguous `seq`s.** A worker has many deliveries in
+///   flight (16 by default), so batch 5 of a run may commit before batch 4. The checkpoint moves
+///   to a batch's cursor only when every earlier batch of its run is committed; a batch that
+///   closes a gap moves it to the cursor of the highest batch committed without a gap after it.
+///   Were it to jump past a batch still in flight, losing that batch (a worker's outbox lost with
+///   its disk) would lose its records for good; held back, they are fetched again.
+///   [`RunProgress`] implements the rule; use it.
+/// - **A run succeeds** when its last batch and every batch before it are committed, and only
+///   then: the run is then a complete version of the stream.
+/// - **Durable before `Ok`**: what `commit`, [`StreamStore::put_stream`] and
+///   [`StreamStore::delete_stream`] return `Ok` for survives what the store promises to survive.
+///
+/// Reads may see a commit a moment before it is durable (a crash in between takes it back, and
+/// its sender, never acknowledged, delivers it again). Paging with [`StreamStore::records`]
+/// visits every record that exists from the first page to the last exactly once, in its latest
+/// version, also while commits go on.
+///
+/// # Errors
+///
+/// Every method fails transiently ([`ErrorKind::Transient`](crate::ErrorKind::Transient)) when
+/// storage is momentarily unable (an I/O error, a database away): the caller retries, and a
+/// worker keeps its outbox. A stored value that does not decode is a bug.
+///
+/// # Cancel safety
+///
+/// Dropping a write's future leaves it either done or not done, never half done; the caller
+/// cannot tell which and must retry (every write here is idempotent).
+#[async_trait]
+pub trait StreamStore: Sink + std::fmt::Debug {
+    /// A stream's registry entry, `None` if it does not exist.
+    async fn stream(&self, name: &StreamName) -> Result<Option<StreamEntry>, Error>;
 
-impl StoreConfig {
-    /// A store in `path` with a 32 MiB cache.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        StoreConfig {
-            path: path.into(),
-            cache_bytes: 32 * 1024 * 1024,
-        }
-    }
-}
+    /// Every stream's registry entry, by name.
+    async fn streams(&self) -> Result<Vec<StreamEntry>, Error>;
 
-/// Which records a listing returns, by their state at the source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Archived {
-    /// Live records only.
-    #[default]
-    Live,
-    /// Only records archived at the source.
-    Only,
-    /// Both.
-    All,
-}
+    /// Creates or replaces a stream's registry entry; durable when it returns.
+    async fn put_stream(&self, entry: &StreamEntry) -> Result<(), Error>;
 
-impl Archived {
-    fn admits(self, archived: bool) -> bool {
-        match self {
-            Archived::Live => !archived,
-            Archived::Only => archived,
-            Archived::All => true,
-        }
-    }
-}
+    /// Deletes a stream: its registry entry, records, ledger, checkpoint, counts and runs, durable
+    /// when it returns. Deleting a stream that does not exist does nothing.
+    async fn delete_stream(&self, name: &StreamName) -> Result<(), Error>;
 
-/// One page of a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordPage {
-    /// The records, in key order.
-    pub records: Vec<Record>,
-    /// The token for the next page, or `None` at the end.
-    pub next: Option<String>,
-}
+    /// The stream's live and archived record counts.
+    async fn counts(&self, stream: &StreamName) -> Result<Counts, Error>;
 
-/// The durable store of a controller. Cheap to clone; clones share the database.
-#[derive(Clone, Debug)]
-pub struct Store {
-    db: sled::Db,
-    tree: sled::Tree,
-    sync: Arc<GroupSync>,
-    /// One writer per stream at a time: a commit reads stored versions before it writes.
-    writers: Arc<Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-fn storage_error(error: sled::Error) -> Error {
-    match error {
-        sled::Error::Io(io) => Error::new(ErrorKind::Transient, io),
-        other => Error::new(ErrorKind::Bug, format!("sled: {other}")),
-    }
-}
-
-impl Store {
-    /// Opens (or creates) the store in `config.path`.
+    /// A page of the stream's records after `after` (a previous page's `next`), at most `limit`
+    /// of those `archived` admits. A page may hold fewer (even none) and still have a `next`:
+    /// a store bounds how much one call examines.
     ///
     /// # Errors
     ///
-    /// When the directory cannot be created or the database opened (another process holds it,
-    /// or it is corrupt).
-    pub fn open(config: &StoreConfig) -> Result<Self, Error> {
-        let db = open_db(&config.path, config.cache_bytes, "store")?;
-        Self::from_db(db, &config.path)
-    }
-
-    /// A store in an already open database (shared with the controller's registry).
-    ///
-    /// # Errors
-    ///
-    /// When the database's log file cannot be opened for syncing.
-    pub fn from_db(db: sled::Db, dir: &Path) -> Result<Self, Error> {
-        let tree = db.open_tree("store").map_err(storage_error)?;
-        let sync = Arc::new(GroupSync::new(db.clone(), dir)?);
-        Ok(Store {
-            db,
-            tree,
-            sync,
-            writers: Arc::default(),
-        })
-    }
-
-    /// The database, to open other trees in it.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    fn writer(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        writers.entry(stream.clone()).or_default().clone()
-    }
-
-    /// The stream's committed checkpoint ([`Checkpoint::start`] if none).
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be read.
-    pub fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
-        let value = self
-            .tree
-            .get(keys::stream_key(CHECKPOINT, stream))
-            .map_err(storage_error)?;
-        Ok(value.map_or_else(Checkpoint::start, |v| Checkpoint::from_bytes(v.to_vec())))
-    }
-
-    /// The stream's live and archived record counts, in O(1).
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be read.
-    pub fn counts(&self, stream: &StreamName) -> Result<Counts, Error> {
-        let value = self
-            .tree
-            .get(keys::stream_key(COUNTS, stream))
-            .map_err(storage_error)?;
-        Ok(value.map_or_else(Counts::default, |v| keys::decode_counts(&v)))
-    }
-
-    /// Whether a batch identity is committed.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be read.
-    pub fn is_committed(
-        &self,
-        stream: &StreamName,
-        run_id: RunId,
-        seq: u64,
-    ) -> Result<bool, Error> {
-        self.tree
-            .contains_key(keys::batch_key(stream, run_id, seq))
-            .map_err(storage_error)
-    }
-
-    /// A page of a stream's records after `after` (a token from a previous page's `next`).
-    ///
-    /// Paging visits every record that exists from the first page to the last exactly once, in
-    /// its latest version, also while commits go on: keys never move, a record's key is its id.
-    /// Reads see a commit as soon as it is written, a few milliseconds before the sync that makes
-    /// it durable and lets it be acknowledged; a crash in between takes it back, and its sender,
-    /// never acknowledged, delivers it again.
-    /// One call examines at most 10,000 records: with a filter that matches few of them, a page
-    /// can hold fewer than `limit` records (even none) and still have a `next`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a token this store did not make; otherwise when the store cannot be
-    /// read.
-    pub fn records(
+    /// [`Error::Invalid`] for a token this store did not make.
+    async fn records(
         &self,
         stream: &StreamName,
         after: Option<&str>,
         limit: usize,
         archived: Archived,
-    ) -> Result<RecordPage, Error> {
-        let prefix = keys::stream_prefix(RECORD, stream);
-        let start = match after {
-            None => Bound::Included(prefix.clone()),
-            Some(token) => Bound::Excluded(keys::record_key(stream, &decode_token(token)?)),
-        };
-        let mut end = prefix.clone();
-        // The prefix ends in 00; the next stream's records start at 01.
-        *end.last_mut().expect("a prefix is never empty") = 1;
-        let mut records = Vec::new();
-        let mut examined: Option<sled::IVec> = None;
-        for (scanned, entry) in self.tree.range((start, Bound::Excluded(end))).enumerate() {
-            let (key, value) = entry.map_err(storage_error)?;
-            if let (MAX_SCANNED_PER_PAGE, Some(examined)) = (scanned, &examined) {
-                // A filter that matches few records must not read a whole stream in one call:
-                // the page ends short, and its token resumes the scan after the last record
-                // examined.
-                let id = keys::id_of_record_key(examined, prefix.len())?;
-                return Ok(RecordPage {
-                    records,
-                    next: Some(encode_token(&id)),
-                });
-            }
-            let head = keys::decode_head(&value)?;
-            examined = Some(key.clone());
-            if !archived.admits(head.archived) {
-                continue;
-            }
-            let id = keys::id_of_record_key(&key, prefix.len())?;
-            records.push(keys::decode_record(id, value)?);
-            if records.len() == limit.max(1) {
-                let next = records.last().map(|r| encode_token(&r.id));
-                return Ok(RecordPage { records, next });
-            }
-        }
-        Ok(RecordPage {
-            records,
-            next: None,
-        })
-    }
+    ) -> Result<RecordPage, Error>;
 
     /// The stream's runs, newest first.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be read.
-    pub fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.tree
-            .scan_prefix(keys::stream_prefix(RUN, stream))
-            .rev()
-            .take(limit)
-            .map(|entry| {
-                let (_, value) = entry.map_err(storage_error)?;
-                serde_json::from_slice(&value)
-                    .map_err(|e| Error::Bug(format!("a stored run does not decode: {e}")))
-            })
-            .collect()
-    }
+    async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error>;
 
-    /// Records that a run started (a worker's report), unless it is already known. Runs of the
-    /// stream still marked running are older and will never finish: they are marked failed.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written.
-    pub async fn start_run(
+    /// Records that a run started (a worker's report), unless it is already known. Older runs of
+    /// the stream still marked running will never finish: they are marked failed.
+    async fn start_run(
         &self,
         stream: &StreamName,
         run_id: RunId,
         at: Timestamp,
-    ) -> Result<(), Error> {
-        let writer = self.writer(stream);
-        let _writing = writer.lock().await;
-        let mut batch = sled::Batch::default();
-        if self.load_run(stream, run_id)?.is_none() {
-            self.open_run(stream, run_id, at, &mut batch)?;
-        }
-        self.tree.apply_batch(batch).map_err(storage_error)
-    }
+    ) -> Result<(), Error>;
 
-    /// Records how a run ended (a worker's report). A run already succeeded stays so: its last
-    /// batch is committed, whatever the report says.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written.
-    pub async fn finish_run(
+    /// Records how a run ended (a worker's report). A run already succeeded stays so, and a
+    /// reported success changes nothing: success is decided by the commit of the last batch.
+    async fn finish_run(
         &self,
         stream: &StreamName,
         run_id: RunId,
         outcome: &RunOutcome,
-    ) -> Result<(), Error> {
-        let writer = self.writer(stream);
-        let _writing = writer.lock().await;
-        let mut run = self
-            .load_run(stream, run_id)?
-            .unwrap_or_else(|| RunRecord::started(run_id, Timestamp::now()));
-        if run.state == RunState::Succeeded {
-            return Ok(());
-        }
-        match outcome {
-            RunOutcome::Succeeded => return Ok(()), // decided by the last batch's commit
-            RunOutcome::Failed { error, .. } => {
-                run.state = RunState::Failed;
-                run.error = Some(error.clone());
-            }
-            RunOutcome::Cancelled => run.state = RunState::Cancelled,
-        }
-        run.finished_at = Some(Timestamp::now());
-        self.tree
-            .insert(keys::run_key(stream, run_id), encode_run(&run)?)
-            .map_err(storage_error)?;
-        Ok(())
-    }
+    ) -> Result<(), Error>;
 
-    /// Deletes everything of a stream: records, ledger, checkpoint, counts and runs.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written or synced.
-    pub async fn delete_stream(&self, stream: &StreamName) -> Result<(), Error> {
-        let writer = self.writer(stream);
-        let _writing = writer.lock().await;
-        let mut batch = sled::Batch::default();
-        for kind in [RECORD, BATCH, RUN] {
-            for key in self
-                .tree
-                .scan_prefix(keys::stream_prefix(kind, stream))
-                .keys()
-            {
-                batch.remove(key.map_err(storage_error)?);
-            }
-        }
-        batch.remove(keys::stream_key(CHECKPOINT, stream));
-        batch.remove(keys::stream_key(COUNTS, stream));
-        self.tree.apply_batch(batch).map_err(storage_error)?;
-        self.sync.sync().await
-    }
-
-    /// Waits until everything written so far is durable.
-    ///
-    /// # Errors
-    ///
-    /// When the flush or the sync fails.
-    pub async fn sync(&self) -> Result<(), Error> {
-        self.sync.sync().await
-    }
-
-    /// Syncs requested since the store was opened: one per commit.
-    pub fn sync_requests(&self) -> u64 {
-        self.sync.requests()
-    }
-
-    /// Flush-and-sync rounds since the store was opened: fewer than commits under load.
-    pub fn sync_rounds(&self) -> u64 {
-        self.sync.rounds()
-    }
-
-    fn load_run(&self, stream: &StreamName, run_id: RunId) -> Result<Option<RunRecord>, Error> {
-        let value = self
-            .tree
-            .get(keys::run_key(stream, run_id))
-            .map_err(storage_error)?;
-        value
-            .map(|v| {
-                serde_json::from_slice(&v)
-                    .map_err(|e| Error::Bug(format!("a stored run does not decode: {e}")))
-            })
-            .transpose()
-    }
-
-    /// Adds a new run to `batch`, closing the older runs still marked running.
-    fn open_run(
-        &self,
-        stream: &StreamName,
-        run_id: RunId,
-        at: Timestamp,
-        batch: &mut sled::Batch,
-    ) -> Result<RunRecord, Error> {
-        for older in self.runs(stream, 8)? {
-            if older.state == RunState::Running && older.id < run_id {
-                let mut older = older;
-                older.state = RunState::Failed;
-                older.finished_at = Some(at);
-                older.error = Some("abandoned: a newer run of the stream started".into());
-                batch.insert(keys::run_key(stream, older.id), encode_run(&older)?);
-            }
-        }
-        let run = RunRecord::started(run_id, at);
-        batch.insert(keys::run_key(stream, run_id), encode_run(&run)?);
-        Ok(run)
-    }
-
-    /// Writes a batch (not yet durable). Returns what a commit acknowledges.
-    fn write(&self, batch: &Batch) -> Result<Commit, Error> {
-        let stream = &batch.stream;
-        if self.is_committed(stream, batch.run_id, batch.seq)? {
-            return Ok(Commit::Replayed);
-        }
-        let mut write = sled::Batch::default();
-        let mut counts = self.counts(stream)?;
-        // Versions written earlier in this same batch: a batch may carry one id twice.
-        let mut pending: HashMap<&str, RecordHead> = HashMap::new();
-        let mut written: u64 = 0;
-        for record in &batch.records {
-            let key = keys::record_key(stream, &record.id);
-            let stored = match pending.get(record.id.as_str()) {
-                Some(head) => Some(*head),
-                None => self
-                    .tree
-                    .get(&key)
-                    .map_err(storage_error)?
-                    .map(|v| keys::decode_head(&v))
-                    .transpose()?,
-            };
-            match stored {
-                Some(head) if head.updated_at > record.updated_at => continue,
-                Some(head) if head.archived => counts.archived -= 1,
-                Some(_) => counts.live -= 1,
-                None => {}
-            }
-            if record.archived {
-                counts.archived += 1;
-            } else {
-                counts.live += 1;
-            }
-            pending.insert(
-                &record.id,
-                RecordHead {
-                    updated_at: record.updated_at,
-                    archived: record.archived,
-                },
-            );
-            write.insert(key, keys::encode_record(record));
-            written += 1;
-        }
-        let now = Timestamp::now();
-        let mut run = match self.load_run(stream, batch.run_id)? {
-            Some(run) => run,
-            None => self.open_run(stream, batch.run_id, now, &mut write)?,
-        };
-        run.records += batch.records.len() as u64;
-        run.batches += 1;
-        if batch.last {
-            run.last_seq = Some(batch.seq);
-        }
-        // The checkpoint follows the run only through batches without a gap before them. Were it
-        // to jump past a batch still in flight, losing that batch (a worker's outbox lost with
-        // its disk) would lose its records for good; held back, they are fetched again.
-        let follows = match run.contiguous {
-            None => batch.seq == 0,
-            Some(high) => batch.seq == high + 1,
-        };
-        if follows {
-            let mut high = batch.seq;
-            let mut cursor = batch.cursor.to_bytes();
-            // Batches that arrived early, after the gap this one closes.
-            while let Some(entry) = self
-                .tree
-                .get(keys::batch_key(stream, batch.run_id, high + 1))
-                .map_err(storage_error)?
-            {
-                high += 1;
-                cursor = bytes::Bytes::copy_from_slice(entry.get(8..).unwrap_or_default());
-            }
-            run.contiguous = Some(high);
-            write.insert(keys::stream_key(CHECKPOINT, stream), &cursor[..]);
-        }
-        if run.last_seq.is_some() && run.contiguous == run.last_seq {
-            run.state = RunState::Succeeded;
-            run.finished_at = Some(now);
-            run.error = None;
-        }
-        write.insert(keys::run_key(stream, batch.run_id), encode_run(&run)?);
-        let mut ledger = written.to_be_bytes().to_vec();
-        ledger.extend_from_slice(batch.cursor.as_bytes());
-        write.insert(keys::batch_key(stream, batch.run_id, batch.seq), ledger);
-        write.insert(
-            keys::stream_key(COUNTS, stream),
-            &keys::encode_counts(counts),
-        );
-        fail::fail_point!("store::before_write", |_| Err(Error::Unavailable(
-            "failpoint: crashed before the write".into()
-        )));
-        self.tree.apply_batch(write).map_err(storage_error)?;
-        Ok(Commit::Stored { records: written })
-    }
+    /// Waits until everything written so far is durable (a service's last act before it exits).
+    async fn sync(&self) -> Result<(), Error>;
 }
-
-/// How long opening a database waits for a previous holder to let go of its lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its lock.
-///
-/// sled releases a database's file lock from its background threads once they finish after the
-/// last handle is dropped, so a process restarted at once (or a test reopening a store) can find
-/// it still held for a moment. That wait is bounded; a lock held longer is another process
-/// using the database, which is refused.
-pub(crate) fn open_db(path: &Path, cache_bytes: u64, what: &str) -> Result<sled::Db, Error> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            // sled reports a held lock as an `Other` I/O error naming it.
-            Err(sled::Error::Io(io))
-                if io.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Permanent,
-                    format!("cannot open the {what} in {}: {e}", path.display()),
-                ))
-            }
-        }
-    }
-}
-
-fn encode_run(run: &RunRecord) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(run).map_err(|e| Error::Bug(format!("a run does not encode: {e}")))
-}
-
-/// The most records one page request examines, whatever its filter: keeps a request on a large
-/// stream to milliseconds.
-const MAX_SCANNED_PER_PAGE: usize = 10_000;
-
-fn encode_token(id: &str) -> String {
-    id.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token(token: &str) -> Result<String, Error> {
-    let invalid = || Error::Invalid(format!("{token:?} is not a paging token of this store"));
-    if token.len() % 2 != 0 || !token.is_ascii() {
-        return Err(invalid());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid()))
-        .collect::<Result<Vec<u8>, Error>>()?;
-    String::from_utf8(bytes).map_err(|_| invalid())
-}
-
-#[async_trait]
-impl Sink for Store {
-    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
-        let commit = {
-            let writer = self.writer(&batch.stream);
-            let _writing = writer.lock().await;
-            self.write(batch)?
-        };
-        // The writer lock is released before the sync, so the next batch's write joins this
-        // sync round. A replay waits for a sync too: its first commit may still be waiting.
-        fail::fail_point!("store::between_write_and_sync", |_| Err(
-            Error::Unavailable("failpoint: crashed between the write and its sync".into())
-        ));
-        self.sync.sync().await?;
-        Ok(commit)
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{wait_until, ControllerProcess, GeneratorSources, Network, WorkerProcess};
+use super::{wait_until, ControllerProcess, CountingSources, Network, WorkerProcess};
 use crate::runtime::{StreamState, WorkerConfig};
 use crate::store::RunState;
 use crate::StreamName;
@@ -19,7 +19,7 @@ fn stream() -> StreamName {
 
 /// Every record id stored, paging through the store as the API does.
 fn stored_ids<N: Network>(controller: &ControllerProcess<N>) -> Vec<u64> {
-    super::stored_ids(controller.controller.store(), &stream())
+    super::stored_ids(&controller.store, &stream())
 }
 
 /// Every id from 1 to `n`, each exactly once.
@@ -30,23 +30,17 @@ fn assert_exactly<N: Network>(controller: &ControllerProcess<N>, n: u64) {
         (1..=n).collect::<Vec<_>>(),
         "every record exactly once"
     );
-    let counts = controller.controller.store().counts(&stream()).unwrap();
+    let counts = controller.store.counts(&stream()).unwrap();
     assert_eq!(counts.live, n);
 }
 
 fn live<N: Network>(controller: &ControllerProcess<N>) -> u64 {
-    controller
-        .controller
-        .store()
-        .counts(&stream())
-        .unwrap()
-        .live
+    controller.store.counts(&stream()).unwrap().live
 }
 
 fn last_run_state<N: Network>(controller: &ControllerProcess<N>) -> Option<RunState> {
     controller
-        .controller
-        .store()
+        .store
         .runs(&stream(), 1)
         .unwrap()
         .first()
@@ -73,13 +67,13 @@ fn worker_config(dirs: &Dirs) -> WorkerConfig {
 pub fn a_started_stream_is_delivered_complete_and_once_with_its_run_recorded<N: Network>(net: &N) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let sources = GeneratorSources::new();
+    let sources = CountingSources::new();
     let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
     wait_until("the worker connects", DEADLINE, || {
         controller.controller.workers() == 1
     });
 
-    let config = GeneratorSources::config(2_000, 100, 0, 300);
+    let config = CountingSources::config(2_000, 100, 0, 300);
     let status = controller
         .block_on(controller.controller.start_stream(&stream(), config))
         .unwrap();
@@ -90,7 +84,7 @@ pub fn a_started_stream_is_delivered_complete_and_once_with_its_run_recorded<N: 
         last_run_state(&controller) == Some(RunState::Succeeded)
     });
     assert_exactly(&controller, 2_000);
-    let runs = controller.controller.store().runs(&stream(), 10).unwrap();
+    let runs = controller.store.runs(&stream(), 10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!((runs[0].records, runs[0].batches), (2_000, 20));
     wait_until("the outbox drains", DEADLINE, || {
@@ -104,21 +98,20 @@ pub fn a_started_stream_is_delivered_complete_and_once_with_its_run_recorded<N: 
 pub fn a_stream_waits_pending_until_a_worker_connects_in_either_order<N: Network>(net: &N) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let config = GeneratorSources::config(300, 100, 0, 300);
+    let config = CountingSources::config(300, 100, 0, 300);
     let status = controller
         .block_on(controller.controller.start_stream(&stream(), config))
         .unwrap();
     assert_eq!(status.state, StreamState::Pending);
     assert_eq!(status.worker, None);
 
-    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    let worker = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
     wait_until("the stream runs on the worker", DEADLINE, || {
         live(&controller) == 300
     });
     assert_eq!(
         controller
-            .controller
-            .status(&stream())
+            .block_on(controller.controller.status(&stream()))
             .unwrap()
             .unwrap()
             .state,
@@ -132,8 +125,8 @@ pub fn a_stream_waits_pending_until_a_worker_connects_in_either_order<N: Network
 pub fn restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing<N: Network>(net: &N) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
-    let config = GeneratorSources::config(3_000, 50, 5, 300);
+    let worker = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
+    let config = CountingSources::config(3_000, 50, 5, 300);
     controller
         .block_on(controller.controller.start_stream(&stream(), config))
         .unwrap();
@@ -153,14 +146,13 @@ pub fn restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing<N: Net
     );
     assert_eq!(
         controller
-            .controller
-            .status(&stream())
+            .block_on(controller.controller.status(&stream()))
             .unwrap()
             .unwrap()
             .state,
         StreamState::Pending
     );
-    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    let worker = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
     wait_until("the run completes after the restart", DEADLINE, || {
         live(&controller) == 3_000
     });
@@ -180,12 +172,12 @@ pub fn outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_no
 ) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let sources = GeneratorSources::new();
+    let sources = CountingSources::new();
     let mut config = worker_config(&dirs);
     // Room for about five pages of 50 records of ~330 bytes.
     config.outbox.max_bytes = 5 * 50 * 400;
     let worker = WorkerProcess::start(config, net, sources.clone());
-    let stream_config = GeneratorSources::config(5_000, 50, 2, 300);
+    let stream_config = CountingSources::config(5_000, 50, 2, 300);
     controller
         .block_on(controller.controller.start_stream(&stream(), stream_config))
         .unwrap();
@@ -227,12 +219,12 @@ pub fn outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_no
 pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Network>(net: &N) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let worker = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    let worker = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
     controller
         .block_on(
             controller
                 .controller
-                .start_stream(&stream(), GeneratorSources::config(2_000, 100, 0, 300)),
+                .start_stream(&stream(), CountingSources::config(2_000, 100, 0, 300)),
         )
         .unwrap();
     wait_until("the run is under way", DEADLINE, || {
@@ -251,7 +243,7 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
         .unwrap()
         .entries(0, 1_000)
         .unwrap();
-    let sources = GeneratorSources::new();
+    let sources = CountingSources::new();
     let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
     assert!(
         kept.len() >= 3,
@@ -270,8 +262,15 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
     });
     assert_exactly(&controller, 2_000);
     // The batches from the outbox were resent, not fetched again: the restarted worker fetched
-    // exactly the pages past the newest of them.
-    assert_eq!(sources.pages_started() as u64, (2_000 - newest) / 100);
+    // exactly the pages past the newest of them. When the outbox held the run to its last batch,
+    // the restarted worker's first run (a Start runs at once) begins at the end and fetches one
+    // page, which finds nothing new.
+    let expected = if kept.last().unwrap().batch.last {
+        1
+    } else {
+        (2_000 - newest) / 100
+    };
+    assert_eq!(sources.pages_started() as u64, expected);
     worker.shut_down().unwrap();
     controller.crash();
 }
@@ -280,13 +279,13 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
 pub fn stop_is_idempotent_and_no_page_starts_after_it_returns<N: Network>(net: &N) {
     let dirs = dirs();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let sources = GeneratorSources::new();
+    let sources = CountingSources::new();
     let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
     controller
         .block_on(
             controller
                 .controller
-                .start_stream(&stream(), GeneratorSources::config(100_000, 50, 5, 300)),
+                .start_stream(&stream(), CountingSources::config(100_000, 50, 5, 300)),
         )
         .unwrap();
     wait_until("the run is under way", DEADLINE, || {
@@ -331,7 +330,7 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
     let dirs = dirs();
     let other_dir = tempfile::tempdir().unwrap();
     let controller = ControllerProcess::start(dirs.controller.path(), net);
-    let first = WorkerProcess::start(worker_config(&dirs), net, GeneratorSources::new());
+    let first = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
     wait_until("the first worker connects", DEADLINE, || {
         controller.controller.workers() == 1
     });
@@ -339,7 +338,7 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
         .block_on(
             controller
                 .controller
-                .start_stream(&stream(), GeneratorSources::config(3_000, 50, 5, 300)),
+                .start_stream(&stream(), CountingSources::config(3_000, 50, 5, 300)),
         )
         .unwrap();
     wait_until("the run is under way", DEADLINE, || {
@@ -348,15 +347,14 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
     let second = WorkerProcess::start(
         WorkerConfig::new("worker-2", other_dir.path()),
         net,
-        GeneratorSources::new(),
+        CountingSources::new(),
     );
     wait_until("the second worker connects", DEADLINE, || {
         controller.controller.workers() == 2
     });
     assert_eq!(
         controller
-            .controller
-            .status(&stream())
+            .block_on(controller.controller.status(&stream()))
             .unwrap()
             .unwrap()
             .worker
@@ -367,8 +365,7 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
     first.crash();
     wait_until("the stream moves to the other worker", DEADLINE, || {
         controller
-            .controller
-            .status(&stream())
+            .block_on(controller.controller.status(&stream()))
             .unwrap()
             .unwrap()
             .worker
@@ -381,4 +378,31 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
     assert_exactly(&controller, 3_000);
     second.shut_down().unwrap();
     controller.crash();
+}
+
+/// Every runtime flow above as a `#[test]` over the network `$network` builds: the one list a
+/// transport's test file names, so a new flow runs on every transport at once.
+///
+/// ```ignore
+/// weld_pipeline::runtime_flows!(MemoryTransport::new());
+/// ```
+#[macro_export]
+macro_rules! runtime_flows {
+    ($network:expr) => {
+        $crate::runtime_flows!(@each $network;
+            a_started_stream_is_delivered_complete_and_once_with_its_run_recorded,
+            a_stream_waits_pending_until_a_worker_connects_in_either_order,
+            restart_of_both_sides_mid_run_loses_nothing_and_duplicates_nothing,
+            outbox_backpressure_pauses_the_source_while_the_controller_is_away_and_nothing_is_dropped,
+            a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching,
+            stop_is_idempotent_and_no_page_starts_after_it_returns,
+            restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_completes,
+        );
+    };
+    (@each $network:expr; $($flow:ident),* $(,)?) => {$(
+        #[test]
+        fn $flow() {
+            $crate::testing::flows::$flow(&$network);
+        }
+    )*};
 }

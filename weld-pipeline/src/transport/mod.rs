@@ -37,12 +37,11 @@
 //!   identity makes that harmless. Connection loss closes the peer; the worker's outbox resends.
 
 mod auth;
+pub mod kit;
 mod memory;
-mod service;
 
 pub use auth::{random_bytes, Secret, CHALLENGE_LEN};
 pub use memory::{MemoryListener, MemoryPeer, MemoryTransport};
-pub use service::PeerService;
 
 use std::sync::Arc;
 

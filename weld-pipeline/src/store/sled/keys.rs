@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! r <stream> 00 <id len: u32> <id>      record: updated_at:i64 flags:u8 (bit 0 archived) data...
-//! b <stream> 00 <run_id: u64> <seq: u64> batch identity: records:u64
+//! b <stream> 00 <run_id: u64> <seq: u64> batch identity: records:u64 cursor...
 //! c <stream>                            checkpoint bytes
 //! n <stream>                            counts: live:u64 archived:u64
 //! u <stream> 00 <run_id: u64>           run: JSON
 //! ```
+//!
+//! A batch's ledger entry holds the records it wrote and the cursor it reached: a batch that
+//! closes a gap moves the checkpoint on to the cursors of the batches that arrived before it.
 //!
 //! Integers are big-endian, so keys sort numerically. A record's key carries its id's length
 //! before the id: numeric ids (HubSpot's) then sort in numeric order, and any id sorts
@@ -17,6 +20,7 @@ use bytes::Bytes;
 
 use crate::error::Error;
 use crate::record::{Json, Record, Timestamp};
+use crate::store::Counts;
 use crate::stream::{RunId, StreamName};
 
 pub(super) const RECORD: u8 = b'r';
@@ -110,15 +114,6 @@ pub(super) fn decode_record(id: String, value: sled::IVec) -> Result<Record, Err
         archived: head.archived,
         data,
     })
-}
-
-/// Live and archived record counts of a stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    /// Records stored and not archived at the source.
-    pub live: u64,
-    /// Records stored and archived at the source.
-    pub archived: u64,
 }
 
 pub(super) fn encode_counts(counts: Counts) -> [u8; 16] {

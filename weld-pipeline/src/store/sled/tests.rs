@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::record::Json;
+use crate::record::{Json, Record};
 
 fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
@@ -29,11 +29,11 @@ fn batch(run: u64, seq: u64, last: bool, records: Vec<Record>) -> Batch {
     }
 }
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(&StoreConfig::new(dir)).unwrap()
+fn open(dir: &std::path::Path) -> SledStore {
+    SledStore::open(&SledStoreConfig::new(dir)).unwrap()
 }
 
-fn all(store: &Store, archived: Archived) -> Vec<Record> {
+fn all(store: &SledStore, archived: Archived) -> Vec<Record> {
     let mut out = Vec::new();
     let mut after = None;
     loop {

@@ -1,0 +1,147 @@
+//! What workers send the controller: deliveries, committed then acknowledged, and run reports.
+
+use async_trait::async_trait;
+
+use super::Controller;
+use crate::batch::Batch;
+use crate::error::Error;
+use crate::message::{Event, Hello, Request, Response, RunOutcome};
+use crate::store::Desired;
+use crate::telemetry;
+use crate::transport::{Handler, Peer};
+
+impl<P: Peer> Controller<P> {
+    /// Commits a delivered batch and answers with its ack, or refuses it. Refusals are
+    /// permanent: the worker drops what it holds of the stream and stops it; the controller's
+    /// checkpoint did not move, so whoever runs the stream next fetches it again.
+    async fn deliver(&self, from: &Hello, batch: Batch) -> Response {
+        let lifecycle = self.lifecycle(&batch.stream);
+        let _delivering = lifecycle.read().await;
+        let entry = match self.store.stream(&batch.stream).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                return Response::refused(&Error::Invalid(format!(
+                    "stream {} does not exist",
+                    batch.stream
+                )));
+            }
+            Err(error) => {
+                return Response::refused(&Error::Unavailable(format!("registry: {error}")))
+            }
+        };
+        if entry.desired == Desired::Stopped {
+            return Response::refused(&Error::Invalid(format!(
+                "stream {} is stopped",
+                batch.stream
+            )));
+        }
+        let assigned = self.lock().worker_of(&batch.stream).cloned();
+        if let Some(owner) = assigned {
+            if owner != from.worker_id {
+                return Response::refused(&Error::Invalid(format!(
+                    "stream {} is assigned to worker {owner}, not {}",
+                    batch.stream, from.worker_id
+                )));
+            }
+        }
+        match self.store.commit(&batch).await {
+            Ok(commit) => {
+                telemetry::BatchCommitted {
+                    stream: &batch.stream,
+                    run_id: batch.run_id,
+                    seq: batch.seq,
+                    commit,
+                }
+                .emit();
+                fail::fail_point!("controller::between_commit_and_ack", |_| Response::refused(
+                    &Error::Unavailable("failpoint: crashed between the commit and the ack".into())
+                ));
+                Response::Ack {
+                    batch: batch.id(),
+                    commit,
+                }
+            }
+            Err(error) => {
+                telemetry::BatchCommitFailed {
+                    stream: &batch.stream,
+                    run_id: batch.run_id,
+                    seq: batch.seq,
+                    error: &error,
+                }
+                .emit();
+                Response::refused(&error)
+            }
+        }
+    }
+
+    /// Records a worker's run report in the run history.
+    async fn record_event(&self, from: &Hello, event: &Event) -> Result<(), Error> {
+        match event {
+            Event::RunStarted { stream, run_id, at } => {
+                telemetry::RunStartReported {
+                    worker_id: &from.worker_id,
+                    stream,
+                    run_id: *run_id,
+                }
+                .emit();
+                self.store.start_run(stream, *run_id, *at).await
+            }
+            Event::OutboxDepth { batches, bytes } => {
+                telemetry::OutboxDepthReported {
+                    worker_id: &from.worker_id,
+                    batches: *batches,
+                    bytes: *bytes,
+                }
+                .emit();
+                Ok(())
+            }
+            Event::RunFinished(finished) => {
+                telemetry::RunReported {
+                    worker_id: &from.worker_id,
+                    finished,
+                }
+                .emit();
+                if let RunOutcome::Failed { error, .. } = &finished.outcome {
+                    self.record_error(&finished.stream, error.clone()).await;
+                }
+                self.store
+                    .finish_run(&finished.stream, finished.run_id, &finished.outcome)
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Peer> Handler for Controller<P> {
+    async fn request(&self, from: &Hello, request: Request) -> Response {
+        match request {
+            Request::Deliver(batch) => self.deliver(from, batch).await,
+            other => Response::refused(&Error::Invalid(format!(
+                "a controller takes deliveries, not {}",
+                match other {
+                    Request::Start(_) => "start",
+                    Request::Stop { .. } => "stop",
+                    Request::Deliver(_) => "deliver",
+                }
+            ))),
+        }
+    }
+
+    async fn event(&self, from: &Hello, event: Event) {
+        if let Err(error) = self.record_event(from, &event).await {
+            let (stream, run_id) = match &event {
+                Event::RunStarted { stream, run_id, .. } => (Some(stream), Some(run_id)),
+                Event::RunFinished(finished) => (Some(&finished.stream), Some(&finished.run_id)),
+                Event::OutboxDepth { .. } => (None, None),
+            };
+            tracing::error!(
+                worker_id = %from.worker_id,
+                stream = stream.map(tracing::field::display),
+                run_id = run_id.map(tracing::field::display),
+                error = %error,
+                "cannot record a run event"
+            );
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The controller: the stream lifecycle (start, stop, delete, status) over a [`StreamStore`],
+//! the assignment of streams to connected workers, and the commit of what they deliver.
+//!
+//! - `mod.rs`: the [`Controller`] and its stream operations;
+//! - `assignments.rs`: which connected worker runs which stream;
+//! - `delivery.rs`: the transport [`Handler`](crate::transport::Handler): deliveries committed
+//!   and acknowledged, run reports recorded.
+
+mod assignments;
+mod delivery;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind};
+use crate::message::{Request, Response, Start, StreamConfig};
+use crate::record::Timestamp;
+use crate::source::SourceKinds;
+use crate::store::{Counts, Desired, LastError, RunRecord, StreamEntry, StreamStore};
+use crate::stream::StreamName;
+use crate::telemetry;
+use crate::transport::{Listener, Peer};
+use assignments::Assignments;
+
+/// How to open a [`Controller`] on the embedded sled store.
+#[cfg(feature = "sled")]
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The directory of the controller's sled database (registry and store).
+    pub data_dir: std::path::PathBuf,
+    /// sled's page cache for that database: reads beyond it go to disk.
+    pub cache_bytes: u64,
+    /// The source kinds streams may name; the first is the default of a start without a source.
+    pub sources: SourceKinds,
+}
+
+#[cfg(feature = "sled")]
+impl ControllerConfig {
+    /// A controller keeping its data in `data_dir`, with the store's default cache, accepting
+    /// the source kinds `sources`.
+    pub fn new(data_dir: impl Into<std::path::PathBuf>, sources: SourceKinds) -> Self {
+        let data_dir = data_dir.into();
+        ControllerConfig {
+            cache_bytes: crate::store::SledStoreConfig::new(&data_dir).cache_bytes,
+            data_dir,
+            sources,
+        }
+    }
+}
+
+/// Where a stream stands, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Assigned to a connected worker, which runs it every interval.
+    Running,
+    /// Should run, but no connected worker can take it yet.
+    Pending,
+    /// Stopped; its data stays.
+    Stopped,
+}
+
+/// A stream's status: its registry entry, where it runs, and what its store holds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreamStatus {
+    /// The stream's name.
+    pub name: StreamName,
+    /// Whether it runs, waits for a worker, or is stopped.
+    pub state: StreamState,
+    /// Its configuration, with its source's defaults written in.
+    pub config: StreamConfig,
+    /// The id of the worker running it, while one does.
+    pub worker: Option<String>,
+    /// Live and archived records stored.
+    pub counts: Counts,
+    /// Its newest run, running or ended.
+    pub last_run: Option<RunRecord>,
+    /// When its next run is due (its last run's start plus its interval), while it runs.
+    pub next_run_at: Option<Timestamp>,
+    /// The latest error its runs reported, kept until a newer one replaces it.
+    pub last_error: Option<LastError>,
+}
+
+/// The logic of data-streams: it keeps the registry and the records in a [`StreamStore`],
+/// assigns running streams to connected workers that can run their source kind (and re-assigns
+/// them when a worker goes away), commits delivered batches, acknowledges them, and keeps the
+/// run history.
+///
+/// Embed it: [`Controller::serve`] accepts workers from any [`Listener`]; the stream operations
+/// back an API.
+pub struct Controller<P: Peer> {
+    store: Arc<dyn StreamStore>,
+    sources: SourceKinds,
+    state: Mutex<Assignments<P>>,
+    /// Per stream: deliveries hold it shared, deletion exclusively, so a delivery that passed
+    /// its checks cannot commit into a stream deleted meanwhile.
+    lifecycles: Mutex<HashMap<StreamName, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+/// How long a worker has to answer a start or a stop. A stop waits for the run's page
+/// boundary: a page fetch with its retries fits well inside this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often streams waiting for a worker are offered again (a start that failed on a
+/// transient error is retried this way).
+const REASSIGN_EVERY: Duration = Duration::from_secs(5);
+
+impl<P: Peer> std::fmt::Debug for Controller<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("store", &self.store)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Peer> Controller<P> {
+    /// A controller over `store`, accepting streams of the source kinds in `sources` (the first
+    /// is the default of a start without a source).
+    pub fn new(store: Arc<dyn StreamStore>, sources: SourceKinds) -> Arc<Self> {
+        // Known from the start, so a scrape before the first worker shows 0, not nothing.
+        metrics::gauge!("weld_workers_connected").set(0.0);
+        Arc::new(Controller {
+            store,
+            sources,
+            state: Mutex::new(Assignments::new()),
+            lifecycles: Mutex::default(),
+        })
+    }
+
+    /// Opens a controller on the embedded sled store in `config.data_dir`.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be opened.
+    #[cfg(feature = "sled")]
+    pub fn open(config: &ControllerConfig) -> Result<Arc<Self>, Error> {
+        let store = crate::store::SledStore::open(&crate::store::SledStoreConfig {
+            path: config.data_dir.clone(),
+            cache_bytes: config.cache_bytes,
+        })?;
+        Ok(Self::new(Arc::new(store), config.sources.clone()))
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Arc<dyn StreamStore> {
+        &self.store
+    }
+
+    /// The source kinds streams may name.
+    pub fn sources(&self) -> &SourceKinds {
+        &self.sources
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Assignments<P>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
+        let mut lifecycles = self.lifecycles.lock().unwrap_or_else(|e| e.into_inner());
+        lifecycles.entry(stream.clone()).or_default().clone()
+    }
+
+    /// The number of connected workers.
+    pub fn workers(&self) -> usize {
+        self.lock().workers()
+    }
+
+    /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
+    /// when it goes away its streams go to others.
+    ///
+    /// # Errors
+    ///
+    /// When the listener fails.
+    pub async fn serve<L: Listener<Peer = P>>(
+        self: Arc<Self>,
+        mut listener: L,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let mut reassign = tokio::time::interval(REASSIGN_EVERY);
+        reassign.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                peer = listener.accept() => {
+                    // Handled on its own task: a worker slow to take its streams must not hold
+                    // up the next one's connection.
+                    tokio::spawn(self.clone().connected(peer?));
+                }
+                _ = reassign.tick() => {
+                    let controller = self.clone();
+                    tokio::spawn(async move { controller.assign_waiting().await });
+                }
+            }
+        }
+    }
+
+    /// Takes a connected worker: registers it, assigns it what waits, and watches it go.
+    pub async fn connected(self: Arc<Self>, peer: P) {
+        let worker_id = peer.hello().worker_id.clone();
+        let serial = self.lock().connect(&worker_id, peer.clone());
+        telemetry::WorkersChanged {
+            worker_id: &worker_id,
+            connected: true,
+            now: self.workers(),
+        }
+        .emit();
+        tracing::debug!(worker_id, sources = ?peer.hello().sources, "worker's sources");
+        let controller = self.clone();
+        tokio::spawn(async move {
+            peer.closed().await;
+            controller.gone(&worker_id, serial).await;
+        });
+        self.assign_waiting().await;
+    }
+
+    async fn gone(&self, worker_id: &str, serial: u64) {
+        let Some(orphans) = self.lock().disconnect(worker_id, serial) else {
+            return;
+        };
+        telemetry::WorkersChanged {
+            worker_id,
+            connected: false,
+            now: self.workers(),
+        }
+        .emit();
+        if !orphans.is_empty() {
+            tracing::info!(
+                worker_id,
+                streams = orphans.len(),
+                "re-assigning a gone worker's streams"
+            );
+        }
+        self.assign_waiting().await;
+    }
+
+    /// Assigns every stream that should run and has no worker to a connected worker that can
+    /// run its source, the least loaded first.
+    async fn assign_waiting(&self) {
+        let entries = match self.store.streams().await {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the registry");
+                return;
+            }
+        };
+        for entry in entries {
+            if entry.desired == Desired::Running && self.lock().worker_of(&entry.name).is_none() {
+                self.assign(&entry).await;
+            }
+        }
+    }
+
+    /// Sends `Start` for a stream to a worker, choosing one if it has none.
+    async fn assign(&self, entry: &StreamEntry) {
+        let Some((worker_id, peer)) = self.lock().assign(&entry.name, &entry.config.source.kind)
+        else {
+            return;
+        };
+        let checkpoint = match self.store.checkpoint(&entry.name).await {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                tracing::error!(stream = %entry.name, error = %error, "cannot read the checkpoint");
+                self.lock().unassign(&entry.name, &worker_id);
+                return;
+            }
+        };
+        let start = Request::Start(Start {
+            stream: entry.name.clone(),
+            config: entry.config.clone(),
+            checkpoint,
+        });
+        match command(&peer, start, "start").await {
+            Ok(_) => tracing::info!(stream = %entry.name, worker_id, "stream assigned"),
+            Err(error) => {
+                tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
+                self.lock().unassign(&entry.name, &worker_id);
+                if error.kind() == ErrorKind::Permanent {
+                    self.record_error(
+                        &entry.name,
+                        format!("worker {worker_id} refused the stream: {error}"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn record_error(&self, stream: &StreamName, message: String) {
+        if let Ok(Some(mut entry)) = self.store.stream(stream).await {
+            entry.last_error = Some(LastError {
+                at: Timestamp::now(),
+                message,
+            });
+            if let Err(error) = self.store.put_stream(&entry).await {
+                tracing::error!(stream = %stream, error = %error, "cannot record a stream's error");
+            }
+        }
+    }
+
+    /// Creates or updates a stream and runs it: at once if a worker can take it, else it waits
+    /// in state pending. Idempotent; a changed configuration applies from the next run. The
+    /// source is checked against the registered kinds and stored with its defaults written in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a source of an unknown kind or with parameters its kind does not
+    /// take; otherwise when the registry cannot be written.
+    pub async fn start_stream(
+        &self,
+        name: &StreamName,
+        mut config: StreamConfig,
+    ) -> Result<StreamStatus, Error> {
+        config.source = self.sources.check(&config.source)?;
+        let previous = self.store.stream(name).await?;
+        let entry = StreamEntry {
+            name: name.clone(),
+            config,
+            desired: Desired::Running,
+            last_error: previous.as_ref().and_then(|e| e.last_error.clone()),
+        };
+        let changed = previous.as_ref() != Some(&entry);
+        if changed {
+            self.store.put_stream(&entry).await?;
+        }
+        // A stream already assigned gets the new configuration through a repeated Start.
+        if changed || self.lock().worker_of(name).is_none() {
+            self.assign(&entry).await;
+        }
+        self.status(name)
+            .await?
+            .ok_or_else(|| Error::Bug("a started stream has no status".into()))
+    }
+
+    /// Stops a stream: its worker stops at the next page boundary, and this returns once it
+    /// has, so no source request starts after it returns. Idempotent. `None` for a stream that
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// When the registry cannot be written.
+    pub async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let Some(mut entry) = self.store.stream(name).await? else {
+            return Ok(None);
+        };
+        if entry.desired != Desired::Stopped {
+            entry.desired = Desired::Stopped;
+            self.store.put_stream(&entry).await?;
+        }
+        self.stop_on_worker(name).await;
+        self.status(name).await
+    }
+
+    async fn stop_on_worker(&self, name: &StreamName) {
+        let assigned = self.lock().peer_of(name);
+        if let Some((worker_id, peer)) = assigned {
+            let stop = Request::Stop {
+                stream: name.clone(),
+            };
+            match command(&peer, stop, "stop").await {
+                Ok(_) => tracing::info!(stream = %name, worker_id, "stream stopped"),
+                // A worker that is gone runs nothing; one that comes back is not given it.
+                Err(error) => {
+                    tracing::warn!(stream = %name, worker_id, error = %error, "stop not confirmed")
+                }
+            }
+            self.lock().unassign(name, &worker_id);
+        }
+    }
+
+    /// Stops a stream and deletes its configuration and data. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be written.
+    pub async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
+        if self.stop_stream(name).await?.is_none() {
+            return Ok(false);
+        }
+        let lifecycle = self.lifecycle(name);
+        let _deleting = lifecycle.write().await;
+        self.store.delete_stream(name).await?;
+        Ok(true)
+    }
+
+    /// A stream's status, `None` if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be read.
+    pub async fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let Some(entry) = self.store.stream(name).await? else {
+            return Ok(None);
+        };
+        self.status_of(entry).await.map(Some)
+    }
+
+    async fn status_of(&self, entry: StreamEntry) -> Result<StreamStatus, Error> {
+        let name = &entry.name;
+        let worker = self.lock().worker_of(name).cloned();
+        let state = match (entry.desired, &worker) {
+            (Desired::Stopped, _) => StreamState::Stopped,
+            (Desired::Running, Some(_)) => StreamState::Running,
+            (Desired::Running, None) => StreamState::Pending,
+        };
+        let last_run = self.store.runs(name, 1).await?.into_iter().next();
+        let next_run_at = match (state, &last_run) {
+            (StreamState::Running, Some(run)) => {
+                let interval = i64::try_from(entry.config.interval_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX);
+                Some(Timestamp::from_millis(
+                    run.started_at.as_millis().saturating_add(interval),
+                ))
+            }
+            _ => None,
+        };
+        Ok(StreamStatus {
+            counts: self.store.counts(name).await?,
+            name: entry.name,
+            state,
+            config: entry.config,
+            worker,
+            last_run,
+            next_run_at,
+            last_error: entry.last_error,
+        })
+    }
+
+    /// Every stream's status, by name.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or store cannot be read.
+    pub async fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
+        let mut statuses = Vec::new();
+        for entry in self.store.streams().await? {
+            statuses.push(self.status_of(entry).await?);
+        }
+        Ok(statuses)
+    }
+}
+
+/// Sends a command to a worker and waits for its answer, at most [`COMMAND_TIMEOUT`]; a refusal
+/// comes back as the error it carries.
+async fn command<P: Peer>(
+    peer: &P,
+    request: Request,
+    operation: &'static str,
+) -> Result<Response, Error> {
+    tokio::time::timeout(COMMAND_TIMEOUT, peer.request(request))
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            operation,
+            after: COMMAND_TIMEOUT,
+        }))
+        .and_then(Response::into_result)
+}

@@ -1,0 +1,179 @@
+//! Sources by kind: what a stream's `{"kind": ...}` names, checked where streams are started and
+//! built where they run.
+//!
+//! A stream's configuration names its source as a [`SourceSpec`]: a `kind` and that kind's
+//! parameters. Two services read it:
+//!
+//! - **data-streams** checks it when a stream is started ([`SourceKind::check`]): an unknown
+//!   kind or a bad parameter is refused there, with a message for the person who sent it, not
+//!   later by a worker. The check also writes the kind's defaults in, so a stream's status says
+//!   what it reads and two starts asking for the same thing compare equal. Checking needs no
+//!   credentials: data-streams never holds a source's token.
+//! - **a worker** builds the source of each stream it is given ([`SourceFactory::source`]) and
+//!   tells the controller, in its hello, which kinds it builds, so that a stream is only ever
+//!   assigned to a worker that can run it.
+//!
+//! [`SourceKinds`] and [`Sources`] are the registries of each side, dispatching on `spec.kind`.
+//! Adding a kind is one folder: a type implementing [`SourceKind`] (and [`SourceFactory`] where
+//! it runs), registered with `.with(...)` in each service.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use weld_pipeline::source::{GeneratorSources, SourceKinds, Sources};
+//! use weld_pipeline::SourceSpec;
+//!
+//! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+//! let spec: SourceSpec = serde_json::from_str(r#"{"kind":"generator","records":10}"#)?;
+//! let checked = kinds.check(&spec)?;
+//! assert_eq!(checked.params["page_size"], 100); // the default, written in
+//! assert!(kinds.check(&serde_json::from_str(r#"{"kind":"ftp"}"#)?).is_err());
+//!
+//! let sources = Sources::new().with(Arc::new(GeneratorSources));
+//! assert_eq!(sources.kinds(), ["generator"]);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::Source;
+use crate::error::Error;
+use crate::message::SourceSpec;
+use crate::stream::StreamName;
+
+/// One kind of source, as data-streams knows it: its name and how its parameters are checked.
+///
+/// An implementation may refuse anything it cannot run, and must not reach the network or need
+/// credentials: it runs on data-streams, inside a request.
+pub trait SourceKind: Send + Sync + 'static {
+    /// The kind's name, as `spec.kind` says it (`hubspot`, `generator`).
+    fn kind(&self) -> &str;
+
+    /// Checks a spec of this kind and returns it with the kind's defaults written in. Called only
+    /// with specs whose `kind` is this one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`], saying what is wrong, for parameters the kind does not take.
+    fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error>;
+}
+
+/// Builds a kind's sources, on a worker.
+pub trait SourceFactory: SourceKind {
+    /// The source of one stream. Called with specs of this kind only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for parameters it does not accept; the controller records it as the
+    /// stream's error.
+    fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error>;
+}
+
+/// A registry of source kinds, dispatching on `spec.kind`: [`SourceKinds`] on data-streams,
+/// [`Sources`] on a worker. The first kind registered is the default of a stream started without
+/// a source.
+pub struct Registry<K: ?Sized> {
+    kinds: Vec<Arc<K>>,
+}
+
+/// The kinds data-streams accepts, to check start requests.
+pub type SourceKinds = Registry<dyn SourceKind>;
+
+/// The kinds a worker runs, to build its streams' sources.
+pub type Sources = Registry<dyn SourceFactory>;
+
+impl<K: ?Sized> Default for Registry<K> {
+    fn default() -> Self {
+        Registry { kinds: Vec::new() }
+    }
+}
+
+impl<K: ?Sized> Clone for Registry<K> {
+    fn clone(&self) -> Self {
+        Registry {
+            kinds: self.kinds.clone(),
+        }
+    }
+}
+
+impl<K: ?Sized + SourceKind> fmt::Debug for Registry<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.kinds.iter().map(|k| k.kind()))
+            .finish()
+    }
+}
+
+impl<K: ?Sized + SourceKind> Registry<K> {
+    /// An empty registry: it refuses every kind.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind; one already registered under its name is replaced.
+    #[must_use]
+    pub fn with(mut self, kind: Arc<K>) -> Self {
+        self.kinds.retain(|k| k.kind() != kind.kind());
+        self.kinds.push(kind);
+        self
+    }
+
+    /// The names of the kinds registered, the default first.
+    pub fn kinds(&self) -> Vec<String> {
+        self.kinds.iter().map(|k| k.kind().to_owned()).collect()
+    }
+
+    /// The kind a spec names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the kinds there are.
+    pub fn get(&self, kind: &str) -> Result<&Arc<K>, Error> {
+        self.kinds.iter().find(|k| k.kind() == kind).ok_or_else(|| {
+            let known = self.kinds().join(", ");
+            Error::Invalid(format!(
+                "unknown source kind {:?}; this service runs: {known}",
+                cut(kind)
+            ))
+        })
+    }
+
+    /// Checks a spec against its kind, returning it with the kind's defaults written in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an unknown kind or parameters the kind does not take.
+    pub fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
+        self.get(&spec.kind)?.check(spec)
+    }
+
+    /// The source of a stream started without one: the default kind, with its default
+    /// parameters. `None` when nothing is registered.
+    pub fn default_spec(&self) -> Option<SourceSpec> {
+        let kind = self.kinds.first()?;
+        kind.check(&SourceSpec {
+            kind: kind.kind().to_owned(),
+            params: serde_json::Map::new(),
+        })
+        .ok()
+    }
+}
+
+impl Sources {
+    /// Builds the source of a stream, from the factory of its kind.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a kind this worker does not run, or parameters it does not take.
+    pub fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
+        self.get(&spec.kind)?.source(stream, spec)
+    }
+}
+
+/// A name from a request, cut for an error message: a message never echoes input at length.
+fn cut(text: &str) -> &str {
+    match text.char_indices().nth(100) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

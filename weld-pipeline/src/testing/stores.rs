@@ -1,0 +1,454 @@
+//! The conformance suite of [`StreamStore`]: what every store must do, run against each
+//! implementation by [`store_conformance!`](crate::store_conformance) (the sled store in this
+//! crate's tests; a database-backed store in its own crate's).
+//!
+//! Each case takes a [`StoreUnderTest`], which opens the store, and opens it again on the same
+//! data to play a restart. A case drops every handle of a store before it reopens it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::batch::Batch;
+use crate::checkpoint::Checkpoint;
+use crate::message::{Commit, RunOutcome, StreamConfig};
+use crate::record::{Json, Record, Timestamp};
+use crate::store::{Archived, Desired, LastError, RunState, StreamEntry, StreamStore};
+use crate::stream::{RunId, StreamName};
+use crate::ErrorKind;
+
+/// A store for the suite: each [`open`](StoreUnderTest::open) opens the same data, empty the
+/// first time.
+#[async_trait]
+pub trait StoreUnderTest: Send + Sync {
+    /// Opens the store (again, after the previous handles were dropped: a restart).
+    async fn open(&self) -> Arc<dyn StreamStore>;
+}
+
+/// The sled store in a temporary directory.
+#[cfg(feature = "sled")]
+#[derive(Debug)]
+pub struct SledUnderTest {
+    dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "sled")]
+impl SledUnderTest {
+    /// A sled store in a new temporary directory.
+    ///
+    /// # Panics
+    ///
+    /// When no temporary directory can be made.
+    pub fn new() -> Self {
+        SledUnderTest {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+}
+
+#[cfg(feature = "sled")]
+impl Default for SledUnderTest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "sled")]
+#[async_trait]
+impl StoreUnderTest for SledUnderTest {
+    async fn open(&self) -> Arc<dyn StreamStore> {
+        let config = crate::store::SledStoreConfig::new(self.dir.path());
+        Arc::new(crate::store::SledStore::open(&config).expect("the sled store opens"))
+    }
+}
+
+/// Every case of the suite as a `#[tokio::test]`, over the stores `$store` builds (an expression
+/// of a type implementing [`StoreUnderTest`], evaluated once per case).
+///
+/// ```ignore
+/// weld_pipeline::store_conformance!(weld_pipeline::testing::stores::SledUnderTest::new());
+/// ```
+#[macro_export]
+macro_rules! store_conformance {
+    ($store:expr) => {
+        $crate::store_conformance!(@each $store;
+            a_redelivered_batch_is_a_replay_and_stored_once,
+            the_newest_version_of_a_record_wins_in_any_order,
+            out_of_order_batches_hold_the_checkpoint_until_the_gap_closes,
+            archived_records_are_kept_counted_apart_and_filtered,
+            paging_visits_every_record_once_while_commits_go_on,
+            a_paging_token_the_store_did_not_make_is_invalid,
+            a_restart_keeps_every_acknowledged_batch_and_knows_its_replays,
+            runs_are_recorded_and_a_newer_run_closes_an_abandoned_one,
+            deleting_a_stream_removes_its_entry_and_all_its_data,
+            the_registry_keeps_its_entries_across_a_restart,
+        );
+    };
+    (@each $store:expr; $($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            $crate::testing::stores::$case(&$store).await;
+        }
+    )*};
+}
+
+fn stream() -> StreamName {
+    StreamName::new("contacts").expect("a valid name")
+}
+
+fn record(id: u64, at: i64, archived: bool) -> Record {
+    Record {
+        id: id.to_string(),
+        updated_at: Timestamp::from_millis(at),
+        archived,
+        data: Json::parse(format!(r#"{{"id":"{id}","v":{at}}}"#).into_bytes()).expect("JSON"),
+    }
+}
+
+fn batch(run: u64, seq: u64, last: bool, records: Vec<Record>) -> Batch {
+    Batch {
+        stream: stream(),
+        run_id: RunId(run),
+        seq,
+        last,
+        cursor: Checkpoint::from_bytes(format!("{run}/{seq}")),
+        records,
+    }
+}
+
+fn entry(desired: Desired) -> StreamEntry {
+    StreamEntry {
+        name: stream(),
+        config: serde_json::from_value::<StreamConfig>(serde_json::json!({
+            "source": {"kind": "generator", "records": 10},
+            "interval_secs": 60,
+        }))
+        .expect("a valid config"),
+        desired,
+        last_error: None,
+    }
+}
+
+/// Every stored record of the stream, paging 7 at a time.
+async fn all(store: &dyn StreamStore, archived: Archived) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .records(&stream(), after.as_deref(), 7, archived)
+            .await
+            .expect("the store reads");
+        out.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// The value `v` of every stored record, by id.
+async fn versions(store: &dyn StreamStore) -> BTreeMap<String, i64> {
+    all(store, Archived::All)
+        .await
+        .into_iter()
+        .map(|r| (r.id, r.updated_at.as_millis()))
+        .collect()
+}
+
+async fn commit(store: &dyn StreamStore, batch: &Batch) -> Commit {
+    store.commit(batch).await.expect("the commit succeeds")
+}
+
+/// A batch delivered twice is written once and acknowledged both times.
+pub async fn a_redelivered_batch_is_a_replay_and_stored_once(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    let b = batch(
+        1,
+        0,
+        false,
+        vec![record(1, 10, false), record(2, 10, false)],
+    );
+    assert_eq!(commit(&*store, &b).await, Commit::Stored { records: 2 });
+    assert_eq!(commit(&*store, &b).await, Commit::Replayed);
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 2);
+    assert_eq!(store.checkpoint(&stream()).await.unwrap(), b.cursor);
+    assert_eq!(store.runs(&stream(), 10).await.unwrap()[0].batches, 1);
+}
+
+/// An older version never replaces a newer one, in one batch or across batches.
+pub async fn the_newest_version_of_a_record_wins_in_any_order(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    commit(&*store, &batch(1, 0, false, vec![record(1, 20, false)])).await;
+    let older = commit(&*store, &batch(1, 1, false, vec![record(1, 10, false)])).await;
+    assert_eq!(older, Commit::Stored { records: 0 });
+    // One id twice in a batch: the newer of the two stays, whatever their order.
+    commit(
+        &*store,
+        &batch(
+            1,
+            2,
+            false,
+            vec![record(2, 30, false), record(2, 25, false)],
+        ),
+    )
+    .await;
+    commit(&*store, &batch(1, 3, false, vec![record(1, 40, false)])).await;
+    let stored = versions(&*store).await;
+    assert_eq!(stored, BTreeMap::from([("1".into(), 40), ("2".into(), 30)]));
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 2);
+}
+
+/// With several deliveries in flight, batch 2 may commit before batch 1: the checkpoint stays at
+/// batch 0 until batch 1 is in, then jumps to the highest batch without a gap; the run succeeds
+/// only when its last batch and every one before it are in.
+pub async fn out_of_order_batches_hold_the_checkpoint_until_the_gap_closes(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    commit(&*store, &batch(1, 0, false, vec![record(1, 1, false)])).await;
+    commit(&*store, &batch(1, 2, false, vec![record(3, 1, false)])).await;
+    commit(&*store, &batch(1, 3, true, vec![record(4, 1, false)])).await;
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/0")
+    );
+    let run = store.runs(&stream(), 1).await.unwrap().remove(0);
+    assert_eq!(run.state, RunState::Running, "batch 1 is still missing");
+
+    commit(&*store, &batch(1, 1, false, vec![record(2, 1, false)])).await;
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/3")
+    );
+    let run = store.runs(&stream(), 1).await.unwrap().remove(0);
+    assert_eq!(run.state, RunState::Succeeded);
+    assert_eq!((run.records, run.batches), (4, 4));
+}
+
+/// A record archived at the source is kept, marked, counted apart, and listed only when asked.
+pub async fn archived_records_are_kept_counted_apart_and_filtered(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    let live: Vec<Record> = (1..=5).map(|i| record(i, 1, false)).collect();
+    commit(&*store, &batch(1, 0, false, live)).await;
+    commit(
+        &*store,
+        &batch(1, 1, false, vec![record(2, 2, true), record(4, 2, true)]),
+    )
+    .await;
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (3, 2));
+    let ids = |records: Vec<Record>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(all(&*store, Archived::Live).await), ["1", "3", "5"]);
+    assert_eq!(ids(all(&*store, Archived::Only).await), ["2", "4"]);
+    assert_eq!(all(&*store, Archived::All).await.len(), 5);
+    // Back to life at the source: live again.
+    commit(&*store, &batch(1, 2, false, vec![record(2, 3, false)])).await;
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (4, 1));
+}
+
+/// Paging while commits go on visits every record that existed from the first page to the last
+/// exactly once, in numeric id order, and sees its latest version.
+pub async fn paging_visits_every_record_once_while_commits_go_on(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    let first: Vec<Record> = (1..=50).map(|i| record(i * 2, 1, false)).collect();
+    commit(&*store, &batch(1, 0, false, first)).await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut seq = 1;
+    loop {
+        let page = store
+            .records(&stream(), after.as_deref(), 9, Archived::Live)
+            .await
+            .unwrap();
+        seen.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
+        // Between pages: new versions of every record, and new records between the old ones.
+        let changes: Vec<Record> = (1..=50)
+            .flat_map(|i| {
+                [
+                    record(i * 2, 1 + seq as i64, false),
+                    record(i * 2 + 1, 1, false),
+                ]
+            })
+            .collect();
+        commit(&*store, &batch(1, seq, false, changes)).await;
+        seq += 1;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "in order, each once");
+    for i in 1..=50 {
+        assert!(seen.contains(&(i * 2)), "record {} was missed", i * 2);
+    }
+}
+
+/// A token the store did not make is refused as invalid (a 422 at the API), not a failure.
+pub async fn a_paging_token_the_store_did_not_make_is_invalid(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    commit(&*store, &batch(1, 0, false, vec![record(1, 1, false)])).await;
+    let error = store
+        .records(&stream(), Some("not a token!"), 10, Archived::Live)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, crate::Error::Invalid(_)),
+        "an invalid token, not {error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+}
+
+/// After a restart every acknowledged batch is there and a redelivery of one is a replay.
+pub async fn a_restart_keeps_every_acknowledged_batch_and_knows_its_replays(
+    under: &impl StoreUnderTest,
+) {
+    let batches: Vec<Batch> = (0..5)
+        .map(|seq| batch(1, seq, seq == 4, vec![record(seq + 1, 1, false)]))
+        .collect();
+    {
+        let store = under.open().await;
+        for b in &batches[..4] {
+            commit(&*store, b).await;
+        }
+    }
+    let store = under.open().await;
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 4);
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/3")
+    );
+    for b in &batches[..4] {
+        assert_eq!(commit(&*store, b).await, Commit::Replayed);
+    }
+    assert_eq!(
+        commit(&*store, &batches[4]).await,
+        Commit::Stored { records: 1 }
+    );
+    let run = store.runs(&stream(), 1).await.unwrap().remove(0);
+    assert_eq!(run.state, RunState::Succeeded);
+}
+
+/// A run is recorded when it starts, ends as the worker reports (a reported success changes
+/// nothing: the last batch decides), and a newer run closes an older one still marked running.
+pub async fn runs_are_recorded_and_a_newer_run_closes_an_abandoned_one(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    let s = stream();
+    store
+        .start_run(&s, RunId(1), Timestamp::from_millis(1_000))
+        .await
+        .unwrap();
+    store
+        .start_run(&s, RunId(1), Timestamp::from_millis(5_000))
+        .await
+        .unwrap();
+    let runs = store.runs(&s, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "a repeated report is the same run");
+    assert_eq!(runs[0].started_at, Timestamp::from_millis(1_000));
+
+    store
+        .finish_run(&s, RunId(1), &RunOutcome::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(store.runs(&s, 1).await.unwrap()[0].state, RunState::Running);
+
+    store
+        .start_run(&s, RunId(2), Timestamp::from_millis(9_000))
+        .await
+        .unwrap();
+    let runs = store.runs(&s, 10).await.unwrap();
+    assert_eq!(runs[0].id, RunId(2), "newest first");
+    assert_eq!(
+        runs[1].state,
+        RunState::Failed,
+        "the abandoned run is closed"
+    );
+
+    let failed = RunOutcome::Failed {
+        kind: ErrorKind::Permanent,
+        error: "401 from the source".into(),
+    };
+    store.finish_run(&s, RunId(2), &failed).await.unwrap();
+    let run = store.runs(&s, 1).await.unwrap().remove(0);
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.error.as_deref(), Some("401 from the source"));
+    assert!(run.finished_at.is_some());
+
+    commit(&*store, &batch(3, 0, true, vec![record(1, 1, false)])).await;
+    store
+        .finish_run(&s, RunId(3), &RunOutcome::Cancelled)
+        .await
+        .unwrap();
+    let run = store.runs(&s, 1).await.unwrap().remove(0);
+    assert_eq!(run.state, RunState::Succeeded, "a complete run stays so");
+}
+
+/// Deleting a stream removes its registry entry, records, counts, checkpoint, ledger and runs:
+/// a new stream of the name starts from nothing, and its first batch is no replay.
+pub async fn deleting_a_stream_removes_its_entry_and_all_its_data(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    store.put_stream(&entry(Desired::Running)).await.unwrap();
+    let b = batch(1, 0, true, vec![record(1, 1, false), record(2, 1, true)]);
+    commit(&*store, &b).await;
+    let other = StreamName::new("companies").unwrap();
+    let mut kept = batch(1, 0, true, vec![record(1, 1, false)]);
+    kept.stream = other.clone();
+    commit(&*store, &kept).await;
+
+    store.delete_stream(&stream()).await.unwrap();
+    assert_eq!(store.stream(&stream()).await.unwrap(), None);
+    assert_eq!(
+        store.counts(&stream()).await.unwrap(),
+        crate::store::Counts::default()
+    );
+    assert!(all(&*store, Archived::All).await.is_empty());
+    assert!(store.checkpoint(&stream()).await.unwrap().is_start());
+    assert!(store.runs(&stream(), 10).await.unwrap().is_empty());
+    assert_eq!(commit(&*store, &b).await, Commit::Stored { records: 2 });
+    assert_eq!(
+        store.counts(&other).await.unwrap().live,
+        1,
+        "another stream keeps its data"
+    );
+    // Deleting what does not exist does nothing.
+    store
+        .delete_stream(&StreamName::new("never").unwrap())
+        .await
+        .unwrap();
+}
+
+/// Registry entries (configuration, desired state, last error) survive a restart, listed by name.
+pub async fn the_registry_keeps_its_entries_across_a_restart(under: &impl StoreUnderTest) {
+    let mut running = entry(Desired::Running);
+    running.name = StreamName::new("zeta").unwrap();
+    let mut stopped = entry(Desired::Stopped);
+    stopped.last_error = Some(LastError {
+        at: Timestamp::from_millis(7),
+        message: "HubSpot answered 401".into(),
+    });
+    {
+        let store = under.open().await;
+        store.put_stream(&running).await.unwrap();
+        store.put_stream(&entry(Desired::Running)).await.unwrap();
+        store.put_stream(&stopped).await.unwrap();
+    }
+    let store = under.open().await;
+    assert_eq!(
+        store.stream(&stream()).await.unwrap(),
+        Some(stopped.clone())
+    );
+    assert_eq!(store.streams().await.unwrap(), vec![stopped, running]);
+    assert_eq!(
+        store
+            .stream(&StreamName::new("none").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
