@@ -92,6 +92,35 @@ async fn full_sync_equals_the_fakes_set_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fetch_is_counted_as_a_call_of_the_list_service() {
+    use weld_pipeline::testing::{counter_value, global_counters};
+    let calls = || {
+        counter_value(
+            &global_counters(),
+            "weld_calls_total",
+            &[("service", "hubspot_list")],
+        )
+    };
+    let before = calls();
+    let fake = fake(FakeConfig {
+        contacts: 1_000,
+        ..FakeConfig::default()
+    })
+    .await;
+    let sink = MemorySink::new();
+    let report = run(&config(&fake), &sink, Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    // Other tests of this binary count too: at least this run's pages, 100 contacts each.
+    assert!(
+        calls() - before >= report.batches,
+        "{} calls for {} pages",
+        calls() - before,
+        report.batches
+    );
+    assert!(report.batches >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_sync_after_modifications_creations_and_archiving_equals_it() {
     let fake = fake(FakeConfig {
         contacts: 800,

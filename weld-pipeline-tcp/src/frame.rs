@@ -20,7 +20,7 @@ pub enum FrameType {
     Hello = 1,
     /// Controller to worker: 32 random bytes to prove the shared secret against.
     Challenge = 2,
-    /// Worker to controller: HMAC-SHA256(secret, challenge || worker id).
+    /// Worker to controller: HMAC-SHA256(secret, challenge ‖ len(worker id) as u64 BE ‖ worker id).
     Answer = 3,
     /// Controller to worker: the handshake is complete.
     Welcome = 4,

@@ -17,12 +17,16 @@ pub(crate) type Wire = Framed<TcpStream, LengthDelimitedCodec>;
 use weld_pipeline::transport::CHALLENGE_LEN;
 
 /// The refusal codes carried first in a `Refused` frame's body, so the other side can tell
-/// its caller what to do.
+/// its caller what to do (the crate docs' frame table lists them).
 mod code {
+    /// The peer broke the protocol: permanent.
     pub(super) const PROTOCOL: u8 = 1;
+    /// Another protocol version: permanent.
     pub(super) const VERSION: u8 = 2;
+    /// A wrong or missing proof of the shared secret: permanent.
     pub(super) const AUTHENTICATION: u8 = 3;
-    pub(super) const REFUSED: u8 = 4;
+    /// The controller is busy (at its connection limit): transient, dial again later.
+    pub(super) const BUSY: u8 = 4;
 }
 
 /// A `Refused` frame for an error.
@@ -30,7 +34,7 @@ pub(crate) fn refusal(error: &TcpError) -> Bytes {
     let code = match error {
         TcpError::Version(_) => code::VERSION,
         TcpError::Authentication(_) => code::AUTHENTICATION,
-        TcpError::Refused(_) => code::REFUSED,
+        TcpError::Refused(_) => code::BUSY,
         _ => code::PROTOCOL,
     };
     let mut body = vec![code];
@@ -44,7 +48,7 @@ pub(crate) fn refused(body: &[u8]) -> TcpError {
     match body.first() {
         Some(&code::VERSION) => TcpError::Version(reason),
         Some(&code::AUTHENTICATION) => TcpError::Authentication(reason),
-        Some(&code::REFUSED) => TcpError::Refused(reason),
+        Some(&code::BUSY) => TcpError::Refused(reason),
         _ => TcpError::Protocol(reason),
     }
 }
@@ -161,6 +165,35 @@ pub(crate) async fn connect(
                     "unexpected {other:?} during the handshake"
                 )))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal codes as the crate docs' frame table gives them, in bytes: length, version 1,
+    /// type 5, correlation 0, then the code and the reason.
+    #[test]
+    fn refusals_carry_the_documented_codes_and_read_back_as_the_same_error() {
+        for (error, code) in [
+            (TcpError::Protocol("bad".into()), 1u8),
+            (TcpError::Version("bad".into()), 2),
+            (TcpError::Authentication("bad".into()), 3),
+            (TcpError::Refused("bad".into()), 4),
+        ] {
+            let frame = refusal(&error);
+            let reason = error.to_string();
+            let mut expected = vec![1, 5, 0, 0, 0, 0, 0, 0, 0, 0, code];
+            expected.extend_from_slice(reason.as_bytes());
+            assert_eq!(&frame[..], &expected[..], "{error:?}");
+            let back = refused(&frame[10..]);
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&error),
+                "{error:?} reads back as {back:?}"
+            );
         }
     }
 }

@@ -26,7 +26,7 @@
 //! | 2 | challenge | 32 random bytes | controller, when it has a secret |
 //! | 3 | answer | HMAC-SHA256(secret, challenge ‖ len(worker id) as u64 BE ‖ worker id), 32 bytes | worker |
 //! | 4 | welcome | empty | controller: the handshake is done |
-//! | 5 | refused | code u8 (1 protocol, 2 version, 3 authentication, 4 busy) + reason (UTF-8) | either; the connection closes after it |
+//! | 5 | refused | code u8 (1 protocol, 2 version, 3 authentication: permanent; 4 busy, at the connection limit: transient) + reason (UTF-8) | either; the connection closes after it |
 //! | 6 | request | a `Request` message | either |
 //! | 7 | response | a `Response` message; same correlation id as its request | either |
 //! | 8 | event | an `Event` message; correlation 0 | either |

@@ -41,24 +41,24 @@ impl Checkpoint {
         self.0.clone()
     }
 
-    /// Encodes a source's structured position as JSON.
+    /// The checkpoint of a source's structured position, encoded as JSON.
     ///
     /// # Errors
     ///
     /// [`Error::Bug`] when the position cannot be serialized (the source's type is wrong).
-    pub fn from_json<T: serde::Serialize>(position: &T) -> Result<Self, Error> {
+    pub fn from_position<T: serde::Serialize>(position: &T) -> Result<Self, Error> {
         serde_json::to_vec(position)
             .map(|v| Checkpoint(v.into()))
             .map_err(|e| Error::Bug(format!("checkpoint does not serialize: {e}")))
     }
 
-    /// Decodes a position written by [`Checkpoint::from_json`]; `None` at the beginning.
+    /// The structured position [`Checkpoint::from_position`] encoded; `None` at the beginning.
     ///
     /// # Errors
     ///
     /// [`Error::Invalid`] when the bytes are not the position a source expects (a checkpoint
     /// written by another source, or by an older version of it).
-    pub fn to_json<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+    pub fn position<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, Error> {
         if self.is_start() {
             return Ok(None);
         }
@@ -87,17 +87,17 @@ mod tests {
     #[test]
     fn structured_positions_round_trip_and_start_is_none() {
         let position = (1_700_000_000_000_i64, "33451".to_string());
-        let checkpoint = Checkpoint::from_json(&position).unwrap();
+        let checkpoint = Checkpoint::from_position(&position).unwrap();
         assert_eq!(
-            checkpoint.to_json::<(i64, String)>().unwrap(),
+            checkpoint.position::<(i64, String)>().unwrap(),
             Some(position)
         );
         assert_eq!(
-            Checkpoint::start().to_json::<(i64, String)>().unwrap(),
+            Checkpoint::start().position::<(i64, String)>().unwrap(),
             None
         );
         assert!(Checkpoint::from_bytes("nope")
-            .to_json::<(i64, String)>()
+            .position::<(i64, String)>()
             .is_err());
     }
 }

@@ -31,7 +31,8 @@
 //! | [`source::SourceKinds`], [`source::Sources`] | sources by kind: checked on data-streams, built on workers |
 //! | [`Sink`], [`MemorySink`] | where they are committed |
 //! | [`transport`] ([`Transport`], [`transport::MemoryTransport`]) | how services talk |
-//! | [`middleware`] | retry, timeout, rate limit, concurrency limit, transforms, telemetry |
+//! | [`middleware`] | retry, timeout, rate limit, concurrency limit, telemetry |
+//! | [`transform`] | record transforms: map, filter, rename / drop / redact fields |
 //! | [`Scheduler`], [`Pipeline`], [`PipelineJob`] | running it all |
 //! | [`store`] ([`store::StreamStore`]; [`store::SledStore`] with feature `sled`, default) | data-streams' storage: registry, records, checkpoints, ledger, run history; what "durable" means |
 //! | [`outbox`] (feature `sled`) | the worker's bounded on-disk queue of unacknowledged batches |
@@ -91,6 +92,7 @@ pub mod stream;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transform;
 pub mod transport;
 
 pub use batch::{Batch, BatchId};

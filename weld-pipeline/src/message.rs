@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
-use crate::middleware::transform::FieldTransform;
 use crate::record::Timestamp;
 use crate::stream::{RunId, StreamName};
+use crate::transform::FieldTransform;
 
 /// The protocol version this build speaks. A peer with another version is refused at hello.
 ///

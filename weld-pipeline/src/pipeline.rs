@@ -9,12 +9,12 @@ use tokio::sync::watch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::message::{RunFinished, RunOutcome};
-use crate::middleware::Transform;
 use crate::scheduler::Job;
 use crate::sink::Sink;
 use crate::source::{RunContext, Source};
 use crate::stream::{RunId, StreamName};
 use crate::telemetry;
+use crate::transform::Transform;
 
 /// A source, optional transforms, and a sink: everything one run needs.
 ///
@@ -23,8 +23,8 @@ use crate::telemetry;
 /// the checkpoint where the last successful commit left it; the next run starts there and fetches
 /// the failed page again, which is harmless because commits are idempotent.
 ///
-/// The sink may be local (a store) or remote (a [`RemoteSink`](crate::sink::RemoteSink) that
-/// delivers over a transport and returns the controller's ack): the runner cannot tell.
+/// The sink may be a store, or a worker's outbox (whose batches the worker's courier delivers to
+/// the controller): the runner cannot tell.
 pub struct Pipeline<So, Si> {
     source: So,
     sink: Si,
@@ -89,11 +89,6 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
     pub fn with_transform(mut self, transform: impl Transform) -> Self {
         self.transform = Some(Arc::new(transform));
         self
-    }
-
-    /// The sink.
-    pub fn sink(&self) -> &Si {
-        &self.sink
     }
 
     /// Runs once from `from` until the source's last batch is committed, an error ends it, or
@@ -243,11 +238,6 @@ impl<So: Source, Si: Sink> PipelineJob<So, Si> {
     /// Watches the report of the latest finished run.
     pub fn reports(&self) -> watch::Receiver<Option<RunReport>> {
         self.reports.subscribe()
-    }
-
-    /// The pipeline.
-    pub fn pipeline(&self) -> &Pipeline<So, Si> {
-        &self.pipeline
     }
 }
 

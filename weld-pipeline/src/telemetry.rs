@@ -18,7 +18,7 @@
 //! | `weld_workers_connected` | | gauge: workers connected to this controller |
 //! | `weld_worker_outbox_batches` | `worker` | gauge: batches in a worker's outbox, as it last reported |
 //! | `weld_worker_outbox_bytes` | `worker` | gauge: their size in bytes |
-//! | `weld_calls_total` | `service` | calls through a [`TelemetryLayer`](crate::middleware::TelemetryLayer) |
+//! | `weld_calls_total` | `service` | calls through a [`TelemetryLayer`](crate::middleware::TelemetryLayer): on a worker, the HubSpot source's page fetches (`hubspot_list`, `hubspot_search`) |
 //! | `weld_call_errors_total` | `service`, `kind` | of which failed |
 //! | `weld_call_duration_seconds` | `service` | histogram of call durations |
 //!

@@ -42,7 +42,7 @@ fn batch(seq: u64) -> Batch {
         run_id: RunId(1),
         seq,
         last: false,
-        cursor: Checkpoint::from_json(&((seq + 1) * PER_BATCH)).unwrap(),
+        cursor: Checkpoint::from_position(&((seq + 1) * PER_BATCH)).unwrap(),
         records,
     }
 }
@@ -63,7 +63,7 @@ fn crash_loop_child() {
         let done: u64 = store
             .checkpoint(&stream())
             .unwrap()
-            .to_json()
+            .position()
             .unwrap()
             .unwrap_or(0);
         let mut seq = done / PER_BATCH;
@@ -140,7 +140,7 @@ fn check(dir: &std::path::Path, acked: &BTreeSet<u64>, cycle: usize) -> u64 {
     let checkpoint: u64 = store
         .checkpoint(&stream())
         .unwrap()
-        .to_json()
+        .position()
         .unwrap()
         .unwrap_or(0);
     assert_eq!(

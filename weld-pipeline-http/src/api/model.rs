@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 use weld_pipeline::message::StreamConfig;
-use weld_pipeline::middleware::FieldTransform;
 use weld_pipeline::runtime::{StreamState, StreamStatus};
 use weld_pipeline::store::LastError;
 use weld_pipeline::store::{RunRecord, RunState};
+use weld_pipeline::transform::FieldTransform;
 use weld_pipeline::{Record, SourceSpec, Timestamp};
 
 /// `GET /health`.

@@ -56,7 +56,7 @@ use serde_json::{json, Value};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use weld_pipeline::middleware::{
-    BudgetPacer, RateLimitLayer, RetryLayer, RetryPolicy, TimeoutLayer, TokenBucket,
+    BudgetPacer, RateLimitLayer, RetryLayer, RetryPolicy, TelemetryLayer, TimeoutLayer, TokenBucket,
 };
 use weld_pipeline::source::{Page, PageRequest, Pages};
 use weld_pipeline::{BoxError, Checkpoint, Error, Json, Record, Timestamp};
@@ -181,12 +181,16 @@ impl HubSpotPages {
         let budget = limits.budget.clone();
         let client = Client::new(config.clone(), budget.clone())?;
         let retry = RetryLayer::new(RetryPolicy::default());
+        // Telemetry outermost: `weld_calls_total{service}` counts the pages callers asked for, a
+        // page retried three times and then fetched counting once.
         let list = ServiceBuilder::new()
+            .layer(TelemetryLayer::new("hubspot_list"))
             .layer(retry.clone())
             .layer(RateLimitLayer::shared(budget))
             .layer(TimeoutLayer::new(config.timeout + Duration::from_secs(1)))
             .service(client.clone());
         let search = ServiceBuilder::new()
+            .layer(TelemetryLayer::new("hubspot_search"))
             .layer(retry)
             .layer(RateLimitLayer::shared(limits.searches.clone()))
             .layer(TimeoutLayer::new(config.timeout + Duration::from_secs(1)))
@@ -273,11 +277,11 @@ fn parse(body: &Bytes) -> Result<Listed, BoxError> {
 }
 
 fn position(cursor: &Checkpoint) -> Result<Option<Position>, BoxError> {
-    cursor.to_json().map_err(|e| Box::new(e) as BoxError)
+    cursor.position().map_err(|e| Box::new(e) as BoxError)
 }
 
 fn checkpoint(position: &Position) -> Result<Checkpoint, BoxError> {
-    Checkpoint::from_json(position).map_err(|e| Box::new(e) as BoxError)
+    Checkpoint::from_position(position).map_err(|e| Box::new(e) as BoxError)
 }
 
 impl HubSpotPages {

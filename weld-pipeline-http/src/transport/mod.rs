@@ -20,6 +20,23 @@
 //! The controller's requests to the worker (start, stop) wait in the worker's session until its
 //! next poll, and the worker answers each with a reply.
 //!
+//! # The poll frame
+//!
+//! A poll's 200 body is one frame: a kind byte, the correlation id, then the message in the
+//! core's encoding. The worker answers a request by posting its `Response` to `/v1/reply` with
+//! that correlation id in `x-weld-correlation`; an event needs no answer.
+//!
+//! ```text
+//! +----------+---------------------+------------------------------------+
+//! | kind: u8 | correlation: u64 BE | message (core encoding)            |
+//! | 6 request, 8 event | 0 for an event | a `Request` or an `Event`  |
+//! +----------+---------------------+------------------------------------+
+//! ```
+//!
+//! A stop of stream `s` with correlation 1 begins `06 00 00 00 00 00 00 00 01`, followed by the
+//! encoded `Request::Stop`. A frame of another kind, or one that does not decode, ends the
+//! session (the worker reconnects).
+//!
 //! # Limits
 //!
 //! | limit | default | checked | on breach |
@@ -51,8 +68,9 @@ pub use server::HttpAcceptor;
 const SESSION: &str = "x-weld-session";
 /// Header carrying a polled request's correlation id.
 const CORRELATION: &str = "x-weld-correlation";
-/// Frame kinds in a poll's answer: its first byte.
+/// Frame kinds in a poll's answer, its first byte: a request, to be answered with a reply.
 const POLLED_REQUEST: u8 = 6;
+/// An event: no answer.
 const POLLED_EVENT: u8 = 8;
 
 /// Limits and authentication of the HTTP transport, read by both sides.
@@ -196,4 +214,24 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use weld_pipeline::encoding::{decode_message, encode_message};
+    use weld_pipeline::{Message, Request, StreamName};
+
+    /// The poll frame of the module docs, in bytes.
+    #[test]
+    fn the_documented_poll_frame_decodes() {
+        let stop = Message::Request(Request::Stop {
+            stream: StreamName::new("s").unwrap(),
+        });
+        let frame = super::server::poll_frame(super::POLLED_REQUEST, 1, &stop);
+        assert_eq!(&frame[..9], &[6, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let mut body = bytes::BytesMut::new();
+        encode_message(&stop, &mut body);
+        assert_eq!(&frame[9..], &body[..]);
+        assert_eq!(decode_message(frame.slice(9..)).unwrap(), stop);
+    }
 }

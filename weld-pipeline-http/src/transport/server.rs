@@ -49,7 +49,8 @@ pub struct ServerSide {
     session: Arc<Session>,
 }
 
-fn frame(kind: u8, correlation: u64, message: &Message) -> Bytes {
+/// A poll frame (see the module docs): kind, correlation id, message.
+pub(super) fn poll_frame(kind: u8, correlation: u64, message: &Message) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
     out.put_u8(kind);
     out.put_u64(correlation);
@@ -79,7 +80,7 @@ impl ServerSide {
             return Err(Error::Closed);
         }
         let waiting = session.pending.register();
-        self.push(frame(
+        self.push(poll_frame(
             POLLED_REQUEST,
             waiting.id(),
             &Message::Request(request),
@@ -91,7 +92,7 @@ impl ServerSide {
         if self.session.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        self.push(frame(POLLED_EVENT, 0, &Message::Event(event)))
+        self.push(poll_frame(POLLED_EVENT, 0, &Message::Event(event)))
     }
 
     pub(super) async fn closed(&self) {

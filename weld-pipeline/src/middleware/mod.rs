@@ -7,7 +7,6 @@
 //! | [`TimeoutLayer`] | [`timeout`] | fails a call that takes too long, with an error classified as transient |
 //! | [`RateLimitLayer`] | [`rate_limit`] | paces calls: a token bucket, or a budget the service reports |
 //! | [`ConcurrencyLimitLayer`] | tower's own | bounds calls in flight |
-//! | [`TransformLayer`] | [`transform`] | maps, filters, renames, drops and redacts the records of each page |
 //! | [`TelemetryLayer`] | [`telemetry`] | a tracing span per call, counters of calls and errors by kind |
 //!
 //! A typical page fetcher, outermost first: telemetry, retry, rate limit, timeout, the client.
@@ -34,13 +33,11 @@ pub mod rate_limit;
 pub mod retry;
 pub mod telemetry;
 pub mod timeout;
-pub mod transform;
 
 pub use rate_limit::{Budget, BudgetPacer, Pacer, RateLimit, RateLimitLayer, TokenBucket};
 pub use retry::{Backoff, ExponentialBackoff, Retry, RetryLayer, RetryPolicy};
 pub use telemetry::{Telemetry, TelemetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
-pub use transform::{FieldTransform, Transform, TransformLayer, Transformed};
 
 /// Bounds the calls in flight through a service: tower's own layer, re-exported.
 pub use tower::limit::{ConcurrencyLimit, ConcurrencyLimitLayer};

@@ -4,11 +4,11 @@ use futures::StreamExt;
 
 use super::*;
 use crate::message::Commit;
-use crate::middleware::transform::Filter;
 use crate::record::Record;
 use crate::sink::MemorySink;
 use crate::source::{Generator, Pages};
 use crate::testing::{counter_value, with_metrics, CountingSource, FailingSink, Scripted};
+use crate::transform::Filter;
 use crate::Page;
 
 fn stream() -> StreamName {
@@ -31,7 +31,10 @@ async fn a_run_commits_every_batch_and_succeeds_at_the_last() {
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!((report.batches, report.records), (10, 95));
     assert_eq!(sink.live_count(&stream()), 95);
-    assert_eq!(report.checkpoint, Checkpoint::from_json(&95u64).unwrap());
+    assert_eq!(
+        report.checkpoint,
+        Checkpoint::from_position(&95u64).unwrap()
+    );
     assert_eq!(sink.checkpoint(&stream()), report.checkpoint);
 }
 
@@ -50,7 +53,7 @@ async fn a_failed_sink_commit_leaves_the_checkpoint_where_it_was() {
         }
     ));
     // Three batches (seq 0..=2) were committed; the fourth was not, nor was its cursor.
-    let after_three = Checkpoint::from_json(&30u64).unwrap();
+    let after_three = Checkpoint::from_position(&30u64).unwrap();
     assert_eq!(report.checkpoint, after_three);
     assert_eq!(sink.inner.checkpoint(&stream()), after_three);
     assert_eq!(sink.inner.live_count(&stream()), 30);
@@ -106,7 +109,10 @@ async fn a_cancelled_run_stops_at_a_page_boundary_with_a_consistent_checkpoint()
     assert_eq!(report.outcome, RunOutcome::Cancelled);
     let stored = sink.live_count(&stream());
     assert_eq!(stored, 30, "three whole pages, the fourth abandoned");
-    assert_eq!(report.checkpoint, Checkpoint::from_json(&stored).unwrap());
+    assert_eq!(
+        report.checkpoint,
+        Checkpoint::from_position(&stored).unwrap()
+    );
     assert_eq!(sink.checkpoint(&stream()), report.checkpoint);
 }
 
@@ -134,6 +140,27 @@ async fn transforms_apply_before_the_commit() {
     let report = pipeline.run(&run(), Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!(sink.live_count(&stream()), 5);
+}
+
+#[tokio::test]
+async fn a_failing_transform_fails_the_run_permanently_and_commits_nothing_of_its_batch() {
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(generated(50), sink.clone())
+        .with_transform(vec![crate::transform::FieldTransform::Drop("bad".into())]);
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+    assert!(
+        matches!(
+            report.outcome,
+            RunOutcome::Failed {
+                kind: crate::ErrorKind::Permanent,
+                ..
+            }
+        ),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(sink.batches_committed(&stream()), 0);
+    assert!(report.checkpoint.is_start());
 }
 
 #[tokio::test]

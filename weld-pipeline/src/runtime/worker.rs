@@ -334,7 +334,7 @@ impl<T: Transport> Handler for WorkerHandler<T> {
 struct StreamJob<T: Transport> {
     worker: std::sync::Weak<Worker<T>>,
     source: Arc<dyn Source>,
-    transforms: Vec<crate::middleware::FieldTransform>,
+    transforms: Vec<crate::transform::FieldTransform>,
     checkpoint: Arc<Mutex<Checkpoint>>,
 }
 

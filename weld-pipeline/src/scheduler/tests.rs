@@ -138,7 +138,7 @@ async fn stop_issues_no_source_call_after_it_returns() {
     assert_eq!(committed as usize % 10, 0);
     assert_eq!(
         sink.checkpoint(&stream()),
-        Checkpoint::from_json(&committed).unwrap()
+        Checkpoint::from_position(&committed).unwrap()
     );
 }
 

@@ -112,12 +112,12 @@ impl Generator {
     }
 
     fn page(&self, cursor: &Checkpoint) -> Result<Page, Error> {
-        let after: u64 = cursor.to_json()?.unwrap_or(0);
+        let after: u64 = cursor.position()?.unwrap_or(0);
         let end = after.saturating_add(self.page_size).min(self.count);
         let records = (after + 1..=end).map(|i| self.record(i)).collect();
         Ok(Page {
             records,
-            cursor: Checkpoint::from_json(&end)?,
+            cursor: Checkpoint::from_position(&end)?,
             last: end >= self.count,
         })
     }

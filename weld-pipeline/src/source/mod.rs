@@ -127,21 +127,3 @@ pub struct Page {
     /// Whether this is the last page of the run.
     pub last: bool,
 }
-
-/// Anything that carries records a transform may change: pages and batches.
-pub trait HasRecords {
-    /// The records, to change in place.
-    fn records_mut(&mut self) -> &mut Vec<Record>;
-}
-
-impl HasRecords for Page {
-    fn records_mut(&mut self) -> &mut Vec<Record> {
-        &mut self.records
-    }
-}
-
-impl HasRecords for Batch {
-    fn records_mut(&mut self) -> &mut Vec<Record> {
-        &mut self.records
-    }
-}

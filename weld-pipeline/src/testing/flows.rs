@@ -254,7 +254,7 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
         .unwrap()
         .batch
         .cursor
-        .to_json()
+        .position()
         .unwrap()
         .unwrap();
     wait_until("everything arrives", DEADLINE, || {

@@ -77,4 +77,17 @@ mod tests {
         assert!(!secret.verify(&random_bytes(), "worker-1", &answer));
         assert!(!format!("{secret:?}").contains("s3cret"));
     }
+
+    /// The documented input: challenge, the worker id's length as u64 big-endian, the id.
+    #[test]
+    fn the_proof_is_the_hmac_of_the_documented_bytes() {
+        let challenge = [7u8; CHALLENGE_LEN];
+        let mut input = challenge.to_vec();
+        input.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
+        input.extend_from_slice(b"w1");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(&input);
+        let expected = mac.finalize().into_bytes().to_vec();
+        assert_eq!(Secret::new("s3cret").prove(&challenge, "w1"), expected);
+    }
 }

@@ -1,11 +1,7 @@
 use std::sync::Arc;
 
-use tower::{Layer, ServiceExt};
-
 use super::*;
 use crate::record::{Json, Timestamp};
-use crate::source::Page;
-use crate::testing::Scripted;
 
 fn contact(id: &str, archived: bool) -> Record {
     let body = format!(
@@ -124,26 +120,4 @@ fn map_and_filter_compose_in_order() {
     chain.apply_all(&mut records).unwrap();
     let ids: Vec<_> = records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["hs-1", "hs-3"]);
-}
-
-#[tokio::test]
-async fn the_layer_transforms_every_page_a_service_returns() {
-    let page = Page {
-        records: vec![contact("1", false), contact("2", true)],
-        ..Page::default()
-    };
-    let inner = Scripted::new([Ok(page)]);
-    let service = TransformLayer::new(Filter(|r: &Record| !r.archived)).layer(inner);
-    let page = service.oneshot(()).await.unwrap();
-    assert_eq!(page.records.len(), 1);
-}
-
-#[tokio::test]
-async fn a_failing_transform_fails_the_call() {
-    let inner = Scripted::new([Ok(Page {
-        records: vec![contact("1", false)],
-        ..Page::default()
-    })]);
-    let service = TransformLayer::new(vec![FieldTransform::Drop("bad".into())]).layer(inner);
-    assert!(service.oneshot(()).await.is_err());
 }

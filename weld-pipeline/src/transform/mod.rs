@@ -1,8 +1,10 @@
 //! Record transforms: change, drop or hide records on their way from the source.
 //!
-//! A [`Transform`] changes one record at a time; [`TransformLayer`] applies one to every record
-//! of each response of a service (a page fetcher's [`Page`](crate::source::Page)s), and the
-//! [`Pipeline`](crate::Pipeline) can apply one to every batch.
+//! A [`Transform`] changes one record at a time; the [`Pipeline`](crate::Pipeline) applies one
+//! to every batch of a run, after the source and before the commit
+//! ([`Pipeline::with_transform`](crate::Pipeline::with_transform)), and a worker applies each
+//! stream's [`FieldTransform`] list that way. A stream's configuration carries the list, so
+//! this module sits below the messages, beside the records it changes.
 //!
 //! Cost: a record's JSON is carried as bytes and never parsed after the source. Transforms on
 //! the record's envelope (a filter on `id` or `archived`, a map on `updated_at`) keep it so. A
@@ -14,16 +16,10 @@ mod field;
 
 pub use field::{FieldTransform, REDACTED};
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tower::Service;
-
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::record::Record;
-use crate::source::HasRecords;
 
 /// Changes records one at a time.
 ///
@@ -117,74 +113,6 @@ where
 {
     fn apply(&self, record: Record) -> Result<Option<Record>, Error> {
         Ok((self.0)(&record).then_some(record))
-    }
-}
-
-/// Applies a [`Transform`] to the records of every response of the inner service.
-#[derive(Clone, Debug)]
-pub struct Transformed<S, T> {
-    inner: S,
-    transform: Arc<T>,
-}
-
-impl<S, T, Req> Service<Req> for Transformed<S, T>
-where
-    S: Service<Req>,
-    S::Response: HasRecords + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    T: Transform,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let future = self.inner.call(request);
-        let transform = self.transform.clone();
-        Box::pin(async move {
-            let mut response = future.await.map_err(Into::into)?;
-            transform.apply_all(response.records_mut())?;
-            Ok(response)
-        })
-    }
-}
-
-/// Wraps services in [`Transformed`].
-#[derive(Debug)]
-pub struct TransformLayer<T> {
-    transform: Arc<T>,
-}
-
-impl<T> Clone for TransformLayer<T> {
-    fn clone(&self) -> Self {
-        TransformLayer {
-            transform: self.transform.clone(),
-        }
-    }
-}
-
-impl<T> TransformLayer<T> {
-    /// A layer applying `transform`.
-    pub fn new(transform: T) -> Self {
-        TransformLayer {
-            transform: Arc::new(transform),
-        }
-    }
-}
-
-impl<S, T> tower::Layer<S> for TransformLayer<T> {
-    type Service = Transformed<S, T>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Transformed {
-            inner,
-            transform: self.transform.clone(),
-        }
     }
 }
 
