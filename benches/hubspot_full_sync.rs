@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weld_pipeline::{
     Batch, Checkpoint, Commit, Error, Pipeline, RunContext, RunOutcome, Sink, StreamName,
 };
-use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
-use weld_pipeline_http::hubspot::{self, HubSpotConfig, Token};
+use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
+use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
 
 const CONTACTS: usize = 100_000;
 
@@ -49,9 +49,10 @@ fn full_sync(c: &mut Criterion) {
             },
         ))
         .expect("the fake starts");
-    let mut config = HubSpotConfig::new(fake.base_url(), Token::new("fake-token"), "contacts");
-    config.per_ten_seconds = 1_000_000;
-    let pipeline = Pipeline::new(hubspot::source(config).expect("source"), Discard);
+    let mut account = HubSpotAccount::new(fake.base_url(), Token::new("fake-token"));
+    account.per_ten_seconds = 1_000_000;
+    let source = hubspot::source(account, HubSpotObject::new("contacts")).expect("source");
+    let pipeline = Pipeline::new(source, Discard);
     let stream = StreamName::new("contacts").expect("valid");
 
     let mut group = c.benchmark_group("hubspot");

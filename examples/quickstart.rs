@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline_http::api::ApiConfig;
-use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
-use weld_pipeline_http::hubspot::{HubSpotConfig, Token};
+use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
+use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 use weld_pipeline_tcp::TcpTransport;
 
@@ -49,7 +49,7 @@ async fn main() -> Result<(), BoxError> {
     let service = DataStreams::start(&transport, config, shutdown.clone()).await?;
     let controller_addr = transport.local_addr().ok_or("not listening")?;
 
-    let account = HubSpotConfig::new(fake.base_url(), Token::new(&token), "contacts");
+    let account = HubSpotAccount::new(fake.base_url(), Token::new(&token));
     let worker = Worker::open(
         WorkerConfig::new("quickstart-worker", data.path().join("worker")),
         TcpTransport::new(controller_addr.to_string()),

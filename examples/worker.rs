@@ -17,7 +17,7 @@ use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline::source::Sources;
 use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
-use weld_pipeline_http::hubspot::{HubSpotConfig, Token};
+use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
 
 /// The worker of weld-pipeline's reference services: pulls HubSpot CRM data on an interval.
 #[derive(Parser)]
@@ -61,12 +61,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.hubspot_access_token.is_none() {
         tracing::warn!("HUBSPOT_ACCESS_TOKEN is not set: HubSpot will refuse every request (401)");
     }
-    let account = HubSpotConfig {
+    let account = HubSpotAccount {
         settle_delay: Duration::from_secs(args.hubspot_settle_secs),
-        ..HubSpotConfig::new(
+        ..HubSpotAccount::new(
             &args.hubspot_base_url,
             Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),
-            "contacts",
         )
     };
     let sources = common::sources(account);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 use weld_pipeline::source::{GeneratorSources, SourceKinds, Sources};
-use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotKind, HubSpotSources};
+use weld_pipeline_http::hubspot::{HubSpotAccount, HubSpotKind, HubSpotSources};
 
 /// `WELD_TRANSPORT`: how data-streams and its workers talk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,7 +55,7 @@ pub(crate) fn source_kinds() -> SourceKinds {
 }
 
 /// The sources a worker runs: HubSpot from `account`, and the generator.
-pub(crate) fn sources(account: HubSpotConfig) -> Sources {
+pub(crate) fn sources(account: HubSpotAccount) -> Sources {
     Sources::new()
         .with(Arc::new(HubSpotSources::new(account)))
         .with(Arc::new(GeneratorSources))

@@ -6,12 +6,12 @@
 //! | `hubspot` | `hubspot` (default) | the source that syncs a HubSpot CRM object type, fully then incrementally, paced by HubSpot's rate-limit headers, retrying only what retrying can fix; its source kind (`HubSpotKind`, for data-streams) and factory (`HubSpotSources`, for workers) |
 //! | `transport` | `transport` (default) | the core `Transport` over HTTP/1.1, for networks where only HTTP passes |
 //! | `api`, `service` | `api` (default) | the data-streams HTTP API as an axum router over a controller (OpenAPI document, Prometheus metrics, bearer token, error bodies), and a data-streams service in one call |
-//! | `fake` | `fake` | a HubSpot CRM v3 stand-in that answers list and search as the real API does, with its rate limits, errors and faults on demand, so that the source is tested against the behaviour it will meet |
+//! | `hubspot_fake` | `hubspot-fake` | a HubSpot CRM v3 stand-in that answers list and search as the real API does, with its rate limits, errors and faults on demand, so that the source is tested against the behaviour it will meet |
 //!
 //! ```
-//! # #[cfg(feature = "fake")]
+//! # #[cfg(feature = "hubspot-fake")]
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot};
+//! use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
 //!
 //! let fake = FakeHubSpot::start("127.0.0.1:0", FakeConfig { contacts: 10, ..FakeConfig::default() }).await?;
 //! assert_eq!(fake.dump("contacts").len(), 10);
@@ -21,10 +21,10 @@
 
 #[cfg(feature = "api")]
 pub mod api;
-#[cfg(feature = "fake")]
-pub mod fake;
 #[cfg(feature = "hubspot")]
 pub mod hubspot;
+#[cfg(feature = "hubspot-fake")]
+pub mod hubspot_fake;
 #[cfg(feature = "api")]
 pub mod service;
 #[cfg(feature = "transport")]

@@ -8,8 +8,8 @@ use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, Record, RunContext, RunOutcome, RunReport, StreamName,
     Timestamp,
 };
-use weld_pipeline_http::fake::{FakeConfig, FakeHubSpot, Fault, FaultPlan, Mutation};
-use weld_pipeline_http::hubspot::{self, HubSpotConfig, Token};
+use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
+use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Fault, FaultPlan, Mutation};
 
 fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
@@ -22,14 +22,25 @@ async fn fake(config: FakeConfig) -> FakeHubSpot {
         .expect("the fake starts")
 }
 
-fn config(fake: &FakeHubSpot) -> HubSpotConfig {
-    let mut config = HubSpotConfig::new(fake.base_url(), Token::new("fake-token"), "contacts");
-    config.settle_delay = Duration::ZERO;
-    config
+/// A source as these tests vary it: its account and its object.
+#[derive(Clone, Debug)]
+struct Config {
+    account: HubSpotAccount,
+    object: HubSpotObject,
 }
 
-async fn run(config: &HubSpotConfig, sink: &MemorySink, from: Checkpoint) -> RunReport {
-    let pipeline = Pipeline::new(hubspot::source(config.clone()).unwrap(), sink.clone());
+fn config(fake: &FakeHubSpot) -> Config {
+    let mut account = HubSpotAccount::new(fake.base_url(), Token::new("fake-token"));
+    account.settle_delay = Duration::ZERO;
+    Config {
+        account,
+        object: HubSpotObject::new("contacts"),
+    }
+}
+
+async fn run(config: &Config, sink: &MemorySink, from: Checkpoint) -> RunReport {
+    let source = hubspot::source(config.account.clone(), config.object.clone()).unwrap();
+    let pipeline = Pipeline::new(source, sink.clone());
     tokio::time::timeout(
         Duration::from_secs(120),
         pipeline.run(&RunContext::new(stream()), from),
@@ -87,7 +98,7 @@ async fn full_sync_equals_the_fakes_set_exactly() {
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
     assert_eq!(sink.live_count(&stream()), 1_234 - 40);
 }
 
@@ -147,7 +158,7 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
         "{} records in the incremental run",
         second.records
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +170,7 @@ async fn more_than_10000_changes_since_the_cursor_arrive_complete() {
     })
     .await;
     let mut config = config(&fake);
-    config.searches_per_second = 1_000;
+    config.account.searches_per_second = 1_000;
     let sink = MemorySink::new();
     let first = run(&config, &sink, Checkpoint::start()).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -182,7 +193,7 @@ async fn more_than_10000_changes_since_the_cursor_arrive_complete() {
         distinct.len(),
         "each changed record exactly once"
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +223,7 @@ async fn records_sharing_one_timestamp_across_page_boundaries_arrive_once_each()
         distinct.len(),
         "each tied record exactly once"
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +255,7 @@ async fn a_429_with_and_without_retry_after_is_survived() {
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +276,7 @@ async fn server_errors_are_retried_and_lose_nothing() {
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +302,7 @@ async fn pacing_draws_zero_429s_at_a_100_per_10s_limit() {
         "paced at {rate:.2} requests/s of the 10/s allowed ({} requests in {elapsed:?})",
         stats.requests
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +314,7 @@ async fn unauthorized_and_forbidden_fail_the_run_without_retries() {
     })
     .await;
     let mut wrong = config(&fake);
-    wrong.token = Token::new("not-the-token");
+    wrong.account.token = Token::new("not-the-token");
     let sink = MemorySink::new();
     let report = run(&wrong, &sink, Checkpoint::start()).await;
     let RunOutcome::Failed { kind, error } = report.outcome else {
@@ -325,7 +336,7 @@ async fn unauthorized_and_forbidden_fail_the_run_without_retries() {
     assert_eq!(fake.stats().requests, 1, "no retry");
 
     let mut deals = config(&fake);
-    deals.object_type = "deals".into();
+    deals.object.object_type = "deals".into();
     let report = run(&deals, &sink, Checkpoint::start()).await;
     let RunOutcome::Failed { error, .. } = report.outcome else {
         panic!("{:?}", report.outcome)
@@ -383,7 +394,7 @@ async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
     );
     let third = run(&config, &sink, second.checkpoint).await;
     assert_eq!(third.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,8 +410,8 @@ async fn long_property_lists_are_split_instead_of_drawing_a_414() {
         .map(|i| format!("custom_property_{i:03}"))
         .collect();
     properties.extend(["email", "firstname", "lastmodifieddate", "hs_object_id"].map(String::from));
-    config.properties = Some(properties.clone());
-    config.max_url_bytes = 1_500;
+    config.object.properties = Some(properties.clone());
+    config.account.max_url_bytes = 1_500;
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
@@ -429,12 +440,12 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
     })
     .await;
     let mut config = config(&fake);
-    config.properties = Some(
+    config.object.properties = Some(
         (0..300)
             .map(|i| format!("custom_property_{i:03}"))
             .collect(),
     );
-    config.max_url_bytes = 100_000; // the source does not split: HubSpot's 414 is permanent
+    config.account.max_url_bytes = 100_000; // the source does not split: HubSpot's 414 is permanent
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     let RunOutcome::Failed { kind, error } = report.outcome else {
@@ -484,7 +495,7 @@ async fn a_response_slower_than_the_timeout_is_retried() {
         only: None,
     });
     let mut config = config(&fake);
-    config.timeout = Duration::from_millis(500);
+    config.account.timeout = Duration::from_millis(500);
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
@@ -492,7 +503,7 @@ async fn a_response_slower_than_the_timeout_is_retried() {
         fake.stats().requests >= 5,
         "the timed-out page was asked again"
     );
-    assert_equals_the_fake(&fake, &sink, &config.properties());
+    assert_equals_the_fake(&fake, &sink, &config.object.properties());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,7 +514,7 @@ async fn an_unknown_object_type_fails_the_run_without_retries() {
     })
     .await;
     let mut config = config(&fake);
-    config.object_type = "unicorns".into();
+    config.object.object_type = "unicorns".into();
     let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
     let RunOutcome::Failed { kind, error } = report.outcome else {
         panic!("{:?}", report.outcome)

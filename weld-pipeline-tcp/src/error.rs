@@ -24,8 +24,7 @@ pub enum TcpError {
     /// The shared secret did not match, or one side has none. Permanent: fix the configuration.
     #[error("authentication failed: {0}")]
     Authentication(String),
-    /// The controller refused the connection for another reason (too many connections).
-    /// Transient.
+    /// The controller is busy (at its connection limit): transient, dial again later.
     #[error("refused by the controller: {0}")]
     Refused(String),
 }

@@ -48,9 +48,9 @@ impl Batch {
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct BatchId {
-    /// The stream.
+    /// The stream the batch belongs to.
     pub stream: StreamName,
-    /// The run.
+    /// The run that fetched it: a later run's batches never replay an earlier one's.
     pub run_id: RunId,
     /// The batch's position in the run.
     pub seq: u64,

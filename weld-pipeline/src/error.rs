@@ -224,7 +224,7 @@ pub enum DecodeError {
     /// A field's bytes are not what it must hold (text that is not UTF-8, an invalid name...).
     #[error("invalid {field}: {reason}")]
     Invalid {
-        /// The field.
+        /// The field's name in the encoding's docs.
         field: &'static str,
         /// What was wrong with it.
         reason: String,

@@ -64,7 +64,7 @@ pub struct SourceSpec {
 /// A stream's configuration: what to pull, how often, and what to change on the way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StreamConfig {
-    /// The source.
+    /// Where the records come from: a source kind and its parameters.
     pub source: SourceSpec,
     /// Seconds between the starts of two runs.
     pub interval_secs: u64,
@@ -76,7 +76,7 @@ pub struct StreamConfig {
 /// A controller's order to run a stream every interval, from a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Start {
-    /// The stream.
+    /// The stream to run (a worker that already runs it keeps its own position).
     pub stream: StreamName,
     /// Its configuration. A worker already running the stream applies it from the next run.
     pub config: StreamConfig,
@@ -115,9 +115,9 @@ pub enum RunOutcome {
 /// A worker's report that a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunFinished {
-    /// The stream.
+    /// The stream that ran.
     pub stream: StreamName,
-    /// The run.
+    /// The run, as its batches' identities carry it.
     pub run_id: RunId,
     /// How it ended.
     pub outcome: RunOutcome,
@@ -138,7 +138,7 @@ pub enum Request {
     Start(Start),
     /// Controller to worker: stop this stream at the next page boundary.
     Stop {
-        /// The stream.
+        /// The stream to stop; stopping one that does not run is not an error.
         stream: StreamName,
     },
     /// Worker to controller: commit this batch.
@@ -154,7 +154,7 @@ pub enum Response {
     Stopped,
     /// The batch is committed (or was already).
     Ack {
-        /// The batch.
+        /// The identity of the batch acknowledged: the worker removes that batch, no other.
         batch: BatchId,
         /// What the sink did.
         commit: Commit,
@@ -163,7 +163,7 @@ pub enum Response {
     Refused {
         /// What the requester should do next.
         kind: ErrorKind,
-        /// Why.
+        /// Why, for the requester's log and the stream's last error.
         message: String,
     },
 }
@@ -195,9 +195,9 @@ impl Response {
 pub enum Event {
     /// A worker began a run.
     RunStarted {
-        /// The stream.
+        /// The stream whose run began.
         stream: StreamName,
-        /// The run.
+        /// The run: the controller opens its history entry.
         run_id: RunId,
         /// When it started (wall clock).
         at: Timestamp,

@@ -59,7 +59,7 @@ impl OutboxConfig {
 pub struct Entry {
     /// Its key: entries are sent in key order.
     pub key: u64,
-    /// The batch.
+    /// The batch, decoded from its stored bytes, as it will be delivered.
     pub batch: Batch,
 }
 

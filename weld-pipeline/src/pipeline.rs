@@ -42,9 +42,9 @@ impl<So, Si> std::fmt::Debug for Pipeline<So, Si> {
 /// What one run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunReport {
-    /// The stream.
+    /// The stream that ran.
     pub stream: StreamName,
-    /// The run.
+    /// The run: its batches' identities carry it.
     pub run_id: RunId,
     /// How it ended.
     pub outcome: RunOutcome,

@@ -47,9 +47,9 @@ pub fn kind_label(kind: ErrorKind) -> &'static str {
 /// A run began.
 #[derive(Debug)]
 pub struct RunStarted<'a> {
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
 }
 
@@ -64,9 +64,9 @@ impl RunStarted<'_> {
 /// A run ended.
 #[derive(Debug)]
 pub struct RunEnded<'a> {
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
     /// How it ended.
     pub outcome: &'a RunOutcome,
@@ -109,9 +109,9 @@ impl RunEnded<'_> {
 /// A batch was committed, or acknowledged as a replay.
 #[derive(Debug)]
 pub struct BatchCommitted<'a> {
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
     /// The batch's place in its run.
     pub seq: u64,
@@ -140,13 +140,13 @@ impl BatchCommitted<'_> {
 /// A batch could not be committed.
 #[derive(Debug)]
 pub struct BatchCommitFailed<'a> {
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
     /// The batch's place in its run.
     pub seq: u64,
-    /// Why.
+    /// What failed; its kind is the `kind` label.
     pub error: &'a Error,
 }
 
@@ -163,11 +163,11 @@ impl BatchCommitFailed<'_> {
 /// A page could not be fetched, after the source's own retries.
 #[derive(Debug)]
 pub struct PageFetchFailed<'a> {
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
-    /// Why.
+    /// What failed; its kind is the `kind` label.
     pub error: &'a Error,
 }
 
@@ -190,9 +190,9 @@ impl PageFetchFailed<'_> {
 pub struct RunStartReported<'a> {
     /// The worker running it.
     pub worker_id: &'a str,
-    /// The stream.
+    /// The stream it is about: the `stream` label of its metrics.
     pub stream: &'a StreamName,
-    /// The run.
+    /// The run it is about: a log field only (run ids are unbounded, no metric label).
     pub run_id: RunId,
 }
 
@@ -293,7 +293,7 @@ impl WorkersChanged<'_> {
 /// A worker reported how much its outbox holds.
 #[derive(Debug)]
 pub struct OutboxDepthReported<'a> {
-    /// The worker.
+    /// The reporting worker: the `worker` label.
     pub worker_id: &'a str,
     /// Batches waiting for their ack.
     pub batches: u64,

@@ -229,7 +229,7 @@ impl RecordBody {
 /// Every error: `{"error":{"code":"<snake_case>","message":"<human text>"}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorBody {
-    /// The error.
+    /// What went wrong: a stable code and a message for a human.
     pub(crate) error: ErrorDetail,
 }
 

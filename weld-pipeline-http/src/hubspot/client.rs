@@ -13,7 +13,7 @@ use tower::Service;
 use weld_pipeline::middleware::{Budget, BudgetPacer, Pacer};
 use weld_pipeline::{BoxError, Error, Timestamp};
 
-use super::config::HubSpotConfig;
+use super::config::{HubSpotAccount, HubSpotObject};
 use super::error::HubSpotError;
 
 /// One call.
@@ -34,35 +34,42 @@ pub(crate) enum Call {
 #[derive(Clone, Debug)]
 pub(crate) struct Client {
     http: reqwest::Client,
-    config: Arc<HubSpotConfig>,
+    account: Arc<HubSpotAccount>,
+    object: Arc<HubSpotObject>,
     budget: Arc<BudgetPacer>,
 }
 
 impl Client {
-    pub(crate) fn new(config: Arc<HubSpotConfig>, budget: Arc<BudgetPacer>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        account: Arc<HubSpotAccount>,
+        object: Arc<HubSpotObject>,
+        budget: Arc<BudgetPacer>,
+    ) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("weld-pipeline/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Bug(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             http,
-            config,
+            account,
+            object,
             budget,
         })
     }
 
     /// The list URL for a call, to measure it before sending.
     pub(crate) fn list_url(
-        config: &HubSpotConfig,
+        account: &HubSpotAccount,
+        object: &HubSpotObject,
         archived: bool,
         after: Option<&str>,
         properties: &[String],
     ) -> String {
         let mut url = format!(
             "{}/crm/v3/objects/{}?limit={}&archived={archived}",
-            config.base_url.trim_end_matches('/'),
-            config.object_type,
-            config.list_limit
+            account.base_url.trim_end_matches('/'),
+            object.object_type,
+            account.list_limit
         );
         if !properties.is_empty() {
             url.push_str("&properties=");
@@ -95,54 +102,75 @@ fn until_midnight() -> Duration {
     Duration::from_millis((day - now.rem_euclid(day)) as u64)
 }
 
-async fn send(
-    http: reqwest::Client,
-    config: Arc<HubSpotConfig>,
-    budget: Arc<BudgetPacer>,
-    call: Call,
-) -> Result<Bytes, BoxError> {
-    let base = config.base_url.trim_end_matches('/');
-    let request = match &call {
-        Call::List {
-            archived,
-            after,
-            properties,
-        } => http.get(Client::list_url(
-            &config,
-            *archived,
-            after.as_deref(),
-            properties,
-        )),
-        Call::Search { body } => http
-            .post(format!(
-                "{base}/crm/v3/objects/{}/search",
-                config.object_type
-            ))
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).map_err(|e| Error::Bug(format!("search body: {e}")))?),
-    };
-    let response = request
-        .header("authorization", config.token.bearer())
-        .timeout(config.timeout)
-        .send()
-        .await
-        .map_err(|e| -> BoxError {
+impl Client {
+    /// The HTTP request of a call, with the token and the deadline.
+    fn request(&self, call: &Call) -> Result<reqwest::RequestBuilder, BoxError> {
+        let (account, object) = (&self.account, &self.object);
+        let request = match call {
+            Call::List {
+                archived,
+                after,
+                properties,
+            } => self.http.get(Client::list_url(
+                account,
+                object,
+                *archived,
+                after.as_deref(),
+                properties,
+            )),
+            Call::Search { body } => self
+                .http
+                .post(format!(
+                    "{}/crm/v3/objects/{}/search",
+                    account.base_url.trim_end_matches('/'),
+                    object.object_type
+                ))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::to_vec(body)
+                        .map_err(|e| Error::Bug(format!("search body: {e}")))?,
+                ),
+        };
+        Ok(request
+            .header("authorization", account.token.bearer())
+            .timeout(account.timeout))
+    }
+
+    /// Sends a call: the body of a 200, or the error HubSpot's answer means.
+    async fn send(self, call: Call) -> Result<Bytes, BoxError> {
+        let timeout = self.account.timeout;
+        let response = self.request(&call)?.send().await.map_err(|e| -> BoxError {
             if e.is_timeout() {
                 Box::new(Error::Timeout {
                     operation: "HubSpot request",
-                    after: config.timeout,
+                    after: timeout,
                 })
             } else {
                 // reqwest's message names the URL, never the token (it travels in a header).
                 Box::new(Error::from(HubSpotError::Request(e.to_string())))
             }
         })?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        observe_budget(&self.budget, &headers);
+        let body = response.bytes().await.map_err(|e| {
+            Box::new(Error::from(HubSpotError::Request(format!(
+                "reading the body: {e}"
+            )))) as BoxError
+        })?;
+        if status == 200 {
+            return Ok(body);
+        }
+        Err(Box::new(Error::from(refusal(status, &headers, &body))))
+    }
+}
+
+/// Feeds the pacer from the rate-limit headers, when the answer has them.
+fn observe_budget(budget: &BudgetPacer, headers: &HeaderMap) {
     if let (Some(max), Some(remaining), Some(interval)) = (
-        header_u64(&headers, "x-hubspot-ratelimit-max"),
-        header_u64(&headers, "x-hubspot-ratelimit-remaining"),
-        header_u64(&headers, "x-hubspot-ratelimit-interval-milliseconds"),
+        header_u64(headers, "x-hubspot-ratelimit-max"),
+        header_u64(headers, "x-hubspot-ratelimit-remaining"),
+        header_u64(headers, "x-hubspot-ratelimit-interval-milliseconds"),
     ) {
         budget.observe(
             tokio::time::Instant::now(),
@@ -153,16 +181,12 @@ async fn send(
             },
         );
     }
-    let body = response.bytes().await.map_err(|e| {
-        Box::new(Error::from(HubSpotError::Request(format!(
-            "reading the body: {e}"
-        )))) as BoxError
-    })?;
-    if status == 200 {
-        return Ok(body);
-    }
-    let details: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-    let error = if status == 429 {
+}
+
+/// What an answer other than 200 means: a rate limit (with how long to wait) or a status.
+fn refusal(status: u16, headers: &HeaderMap, body: &[u8]) -> HubSpotError {
+    let details: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    if status == 429 {
         let policy = details
             .as_ref()
             .and_then(|d| d.policy_name.clone())
@@ -170,19 +194,17 @@ async fn send(
         let retry_after = if policy == "DAILY" {
             Some(until_midnight())
         } else {
-            header_u64(&headers, "retry-after").map(Duration::from_secs)
+            header_u64(headers, "retry-after").map(Duration::from_secs)
         };
-        HubSpotError::rate_limited(policy, retry_after)
-    } else {
-        HubSpotError::Status {
-            status,
-            category: details.as_ref().and_then(|d| d.category.clone()),
-            message: details.and_then(|d| d.message).unwrap_or_else(|| {
-                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
-            }),
-        }
-    };
-    Err(Box::new(Error::from(error)))
+        return HubSpotError::rate_limited(policy, retry_after);
+    }
+    HubSpotError::Status {
+        status,
+        category: details.as_ref().and_then(|d| d.category.clone()),
+        message: details
+            .and_then(|d| d.message)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+    }
 }
 
 impl Service<Call> for Client {
@@ -195,11 +217,6 @@ impl Service<Call> for Client {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        Box::pin(send(
-            self.http.clone(),
-            self.config.clone(),
-            self.budget.clone(),
-            call,
-        ))
+        Box::pin(self.clone().send(call))
     }
 }

@@ -1,4 +1,5 @@
-//! The source's configuration: where HubSpot is, the token, what to read, and the limits.
+//! The source's configuration: the account (where HubSpot is, the token, the limits) and the
+//! object one stream reads.
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,17 +27,15 @@ impl fmt::Debug for Token {
     }
 }
 
-/// What a HubSpot source reads and how.
+/// A HubSpot account as the source uses it: where its API is, the token, and how calls to it are
+/// paced, paged and timed. Every stream of the account shares it (and its rate limits:
+/// [`AccountLimits`](super::AccountLimits)); what each stream reads is its [`HubSpotObject`].
 #[derive(Clone, Debug)]
-pub struct HubSpotConfig {
+pub struct HubSpotAccount {
     /// The API's base URL: `https://api.hubapi.com`, or a fake's.
     pub base_url: String,
     /// The private-app token.
     pub token: Token,
-    /// The object type: `contacts`, `companies`, `deals`, or any other type's name.
-    pub object_type: String,
-    /// Properties to read; `None` for the type's default set.
-    pub properties: Option<Vec<String>>,
     /// How far behind now an incremental window ends. HubSpot's search index trails writes by
     /// seconds: a window that reached the present could step past records that become searchable
     /// a moment later. Default 30 s.
@@ -57,14 +56,12 @@ pub struct HubSpotConfig {
     pub searches_per_second: u32,
 }
 
-impl HubSpotConfig {
-    /// A source reading `object_type` from `base_url` with `token`, with the defaults above.
-    pub fn new(base_url: impl Into<String>, token: Token, object_type: impl Into<String>) -> Self {
-        HubSpotConfig {
+impl HubSpotAccount {
+    /// The account at `base_url`, called with `token`, with the defaults above.
+    pub fn new(base_url: impl Into<String>, token: Token) -> Self {
+        HubSpotAccount {
             base_url: base_url.into(),
             token,
-            object_type: object_type.into(),
-            properties: None,
             settle_delay: Duration::from_secs(30),
             list_limit: 100,
             search_limit: 200,
@@ -72,6 +69,25 @@ impl HubSpotConfig {
             timeout: Duration::from_secs(30),
             per_ten_seconds: 100,
             searches_per_second: 4,
+        }
+    }
+}
+
+/// What one stream reads from its account: an object type and its properties.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubSpotObject {
+    /// The object type: `contacts`, `companies`, `deals`, or any other type's name or id.
+    pub object_type: String,
+    /// Properties to read; `None` for the type's default set.
+    pub properties: Option<Vec<String>>,
+}
+
+impl HubSpotObject {
+    /// `object_type` with its default properties.
+    pub fn new(object_type: impl Into<String>) -> Self {
+        HubSpotObject {
+            object_type: object_type.into(),
+            properties: None,
         }
     }
 

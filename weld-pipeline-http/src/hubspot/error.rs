@@ -11,7 +11,7 @@ pub enum HubSpotError {
     /// HubSpot answered with an error status.
     #[error("HubSpot answered {status}{}: {message}", category.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Status {
-        /// The status.
+        /// The HTTP status HubSpot answered.
         status: u16,
         /// HubSpot's error category (`INVALID_AUTHENTICATION`, `MISSING_SCOPES`, ...), if given.
         category: Option<String>,

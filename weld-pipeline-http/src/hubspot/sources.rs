@@ -6,7 +6,7 @@ use serde::Deserialize;
 use weld_pipeline::source::{SourceFactory, SourceKind};
 use weld_pipeline::{Error, Source, SourceSpec, StreamName};
 
-use super::{AccountLimits, HubSpotConfig, HubSpotPages};
+use super::{AccountLimits, HubSpotAccount, HubSpotObject, HubSpotPages};
 use weld_pipeline::source::Pages;
 
 /// The source kind of HubSpot streams, as a stream's configuration names it.
@@ -116,25 +116,25 @@ impl SourceKind for HubSpotKind {
 /// ```
 /// use std::sync::Arc;
 /// use weld_pipeline::source::Sources;
-/// use weld_pipeline_http::hubspot::{HubSpotConfig, HubSpotSources, Token};
+/// use weld_pipeline_http::hubspot::{HubSpotAccount, HubSpotSources, Token};
 ///
-/// let account = HubSpotConfig::new("https://api.hubapi.com", Token::new("pat-..."), "contacts");
+/// let account = HubSpotAccount::new("https://api.hubapi.com", Token::new("pat-..."));
 /// let sources = Sources::new().with(Arc::new(HubSpotSources::new(account)));
 /// assert_eq!(sources.kinds(), ["hubspot"]);
 /// ```
 #[derive(Debug)]
 pub struct HubSpotSources {
-    account: HubSpotConfig,
+    account: Arc<HubSpotAccount>,
     limits: AccountLimits,
 }
 
 impl HubSpotSources {
     /// Sources reading from `account` (its base URL, token, limits and settle delay; each stream
     /// sets its own object type and properties).
-    pub fn new(account: HubSpotConfig) -> Self {
+    pub fn new(account: HubSpotAccount) -> Self {
         HubSpotSources {
             limits: AccountLimits::new(&account),
-            account,
+            account: Arc::new(account),
         }
     }
 }
@@ -152,13 +152,13 @@ impl SourceKind for HubSpotSources {
 impl SourceFactory for HubSpotSources {
     fn source(&self, _stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
         let params = HubSpotParams::from_spec(spec)?;
-        let config = HubSpotConfig {
+        let object = HubSpotObject {
             object_type: params.object,
             properties: params.properties,
-            ..self.account.clone()
         };
         Ok(Arc::new(Pages::new(HubSpotPages::with_limits(
-            config,
+            self.account.clone(),
+            object,
             &self.limits,
         )?)))
     }

@@ -101,7 +101,7 @@ impl<T: Transport> Worker<T> {
         }))
     }
 
-    /// The outbox.
+    /// The outbox: the batches not yet acknowledged, to watch its depth.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
     }

@@ -37,7 +37,7 @@ pub type BatchStream = BoxStream<'static, Result<Batch, Error>>;
 /// What a source knows about the run it serves.
 #[derive(Clone, Debug)]
 pub struct RunContext {
-    /// The stream.
+    /// The stream being synced: every batch carries it.
     pub stream: StreamName,
     /// The run; batches carry it in their identity.
     pub run_id: RunId,

@@ -11,7 +11,7 @@ pub enum Archived {
     Live,
     /// Only records archived at the source.
     Only,
-    /// Both.
+    /// Every stored record, live or archived.
     All,
 }
 

@@ -22,7 +22,7 @@ pub enum RunState {
 /// One run of a stream, as the history shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// The run.
+    /// The run's id (time-ordered: a newer run has a larger id).
     pub id: RunId,
     /// Where it stands.
     pub state: RunState,

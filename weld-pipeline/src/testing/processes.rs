@@ -10,7 +10,7 @@ use crate::error::Error;
 /// Both ends of a network for the runtime tests: the transport a controller listens on and the
 /// one a worker dials (for TCP: the controller's bound address, once it has listened).
 pub trait Network: Send + Sync + 'static {
-    /// The transport.
+    /// The transport both sides use.
     type Transport: crate::Transport + Clone;
 
     /// The controller's side.
@@ -41,7 +41,7 @@ pub type PeerOf<N> = <<N as Network>::Transport as crate::Transport>::Peer;
 /// process kills of `tests/crash_loop.rs` and `tests/failpoints.rs` cover what it cannot).
 pub struct ControllerProcess<N: Network> {
     runtime: Option<tokio::runtime::Runtime>,
-    /// The controller.
+    /// The controller, to drive and inspect.
     pub controller: Arc<crate::runtime::Controller<PeerOf<N>>>,
     /// Its store, for reads without a runtime.
     pub store: crate::store::SledStore,
@@ -112,7 +112,7 @@ pub struct WorkerProcess<N: Network> {
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: tokio_util::sync::CancellationToken,
     running: Option<tokio::task::JoinHandle<Result<(), Error>>>,
-    /// The worker.
+    /// The worker, to inspect (its outbox).
     pub worker: Arc<crate::runtime::Worker<N::Transport>>,
 }
 

@@ -15,7 +15,7 @@ use crate::record::{Json, Record};
 /// not know, and a transform must not fail a run for that.
 ///
 /// ```
-/// use weld_pipeline::middleware::FieldTransform;
+/// use weld_pipeline::transform::FieldTransform;
 ///
 /// let config = r#"[{"rename":{"from":"/properties/email","to":"/properties/mail"}},
 ///                  {"drop":"/properties/notes"},

@@ -34,7 +34,7 @@ use crate::record::Record;
 ///
 /// ```
 /// use weld_pipeline::{Error, Record};
-/// use weld_pipeline::middleware::Transform;
+/// use weld_pipeline::transform::Transform;
 ///
 /// struct LowerIds;
 ///

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use weld_pipeline::Timestamp;
 
+use super::admission::{admit, error};
 use super::data::{Answer, Object};
-use super::{admit, error, properties_or_defaults, Built, Fake, Listing, Next, Paging, Refusal};
+use super::list::{properties_or_defaults, Built, Listing, Next, Paging};
+use super::{Fake, Refusal};
 
 /// HubSpot refuses to page past this many search results.
 const SEARCH_CAP: usize = 10_000;
@@ -123,115 +125,90 @@ fn matches(object: &Object, filter: &Filter) -> Result<bool, String> {
     })
 }
 
-pub(super) fn build(
-    fake: &mut Fake,
-    object: &str,
-    uri: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Built, Refusal> {
-    let (fault, limit_headers) = admit(fake, headers, uri, object, true)?;
-    let body: Body = match serde_json::from_slice(body) {
-        Ok(body) => body,
-        Err(e) => {
-            return Err(error(
-                fake,
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                &format!("Invalid input JSON: {e}"),
-            ))
+/// A search request, checked: what HubSpot refuses with a 400 is refused here.
+struct Search {
+    body: Body,
+    limit: usize,
+    offset: usize,
+    /// The one sort rule: the property, and whether descending.
+    sort: Option<(String, bool)>,
+}
+
+impl Search {
+    fn parse(body: &[u8]) -> Result<Search, String> {
+        let body: Body =
+            serde_json::from_slice(body).map_err(|e| format!("Invalid input JSON: {e}"))?;
+        if body.sorts.len() > 1 {
+            return Err("Only one sort is allowed.".into());
         }
-    };
-    if body.sorts.len() > 1 {
-        return Err(error(
-            fake,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Only one sort is allowed.",
-        ));
-    }
-    let limit = body.limit.unwrap_or(10) as usize;
-    if !(1..=200).contains(&limit) {
-        return Err(error(
-            fake,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "limit must be between 1 and 200",
-        ));
-    }
-    let offset: usize = match body.after.as_ref().map(text).map(|a| a.parse()) {
-        None => 0,
-        Some(Ok(offset)) => offset,
-        Some(Err(_)) => {
-            return Err(error(
-                fake,
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                "after must be an offset",
-            ))
+        let limit = body.limit.unwrap_or(10) as usize;
+        if !(1..=200).contains(&limit) {
+            return Err("limit must be between 1 and 200".into());
         }
-    };
-    if offset >= SEARCH_CAP {
-        return Err(error(
-            fake,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Paging past 10,000 results is not supported; narrow the search instead.",
-        ));
+        let offset: usize = match body.after.as_ref().map(text).map(|a| a.parse()) {
+            None => 0,
+            Some(Ok(offset)) => offset,
+            Some(Err(_)) => return Err("after must be an offset".into()),
+        };
+        if offset >= SEARCH_CAP {
+            return Err(
+                "Paging past 10,000 results is not supported; narrow the search instead.".into(),
+            );
+        }
+        let sort = body.sorts.first().map(|s| match s {
+            Value::String(name) => (
+                name.trim_start_matches('-').to_string(),
+                name.starts_with('-'),
+            ),
+            other => (
+                other.get("propertyName").map(text).unwrap_or_default(),
+                other.get("direction").map(text).as_deref() == Some("DESCENDING"),
+            ),
+        });
+        Ok(Search {
+            body,
+            limit,
+            offset,
+            sort,
+        })
     }
-    let sort = body.sorts.first().map(|s| match s {
-        Value::String(name) => (
-            name.trim_start_matches('-').to_string(),
-            name.starts_with('-'),
-        ),
-        other => (
-            other.get("propertyName").map(text).unwrap_or_default(),
-            other.get("direction").map(text).as_deref() == Some("DESCENDING"),
-        ),
-    });
-    let Fake { objects, rng, .. } = fake;
-    let Some(set) = objects.get(object) else {
-        return Err(error(
-            fake,
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {object}"),
-        ));
-    };
-    let mut found: Vec<&Object> = Vec::new();
-    for candidate in set.records.values().filter(|o| o.archived_at.is_none()) {
-        let mut any = body.filter_groups.is_empty();
-        for group in &body.filter_groups {
-            let mut all = true;
-            for filter in &group.filters {
-                match matches(candidate, filter) {
-                    Ok(true) => {}
-                    Ok(false) => {
+
+    /// The live records matching the filter groups: every filter of a group (AND), any group
+    /// (OR); no group matches everything.
+    fn select<'a>(
+        &self,
+        objects: impl Iterator<Item = &'a Object>,
+    ) -> Result<Vec<&'a Object>, String> {
+        let mut found = Vec::new();
+        for candidate in objects.filter(|o| o.archived_at.is_none()) {
+            let mut any = self.body.filter_groups.is_empty();
+            for group in &self.body.filter_groups {
+                let mut all = true;
+                for filter in &group.filters {
+                    if !matches(candidate, filter)? {
                         all = false;
                         break;
                     }
-                    Err(message) => {
-                        return Err(error(
-                            fake,
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            &message,
-                        ))
-                    }
+                }
+                if all {
+                    any = true;
+                    break;
                 }
             }
-            if all {
-                any = true;
-                break;
+            if any {
+                found.push(candidate);
             }
         }
-        if any {
-            found.push(candidate);
-        }
+        Ok(found)
     }
-    // No order among ties is promised: shuffle, then a stable sort on the one rule.
-    rng.shuffle(&mut found);
-    if let Some((property, descending)) = &sort {
+
+    /// Orders the results: no order among ties is promised, so they are shuffled, then stably
+    /// sorted on the one rule.
+    fn order(&self, found: &mut [&Object], rng: &mut fastrand::Rng) {
+        rng.shuffle(found);
+        let Some((property, descending)) = &self.sort else {
+            return;
+        };
         found.sort_by(|a, b| {
             let (a, b) = (
                 a.properties.get(property).cloned().flatten(),
@@ -252,12 +229,44 @@ pub(super) fn build(
             }
         });
     }
+}
+
+pub(super) fn build(
+    fake: &mut Fake,
+    object: &str,
+    uri: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, object, true)?;
+    let invalid = |fake: &mut Fake, message: String| {
+        error(fake, StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &message)
+    };
+    let search = match Search::parse(body) {
+        Ok(search) => search,
+        Err(message) => return Err(invalid(fake, message)),
+    };
+    let Fake { objects, rng, .. } = fake;
+    let Some(set) = objects.get(object) else {
+        return Err(error(
+            fake,
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {object}"),
+        ));
+    };
+    let mut found = match search.select(set.records.values()) {
+        Ok(found) => found,
+        Err(message) => return Err(invalid(fake, message)),
+    };
+    search.order(&mut found, rng);
     let total = found.len();
-    let properties = if body.properties.is_empty() {
+    let properties = if search.body.properties.is_empty() {
         properties_or_defaults(set, None)
     } else {
-        body.properties.clone()
+        search.body.properties.clone()
     };
+    let (offset, limit) = (search.offset, search.limit);
     let page: Vec<Answer<'_>> = found
         .iter()
         .skip(offset)

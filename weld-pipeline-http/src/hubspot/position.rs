@@ -1,0 +1,63 @@
+//! The source's checkpoint: where a sync stands, as a state machine of phases.
+//!
+//! ```text
+//! FullLive{after} --list pages--> FullArchived{after} --list pages--> Done{until}
+//! Done{until} --new run--> Window{from, until, last_id} --search pages, re-anchored by id-->
+//!   WindowArchived{from, until, after} --archived list pages--> Done{until}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use weld_pipeline::{BoxError, Checkpoint};
+
+/// Where a sync stands: the source's checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Position {
+    /// Full sync, live records, from `after`.
+    FullLive {
+        /// The list's paging token.
+        after: Option<String>,
+        /// When the full sync started (ms).
+        started_at: i64,
+    },
+    /// Full sync, archived records, from `after`.
+    FullArchived {
+        /// The list's paging token.
+        after: Option<String>,
+        /// When the full sync started (ms).
+        started_at: i64,
+    },
+    /// Incremental: records modified in `[from, until]`, after id `last_id`.
+    Window {
+        /// Start of the window (ms).
+        from: i64,
+        /// End of the window (ms).
+        until: i64,
+        /// The last id committed in this window.
+        last_id: u64,
+    },
+    /// Incremental: records archived in `[from, until)`, listing from `after`.
+    WindowArchived {
+        /// Start of the window (ms).
+        from: i64,
+        /// End of the window (ms).
+        until: i64,
+        /// The list's paging token.
+        after: Option<String>,
+    },
+    /// Everything changed up to `until` (ms) is synced; the next run's window starts there.
+    Done {
+        /// The end of the last window.
+        until: i64,
+    },
+}
+
+/// The position a checkpoint holds; `None` at the start of a first sync.
+pub(super) fn position(cursor: &Checkpoint) -> Result<Option<Position>, BoxError> {
+    cursor.position().map_err(|e| Box::new(e) as BoxError)
+}
+
+/// The checkpoint of a position.
+pub(super) fn checkpoint(position: &Position) -> Result<Checkpoint, BoxError> {
+    Checkpoint::from_position(position).map_err(|e| Box::new(e) as BoxError)
+}

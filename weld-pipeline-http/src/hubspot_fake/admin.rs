@@ -1,0 +1,109 @@
+//! The admin routes a test drives the fake with: faults, changes, what it served, its data.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use weld_pipeline::Timestamp;
+
+use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
+
+pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
+    let now = Timestamp::now().as_millis();
+    let Fake { objects, rng, .. } = fake;
+    let Some(set) = objects.get_mut(&mutation.object) else {
+        return vec![];
+    };
+    // Distinct records, chosen at random.
+    let live = set.live_shuffled(rng);
+    let mut touched = Vec::new();
+    let stamp = |i: usize| if mutation.tie { now } else { now - i as i64 };
+    for (i, &id) in live.iter().take(mutation.modify).enumerate() {
+        set.touch(id, stamp(i));
+        if let Some(object) = set.records.get_mut(&id) {
+            object
+                .properties
+                .insert("firstname".into(), Some(format!("Changed{i}")));
+        }
+        touched.push(id);
+    }
+    for i in 0..mutation.create {
+        let at = stamp(i);
+        touched.push(set.create(rng, at, at));
+    }
+    let live = set.live_shuffled(rng);
+    for &id in live.iter().take(mutation.archive) {
+        if let Some(object) = set.records.get_mut(&id) {
+            if object.archived_at.is_none() {
+                object.archived_at = Some(now);
+                touched.push(id);
+            }
+        }
+    }
+    touched
+}
+
+pub(super) fn dump(fake: &Fake, object: &str) -> Vec<Dumped> {
+    fake.objects
+        .get(object)
+        .map(|set| {
+            set.records
+                .values()
+                .map(|o| Dumped {
+                    id: o.id.to_string(),
+                    updated_at: data::iso(o.updated_at),
+                    archived: o.archived_at.is_some(),
+                    properties: o.properties.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) async fn admin_faults(
+    State(state): State<Shared>,
+    Json(plans): Json<Vec<FaultPlan>>,
+) -> StatusCode {
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .faults
+        .extend(plans);
+    StatusCode::NO_CONTENT
+}
+
+pub(super) async fn admin_mutate(
+    State(state): State<Shared>,
+    Json(mutation): Json<Mutation>,
+) -> Json<Vec<u64>> {
+    Json(mutate(
+        &mut state.lock().unwrap_or_else(|e| e.into_inner()),
+        &mutation,
+    ))
+}
+
+pub(super) async fn admin_stats(State(state): State<Shared>) -> Json<Stats> {
+    Json(
+        state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+            .clone(),
+    )
+}
+
+/// The query of `GET /_admin/dump`: which object type.
+#[derive(Deserialize)]
+pub(super) struct DumpQuery {
+    object: String,
+}
+
+pub(super) async fn admin_dump(
+    State(state): State<Shared>,
+    Query(query): Query<DumpQuery>,
+) -> Json<Vec<Dumped>> {
+    Json(dump(
+        &state.lock().unwrap_or_else(|e| e.into_inner()),
+        &query.object,
+    ))
+}

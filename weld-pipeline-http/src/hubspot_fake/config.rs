@@ -1,0 +1,143 @@
+//! How the fake behaves, the faults it can be told to inject, and what it reports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How the fake behaves.
+#[derive(Clone, Debug)]
+pub struct FakeConfig {
+    /// The private-app token it accepts.
+    pub token: String,
+    /// The seed of the generated data set.
+    pub seed: u64,
+    /// Objects generated per type.
+    pub contacts: usize,
+    /// Companies generated.
+    pub companies: usize,
+    /// Deals generated.
+    pub deals: usize,
+    /// Records of each type sharing one modification time (more than a page of search).
+    pub big_tie: usize,
+    /// Non-search calls allowed per rolling 10 s, or none for no limit.
+    pub per_ten_seconds: Option<u32>,
+    /// Search calls allowed per second, or none for no limit. HubSpot's is 5.
+    pub search_per_second: Option<u32>,
+    /// Whether 429s carry `Retry-After`.
+    pub retry_after: bool,
+    /// Object types the token may not read (403).
+    pub forbidden: Vec<String>,
+    /// The longest request URL, in bytes; longer is a 414.
+    pub max_url_bytes: usize,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            token: "fake-token".into(),
+            seed: 7,
+            contacts: 1_000,
+            companies: 100,
+            deals: 100,
+            big_tie: 0,
+            per_ten_seconds: None,
+            search_per_second: Some(5),
+            retry_after: true,
+            forbidden: vec![],
+            max_url_bytes: 8_192,
+        }
+    }
+}
+
+/// A fault to inject into the next matching requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with this status and HubSpot's error body.
+    Status {
+        /// The status (502, 503, 504, 521, 523, 524, 400, ...).
+        status: u16,
+    },
+    /// A `TEN_SECONDLY_ROLLING` 429, with `Retry-After` when given.
+    RateLimited {
+        /// Seconds for `Retry-After`, or none to leave it out.
+        retry_after: Option<u64>,
+    },
+    /// A `DAILY` 429: the day's quota is spent.
+    Daily,
+    /// Answer correctly, but only after this long.
+    Slow {
+        /// The delay in milliseconds.
+        ms: u64,
+    },
+    /// A 200 whose body is not JSON.
+    Garbage,
+    /// A 200 whose JSON body is cut short.
+    Truncated,
+}
+
+/// A fault and how many requests it hits, and which (`list`, `search` or any).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    /// What goes wrong: its fields sit beside `count` and `only` in the plan's JSON.
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// How many requests it hits.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// `list`, `search`, or absent for both.
+    #[serde(default)]
+    pub only: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What the fake served.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests to the CRM routes.
+    pub requests: u64,
+    /// Of which search requests.
+    pub searches: u64,
+    /// Responses by status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// 429 responses (the rate limits and injected ones).
+    pub rate_limited: u64,
+    /// Records served in list and search results.
+    pub records_served: u64,
+}
+
+/// Changes to make between runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Mutation {
+    /// The object type.
+    pub object: String,
+    /// Records to modify, distinct, chosen at random (their modification time becomes now).
+    #[serde(default)]
+    pub modify: usize,
+    /// Records to create.
+    #[serde(default)]
+    pub create: usize,
+    /// Records to archive (their modification time does not change).
+    #[serde(default)]
+    pub archive: usize,
+    /// Whether all modified and created records share one modification time.
+    #[serde(default)]
+    pub tie: bool,
+}
+
+/// A record as the dump shows it: everything the fake holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dumped {
+    /// The record's id, as the API shows it (a number, in text).
+    pub id: String,
+    /// The modification time, ISO-8601.
+    pub updated_at: String,
+    /// Whether it is archived.
+    pub archived: bool,
+    /// Every property.
+    pub properties: BTreeMap<String, Option<String>>,
+}

@@ -1,0 +1,203 @@
+//! The list endpoint: paging by `after`, properties, archived records.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::admission::{admit, error};
+use super::data::{Answer, ObjectSet};
+use super::{count_status, respond, search, Fake, Fault, Refusal, Shared};
+
+#[derive(Default)]
+struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+    properties: Option<String>,
+    archived: Option<String>,
+}
+
+impl ListQuery {
+    /// HubSpot takes `properties` comma-separated, repeated (as its SDKs send it), or both.
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut query = ListQuery::default();
+        let mut properties: Vec<String> = Vec::new();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => query.limit = Some(value),
+                "after" => query.after = Some(value),
+                "archived" => query.archived = Some(value),
+                "properties" => properties.extend(
+                    value
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
+                ),
+                _ => {}
+            }
+        }
+        if !properties.is_empty() {
+            query.properties = Some(properties.join(","));
+        }
+        query
+    }
+}
+
+pub(super) fn properties_or_defaults(set: &ObjectSet, asked: Option<&str>) -> Vec<String> {
+    match asked {
+        Some(list) if !list.is_empty() => list.split(',').map(str::to_string).collect(),
+        _ => set.defaults.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<Shared>,
+    Path(object): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let query = ListQuery::from_pairs(pairs);
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        build_list(&mut fake, &object, &uri.to_string(), &headers, &query)
+    };
+    match built {
+        Ok((body, records, fault, limit_headers)) => {
+            respond(&state, body, records, fault, limit_headers).await
+        }
+        Err(response) => {
+            count_status(&state, &response);
+            *response
+        }
+    }
+}
+
+/// A page built: its body, the records in it, a fault for the answer, the rate-limit headers.
+pub(super) type Built = (Vec<u8>, u64, Option<Fault>, HeaderMap);
+
+/// A page of list or search results, as HubSpot writes it.
+#[derive(Serialize)]
+pub(crate) struct Listing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) total: Option<usize>,
+    pub(crate) results: Vec<Answer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) paging: Option<Paging>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Paging {
+    pub(crate) next: Next,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Next {
+    pub(crate) after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) link: Option<String>,
+}
+
+fn build_list(
+    fake: &mut Fake,
+    object: &str,
+    uri: &str,
+    headers: &HeaderMap,
+    query: &ListQuery,
+) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+        Some(_) => {
+            return Err(error(
+                fake,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "limit must be between 1 and 100",
+            ))
+        }
+    };
+    let after: u64 = match query.after.as_deref().map(str::parse) {
+        None => 0,
+        Some(Ok(after)) => after,
+        Some(Err(_)) => {
+            return Err(error(
+                fake,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "after is not a valid paging token",
+            ))
+        }
+    };
+    // Booleans are read as HubSpot reads them, case-insensitively (its Python SDK sends `True`).
+    let archived = query
+        .archived
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("true"));
+    let Some(set) = fake.objects.get(object) else {
+        return Err(error(
+            fake,
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {object}"),
+        ));
+    };
+    let properties = properties_or_defaults(set, query.properties.as_deref());
+    let mut page: Vec<Answer<'_>> = Vec::with_capacity(limit);
+    let mut next = None;
+    for object in set
+        .records
+        .range(after..)
+        .map(|(_, o)| o)
+        .filter(|o| o.archived_at.is_some() == archived)
+    {
+        if page.len() == limit {
+            next = Some(object.id);
+            break;
+        }
+        page.push(object.answer(&properties, &set.known));
+    }
+    let records = page.len() as u64;
+    let body = Listing {
+        total: None,
+        results: page,
+        paging: next.map(|next| Paging {
+            next: Next {
+                link: Some(format!(
+                    "https://api.hubapi.com/crm/v3/objects/{object}?after={next}"
+                )),
+                after: next.to_string(),
+            },
+        }),
+    };
+    // Written straight from the records: no intermediate JSON tree.
+    Ok((
+        serde_json::to_vec(&body).unwrap_or_default(),
+        records,
+        fault,
+        limit_headers,
+    ))
+}
+
+pub(super) async fn search_route(
+    State(state): State<Shared>,
+    Path(object): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        search::build(&mut fake, &object, &uri.to_string(), &headers, &body)
+    };
+    match built {
+        Ok((body, records, fault, limit_headers)) => {
+            respond(&state, body, records, fault, limit_headers).await
+        }
+        Err(response) => {
+            count_status(&state, &response);
+            *response
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A HubSpot CRM v3 stand-in: an axum server answering list and search exactly as HubSpot's
+//! CRM v3 API does (checked against HubSpot's official Python client in CI), from a seeded, generated data set, with HubSpot's rate limits and faults on demand.
+//!
+//! What it does, each as the real API does it:
+//! - `GET /crm/v3/objects/{type}`: `limit` (default 10, max 100), `after` (the next id),
+//!   `properties` (unknown names left out, known empty ones `null`), `archived=true` (only
+//!   archived records); `paging.next` only when more follow.
+//! - `POST /crm/v3/objects/{type}/search`: `filterGroups` (AND within a group, OR between),
+//!   one sort rule (more is a 400), ties in an order the client cannot rely on (shuffled per
+//!   request), `limit` up to 200, `after` an offset; paging past 10,000 results is a 400;
+//!   archived records never appear.
+//! - Bearer token checked (401 `INVALID_AUTHENTICATION`); object types can be made forbidden
+//!   (403 `MISSING_SCOPES`); a URL over the length limit is a 414.
+//! - Rate limits: a rolling 10-second window on non-search calls with the
+//!   `X-HubSpot-RateLimit-*` headers and `TEN_SECONDLY_ROLLING` 429s, and a 5-per-second search
+//!   limit (`SECONDLY`, no headers); `Retry-After` sent or not, by configuration.
+//! - Faults, by configuration or at run time (`POST /_admin/faults`): a status (5xx, 429 with or
+//!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
+//!   or invalid JSON; each for the next N requests.
+//! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
+//!   (archiving does not bump the modification time, as in HubSpot).
+//! - What it served (`GET /_admin/stats`) and its whole data set (`GET /_admin/dump`), so a test
+//!   compares the stored set to the fake's exactly.
+
+mod admin;
+mod admission;
+mod config;
+mod data;
+mod list;
+mod search;
+
+pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Mutation, Stats};
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use data::{generate, ObjectSet};
+use weld_pipeline::Timestamp;
+
+/// An error answer, boxed: it is built rarely and a `Response` is large.
+type Refusal = Box<Response>;
+
+struct Fake {
+    config: FakeConfig,
+    objects: HashMap<String, ObjectSet>,
+    faults: VecDeque<FaultPlan>,
+    stats: Stats,
+    calls: VecDeque<Instant>,
+    searches: VecDeque<Instant>,
+    rng: fastrand::Rng,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+/// A running fake. Dropping it stops the server.
+#[derive(Debug)]
+pub struct FakeHubSpot {
+    addr: SocketAddr,
+    state: Shared,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Fake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fake")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeHubSpot {
+    /// Generates the data set and serves it on `addr` (`127.0.0.1:0` for a free port).
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn start(addr: &str, config: FakeConfig) -> std::io::Result<FakeHubSpot> {
+        let mut rng = fastrand::Rng::with_seed(config.seed);
+        let now = Timestamp::now().as_millis();
+        let mut objects = HashMap::new();
+        for (object_type, count) in [
+            ("contacts", config.contacts),
+            ("companies", config.companies),
+            ("deals", config.deals),
+        ] {
+            objects.insert(
+                object_type.to_string(),
+                generate(object_type, count, config.big_tie.min(count), &mut rng, now),
+            );
+        }
+        let state: Shared = Arc::new(Mutex::new(Fake {
+            config,
+            objects,
+            faults: VecDeque::new(),
+            stats: Stats::default(),
+            calls: VecDeque::new(),
+            searches: VecDeque::new(),
+            rng,
+        }));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(FakeHubSpot {
+            addr,
+            state,
+            _stop: stop,
+        })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, for the source's configuration.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Fake> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Injects faults into the next matching requests.
+    pub fn inject(&self, plan: FaultPlan) {
+        self.lock().faults.push_back(plan);
+    }
+
+    /// Changes the data set.
+    pub fn mutate(&self, mutation: &Mutation) -> Vec<u64> {
+        admin::mutate(&mut self.lock(), mutation)
+    }
+
+    /// What it served so far.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Every record of a type, live and archived, by id.
+    pub fn dump(&self, object_type: &str) -> Vec<Dumped> {
+        admin::dump(&self.lock(), object_type)
+    }
+
+    /// Changes the rate limits at run time.
+    pub fn set_limits(&self, per_ten_seconds: Option<u32>, search_per_second: Option<u32>) {
+        let mut fake = self.lock();
+        fake.config.per_ten_seconds = per_ten_seconds;
+        fake.config.search_per_second = search_per_second;
+        fake.calls.clear();
+        fake.searches.clear();
+    }
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/crm/v3/objects/{object}", get(list::list))
+        .route("/crm/v3/objects/{object}/search", post(list::search_route))
+        .route("/_admin/faults", post(admin::admin_faults))
+        .route("/_admin/mutate", post(admin::admin_mutate))
+        .route("/_admin/stats", get(admin::admin_stats))
+        .route("/_admin/dump", get(admin::admin_dump))
+        .with_state(state)
+}
+
+/// Sends a page, applying an answer fault, and counts what was served.
+async fn respond(
+    state: &Shared,
+    body: Vec<u8>,
+    records: u64,
+    fault: Option<Fault>,
+    headers: HeaderMap,
+) -> Response {
+    let body = match fault {
+        Some(Fault::Slow { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            body
+        }
+        Some(Fault::Garbage) => b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+        Some(Fault::Truncated) => body[..body.len() / 2].to_vec(),
+        _ => body,
+    };
+    let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+    fake.stats.records_served += records;
+    *fake.stats.by_status.entry(200).or_default() += 1;
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response.headers_mut().extend(headers);
+    response
+}
+
+fn count_status(state: &Shared, response: &Response) {
+    let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+    *fake
+        .stats
+        .by_status
+        .entry(response.status().as_u16())
+        .or_default() += 1;
+}
