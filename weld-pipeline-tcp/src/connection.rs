@@ -201,21 +201,9 @@ async fn read(
         shared.closed.clone(),
         OUTGOING_QUEUE,
     );
-    // Requests being answered, driven by this task itself: no task per request, no wake-up
-    // across threads to hand an answer back. The reader never waits on a send in a branch: a
-    // finished answer or an event is queued here and handed over when the writer has room, so
-    // a peer that stops reading cannot freeze this reader, and two peers cannot deadlock on each
-    // other's full sockets. A peer that sends faster than it reads is read until these queues
-    // hold `max_in_flight` frames, then it is not read until they drain, and closed if nothing
-    // moves for the heartbeat timeout.
-    let mut answering: FuturesUnordered<BoxFuture<'static, (u64, Response)>> =
-        FuturesUnordered::new();
-    let mut answers: VecDeque<Bytes> = VecDeque::new();
-    let mut pending_events: VecDeque<Event> = VecDeque::new();
-    let limit = config.max_in_flight.max(1);
+    let mut backlog = Backlog::new(config.max_in_flight);
     let mut progress = tokio::time::Instant::now();
     let ended = loop {
-        let reading = answers.len() + pending_events.len() < limit;
         tokio::select! {
             () = shared.closed.cancelled() => break None,
             () = tokio::time::sleep_until(progress + config.heartbeat_timeout) => {
@@ -224,20 +212,20 @@ async fn read(
                     format!("nothing moved for {:?}: the peer is presumed dead", config.heartbeat_timeout),
                 )));
             }
-            Some((correlation, response)) = answering.next(), if !answering.is_empty() => {
-                answers.push_back(frame::message(FrameType::Response, correlation, &Message::Response(response)));
+            Some((correlation, response)) = backlog.answering.next(), if !backlog.answering.is_empty() => {
+                backlog.answers.push_back(frame::message(FrameType::Response, correlation, &Message::Response(response)));
             }
-            room = shared.outgoing.reserve(), if !answers.is_empty() => {
+            room = shared.outgoing.reserve(), if !backlog.answers.is_empty() => {
                 let Ok(room) = room else { break None };
-                room.send(answers.pop_front().expect("not empty"));
+                room.send(backlog.answers.pop_front().expect("not empty"));
                 progress = tokio::time::Instant::now();
             }
-            room = events.reserve(), if !pending_events.is_empty() => {
+            room = events.reserve(), if !backlog.events.is_empty() => {
                 let Ok(room) = room else { break None };
-                room.send(pending_events.pop_front().expect("not empty"));
+                room.send(backlog.events.pop_front().expect("not empty"));
                 progress = tokio::time::Instant::now();
             }
-            next = stream.next(), if reading => {
+            next = stream.next(), if !backlog.is_full() => {
                 let payload = match next {
                     None => break None,
                     Some(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
@@ -247,24 +235,8 @@ async fn read(
                     Some(Ok(payload)) => payload,
                 };
                 progress = tokio::time::Instant::now();
-                let frame = match Frame::parse(payload.freeze()) {
-                    Ok(frame) => frame,
-                    Err(error) => break Some(error),
-                };
-                let correlation = frame.correlation;
-                match dispatch(frame, &shared, &handler) {
-                    Ok(Received::Request(answer)) if answering.len() < limit => answering.push(answer),
-                    // Past the in-flight limit: a transient refusal, the connection goes on.
-                    Ok(Received::Request(_)) => answers.push_back(frame::message(
-                        FrameType::Response,
-                        correlation,
-                        &Message::Response(Response::refused(&Error::Unavailable(format!(
-                            "more than {limit} requests in flight on this connection"
-                        )))),
-                    )),
-                    Ok(Received::Event(event)) => pending_events.push_back(event),
-                    Ok(Received::Nothing) => {}
-                    Err(error) => break Some(error),
+                if let Err(error) = backlog.take(payload.freeze(), &shared, &handler) {
+                    break Some(error);
                 }
             }
         }
@@ -278,6 +250,67 @@ async fn read(
     }
     shared.closed.cancel();
     shared.pending.close_all();
+}
+
+/// What the reader holds between frames: the requests being answered, and the answers and
+/// events waiting for room.
+///
+/// Requests are answered by futures driven by the reader itself: no task per request, no
+/// wake-up across threads to hand an answer back. The reader never waits on a send in a branch:
+/// a finished answer or an event is queued here and handed over when the writer (or the event
+/// pump) has room, so a peer that stops reading cannot freeze this reader, and two peers cannot
+/// deadlock on each other's full sockets. A peer that sends faster than it reads is read until
+/// these queues hold `max_in_flight` frames, then it is not read until they drain, and closed if
+/// nothing moves for the heartbeat timeout.
+struct Backlog {
+    answering: FuturesUnordered<BoxFuture<'static, (u64, Response)>>,
+    answers: VecDeque<Bytes>,
+    events: VecDeque<Event>,
+    limit: usize,
+}
+
+impl Backlog {
+    fn new(max_in_flight: usize) -> Self {
+        Backlog {
+            answering: FuturesUnordered::new(),
+            answers: VecDeque::new(),
+            events: VecDeque::new(),
+            limit: max_in_flight.max(1),
+        }
+    }
+
+    /// Whether the reader must stop reading until answers or events drain.
+    fn is_full(&self) -> bool {
+        self.answers.len() + self.events.len() >= self.limit
+    }
+
+    /// Takes one frame off the wire. A request past the in-flight limit is refused as transient
+    /// and the connection goes on; a frame that breaks the protocol ends it.
+    fn take(
+        &mut self,
+        payload: Bytes,
+        shared: &Arc<Shared>,
+        handler: &Arc<dyn Handler>,
+    ) -> Result<(), TcpError> {
+        let frame = Frame::parse(payload)?;
+        let correlation = frame.correlation;
+        match dispatch(frame, shared, handler)? {
+            Received::Request(answer) if self.answering.len() < self.limit => {
+                self.answering.push(answer);
+            }
+            Received::Request(_) => self.answers.push_back(frame::message(
+                FrameType::Response,
+                correlation,
+                &Message::Response(Response::refused(&Error::Unavailable(format!(
+                    "more than {} requests in flight on this connection",
+                    self.limit
+                )))),
+            )),
+            Received::Event(event) => self.events.push_back(event),
+            Received::Nothing => {}
+        }
+        Ok(())
+    }
 }
 
 /// What a frame asks of the reader.

@@ -30,7 +30,7 @@
 //! | [`Source`], [`source::Pages`], [`source::Generator`] | where records come from |
 //! | [`source::SourceKinds`], [`source::Sources`] | sources by kind: checked on data-streams, built on workers |
 //! | [`Sink`], [`MemorySink`] | where they are committed |
-//! | [`transport`] ([`Transport`], [`transport::MemoryTransport`]) | how services talk |
+//! | [`transport`] ([`Transport`], [`transport::MemoryTransport`], [`transport::kit`]) | how services talk, and the plumbing every network transport shares |
 //! | [`middleware`] | retry, timeout, rate limit, concurrency limit, telemetry |
 //! | [`transform`] | record transforms: map, filter, rename / drop / redact fields |
 //! | [`Scheduler`], [`Pipeline`], [`PipelineJob`] | running it all |

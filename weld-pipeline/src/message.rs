@@ -112,7 +112,8 @@ pub enum RunOutcome {
     Cancelled,
 }
 
-/// A worker's report that a run ended.
+/// A worker's report that a run ended: the [`RunReport`](crate::RunReport) of the run as it
+/// travels, without the checkpoint (the controller's own moved with its commits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunFinished {
     /// The stream that ran.

@@ -39,7 +39,10 @@ impl<So, Si> std::fmt::Debug for Pipeline<So, Si> {
     }
 }
 
-/// What one run did.
+/// What one run did, as the runner returns it in-process: what its
+/// [`RunFinished`] event says, plus the checkpoint the run reached, which the process keeps to
+/// start its next run from (and which never travels: the controller's checkpoint is the one its
+/// commits moved).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunReport {
     /// The stream that ran.

@@ -406,14 +406,15 @@ impl SledStore {
         Ok(run)
     }
 
-    /// Writes a batch (not yet durable). Returns what a commit acknowledges.
-    fn write(&self, batch: &Batch) -> Result<Commit, Error> {
+    /// Adds a batch's records to `write`, each unless the stored version is newer, and moves
+    /// `counts` with them. Returns how many it wrote.
+    fn upsert(
+        &self,
+        batch: &Batch,
+        counts: &mut Counts,
+        write: &mut sled::Batch,
+    ) -> Result<u64, Error> {
         let stream = &batch.stream;
-        if self.is_committed(stream, batch.run_id, batch.seq)? {
-            return Ok(Commit::Replayed);
-        }
-        let mut write = sled::Batch::default();
-        let mut counts = self.counts(stream)?;
         // Versions written earlier in this same batch: a batch may carry one id twice.
         let mut pending: HashMap<&str, RecordHead> = HashMap::new();
         let mut written: u64 = 0;
@@ -449,6 +450,18 @@ impl SledStore {
             write.insert(key, keys::encode_record(record));
             written += 1;
         }
+        Ok(written)
+    }
+
+    /// Writes a batch (not yet durable). Returns what a commit acknowledges.
+    fn write(&self, batch: &Batch) -> Result<Commit, Error> {
+        let stream = &batch.stream;
+        if self.is_committed(stream, batch.run_id, batch.seq)? {
+            return Ok(Commit::Replayed);
+        }
+        let mut write = sled::Batch::default();
+        let mut counts = self.counts(stream)?;
+        let written = self.upsert(batch, &mut counts, &mut write)?;
         let now = Timestamp::now();
         let mut run = match self.load_run(stream, batch.run_id)? {
             Some(run) => run,
