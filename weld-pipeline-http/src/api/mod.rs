@@ -24,8 +24,7 @@
 //! storage fails transiently. Bad input is answered, not logged as an error.
 //!
 //! The API knows no source: a start body's `source` is checked by the controller's
-//! [`SourceKinds`](weld_pipeline::source::SourceKinds), and a start without one gets the first
-//! kind registered there.
+//! [`SourceKinds`], and a start without one gets the first kind registered there.
 //!
 //! ```
 //! use std::sync::Arc;

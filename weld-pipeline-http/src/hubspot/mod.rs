@@ -27,7 +27,7 @@
 //!
 //! Every call goes through the core's layers, outermost first: retry (transient errors only,
 //! full-jitter backoff, `Retry-After` honoured up to 5 minutes), rate limit (list calls paced
-//! from the `X-HubSpot-RateLimit-*` headers by a [`BudgetPacer`];
+//! from the `X-HubSpot-RateLimit-*` headers by a [`BudgetPacer`](weld_pipeline::middleware::BudgetPacer);
 //! search calls by a token bucket under HubSpot's 5 per second), timeout. A `DAILY` 429 asks to
 //! wait until midnight: longer than the retry layer waits, so the run fails with that error and
 //! the next scheduled run tries again. 429 (other policies), 5xx, timeouts and resets are

@@ -24,7 +24,7 @@ use super::{AccountLimits, HubSpotAccount, HubSpotObject};
 
 type CallService = BoxCloneSyncService<Call, Bytes, BoxError>;
 
-/// Fetches one page of a HubSpot sync: a `Service<PageRequest>` for [`Pages`].
+/// Fetches one page of a HubSpot sync: a `Service<PageRequest>` for [`Pages`](weld_pipeline::source::Pages).
 #[derive(Clone)]
 pub struct HubSpotPages {
     account: Arc<HubSpotAccount>,

@@ -7,7 +7,7 @@
 //! | piece | what it guarantees |
 //! |---|---|
 //! | [`Pending`] | one response per request id; a request that gives up (timeout, drop) leaves nothing behind; a closed connection fails every waiting request with [`Error::Closed`] |
-//! | [`answer`] | a handler that panics answers [`Response::Refused`] with kind [`ErrorKind::Bug`](crate::ErrorKind::Bug), and the connection stays up |
+//! | [`answer`] | a handler that panics answers [`Response::Refused`] with kind [`ErrorKind::Bug`], and the connection stays up |
 //! | [`event_pump`] | [`Handler::event`] is called one event at a time, in the order received, as its contract promises, however the events arrived |
 //! | [`check_size`] | a message the other side would refuse is refused here, permanently, before it is sent: sent, it would close the connection, and its resend close it again |
 //! | [`ListenAddr`] | a listener restarted on port 0 binds the port it had, so workers that knew it reconnect |
@@ -122,7 +122,7 @@ impl Drop for Waiting<'_> {
 }
 
 /// Answers one request with `handler`, turning a panic into a refusal of kind
-/// [`ErrorKind::Bug`](crate::ErrorKind::Bug): one bad request must not take the connection, and
+/// [`ErrorKind::Bug`]: one bad request must not take the connection, and
 /// every other request on it, down.
 pub async fn answer(handler: &dyn Handler, from: &Hello, request: Request) -> Response {
     AssertUnwindSafe(handler.request(from, request))
