@@ -394,7 +394,10 @@ async fn a_token_guards_every_route_but_health() {
     let (status, body) = app.call(Method::GET, "/health", None).await;
     assert_eq!(
         (status, body),
-        (StatusCode::OK, json!({"status": "ok", "workers": 0}))
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "workers": 0, "storage": "ok"})
+        )
     );
     for (method, path) in CONTRACT.iter().filter(|(_, path)| *path != "/health") {
         let uri = path.replace("{name}", "s1");

@@ -260,3 +260,37 @@ async fn events_reach_the_handler_one_at_a_time_in_the_order_sent() {
         "one at a time"
     );
 }
+
+/// Sends a request's head claiming a 16 MiB body, and no body: the answer must come at once.
+async fn answer_to_a_head(listener: &HttpAcceptor, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(listener.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: controller\r\ncontent-type: application/octet-stream\r\ncontent-length: 16777216\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("an answer before any body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn a_hello_past_4_kib_is_refused_before_it_is_read() {
+    let listener = controller(quick_config()).await;
+    let answer = answer_to_a_head(&listener, "/v1/hello").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_session_route_without_a_session_is_refused_before_its_body_is_read() {
+    let listener = controller(quick_config()).await;
+    for path in ["/v1/request", "/v1/event", "/v1/reply"] {
+        let answer = answer_to_a_head(&listener, path).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+    }
+}

@@ -107,7 +107,7 @@ impl Outbox {
     ///
     /// When the database cannot be opened, or holds an entry that does not decode.
     pub fn open(config: &OutboxConfig) -> Result<Self, Error> {
-        let db = crate::store::open_db(&config.path, config.cache_bytes, "outbox")?;
+        let db = crate::store::open_db(&config.path, config.cache_bytes, Some(500), "outbox")?;
         let tree = db.open_tree("outbox").map_err(storage_error)?;
         let mut state = State::default();
         for entry in tree.iter() {

@@ -6,7 +6,7 @@
 //!
 //! | method and path | does |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok","workers":N}`, never behind the token |
+//! | `GET /health` | `{"status":"ok","workers":N,"storage":"ok"}`; while storage cannot commit `{"status":"degraded",...,"storage":"<why>"}` with 503; never behind the token |
 //! | `GET /metrics` | Prometheus text, from the [`PrometheusHandle`] given |
 //! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers ([`openapi`]) |
 //! | `POST /streams/{name}/start` | create or update, then run; idempotent |

@@ -14,11 +14,14 @@ use weld_pipeline::{Record, SourceSpec, Timestamp};
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// Always `ok` when the service answers.
+    /// `ok`, or `degraded` (with a 503) while storage cannot commit.
     #[schema(example = "ok")]
     pub(crate) status: &'static str,
     /// Workers connected now.
     pub(crate) workers: usize,
+    /// `ok`, or why storage cannot commit (e.g. `No space left on device`); it heals by itself.
+    #[schema(example = "ok")]
+    pub(crate) storage: String,
 }
 
 /// The body of `POST /streams/{name}/start`; every field is optional.

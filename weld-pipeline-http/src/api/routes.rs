@@ -22,6 +22,7 @@ use super::model::{
 };
 use super::{Api, BODY_LIMIT};
 use weld_pipeline::source::SourceKinds;
+use weld_pipeline::store::StoreHealth;
 
 type Shared = State<Arc<Api>>;
 type Answer<T> = Result<T, ApiError>;
@@ -32,12 +33,30 @@ const DEFAULT_INTERVAL_SECS: u64 = 300;
 const MAX_INTERVAL_SECS: u64 = 86_400;
 
 #[utoipa::path(get, path = "/health", tag = "service", security(()),
-    responses((status = 200, description = "The service is up", body = Health)))]
-pub(crate) async fn health(State(api): Shared) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        workers: api.streams.workers(),
-    })
+    responses(
+        (status = 200, description = "The service is up and its storage commits", body = Health),
+        (status = 503, description = "Degraded: storage cannot commit (it heals by itself)", body = Health),
+    ))]
+pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
+    let workers = api.streams.workers();
+    match api.streams.store().health() {
+        StoreHealth::Ok => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                workers,
+                storage: "ok".into(),
+            }),
+        ),
+        StoreHealth::Failed { reason, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "degraded",
+                workers,
+                storage: reason,
+            }),
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "service",

@@ -41,7 +41,9 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`HttpConfig::max_body_bytes`] | 16 MiB | by the server on every body; by the client before sending | 413, the request fails (permanent); a client-side refusal is a permanent error |
+//! | [`HttpConfig::max_body_bytes`] | 16 MiB | by the server on a session's bodies, read only once the session is known; by the client before sending | 413, the request fails (permanent); a client-side refusal is a permanent error |
+//! | pre-auth body | 4 KiB | `POST /v1/hello` and `/v1/answer`, from `Content-Length` before reading | 413 |
+//! | pending challenges | 128 | at hello, with a secret; each expires after `session_timeout` | 503, transient |
 //! | [`HttpConfig::max_sessions`] | 1,024 | at hello | 503, transient |
 //! | [`HttpConfig::poll_wait`] | 2 s | how long a poll is held | an empty 204 |
 //! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |

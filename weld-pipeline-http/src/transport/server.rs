@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
@@ -26,6 +26,13 @@ use super::{hex, unhex, HttpConfig, HttpPeer, CORRELATION, POLLED_EVENT, POLLED_
 /// Events of one session queued for its handler before the worker's posts wait: a run's reports
 /// and the outbox depth, a few per run.
 const EVENTS_QUEUED: usize = 64;
+
+/// The largest body taken before a session exists (a hello, an answer to a challenge).
+pub(super) const PRE_AUTH_BODY_LIMIT: usize = 4 * 1024;
+
+/// Hellos waiting for their answer at once: as many as the TCP transport's handshakes. One more
+/// is refused (503, transient) rather than remembered.
+const MAX_CHALLENGES: usize = 128;
 
 /// A worker's session, as the controller holds it.
 #[derive(Debug)]
@@ -156,13 +163,14 @@ pub(super) async fn listen(
         arrivals: arrive,
     });
     let router = Router::new()
+        // Before a session, bodies are small (see `pre_auth_body`); a session's routes read
+        // their body only once the session is known.
         .route("/v1/hello", post(hello))
         .route("/v1/answer", post(answer))
         .route("/v1/request", post(request))
         .route("/v1/event", post(event))
         .route("/v1/poll", post(poll))
         .route("/v1/reply", post(reply))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(app.clone());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -258,7 +266,11 @@ async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
     Json(json!({"session": token})).into_response()
 }
 
-async fn hello(State(app): State<Arc<App>>, body: Bytes) -> HttpResponse {
+async fn hello(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
+    let body = match pre_auth_body(&headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let hello = match decode_message(body) {
         Ok(Message::Hello(hello)) => hello,
         Ok(_) => return refused(StatusCode::BAD_REQUEST, "expected a hello"),
@@ -280,10 +292,16 @@ async fn hello(State(app): State<Arc<App>>, body: Bytes) -> HttpResponse {
     }
     let challenge = random_bytes();
     let pending = hex(&random_bytes());
-    app.challenged
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(pending.clone(), (hello, challenge, Instant::now()));
+    {
+        let mut challenged = app.challenged.lock().unwrap_or_else(|e| e.into_inner());
+        if challenged.len() >= MAX_CHALLENGES {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many handshakes at once; try again",
+            );
+        }
+        challenged.insert(pending.clone(), (hello, challenge, Instant::now()));
+    }
     Json(json!({"challenge": hex(&challenge), "pending": pending})).into_response()
 }
 
@@ -293,7 +311,19 @@ struct Answer {
     proof: String,
 }
 
-async fn answer(State(app): State<Arc<App>>, Json(answer): Json<Answer>) -> HttpResponse {
+async fn answer(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
+    let answer: Answer = match pre_auth_body(&headers, body).await {
+        Ok(body) => match serde_json::from_slice(&body) {
+            Ok(answer) => answer,
+            Err(error) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    format!("an answer that does not parse: {error}"),
+                )
+            }
+        },
+        Err(refusal) => return refusal,
+    };
     let Some((hello, challenge, _)) = app
         .challenged
         .lock()
@@ -341,9 +371,47 @@ fn no_session() -> HttpResponse {
     refused(StatusCode::UNAUTHORIZED, "no such session")
 }
 
-async fn request(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+/// The body of a hello or an answer: 4 KiB at most, as the TCP transport's handshake frames. A
+/// declared length past that is refused before a byte of the body is read.
+async fn pre_auth_body(headers: &HeaderMap, body: Body) -> Result<Bytes, HttpResponse> {
+    let too_large = || {
+        refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a handshake body over {PRE_AUTH_BODY_LIMIT} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > PRE_AUTH_BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, PRE_AUTH_BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// The body of a session's request, read only now that the session is known, up to the body
+/// limit: an unauthenticated client cannot make the controller buffer anything.
+async fn read_body(app: &App, body: Body) -> Result<Bytes, HttpResponse> {
+    axum::body::to_bytes(body, app.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a body over {} bytes", app.config.max_body_bytes),
+            )
+        })
+}
+
+async fn request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
     let Some(session) = session(&app, &headers) else {
         return no_session();
+    };
+    let body = match read_body(&app, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let request = match decode_message(body) {
         Ok(Message::Request(request)) => request,
@@ -355,9 +423,13 @@ async fn request(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
     binary(out.freeze())
 }
 
-async fn event(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+async fn event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
     let Some(session) = session(&app, &headers) else {
         return no_session();
+    };
+    let body = match read_body(&app, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     match decode_message(body) {
         // Queued for the session's event pump, so the handler sees one event at a time, in the
@@ -394,9 +466,13 @@ async fn poll(State(app): State<Arc<App>>, headers: HeaderMap) -> HttpResponse {
     }
 }
 
-async fn reply(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+async fn reply(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
     let Some(session) = session(&app, &headers) else {
         return no_session();
+    };
+    let body = match read_body(&app, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let Some(correlation) = headers
         .get(CORRELATION)

@@ -1,6 +1,7 @@
 //! The worker: runs the streams it is given and delivers their batches through its outbox.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::record::Timestamp;
 use crate::scheduler::{Job, Scheduler};
 use crate::sink::Sink;
 use crate::source::{RunContext, Source, Sources};
-use crate::stream::StreamName;
+use crate::stream::{RunId, StreamName};
 use crate::transport::{Handler, Peer, Transport};
 
 /// How often a connected worker reports its outbox's depth to the controller: often enough for
@@ -70,6 +71,14 @@ pub struct Worker<T: Transport> {
     scheduler: Scheduler,
     streams: Mutex<HashMap<StreamName, Arc<Mutex<Checkpoint>>>>,
     peer: watch::Sender<Option<T::Peer>>,
+    /// Per stream, a run id below every run started since its latest Start: a refusal of a
+    /// batch older than that is about a run the controller has since replaced, and stops nothing.
+    floors: Mutex<HashMap<StreamName, RunId>>,
+    /// Connections made to the controller since the worker started.
+    connections: AtomicU64,
+    /// Deliveries acknowledged since the worker started: a connection that moved none is a
+    /// failure the reconnect backs off from.
+    acks: AtomicU64,
 }
 
 impl<T: Transport> std::fmt::Debug for Worker<T> {
@@ -98,12 +107,21 @@ impl<T: Transport> Worker<T> {
             scheduler: Scheduler::new(),
             streams: Mutex::default(),
             peer: watch::Sender::new(None),
+            floors: Mutex::default(),
+            connections: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
         }))
     }
 
     /// The outbox: the batches not yet acknowledged, to watch its depth.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// How many times it has connected to the controller: once, on a healthy link; a number
+    /// that keeps growing means the link or the controller keeps failing.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Connects and delivers until `shutdown`; then stops every stream at its page boundary
@@ -123,12 +141,19 @@ impl<T: Transport> Worker<T> {
             };
             match connected {
                 Ok(peer) => {
-                    failures = 0;
+                    self.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(worker_id = %self.config.worker_id, "connected to the controller");
                     self.peer.send_replace(Some(peer.clone()));
-                    let delivered = self.deliver(&peer, &shutdown).await;
+                    let acked = self.acks.load(Ordering::Relaxed);
+                    let delivered = self.deliver_until_closed(&peer, &shutdown).await;
                     self.peer.send_replace(None);
                     peer.close();
+                    // Only a connection that moved batches resets the backoff: one that connects
+                    // and then fails at once (a controller that cannot commit) is a failure like
+                    // any other, and the next attempt waits longer, with jitter.
+                    if self.acks.load(Ordering::Relaxed) > acked {
+                        failures = 0;
+                    }
                     match delivered {
                         Ok(()) if shutdown.is_cancelled() => break Ok(()),
                         Ok(()) => tracing::warn!("connection to the controller lost"),
@@ -159,9 +184,50 @@ impl<T: Transport> Worker<T> {
         result
     }
 
+    /// Delivers on one connection until it closes or `shutdown`. A transient refusal (a
+    /// controller whose store cannot commit now) holds the deliveries on the same connection,
+    /// with backoff and jitter, and resends what was not acknowledged: the link is fine, and
+    /// reconnecting would only add load where there is already too much.
+    async fn deliver_until_closed(
+        &self,
+        peer: &T::Peer,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let mut refusals: u32 = 0;
+        loop {
+            let acked = self.acks.load(Ordering::Relaxed);
+            let refused = self.deliver(peer, shutdown).await?;
+            if refusals > 0 && self.acks.load(Ordering::Relaxed) > acked {
+                tracing::info!(refusals, "the controller takes deliveries again");
+                refusals = 0;
+            }
+            let Some(refusal) = refused else {
+                return Ok(());
+            };
+            if refusals == 0 {
+                tracing::warn!(error = %refusal, "the controller cannot take deliveries now; holding them and retrying with backoff");
+            } else {
+                tracing::debug!(refusals, error = %refusal, "deliveries still refused");
+            }
+            let wait = self.config.reconnect.delay(refusals);
+            refusals = refusals.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = peer.closed() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// Sends the outbox, oldest first, with up to `in_flight` deliveries at once, until the
     /// connection fails or `shutdown`.
-    async fn deliver(&self, peer: &T::Peer, shutdown: &CancellationToken) -> Result<(), Error> {
+    /// Returns `Some(refusal)` when the controller refused a delivery transiently: the
+    /// deliveries in flight are abandoned (they stay in the outbox, to be sent again).
+    async fn deliver(
+        &self,
+        peer: &T::Peer,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Error>, Error> {
         let mut versions = self.outbox.watch();
         let mut next_key = 0;
         let mut in_flight = FuturesUnordered::new();
@@ -190,9 +256,13 @@ impl<T: Transport> Worker<T> {
             }
             let more_room = in_flight.len() < self.config.in_flight;
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = peer.closed() => return Ok(()),
-                Some((entry, result)) = in_flight.next() => self.delivered(entry, result)?,
+                () = shutdown.cancelled() => return Ok(None),
+                () = peer.closed() => return Ok(None),
+                Some((entry, result)) = in_flight.next() => {
+                    if let Some(refusal) = self.delivered(entry, result)? {
+                        return Ok(Some(refusal));
+                    }
+                }
                 _ = report.tick() => {
                     // Informative: on its own task, so a slow link never holds up deliveries,
                     // and one at a time, so a stalled link does not pile them up.
@@ -211,15 +281,26 @@ impl<T: Transport> Worker<T> {
                 }
                 changed = versions.changed(), if more_room => {
                     if changed.is_err() {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
         }
     }
 
-    /// Handles one delivery's outcome.
-    fn delivered(&self, entry: Entry, result: Result<Response, Error>) -> Result<(), Error> {
+    /// Handles one delivery's outcome: `Some(refusal)` for a transient refusal.
+    fn delivered(
+        &self,
+        entry: Entry,
+        result: Result<Response, Error>,
+    ) -> Result<Option<Error>, Error> {
+        if let Ok(Response::Refused {
+            kind: ErrorKind::Transient,
+            message,
+        }) = &result
+        {
+            return Ok(Some(Error::new(ErrorKind::Transient, message.clone())));
+        }
         match result.and_then(Response::into_result) {
             Ok(Response::Ack { batch, commit }) if batch == entry.batch.id() => {
                 fail::fail_point!("worker::between_ack_and_outbox_removal", |_| Err(
@@ -230,32 +311,53 @@ impl<T: Transport> Worker<T> {
                 if commit == Commit::Replayed {
                     tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
                 }
-                self.outbox.remove(entry.key)
+                self.acks.fetch_add(1, Ordering::Relaxed);
+                self.outbox.remove(entry.key)?;
+                Ok(None)
             }
             Ok(other) => Err(Error::Bug(format!(
                 "a delivery was answered with {other:?}"
             ))),
             Err(error) if error.kind() == ErrorKind::Transient => Err(error),
             Err(error) => {
-                // The controller will never take this stream's batches from us (deleted, or now
-                // another worker's): stop it here and drop what waits; the data is fetched
-                // again by whoever runs it, from the controller's checkpoint.
-                let stream = entry.batch.stream.clone();
-                tracing::warn!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, error = %error, "the controller refused a delivery; stopping the stream here");
-                let dropped = self.outbox.discard_stream(&stream)?;
-                tracing::warn!(stream = %stream, dropped, "dropped undeliverable batches");
-                self.streams
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&stream);
-                // Stopping waits for the run's page boundary; the courier must not.
-                self.scheduler.cancel(&stream);
-                Err(Error::new(
-                    ErrorKind::Transient,
-                    format!("resync after refusal: {error}"),
-                ))
+                // The controller will never take this stream's batches from us (stopped,
+                // deleted, or now another worker's): stop it here and drop what waits; the data
+                // is fetched again by whoever runs it, from the controller's checkpoint. The
+                // connection and the worker's other streams go on.
+                self.refused(&entry, &error)?;
+                Ok(None)
             }
         }
+    }
+
+    /// Drops a stream the controller refused a batch of for good, once: later refusals of its
+    /// batches still in flight find nothing left to drop.
+    fn refused(&self, entry: &Entry, error: &Error) -> Result<(), Error> {
+        let stream = &entry.batch.stream;
+        let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+        if floors
+            .get(stream)
+            .is_some_and(|floor| entry.batch.run_id < *floor)
+        {
+            // A batch of a run from before the stream's latest Start: only it goes.
+            drop(floors);
+            tracing::debug!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, error = %error, "a refused batch of an earlier run dropped");
+            return self.outbox.remove(entry.key);
+        }
+        drop(floors);
+        let known = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stream)
+            .is_some();
+        let dropped = self.outbox.discard_stream(stream)?;
+        if known || dropped > 0 {
+            tracing::warn!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, dropped, error = %error, "the controller refused a delivery; the stream stops here and its waiting batches are dropped");
+        }
+        // Stopping waits for the run's page boundary; the courier must not.
+        self.scheduler.cancel(stream);
+        Ok(())
     }
 
     async fn start(self: &Arc<Self>, start: Start) -> Response {
@@ -263,6 +365,10 @@ impl<T: Transport> Worker<T> {
             Ok(source) => source,
             Err(error) => return Response::refused(&error),
         };
+        self.floors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(start.stream.clone(), RunId::generate());
         // A stream this worker already runs keeps its own position, which is at or past the
         // controller's; a new one starts after what still waits in the outbox, or at the
         // controller's checkpoint.

@@ -21,12 +21,14 @@
 //! it as it is: `Controller::new(Arc::new(your_store), kinds)`.
 
 mod entry;
+mod healing;
 mod records;
 mod runs;
 #[cfg(feature = "sled")]
 mod sled;
 
 pub use entry::{Desired, LastError, StreamEntry};
+pub use healing::{Healing, OpenStore};
 pub use records::{decode_token, encode_token, Archived, Counts, RecordPage};
 pub use runs::{RunProgress, RunRecord, RunState};
 #[cfg(feature = "sled")]
@@ -140,4 +142,32 @@ pub trait StreamStore: Sink + std::fmt::Debug {
 
     /// Waits until everything written so far is durable (a service's last act before it exits).
     async fn sync(&self) -> Result<(), Error>;
+
+    /// Writes something small and makes it durable: whether the store can commit now. A
+    /// [`Healing`] store probes a reopened store before it acknowledges anything again. The
+    /// default syncs; a store whose sync can succeed with nothing to write should write.
+    async fn probe(&self) -> Result<(), Error> {
+        self.sync().await
+    }
+
+    /// Whether the store can commit now. A plain store is always [`StoreHealth::Ok`]: it reports
+    /// failures as errors; a [`Healing`] store reports the failure it is healing from.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
+}
+
+/// Whether a store can commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// It commits.
+    Ok,
+    /// It cannot commit, since `since`, because of `reason` (the I/O error, e.g. `No space left on
+    /// device`); it heals by itself.
+    Failed {
+        /// When the failure began (wall clock).
+        since: Timestamp,
+        /// The latest error of the store or of an attempt to heal it.
+        reason: String,
+    },
 }

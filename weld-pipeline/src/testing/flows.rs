@@ -380,6 +380,71 @@ pub fn restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_compl
     controller.crash();
 }
 
+/// See the test of the same name.
+pub fn deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_other_streams<
+    N: Network,
+>(
+    net: &N,
+) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let worker = WorkerProcess::start(worker_config(&dirs), net, CountingSources::new());
+    let (doomed, kept) = (
+        StreamName::new("doomed").unwrap(),
+        StreamName::new("kept").unwrap(),
+    );
+    for (name, config) in [
+        (&doomed, CountingSources::config(50_000, 10, 0, 300)),
+        (&kept, CountingSources::config(3_000, 50, 2, 300)),
+    ] {
+        controller
+            .block_on(controller.controller.start_stream(name, config))
+            .unwrap();
+    }
+    wait_until("both streams are under way", DEADLINE, || {
+        controller.store.counts(&doomed).unwrap().live >= 100
+            && controller.store.counts(&kept).unwrap().live >= 50
+    });
+    // The controller goes away and the doomed stream's batches pile up in the outbox; it comes
+    // back and deletes the stream before the worker is back: those batches are refused.
+    controller.crash();
+    wait_until("batches wait in the outbox", DEADLINE, || {
+        worker.worker.outbox().len() >= 30
+    });
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    assert!(controller
+        .block_on(controller.controller.delete_stream(&doomed))
+        .unwrap());
+    wait_until("the worker is back", DEADLINE, || {
+        controller.controller.workers() == 1
+    });
+    let connections = worker.worker.connections();
+
+    wait_until("the kept stream completes", DEADLINE, || {
+        controller.store.counts(&kept).unwrap().live == 3_000
+    });
+    wait_until("the doomed stream's batches are gone", DEADLINE, || {
+        worker.worker.outbox().is_empty()
+    });
+    assert_eq!(
+        worker.worker.connections(),
+        connections,
+        "the refusals of the deleted stream's batches did not cost the connection"
+    );
+    assert_eq!(
+        controller.store.counts(&doomed).unwrap(),
+        crate::store::Counts::default(),
+        "nothing of the deleted stream was committed after its deletion"
+    );
+    let status = controller
+        .block_on(controller.controller.status(&kept))
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.worker.as_deref(), Some("worker-1"));
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
 /// Every runtime flow above as a `#[test]` over the network `$network` builds: the one list a
 /// transport's test file names, so a new flow runs on every transport at once.
 ///
@@ -397,6 +462,7 @@ macro_rules! runtime_flows {
             a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching,
             stop_is_idempotent_and_no_page_starts_after_it_returns,
             restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_completes,
+            deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_other_streams,
         );
     };
     (@each $network:expr; $($flow:ident),* $(,)?) => {$(

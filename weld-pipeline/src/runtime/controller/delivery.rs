@@ -6,7 +6,7 @@ use super::Controller;
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::message::{Event, Hello, Request, Response, RunOutcome};
-use crate::store::Desired;
+use crate::store::{Desired, StoreHealth};
 use crate::telemetry;
 use crate::transport::{Handler, Peer};
 
@@ -15,6 +15,13 @@ impl<P: Peer> Controller<P> {
     /// permanent: the worker drops what it holds of the stream and stops it; the controller's
     /// checkpoint did not move, so whoever runs the stream next fetches it again.
     async fn deliver(&self, from: &Hello, batch: Batch) -> Response {
+        // A failing store refuses at once, and quietly: the failure was logged once when it
+        // began, and the worker backs off and delivers again once it heals.
+        if let StoreHealth::Failed { reason, .. } = self.store.health() {
+            return Response::refused(&Error::Unavailable(format!(
+                "storage is failing (healing by itself): {reason}"
+            )));
+        }
         let lifecycle = self.lifecycle(&batch.stream);
         let _delivering = lifecycle.read().await;
         let entry = match self.store.stream(&batch.stream).await {
@@ -69,6 +76,16 @@ impl<P: Peer> Controller<P> {
                     error: &error,
                 }
                 .emit();
+                if error.kind() != crate::ErrorKind::Transient {
+                    // The worker drops the stream on this refusal: take it back, so that it is
+                    // offered again (from the committed checkpoint), and say why in its status.
+                    self.lock().unassign(&batch.stream, &from.worker_id);
+                    self.record_error(
+                        &batch.stream,
+                        format!("a batch could not be committed: {error}"),
+                    )
+                    .await;
+                }
                 Response::refused(&error)
             }
         }

@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response, Start, StreamConfig};
 use crate::record::Timestamp;
 use crate::source::SourceKinds;
-use crate::store::{Counts, Desired, LastError, RunRecord, StreamEntry, StreamStore};
+use crate::store::{Counts, Desired, LastError, RunRecord, StoreHealth, StreamEntry, StreamStore};
 use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Listener, Peer};
@@ -132,14 +132,16 @@ impl<P: Peer> Controller<P> {
         })
     }
 
-    /// Opens a controller on the embedded sled store in `config.data_dir`.
+    /// Opens a controller on the embedded sled store in `config.data_dir`, wrapped in
+    /// [`Healing`](crate::store::Healing): a store that fails (a full disk, a failed sync, no
+    /// descriptors left) is reopened by itself until it commits again.
     ///
     /// # Errors
     ///
     /// When the database cannot be opened.
     #[cfg(feature = "sled")]
     pub fn open(config: &ControllerConfig) -> Result<Arc<Self>, Error> {
-        let store = crate::store::SledStore::open(&crate::store::SledStoreConfig {
+        let store = crate::store::Healing::open(crate::store::SledStoreConfig {
             path: config.data_dir.clone(),
             cache_bytes: config.cache_bytes,
         })?;
@@ -243,6 +245,8 @@ impl<P: Peer> Controller<P> {
     async fn assign_waiting(&self) {
         let entries = match self.store.streams().await {
             Ok(entries) => entries,
+            // A failing store told its failure once; every reassignment tick need not.
+            Err(_) if self.store.health() != StoreHealth::Ok => return,
             Err(error) => {
                 tracing::error!(error = %error, "cannot read the registry");
                 return;
@@ -399,7 +403,16 @@ impl<P: Peer> Controller<P> {
         self.status_of(entry).await.map(Some)
     }
 
-    async fn status_of(&self, entry: StreamEntry) -> Result<StreamStatus, Error> {
+    async fn status_of(&self, mut entry: StreamEntry) -> Result<StreamStatus, Error> {
+        // While storage fails, a stream that should run says why it does not move.
+        if let (Desired::Running, StoreHealth::Failed { since, reason }) =
+            (entry.desired, self.store.health())
+        {
+            entry.last_error = Some(LastError {
+                at: since,
+                message: format!("storage is failing (healing by itself): {reason}"),
+            });
+        }
         let name = &entry.name;
         let worker = self.lock().worker_of(name).cloned();
         let state = match (entry.desired, &worker) {

@@ -6,6 +6,7 @@
 //! c <stream>                            checkpoint bytes
 //! n <stream>                            counts: live:u64 archived:u64
 //! u <stream> 00 <run_id: u64>           run: JSON
+//! p                                     the probe: the time it last ran (i64 ms)
 //! ```
 //!
 //! A batch's ledger entry holds the records it wrote and the cursor it reached: a batch that
@@ -28,6 +29,8 @@ pub(super) const BATCH: u8 = b'b';
 pub(super) const CHECKPOINT: u8 = b'c';
 pub(super) const COUNTS: u8 = b'n';
 pub(super) const RUN: u8 = b'u';
+/// The probe's single key: written and synced to learn whether the store can commit.
+pub(super) const PROBE: &[u8] = b"p";
 
 /// `<kind> <stream> 00`: the prefix of every entry of a kind for one stream.
 pub(super) fn stream_prefix(kind: u8, stream: &StreamName) -> Vec<u8> {

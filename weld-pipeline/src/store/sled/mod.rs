@@ -119,7 +119,9 @@ impl SledStore {
     /// When the directory cannot be created or the database opened (another process holds it,
     /// or it is corrupt).
     pub fn open(config: &SledStoreConfig) -> Result<Self, Error> {
-        let db = open_db(&config.path, config.cache_bytes, "store")?;
+        // No periodic flush: every commit flushes and syncs in its group round, and a flusher
+        // thread failing on a full disk would log twice a second for as long as it lasts.
+        let db = open_db(&config.path, config.cache_bytes, None, "store")?;
         Self::from_db(db, &config.path)
     }
 
@@ -504,6 +506,27 @@ impl SledStore {
     }
 }
 
+/// The sled store's opener, for [`Healing`](super::Healing).
+impl super::OpenStore for SledStoreConfig {
+    fn open(&self) -> Result<Arc<dyn StreamStore>, Error> {
+        Ok(Arc::new(SledStore::open(self)?))
+    }
+
+    /// Writes and syncs 1 MiB beside the database, then removes it: a full disk or an exhausted
+    /// descriptor table fails here, without touching the store.
+    fn ready(&self) -> Result<(), Error> {
+        use std::io::Write;
+        let path = self.path.join(".weld-ready-check");
+        let written = (|| {
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&vec![0u8; 1024 * 1024])?;
+            file.sync_all()
+        })();
+        let _ = std::fs::remove_file(&path);
+        written.map_err(|e| Error::new(ErrorKind::Transient, e))
+    }
+}
+
 /// How long opening a database waits for a previous holder to let go of its lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -513,12 +536,18 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// last handle is dropped, so a process restarted at once (or a test reopening a store) can find
 /// it still held for a moment. That wait is bounded; a lock held longer is another process
 /// using the database, which is refused.
-pub(crate) fn open_db(path: &Path, cache_bytes: u64, what: &str) -> Result<sled::Db, Error> {
+pub(crate) fn open_db(
+    path: &Path,
+    cache_bytes: u64,
+    flush_every_ms: Option<u64>,
+    what: &str,
+) -> Result<sled::Db, Error> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
+            .flush_every_ms(flush_every_ms)
             .open()
         {
             Ok(db) => return Ok(db),
@@ -633,6 +662,15 @@ impl StreamStore for SledStore {
 
     async fn sync(&self) -> Result<(), Error> {
         SledStore::sync(self).await
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        // A key of its own ("p" is no other entry's prefix), rewritten on every probe: the
+        // flush then has something to write, and the sync something to sync.
+        self.tree
+            .insert(keys::PROBE, &Timestamp::now().as_millis().to_be_bytes()[..])
+            .map_err(storage_error)?;
+        self.sync.sync().await
     }
 }
 

@@ -1,0 +1,130 @@
+//! End to end, storage that fails and heals: data-streams' data directory on a small tmpfs the
+//! test mounts, filled by a sync, then given room again. `/health` turns degraded with the
+//! reason, the stream's status says it, and once there is room the store heals without a
+//! restart and equals the fake exactly. Needs root to mount; elsewhere it says so and skips,
+//! unless `WELD_REQUIRE_TMPFS=1` (set by CI, which runs as root).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::*;
+
+/// A tmpfs mounted by the test, unmounted when dropped (after the processes using it).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` (`4m`) at `path`; `None`, said loudly, when this machine cannot.
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Tmpfs {
+                path: path.to_owned(),
+            });
+        }
+        assert!(
+            std::env::var("WELD_REQUIRE_TMPFS").as_deref() != Ok("1"),
+            "WELD_REQUIRE_TMPFS=1 but a tmpfs cannot be mounted here (not root?)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); the disk-full test did not run");
+        None
+    }
+
+    /// Gives it `size` in all, in place: what it holds stays.
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "the tmpfs could not be resized");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_health_then_heals_by_itself_and_the_store_equals_the_source() {
+    let dirs = [temp_dir(), temp_dir()];
+    let Some(disk) = Tmpfs::mount(&dirs[0].path().join("data"), "3m") else {
+        return;
+    };
+    let fake = start_fake(20_000, &[]).await;
+    let mut data_streams = start_data_streams(DataStreamsOpts::new(&disk.path)).await;
+    let worker = start_worker(WorkerOpts::new(
+        &data_streams.transport_addr,
+        &fake.url,
+        dirs[1].path(),
+    ))
+    .await;
+    let api = data_streams.api();
+    api.wait_workers(1).await;
+    api.start_stream(STREAM, contacts_stream(300)).await;
+
+    // The disk fills: health turns degraded with the reason, and the stream says why.
+    let degraded = wait_for("storage to fail", CONVERGE_WITHIN, || async {
+        let (status, body) = api.get("/health").await;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+    })
+    .await;
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    let why = degraded["storage"].as_str().unwrap_or_default().to_owned();
+    assert!(why.contains("No space left on device"), "{degraded}");
+    let status = api.status(STREAM).await;
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{status}");
+    // Reads are still served while writes are refused.
+    assert_eq!(
+        api.get(&format!("/streams/{STREAM}/records?limit=5"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let lines_at_failure = data_streams.process.logs().lines().count();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lines = data_streams.process.logs().lines().count() - lines_at_failure;
+    eprintln!("data-streams logged {lines} lines in 10 s of a full disk");
+    assert!(
+        lines <= 30,
+        "a failure is told once, not once per retry: {lines} log lines in 10 s"
+    );
+
+    // Room again: it heals by itself, no restart, and nothing is missing or doubled.
+    disk.resize("512m");
+    let expected = fake.contacts().await;
+    wait_synced(&api, STREAM, &expected).await;
+    let (status, health) = api.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["storage"], "ok", "{health}");
+    assert!(
+        api.status(STREAM).await["last_error"].is_null() || {
+            // The stream's own last error may be a run's; the storage one is gone.
+            !api.status(STREAM).await["last_error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("storage is failing")
+        }
+    );
+    assert!(
+        data_streams.process.is_running(),
+        "healed without a restart"
+    );
+    drop(worker);
+    data_streams.process.kill9();
+    drop(data_streams);
+    drop(disk);
+}
