@@ -6,6 +6,7 @@
 //! | `hubspot` | `hubspot` (default) | the source that syncs a HubSpot CRM object type, fully then incrementally, paced by HubSpot's rate-limit headers, retrying only what retrying can fix; its source kind (`HubSpotKind`, for data-streams) and factory (`HubSpotSources`, for workers) |
 //! | `transport` | `transport` (default) | the core `Transport` over HTTP/1.1, for networks where only HTTP passes |
 //! | `api`, `service` | `api` (default) | the data-streams HTTP API as an axum router over a controller (OpenAPI document, Prometheus metrics, bearer token, error bodies), and a data-streams service in one call |
+//! | `listener` | `listener` (with `api` or `transport`) | the HTTP/1.1 listener both serve on, with a connection cap and header, idle, body and request timeouts |
 //! | `hubspot_fake` | `hubspot-fake` | a HubSpot CRM v3 stand-in that answers list and search as the real API does, with its rate limits, errors and faults on demand, so that the source is tested against the behaviour it will meet |
 //!
 //! ```
@@ -25,6 +26,8 @@ pub mod api;
 pub mod hubspot;
 #[cfg(feature = "hubspot-fake")]
 pub mod hubspot_fake;
+#[cfg(feature = "listener")]
+pub mod listener;
 #[cfg(feature = "api")]
 pub mod service;
 #[cfg(feature = "transport")]

@@ -29,7 +29,10 @@ use weld_pipeline::runtime::{Controller, ControllerConfig};
 use weld_pipeline::source::SourceKinds;
 use weld_pipeline::{Error, Transport};
 
+use futures::FutureExt;
+
 use crate::api::{self, ApiConfig};
+use crate::listener::{self, Limits};
 
 /// How to run data-streams.
 #[derive(Clone, Debug)]
@@ -40,6 +43,8 @@ pub struct DataStreamsConfig {
     pub http_addr: String,
     /// The API's token and metrics.
     pub api: ApiConfig,
+    /// The API listener's connection cap and timeouts.
+    pub limits: Limits,
     /// The source kinds streams may name; the first is the default of a start without a source.
     pub sources: SourceKinds,
 }
@@ -52,6 +57,7 @@ impl DataStreamsConfig {
             data_dir: data_dir.into(),
             http_addr: "127.0.0.1:3000".into(),
             api: ApiConfig::default(),
+            limits: Limits::default(),
             sources,
         }
     }
@@ -96,14 +102,8 @@ impl<T: Transport> DataStreams<T> {
             .map_err(|e| Error::Unavailable(format!("the API's address: {e}")))?;
         let mut tasks = JoinSet::new();
         tasks.spawn(controller.clone().serve(listener, shutdown.clone()));
-        let api_shutdown = shutdown.clone();
         let app = api::router(controller.clone(), config.api);
-        tasks.spawn(async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(api_shutdown.cancelled_owned())
-                .await
-                .map_err(|e| Error::Unavailable(format!("the API server failed: {e}")))
-        });
+        tasks.spawn(listener::serve(http, app, config.limits, shutdown.clone()).map(Ok));
         Ok(DataStreams {
             controller,
             api_addr,

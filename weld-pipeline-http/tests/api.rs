@@ -547,3 +547,33 @@ async fn metrics_render_what_the_recorder_holds_as_prometheus_text() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn input_is_quoted_cut_to_100_characters_and_a_signed_limit_is_refused() {
+    let app = app(ApiConfig::default());
+    app.call(Method::POST, "/streams/s1/start", None).await;
+    let long = "A".repeat(5_000);
+    for uri in [
+        format!("/streams/{long}"),
+        format!("/streams/{long}/nothing-here"),
+        format!("/streams/s1/records?limit={long}"),
+        format!("/streams/s1/records?archived={long}"),
+    ] {
+        let (status, body) = app.call(Method::GET, &uri, None).await;
+        assert!(status.is_client_error(), "{}: {status}", &uri[..40]);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.len() < 300,
+            "{status}: a {}-byte message",
+            message.len()
+        );
+    }
+    for limit in ["+5", " 5", "5 ", "0x5"] {
+        let uri = format!("/streams/s1/runs?limit={}", limit.replace(' ', "%20"));
+        assert_error(
+            app.call(Method::GET, &uri, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use weld_pipeline::transport::kit::ListenAddr;
@@ -19,10 +19,50 @@ use crate::connection::{self, TcpPeer};
 use crate::error::TcpError;
 use crate::handshake::{self, refusal, Wire};
 
-/// Sockets in their handshake at once on one controller; more are dropped on accept. A
-/// handshake takes a round trip or two: 128 is plenty for workers reconnecting together, and
-/// bounds what unauthenticated clients can hold (at most 4 KiB of frame each).
+/// Sockets in their handshake at once on one controller. A handshake takes a round trip or two:
+/// 128 is plenty for workers reconnecting together, and bounds what unauthenticated clients can
+/// hold (at most 4 KiB of frame each). When all are taken, the oldest is closed to make room
+/// (see [`Handshakes`]).
 const MAX_HANDSHAKES: usize = 128;
+
+/// How often a count of handshakes closed to make room is logged while it goes on.
+const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The handshakes in progress, oldest first. A new socket always gets a place: when all
+/// [`MAX_HANDSHAKES`] are taken, the oldest is closed. Silent sockets, which never finish, are
+/// always the oldest, so a flood of them cycles through the places, while a real worker, whose
+/// handshake takes a round trip, finishes long before 128 newer sockets push it out. Dropping
+/// the newest instead (what a plain semaphore does) let such a flood keep every worker out.
+#[derive(Default)]
+struct Handshakes {
+    places: std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>,
+    next: std::sync::atomic::AtomicU64,
+    evicted: std::sync::atomic::AtomicU64,
+}
+
+impl Handshakes {
+    /// A place for a new handshake: its id and the token that closes it early.
+    fn enter(&self) -> (u64, CancellationToken) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        if places.len() >= MAX_HANDSHAKES {
+            if let Some((_, oldest)) = places.pop_front() {
+                oldest.cancel();
+                self.evicted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        places.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    /// Gives a place back.
+    fn leave(&self, id: u64) {
+        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        places.retain(|(place, _)| *place != id);
+    }
+}
 
 /// The TCP transport: [`Transport::listen`] binds its address, [`Transport::connect`] dials it.
 #[derive(Clone, Debug)]
@@ -155,28 +195,40 @@ async fn accept_loop(
         handler,
         arrive,
     };
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(Handshakes::default());
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
+            _ = summary.tick() => {
+                let evicted = handshakes.evicted.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if evicted > 0 {
+                    tracing::warn!(evicted, "handshakes closed to make room for newer ones in the last 30 s (silent or slow clients)");
+                }
+                continue;
+            }
         };
         let (socket, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %error, "accept failed");
+                // Out of file descriptors, say: wait a moment rather than spin, at debug level:
+                // it lasts as long as its cause.
+                tracing::debug!(error = %error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         // Unauthenticated sockets get their own, small allowance: they cannot take the slots of
         // workers that completed the handshake.
-        let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many handshakes at once: connection dropped");
-            continue;
-        };
-        tokio::spawn(admission.clone().admit(socket, remote, handshaking));
+        let (place, evicted) = handshakes.enter();
+        let handshakes = handshakes.clone();
+        let admission = admission.clone();
+        tokio::spawn(async move {
+            admission.admit(socket, remote, evicted).await;
+            handshakes.leave(place);
+        });
     }
 }
 
@@ -194,7 +246,7 @@ impl Admission {
     /// Takes one accepted socket through its handshake (holding a handshake permit meanwhile)
     /// and a connection slot, then hands the peer to the listener; or refuses it, lingering so
     /// the refusal arrives.
-    async fn admit(self, socket: TcpStream, remote: SocketAddr, handshaking: OwnedSemaphorePermit) {
+    async fn admit(self, socket: TcpStream, remote: SocketAddr, evicted: CancellationToken) {
         let Admission {
             transport,
             handler,
@@ -204,13 +256,14 @@ impl Admission {
         let _ = socket.set_nodelay(true);
         let config = transport.config.clone();
         let mut wire: Wire = Framed::new(socket, transport.codec());
-        let shaken = tokio::time::timeout(
-            config.handshake_timeout,
-            handshake::accept(&mut wire, &config),
-        )
-        .await
-        .unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout)));
-        drop(handshaking);
+        let shaken = tokio::select! {
+            shaken = tokio::time::timeout(
+                config.handshake_timeout,
+                handshake::accept(&mut wire, &config),
+            ) => shaken.unwrap_or(Err(TcpError::HandshakeTimeout(config.handshake_timeout))),
+            // Pushed out by newer handshakes: closed without a word, as a silent client expects.
+            () = evicted.cancelled() => return,
+        };
         let shaken = shaken.and_then(|hello| match slots.try_acquire_owned() {
             Ok(slot) => Ok((hello, slot)),
             Err(_) => Err(TcpError::Refused(format!(

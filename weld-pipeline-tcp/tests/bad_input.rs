@@ -517,3 +517,33 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn silent_sockets_filling_every_handshake_place_do_not_keep_a_worker_out() {
+    // The default handshake timeout (5 s): what a silent socket would hold a place for.
+    let config = TcpConfig::default();
+    let (transport, mut listener) = controller(config.clone()).await;
+    let addr = listener.local_addr();
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Every place is taken by a socket that will never speak; a real worker still gets in in
+    // about its own handshake time, not after theirs runs out.
+    let started = tokio::time::Instant::now();
+    let dialer = TcpTransport::with_config(transport.local_addr().unwrap().to_string(), config);
+    let peer = tokio::time::timeout(
+        Duration::from_secs(3),
+        dialer.connect(Hello::new("w", vec![]), Arc::new(Answering::default())),
+    )
+    .await
+    .expect("the worker got in before the silent sockets' handshakes timed out")
+    .unwrap();
+    let _accepted = tokio::time::timeout(DEADLINE, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(peer.hello().worker_id, "w");
+    drop(silent);
+}

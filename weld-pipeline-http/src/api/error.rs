@@ -15,12 +15,30 @@ pub(crate) struct ApiError {
     message: String,
 }
 
+/// The longest message answered: a message may quote a request's input, and must never echo
+/// it at length (names and values are cut to 100 characters where they are quoted; this bounds
+/// what is left, such as a parser's own message).
+const MAX_MESSAGE: usize = 400;
+
+/// `text` cut to 100 characters, with an ellipsis when it was longer: how a request's input is
+/// quoted in a message.
+pub(crate) fn cut(text: &str) -> String {
+    cut_to(text, 100)
+}
+
+fn cut_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: cut_to(&message.into(), MAX_MESSAGE),
         }
     }
 
@@ -43,7 +61,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "stream_not_found",
-            format!("no stream named {name:?}"),
+            format!("no stream named {:?}", cut(name)),
         )
     }
 
@@ -73,7 +91,8 @@ impl From<Error> for ApiError {
         match (&error, error.kind()) {
             (Error::Invalid(message), _) => ApiError::invalid(message.clone()),
             (_, ErrorKind::Transient) => {
-                tracing::warn!(error = %error, "API request failed on a transient error");
+                // Storage trouble is told once by the store, and in /health: not per request.
+                tracing::debug!(error = %error, "API request failed on a transient error");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

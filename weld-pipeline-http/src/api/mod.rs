@@ -23,6 +23,15 @@
 //! `not_found` and 405 `method_not_allowed` for routes that do not exist, 503 `unavailable` when
 //! storage fails transiently. Bad input is answered, not logged as an error.
 //!
+//! Reads (counts, pages, statuses) see a commit as soon as it is written, a few milliseconds
+//! before the sync that makes it durable and lets it be acknowledged. After a power loss a
+//! count can therefore step back by the batches that were visible but not yet synced (16,000,
+//! then 15,900); their workers never had the ack, send them again, and the count moves on. Serving
+//! only synced state would cost every read a wait for the next sync round.
+//!
+//! The listener's limits (connections, header, idle, body and request timeouts) are those of
+//! [`listener`](crate::listener); the reference service uses its defaults.
+//!
 //! The API knows no source: a start body's `source` is checked by the controller's
 //! [`SourceKinds`], and a start without one gets the first kind registered there.
 //!
@@ -265,7 +274,11 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("no route {} {}", request.method(), request.uri().path()),
+        format!(
+            "no route {} {}",
+            error::cut(request.method().as_str()),
+            error::cut(request.uri().path())
+        ),
     )
 }
 
@@ -275,8 +288,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
         "method_not_allowed",
         format!(
             "{} is not a method of {}",
-            request.method(),
-            request.uri().path()
+            error::cut(request.method().as_str()),
+            error::cut(request.uri().path())
         ),
     )
 }

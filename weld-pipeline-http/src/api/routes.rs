@@ -15,7 +15,7 @@ use weld_pipeline::message::StreamConfig;
 use weld_pipeline::store::Archived;
 use weld_pipeline::StreamName;
 
-use super::error::ApiError;
+use super::error::{cut, ApiError};
 use super::model::{
     ErrorBody, Health, RecordBody, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
     Status, StreamList,
@@ -60,7 +60,10 @@ pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
 pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
     let text = match &api.metrics {
         Some(handle) => {
@@ -73,13 +76,16 @@ pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "service",
-    responses((status = 200, description = "This document", body = Object)))]
+    responses(
+        (status = 200, description = "This document", body = Object),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
 pub(crate) async fn openapi() -> impl IntoResponse {
     Json(super::openapi())
 }
 
 #[utoipa::path(post, path = "/streams/{name}/start", tag = "streams",
-    params(("name" = String, Path, description = "The stream: `^[a-z0-9][a-z0-9_-]{0,62}$`")),
+    params(("name" = String, Path, description = "The stream: `^[a-z0-9][a-z0-9_-]{0,62}$`", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     request_body(content = Option<StartRequest>, description = "Optional; defaults: the service's default source (HubSpot contacts in the reference service), every 300 s"),
     responses(
         (status = 200, description = "Started (or already running); its status", body = Status),
@@ -105,7 +111,7 @@ pub(crate) async fn start_stream(
 }
 
 #[utoipa::path(post, path = "/streams/{name}/stop", tag = "streams",
-    params(("name" = String, Path, description = "The stream")),
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses(
         (status = 200, description = "Stopped: no source request starts after this answer", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -135,7 +141,7 @@ pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>>
 }
 
 #[utoipa::path(get, path = "/streams/{name}", tag = "streams",
-    params(("name" = String, Path, description = "The stream")),
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses(
         (status = 200, description = "Its status", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -153,7 +159,7 @@ pub(crate) async fn get_stream(
 }
 
 #[utoipa::path(delete, path = "/streams/{name}", tag = "streams",
-    params(("name" = String, Path, description = "The stream")),
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses(
         (status = 204, description = "Stopped, and its configuration and data deleted"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -172,7 +178,7 @@ pub(crate) async fn delete_stream(
 }
 
 #[utoipa::path(get, path = "/streams/{name}/records", tag = "streams",
-    params(("name" = String, Path, description = "The stream"), RecordsQuery),
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), RecordsQuery),
     responses(
         (status = 200, description = "A page of stored records; `next` pages on, each record once", body = RecordList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -191,7 +197,8 @@ pub(crate) async fn list_records(
         Some("all") => Archived::All,
         Some(other) => {
             return Err(ApiError::invalid(format!(
-                "archived must be false, true or all, not {other:?}"
+                "archived must be false, true or all, not {:?}",
+                cut(other)
             )))
         }
     };
@@ -219,7 +226,7 @@ pub(crate) async fn list_records(
 }
 
 #[utoipa::path(get, path = "/streams/{name}/runs", tag = "streams",
-    params(("name" = String, Path, description = "The stream"), RunsQuery),
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), RunsQuery),
     responses(
         (status = 200, description = "Its runs, newest first", body = RunList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -273,7 +280,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 fn stream_name(name: &str) -> Answer<StreamName> {
     StreamName::new(name).map_err(|_| {
         ApiError::invalid(format!(
-            "{name:?} is not a stream name (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
+            "{:?} is not a stream name (^[a-z0-9][a-z0-9_-]{{0,62}}$)",
+            cut(name)
         ))
     })
 }
@@ -292,10 +300,13 @@ fn limit(text: Option<&str>, default: usize) -> Answer<usize> {
     let Some(text) = text else {
         return Ok(default);
     };
+    // Digits only: `+5` or ` 5` parse as numbers in Rust, and are not what the API documents.
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<usize>() {
-        Ok(limit @ 1..=1000) => Ok(limit),
+        Ok(limit @ 1..=1000) if digits => Ok(limit),
         _ => Err(ApiError::invalid(format!(
-            "limit must be a whole number from 1 to 1000, not {text:?}"
+            "limit must be a whole number from 1 to 1000, not {:?}",
+            cut(text)
         ))),
     }
 }

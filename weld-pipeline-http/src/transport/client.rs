@@ -93,6 +93,9 @@ pub(super) async fn connect(
 ) -> Result<ClientSide, Error> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        // Idle connections go before the controller's listener closes them (its header
+        // timeout), so a request never races a close on a reused connection.
+        .pool_idle_timeout(config.limits.header_timeout / 2)
         .build()
         .map_err(|e| Error::Bug(format!("cannot build the HTTP client: {e}")))?;
     let (status, body) = post(

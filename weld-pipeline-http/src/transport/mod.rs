@@ -49,6 +49,9 @@
 //! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |
 //! | [`HttpConfig::request_timeout`] | 60 s | each client request | the session is closed; the worker reconnects |
 //!
+//! The listener's own limits (connections, header, idle, body and request timeouts) are those of
+//! [`listener`](crate::listener).
+//!
 //! A session ends when the worker stops polling, when either side closes it, or when a request
 //! fails on the network; the worker runtime then reconnects and resends its outbox.
 
@@ -91,6 +94,9 @@ pub struct HttpConfig {
     pub session_timeout: Duration,
     /// The longest a worker's request may take before its session is given up. Default 60 s.
     pub request_timeout: Duration,
+    /// The controller's HTTP listener: connection cap and timeouts (see
+    /// [`listener`](crate::listener)).
+    pub limits: crate::listener::Limits,
 }
 
 impl Default for HttpConfig {
@@ -102,6 +108,7 @@ impl Default for HttpConfig {
             poll_wait: Duration::from_secs(2),
             session_timeout: Duration::from_secs(6),
             request_timeout: Duration::from_secs(60),
+            limits: crate::listener::Limits::default(),
         }
     }
 }

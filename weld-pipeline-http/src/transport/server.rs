@@ -174,11 +174,12 @@ pub(super) async fn listen(
         .with_state(app.clone());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await;
-    });
+    tokio::spawn(crate::listener::serve(
+        listener,
+        router,
+        config.limits.clone(),
+        stopped,
+    ));
     tokio::spawn(reap(app, stop.clone()));
     tracing::info!(%local, "listening for workers over HTTP");
     Ok(HttpAcceptor {

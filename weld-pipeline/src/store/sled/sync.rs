@@ -57,6 +57,12 @@ struct Round {
 
 impl GroupSync {
     pub(super) fn new(db: sled::Db, dir: &Path) -> Result<Self, Error> {
+        // sled writes its `conf` file when it opens a database and never syncs it: after a power
+        // loss it can be empty, and sled warns of a corrupt configuration. Sync it here.
+        if let Ok(conf) = File::open(dir.join("conf")) {
+            conf.sync_all()
+                .map_err(|e| Error::new(ErrorKind::Transient, e))?;
+        }
         // A new database's files are entries in their directory: sync the directory (and its
         // parent, which may have just gained it) so a power loss cannot take the files away.
         sync_dir(dir)?;

@@ -1,0 +1,140 @@
+//! The HTTP/1.1 listener the API and the HTTP transport serve on: hyper, with the limits an
+//! exposed port needs, so that no client (authenticated or not) can hold the service.
+//!
+//! | limit | default | checked | on breach |
+//! |---|---|---|---|
+//! | [`Limits::max_connections`] | 1,024 | at accept | the connection is closed at once; one log line per 30 s counts them |
+//! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
+//! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431, closed |
+//! | [`Limits::body_timeout`] | 10 s | between two frames of a request body (a length that lies, a stalled upload) | the request fails (400/408), closed |
+//! | [`Limits::request_timeout`] | 120 s | a whole request, body and handler (an endless trickle of chunks) | 408 |
+//!
+//! Every body is also bounded in size by its route (64 KiB for the API, the transport's body
+//! limit for a session, 4 KiB before one), so what a client can make the service hold is at most
+//! `max_connections` times that, for at most `request_timeout`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+
+/// The limits of an HTTP listener; see the module docs for where each is checked.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// The longest a request's head may take to arrive, and the longest a keep-alive connection
+    /// may wait idle for its next request.
+    pub header_timeout: Duration,
+    /// The largest request line and headers taken.
+    pub max_header_bytes: usize,
+    /// The longest a request body may go without sending anything.
+    pub body_timeout: Duration,
+    /// The longest a whole request may take, its body and its handler. Longer than anything
+    /// the API waits for (a stop waits up to 60 s for a page boundary).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How often a count of refused connections is logged while they keep coming.
+const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` within `limits` until `shutdown`; then stops accepting, lets
+/// each connection finish the request it is in, and returns when all have closed (the caller
+/// bounds that wait: dropping this future closes what is left).
+///
+/// # Cancel safety
+///
+/// Dropping the future closes every connection it serves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let router = router
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut connections = JoinSet::new();
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            _ = summary.tick() => {
+                let count = refused.swap(0, Ordering::Relaxed);
+                if count > 0 {
+                    tracing::warn!(refused = count, limit = limits.max_connections, "connections refused at the connection limit in the last 30 s");
+                }
+                continue;
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                // Out of file descriptors, say: wait a moment rather than spin, and say it at
+                // debug level: it lasts as long as its cause, once per accept.
+                tracing::debug!(error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.fetch_add(1, Ordering::Relaxed);
+            drop(socket);
+            continue;
+        };
+        let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(limits.max_header_bytes);
+            let connection =
+                builder.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router));
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(error = %error, "HTTP connection ended");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
