@@ -128,3 +128,64 @@ async fn a_full_disk_degrades_health_then_heals_by_itself_and_the_store_equals_t
     drop(data_streams);
     drop(disk);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_fails_the_store_and_it_heals_once_the_attacker_is_cut_off() {
+    let dirs = [temp_dir(), temp_dir()];
+    let fake = start_fake(20_000, &[]).await;
+    let mut data_streams = start_data_streams(DataStreamsOpts {
+        max_open_files: Some(128),
+        ..DataStreamsOpts::new(dirs[0].path())
+    })
+    .await;
+    let worker = start_worker(WorkerOpts::new(
+        &data_streams.transport_addr,
+        &fake.url,
+        dirs[1].path(),
+    ))
+    .await;
+    let api = data_streams.api();
+    api.wait_workers(1).await;
+    api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_until("the sync is under way", CONVERGE_WITHIN, || async {
+        api.status(STREAM).await["records"].as_u64() > Some(0)
+    })
+    .await;
+
+    // An attacker opens idle connections until data-streams has no descriptor left: its store's
+    // sync needs one, fails, and the store stops acknowledging.
+    let api_addr = data_streams
+        .api_url
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(socket) = tokio::net::TcpStream::connect(&api_addr).await {
+            idle.push(socket);
+        }
+    }
+    wait_until(
+        "the store fails for want of descriptors",
+        CONVERGE_WITHIN,
+        || {
+            let logs = data_streams.process.logs();
+            async move { logs.contains("storage failed") }
+        },
+    )
+    .await;
+    // The listener's header timeout closes the idle connections by itself; the attacker goes.
+    drop(idle);
+
+    let expected = fake.contacts().await;
+    wait_synced(&api, STREAM, &expected).await;
+    let logs = data_streams.process.logs();
+    assert!(logs.contains("storage healed"), "{logs}");
+    let (status, health) = api.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert!(
+        data_streams.process.is_running(),
+        "healed without a restart"
+    );
+    drop(worker);
+    data_streams.process.kill9();
+}

@@ -53,9 +53,27 @@ impl Process {
 
     /// Starts an example binary with these variables set, in `dir` when given.
     pub(crate) fn spawn_in(binary: &str, env: &[(&str, String)], dir: Option<&Path>) -> Process {
+        Process::spawn_limited(binary, env, dir, None)
+    }
+
+    /// The same, with at most `max_files` descriptors open (through `prlimit`, which execs the
+    /// binary: the pid is the binary's).
+    pub(crate) fn spawn_limited(
+        binary: &str,
+        env: &[(&str, String)],
+        dir: Option<&Path>,
+        max_files: Option<u64>,
+    ) -> Process {
         let path = binary_path(binary);
         let stderr = NamedTempFile::new().expect("a file for the child's stderr");
-        let mut command = Command::new(&path);
+        let mut command = match max_files {
+            None => Command::new(&path),
+            Some(files) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={files}:{files}")).arg(&path);
+                command
+            }
+        };
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(unwanted_in_children) {
                 command.env_remove(&key);

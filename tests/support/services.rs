@@ -12,6 +12,8 @@ pub(crate) struct DataStreamsOpts {
     pub(crate) data_dir: PathBuf,
     pub(crate) api_token: Option<String>,
     pub(crate) shared_secret: Option<String>,
+    /// The most file descriptors it may hold; unlimited (the system's) when `None`.
+    pub(crate) max_open_files: Option<u64>,
 }
 
 impl DataStreamsOpts {
@@ -24,6 +26,7 @@ impl DataStreamsOpts {
             data_dir: data_dir.to_path_buf(),
             api_token: None,
             shared_secret: Some(SHARED_SECRET.into()),
+            max_open_files: None,
         }
     }
 }
@@ -73,7 +76,7 @@ pub(crate) async fn start_data_streams(opts: DataStreamsOpts) -> DataStreams {
     if let Some(secret) = &opts.shared_secret {
         env.push(("WELD_SHARED_SECRET", secret.clone()));
     }
-    let mut process = Process::spawn("data-streams", &env);
+    let mut process = Process::spawn_limited("data-streams", &env, None, opts.max_open_files);
     let ready = process
         .wait_line("its ready line", READY_WITHIN, |line| {
             line.starts_with("data-streams ready ")
