@@ -41,8 +41,39 @@ pub(crate) struct StartRequest {
     /// Field transforms applied to every record, in order (`rename`, `drop`, `redact` by JSON
     /// pointer). Default none.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(schema_with = transforms_schema)]
     pub(crate) transforms: Option<Vec<FieldTransform>>,
+}
+
+/// The schema of a transform list: each item one of `{"rename":{"from","to"}}`, `{"drop"}`,
+/// `{"redact"}`, every pointer starting with `/`.
+fn transforms_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let pointer = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^/"))
+            .description(Some("A JSON pointer (RFC 6901) to a field"))
+    };
+    let single = |key: &str, value: ObjectBuilder| {
+        ObjectBuilder::new()
+            .property(key, value)
+            .required(key)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let rename = ObjectBuilder::new()
+        .property("from", pointer())
+        .property("to", pointer())
+        .required("from")
+        .required("to")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let item = OneOfBuilder::new()
+        .item(single("rename", rename))
+        .item(single("drop", pointer()))
+        .item(single("redact", pointer()));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(item)
+        .build()
 }
 
 /// A stream's status.
@@ -180,10 +211,25 @@ pub(crate) struct RecordsQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub(crate) limit: Option<String>,
     /// The `next` token of the previous page.
+    #[param(pattern = "^([0-9a-f]{2})*$")]
     pub(crate) after: Option<String>,
     /// `false` (default): live records; `true`: those archived at the source; `all`: both.
-    #[param(value_type = Option<String>, example = "false")]
+    #[param(inline, value_type = Option<ArchivedFilter>, example = "false")]
     pub(crate) archived: Option<String>,
+}
+
+/// The values `archived` takes, for the document (the query reads it as text and says what is
+/// wrong with any other value).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // described, never built: the handler matches the text
+pub(crate) enum ArchivedFilter {
+    /// Live records only.
+    False,
+    /// Only those archived at the source.
+    True,
+    /// Both.
+    All,
 }
 
 /// `GET /streams/{name}/records`.

@@ -340,11 +340,14 @@ fn stream_config(
                 Category::Syntax | Category::Eof | Category::Io => ApiError::malformed(error),
                 Category::Data => ApiError::invalid(error.to_string()),
             })?;
-        // serde would take an array for a struct, field by field: only an object is a request.
-        if !value.is_object() {
-            return Err(ApiError::invalid("the body must be a JSON object"));
+        // serde would take an array for a struct, field by field: only an object is a request,
+        // and `null` says what no body says.
+        match value {
+            serde_json::Value::Null => StartRequest::default(),
+            value if value.is_object() => serde_json::from_value(value)
+                .map_err(|error| ApiError::invalid(error.to_string()))?,
+            _ => return Err(ApiError::invalid("the body must be a JSON object")),
         }
-        serde_json::from_value(value).map_err(|error| ApiError::invalid(error.to_string()))?
     };
     let interval_secs = request
         .interval_secs

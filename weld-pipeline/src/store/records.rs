@@ -64,5 +64,6 @@ pub fn decode_token(token: &str) -> Result<String, Error> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid()))
         .collect::<Result<Vec<u8>, Error>>()?;
-    String::from_utf8(bytes).map_err(|_| invalid())
+    // Any hex names a position; one that is no id's (not UTF-8) resumes after the nearest one.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -407,6 +407,7 @@ pub fn deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_ot
     });
     // The controller goes away and the doomed stream's batches pile up in the outbox; it comes
     // back and deletes the stream before the worker is back: those batches are refused.
+    let before = worker.worker.connections();
     controller.crash();
     wait_until("batches wait in the outbox", DEADLINE, || {
         worker.worker.outbox().len() >= 30
@@ -415,8 +416,10 @@ pub fn deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_ot
     assert!(controller
         .block_on(controller.controller.delete_stream(&doomed))
         .unwrap());
+    // Both sides have seen the new connection (the controller registers it before the worker's
+    // connect returns).
     wait_until("the worker is back", DEADLINE, || {
-        controller.controller.workers() == 1
+        controller.controller.workers() == 1 && worker.worker.connections() > before
     });
     let connections = worker.worker.connections();
 

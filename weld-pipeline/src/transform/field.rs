@@ -45,9 +45,10 @@ pub enum FieldTransform {
     Redact(String),
 }
 
-/// [`FieldTransform`] as written, before its pointers are checked.
+/// [`FieldTransform`] as written, before its pointers are checked. A key it does not know is
+/// refused: a misspelt `form` would otherwise rename nothing, silently.
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Unchecked {
     Rename { from: String, to: String },
     Drop(String),
