@@ -89,8 +89,26 @@ impl<T: Transport> DataStreams<T> {
         config: DataStreamsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let controller =
-            Controller::open(&ControllerConfig::new(&config.data_dir, config.sources))?;
+        let controller = Controller::open(&ControllerConfig::new(
+            &config.data_dir,
+            config.sources.clone(),
+        ))?;
+        Self::with_controller(transport, controller, config, shutdown).await
+    }
+
+    /// The same over a controller built by the caller, on any store
+    /// (`Controller::new(Arc::new(store), kinds)`); `config.data_dir` and `config.sources` are
+    /// the controller's business then, and unused here.
+    ///
+    /// # Errors
+    ///
+    /// When an address cannot be bound.
+    pub async fn with_controller(
+        transport: &T,
+        controller: Arc<Controller<T::Peer>>,
+        config: DataStreamsConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
         let listener = transport.listen(controller.clone()).await?;
         let http = tokio::net::TcpListener::bind(&config.http_addr)
             .await
