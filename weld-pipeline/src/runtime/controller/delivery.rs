@@ -69,13 +69,17 @@ impl<P: Peer> Controller<P> {
                 }
             }
             Err(error) => {
-                telemetry::BatchCommitFailed {
-                    stream: &batch.stream,
-                    run_id: batch.run_id,
-                    seq: batch.seq,
-                    error: &error,
+                // A failure that failed the store was told once, by the store; the deliveries in
+                // flight with it are not told again.
+                if self.store.health() == StoreHealth::Ok {
+                    telemetry::BatchCommitFailed {
+                        stream: &batch.stream,
+                        run_id: batch.run_id,
+                        seq: batch.seq,
+                        error: &error,
+                    }
+                    .emit();
                 }
-                .emit();
                 if error.kind() != crate::ErrorKind::Transient {
                     // The worker drops the stream on this refusal: take it back, so that it is
                     // offered again (from the committed checkpoint), and say why in its status.
