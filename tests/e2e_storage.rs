@@ -57,6 +57,26 @@ impl Drop for Tmpfs {
     }
 }
 
+/// data-streams started with `opts`, a worker with its outbox in `worker_dir`, and the contacts
+/// stream of `fake` started.
+async fn contacts_syncing(
+    fake: &Fake,
+    opts: DataStreamsOpts,
+    worker_dir: &Path,
+) -> (DataStreams, Worker, Api) {
+    let data_streams = start_data_streams(opts).await;
+    let worker = start_worker(WorkerOpts::new(
+        &data_streams.transport_addr,
+        &fake.url,
+        worker_dir,
+    ))
+    .await;
+    let api = data_streams.api();
+    api.wait_workers(1).await;
+    api.start_stream(STREAM, contacts_stream(300)).await;
+    (data_streams, worker, api)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_degrades_health_then_heals_by_itself_and_the_store_equals_the_source() {
     let dirs = [temp_dir(), temp_dir()];
@@ -64,16 +84,8 @@ async fn a_full_disk_degrades_health_then_heals_by_itself_and_the_store_equals_t
         return;
     };
     let fake = start_fake(20_000, &[]).await;
-    let mut data_streams = start_data_streams(DataStreamsOpts::new(&disk.path)).await;
-    let worker = start_worker(WorkerOpts::new(
-        &data_streams.transport_addr,
-        &fake.url,
-        dirs[1].path(),
-    ))
-    .await;
-    let api = data_streams.api();
-    api.wait_workers(1).await;
-    api.start_stream(STREAM, contacts_stream(300)).await;
+    let (mut data_streams, worker, api) =
+        contacts_syncing(&fake, DataStreamsOpts::new(&disk.path), dirs[1].path()).await;
 
     // The disk fills: health turns degraded with the reason, and the stream says why.
     let degraded = wait_for("storage to fail", CONVERGE_WITHIN, || async {
@@ -146,20 +158,11 @@ async fn a_full_disk_degrades_health_then_heals_by_itself_and_the_store_equals_t
 async fn running_out_of_descriptors_fails_the_store_and_it_heals_once_the_attacker_is_cut_off() {
     let dirs = [temp_dir(), temp_dir()];
     let fake = start_fake(20_000, &[]).await;
-    let mut data_streams = start_data_streams(DataStreamsOpts {
+    let opts = DataStreamsOpts {
         max_open_files: Some(128),
         ..DataStreamsOpts::new(dirs[0].path())
-    })
-    .await;
-    let worker = start_worker(WorkerOpts::new(
-        &data_streams.transport_addr,
-        &fake.url,
-        dirs[1].path(),
-    ))
-    .await;
-    let api = data_streams.api();
-    api.wait_workers(1).await;
-    api.start_stream(STREAM, contacts_stream(300)).await;
+    };
+    let (mut data_streams, worker, api) = contacts_syncing(&fake, opts, dirs[1].path()).await;
     wait_until("the sync is under way", CONVERGE_WITHIN, || async {
         api.status(STREAM).await["records"].as_u64() > Some(0)
     })
