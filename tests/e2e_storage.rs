@@ -209,3 +209,49 @@ async fn running_out_of_descriptors_fails_the_store_and_it_heals_once_the_attack
     drop(worker);
     data_streams.process.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_disk_pauses_the_source_and_the_sync_completes_once_there_is_room() {
+    let dirs = [temp_dir(), temp_dir()];
+    let Some(disk) = Tmpfs::mount(&dirs[1].path().join("outbox"), "2m") else {
+        return;
+    };
+    let fake = start_fake(20_000, &[]).await;
+    let (data_streams, mut worker, api) =
+        contacts_syncing(&fake, DataStreamsOpts::new(dirs[0].path()), &disk.path).await;
+
+    wait_until("the outbox cannot write", CONVERGE_WITHIN, || {
+        let logs = worker.process.logs();
+        async move { logs.contains("the outbox cannot write") }
+    })
+    .await;
+    let lines_at_failure = worker.process.logs().lines().count();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let logs = worker.process.logs();
+    let logged: Vec<&str> = logs.lines().skip(lines_at_failure).collect();
+    eprintln!(
+        "the worker logged {} lines in 10 s of a full outbox disk",
+        logged.len()
+    );
+    assert!(
+        logged.len() <= 30,
+        "a full outbox disk is told once: {} lines in 10 s:\n{}",
+        logged.len(),
+        logged.join("\n")
+    );
+
+    disk.resize("512m");
+    let expected = fake.contacts().await;
+    wait_synced(&api, STREAM, &expected).await;
+    assert!(worker.process.logs().contains("the outbox writes again"));
+    assert!(worker.process.is_running(), "healed without a restart");
+    let runs = api.runs(STREAM).await;
+    assert_eq!(
+        runs[0]["state"], "succeeded",
+        "the first run went on: {runs:?}"
+    );
+    worker.process.kill9();
+    drop(worker);
+    drop(data_streams);
+    drop(disk);
+}

@@ -6,6 +6,14 @@
 //! when it is full, [`Outbox::push`] waits, which pauses the source at its next page instead of
 //! dropping batches or growing memory.
 //!
+//! # A failing disk
+//!
+//! When sled cannot write the outbox (its disk full, say), it refuses every later write, also
+//! once there is room again. So a write error fails the outbox once (one log line): pushes wait,
+//! which pauses the sources as a full outbox does, and the outbox reopens its database in place,
+//! with backoff (1 s doubling to 30 s), once a file of 1 MiB can be written beside it, and
+//! counts again what it holds. Then it takes pushes and deliveries again, without a restart.
+//!
 //! # Durability
 //!
 //! The outbox uses sled's ordinary flush and adds no `fdatasync`: the checkpoint lives with the
@@ -72,12 +80,16 @@ pub struct Outbox {
 
 #[derive(Debug)]
 struct Inner {
-    tree: sled::Tree,
-    _db: sled::Db,
+    /// The database and its tree; `None` only while a reopen found nothing to open.
+    handle: std::sync::RwLock<Option<(sled::Tree, sled::Db)>>,
+    config: OutboxConfig,
     max_bytes: u64,
     state: Mutex<State>,
-    /// Bumped on every push and removal: waiters for space or for new entries watch it.
+    /// Bumped on every push and removal, and when it heals: waiters for space or for new
+    /// entries watch it.
     version: watch::Sender<u64>,
+    /// Why the outbox cannot write, while it heals.
+    failure: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -107,27 +119,114 @@ impl Outbox {
     ///
     /// When the database cannot be opened, or holds an entry that does not decode.
     pub fn open(config: &OutboxConfig) -> Result<Self, Error> {
-        let db = crate::store::open_db(&config.path, config.cache_bytes, Some(500), "outbox")?;
-        let tree = db.open_tree("outbox").map_err(storage_error)?;
+        let (tree, db) = open_tree(config)?;
         let mut state = State::default();
-        for entry in tree.iter() {
-            let (key, value) = entry.map_err(storage_error)?;
-            let batch = decode_batch(Bytes::copy_from_slice(&value))
-                .map_err(|e| Error::Bug(format!("an outbox entry does not decode: {e}")))?;
-            state.bytes += value.len() as u64;
-            state.next_key = key_of(&key)? + 1;
-            *state.waiting.entry(batch.stream.clone()).or_default() += 1;
-            state.positions.insert(batch.stream, batch.cursor);
-        }
+        count(&tree, &mut state)?;
         Ok(Outbox {
             inner: Arc::new(Inner {
-                tree,
-                _db: db,
+                handle: std::sync::RwLock::new(Some((tree, db))),
+                config: config.clone(),
                 max_bytes: config.max_bytes,
                 state: Mutex::new(state),
                 version: watch::Sender::new(0),
+                failure: Mutex::new(None),
             }),
         })
+    }
+
+    /// The tree, for one operation.
+    fn tree(&self) -> Result<sled::Tree, Error> {
+        let handle = self.inner.handle.read().unwrap_or_else(|e| e.into_inner());
+        handle
+            .as_ref()
+            .map(|(tree, _)| tree.clone())
+            .ok_or_else(|| Error::Unavailable("the outbox is being reopened".into()))
+    }
+
+    fn failing(&self) -> bool {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Takes a sled error: an I/O error fails the outbox, once, and starts its healing.
+    fn failed(&self, error: sled::Error) -> Error {
+        let error = storage_error(error);
+        if error.kind() == ErrorKind::Transient {
+            let mut failure = self.inner.failure.lock().unwrap_or_else(|e| e.into_inner());
+            if failure.is_none() {
+                *failure = Some(error.to_string());
+                tracing::error!(error = %error, "the outbox cannot write: sources wait; reopening it by itself");
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(self.clone().heal());
+                }
+            }
+        }
+        error
+    }
+
+    /// Reopens the database until it opens and a file can be written beside it, then counts
+    /// what it holds again and lets pushes go on.
+    async fn heal(self) {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_secs(1);
+        let mut attempts: u64 = 0;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            attempts += 1;
+            let outbox = self.clone();
+            let reopened = tokio::task::spawn_blocking(move || outbox.reopen())
+                .await
+                .unwrap_or_else(|e| Err(Error::Bug(format!("reopening the outbox panicked: {e}"))));
+            match reopened {
+                Ok(()) => {
+                    *self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.inner.version.send_modify(|v| *v += 1);
+                    tracing::info!(attempts, after = ?started.elapsed(), "the outbox writes again");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(attempts, error = %error, "the outbox still cannot write")
+                }
+            }
+        }
+    }
+
+    /// One attempt: a file written beside the database, the old handle dropped (its file lock
+    /// with it), the database opened again and its entries counted.
+    fn reopen(&self) -> Result<(), Error> {
+        use std::io::Write;
+        let probe = self.inner.config.path.join(".weld-ready-check");
+        let written = (|| {
+            let mut file = std::fs::File::create(&probe)?;
+            file.write_all(&vec![0u8; 1024 * 1024])?;
+            file.sync_all()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| Error::new(ErrorKind::Transient, e))?;
+        let mut handle = self.inner.handle.write().unwrap_or_else(|e| e.into_inner());
+        drop(handle.take());
+        let (tree, db) = open_tree(&self.inner.config)?;
+        // A batch written just before the failure may or may not be there: count what is.
+        let mut state = self.lock();
+        let (next_key, positions, blocked) = (
+            state.next_key,
+            std::mem::take(&mut state.positions),
+            state.blocked,
+        );
+        *state = State {
+            positions,
+            blocked,
+            ..State::default()
+        };
+        count(&tree, &mut state)?;
+        state.next_key = state.next_key.max(next_key);
+        drop(state);
+        *handle = Some((tree, db));
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,7 +248,9 @@ impl Outbox {
         let len = value.len() as u64;
         let mut versions = self.inner.version.subscribe();
         loop {
-            {
+            if !self.failing() {
+                // The tree before the state: the same order as a reopen takes them.
+                let tree = self.tree()?;
                 let mut state = self.lock();
                 if state.bytes == 0 || state.bytes + len <= self.inner.max_bytes {
                     // Written under the lock, so keys reach the tree in order and a reader never
@@ -160,10 +261,15 @@ impl Outbox {
                             "failpoint: crashed in the middle of an outbox write".into()
                         )
                     ));
-                    self.inner
-                        .tree
-                        .insert(key.to_be_bytes(), &value[..])
-                        .map_err(storage_error)?;
+                    if let Err(error) = tree.insert(key.to_be_bytes(), &value[..]) {
+                        drop(state);
+                        // The source waits while the outbox heals, then this batch is written.
+                        let error = self.failed(error);
+                        if error.kind() != ErrorKind::Transient {
+                            return Err(error);
+                        }
+                        continue;
+                    }
                     state.next_key += 1;
                     state.bytes += len;
                     *state.waiting.entry(batch.stream.clone()).or_default() += 1;
@@ -190,13 +296,9 @@ impl Outbox {
     ///
     /// When the removal cannot be written.
     pub fn remove(&self, key: u64) -> Result<(), Error> {
+        let tree = self.tree()?;
         let mut state = self.lock();
-        let Some(value) = self
-            .inner
-            .tree
-            .remove(key.to_be_bytes())
-            .map_err(storage_error)?
-        else {
+        let Some(value) = tree.remove(key.to_be_bytes()).map_err(|e| self.failed(e))? else {
             return Ok(());
         };
         state.bytes -= value.len() as u64;
@@ -219,8 +321,7 @@ impl Outbox {
     ///
     /// When the outbox cannot be read.
     pub fn entries(&self, from: u64, limit: usize) -> Result<Vec<Entry>, Error> {
-        self.inner
-            .tree
+        self.tree()?
             .range(from.to_be_bytes()..)
             .take(limit)
             .map(|entry| {
@@ -316,8 +417,28 @@ impl Outbox {
     ///
     /// When the flush fails.
     pub fn flush(&self) -> Result<(), Error> {
-        self.inner.tree.flush().map(drop).map_err(storage_error)
+        self.tree()?.flush().map(drop).map_err(|e| self.failed(e))
     }
+}
+
+fn open_tree(config: &OutboxConfig) -> Result<(sled::Tree, sled::Db), Error> {
+    let db = crate::store::open_db(&config.path, config.cache_bytes, Some(500), "outbox")?;
+    let tree = db.open_tree("outbox").map_err(storage_error)?;
+    Ok((tree, db))
+}
+
+/// Adds what `tree` holds to `state`: bytes, entries per stream, their positions, the next key.
+fn count(tree: &sled::Tree, state: &mut State) -> Result<(), Error> {
+    for entry in tree.iter() {
+        let (key, value) = entry.map_err(storage_error)?;
+        let batch = decode_batch(Bytes::copy_from_slice(&value))
+            .map_err(|e| Error::Bug(format!("an outbox entry does not decode: {e}")))?;
+        state.bytes += value.len() as u64;
+        state.next_key = key_of(&key)? + 1;
+        *state.waiting.entry(batch.stream.clone()).or_default() += 1;
+        state.positions.insert(batch.stream, batch.cursor);
+    }
+    Ok(())
 }
 
 fn key_of(key: &[u8]) -> Result<u64, Error> {

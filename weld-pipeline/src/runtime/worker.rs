@@ -198,14 +198,14 @@ impl<T: Transport> Worker<T> {
             let acked = self.acks.load(Ordering::Relaxed);
             let refused = self.deliver(peer, shutdown).await?;
             if refusals > 0 && self.acks.load(Ordering::Relaxed) > acked {
-                tracing::info!(refusals, "the controller takes deliveries again");
+                tracing::info!(refusals, "deliveries go on again");
                 refusals = 0;
             }
             let Some(refusal) = refused else {
                 return Ok(());
             };
             if refusals == 0 {
-                tracing::warn!(error = %refusal, "the controller cannot take deliveries now; holding them and retrying with backoff");
+                tracing::warn!(error = %refusal, "deliveries cannot go on now; holding them and retrying with backoff");
             } else {
                 tracing::debug!(refusals, error = %refusal, "deliveries still refused");
             }
@@ -238,7 +238,14 @@ impl<T: Transport> Worker<T> {
             if in_flight.len() < self.config.in_flight {
                 versions.borrow_and_update();
                 let room = self.config.in_flight - in_flight.len();
-                for entry in self.outbox.entries(next_key, room)? {
+                let entries = match self.outbox.entries(next_key, room) {
+                    Ok(entries) => entries,
+                    // An outbox that cannot be read now (it is healing) holds the deliveries
+                    // as a refusal does; the connection is fine.
+                    Err(error) if error.kind() == ErrorKind::Transient => return Ok(Some(error)),
+                    Err(error) => return Err(error),
+                };
+                for entry in entries {
                     next_key = entry.key + 1;
                     let peer = peer.clone();
                     let timeout = self.config.delivery_timeout;
@@ -312,7 +319,12 @@ impl<T: Transport> Worker<T> {
                     tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
                 }
                 self.acks.fetch_add(1, Ordering::Relaxed);
-                self.outbox.remove(entry.key)?;
+                match self.outbox.remove(entry.key) {
+                    Ok(()) => {}
+                    // The outbox cannot write (it heals by itself): hold, resend once it has.
+                    Err(error) if error.kind() == ErrorKind::Transient => return Ok(Some(error)),
+                    Err(error) => return Err(error),
+                }
                 Ok(None)
             }
             Ok(other) => Err(Error::Bug(format!(
