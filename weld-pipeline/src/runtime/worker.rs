@@ -318,13 +318,13 @@ impl<T: Transport> Worker<T> {
                 if commit == Commit::Replayed {
                     tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
                 }
-                self.acks.fetch_add(1, Ordering::Relaxed);
                 match self.outbox.remove(entry.key) {
-                    Ok(()) => {}
-                    // The outbox cannot write (it heals by itself): hold, resend once it has.
+                    // Progress is an ack whose batch left the outbox: one that cannot leave it
+                    // (the outbox heals by itself) holds the deliveries, and backs off.
+                    Ok(()) => self.acks.fetch_add(1, Ordering::Relaxed),
                     Err(error) if error.kind() == ErrorKind::Transient => return Ok(Some(error)),
                     Err(error) => return Err(error),
-                }
+                };
                 Ok(None)
             }
             Ok(other) => Err(Error::Bug(format!(
