@@ -198,15 +198,7 @@ impl Outbox {
     /// One attempt: a file written beside the database, the old handle dropped (its file lock
     /// with it), the database opened again and its entries counted.
     fn reopen(&self) -> Result<(), Error> {
-        use std::io::Write;
-        let probe = self.inner.config.path.join(".weld-ready-check");
-        let written = (|| {
-            let mut file = std::fs::File::create(&probe)?;
-            file.write_all(&vec![0u8; 1024 * 1024])?;
-            file.sync_all()
-        })();
-        let _ = std::fs::remove_file(&probe);
-        written.map_err(|e| Error::new(ErrorKind::Transient, e))?;
+        crate::store::can_write_beside(&self.inner.config.path)?;
         let mut handle = self.inner.handle.write().unwrap_or_else(|e| e.into_inner());
         drop(handle.take());
         let (tree, db) = open_tree(&self.inner.config)?;

@@ -35,7 +35,7 @@ pub use runs::{RunProgress, RunRecord, RunState};
 pub use sled::{SledStore, SledStoreConfig};
 
 #[cfg(feature = "sled")]
-pub(crate) use sled::open_db;
+pub(crate) use sled::{can_write_beside, open_db};
 
 use async_trait::async_trait;
 

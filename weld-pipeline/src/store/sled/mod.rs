@@ -515,16 +515,27 @@ impl super::OpenStore for SledStoreConfig {
     /// Writes and syncs 1 MiB beside the database, then removes it: a full disk or an exhausted
     /// descriptor table fails here, without touching the store.
     fn ready(&self) -> Result<(), Error> {
-        use std::io::Write;
-        let path = self.path.join(".weld-ready-check");
-        let written = (|| {
-            let mut file = std::fs::File::create(&path)?;
-            file.write_all(&vec![0u8; 1024 * 1024])?;
-            file.sync_all()
-        })();
-        let _ = std::fs::remove_file(&path);
-        written.map_err(|e| Error::new(ErrorKind::Transient, e))
+        can_write_beside(&self.path)
     }
+}
+
+/// Writes and syncs 1 MiB in `dir`, then removes it: whether a database there could write again
+/// after a failure (a full disk or an exhausted descriptor table fails here), checked without
+/// touching the database. The store's and the outbox's healing both ask it before reopening.
+///
+/// # Errors
+///
+/// Transient: why the write failed.
+pub(crate) fn can_write_beside(dir: &Path) -> Result<(), Error> {
+    use std::io::Write;
+    let path = dir.join(".weld-ready-check");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&vec![0u8; 1024 * 1024])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    written.map_err(|e| Error::new(ErrorKind::Transient, e))
 }
 
 /// How long opening a database waits for a previous holder to let go of its lock.
