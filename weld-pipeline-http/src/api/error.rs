@@ -57,6 +57,11 @@ impl ApiError {
     }
 
     /// 404: no stream of this name.
+    /// 409 `source_changed`: a start that names another source than the stream reads.
+    pub(crate) fn source_changed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "source_changed", message)
+    }
+
     pub(crate) fn no_stream(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

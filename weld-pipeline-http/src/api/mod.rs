@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /health` | `{"status":"ok","workers":N,"storage":"ok"}`; while storage cannot commit `{"status":"degraded",...,"storage":"<why>"}` with 503; never behind the token |
 //! | `GET /metrics` | Prometheus text, from the [`PrometheusHandle`] given |
-//! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers ([`openapi`]) |
+//! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers, with the service's source kinds ([`openapi_for`]) |
 //! | `POST /streams/{name}/start` | create or update, then run; idempotent |
 //! | `POST /streams/{name}/stop` | stop at the next page boundary; idempotent |
 //! | `GET /streams`, `GET /streams/{name}` | status |
@@ -19,7 +19,8 @@
 //! Every error is `{"error":{"code","message"}}`: 400 `malformed_json` for a body that is not
 //! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 404
 //! `stream_not_found`, 413 `body_too_large` past [`BODY_LIMIT`], 422 `invalid_value` for JSON
-//! the API does not take (an unknown field, a name, a limit or an interval out of range), 404
+//! the API does not take (an unknown field, a name, a limit or an interval out of range), 409
+//! `source_changed` for a start naming another source than its existing stream reads, 404
 //! `not_found` and 405 `method_not_allowed` for routes that do not exist, 503 `unavailable` when
 //! storage fails transiently. Bad input is answered, not logged as an error.
 //!
@@ -56,6 +57,7 @@ mod routes;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -184,6 +186,8 @@ struct Api {
     streams: Arc<dyn Streams>,
     metrics: Option<PrometheusHandle>,
     token: Option<ApiToken>,
+    /// `/openapi.json`, built once.
+    document: Bytes,
 }
 
 /// Routes and their OpenAPI descriptions, registered together so that neither can miss one.
@@ -225,18 +229,38 @@ fn description() -> OpenApi {
     doc
 }
 
-/// The OpenAPI 3 document of the API, generated from its handlers.
+/// The OpenAPI 3 document of the API, generated from its handlers; a start body's `source` is
+/// any object. [`openapi_for`] describes one service's sources.
 pub fn openapi() -> OpenApi {
     routes().split_for_parts().1
+}
+
+/// The OpenAPI 3 document of a service that accepts `kinds`, as JSON: a start body's `source`
+/// is one of their parameter schemas ([`SourceKinds::schema`]) or `null`, so the document
+/// refuses what the service refuses.
+pub fn openapi_for(kinds: &SourceKinds) -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    if let Some(source) = doc.pointer_mut("/components/schemas/StartRequest/properties/source") {
+        *source = serde_json::json!({
+            "description": "What to read: one of the source kinds this service runs, with its \
+                parameters. Default (absent or null): the first kind, with its defaults.",
+            "oneOf": [kinds.schema(), {"type": "null"}],
+        });
+    }
+    doc
 }
 
 /// The API over `streams` (a [`Controller`]), with a 64 KiB body limit, the bearer check when a
 /// token is configured, and errors in the API's shape for unknown routes and methods.
 pub fn router(streams: Arc<dyn Streams>, config: ApiConfig) -> Router {
+    let document = serde_json::to_vec(&openapi_for(streams.sources()))
+        .map(Bytes::from)
+        .unwrap_or_default();
     let api = Arc::new(Api {
         streams,
         metrics: config.metrics,
         token: config.token,
+        document,
     });
     let (router, _) = routes().split_for_parts();
     router

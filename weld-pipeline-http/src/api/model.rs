@@ -34,8 +34,9 @@ pub(crate) struct StartRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>, example = json!({"kind": "hubspot", "object": "contacts"}))]
     pub(crate) source: Option<SourceSpec>,
-    /// Seconds between the starts of two runs, 1..=86400. Default 300.
-    #[serde(default)]
+    /// Seconds between the starts of two runs, 1..=86400. Default 300. A whole number written
+    /// as a float (`300.0`) is the same number, as JSON Schema counts it.
+    #[serde(default, deserialize_with = "whole_seconds")]
     #[schema(minimum = 1, maximum = 86400, example = 300)]
     pub(crate) interval_secs: Option<u64>,
     /// Field transforms applied to every record, in order (`rename`, `drop`, `redact` by JSON
@@ -43,6 +44,29 @@ pub(crate) struct StartRequest {
     #[serde(default)]
     #[schema(schema_with = transforms_schema)]
     pub(crate) transforms: Option<Vec<FieldTransform>>,
+}
+
+/// An optional whole number of seconds: JSON Schema's `integer` is any number without a
+/// fractional part, so `300.0` is taken as `300`; `300.5`, a negative or a string is refused.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        // Below 2^53 every whole f64 converts exactly.
+        Some(float) if float.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&float) => {
+            Ok(Some(float as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "interval_secs must be a whole number of seconds, got {number}"
+        ))),
+    }
 }
 
 /// The schema of a transform list: each item one of `{"rename":{"from","to"}}`, `{"drop"}`,
@@ -71,7 +95,12 @@ fn transforms_schema() -> utoipa::openapi::schema::Array {
         .item(single("rename", rename))
         .item(single("drop", pointer()))
         .item(single("redact", pointer()));
+    // `null` means the default (none), as for the other fields.
     utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Array,
+            Type::Null,
+        ]))
         .items(item)
         .build()
 }

@@ -80,8 +80,11 @@ pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
         (status = 200, description = "This document", body = Object),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
-pub(crate) async fn openapi() -> impl IntoResponse {
-    Json(super::openapi())
+pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        api.document.clone(),
+    )
 }
 
 #[utoipa::path(post, path = "/streams/{name}/start", tag = "streams",
@@ -91,6 +94,7 @@ pub(crate) async fn openapi() -> impl IntoResponse {
         (status = 200, description = "Started (or already running); its status", body = Status),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 409, description = "The stream exists and reads another source", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Invalid name, source or interval", body = ErrorBody),
     ))]
@@ -367,11 +371,12 @@ fn stream_config(
     };
     if let Some(current) = current {
         if current.source != source {
-            return Err(ApiError::invalid(format!(
+            let json = |spec| serde_json::to_string(spec).unwrap_or_default();
+            return Err(ApiError::source_changed(format!(
                 "a stream's source cannot change (it reads {}, not {}): its checkpoint and records \
                  belong to that source; delete the stream first, or start another one",
-                serde_json::Value::Object(current.source.params.clone()),
-                serde_json::Value::Object(source.params.clone()),
+                cut(&json(&current.source)),
+                cut(&json(&source)),
             )));
         }
     }

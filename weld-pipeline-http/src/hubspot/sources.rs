@@ -108,6 +108,21 @@ impl SourceKind for HubSpotKind {
         spec.params.insert("object".into(), params.object.into());
         Ok(spec)
     }
+
+    fn params_schema(&self) -> serde_json::Value {
+        let name = format!("^[A-Za-z0-9_-]{{1,{MAX_NAME}}}$");
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "object": {"type": "string", "pattern": name,
+                    "description": "The object type's name or id. Default `contacts`."},
+                "properties": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_PROPERTIES,
+                    "items": {"type": "string", "pattern": name},
+                    "description": "The properties to read. Default: the type's default set."},
+            },
+            "additionalProperties": false,
+        })
+    }
 }
 
 /// Builds the HubSpot source of every `hubspot` stream a worker is given, all from one account:
@@ -146,6 +161,10 @@ impl SourceKind for HubSpotSources {
 
     fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
         HubSpotKind.check(spec)
+    }
+
+    fn params_schema(&self) -> serde_json::Value {
+        HubSpotKind.params_schema()
     }
 }
 

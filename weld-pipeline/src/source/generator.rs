@@ -268,6 +268,21 @@ impl super::SourceKind for GeneratorSources {
             params,
         })
     }
+
+    fn params_schema(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "records": {"type": "integer", "minimum": 0, "maximum": GeneratorParams::MAX_RECORDS,
+                    "description": "Records a full run serves. Default 1000."},
+                "page_size": {"type": "integer", "minimum": 1, "maximum": 10_000,
+                    "description": "Records per page. Default 100."},
+                "record_bytes": {"type": "integer", "minimum": 0, "maximum": 1024 * 1024,
+                    "description": "Approximate size of each record's JSON. Default 1024."},
+            },
+            "additionalProperties": false,
+        })
+    }
 }
 
 impl super::SourceFactory for GeneratorSources {

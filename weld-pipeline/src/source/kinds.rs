@@ -56,6 +56,13 @@ pub trait SourceKind: Send + Sync + 'static {
     ///
     /// [`Error::Invalid`], saying what is wrong, for parameters the kind does not take.
     fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error>;
+
+    /// The JSON Schema of the kind's parameters (`kind` aside), for the API's OpenAPI document:
+    /// as strict as [`check`](SourceKind::check), so that a client generated from the document
+    /// sends only what is accepted. The default takes any object.
+    fn params_schema(&self) -> serde_json::Value {
+        serde_json::json!({ "type": "object" })
+    }
 }
 
 /// Builds a kind's sources, on a worker.
@@ -143,8 +150,38 @@ impl<K: ?Sized + SourceKind> Registry<K> {
     /// # Errors
     ///
     /// [`Error::Invalid`] for an unknown kind or parameters the kind does not take.
+    ///
+    /// A whole number written as a float (`5.0`) is an integer in JSON Schema's eyes, and the
+    /// [schema](Registry::schema) says `integer`: such numbers reach the kind as integers.
     pub fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
-        self.get(&spec.kind)?.check(spec)
+        let kind = self.get(&spec.kind)?;
+        let mut spec = spec.clone();
+        spec.params.values_mut().for_each(whole_numbers_as_integers);
+        kind.check(&spec)
+    }
+
+    /// The JSON Schema of a spec this registry accepts: one of the kinds' objects, each with its
+    /// `kind` required and constant.
+    pub fn schema(&self) -> serde_json::Value {
+        let kinds = self.kinds.iter().map(|kind| {
+            let mut schema = kind.params_schema();
+            if let serde_json::Value::Object(schema) = &mut schema {
+                let properties = schema
+                    .entry("properties")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let serde_json::Value::Object(properties) = properties {
+                    properties.insert("kind".into(), serde_json::json!({ "const": kind.kind() }));
+                }
+                let required = schema
+                    .entry("required")
+                    .or_insert_with(|| serde_json::json!([]));
+                if let serde_json::Value::Array(required) = required {
+                    required.insert(0, "kind".into());
+                }
+            }
+            schema
+        });
+        serde_json::json!({ "oneOf": kinds.collect::<Vec<_>>() })
     }
 
     /// The source of a stream started without one: the default kind, with its default
@@ -167,6 +204,24 @@ impl Sources {
     /// [`Error::Invalid`] for a kind this worker does not run, or parameters it does not take.
     pub fn source(&self, stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
         self.get(&spec.kind)?.source(stream, spec)
+    }
+}
+
+/// Turns `5.0` into `5`, at any depth; a fraction or a number past 2^53 stays as it is.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            let Some(float) = number.as_f64() else { return };
+            // Below 2^53 every whole f64 converts exactly.
+            if float.fract() == 0.0 && float.abs() < 9_007_199_254_740_992.0 {
+                *value = serde_json::Value::from(float as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(whole_numbers_as_integers);
+        }
+        _ => {}
     }
 }
 
