@@ -153,6 +153,7 @@ async fn an_endless_trickle_of_chunks_is_cut_at_the_request_timeout() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
     trickle.abort();
     still_serving(&served).await;
 }
@@ -203,4 +204,48 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_the_others_are_served()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The JSON body of an answer, with its status line.
+fn json_answer(answer: &str) -> (&str, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (status, serde_json::from_str(body).expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn what_hyper_refuses_itself_is_answered_in_the_apis_error_shape() {
+    let served = serve(quick()).await;
+    let header = format!("x-big: {}\r\n", "a".repeat(20 * 1024));
+    for (request, status, code) in [
+        (
+            "GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n".to_owned(),
+            "HTTP/1.1 400",
+            "malformed_request",
+        ),
+        (
+            "GET\x01 / HTTP/1.1\r\n\r\n".to_owned(),
+            "HTTP/1.1 400",
+            "malformed_request",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nhost: x\r\n{header}\r\n"),
+            "HTTP/1.1 431",
+            "headers_too_large",
+        ),
+    ] {
+        let mut socket = TcpStream::connect(served.addr).await.unwrap();
+        let _ = socket.write_all(request.as_bytes()).await;
+        let answer = until_closed(&mut socket).await;
+        let (line, body) = json_answer(&answer);
+        assert!(line.starts_with(status), "{answer}");
+        assert_eq!(body["error"]["code"], code, "{answer}");
+        assert!(body["error"]["message"].is_string(), "{answer}");
+    }
+    still_serving(&served).await;
 }

@@ -5,13 +5,19 @@
 //! |---|---|---|---|
 //! | [`Limits::max_connections`] | 1,024 | at accept | the connection is closed at once; one log line per 30 s counts them |
 //! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
-//! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431, closed |
+//! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431 `headers_too_large`, closed |
 //! | [`Limits::body_timeout`] | 10 s | between two frames of a request body (a length that lies, a stalled upload) | the request fails (400/408), closed |
-//! | [`Limits::request_timeout`] | 120 s | a whole request, body and handler (an endless trickle of chunks) | 408 |
+//! | [`Limits::request_timeout`] | 120 s | a whole request, body and handler (an endless trickle of chunks) | 408 `request_timeout` |
+//!
+//! What the listener answers itself is in the API's error shape, `{"error":{"code","message"}}`:
+//! the 408 above, and what hyper refuses before any handler runs (400 `malformed_request` for a
+//! request line or header that is not HTTP/1.1, 414 `uri_too_long`, the 431).
 //!
 //! Every body is also bounded in size by its route (64 KiB for the API, the transport's body
 //! limit for a session, 4 KiB before one), so what a client can make the service hold is at most
 //! `max_connections` times that, for at most `request_timeout`.
+
+mod refusals;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// The limits of an HTTP listener; see the module docs for where each is checked.
 #[derive(Clone, Debug)]
@@ -72,11 +78,21 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let request_timeout = limits.request_timeout;
     let router = router
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                tokio::time::timeout(request_timeout, next.run(request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        refusals::refusal(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request_timeout",
+                            "the request took longer than this listener allows",
+                        )
+                    })
+            },
         ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refused = Arc::new(AtomicU64::new(0));
@@ -119,8 +135,10 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_header_size(limits.max_header_bytes);
-            let connection =
-                builder.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router));
+            let connection = builder.serve_connection(
+                TokioIo::new(refusals::Refusals::new(socket)),
+                TowerToHyperService::new(router),
+            );
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 served = connection.as_mut() => {
