@@ -235,6 +235,28 @@ impl Process {
         String::from_utf8_lossy(&std::fs::read(self.stderr.path()).unwrap_or_default()).into()
     }
 
+    /// The log lines it writes while `period` passes (from now on).
+    pub(crate) async fn lines_logged_during(&self, period: Duration) -> Vec<String> {
+        let before = self.logs().lines().count();
+        tokio::time::sleep(period).await;
+        self.logs()
+            .lines()
+            .skip(before)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A memory figure of `/proc/<pid>/status` in KiB: `VmRSS` (now) or `VmHWM` (its peak).
+    pub(crate) fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("{}'s /proc status: {e}", self.name));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {}'s /proc status", self.name))
+    }
+
     /// What it printed: every stdout line so far and the tail of its stderr.
     fn report(&mut self) -> String {
         const TAIL: usize = 60;

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use weld_pipeline::telemetry::Tally;
 use weld_pipeline::transport::kit::ListenAddr;
 use weld_pipeline::transport::{Handler, Listener, Transport};
 use weld_pipeline::{Error, Hello};
@@ -194,8 +195,10 @@ async fn accept_loop(
         transport,
         handler,
         arrive,
+        failures: Arc::new(Tally::default()),
     };
     let handshakes = Arc::new(Handshakes::default());
+    let accept_failures = Tally::default();
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -207,15 +210,25 @@ async fn accept_loop(
                 if evicted > 0 {
                     tracing::warn!(evicted, "handshakes closed to make room for newer ones in the last 30 s (silent or slow clients)");
                 }
+                let failed = admission.failures.take();
+                if failed > 0 {
+                    tracing::warn!(failed, "more handshakes failed in the last 30 s; the first was logged");
+                }
+                let failed = accept_failures.take();
+                if failed > 0 {
+                    tracing::warn!(failed, "more accepts failed in the last 30 s");
+                }
                 continue;
             }
         };
         let (socket, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors, say: wait a moment rather than spin, at debug level:
-                // it lasts as long as its cause.
-                tracing::debug!(error = %error, "accept failed");
+                // Out of file descriptors, say: wait a moment rather than spin; told once per
+                // 30 s, however long its cause lasts.
+                if accept_failures.record() {
+                    tracing::warn!(error = %error, "accept failed (out of descriptors?); retrying every 50 ms, more are counted");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -240,6 +253,8 @@ struct Admission {
     handler: Arc<dyn Handler>,
     arrive: mpsc::Sender<TcpPeer>,
     slots: Arc<Semaphore>,
+    /// Failed handshakes: the first of every 30 s is logged, the others counted.
+    failures: Arc<Tally>,
 }
 
 impl Admission {
@@ -252,6 +267,7 @@ impl Admission {
             handler,
             arrive,
             slots,
+            failures,
         } = self;
         let _ = socket.set_nodelay(true);
         let config = transport.config.clone();
@@ -284,7 +300,9 @@ impl Admission {
                 let _ = arrive.send(peer).await;
             }
             Err(error) => {
-                tracing::warn!(%remote, error = %error, "handshake failed; connection closed");
+                if failures.record() {
+                    tracing::warn!(%remote, error = %error, "handshake failed; connection closed (more in the next 30 s are counted, not logged)");
+                }
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(1),
                     refuse_and_linger(wire, &error),

@@ -315,3 +315,48 @@ impl OutboxDepthReported<'_> {
         gauge!("weld_worker_outbox_bytes", "worker" => worker).set(self.bytes as f64);
     }
 }
+
+/// A kind of event that can come in floods (connections refused at a limit, handshakes that
+/// fail): the first of a period is told in full, the others are counted and told in one
+/// summary line per period, so that an attacker cannot grow the log by one line per attempt.
+///
+/// ```
+/// use weld_pipeline::telemetry::Tally;
+///
+/// let refused = Tally::default();
+/// assert!(refused.record()); // the first: log it in full
+/// assert!(!refused.record()); // counted
+/// assert!(!refused.record());
+/// assert_eq!(refused.take(), 2); // every period: "2 more in the last 30 s"
+/// assert_eq!(refused.take(), 0); // a quiet period says nothing
+/// assert!(refused.record()); // and the next one is told in full again
+/// ```
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Events since the last [`take`](Tally::take), beyond the one told in full.
+    more: std::sync::atomic::AtomicU64,
+    /// Whether this period's first event was told.
+    told: std::sync::atomic::AtomicBool,
+}
+
+impl Tally {
+    /// Counts one event; `true` when it is the first of the period, to be told in full.
+    pub fn record(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.told.swap(true, Ordering::Relaxed) {
+            self.more.fetch_add(1, Ordering::Relaxed);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Ends a period: how many events came after the first one told, to be summarised when
+    /// not 0. The next event is told in full again.
+    pub fn take(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let more = self.more.swap(0, Ordering::Relaxed);
+        self.told.store(false, Ordering::Relaxed);
+        more
+    }
+}

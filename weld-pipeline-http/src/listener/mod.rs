@@ -3,7 +3,7 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`Limits::max_connections`] | 1,024 | at accept | the connection is closed at once; one log line per 30 s counts them |
+//! | [`Limits::max_connections`] | 1,024 | at accept | the connection is closed at once; the first is logged, then one line per 30 s counts the others |
 //! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
 //! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431 `headers_too_large`, closed |
 //! | [`Limits::body_timeout`] | 10 s | between two frames of a request body (a length that lies, a stalled upload) | the request fails (400/408), closed |
@@ -19,7 +19,6 @@
 
 mod refusals;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use weld_pipeline::telemetry::Tally;
 
 /// The limits of an HTTP listener; see the module docs for where each is checked.
 #[derive(Clone, Debug)]
@@ -95,7 +95,7 @@ pub async fn serve(
             },
         ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let refused = Arc::new(AtomicU64::new(0));
+    let (refused, failed) = (Tally::default(), Tally::default());
     let mut connections = JoinSet::new();
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,9 +104,13 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
             _ = summary.tick() => {
-                let count = refused.swap(0, Ordering::Relaxed);
-                if count > 0 {
-                    tracing::warn!(refused = count, limit = limits.max_connections, "connections refused at the connection limit in the last 30 s");
+                let more = refused.take();
+                if more > 0 {
+                    tracing::warn!(refused = more, limit = limits.max_connections, "more connections refused at the connection limit in the last 30 s");
+                }
+                let more = failed.take();
+                if more > 0 {
+                    tracing::warn!(failed = more, "more accepts failed in the last 30 s");
                 }
                 continue;
             }
@@ -115,15 +119,19 @@ pub async fn serve(
         let socket = match accepted {
             Ok((socket, _)) => socket,
             Err(error) => {
-                // Out of file descriptors, say: wait a moment rather than spin, and say it at
-                // debug level: it lasts as long as its cause, once per accept.
-                tracing::debug!(error = %error, "accept failed");
+                // Out of file descriptors, say: wait a moment rather than spin; told once per
+                // 30 s, however long its cause lasts.
+                if failed.record() {
+                    tracing::warn!(error = %error, "accept failed (out of descriptors?); retrying every 50 ms, more are counted");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.fetch_add(1, Ordering::Relaxed);
+            if refused.record() {
+                tracing::warn!(limit = limits.max_connections, "connection limit reached: connections are closed at once until one ends (more are counted)");
+            }
             drop(socket);
             continue;
         };

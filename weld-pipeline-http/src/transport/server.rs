@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use weld_pipeline::encoding::{decode_message, encode_message};
+use weld_pipeline::telemetry::Tally;
 use weld_pipeline::transport::kit::{self, Pending};
 use weld_pipeline::transport::{check_hello, random_bytes, Handler, Listener};
 use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
@@ -121,6 +122,8 @@ struct App {
     /// Hellos waiting for their answer: the hello and its challenge.
     challenged: Mutex<HashMap<String, Challenged>>,
     arrivals: mpsc::Sender<HttpPeer>,
+    /// Hellos refused for a wrong secret: the first of every 30 s is logged, the others counted.
+    wrong_secrets: Tally,
 }
 
 /// A controller's HTTP listener: [`Listener::accept`] yields workers whose hello was accepted.
@@ -161,6 +164,7 @@ pub(super) async fn listen(
         sessions: Mutex::default(),
         challenged: Mutex::default(),
         arrivals: arrive,
+        wrong_secrets: Tally::default(),
     });
     let router = Router::new()
         // Before a session, bodies are small (see `pre_auth_body`); a session's routes read
@@ -192,6 +196,7 @@ pub(super) async fn listen(
 /// Closes sessions whose worker stopped polling, and forgets stale challenges.
 async fn reap(app: Arc<App>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(app.config.poll_wait / 2);
+    let mut summarised = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => {
@@ -218,8 +223,21 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, (_, _, at)| at.elapsed() < timeout);
+        if summarised.elapsed() >= SUMMARY_EVERY {
+            summarised = tokio::time::Instant::now();
+            let more = app.wrong_secrets.take();
+            if more > 0 {
+                tracing::warn!(
+                    refused = more,
+                    "more hellos with a wrong secret refused in the last 30 s"
+                );
+            }
+        }
     }
 }
+
+/// How often counted refusals are summarised in the log.
+const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
 fn refused(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     (status, Json(json!({"error": message.into()}))).into_response()
@@ -343,7 +361,9 @@ async fn answer(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
         .expect("a challenge is only sent with a secret");
     let proof = unhex(&answer.proof).unwrap_or_default();
     if !secret.verify(&challenge, &hello.worker_id, &proof) {
-        tracing::warn!(worker_id = %hello.worker_id, "wrong secret: refused");
+        if app.wrong_secrets.record() {
+            tracing::warn!(worker_id = %hello.worker_id, "wrong secret: refused (more in the next 30 s are counted, not logged)");
+        }
         return refused(
             StatusCode::FORBIDDEN,
             format!(
