@@ -74,7 +74,10 @@
 //! | [`TcpConfig::heartbeat_timeout`] | 6 s | nothing read or written for this long | closed (a dead peer, one trickling bytes, or one that stopped reading) |
 //!
 //! Bad input (garbage, an HTTP request, a lying length, a truncated or unknown frame, a slowloris)
-//! closes that one connection with a logged reason; the others keep flowing. Reconnecting is the
+//! closes that one connection with a reason; the others keep flowing. A failed handshake is
+//! logged with its reason when it is the first in 30 s; the others of those 30 s are counted
+//! in one summary line, so a flood of them cannot grow the log (failed accepts, out of
+//! descriptors, alike). Reconnecting is the
 //! worker runtime's job: it dials again with backoff and jitter, and its outbox resends what was
 //! not acknowledged.
 //!
