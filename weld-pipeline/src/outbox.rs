@@ -8,8 +8,15 @@
 //!
 //! # A failing disk
 //!
-//! When sled cannot write the outbox (its disk full, say), it refuses every later write, also
-//! once there is room again. So a write error fails the outbox once (one log line): pushes wait,
+//! A push that would leave less than [`DISK_MARGIN`] free on the outbox's disk waits for room
+//! instead of writing (one log line when it begins, one when it ends), which pauses the sources
+//! as a full outbox does. sled must not meet a full disk: after a write that failed with
+//! ENOSPC, dropping its database waits forever for that write to become stable (sled 0.34), so
+//! it cannot be reopened in place.
+//!
+//! When sled cannot write the outbox all the same (another process filled the disk between the
+//! check and the write, an I/O error), it refuses every later write, also once there is room
+//! again. So a write error fails the outbox once (one log line): pushes wait,
 //! which pauses the sources as a full outbox does, and the outbox reopens its database in place,
 //! with backoff (1 s doubling to 30 s), once a file of 1 MiB can be written beside it, and
 //! counts again what it holds. Then it takes pushes and deliveries again, without a restart.
@@ -90,7 +97,13 @@ struct Inner {
     version: watch::Sender<u64>,
     /// Why the outbox cannot write, while it heals.
     failure: Mutex<Option<String>>,
+    /// Whether pushes wait for room on the disk (told once when it begins and ends).
+    disk_full: std::sync::atomic::AtomicBool,
 }
+
+/// The room a push leaves free on the outbox's disk, beyond twice the batch (its log entry and
+/// a later rewrite of its segment); see the module docs for why sled must not fill it.
+pub const DISK_MARGIN: u64 = 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct State {
@@ -130,6 +143,7 @@ impl Outbox {
                 state: Mutex::new(state),
                 version: watch::Sender::new(0),
                 failure: Mutex::new(None),
+                disk_full: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -141,6 +155,28 @@ impl Outbox {
             .as_ref()
             .map(|(tree, _)| tree.clone())
             .ok_or_else(|| Error::Unavailable("the outbox is being reopened".into()))
+    }
+
+    /// Whether the disk has room for `len` more bytes and the margin. An error reading the
+    /// free space says yes: the write then tells.
+    fn room_for(&self, len: u64) -> bool {
+        let room = match fs2::available_space(&self.inner.config.path) {
+            Ok(free) => free >= len.saturating_mul(2).saturating_add(DISK_MARGIN),
+            Err(_) => true,
+        };
+        let was_full = self
+            .inner
+            .disk_full
+            .swap(!room, std::sync::atomic::Ordering::Relaxed);
+        match (was_full, room) {
+            (false, false) => tracing::error!(
+                path = %self.inner.config.path.display(),
+                "the outbox cannot write: its disk is full; sources wait until there is room"
+            ),
+            (true, true) => tracing::info!("the outbox writes again: its disk has room"),
+            _ => {}
+        }
+        room
     }
 
     fn failing(&self) -> bool {
@@ -240,6 +276,14 @@ impl Outbox {
         let len = value.len() as u64;
         let mut versions = self.inner.version.subscribe();
         loop {
+            if !self.failing() && !self.room_for(len) {
+                // Checked again each second, and at every removal.
+                self.lock().blocked += 1;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), versions.changed())
+                    .await;
+                self.lock().blocked -= 1;
+                continue;
+            }
             if !self.failing() {
                 // The tree before the state: the same order as a reopen takes them.
                 let tree = self.tree()?;
