@@ -2,7 +2,7 @@
 
 Pages and searches through the fake with the SDK, so that every response is parsed by the
 SDK's own models, and checks the API's behaviour the source relies on: paging by `after`, archived listings, one
-sort rule, the error bodies of 401 and 400. Usage: hubspot_sdk_check.py BASE_URL TOKEN
+sort rule, the error bodies of 401 and 400, the property definitions. Usage: hubspot_sdk_check.py BASE_URL TOKEN
 """
 
 import json
@@ -82,4 +82,26 @@ try:
 except ApiException as error:
     assert error.status == 400, error.status
 
-print(f"official client: {pages} list pages, {len(seen)} contacts, search and errors parsed")
+# Property definitions, parsed by the SDK's own models: standard ones (hubspotDefined) and custom
+# ones of every type, enumerations with their options.
+client = HubSpot(access_token=token, host=base)
+definitions = client.crm.properties.core_api.get_all(object_type="contacts").results
+names = {d.name for d in definitions}
+assert {"email", "hs_object_id", "lastmodifieddate"} <= names, names
+custom = [d for d in definitions if not d.hubspot_defined]
+assert len(custom) >= 100, len(custom)
+types = {d.type for d in definitions}
+assert types >= {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}, types
+for definition in definitions:
+    assert definition.label and definition.field_type and definition.group_name, definition
+    if definition.type == "enumeration":
+        assert definition.options and all(o.value for o in definition.options), definition
+
+# Every property asked for comes back, null where the record has none.
+page = basic.get_page(limit=10, properties=sorted(names)[:40], archived=False)
+assert all(len(r.properties) == 40 for r in page.results), [len(r.properties) for r in page.results]
+
+print(
+    f"official client: {pages} list pages, {len(seen)} contacts, {len(definitions)} property "
+    "definitions, search and errors parsed"
+)

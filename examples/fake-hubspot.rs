@@ -28,6 +28,10 @@ struct Args {
     /// HubSpot's rolling 10-second limit of non-search calls [default: none].
     #[arg(long, env = "FAKE_HUBSPOT_PER_TEN_SECONDS")]
     per_ten_seconds: Option<u32>,
+    /// Custom properties each object type defines, of every HubSpot type (a real portal has
+    /// hundreds), each set on about a quarter of the records.
+    #[arg(long, env = "FAKE_HUBSPOT_CUSTOM_PROPERTIES", default_value_t = 300)]
+    custom_properties: usize,
 }
 
 #[tokio::main]
@@ -39,6 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: args.token,
         contacts: args.contacts,
         per_ten_seconds: args.per_ten_seconds,
+        custom_properties: args.custom_properties,
         ..FakeConfig::default()
     };
     let fake = FakeHubSpot::start(&args.addr, config).await?;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-/// Enough contacts for 30 list pages: a run long enough to be cut in the middle.
+/// Enough contacts for 15 search pages: a run long enough to be cut in the middle.
 const CONTACTS: usize = 3_000;
-/// List pages made slow, and by how much: about 8 s of a run in which to kill a process. The
+/// Search pages made slow, and by how much: about 8 s of a run in which to kill a process. The
 /// count runs out by itself, so the run after the restart finishes at full speed.
 const SLOW_PAGES: u32 = 20;
 const SLOW_MS: u64 = 400;
@@ -19,8 +19,8 @@ const SLOW_MS: u64 = 400;
 /// outbox lands in that time and must change nothing.
 const AFTERMATH: Duration = Duration::from_secs(2);
 
-async fn slow_down_list_pages(fake: &Fake) {
-    fake.inject(json!({"kind": "slow", "ms": SLOW_MS, "count": SLOW_PAGES, "only": "list"}))
+async fn slow_down_search_pages(fake: &Fake) {
+    fake.inject(json!({"kind": "slow", "ms": SLOW_MS, "count": SLOW_PAGES, "only": "search"}))
         .await;
 }
 
@@ -49,7 +49,7 @@ async fn worker_killed_mid_run_over_http_resumes_after_restart_and_stores_everyt
 
 async fn worker_killed_mid_run_then_restarted(transport: &str) {
     let mut cluster = Cluster::start(CONTACTS, transport).await;
-    slow_down_list_pages(&cluster.fake).await;
+    slow_down_search_pages(&cluster.fake).await;
     // A 300 s interval: what arrives after the restart comes from the resumed run, not from a
     // later scheduled one.
     cluster.api.start_stream(STREAM, contacts_stream(300)).await;
@@ -86,7 +86,7 @@ async fn worker_killed_mid_run_then_restarted(transport: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_streams_killed_mid_run_comes_back_and_the_worker_reconnects_by_itself() {
     let mut cluster = Cluster::start(CONTACTS, "tcp").await;
-    slow_down_list_pages(&cluster.fake).await;
+    slow_down_search_pages(&cluster.fake).await;
     cluster.api.start_stream(STREAM, contacts_stream(300)).await;
     wait_mid_run(&cluster.api).await;
 

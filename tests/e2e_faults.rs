@@ -12,9 +12,9 @@ use support::*;
 
 const CONTACTS: usize = 2_000;
 
-/// Five good list pages first, so the faults hit the run in the middle, after commits.
+/// Five good search pages first, so the faults hit the run in the middle, after commits.
 fn after_five_pages(faults: &[Value]) -> Value {
-    let mut plans = vec![json!({"kind": "slow", "ms": 1, "count": 5, "only": "list"})];
+    let mut plans = vec![json!({"kind": "slow", "ms": 1, "count": 5, "only": "search"})];
     plans.extend(faults.iter().cloned());
     Value::Array(plans)
 }
@@ -62,15 +62,16 @@ async fn server_errors_past_the_retries_fail_the_run_visibly_and_the_next_run_de
 {
     // The retry layer makes 9 attempts: 12 failures exhaust one request's and leave 3 for the
     // next run to retry through.
-    let faults =
-        after_five_pages(&[json!({"kind": "status", "status": 503, "count": 12, "only": "list"})]);
+    let faults = after_five_pages(&[
+        json!({"kind": "status", "status": 503, "count": 12, "only": "search"}),
+    ]);
     faults_cost_no_data_and_show(faults, &["503", "unavailable"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_past_the_retries_fail_the_run_visibly_and_the_next_run_delivers_everything() {
     let faults = after_five_pages(&[json!({
-        "kind": "rate_limited", "retry_after": 1, "count": 12, "only": "list"
+        "kind": "rate_limited", "retry_after": 1, "count": 12, "only": "search"
     })]);
     faults_cost_no_data_and_show(faults, &["429", "rate limit", "rate_limit"]).await;
 }
@@ -79,8 +80,8 @@ async fn rate_limits_past_the_retries_fail_the_run_visibly_and_the_next_run_deli
 async fn unparseable_pages_fail_the_run_visibly_and_the_next_runs_deliver_everything() {
     // A page that does not parse is not retried: each fails its run at once.
     let faults = after_five_pages(&[
-        json!({"kind": "garbage", "count": 1, "only": "list"}),
-        json!({"kind": "truncated", "count": 1, "only": "list"}),
+        json!({"kind": "garbage", "count": 1, "only": "search"}),
+        json!({"kind": "truncated", "count": 1, "only": "search"}),
     ]);
     faults_cost_no_data_and_show(faults, &["parse", "json", "invalid"]).await;
 }
@@ -89,10 +90,10 @@ async fn unparseable_pages_fail_the_run_visibly_and_the_next_runs_deliver_everyt
 async fn stop_lets_no_source_request_start_after_it_returns_and_is_idempotent() {
     let cluster = Cluster::start(CONTACTS, "tcp").await;
     let api = &cluster.api;
-    // Every list page slow: the run is in the middle of a page when the stop comes.
+    // Every search page slow: the run is in the middle of a page when the stop comes.
     cluster
         .fake
-        .inject(json!({"kind": "slow", "ms": 300, "count": 1000, "only": "list"}))
+        .inject(json!({"kind": "slow", "ms": 300, "count": 1000, "only": "search"}))
         .await;
     api.start_stream(STREAM, contacts_stream(1)).await;
     wait_until("the first records", CONVERGE_WITHIN, || async {

@@ -266,7 +266,7 @@ async fn sigterm_mid_run_keeps_what_was_not_acked_in_the_outbox_and_nothing_is_f
     // The first pages slow, so the run is in the middle when data-streams goes.
     cluster
         .fake
-        .inject(json!({"kind": "slow", "ms": 300, "count": 8, "only": "list"}))
+        .inject(json!({"kind": "slow", "ms": 300, "count": 8, "only": "search"}))
         .await;
     cluster.api.start_stream(STREAM, contacts_stream(300)).await;
     wait_until("the first records", CONVERGE_WITHIN, || async {
@@ -286,7 +286,8 @@ async fn sigterm_mid_run_keeps_what_was_not_acked_in_the_outbox_and_nothing_is_f
     wait_until(
         "the worker to fetch on while data-streams is away",
         CONVERGE_WITHIN,
-        || async { cluster.fake.requests().await >= 20 },
+        // The property definitions and 15 search pages of 200.
+        || async { cluster.fake.requests().await >= 16 },
     )
     .await;
     let worker = &mut cluster.worker.process;
@@ -302,11 +303,11 @@ async fn sigterm_mid_run_keeps_what_was_not_acked_in_the_outbox_and_nothing_is_f
     let expected = cluster.fake.contacts().await;
     wait_synced(&cluster.api, STREAM, &expected).await;
 
-    // The outbox was resent, not refetched: the fake served each list page about once (a page
-    // in flight at a stop is abandoned and fetched again; the restarted run's incremental
-    // window adds a search or two).
-    let pages = |records: usize| records.div_ceil(100).max(1) as u64;
-    let listing = pages(expected.live.len()) + pages(expected.archived.len());
+    // The outbox was resent, not refetched: the fake served each page about once (a page in
+    // flight at a stop is abandoned and fetched again; the restarted run discovers the
+    // properties again and its incremental window adds a search or two).
+    let pages = |records: usize, per_page: usize| records.div_ceil(per_page).max(1) as u64;
+    let listing = 1 + pages(expected.live.len(), 200) + pages(expected.archived.len(), 100);
     let served = cluster.fake.requests().await;
     assert!(
         served <= listing + 4,

@@ -50,8 +50,11 @@ async fn run(config: &Config, sink: &MemorySink, from: Checkpoint) -> RunReport 
 }
 
 /// The stored set equals the fake's: every id, its modification time, its archived flag, and
-/// the value of every property the source asked for.
-fn assert_equals_the_fake(fake: &FakeHubSpot, sink: &MemorySink, properties: &[String]) {
+/// the value of every property the source asked for: `listed`, or (`None`) every property the
+/// fake's portal defines, each present in every record, `null` where the record has no value.
+fn assert_equals_the_fake(fake: &FakeHubSpot, sink: &MemorySink, listed: Option<&[String]>) {
+    let every = fake.property_names("contacts");
+    let properties = listed.unwrap_or(&every);
     let stored: Vec<Record> = sink.records(&stream());
     let mut stored: Vec<&Record> = stored.iter().collect();
     stored.sort_by_key(|r| r.id.parse::<u64>().unwrap());
@@ -71,14 +74,25 @@ fn assert_equals_the_fake(fake: &FakeHubSpot, sink: &MemorySink, properties: &[S
             truth.id
         );
         let data: serde_json::Value = record.data.decode().unwrap();
+        let got = data["properties"].as_object().expect("properties");
         for property in properties {
             let expected = truth.properties.get(property).cloned().flatten();
-            let got = data["properties"]
+            let value = got
                 .get(property)
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            assert_eq!(got, expected, "record {} property {property}", truth.id);
+                .unwrap_or_else(|| panic!("record {} has no {property}", truth.id));
+            assert_eq!(
+                value.as_str().map(str::to_string),
+                expected,
+                "record {} property {property}",
+                truth.id
+            );
         }
+        assert_eq!(
+            got.len(),
+            properties.len(),
+            "record {}: only what was asked",
+            truth.id
+        );
     }
 }
 
@@ -98,21 +112,21 @@ async fn full_sync_equals_the_fakes_set_exactly() {
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
     assert_eq!(sink.live_count(&stream()), 1_234 - 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_page_fetch_is_counted_as_a_call_of_the_list_service() {
+async fn every_call_is_counted_under_its_service() {
     use weld_pipeline::testing::{counter_value, global_counters};
-    let calls = || {
+    let calls = |service| {
         counter_value(
             &global_counters(),
             "weld_calls_total",
-            &[("service", "hubspot_list")],
+            &[("service", service)],
         )
     };
-    let before = calls();
+    let before = ["hubspot_properties", "hubspot_search", "hubspot_list"].map(calls);
     let fake = fake(FakeConfig {
         contacts: 1_000,
         ..FakeConfig::default()
@@ -121,14 +135,17 @@ async fn every_page_fetch_is_counted_as_a_call_of_the_list_service() {
     let sink = MemorySink::new();
     let report = run(&config(&fake), &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
-    // Other tests of this binary count too: at least this run's pages, 100 contacts each.
+    let after = ["hubspot_properties", "hubspot_search", "hubspot_list"].map(calls);
+    // Other tests of this binary count too: at least this run's calls. One discovery, five
+    // search pages of 200, one (empty) archived list page.
+    assert!(after[0] - before[0] >= 1);
     assert!(
-        calls() - before >= report.batches,
-        "{} calls for {} pages",
-        calls() - before,
-        report.batches
+        after[1] - before[1] >= 5,
+        "{} searches",
+        after[1] - before[1]
     );
-    assert!(report.batches >= 10);
+    assert!(after[2] - before[2] >= 1);
+    assert_eq!(report.batches, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +166,7 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
         create: 30,
         archive: 25,
         tie: false,
+        add_property: None,
     });
     let second = run(&config, &sink, first.checkpoint).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded);
@@ -158,7 +176,7 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
         "{} records in the incremental run",
         second.records
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +211,7 @@ async fn more_than_10000_changes_since_the_cursor_arrive_complete() {
         distinct.len(),
         "each changed record exactly once"
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +241,7 @@ async fn records_sharing_one_timestamp_across_page_boundaries_arrive_once_each()
         distinct.len(),
         "each tied record exactly once"
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +273,7 @@ async fn a_429_with_and_without_retry_after_is_survived() {
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +294,7 @@ async fn server_errors_are_retried_and_lose_nothing() {
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,9 +302,16 @@ async fn pacing_draws_zero_429s_at_a_100_per_10s_limit() {
     let fake = fake(FakeConfig {
         contacts: 14_000,
         per_ten_seconds: Some(100),
+        custom_properties: 0,
         ..FakeConfig::default()
     })
     .await;
+    // Archived records are read through the list endpoint, paced by the 10-second budget.
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 13_000,
+        ..Mutation::default()
+    });
     let config = config(&fake);
     let sink = MemorySink::new();
     let started = Instant::now();
@@ -295,14 +320,14 @@ async fn pacing_draws_zero_429s_at_a_100_per_10s_limit() {
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     let stats = fake.stats();
     assert_eq!(stats.rate_limited, 0, "the pacer drew a 429");
-    // 141 list calls: past the first window, so the pacing, not a burst, did the work.
+    // 131 list calls: past the first window, so the pacing, not a burst, did the work.
     assert!(stats.requests > 100, "{} requests", stats.requests);
     let rate = stats.requests as f64 / elapsed.as_secs_f64();
     eprintln!(
         "paced at {rate:.2} requests/s of the 10/s allowed ({} requests in {elapsed:?})",
         stats.requests
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +382,8 @@ async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
     .await;
     let config = config(&fake);
     let sink = MemorySink::new();
-    // Let three pages through, then a garbage one and a truncated one.
+    // Let three calls through (the property definitions and two pages of 200), then a garbage
+    // one and a truncated one.
     let first = {
         fake.inject(FaultPlan {
             fault: Fault::Slow { ms: 0 },
@@ -378,7 +404,7 @@ async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
     assert!(error.contains("does not parse"), "{error}");
     assert_eq!(
         sink.live_count(&stream()),
-        300,
+        400,
         "the pages before it stayed committed"
     );
     fake.inject(FaultPlan {
@@ -394,7 +420,7 @@ async fn a_garbage_page_fails_the_run_clearly_and_loses_nothing() {
     );
     let third = run(&config, &sink, second.checkpoint).await;
     assert_eq!(third.outcome, RunOutcome::Succeeded);
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,6 +431,12 @@ async fn long_property_lists_are_split_instead_of_drawing_a_414() {
         ..FakeConfig::default()
     })
     .await;
+    // Archived records come through the list endpoint, whose URL names the properties.
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 250,
+        ..Mutation::default()
+    });
     let mut config = config(&fake);
     let mut properties: Vec<String> = (0..300)
         .map(|i| format!("custom_property_{i:03}"))
@@ -422,7 +454,7 @@ async fn long_property_lists_are_split_instead_of_drawing_a_414() {
         "the pages were fetched in parts: {} requests",
         stats.requests
     );
-    assert_equals_the_fake(&fake, &sink, &properties);
+    assert_equals_the_fake(&fake, &sink, Some(&properties));
     // Known but empty properties came back as null, and were kept.
     let data: serde_json::Value = sink.records(&stream())[0].data.decode().unwrap();
     assert!(data["properties"]
@@ -446,6 +478,11 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
             .collect(),
     );
     config.account.max_url_bytes = 100_000; // the source does not split: HubSpot's 414 is permanent
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 5,
+        ..Mutation::default()
+    });
     let sink = MemorySink::new();
     let report = run(&config, &sink, Checkpoint::start()).await;
     let RunOutcome::Failed { kind, error } = report.outcome else {
@@ -453,7 +490,8 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
     };
     assert_eq!(kind, weld_pipeline::ErrorKind::Permanent);
     assert!(error.contains("414"), "{error}");
-    assert_eq!(fake.stats().requests, 1);
+    // The live records' search (properties in its body), then the archived list: no retry.
+    assert_eq!(fake.stats().requests, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,7 +541,7 @@ async fn a_response_slower_than_the_timeout_is_retried() {
         fake.stats().requests >= 5,
         "the timed-out page was asked again"
     );
-    assert_equals_the_fake(&fake, &sink, &config.object.properties());
+    assert_equals_the_fake(&fake, &sink, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,4 +586,149 @@ async fn the_fake_refuses_to_page_search_past_10000_results() {
     assert_eq!(refused.status(), 400);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["category"], "VALIDATION_ERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_custom_property_is_backfilled_into_every_record() {
+    let fake = fake(FakeConfig {
+        contacts: 600,
+        custom_properties: 40,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let quiet = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(quiet.records, 0, "nothing changed, nothing read");
+
+    // A property filled in without touching a single modification time: no window sees it.
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        add_property: Some("favorite_color".into()),
+        ..Mutation::default()
+    });
+    let backfill = run(&config, &sink, quiet.checkpoint).await;
+    assert_eq!(backfill.outcome, RunOutcome::Succeeded);
+    assert_eq!(backfill.records, 600, "every record read again");
+    assert_equals_the_fake(&fake, &sink, None);
+    for record in sink.records(&stream()) {
+        let data: serde_json::Value = record.data.decode().unwrap();
+        assert_eq!(
+            data["properties"]["favorite_color"],
+            format!("favorite_color of {}", record.id)
+        );
+    }
+    let after = run(&config, &sink, backfill.checkpoint).await;
+    assert_eq!(after.records, 0, "then incremental again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_property_list_backfills_on_the_next_run() {
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        custom_properties: 20,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let listed: Vec<String> = ["email", "hs_object_id", "lastmodifieddate"]
+        .map(String::from)
+        .to_vec();
+    config.object.properties = Some(listed.clone());
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_equals_the_fake(&fake, &sink, Some(&listed));
+    // The list dropped: every property from now on, every record read again with them.
+    config.object.properties = None;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.records, 300);
+    assert_equals_the_fake(&fake, &sink, None);
+}
+
+/// Calls a full sync of `contacts` contacts with `properties` properties makes: through search
+/// (the source's live pass) and through the list endpoint (its archived pass, every record
+/// archived), each counted at the fake.
+async fn full_sync_calls(contacts: usize, properties: usize, archived: bool) -> (u64, u64) {
+    let fake = fake(FakeConfig {
+        contacts,
+        // The standard properties the fake defines beside its custom ones.
+        custom_properties: properties.saturating_sub(11),
+        search_per_second: None,
+        ..FakeConfig::default()
+    })
+    .await;
+    if archived {
+        fake.mutate(&Mutation {
+            object: "contacts".into(),
+            archive: contacts,
+            ..Mutation::default()
+        });
+    }
+    let mut config = config(&fake);
+    config.account.searches_per_second = 1_000;
+    if properties < 11 {
+        let some = [
+            "createdate",
+            "email",
+            "firstname",
+            "hs_object_id",
+            "lastmodifieddate",
+            "lastname",
+        ];
+        config.object.properties = Some(some[..properties].iter().map(|p| p.to_string()).collect());
+    }
+    let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(report.records as usize, contacts);
+    let stats = fake.stats();
+    (stats.requests, stats.searches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_through_search_costs_fewer_calls_per_record_than_the_list() {
+    const CONTACTS: usize = 2_000;
+    for properties in [6, 100, 300] {
+        let (searched, _) = full_sync_calls(CONTACTS, properties, false).await;
+        let (listed, _) = full_sync_calls(CONTACTS, properties, true).await;
+        let per_100 = |calls: u64| calls as f64 * 100.0 / CONTACTS as f64;
+        eprintln!(
+            "{properties} properties, {CONTACTS} contacts: search {searched} calls ({:.2} per 100 \
+             records), list {listed} calls ({:.2} per 100 records)",
+            per_100(searched),
+            per_100(listed)
+        );
+        assert!(searched < listed, "{properties}: {searched} vs {listed}");
+        // The floor of search is one call per 200 records; discovery and the archived pass add
+        // one call each.
+        assert!(searched <= (CONTACTS / 200) as u64 + 3, "{searched}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_contacts_with_300_properties_sync_under_a_100_per_10_s_limit_without_a_429() {
+    let fake = fake(FakeConfig {
+        contacts: 10_000,
+        custom_properties: 289,
+        per_ten_seconds: Some(100),
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let started = Instant::now();
+    let report = run(&config, &sink, Checkpoint::start()).await;
+    let elapsed = started.elapsed();
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    let stats = fake.stats();
+    eprintln!(
+        "10,000 contacts with {} properties: {elapsed:?}, {} requests ({} searches), {} 429s",
+        fake.property_names("contacts").len(),
+        stats.requests,
+        stats.searches,
+        stats.rate_limited
+    );
+    assert_eq!(stats.rate_limited, 0);
+    assert_equals_the_fake(&fake, &sink, None);
 }

@@ -329,8 +329,9 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Answer<Bytes> {
 /// The configuration a start body asks for. A new stream gets the defaults for what the body
 /// leaves out; an existing one keeps its own (so a bare start of a stopped stream resumes it as it
 /// was). JSON that does not parse is a 400; JSON that parses into something the API does not take
-/// is a 422, and so is a different source for an existing stream: its checkpoint and records
-/// belong to the source they came from.
+/// is a 422. A source that reads other records than an existing stream's is a 409: its
+/// checkpoint and records belong to the source they came from; the same records read another
+/// way (a HubSpot stream's property list) apply from the next run.
 fn stream_config(
     body: &[u8],
     current: Option<&StreamConfig>,
@@ -370,7 +371,7 @@ fn stream_config(
         })?,
     };
     if let Some(current) = current {
-        if current.source != source {
+        if !kinds.same_records(&current.source, &source) {
             let json = |spec| serde_json::to_string(spec).unwrap_or_default();
             return Err(ApiError::source_changed(format!(
                 "a stream's source cannot change (it reads {}, not {}): its checkpoint and records \

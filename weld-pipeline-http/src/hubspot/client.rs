@@ -27,6 +27,8 @@ pub(crate) enum Call {
     },
     /// A page of search.
     Search { body: serde_json::Value },
+    /// The object type's property definitions.
+    Properties,
 }
 
 /// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
@@ -130,6 +132,11 @@ impl Client {
                     serde_json::to_vec(body)
                         .map_err(|e| Error::Bug(format!("search body: {e}")))?,
                 ),
+            Call::Properties => self.http.get(format!(
+                "{}/crm/v3/properties/{}",
+                account.base_url.trim_end_matches('/'),
+                object.object_type
+            )),
         };
         Ok(request
             .header("authorization", account.token.bearer())

@@ -78,53 +78,18 @@ impl HubSpotAccount {
 pub struct HubSpotObject {
     /// The object type: `contacts`, `companies`, `deals`, or any other type's name or id.
     pub object_type: String,
-    /// Properties to read; `None` for the type's default set.
+    /// Properties to read; `None` for every property the account defines for the type,
+    /// discovered at the start of each run.
     pub properties: Option<Vec<String>>,
 }
 
 impl HubSpotObject {
-    /// `object_type` with its default properties.
+    /// `object_type` with every property it has.
     pub fn new(object_type: impl Into<String>) -> Self {
         HubSpotObject {
             object_type: object_type.into(),
             properties: None,
         }
-    }
-
-    /// The properties asked for: the configured ones, or the type's defaults.
-    pub fn properties(&self) -> Vec<String> {
-        if let Some(properties) = &self.properties {
-            return properties.clone();
-        }
-        let defaults: &[&str] = match self.object_type.as_str() {
-            "contacts" => &[
-                "createdate",
-                "email",
-                "firstname",
-                "hs_object_id",
-                "lastmodifieddate",
-                "lastname",
-            ],
-            "companies" => &[
-                "createdate",
-                "domain",
-                "hs_lastmodifieddate",
-                "hs_object_id",
-                "name",
-            ],
-            "deals" => &[
-                "amount",
-                "closedate",
-                "createdate",
-                "dealname",
-                "dealstage",
-                "hs_lastmodifieddate",
-                "hs_object_id",
-                "pipeline",
-            ],
-            _ => &["createdate", "hs_lastmodifieddate", "hs_object_id"],
-        };
-        defaults.iter().map(|s| s.to_string()).collect()
     }
 
     /// The change-tracking property searched on: `lastmodifieddate` for contacts,

@@ -2,8 +2,18 @@
 //!
 //! # How a stream is synced
 //!
-//! The first run is a **full sync** through the list endpoint (100 a page, following
-//! `paging.next.after`), live records then archived ones (`archived=true`). Its end is a
+//! Each run first reads the object's **property definitions** (`GET
+//! /crm/v3/properties/{objectType}`, one call) and asks for every property, custom ones
+//! included, unless the stream lists its own ([`HubSpotObject::properties`]). When the set differs from
+//! the one the stored records were read with, the run is a full sync.
+//!
+//! A **full sync** reads the live records through search, 200 a page with every property in the
+//! body, sorted by `hs_object_id` and re-anchored after the last id read (`hs_object_id GT
+//! last`): no URL limit, no 10,000-result cap, and the fewest calls per record of HubSpot's
+//! read paths (half the list endpoint's 100 a page, at any number of properties; a list page
+//! must split hundreds of properties across several URLs, and batch read needs a list of ids
+//! first). Then it lists the archived ones (`archived=true`: search never returns them), 100 a
+//! page, splitting a long property list across requests and merging by id. Its end is a
 //! checkpoint at the time the run started, minus the settle delay.
 //!
 //! Every later run is **incremental**, built to avoid what other connectors got wrong (runs that
@@ -21,7 +31,7 @@
 //!
 //! One page is one batch, its cursor the position after it. The page is parsed once here; each
 //! record's JSON is kept as the bytes HubSpot sent (unless a long property list had to be split
-//! across requests, in which case the parts are merged by id and written once).
+//! across list requests, in which case the parts are merged by id and written once).
 //!
 //! # Rate limits and errors
 //!
@@ -40,6 +50,7 @@ mod limits;
 mod pages;
 mod parse;
 mod position;
+mod properties;
 mod sources;
 mod split;
 

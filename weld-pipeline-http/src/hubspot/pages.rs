@@ -19,6 +19,7 @@ use weld_pipeline::{BoxError, Error, Timestamp};
 use super::client::{Call, Client};
 use super::parse::{parse, Listed};
 use super::position::{checkpoint, position, Position};
+use super::properties::{parse_definitions, PropertySet};
 use super::split::{self, Merged};
 use super::{AccountLimits, HubSpotAccount, HubSpotObject};
 
@@ -31,6 +32,10 @@ pub struct HubSpotPages {
     object: Arc<HubSpotObject>,
     list: CallService,
     search: CallService,
+    /// Property definitions.
+    meta: CallService,
+    /// The property set last discovered, for the pages of a run after its first.
+    discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
 }
 
 impl std::fmt::Debug for HubSpotPages {
@@ -73,13 +78,19 @@ impl HubSpotPages {
         let list = ServiceBuilder::new()
             .layer(TelemetryLayer::new("hubspot_list"))
             .layer(retry.clone())
-            .layer(RateLimitLayer::shared(budget))
+            .layer(RateLimitLayer::shared(budget.clone()))
             .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
             .service(client.clone());
         let search = ServiceBuilder::new()
             .layer(TelemetryLayer::new("hubspot_search"))
-            .layer(retry)
+            .layer(retry.clone())
             .layer(RateLimitLayer::shared(limits.searches.clone()))
+            .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
+            .service(client.clone());
+        let meta = ServiceBuilder::new()
+            .layer(TelemetryLayer::new("hubspot_properties"))
+            .layer(retry)
+            .layer(RateLimitLayer::shared(budget))
             .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
             .service(client);
         Ok(HubSpotPages {
@@ -87,6 +98,8 @@ impl HubSpotPages {
             object,
             list: BoxCloneSyncService::new(list),
             search: BoxCloneSyncService::new(search),
+            meta: BoxCloneSyncService::new(meta),
+            discovered: Arc::default(),
         })
     }
 }
@@ -96,9 +109,36 @@ impl HubSpotPages {
         now - self.account.settle_delay.as_millis() as i64
     }
 
+    /// The properties this page asks for: the stream's list, or every property of the object,
+    /// discovered anew when `fresh` (a run's first page) and otherwise as last discovered.
+    async fn property_set(&self, fresh: bool) -> Result<PropertySet, BoxError> {
+        if let Some(listed) = &self.object.properties {
+            return Ok(PropertySet::new(listed.clone()));
+        }
+        if !fresh {
+            if let Some(set) = self
+                .discovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return Ok(set);
+            }
+        }
+        let body = self.meta.clone().oneshot(Call::Properties).await?;
+        let set = PropertySet::new(parse_definitions(&body)?);
+        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+        Ok(set)
+    }
+
     /// One list page, its property list split across requests when the URL would be too long.
-    async fn list_page(&self, archived: bool, after: Option<String>) -> Result<Listed, BoxError> {
-        let properties = self.object.properties();
+    async fn list_page(
+        &self,
+        archived: bool,
+        after: Option<String>,
+        set: &PropertySet,
+    ) -> Result<Listed, BoxError> {
+        let properties = set.names().to_vec();
         let whole = Client::list_url(
             &self.account,
             &self.object,
@@ -135,57 +175,99 @@ impl HubSpotPages {
                 })
                 .await?;
             merged.add(&body)?;
+            if merged.is_empty() {
+                // The first part decides which records are on the page: none, no more parts
+                // (an incremental run's archived pass is most often empty).
+                break;
+            }
         }
         merged.into_listed()
     }
 
     async fn page(self, request: PageRequest) -> Result<Page, BoxError> {
         let now = Timestamp::now().as_millis();
-        let at = position(&request.cursor)?.unwrap_or(Position::FullLive {
-            after: None,
+        let at = position(&request.cursor)?;
+        // A run's first page discovers the properties again: the portal may have new ones.
+        let fresh = matches!(at, None | Some(Position::Done { .. }));
+        let set = self.property_set(fresh).await?;
+        let properties = set.fingerprint();
+        let full = Position::Full {
+            last_id: 0,
             started_at: now,
-        });
+            properties,
+        };
+        let at = match at {
+            None => full,
+            Some(at) if at.properties() != properties => {
+                tracing::info!(
+                    object = %self.object.object_type,
+                    properties = set.names().len(),
+                    "the property set changed: a full sync reads every record again with it"
+                );
+                full
+            }
+            Some(at) => at,
+        };
         let (records, next) = match at {
-            Position::FullLive { after, started_at } => {
-                let listed = self.list_page(false, after).await?;
-                let next = match listed.next {
-                    Some(after) => Position::FullLive {
-                        after: Some(after),
+            Position::Full {
+                last_id,
+                started_at,
+                ..
+            } => {
+                let (listed, last) = self.search(vec![id_after(last_id)], &set).await?;
+                let next = match last {
+                    Some(last_id) => Position::Full {
+                        last_id,
                         started_at,
+                        properties,
                     },
                     None => Position::FullArchived {
                         after: None,
                         started_at,
+                        properties,
                     },
                 };
                 (listed.records, next)
             }
-            Position::FullArchived { after, started_at } => {
-                let listed = self.list_page(true, after).await?;
+            Position::FullLive { .. } => {
+                // Its fingerprint is 0, never a set's: it was restarted as `Full` above.
+                return Err(Box::new(Error::Bug(
+                    "a list-based full sync is restarted, not read".into(),
+                )));
+            }
+            Position::FullArchived {
+                after, started_at, ..
+            } => {
+                let listed = self.list_page(true, after, &set).await?;
                 let next = match listed.next {
                     Some(after) => Position::FullArchived {
                         after: Some(after),
                         started_at,
+                        properties,
                     },
                     None => Position::Done {
                         until: self.settle(started_at),
+                        properties,
                     },
                 };
                 (listed.records, next)
             }
-            Position::Done { until } => {
+            Position::Done { until, .. } => {
                 // A new run: its window runs from the last one's end to now minus the settle
                 // delay. Its first page is the window's first search.
                 let window_end = self.settle(now).max(until);
-                return Box::pin(self.search_page(until, window_end, 0)).await;
+                return Box::pin(self.window_page(until, window_end, 0, &set)).await;
             }
             Position::Window {
                 from,
                 until,
                 last_id,
-            } => return self.search_page(from, until, last_id).await,
-            Position::WindowArchived { from, until, after } => {
-                let listed = self.list_page(true, after).await?;
+                ..
+            } => return self.window_page(from, until, last_id, &set).await,
+            Position::WindowArchived {
+                from, until, after, ..
+            } => {
+                let listed = self.list_page(true, after, &set).await?;
                 let records = listed
                     .records
                     .into_iter()
@@ -198,8 +280,9 @@ impl HubSpotPages {
                         from,
                         until,
                         after: Some(after),
+                        properties,
                     },
-                    None => Position::Done { until },
+                    None => Position::Done { until, properties },
                 };
                 (records, next)
             }
@@ -211,17 +294,19 @@ impl HubSpotPages {
         })
     }
 
-    /// One page of a window: the records modified in it after `last_id`, by id.
-    async fn search_page(&self, from: i64, until: i64, last_id: u64) -> Result<Page, BoxError> {
-        let modified = self.object.modified_property();
+    /// One search page: the records matching `filters` after the last id read, by id, with
+    /// every property of `set` (in the body: no URL limit), 200 a page. The last id on it, if
+    /// more may follow: the next page re-anchors there instead of paging by offset, so no query
+    /// reaches the 10,000-result cap.
+    async fn search(
+        &self,
+        filters: Vec<serde_json::Value>,
+        set: &PropertySet,
+    ) -> Result<(Listed, Option<u64>), BoxError> {
         let body = json!({
-            "filterGroups": [{"filters": [
-                {"propertyName": modified, "operator": "GTE", "value": from.to_string()},
-                {"propertyName": modified, "operator": "LTE", "value": until.to_string()},
-                {"propertyName": "hs_object_id", "operator": "GT", "value": last_id.to_string()},
-            ]}],
+            "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-            "properties": self.object.properties(),
+            "properties": set.names(),
             "limit": self.account.search_limit,
         });
         let answer = self.search.clone().oneshot(Call::Search { body }).await?;
@@ -231,18 +316,43 @@ impl HubSpotPages {
             .iter()
             .filter_map(|(r, _)| r.id.parse::<u64>().ok())
             .max();
-        // Re-anchored on the last id, never paged by offset: the window ends when a page comes
-        // back with nothing after it.
-        let next = match (last, listed.next) {
-            (Some(last), Some(_)) => Position::Window {
+        let more = listed.next.is_some();
+        Ok((listed, last.filter(|_| more)))
+    }
+
+    /// One page of a window: the records modified in it after `last_id`, by id.
+    async fn window_page(
+        &self,
+        from: i64,
+        until: i64,
+        last_id: u64,
+        set: &PropertySet,
+    ) -> Result<Page, BoxError> {
+        let modified = self.object.modified_property();
+        let (listed, last) = self
+            .search(
+                vec![
+                    json!({"propertyName": modified, "operator": "GTE", "value": from.to_string()}),
+                    json!({"propertyName": modified, "operator": "LTE", "value": until.to_string()}),
+                    id_after(last_id),
+                ],
+                set,
+            )
+            .await?;
+        let properties = set.fingerprint();
+        // The window ends when a page comes back with nothing after it.
+        let next = match last {
+            Some(last_id) => Position::Window {
                 from,
                 until,
-                last_id: last,
+                last_id,
+                properties,
             },
-            _ => Position::WindowArchived {
+            None => Position::WindowArchived {
                 from,
                 until,
                 after: None,
+                properties,
             },
         };
         Ok(Page {
@@ -255,6 +365,11 @@ impl HubSpotPages {
             cursor: checkpoint(&next)?,
         })
     }
+}
+
+/// The search filter of the records after `id`.
+fn id_after(id: u64) -> serde_json::Value {
+    json!({"propertyName": "hs_object_id", "operator": "GT", "value": id.to_string()})
 }
 
 impl Service<PageRequest> for HubSpotPages {

@@ -1,10 +1,15 @@
 //! The source's checkpoint: where a sync stands, as a state machine of phases.
 //!
 //! ```text
-//! FullLive{after} --list pages--> FullArchived{after} --list pages--> Done{until}
+//! Full{last_id} --search pages, by id--> FullArchived{after} --list pages--> Done{until}
 //! Done{until} --new run--> Window{from, until, last_id} --search pages, re-anchored by id-->
 //!   WindowArchived{from, until, after} --archived list pages--> Done{until}
 //! ```
+//!
+//! Every phase carries the fingerprint of the property set its records were read with
+//! (`properties`); a run that finds another set starts over at `Full` (see
+//! the `properties` module). `FullLive`, a full sync through the list endpoint, is
+//! what checkpoints from before discovery hold: it is read, and restarted as `Full`.
 
 use serde::{Deserialize, Serialize};
 use weld_pipeline::{BoxError, Checkpoint};
@@ -13,7 +18,17 @@ use weld_pipeline::{BoxError, Checkpoint};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Position {
-    /// Full sync, live records, from `after`.
+    /// Full sync, live records, by search sorted by id, after `last_id`.
+    Full {
+        /// The last id read.
+        last_id: u64,
+        /// When the full sync started (ms).
+        started_at: i64,
+        /// The fingerprint of the property set.
+        properties: u64,
+    },
+    /// A full sync through the list endpoint, as checkpoints from before property discovery
+    /// hold it: restarted as [`Position::Full`].
     FullLive {
         /// The list's paging token.
         after: Option<String>,
@@ -26,6 +41,9 @@ pub enum Position {
         after: Option<String>,
         /// When the full sync started (ms).
         started_at: i64,
+        /// The fingerprint of the property set (0 in checkpoints from before discovery).
+        #[serde(default)]
+        properties: u64,
     },
     /// Incremental: records modified in `[from, until]`, after id `last_id`.
     Window {
@@ -35,6 +53,9 @@ pub enum Position {
         until: i64,
         /// The last id committed in this window.
         last_id: u64,
+        /// The fingerprint of the property set.
+        #[serde(default)]
+        properties: u64,
     },
     /// Incremental: records archived in `[from, until)`, listing from `after`.
     WindowArchived {
@@ -44,12 +65,33 @@ pub enum Position {
         until: i64,
         /// The list's paging token.
         after: Option<String>,
+        /// The fingerprint of the property set.
+        #[serde(default)]
+        properties: u64,
     },
     /// Everything changed up to `until` (ms) is synced; the next run's window starts there.
     Done {
         /// The end of the last window.
         until: i64,
+        /// The fingerprint of the property set.
+        #[serde(default)]
+        properties: u64,
     },
+}
+
+impl Position {
+    /// The fingerprint of the property set this position's records were read with; 0 when it
+    /// is from before properties were discovered.
+    pub fn properties(&self) -> u64 {
+        match self {
+            Position::FullLive { .. } => 0,
+            Position::Full { properties, .. }
+            | Position::FullArchived { properties, .. }
+            | Position::Window { properties, .. }
+            | Position::WindowArchived { properties, .. }
+            | Position::Done { properties, .. } => *properties,
+        }
+    }
 }
 
 /// The position a checkpoint holds; `None` at the start of a first sync.

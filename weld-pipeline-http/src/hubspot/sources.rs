@@ -21,7 +21,8 @@ pub struct HubSpotParams {
     /// or id (`2-123456`).
     #[serde(default = "contacts")]
     pub object: String,
-    /// The properties to read; absent for the type's default set.
+    /// The properties to read; absent for every property the account defines for the type
+    /// (discovered at the start of each run, custom ones included).
     #[serde(default)]
     pub properties: Option<Vec<String>>,
 }
@@ -104,9 +105,23 @@ impl SourceKind for HubSpotKind {
 
     fn check(&self, spec: &SourceSpec) -> Result<SourceSpec, Error> {
         let params = HubSpotParams::from_spec(spec)?;
-        let mut spec = spec.clone();
-        spec.params.insert("object".into(), params.object.into());
-        Ok(spec)
+        // Written out as read: the object named (`contacts` by default), the properties only
+        // when a list restricts them.
+        let mut checked = serde_json::Map::new();
+        checked.insert("object".into(), params.object.into());
+        if let Some(properties) = params.properties {
+            checked.insert("properties".into(), properties.into());
+        }
+        Ok(SourceSpec {
+            kind: spec.kind.clone(),
+            params: checked,
+        })
+    }
+
+    /// Another property list reads the same records (the next run backfills the new set); another
+    /// object type does not.
+    fn same_records(&self, stored: &SourceSpec, asked: &SourceSpec) -> bool {
+        stored.kind == asked.kind && stored.params.get("object") == asked.params.get("object")
     }
 
     fn params_schema(&self) -> serde_json::Value {
@@ -118,7 +133,7 @@ impl SourceKind for HubSpotKind {
                     "description": "The object type's name or id. Default `contacts`."},
                 "properties": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_PROPERTIES,
                     "items": {"type": "string", "pattern": name},
-                    "description": "The properties to read. Default: the type's default set."},
+                    "description": "The properties to read. Default: every property the account defines for the type, discovered at each run."},
             },
             "additionalProperties": false,
         })
@@ -166,6 +181,10 @@ impl SourceKind for HubSpotSources {
     fn params_schema(&self) -> serde_json::Value {
         HubSpotKind.params_schema()
     }
+
+    fn same_records(&self, stored: &SourceSpec, asked: &SourceSpec) -> bool {
+        HubSpotKind.same_records(stored, asked)
+    }
 }
 
 impl SourceFactory for HubSpotSources {
@@ -192,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn params_default_to_contacts_with_default_properties() {
+    fn params_default_to_contacts_with_every_property() {
         let params =
             HubSpotParams::from_spec(&spec(serde_json::json!({"kind": "hubspot"}))).unwrap();
         assert_eq!(params.object, "contacts");

@@ -78,6 +78,11 @@ impl Merged {
         Ok(())
     }
 
+    /// Whether the parts added so far hold no record (the first part decides).
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// The merged page.
     pub(super) fn into_listed(self) -> Result<Listed, BoxError> {
         let mut records = Vec::with_capacity(self.records.len());

@@ -31,6 +31,9 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         let at = stamp(i);
         touched.push(set.create(rng, at, at));
     }
+    if let Some(name) = &mutation.add_property {
+        set.add_property(name, now);
+    }
     let live = set.live_shuffled(rng);
     for &id in live.iter().take(mutation.archive) {
         if let Some(object) = set.records.get_mut(&id) {

@@ -50,6 +50,16 @@ fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Refu
     Box::new(response)
 }
 
+/// HubSpot's 404 for an object type it does not know.
+pub(super) fn unknown_object(fake: &mut Fake, object: &str) -> Refusal {
+    error(
+        fake,
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        &format!("Unable to infer object type from: {object}"),
+    )
+}
+
 /// Checks what every CRM request goes through, in HubSpot's order: the token, the scope, the
 /// URL length, the rate limits, then injected faults. `Ok` carries a fault to apply to the
 /// answer (slow, garbage, truncated) and the rate-limit headers to send.

@@ -29,6 +29,9 @@ pub struct FakeConfig {
     pub forbidden: Vec<String>,
     /// The longest request URL, in bytes; longer is a 414.
     pub max_url_bytes: usize,
+    /// Custom properties each object type defines (`custom_property_000`, ...), of every type,
+    /// each set on about a quarter of the records. A real portal has hundreds.
+    pub custom_properties: usize,
 }
 
 impl Default for FakeConfig {
@@ -45,6 +48,7 @@ impl Default for FakeConfig {
             retry_after: true,
             forbidden: vec![],
             max_url_bytes: 8_192,
+            custom_properties: 300,
         }
     }
 }
@@ -126,6 +130,10 @@ pub struct Mutation {
     /// Whether all modified and created records share one modification time.
     #[serde(default)]
     pub tie: bool,
+    /// A custom property to define, with a value on every live record; modification times do
+    /// not change.
+    #[serde(default)]
+    pub add_property: Option<String>,
 }
 
 /// A record as the dump shows it: everything the fake holds.

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use weld_pipeline::Timestamp;
 
+use super::properties::Definition;
+
 /// One CRM object as the fake keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Object {
@@ -27,11 +29,12 @@ pub(crate) struct ObjectSet {
     pub(crate) defaults: &'static [&'static str],
     /// Every property name the type knows (others are left out of answers).
     pub(crate) known: Vec<String>,
+    /// Their definitions, as the properties endpoint lists them.
+    pub(crate) definitions: Vec<Definition>,
+    /// Custom properties `custom_property_000..`, each with values on about a quarter of the
+    /// records.
+    pub(crate) custom: usize,
 }
-
-/// Properties with many made-up names, so that a client asking for all of them builds a URL
-/// long enough to be refused with 414.
-pub(crate) const EXTRA_PROPERTIES: usize = 400;
 
 const CONTACT_DEFAULTS: &[&str] = &[
     "createdate",
@@ -79,21 +82,45 @@ pub(crate) fn iso(millis: i64) -> String {
 }
 
 impl ObjectSet {
-    pub(crate) fn new(object_type: &str) -> Self {
+    /// An empty set of `object_type`, whose portal defines `custom` custom properties
+    /// (created at `now`).
+    pub(crate) fn new(object_type: &str, custom: usize, now: i64) -> Self {
         let (modified_property, defaults) = match object_type {
             "contacts" => ("lastmodifieddate", CONTACT_DEFAULTS),
             "companies" => ("hs_lastmodifieddate", COMPANY_DEFAULTS),
             _ => ("hs_lastmodifieddate", DEAL_DEFAULTS),
         };
-        let mut known: Vec<String> = defaults.iter().map(|s| s.to_string()).collect();
-        known.extend(["phone", "company", "website", "lifecyclestage", "city"].map(String::from));
-        known.extend((0..EXTRA_PROPERTIES).map(|i| format!("custom_property_{i:03}")));
+        let mut definitions: Vec<Definition> = defaults
+            .iter()
+            .chain(&["phone", "company", "website", "lifecyclestage", "city"])
+            .map(|name| Definition::standard(name, now - 400 * 86_400_000))
+            .collect();
+        definitions.extend((0..custom).map(|i| Definition::custom(i, now - 200 * 86_400_000)));
         ObjectSet {
             records: BTreeMap::new(),
             next_id: 1,
             modified_property,
             defaults,
-            known,
+            known: definitions.iter().map(|d| d.name.clone()).collect(),
+            definitions,
+            custom,
+        }
+    }
+
+    /// Defines a custom string property and gives every live record a value for it, without
+    /// touching their modification times (as a property filled by an import or a workflow
+    /// that does not count as an edit).
+    pub(crate) fn add_property(&mut self, name: &str, now: i64) {
+        if !self.known.iter().any(|k| k == name) {
+            self.known.push(name.to_string());
+            self.definitions.push(Definition::added(name, now));
+        }
+        for object in self.records.values_mut() {
+            if object.archived_at.is_none() {
+                object
+                    .properties
+                    .insert(name.to_string(), Some(format!("{name} of {}", object.id)));
+            }
         }
     }
 
@@ -155,6 +182,11 @@ impl ObjectSet {
                 set("closedate", None);
             }
         }
+        for index in 0..self.custom {
+            if let Some(value) = Definition::custom_value(index, id) {
+                properties.insert(format!("custom_property_{index:03}"), Some(value));
+            }
+        }
         self.records.insert(
             id,
             Object {
@@ -199,10 +231,11 @@ pub(crate) fn generate(
     object_type: &str,
     count: usize,
     big_tie: usize,
+    custom: usize,
     rng: &mut fastrand::Rng,
     now: i64,
 ) -> ObjectSet {
-    let mut set = ObjectSet::new(object_type);
+    let mut set = ObjectSet::new(object_type, custom, now);
     let start = now - 30 * 86_400_000;
     let span = (now - 3_600_000 - start).max(1);
     let big_tie_at = start + span / 2;

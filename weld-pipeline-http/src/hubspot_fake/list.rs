@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::admission::{admit, error};
+use super::admission::{admit, error, unknown_object};
 use super::data::{Answer, ObjectSet};
 use super::{count_status, respond, search, Fake, Fault, Refusal, Shared};
 
@@ -136,12 +136,7 @@ fn build_list(
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("true"));
     let Some(set) = fake.objects.get(object) else {
-        return Err(error(
-            fake,
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {object}"),
-        ));
+        return Err(unknown_object(fake, object));
     };
     let properties = properties_or_defaults(set, query.properties.as_deref());
     let mut page: Vec<Answer<'_>> = Vec::with_capacity(limit);

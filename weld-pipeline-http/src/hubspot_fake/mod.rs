@@ -9,6 +9,11 @@
 //!   one sort rule (more is a 400), ties in an order the client cannot rely on (shuffled per
 //!   request), `limit` up to 200, `after` an offset; paging past 10,000 results is a 400;
 //!   archived records never appear.
+//! - `GET /crm/v3/properties/{type}`: the type's property definitions (`name`, `label`,
+//!   `type`, `fieldType`, `groupName`, `options`, `hubspotDefined` on HubSpot's own ones, ...):
+//!   a portal's standard properties and [`FakeConfig::custom_properties`] custom ones of every
+//!   type (`string`, `number`, `date`, `datetime`, `enumeration`, `bool`, `phone_number`),
+//!   each set on about a quarter of the records. A property can be added at run time.
 //! - Bearer token checked (401 `INVALID_AUTHENTICATION`); object types can be made forbidden
 //!   (403 `MISSING_SCOPES`); a URL over the length limit is a 414.
 //! - Rate limits: a rolling 10-second window on non-search calls with the
@@ -18,7 +23,8 @@
 //!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
 //!   or invalid JSON; each for the next N requests.
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
-//!   (archiving does not bump the modification time, as in HubSpot).
+//!   (archiving does not bump the modification time, as in HubSpot), a custom property added
+//!   with a value on every live record (modification times untouched).
 //! - What it served (`GET /_admin/stats`) and its whole data set (`GET /_admin/dump`), so a test
 //!   compares the stored set to the fake's exactly.
 
@@ -27,6 +33,7 @@ mod admission;
 mod config;
 mod data;
 mod list;
+mod properties;
 mod search;
 
 pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Mutation, Stats};
@@ -93,7 +100,14 @@ impl FakeHubSpot {
         ] {
             objects.insert(
                 object_type.to_string(),
-                generate(object_type, count, config.big_tie.min(count), &mut rng, now),
+                generate(
+                    object_type,
+                    count,
+                    config.big_tie.min(count),
+                    config.custom_properties,
+                    &mut rng,
+                    now,
+                ),
             );
         }
         let state: Shared = Arc::new(Mutex::new(Fake {
@@ -157,6 +171,15 @@ impl FakeHubSpot {
         admin::dump(&self.lock(), object_type)
     }
 
+    /// The names of every property `object_type` defines, as its definitions list them.
+    pub fn property_names(&self, object_type: &str) -> Vec<String> {
+        self.lock()
+            .objects
+            .get(object_type)
+            .map(|set| set.known.clone())
+            .unwrap_or_default()
+    }
+
     /// Changes the rate limits at run time.
     pub fn set_limits(&self, per_ten_seconds: Option<u32>, search_per_second: Option<u32>) {
         let mut fake = self.lock();
@@ -171,6 +194,10 @@ fn router(state: Shared) -> Router {
     Router::new()
         .route("/crm/v3/objects/{object}", get(list::list))
         .route("/crm/v3/objects/{object}/search", post(list::search_route))
+        .route(
+            "/crm/v3/properties/{object}",
+            get(properties::properties_route),
+        )
         .route("/_admin/faults", post(admin::admin_faults))
         .route("/_admin/mutate", post(admin::admin_mutate))
         .route("/_admin/stats", get(admin::admin_stats))

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use weld_pipeline::Timestamp;
 
-use super::admission::{admit, error};
+use super::admission::{admit, error, unknown_object};
 use super::data::{Answer, Object};
 use super::list::{properties_or_defaults, Built, Listing, Next, Paging};
 use super::{Fake, Refusal};
@@ -248,12 +248,7 @@ pub(super) fn build(
     };
     let Fake { objects, rng, .. } = fake;
     let Some(set) = objects.get(object) else {
-        return Err(error(
-            fake,
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {object}"),
-        ));
+        return Err(unknown_object(fake, object));
     };
     let mut found = match search.select(set.records.values()) {
         Ok(found) => found,

@@ -63,6 +63,14 @@ pub trait SourceKind: Send + Sync + 'static {
     fn params_schema(&self) -> serde_json::Value {
         serde_json::json!({ "type": "object" })
     }
+
+    /// Whether a stream that reads `stored` (checked) may be started again reading `asked`
+    /// (checked, of this kind) and keep its records and checkpoint: the records are the same
+    /// ones, read differently (more properties, say), and the source itself notices the change
+    /// in its checkpoint. The default: only the very same spec.
+    fn same_records(&self, stored: &SourceSpec, asked: &SourceSpec) -> bool {
+        stored == asked
+    }
 }
 
 /// Builds a kind's sources, on a worker.
@@ -158,6 +166,15 @@ impl<K: ?Sized + SourceKind> Registry<K> {
         let mut spec = spec.clone();
         spec.params.values_mut().for_each(whole_numbers_as_integers);
         kind.check(&spec)
+    }
+
+    /// Whether a stream reading `stored` may go on reading `asked` (see
+    /// [`SourceKind::same_records`]); never across kinds.
+    pub fn same_records(&self, stored: &SourceSpec, asked: &SourceSpec) -> bool {
+        stored.kind == asked.kind
+            && self
+                .get(&asked.kind)
+                .is_ok_and(|kind| kind.same_records(stored, asked))
     }
 
     /// The JSON Schema of a spec this registry accepts: one of the kinds' objects, each with its

@@ -1,0 +1,108 @@
+//! The properties a run asks for: the stream's own list, or every property the account defines
+//! for the object, discovered through `GET /crm/v3/properties/{objectType}` at the start of
+//! each run (custom ones included: that is where a customer's own data lives).
+//!
+//! Each position of a sync carries the [fingerprint](PropertySet::fingerprint) of the set its
+//! records were read with. When a run finds another set (a property added or removed in the
+//! portal, or the stream's list changed), the records stored lack the new properties and no
+//! incremental window would bring them (a new property does not move a record's modification
+//! time), so the run starts a full sync instead: every record is read again with the new set
+//! and upserted over the old one. Nothing stored is dropped first.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use weld_pipeline::BoxError;
+
+use super::parse::unparseable;
+
+/// The properties of a run, sorted, with their fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PropertySet {
+    names: Arc<Vec<String>>,
+    fingerprint: u64,
+}
+
+impl PropertySet {
+    /// The set of `names`, sorted and without repeats.
+    pub(crate) fn new(mut names: Vec<String>) -> Self {
+        names.sort();
+        names.dedup();
+        PropertySet {
+            fingerprint: fingerprint(&names),
+            names: Arc::new(names),
+        }
+    }
+
+    /// The names.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// A hash of the names, the same in every process and release (64-bit FNV-1a over the
+    /// sorted names, each followed by a comma); never 0, which marks a position from before
+    /// properties were discovered.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+fn fingerprint(names: &[String]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in names.iter().flat_map(|n| n.bytes().chain([b','])) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash.max(1)
+}
+
+#[derive(Deserialize)]
+struct Definitions {
+    results: Vec<Definition>,
+}
+
+#[derive(Deserialize)]
+struct Definition {
+    name: String,
+}
+
+/// The property names of a `GET /crm/v3/properties/{objectType}` answer.
+pub(super) fn parse_definitions(body: &Bytes) -> Result<Vec<String>, BoxError> {
+    let definitions: Definitions = serde_json::from_slice(body)
+        .map_err(|e| unparseable(format!("the property definitions: {e}")))?;
+    if definitions.results.is_empty() {
+        return Err(unparseable("the object type defines no properties"));
+    }
+    Ok(definitions.results.into_iter().map(|d| d.name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_of_the_set_not_its_order_and_is_stable() {
+        let a = PropertySet::new(vec!["email".into(), "firstname".into()]);
+        let b = PropertySet::new(vec!["firstname".into(), "email".into(), "email".into()]);
+        assert_eq!(a, b);
+        assert_ne!(
+            a.fingerprint(),
+            PropertySet::new(vec!["email".into()]).fingerprint()
+        );
+        // Written into checkpoints: it must not change between releases.
+        assert_eq!(a.fingerprint(), 0x0421_8859_4d4d_0a7e);
+    }
+
+    #[test]
+    fn definitions_parse_to_their_names_and_an_empty_list_is_refused() {
+        let body = Bytes::from_static(
+            br#"{"results":[{"name":"email","type":"string","options":[]},{"name":"custom_1"}]}"#,
+        );
+        assert_eq!(parse_definitions(&body).unwrap(), ["email", "custom_1"]);
+        assert!(parse_definitions(&Bytes::from_static(br#"{"results":[]}"#)).is_err());
+        assert!(parse_definitions(&Bytes::from_static(b"<html>")).is_err());
+    }
+}

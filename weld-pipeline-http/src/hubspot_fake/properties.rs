@@ -1,0 +1,185 @@
+//! Property definitions, as `GET /crm/v3/properties/{objectType}` lists them: a realistic
+//! portal's, HubSpot's own (`hubspotDefined: true`) and the customer's custom ones, of every
+//! type, with values on a share of the records.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::admission::{admit, unknown_object};
+use super::data::iso;
+use super::list::Built;
+use super::{count_status, respond, Fake, Refusal, Shared};
+
+/// HubSpot's property types; values always travel as strings.
+const TYPES: [(&str, &str); 7] = [
+    ("string", "text"),
+    ("number", "number"),
+    ("date", "date"),
+    ("datetime", "date"),
+    ("enumeration", "select"),
+    ("bool", "booleancheckbox"),
+    ("phone_number", "phonenumber"),
+];
+
+/// The options of every enumeration the fake defines.
+const OPTIONS: [&str; 3] = ["option_a", "option_b", "option_c"];
+
+/// One property's definition.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Definition {
+    pub(crate) name: String,
+    label: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    field_type: &'static str,
+    group_name: &'static str,
+    description: String,
+    options: Vec<PropertyOption>,
+    calculated: bool,
+    has_unique_value: bool,
+    hidden: bool,
+    /// Present (true) on HubSpot's own properties only, as HubSpot writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hubspot_defined: Option<bool>,
+    created_at: String,
+    updated_at: String,
+    archived: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PropertyOption {
+    label: String,
+    value: &'static str,
+    display_order: usize,
+    hidden: bool,
+}
+
+impl Definition {
+    /// A definition of `kind` (one of [`TYPES`]'s names).
+    fn new(name: &str, kind: &'static str, hubspot_defined: bool, at: i64) -> Self {
+        let field_type = TYPES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or("text", |(_, field)| field);
+        let options = if kind == "enumeration" {
+            OPTIONS
+                .iter()
+                .enumerate()
+                .map(|(i, value)| PropertyOption {
+                    label: value.replace('_', " "),
+                    value,
+                    display_order: i,
+                    hidden: false,
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        Definition {
+            name: name.to_string(),
+            label: name.replace('_', " "),
+            kind,
+            field_type,
+            group_name: if hubspot_defined {
+                "contactinformation"
+            } else {
+                "custom"
+            },
+            description: String::new(),
+            options,
+            calculated: false,
+            has_unique_value: name == "hs_object_id",
+            hidden: false,
+            hubspot_defined: hubspot_defined.then_some(true),
+            created_at: iso(at),
+            updated_at: iso(at),
+            archived: false,
+        }
+    }
+
+    /// HubSpot's own property `name`, typed as HubSpot types it.
+    pub(crate) fn standard(name: &str, at: i64) -> Self {
+        let kind = match name {
+            "createdate" | "lastmodifieddate" | "hs_lastmodifieddate" | "closedate" => "datetime",
+            "hs_object_id" | "amount" => "number",
+            "lifecyclestage" | "dealstage" | "pipeline" => "enumeration",
+            "phone" => "phone_number",
+            _ => "string",
+        };
+        Definition::new(name, kind, true, at)
+    }
+
+    /// The customer's custom property number `index` (`custom_property_007`), its type
+    /// cycling through every type.
+    pub(crate) fn custom(index: usize, at: i64) -> Self {
+        Definition::new(
+            &format!("custom_property_{index:03}"),
+            TYPES[index % TYPES.len()].0,
+            false,
+            at,
+        )
+    }
+
+    /// A custom string property added at run time.
+    pub(crate) fn added(name: &str, at: i64) -> Self {
+        Definition::new(name, "string", false, at)
+    }
+
+    /// The value record `id` has for custom property `index`, if it has one: about a quarter of
+    /// the records do, each value in its type's format.
+    pub(crate) fn custom_value(index: usize, id: u64) -> Option<String> {
+        if (id as usize * 31 + index * 17) % 4 != 0 {
+            return None;
+        }
+        let n = id as usize * (index + 3);
+        Some(match TYPES[index % TYPES.len()].0 {
+            "number" => (n % 100_000).to_string(),
+            "date" => format!("2024-{:02}-{:02}", n % 12 + 1, n % 28 + 1),
+            "datetime" => iso(1_700_000_000_000 + (n as i64 % 1_000_000) * 60_000),
+            "enumeration" => OPTIONS[n % OPTIONS.len()].to_string(),
+            "bool" => (n % 2 == 0).to_string(),
+            "phone_number" => format!("+1 555 {:04}", n % 10_000),
+            _ => format!("value {index}-{id}"),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Definitions<'a> {
+    results: &'a [Definition],
+}
+
+pub(super) async fn properties_route(
+    State(state): State<Shared>,
+    Path(object): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        build(&mut fake, &object, &uri.to_string(), &headers)
+    };
+    match built {
+        Ok((body, _, fault, limit_headers)) => respond(&state, body, 0, fault, limit_headers).await,
+        Err(response) => {
+            count_status(&state, &response);
+            *response
+        }
+    }
+}
+
+fn build(fake: &mut Fake, object: &str, uri: &str, headers: &HeaderMap) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
+    let Some(set) = fake.objects.get(object) else {
+        return Err(unknown_object(fake, object));
+    };
+    let body = serde_json::to_vec(&Definitions {
+        results: &set.definitions,
+    })
+    .unwrap_or_default();
+    Ok((body, 0, fault, limit_headers))
+}
