@@ -2,7 +2,8 @@
 
 Pages and searches through the fake with the SDK, so that every response is parsed by the
 SDK's own models, and checks the API's behaviour the source relies on: paging by `after`, archived listings, one
-sort rule, the error bodies of 401 and 400, the property definitions. Usage: hubspot_sdk_check.py BASE_URL TOKEN
+sort rule, the error bodies of 401 and 400, the property definitions, the other object types
+and the custom object's schema. Usage: hubspot_sdk_check.py BASE_URL TOKEN
 """
 
 import json
@@ -100,6 +101,18 @@ for definition in definitions:
 # Every property asked for comes back, null where the record has none.
 page = basic.get_page(limit=10, properties=sorted(names)[:40], archived=False)
 assert all(len(r.properties) == 40 for r in page.results), [len(r.properties) for r in page.results]
+
+# The other object types, and the custom object its schema describes, read by its objectTypeId.
+for object_type in ["tickets", "products", "line_items", "quotes", "calls", "emails", "meetings", "notes", "tasks"]:
+    page = client.crm.objects.basic_api.get_page(object_type=object_type, limit=5)
+    assert page.results and all(r.id and r.updated_at for r in page.results), object_type
+schemas = client.crm.schemas.core_api.get_all().results
+assert len(schemas) == 1, schemas
+car = schemas[0]
+assert car.object_type_id == "2-1234567" and car.fully_qualified_name == "p1234567_cars", car
+assert car.labels.singular == "Car" and car.properties, car
+cars = client.crm.objects.basic_api.get_page(object_type=car.object_type_id, limit=5, properties=["model"])
+assert cars.results and all("model" in r.properties for r in cars.results), cars
 
 print(
     f"official client: {pages} list pages, {len(seen)} contacts, {len(definitions)} property "

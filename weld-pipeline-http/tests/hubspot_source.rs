@@ -53,24 +53,35 @@ async fn run(config: &Config, sink: &MemorySink, from: Checkpoint) -> RunReport 
 /// the value of every property the source asked for: `listed`, or (`None`) every property the
 /// fake's portal defines, each present in every record, `null` where the record has no value.
 fn assert_equals_the_fake(fake: &FakeHubSpot, sink: &MemorySink, listed: Option<&[String]>) {
-    let every = fake.property_names("contacts");
+    assert_object_equals_the_fake(fake, sink, "contacts", listed);
+}
+
+/// [`assert_equals_the_fake`] for the records of `object` (the fake's name or id for it).
+fn assert_object_equals_the_fake(
+    fake: &FakeHubSpot,
+    sink: &MemorySink,
+    object: &str,
+    listed: Option<&[String]>,
+) {
+    let every = fake.property_names(object);
+    assert!(!every.is_empty(), "the fake has no {object}");
     let properties = listed.unwrap_or(&every);
     let stored: Vec<Record> = sink.records(&stream());
     let mut stored: Vec<&Record> = stored.iter().collect();
     stored.sort_by_key(|r| r.id.parse::<u64>().unwrap());
-    let dumped = fake.dump("contacts");
-    assert_eq!(stored.len(), dumped.len(), "record counts differ");
+    let dumped = fake.dump(object);
+    assert_eq!(stored.len(), dumped.len(), "{object}: record counts differ");
     for (record, truth) in stored.iter().zip(&dumped) {
         assert_eq!(record.id, truth.id);
         assert_eq!(
             record.updated_at,
             Timestamp::parse_rfc3339(&truth.updated_at).unwrap(),
-            "record {}",
+            "{object}: record {}",
             truth.id
         );
         assert_eq!(
             record.archived, truth.archived,
-            "record {} archived",
+            "{object}: record {} archived",
             truth.id
         );
         let data: serde_json::Value = record.data.decode().unwrap();
@@ -159,7 +170,8 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
     let sink = MemorySink::new();
     let first = run(&config, &sink, Checkpoint::start()).await;
     assert_eq!(first.outcome, RunOutcome::Succeeded);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The i-th change is stamped `now - i` ms: past 150 ms, all are after the first window.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     fake.mutate(&Mutation {
         object: "contacts".into(),
         modify: 120,
@@ -168,6 +180,8 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
         tie: false,
         add_property: None,
     });
+    // Changes older than the second run's start (its window ends before that millisecond).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let second = run(&config, &sink, first.checkpoint).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded);
     // Only the changes travelled, not the whole set again.
@@ -558,8 +572,24 @@ async fn an_unknown_object_type_fails_the_run_without_retries() {
         panic!("{:?}", report.outcome)
     };
     assert_eq!(kind, weld_pipeline::ErrorKind::Permanent);
+    assert!(
+        error.contains("no object type named \"unicorns\""),
+        "{error}"
+    );
+    assert_eq!(
+        fake.stats().requests,
+        1,
+        "one look at the schemas, no retry"
+    );
+    // An id no schema has: HubSpot's 404, not retried.
+    config.object.object_type = "2-999".into();
+    let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(kind, weld_pipeline::ErrorKind::Permanent);
     assert!(error.contains("404"), "{error}");
-    assert_eq!(fake.stats().requests, 1);
+    assert_eq!(fake.stats().requests, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,4 +761,63 @@ async fn ten_thousand_contacts_with_300_properties_sync_under_a_100_per_10_s_lim
     );
     assert_eq!(stats.rate_limited, 0);
     assert_equals_the_fake(&fake, &sink, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_type_and_a_custom_object_sync_exactly_full_then_incrementally() {
+    let fake = fake(FakeConfig {
+        contacts: 250,
+        companies: 250,
+        deals: 250,
+        others: 250,
+        custom_properties: 10,
+        ..FakeConfig::default()
+    })
+    .await;
+    let types = [
+        "contacts",
+        "companies",
+        "deals",
+        "tickets",
+        "products",
+        "line_items",
+        "quotes",
+        "calls",
+        "emails",
+        "meetings",
+        "notes",
+        "tasks",
+    ];
+    // The custom object by its objectTypeId, its name (looked up in /crm/v3/schemas) and its
+    // fully qualified name.
+    let custom = ["2-1234567", "cars", "p1234567_cars"];
+    for object in types.iter().chain(&custom) {
+        let mut config = config(&fake);
+        config.object.object_type = object.to_string();
+        let sink = MemorySink::new();
+        let first = run(&config, &sink, Checkpoint::start()).await;
+        assert_eq!(first.outcome, RunOutcome::Succeeded, "{object}");
+        // The fake stamps the i-th change `now - i` ms: past 20 ms, every stamp is after the
+        // first run's window (a run of 250 records can take less than that).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fake.mutate(&Mutation {
+            object: object.to_string(),
+            modify: 20,
+            create: 5,
+            archive: 5,
+            ..Mutation::default()
+        });
+        // A window ends before its start's millisecond (the next window takes that one): the
+        // changes must be older than the second run.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = run(&config, &sink, first.checkpoint).await;
+        assert_eq!(second.outcome, RunOutcome::Succeeded, "{object}");
+        assert!(second.records < 100, "{object}: {} records", second.records);
+        let fakes_name = if custom.contains(object) {
+            "2-1234567"
+        } else {
+            object
+        };
+        assert_object_equals_the_fake(&fake, &sink, fakes_name, None);
+    }
 }

@@ -13,7 +13,7 @@ use tower::Service;
 use weld_pipeline::middleware::{Budget, BudgetPacer, Pacer};
 use weld_pipeline::{BoxError, Error, Timestamp};
 
-use super::config::{HubSpotAccount, HubSpotObject};
+use super::config::HubSpotAccount;
 use super::error::HubSpotError;
 
 /// One call.
@@ -21,14 +21,20 @@ use super::error::HubSpotError;
 pub(crate) enum Call {
     /// A page of the list endpoint.
     List {
+        object_type: Arc<str>,
         archived: bool,
         after: Option<String>,
         properties: Vec<String>,
     },
     /// A page of search.
-    Search { body: serde_json::Value },
+    Search {
+        object_type: Arc<str>,
+        body: serde_json::Value,
+    },
     /// The object type's property definitions.
-    Properties,
+    Properties { object_type: Arc<str> },
+    /// The account's custom object schemas.
+    Schemas,
 }
 
 /// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
@@ -37,14 +43,12 @@ pub(crate) enum Call {
 pub(crate) struct Client {
     http: reqwest::Client,
     account: Arc<HubSpotAccount>,
-    object: Arc<HubSpotObject>,
     budget: Arc<BudgetPacer>,
 }
 
 impl Client {
     pub(crate) fn new(
         account: Arc<HubSpotAccount>,
-        object: Arc<HubSpotObject>,
         budget: Arc<BudgetPacer>,
     ) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
@@ -54,7 +58,6 @@ impl Client {
         Ok(Client {
             http,
             account,
-            object,
             budget,
         })
     }
@@ -62,7 +65,7 @@ impl Client {
     /// The list URL for a call, to measure it before sending.
     pub(crate) fn list_url(
         account: &HubSpotAccount,
-        object: &HubSpotObject,
+        object_type: &str,
         archived: bool,
         after: Option<&str>,
         properties: &[String],
@@ -70,7 +73,7 @@ impl Client {
         let mut url = format!(
             "{}/crm/v3/objects/{}?limit={}&archived={archived}",
             account.base_url.trim_end_matches('/'),
-            object.object_type,
+            object_type,
             account.list_limit
         );
         if !properties.is_empty() {
@@ -107,36 +110,33 @@ fn until_midnight() -> Duration {
 impl Client {
     /// The HTTP request of a call, with the token and the deadline.
     fn request(&self, call: &Call) -> Result<reqwest::RequestBuilder, BoxError> {
-        let (account, object) = (&self.account, &self.object);
+        let account = &self.account;
+        let base = account.base_url.trim_end_matches('/');
         let request = match call {
             Call::List {
+                object_type,
                 archived,
                 after,
                 properties,
             } => self.http.get(Client::list_url(
                 account,
-                object,
+                object_type,
                 *archived,
                 after.as_deref(),
                 properties,
             )),
-            Call::Search { body } => self
+            Call::Search { object_type, body } => self
                 .http
-                .post(format!(
-                    "{}/crm/v3/objects/{}/search",
-                    account.base_url.trim_end_matches('/'),
-                    object.object_type
-                ))
+                .post(format!("{base}/crm/v3/objects/{object_type}/search"))
                 .header("content-type", "application/json")
                 .body(
                     serde_json::to_vec(body)
                         .map_err(|e| Error::Bug(format!("search body: {e}")))?,
                 ),
-            Call::Properties => self.http.get(format!(
-                "{}/crm/v3/properties/{}",
-                account.base_url.trim_end_matches('/'),
-                object.object_type
-            )),
+            Call::Properties { object_type } => self
+                .http
+                .get(format!("{base}/crm/v3/properties/{object_type}")),
+            Call::Schemas => self.http.get(format!("{base}/crm/v3/schemas")),
         };
         Ok(request
             .header("authorization", account.token.bearer())

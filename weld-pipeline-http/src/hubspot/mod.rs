@@ -1,5 +1,15 @@
 //! The HubSpot source: the code that talks to `api.hubapi.com` (or to the fake).
 //!
+//! # What a stream reads
+//!
+//! Any CRM object type: `contacts`, `companies`, `deals`, `tickets`, `products`, `line_items`,
+//! `quotes`, `calls`, `emails`, `meetings`, `notes`, `tasks` (change tracking:
+//! `lastmodifieddate` for contacts, `hs_lastmodifieddate` for the others), or a custom object
+//! by its `objectTypeId` (`2-1234567`), its fully qualified name (`p1234567_cars`), both of
+//! which URLs take as they are, or its name (`cars`), looked up once in `GET /crm/v3/schemas`.
+//! (HubSpot's own Python client reads schemas at `/crm-object-schemas/v3/schemas`; both paths
+//! answer the same.)
+//!
 //! # How a stream is synced
 //!
 //! Each run first reads the object's **property definitions** (`GET

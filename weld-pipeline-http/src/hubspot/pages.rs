@@ -36,6 +36,9 @@ pub struct HubSpotPages {
     meta: CallService,
     /// The property set last discovered, for the pages of a run after its first.
     discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
+    /// The object type as URLs name it: the configured one, or a custom object's
+    /// `objectTypeId` found by its name.
+    resolved: Arc<std::sync::Mutex<Option<Arc<str>>>>,
 }
 
 impl std::fmt::Debug for HubSpotPages {
@@ -71,7 +74,7 @@ impl HubSpotPages {
     ) -> Result<Self, Error> {
         let object = Arc::new(object);
         let budget = limits.budget.clone();
-        let client = Client::new(account.clone(), object.clone(), budget.clone())?;
+        let client = Client::new(account.clone(), budget.clone())?;
         let retry = RetryLayer::new(RetryPolicy::default());
         // Telemetry outermost: `weld_calls_total{service}` counts the pages callers asked for, a
         // page retried three times and then fetched counting once.
@@ -100,6 +103,7 @@ impl HubSpotPages {
             search: BoxCloneSyncService::new(search),
             meta: BoxCloneSyncService::new(meta),
             discovered: Arc::default(),
+            resolved: Arc::default(),
         })
     }
 }
@@ -107,6 +111,27 @@ impl HubSpotPages {
 impl HubSpotPages {
     fn settle(&self, now: i64) -> i64 {
         now - self.account.settle_delay.as_millis() as i64
+    }
+
+    /// The object type as URLs name it (see [`object_type_in_urls`]), resolved once.
+    async fn object_type(&self) -> Result<Arc<str>, BoxError> {
+        if let Some(resolved) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(resolved);
+        }
+        let configured = self.object.object_type.as_str();
+        let resolved: Arc<str> = if object_type_in_urls(configured) {
+            configured.into()
+        } else {
+            let body = self.meta.clone().oneshot(Call::Schemas).await?;
+            custom_object_id(&body, configured)?.into()
+        };
+        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some(resolved.clone());
+        Ok(resolved)
     }
 
     /// The properties this page asks for: the stream's list, or every property of the object,
@@ -125,7 +150,12 @@ impl HubSpotPages {
                 return Ok(set);
             }
         }
-        let body = self.meta.clone().oneshot(Call::Properties).await?;
+        let object_type = self.object_type().await?;
+        let body = self
+            .meta
+            .clone()
+            .oneshot(Call::Properties { object_type })
+            .await?;
         let set = PropertySet::new(parse_definitions(&body)?);
         *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
         Ok(set)
@@ -139,9 +169,10 @@ impl HubSpotPages {
         set: &PropertySet,
     ) -> Result<Listed, BoxError> {
         let properties = set.names().to_vec();
+        let object_type = self.object_type().await?;
         let whole = Client::list_url(
             &self.account,
-            &self.object,
+            &object_type,
             archived,
             after.as_deref(),
             &properties,
@@ -151,6 +182,7 @@ impl HubSpotPages {
                 .list
                 .clone()
                 .oneshot(Call::List {
+                    object_type,
                     archived,
                     after,
                     properties,
@@ -159,7 +191,7 @@ impl HubSpotPages {
             return parse(&body);
         }
         // Split: each part asks for the same page with some of the properties (see `split`).
-        let base = Client::list_url(&self.account, &self.object, archived, after.as_deref(), &[])
+        let base = Client::list_url(&self.account, &object_type, archived, after.as_deref(), &[])
             .len()
             + 12;
         let room = self.account.max_url_bytes.saturating_sub(base).max(64);
@@ -169,6 +201,7 @@ impl HubSpotPages {
                 .list
                 .clone()
                 .oneshot(Call::List {
+                    object_type: object_type.clone(),
                     archived,
                     after: after.clone(),
                     properties: part,
@@ -309,7 +342,12 @@ impl HubSpotPages {
             "properties": set.names(),
             "limit": self.account.search_limit,
         });
-        let answer = self.search.clone().oneshot(Call::Search { body }).await?;
+        let object_type = self.object_type().await?;
+        let answer = self
+            .search
+            .clone()
+            .oneshot(Call::Search { object_type, body })
+            .await?;
         let listed = parse(&answer)?;
         let last = listed
             .records
@@ -365,6 +403,70 @@ impl HubSpotPages {
             cursor: checkpoint(&next)?,
         })
     }
+}
+
+/// HubSpot's own object types, which URLs name as they are.
+const STANDARD_TYPES: [&str; 12] = [
+    "contacts",
+    "companies",
+    "deals",
+    "tickets",
+    "products",
+    "line_items",
+    "quotes",
+    "calls",
+    "emails",
+    "meetings",
+    "notes",
+    "tasks",
+];
+
+/// Whether URLs take `object_type` as it is: a standard type, an `objectTypeId` (`2-1234567`)
+/// or a custom object's fully qualified name (`p1234567_cars`). Anything else is a custom
+/// object's name, looked up in the account's schemas.
+fn object_type_in_urls(object_type: &str) -> bool {
+    let id = object_type.split_once('-').is_some_and(|(a, b)| {
+        [a, b]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let qualified = object_type
+        .strip_prefix('p')
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(portal, _)| {
+            !portal.is_empty() && portal.bytes().all(|b| b.is_ascii_digit())
+        });
+    STANDARD_TYPES.contains(&object_type) || id || qualified
+}
+
+/// The `objectTypeId` of the custom object named `name` (or so qualified) in a
+/// `GET /crm/v3/schemas` answer.
+fn custom_object_id(body: &Bytes, name: &str) -> Result<String, BoxError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Schema {
+        name: String,
+        object_type_id: String,
+        #[serde(default)]
+        fully_qualified_name: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Schemas {
+        results: Vec<Schema>,
+    }
+    let schemas: Schemas = serde_json::from_slice(body)
+        .map_err(|e| super::parse::unparseable(format!("the custom object schemas: {e}")))?;
+    schemas
+        .results
+        .into_iter()
+        .find(|s| s.name == name || s.fully_qualified_name.as_deref() == Some(name))
+        .map(|s| s.object_type_id)
+        .ok_or_else(|| {
+            Box::new(Error::Invalid(format!(
+                "no object type named {name:?} in this HubSpot account (neither a standard type \
+                 nor a custom object of its schemas)"
+            ))) as BoxError
+        })
 }
 
 /// The search filter of the records after `id`.

@@ -17,8 +17,9 @@ pub const KIND: &str = "hubspot";
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSpotParams {
-    /// The object type: `contacts` (the default), `companies`, `deals`, or any other type's name
-    /// or id (`2-123456`).
+    /// The object type: `contacts` (the default), any other CRM type (`companies`, `deals`,
+    /// `tickets`, ...), or a custom object's `objectTypeId` (`2-123456`), fully qualified name
+    /// or name.
     #[serde(default = "contacts")]
     pub object: String,
     /// The properties to read; absent for every property the account defines for the type
@@ -130,7 +131,7 @@ impl SourceKind for HubSpotKind {
             "type": "object",
             "properties": {
                 "object": {"type": "string", "pattern": name,
-                    "description": "The object type's name or id. Default `contacts`."},
+                    "description": "The CRM object type (`contacts`, `tickets`, ...) or a custom object's objectTypeId, fully qualified name or name. Default `contacts`."},
                 "properties": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_PROPERTIES,
                     "items": {"type": "string", "pattern": name},
                     "description": "The properties to read. Default: every property the account defines for the type, discovered at each run."},

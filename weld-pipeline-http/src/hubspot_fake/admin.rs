@@ -11,19 +11,30 @@ use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     let now = Timestamp::now().as_millis();
     let Fake { objects, rng, .. } = fake;
-    let Some(set) = objects.get_mut(&mutation.object) else {
+    let Some(set) = objects.get_mut(super::canonical(&mutation.object)) else {
         return vec![];
     };
     // Distinct records, chosen at random.
     let live = set.live_shuffled(rng);
     let mut touched = Vec::new();
     let stamp = |i: usize| if mutation.tie { now } else { now - i as i64 };
+    // The property an edit changes: a contact's first name, another type's first own property.
+    let edited = set
+        .defaults
+        .iter()
+        .find(|p| {
+            !matches!(
+                **p,
+                "createdate" | "hs_object_id" | "lastmodifieddate" | "hs_lastmodifieddate"
+            ) && (set.object_type != "contacts" || **p == "firstname")
+        })
+        .map_or("firstname", |p| *p);
     for (i, &id) in live.iter().take(mutation.modify).enumerate() {
         set.touch(id, stamp(i));
         if let Some(object) = set.records.get_mut(&id) {
             object
                 .properties
-                .insert("firstname".into(), Some(format!("Changed{i}")));
+                .insert(edited.into(), Some(format!("Changed{i}")));
         }
         touched.push(id);
     }
@@ -48,7 +59,7 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
 
 pub(super) fn dump(fake: &Fake, object: &str) -> Vec<Dumped> {
     fake.objects
-        .get(object)
+        .get(super::canonical(object))
         .map(|set| {
             set.records
                 .values()

@@ -17,6 +17,9 @@ pub struct FakeConfig {
     pub companies: usize,
     /// Deals generated.
     pub deals: usize,
+    /// Records of each other type generated (tickets, products, line items, quotes, calls,
+    /// emails, meetings, notes, tasks and the custom object).
+    pub others: usize,
     /// Records of each type sharing one modification time (more than a page of search).
     pub big_tie: usize,
     /// Non-search calls allowed per rolling 10 s, or none for no limit.
@@ -42,6 +45,7 @@ impl Default for FakeConfig {
             contacts: 1_000,
             companies: 100,
             deals: 100,
+            others: 60,
             big_tie: 0,
             per_ten_seconds: None,
             search_per_second: Some(5),

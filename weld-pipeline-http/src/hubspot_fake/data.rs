@@ -27,6 +27,8 @@ pub(crate) struct ObjectSet {
     /// for the others.
     pub(crate) modified_property: &'static str,
     pub(crate) defaults: &'static [&'static str],
+    /// Its type: `contacts`, `tickets`, a custom object's id, ...
+    pub(crate) object_type: String,
     /// Every property name the type knows (others are left out of answers).
     pub(crate) known: Vec<String>,
     /// Their definitions, as the properties endpoint lists them.
@@ -62,6 +64,143 @@ const DEAL_DEFAULTS: &[&str] = &[
     "pipeline",
 ];
 
+/// The custom object the fake's portal defines (see [`CUSTOM_OBJECT`]).
+pub(crate) const CUSTOM_OBJECT_TYPE_ID: &str = "2-1234567";
+
+/// The CRM object types the fake serves beside contacts, companies and deals, each with the
+/// properties a list without `properties` returns (and that it generates values for). Change
+/// tracking is `hs_lastmodifieddate` for all of them.
+pub(crate) const OTHER_TYPES: &[(&str, &[&str])] = &[
+    (
+        "tickets",
+        &[
+            "content",
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_pipeline",
+            "hs_pipeline_stage",
+            "hs_ticket_priority",
+            "subject",
+        ],
+    ),
+    (
+        "products",
+        &[
+            "createdate",
+            "description",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_sku",
+            "name",
+            "price",
+        ],
+    ),
+    (
+        "line_items",
+        &[
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_product_id",
+            "name",
+            "price",
+            "quantity",
+        ],
+    ),
+    (
+        "quotes",
+        &[
+            "createdate",
+            "hs_expiration_date",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_status",
+            "hs_title",
+        ],
+    ),
+    (
+        "calls",
+        &[
+            "createdate",
+            "hs_call_duration",
+            "hs_call_title",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_timestamp",
+        ],
+    ),
+    (
+        "emails",
+        &[
+            "createdate",
+            "hs_email_subject",
+            "hs_email_text",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_timestamp",
+        ],
+    ),
+    (
+        "meetings",
+        &[
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_meeting_start_time",
+            "hs_meeting_title",
+            "hs_object_id",
+            "hs_timestamp",
+        ],
+    ),
+    (
+        "notes",
+        &[
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_note_body",
+            "hs_object_id",
+            "hs_timestamp",
+        ],
+    ),
+    (
+        "tasks",
+        &[
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "hs_task_status",
+            "hs_task_subject",
+            "hs_timestamp",
+        ],
+    ),
+    (
+        CUSTOM_OBJECT_TYPE_ID,
+        &[
+            "createdate",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "make",
+            "model",
+            "year",
+        ],
+    ),
+];
+
+/// A value for property `name` of record `id` of a type the fake knows no story for: a
+/// number, a time or a text, as the name suggests.
+fn generic_value(name: &str, id: u64, at: i64) -> Option<String> {
+    Some(match name {
+        "price" | "quantity" | "hs_call_duration" | "year" | "hs_product_id" => {
+            (id * 37 % 5_000 + 1).to_string()
+        }
+        "hs_timestamp" | "hs_meeting_start_time" | "hs_expiration_date" => iso(at),
+        "hs_status" | "hs_task_status" => {
+            ["DRAFT", "APPROVED", "NOT_STARTED"][id as usize % 3].to_string()
+        }
+        _ => format!("{name} {id}"),
+    })
+}
+
 const FIRST: [&str; 10] = [
     "Lorelai", "Rory", "Luke", "Sookie", "Paris", "Jess", "Emily", "Richard", "Lane", "Kirk",
 ];
@@ -88,11 +227,23 @@ impl ObjectSet {
         let (modified_property, defaults) = match object_type {
             "contacts" => ("lastmodifieddate", CONTACT_DEFAULTS),
             "companies" => ("hs_lastmodifieddate", COMPANY_DEFAULTS),
-            _ => ("hs_lastmodifieddate", DEAL_DEFAULTS),
+            "deals" => ("hs_lastmodifieddate", DEAL_DEFAULTS),
+            other => (
+                "hs_lastmodifieddate",
+                OTHER_TYPES
+                    .iter()
+                    .find(|(name, _)| *name == other)
+                    .map_or(DEAL_DEFAULTS, |(_, defaults)| *defaults),
+            ),
+        };
+        let more: &[&str] = if object_type == "contacts" {
+            &["phone", "company", "website", "lifecyclestage", "city"]
+        } else {
+            &[]
         };
         let mut definitions: Vec<Definition> = defaults
             .iter()
-            .chain(&["phone", "company", "website", "lifecyclestage", "city"])
+            .chain(more)
             .map(|name| Definition::standard(name, now - 400 * 86_400_000))
             .collect();
         definitions.extend((0..custom).map(|i| Definition::custom(i, now - 200 * 86_400_000)));
@@ -104,6 +255,7 @@ impl ObjectSet {
             known: definitions.iter().map(|d| d.name.clone()).collect(),
             definitions,
             custom,
+            object_type: object_type.to_string(),
         }
     }
 
@@ -142,8 +294,8 @@ impl ObjectSet {
         set("createdate", Some(iso(created_at)));
         set("hs_object_id", Some(id.to_string()));
         set(self.modified_property, Some(iso(updated_at)));
-        match self.modified_property {
-            "lastmodifieddate" => {
+        match self.object_type.as_str() {
+            "contacts" => {
                 set(
                     "email",
                     Some(format!("{}.{id}@example.com", first.to_lowercase())),
@@ -164,7 +316,7 @@ impl ObjectSet {
                     Some(["lead", "customer", "subscriber"][rng.usize(..3)].to_string()),
                 );
             }
-            "hs_lastmodifieddate" if self.defaults == COMPANY_DEFAULTS => {
+            "companies" => {
                 set("name", Some(format!("{last} & Co {id}")));
                 set(
                     "domain",
@@ -174,12 +326,19 @@ impl ObjectSet {
                     )),
                 );
             }
-            _ => {
+            "deals" => {
                 set("dealname", Some(format!("Deal {id} with {last}")));
                 set("amount", Some((rng.u32(100..100_000)).to_string()));
                 set("dealstage", Some("appointmentscheduled".to_string()));
                 set("pipeline", Some("default".to_string()));
                 set("closedate", None);
+            }
+            _ => {
+                for name in self.defaults {
+                    if !matches!(*name, "createdate" | "hs_object_id" | "hs_lastmodifieddate") {
+                        set(name, generic_value(name, id, created_at));
+                    }
+                }
             }
         }
         for index in 0..self.custom {

@@ -135,7 +135,7 @@ fn build_list(
         .archived
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("true"));
-    let Some(set) = fake.objects.get(object) else {
+    let Some(set) = fake.objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
     let properties = properties_or_defaults(set, query.properties.as_deref());

@@ -14,6 +14,12 @@
 //!   a portal's standard properties and [`FakeConfig::custom_properties`] custom ones of every
 //!   type (`string`, `number`, `date`, `datetime`, `enumeration`, `bool`, `phone_number`),
 //!   each set on about a quarter of the records. A property can be added at run time.
+//! - Every CRM object type with the same list, search and properties endpoints: `tickets`,
+//!   `products`, `line_items`, `quotes`, `calls`, `emails`, `meetings`, `notes`, `tasks`
+//!   ([`FakeConfig::others`] of each), and a custom object (`GET /crm/v3/schemas`, and
+//!   `/crm-object-schemas/v3/schemas` where HubSpot's Python client reads them, describe it:
+//!   `cars`, `objectTypeId` `2-1234567`, `fullyQualifiedName` `p1234567_cars`; its records are
+//!   served under the id and the fully qualified name).
 //! - Bearer token checked (401 `INVALID_AUTHENTICATION`); object types can be made forbidden
 //!   (403 `MISSING_SCOPES`); a URL over the length limit is a 414.
 //! - Rate limits: a rolling 10-second window on non-search calls with the
@@ -93,11 +99,17 @@ impl FakeHubSpot {
         let mut rng = fastrand::Rng::with_seed(config.seed);
         let now = Timestamp::now().as_millis();
         let mut objects = HashMap::new();
+        let others = data::OTHER_TYPES
+            .iter()
+            .map(|(object_type, _)| (*object_type, config.others));
         for (object_type, count) in [
             ("contacts", config.contacts),
             ("companies", config.companies),
             ("deals", config.deals),
-        ] {
+        ]
+        .into_iter()
+        .chain(others)
+        {
             objects.insert(
                 object_type.to_string(),
                 generate(
@@ -198,11 +210,27 @@ fn router(state: Shared) -> Router {
             "/crm/v3/properties/{object}",
             get(properties::properties_route),
         )
+        .route("/crm/v3/schemas", get(properties::schemas_route))
+        // Where HubSpot's own clients read the same schemas.
+        .route(
+            "/crm-object-schemas/v3/schemas",
+            get(properties::schemas_route),
+        )
         .route("/_admin/faults", post(admin::admin_faults))
         .route("/_admin/mutate", post(admin::admin_mutate))
         .route("/_admin/stats", get(admin::admin_stats))
         .route("/_admin/dump", get(admin::admin_dump))
         .with_state(state)
+}
+
+/// The key an object type's records are kept under: a custom object's fully qualified name is
+/// its `objectTypeId`, as HubSpot takes either in a URL.
+pub(crate) fn canonical(object: &str) -> &str {
+    if object == properties::CUSTOM_OBJECT_NAMES[1] {
+        data::CUSTOM_OBJECT_TYPE_ID
+    } else {
+        object
+    }
 }
 
 /// Sends a page, applying an answer fault, and counts what was served.

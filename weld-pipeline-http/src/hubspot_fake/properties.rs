@@ -174,12 +174,80 @@ pub(super) async fn properties_route(
 
 fn build(fake: &mut Fake, object: &str, uri: &str, headers: &HeaderMap) -> Result<Built, Refusal> {
     let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
-    let Some(set) = fake.objects.get(object) else {
+    let Some(set) = fake.objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
     let body = serde_json::to_vec(&Definitions {
         results: &set.definitions,
     })
     .unwrap_or_default();
+    Ok((body, 0, fault, limit_headers))
+}
+
+/// The portal's custom object as `GET /crm/v3/schemas` describes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Schema<'a> {
+    id: &'static str,
+    name: &'static str,
+    object_type_id: &'static str,
+    fully_qualified_name: &'static str,
+    labels: serde_json::Value,
+    primary_display_property: &'static str,
+    required_properties: [&'static str; 1],
+    searchable_properties: [&'static str; 2],
+    properties: &'a [Definition],
+    associations: [(); 0],
+    archived: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+/// The custom object's name and its fully qualified name, which HubSpot takes in URLs as well
+/// as its `objectTypeId`.
+pub(crate) const CUSTOM_OBJECT_NAMES: [&str; 2] = ["cars", "p1234567_cars"];
+
+pub(super) async fn schemas_route(
+    State(state): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        schemas(&mut fake, &uri.to_string(), &headers)
+    };
+    match built {
+        Ok((body, _, fault, limit_headers)) => respond(&state, body, 0, fault, limit_headers).await,
+        Err(response) => {
+            count_status(&state, &response);
+            *response
+        }
+    }
+}
+
+fn schemas(fake: &mut Fake, uri: &str, headers: &HeaderMap) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, "schemas", false)?;
+    let at = iso(weld_pipeline::Timestamp::now().as_millis() - 300 * 86_400_000);
+    let results: Vec<Schema<'_>> = fake
+        .objects
+        .get(super::data::CUSTOM_OBJECT_TYPE_ID)
+        .map(|set| Schema {
+            id: "1234567",
+            name: CUSTOM_OBJECT_NAMES[0],
+            object_type_id: super::data::CUSTOM_OBJECT_TYPE_ID,
+            fully_qualified_name: CUSTOM_OBJECT_NAMES[1],
+            labels: serde_json::json!({"singular": "Car", "plural": "Cars"}),
+            primary_display_property: "model",
+            required_properties: ["model"],
+            searchable_properties: ["model", "make"],
+            properties: &set.definitions,
+            associations: [],
+            archived: false,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+        })
+        .into_iter()
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "results": results })).unwrap_or_default();
     Ok((body, 0, fault, limit_headers))
 }

@@ -247,7 +247,7 @@ pub(super) fn build(
         Err(message) => return Err(invalid(fake, message)),
     };
     let Fake { objects, rng, .. } = fake;
-    let Some(set) = objects.get(object) else {
+    let Some(set) = objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
     let mut found = match search.select(set.records.values()) {
