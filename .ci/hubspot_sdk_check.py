@@ -2,8 +2,8 @@
 
 Pages and searches through the fake with the SDK, so that every response is parsed by the
 SDK's own models, and checks the API's behaviour the source relies on: paging by `after`, archived listings, one
-sort rule, the error bodies of 401 and 400, the property definitions, the other object types
-and the custom object's schema. Usage: hubspot_sdk_check.py BASE_URL TOKEN
+sort rule, the error bodies of 401 and 400, the property definitions, the other object types,
+the custom object's schema, owners and pipelines. Usage: hubspot_sdk_check.py BASE_URL TOKEN
 """
 
 import json
@@ -114,7 +114,17 @@ assert car.labels.singular == "Car" and car.properties, car
 cars = client.crm.objects.basic_api.get_page(object_type=car.object_type_id, limit=5, properties=["model"])
 assert cars.results and all("model" in r.properties for r in cars.results), cars
 
+# Reference data: owners (paged, archived ones apart) and pipelines with their stages.
+owners = client.crm.owners.get_all()
+assert owners and all(o.id and o.email and o.updated_at and o.archived is False for o in owners), owners
+gone = client.crm.owners.owners_api.get_page(archived=True).results
+assert gone and all(o.archived for o in gone), gone
+for object_type in ["deals", "tickets"]:
+    pipelines = client.crm.pipelines.pipelines_api.get_all(object_type=object_type).results
+    assert pipelines and all(p.id and p.label and p.stages for p in pipelines), pipelines
+    assert all(s.id and s.label and s.metadata is not None for p in pipelines for s in p.stages)
+
 print(
     f"official client: {pages} list pages, {len(seen)} contacts, {len(definitions)} property "
-    "definitions, search and errors parsed"
+    f"definitions, {len(owners)} owners, search and errors parsed"
 )

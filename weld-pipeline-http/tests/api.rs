@@ -284,6 +284,36 @@ async fn an_existing_stream_keeps_its_configuration_and_its_source() {
 }
 
 #[tokio::test]
+async fn reference_data_and_custom_objects_are_hubspot_objects_a_stream_may_read() {
+    let app = app(ApiConfig::default());
+    for object in [
+        "owners",
+        "pipelines:deals",
+        "tickets",
+        "2-1234567",
+        "p1234567_cars",
+        "cars",
+    ] {
+        let body = json!({"source": {"kind": "hubspot", "object": object}}).to_string();
+        let name = format!("/streams/s{}/start", object.len());
+        let (status, started) = app.call(Method::POST, &name, Some(&body)).await;
+        assert_eq!(status, StatusCode::OK, "{object}: {started}");
+        assert_eq!(started["source"]["object"], object);
+        app.call(Method::DELETE, &name.replace("/start", ""), None)
+            .await;
+    }
+    for object in ["pipelines:", "pipelines:a:b", "owners!"] {
+        let body = json!({"source": {"kind": "hubspot", "object": object}}).to_string();
+        assert_error(
+            app.call(Method::POST, "/streams/bad/start", Some(&body))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        );
+    }
+}
+
+#[tokio::test]
 async fn whole_numbers_written_as_floats_are_integers_and_null_means_the_default() {
     let app = app(ApiConfig::default());
     let (status, body) = app

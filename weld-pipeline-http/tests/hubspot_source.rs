@@ -821,3 +821,50 @@ async fn every_object_type_and_a_custom_object_sync_exactly_full_then_incrementa
         assert_object_equals_the_fake(&fake, &sink, fakes_name, None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_pipelines_are_read_whole_on_every_run_and_equal_the_fakes() {
+    let fake = fake(FakeConfig {
+        contacts: 10,
+        owners: 230,
+        ..FakeConfig::default()
+    })
+    .await;
+    let by_id = |records: Vec<Record>| -> std::collections::BTreeMap<String, serde_json::Value> {
+        records
+            .into_iter()
+            .map(|r| (r.id.clone(), r.data.decode().unwrap()))
+            .collect()
+    };
+    let truth =
+        |values: Vec<serde_json::Value>| -> std::collections::BTreeMap<String, serde_json::Value> {
+            values
+                .into_iter()
+                .map(|v| (v["id"].as_str().unwrap().to_string(), v))
+                .collect()
+        };
+    for (object, expected) in [
+        ("owners", truth(fake.owners())),
+        ("pipelines:deals", truth(fake.pipelines("deals"))),
+        ("pipelines:tickets", truth(fake.pipelines("tickets"))),
+    ] {
+        let mut config = config(&fake);
+        config.object.object_type = object.into();
+        let sink = MemorySink::new();
+        let mut checkpoint = Checkpoint::start();
+        for run_number in 0..2 {
+            let report = run(&config, &sink, checkpoint).await;
+            assert_eq!(report.outcome, RunOutcome::Succeeded, "{object}");
+            assert_eq!(
+                report.records as usize,
+                expected.len(),
+                "{object}: run {run_number} reads the whole set"
+            );
+            checkpoint = report.checkpoint;
+        }
+        assert_eq!(by_id(sink.records(&stream())), expected, "{object}");
+    }
+    // 230 active owners and 3 archived, 100 a page: 3 pages, then 1 of the archived.
+    let owners = fake.owners();
+    assert_eq!(owners.iter().filter(|o| o["archived"] == true).count(), 3);
+}

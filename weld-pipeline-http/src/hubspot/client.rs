@@ -35,6 +35,13 @@ pub(crate) enum Call {
     Properties { object_type: Arc<str> },
     /// The account's custom object schemas.
     Schemas,
+    /// A page of owners.
+    Owners {
+        archived: bool,
+        after: Option<String>,
+    },
+    /// The pipelines (and their stages) of an object type.
+    Pipelines { object_type: Arc<str> },
 }
 
 /// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
@@ -137,6 +144,20 @@ impl Client {
                 .http
                 .get(format!("{base}/crm/v3/properties/{object_type}")),
             Call::Schemas => self.http.get(format!("{base}/crm/v3/schemas")),
+            Call::Owners { archived, after } => {
+                let mut url = format!(
+                    "{base}/crm/v3/owners?limit={}&archived={archived}",
+                    account.list_limit
+                );
+                if let Some(after) = after {
+                    url.push_str("&after=");
+                    url.push_str(after);
+                }
+                self.http.get(url)
+            }
+            Call::Pipelines { object_type } => self
+                .http
+                .get(format!("{base}/crm/v3/pipelines/{object_type}")),
         };
         Ok(request
             .header("authorization", account.token.bearer())

@@ -10,6 +10,12 @@
 //! (HubSpot's own Python client reads schemas at `/crm-object-schemas/v3/schemas`; both paths
 //! answer the same.)
 //!
+//! Or reference data, read whole on every run (it is small and has no change tracking to
+//! search on), records upserted by id: `owners` (`GET /crm/v3/owners`, 100 a page, then
+//! `archived=true` for the deactivated ones) and `pipelines:<objectType>` (`GET
+//! /crm/v3/pipelines/{objectType}`, each pipeline with its stages: what a deal's `dealstage` id
+//! means).
+//!
 //! # How a stream is synced
 //!
 //! Each run first reads the object's **property definitions** (`GET

@@ -220,6 +220,9 @@ impl HubSpotPages {
     async fn page(self, request: PageRequest) -> Result<Page, BoxError> {
         let now = Timestamp::now().as_millis();
         let at = position(&request.cursor)?;
+        if let Some(reference) = Reference::of(&self.object.object_type) {
+            return self.reference_page(reference, at, now).await;
+        }
         // A run's first page discovers the properties again: the portal may have new ones.
         let fresh = matches!(at, None | Some(Position::Done { .. }));
         let set = self.property_set(fresh).await?;
@@ -262,10 +265,10 @@ impl HubSpotPages {
                 };
                 (listed.records, next)
             }
-            Position::FullLive { .. } => {
-                // Its fingerprint is 0, never a set's: it was restarted as `Full` above.
+            Position::FullLive { .. } | Position::Reference { .. } => {
+                // Their fingerprint is 0, never a set's: restarted as `Full` above.
                 return Err(Box::new(Error::Bug(
-                    "a list-based full sync is restarted, not read".into(),
+                    "a position of another kind of sync is restarted, not read".into(),
                 )));
             }
             Position::FullArchived {
@@ -322,6 +325,60 @@ impl HubSpotPages {
         };
         Ok(Page {
             records: records.into_iter().map(|(record, _)| record).collect(),
+            last: matches!(next, Position::Done { .. }),
+            cursor: checkpoint(&next)?,
+        })
+    }
+
+    /// One page of reference data. Each run reads it whole (it is small, and has no change
+    /// tracking to search on): owners page by page, live then archived; pipelines in one call.
+    async fn reference_page(
+        &self,
+        reference: Reference,
+        at: Option<Position>,
+        now: i64,
+    ) -> Result<Page, BoxError> {
+        let (archived, after) = match at {
+            Some(Position::Reference { archived, after }) => (archived, after),
+            _ => (false, None),
+        };
+        let done = Position::Done {
+            until: now,
+            properties: 0,
+        };
+        let (listed, next) = match reference {
+            Reference::Owners => {
+                let call = Call::Owners {
+                    archived,
+                    after: after.clone(),
+                };
+                let listed = parse(&self.meta.clone().oneshot(call).await?)?;
+                let next = match (&listed.next, archived) {
+                    (Some(after), _) => Position::Reference {
+                        archived,
+                        after: Some(after.clone()),
+                    },
+                    (None, false) => Position::Reference {
+                        archived: true,
+                        after: None,
+                    },
+                    (None, true) => done,
+                };
+                (listed, next)
+            }
+            Reference::Pipelines(object_type) => {
+                let call = Call::Pipelines {
+                    object_type: object_type.into(),
+                };
+                (parse(&self.meta.clone().oneshot(call).await?)?, done)
+            }
+        };
+        Ok(Page {
+            records: listed
+                .records
+                .into_iter()
+                .map(|(record, _)| record)
+                .collect(),
             last: matches!(next, Position::Done { .. }),
             cursor: checkpoint(&next)?,
         })
@@ -402,6 +459,24 @@ impl HubSpotPages {
             last: false,
             cursor: checkpoint(&next)?,
         })
+    }
+}
+
+/// Reference data a stream can read instead of CRM records: `owners`, or
+/// `pipelines:<objectType>`.
+enum Reference {
+    Owners,
+    Pipelines(String),
+}
+
+impl Reference {
+    fn of(object: &str) -> Option<Reference> {
+        if object == "owners" {
+            return Some(Reference::Owners);
+        }
+        object
+            .strip_prefix("pipelines:")
+            .map(|object_type| Reference::Pipelines(object_type.to_string()))
     }
 }
 

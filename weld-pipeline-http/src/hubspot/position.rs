@@ -69,6 +69,14 @@ pub enum Position {
         #[serde(default)]
         properties: u64,
     },
+    /// Reference data (owners, pipelines), read whole on every run: the live ones from
+    /// `after`, then the archived ones.
+    Reference {
+        /// Whether the archived ones are being read.
+        archived: bool,
+        /// The paging token.
+        after: Option<String>,
+    },
     /// Everything changed up to `until` (ms) is synced; the next run's window starts there.
     Done {
         /// The end of the last window.
@@ -84,7 +92,7 @@ impl Position {
     /// is from before properties were discovered.
     pub fn properties(&self) -> u64 {
         match self {
-            Position::FullLive { .. } => 0,
+            Position::FullLive { .. } | Position::Reference { .. } => 0,
             Position::Full { properties, .. }
             | Position::FullArchived { properties, .. }
             | Position::Window { properties, .. }

@@ -19,7 +19,8 @@ pub const KIND: &str = "hubspot";
 pub struct HubSpotParams {
     /// The object type: `contacts` (the default), any other CRM type (`companies`, `deals`,
     /// `tickets`, ...), or a custom object's `objectTypeId` (`2-123456`), fully qualified name
-    /// or name.
+    /// or name; or reference data, read whole on every run: `owners`, `pipelines:deals`,
+    /// `pipelines:tickets`.
     #[serde(default = "contacts")]
     pub object: String,
     /// The properties to read; absent for every property the account defines for the type
@@ -55,7 +56,14 @@ impl HubSpotParams {
         let params: HubSpotParams =
             serde_json::from_value(serde_json::Value::Object(spec.params.clone()))
                 .map_err(|e| Error::Invalid(format!("hubspot source: {e}")))?;
-        check_name("object", &params.object)?;
+        // Reference data names a CRM type after `pipelines:`.
+        check_name(
+            "object",
+            params
+                .object
+                .strip_prefix("pipelines:")
+                .unwrap_or(&params.object),
+        )?;
         if let Some(properties) = &params.properties {
             if properties.is_empty() || properties.len() > MAX_PROPERTIES {
                 return Err(Error::Invalid(format!(
@@ -127,11 +135,12 @@ impl SourceKind for HubSpotKind {
 
     fn params_schema(&self) -> serde_json::Value {
         let name = format!("^[A-Za-z0-9_-]{{1,{MAX_NAME}}}$");
+        let object = format!("^(pipelines:)?[A-Za-z0-9_-]{{1,{MAX_NAME}}}$");
         serde_json::json!({
             "type": "object",
             "properties": {
-                "object": {"type": "string", "pattern": name,
-                    "description": "The CRM object type (`contacts`, `tickets`, ...) or a custom object's objectTypeId, fully qualified name or name. Default `contacts`."},
+                "object": {"type": "string", "pattern": object,
+                    "description": "The CRM object type (`contacts`, `tickets`, ...) or a custom object's objectTypeId, fully qualified name or name; or reference data: `owners`, `pipelines:<objectType>`. Default `contacts`."},
                 "properties": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_PROPERTIES,
                     "items": {"type": "string", "pattern": name},
                     "description": "The properties to read. Default: every property the account defines for the type, discovered at each run."},

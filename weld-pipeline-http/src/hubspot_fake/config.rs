@@ -20,6 +20,8 @@ pub struct FakeConfig {
     /// Records of each other type generated (tickets, products, line items, quotes, calls,
     /// emails, meetings, notes, tasks and the custom object).
     pub others: usize,
+    /// Active owners (three deactivated ones come beside them).
+    pub owners: usize,
     /// Records of each type sharing one modification time (more than a page of search).
     pub big_tie: usize,
     /// Non-search calls allowed per rolling 10 s, or none for no limit.
@@ -46,6 +48,7 @@ impl Default for FakeConfig {
             companies: 100,
             deals: 100,
             others: 60,
+            owners: 25,
             big_tie: 0,
             per_ten_seconds: None,
             search_per_second: Some(5),

@@ -20,6 +20,9 @@
 //!   `/crm-object-schemas/v3/schemas` where HubSpot's Python client reads them, describe it:
 //!   `cars`, `objectTypeId` `2-1234567`, `fullyQualifiedName` `p1234567_cars`; its records are
 //!   served under the id and the fully qualified name).
+//! - Reference data: `GET /crm/v3/owners` (paged by `after`, `archived=true` for the
+//!   deactivated ones; [`FakeConfig::owners`] active, three archived) and
+//!   `GET /crm/v3/pipelines/{deals|tickets}` (two pipelines each, with their stages).
 //! - Bearer token checked (401 `INVALID_AUTHENTICATION`); object types can be made forbidden
 //!   (403 `MISSING_SCOPES`); a URL over the length limit is a 414.
 //! - Rate limits: a rolling 10-second window on non-search calls with the
@@ -40,6 +43,7 @@ mod config;
 mod data;
 mod list;
 mod properties;
+mod reference;
 mod search;
 
 pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Mutation, Stats};
@@ -64,6 +68,9 @@ type Refusal = Box<Response>;
 struct Fake {
     config: FakeConfig,
     objects: HashMap<String, ObjectSet>,
+    owners: Vec<reference::Owner>,
+    /// Pipelines by object type, as HubSpot answers them.
+    pipelines: HashMap<String, Vec<serde_json::Value>>,
     faults: VecDeque<FaultPlan>,
     stats: Stats,
     calls: VecDeque<Instant>,
@@ -122,9 +129,16 @@ impl FakeHubSpot {
                 ),
             );
         }
+        let owners = reference::owners(config.owners, now);
+        let pipelines = ["deals", "tickets"]
+            .map(|t| (t.to_string(), reference::pipelines(t, now)))
+            .into_iter()
+            .collect();
         let state: Shared = Arc::new(Mutex::new(Fake {
             config,
             objects,
+            owners,
+            pipelines,
             faults: VecDeque::new(),
             stats: Stats::default(),
             calls: VecDeque::new(),
@@ -192,6 +206,24 @@ impl FakeHubSpot {
             .unwrap_or_default()
     }
 
+    /// Its owners, active and archived, as the owners endpoint answers them.
+    pub fn owners(&self) -> Vec<serde_json::Value> {
+        self.lock()
+            .owners
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect()
+    }
+
+    /// The pipelines of `object_type`, as the pipelines endpoint answers them.
+    pub fn pipelines(&self, object_type: &str) -> Vec<serde_json::Value> {
+        self.lock()
+            .pipelines
+            .get(object_type)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Changes the rate limits at run time.
     pub fn set_limits(&self, per_ten_seconds: Option<u32>, search_per_second: Option<u32>) {
         let mut fake = self.lock();
@@ -209,6 +241,12 @@ fn router(state: Shared) -> Router {
         .route(
             "/crm/v3/properties/{object}",
             get(properties::properties_route),
+        )
+        .route("/crm/v3/owners", get(reference::owners_route))
+        .route("/crm/v3/owners/", get(reference::owners_route))
+        .route(
+            "/crm/v3/pipelines/{object}",
+            get(reference::pipelines_route),
         )
         .route("/crm/v3/schemas", get(properties::schemas_route))
         // Where HubSpot's own clients read the same schemas.

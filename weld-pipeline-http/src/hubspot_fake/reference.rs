@@ -1,0 +1,192 @@
+//! Reference data: owners (`GET /crm/v3/owners`, paged, `archived=true` for deactivated ones)
+//! and pipelines with their stages (`GET /crm/v3/pipelines/{objectType}`, deals and tickets),
+//! in HubSpot's shapes.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::json;
+
+use super::admission::{admit, error, unknown_object};
+use super::data::iso;
+use super::list::Built;
+use super::{count_status, respond, Fake, Refusal, Shared};
+
+/// One owner, as HubSpot lists it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Owner {
+    pub(crate) id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    user_id: u64,
+    created_at: String,
+    updated_at: String,
+    pub(crate) archived: bool,
+    teams: Vec<serde_json::Value>,
+}
+
+/// The portal's owners: `count` active, and a few deactivated (archived).
+pub(crate) fn owners(count: usize, now: i64) -> Vec<Owner> {
+    let names = ["Lorelai", "Luke", "Sookie", "Michel", "Paris", "Kirk"];
+    (0..count + 3)
+        .map(|i| {
+            let first = names[i % names.len()];
+            Owner {
+                id: (100_000 + i).to_string(),
+                email: format!("{}.{i}@example.com", first.to_lowercase()),
+                first_name: first.to_string(),
+                last_name: format!("Owner{i}"),
+                user_id: 9_000_000 + i as u64,
+                created_at: iso(now - 500 * 86_400_000),
+                updated_at: iso(now - (i as i64 + 1) * 86_400_000),
+                archived: i >= count,
+                teams: if i % 2 == 0 {
+                    vec![json!({"id": "77", "name": "Sales", "primary": true})]
+                } else {
+                    vec![]
+                },
+            }
+        })
+        .collect()
+}
+
+/// The pipelines of `object_type` (deals or tickets), two of each with their stages.
+pub(crate) fn pipelines(object_type: &str, now: i64) -> Vec<serde_json::Value> {
+    let stages: &[(&str, &str)] = if object_type == "deals" {
+        &[
+            ("appointmentscheduled", "Appointment scheduled"),
+            ("qualifiedtobuy", "Qualified to buy"),
+            ("closedwon", "Closed won"),
+            ("closedlost", "Closed lost"),
+        ]
+    } else {
+        &[("1", "New"), ("2", "Waiting on contact"), ("4", "Closed")]
+    };
+    ["default", "renewals"]
+        .iter()
+        .enumerate()
+        .map(|(p, pipeline)| {
+            let at = iso(now - (p as i64 + 10) * 86_400_000);
+            let stages: Vec<_> = stages
+                .iter()
+                .enumerate()
+                .map(|(order, (id, label))| {
+                    let id = if p == 0 {
+                        id.to_string()
+                    } else {
+                        format!("{pipeline}-{id}")
+                    };
+                    json!({"id": id, "label": label, "displayOrder": order,
+                           "metadata": {"isClosed": label.starts_with("Closed").to_string()},
+                           "archived": false, "createdAt": at, "updatedAt": at})
+                })
+                .collect();
+            json!({"id": pipeline, "label": format!("{} pipeline", pipeline), "displayOrder": p,
+                   "archived": false, "stages": stages, "createdAt": at, "updatedAt": at})
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct OwnersQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    archived: Option<String>,
+}
+
+pub(super) async fn owners_route(
+    State(state): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<OwnersQuery>,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        owners_page(&mut fake, &uri.to_string(), &headers, &query)
+    };
+    answer(&state, built).await
+}
+
+fn owners_page(
+    fake: &mut Fake,
+    uri: &str,
+    headers: &HeaderMap,
+    query: &OwnersQuery,
+) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, "owners", false)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(error(
+            fake,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let archived = query
+        .archived
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("true"));
+    let start: usize = query
+        .after
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let matching: Vec<&Owner> = fake
+        .owners
+        .iter()
+        .filter(|o| o.archived == archived)
+        .collect();
+    let page: Vec<&&Owner> = matching.iter().skip(start).take(limit).collect();
+    let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
+    let mut body = json!({ "results": page });
+    if let Some(after) = next {
+        body["paging"] = json!({"next": {"after": after,
+            "link": format!("https://api.hubapi.com/crm/v3/owners/?after={after}")}});
+    }
+    let records = page.len() as u64;
+    Ok((body.to_string().into_bytes(), records, fault, limit_headers))
+}
+
+pub(super) async fn pipelines_route(
+    State(state): State<Shared>,
+    Path(object): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        pipelines_answer(&mut fake, &object, &uri.to_string(), &headers)
+    };
+    answer(&state, built).await
+}
+
+fn pipelines_answer(
+    fake: &mut Fake,
+    object: &str,
+    uri: &str,
+    headers: &HeaderMap,
+) -> Result<Built, Refusal> {
+    let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
+    let Some(pipelines) = fake.pipelines.get(object) else {
+        return Err(unknown_object(fake, object));
+    };
+    let records = pipelines.len() as u64;
+    let body = json!({ "results": pipelines }).to_string().into_bytes();
+    Ok((body, records, fault, limit_headers))
+}
+
+async fn answer(state: &Shared, built: Result<Built, Refusal>) -> Response {
+    match built {
+        Ok((body, records, fault, limit_headers)) => {
+            respond(state, body, records, fault, limit_headers).await
+        }
+        Err(response) => {
+            count_status(state, &response);
+            *response
+        }
+    }
+}
