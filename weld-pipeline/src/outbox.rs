@@ -101,9 +101,7 @@ struct Inner {
     disk_full: std::sync::atomic::AtomicBool,
 }
 
-/// The room a push leaves free on the outbox's disk, beyond twice the batch (its log entry and
-/// a later rewrite of its segment); see the module docs for why sled must not fill it.
-pub const DISK_MARGIN: u64 = 1024 * 1024;
+pub use crate::store::DISK_MARGIN;
 
 #[derive(Debug, Default)]
 struct State {
@@ -160,10 +158,7 @@ impl Outbox {
     /// Whether the disk has room for `len` more bytes and the margin. An error reading the
     /// free space says yes: the write then tells.
     fn room_for(&self, len: u64) -> bool {
-        let room = match fs2::available_space(&self.inner.config.path) {
-            Ok(free) => free >= len.saturating_mul(2).saturating_add(DISK_MARGIN),
-            Err(_) => true,
-        };
+        let room = crate::store::short_of_room(&self.inner.config.path, len).is_none();
         let was_full = self
             .inner
             .disk_full

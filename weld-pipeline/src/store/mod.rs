@@ -32,10 +32,10 @@ pub use healing::{Healing, OpenStore};
 pub use records::{decode_token, encode_token, Archived, Counts, RecordPage};
 pub use runs::{RunProgress, RunRecord, RunState};
 #[cfg(feature = "sled")]
-pub use sled::{SledStore, SledStoreConfig};
+pub use sled::{SledStore, SledStoreConfig, DISK_MARGIN};
 
 #[cfg(feature = "sled")]
-pub(crate) use sled::{can_write_beside, open_db};
+pub(crate) use sled::{can_write_beside, open_db, short_of_room};
 
 use async_trait::async_trait;
 

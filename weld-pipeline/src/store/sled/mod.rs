@@ -102,6 +102,8 @@ pub struct SledStore {
     sync: Arc<GroupSync>,
     /// One writer per stream at a time: a commit reads stored versions before it writes.
     writers: Arc<Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The database's directory, whose disk a commit checks for room.
+    dir: Arc<PathBuf>,
 }
 
 fn storage_error(error: sled::Error) -> Error {
@@ -139,6 +141,7 @@ impl SledStore {
             registry,
             sync,
             writers: Arc::default(),
+            dir: Arc::new(dir.to_path_buf()),
         })
     }
 
@@ -515,8 +518,29 @@ impl super::OpenStore for SledStoreConfig {
     /// Writes and syncs 1 MiB beside the database, then removes it: a full disk or an exhausted
     /// descriptor table fails here, without touching the store.
     fn ready(&self) -> Result<(), Error> {
+        if let Some(free) = short_of_room(&self.path, DISK_MARGIN) {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!("No space left on device: {free} bytes free beside the store"),
+            ));
+        }
         can_write_beside(&self.path)
     }
+}
+
+/// The room a write to a sled database leaves free on its disk, beyond twice its size (its log
+/// entry, and a later rewrite of its segment). sled must not meet a full disk: after a write
+/// that failed with ENOSPC, dropping the database waits forever for that write to become stable
+/// (sled 0.34), so a failed database could not be reopened in place. The store refuses a commit,
+/// and the outbox holds a push, that would leave less.
+pub const DISK_MARGIN: u64 = 1024 * 1024;
+
+/// The free bytes on `dir`'s disk when fewer than a write of `len` bytes needs
+/// (`2 * len + DISK_MARGIN`); `None` when there is room, or when the free space cannot be read
+/// (the write then tells).
+pub(crate) fn short_of_room(dir: &Path, len: u64) -> Option<u64> {
+    let free = fs2::available_space(dir).ok()?;
+    (free < len.saturating_mul(2).saturating_add(DISK_MARGIN)).then_some(free)
 }
 
 /// Writes and syncs 1 MiB in `dir`, then removes it: whether a database there could write again
@@ -590,6 +614,18 @@ const MAX_SCANNED_PER_PAGE: usize = 10_000;
 #[async_trait]
 impl Sink for SledStore {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        // sled must not meet a full disk (see [`DISK_MARGIN`]): refused before it is written,
+        // transiently, and the healing store says why.
+        let len = batch.encoded_len() as u64;
+        if let Some(free) = short_of_room(&self.dir, len) {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "No space left on device: {free} bytes free beside the store, a commit of \
+                     {len} bytes keeps {DISK_MARGIN} more free"
+                ),
+            ));
+        }
         let commit = {
             let writer = self.writer(&batch.stream);
             let _writing = writer.lock().await;
