@@ -75,11 +75,8 @@ async fn main() -> Result<(), BoxError> {
         started.elapsed().as_secs_f64(),
         serde_json::to_string_pretty(&status)?
     );
-    let page: Value = get(&http, &format!("{api}/streams/contacts/records?limit=3")).await?;
-    println!(
-        "\nA few stored records:\n{}",
-        serde_json::to_string_pretty(&page["records"])?
-    );
+    let page: Value = get(&http, &format!("{api}/streams/contacts/records?limit=1")).await?;
+    show_contact(&page["records"][0])?;
     println!("\nTry:");
     for path in [
         "/health",
@@ -99,6 +96,30 @@ async fn main() -> Result<(), BoxError> {
     worker.await??;
     service.wait().await?;
     println!("Stopped cleanly.");
+    Ok(())
+}
+
+/// Prints one stored contact: the stream reads every property the portal defines (custom ones
+/// included); those this contact has a value for are shown, the empty ones counted.
+fn show_contact(record: &Value) -> Result<(), BoxError> {
+    let mut shown = record.clone();
+    let properties = record["data"]["properties"]
+        .as_object()
+        .ok_or("a record without properties")?;
+    let set: serde_json::Map<String, Value> = properties
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let count = set.len();
+    shown["data"]["properties"] = Value::Object(set);
+    println!(
+        "\nOne of the stored records, contact {}: every property the portal defines ({} of them, \
+         custom ones included); the {count} it has a value for:\n{}",
+        record["id"].as_str().unwrap_or_default(),
+        properties.len(),
+        serde_json::to_string_pretty(&shown)?
+    );
     Ok(())
 }
 
