@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::admission::{admit, error, unknown_object};
 use super::data::{Answer, ObjectSet};
-use super::{count_status, respond, search, Fake, Fault, Refusal, Shared};
+use super::{answer, search, Fake, Fault, Refusal, Shared};
 
 #[derive(Default)]
 struct ListQuery {
@@ -58,19 +58,10 @@ pub(super) async fn list(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let query = ListQuery::from_pairs(pairs);
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        build_list(&mut fake, &object, &uri.to_string(), &headers, &query)
-    };
-    match built {
-        Ok((body, records, fault, limit_headers)) => {
-            respond(&state, body, records, fault, limit_headers).await
-        }
-        Err(response) => {
-            count_status(&state, &response);
-            *response
-        }
-    }
+    answer(&state, |fake| {
+        build_list(fake, &object, &uri.to_string(), &headers, &query)
+    })
+    .await
 }
 
 /// A page built: its body, the records in it, a fault for the answer, the rate-limit headers.
@@ -182,17 +173,8 @@ pub(super) async fn search_route(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        search::build(&mut fake, &object, &uri.to_string(), &headers, &body)
-    };
-    match built {
-        Ok((body, records, fault, limit_headers)) => {
-            respond(&state, body, records, fault, limit_headers).await
-        }
-        Err(response) => {
-            count_status(&state, &response);
-            *response
-        }
-    }
+    answer(&state, |fake| {
+        search::build(fake, &object, &uri.to_string(), &headers, &body)
+    })
+    .await
 }

@@ -271,6 +271,27 @@ pub(crate) fn canonical(object: &str) -> &str {
     }
 }
 
+/// Answers a CRM route: builds its answer under the fake's lock with `build`, then sends it
+/// (with its fault, counted) or the refusal it met (counted).
+async fn answer(
+    state: &Shared,
+    build: impl FnOnce(&mut Fake) -> Result<list::Built, Refusal>,
+) -> Response {
+    let built = {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        build(&mut fake)
+    };
+    match built {
+        Ok((body, records, fault, limit_headers)) => {
+            respond(state, body, records, fault, limit_headers).await
+        }
+        Err(response) => {
+            count_status(state, &response);
+            *response
+        }
+    }
+}
+
 /// Sends a page, applying an answer fault, and counts what was served.
 async fn respond(
     state: &Shared,

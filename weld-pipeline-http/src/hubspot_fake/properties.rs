@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::admission::{admit, unknown_object};
 use super::data::iso;
 use super::list::Built;
-use super::{count_status, respond, Fake, Refusal, Shared};
+use super::{answer, Fake, Refusal, Shared};
 
 /// HubSpot's property types; values always travel as strings.
 const TYPES: [(&str, &str); 7] = [
@@ -159,17 +159,10 @@ pub(super) async fn properties_route(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        build(&mut fake, &object, &uri.to_string(), &headers)
-    };
-    match built {
-        Ok((body, _, fault, limit_headers)) => respond(&state, body, 0, fault, limit_headers).await,
-        Err(response) => {
-            count_status(&state, &response);
-            *response
-        }
-    }
+    answer(&state, |fake| {
+        build(fake, &object, &uri.to_string(), &headers)
+    })
+    .await
 }
 
 fn build(fake: &mut Fake, object: &str, uri: &str, headers: &HeaderMap) -> Result<Built, Refusal> {
@@ -212,17 +205,7 @@ pub(super) async fn schemas_route(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        schemas(&mut fake, &uri.to_string(), &headers)
-    };
-    match built {
-        Ok((body, _, fault, limit_headers)) => respond(&state, body, 0, fault, limit_headers).await,
-        Err(response) => {
-            count_status(&state, &response);
-            *response
-        }
-    }
+    answer(&state, |fake| schemas(fake, &uri.to_string(), &headers)).await
 }
 
 fn schemas(fake: &mut Fake, uri: &str, headers: &HeaderMap) -> Result<Built, Refusal> {

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::admission::{admit, error, unknown_object};
 use super::data::iso;
 use super::list::Built;
-use super::{count_status, respond, Fake, Refusal, Shared};
+use super::{answer, Fake, Refusal, Shared};
 
 /// One owner, as HubSpot lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -103,11 +103,10 @@ pub(super) async fn owners_route(
     headers: HeaderMap,
     Query(query): Query<OwnersQuery>,
 ) -> Response {
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        owners_page(&mut fake, &uri.to_string(), &headers, &query)
-    };
-    answer(&state, built).await
+    answer(&state, |fake| {
+        owners_page(fake, &uri.to_string(), &headers, &query)
+    })
+    .await
 }
 
 fn owners_page(
@@ -157,11 +156,10 @@ pub(super) async fn pipelines_route(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
-        pipelines_answer(&mut fake, &object, &uri.to_string(), &headers)
-    };
-    answer(&state, built).await
+    answer(&state, |fake| {
+        pipelines_answer(fake, &object, &uri.to_string(), &headers)
+    })
+    .await
 }
 
 fn pipelines_answer(
@@ -177,16 +175,4 @@ fn pipelines_answer(
     let records = pipelines.len() as u64;
     let body = json!({ "results": pipelines }).to_string().into_bytes();
     Ok((body, records, fault, limit_headers))
-}
-
-async fn answer(state: &Shared, built: Result<Built, Refusal>) -> Response {
-    match built {
-        Ok((body, records, fault, limit_headers)) => {
-            respond(state, body, records, fault, limit_headers).await
-        }
-        Err(response) => {
-            count_status(state, &response);
-            *response
-        }
-    }
 }
