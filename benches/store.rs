@@ -23,6 +23,7 @@ fn batches(count: u64) -> Vec<Batch> {
             stream: StreamName::new("contacts").expect("valid"),
             run_id: RunId(1),
             seq,
+            epoch: 0,
             last: false,
             cursor: Checkpoint::from_bytes(seq.to_string()),
             records: (seq * 100 + 1..=seq * 100 + 100)

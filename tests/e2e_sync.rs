@@ -179,6 +179,65 @@ async fn changed_created_and_archived_records_arrive_on_the_next_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_reads_the_whole_source_again_and_drops_nothing_first() {
+    let cluster = Cluster::start(1_500, "tcp").await;
+    let api = &cluster.api;
+    api.start_stream(STREAM, contacts_stream(1)).await;
+    let expected = cluster.fake.contacts().await;
+    wait_synced(api, STREAM, &expected).await;
+    let total = (expected.live.len() + expected.archived.len()) as u64;
+    // An incremental run after the full sync reads nothing: the source is unchanged.
+    let run_id = |run: &serde_json::Value| run["id"].as_str().and_then(|id| id.parse::<u64>().ok());
+    let before = wait_for("an incremental run", CONVERGE_WITHIN, || async {
+        let runs = api.runs(STREAM).await;
+        let incremental = runs.len() >= 2
+            && runs[0]["state"] == "succeeded"
+            && runs[0]["records"].as_u64() == Some(0);
+        incremental.then(|| run_id(&runs[0])).flatten()
+    })
+    .await;
+
+    let (code, status) = api.resync_stream(STREAM).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["name"], STREAM, "{status}");
+    assert_eq!(
+        status["records"].as_u64(),
+        Some(expected.live.len() as u64),
+        "nothing is dropped first: {status}"
+    );
+    let resynced = wait_for(
+        "a run that reads everything again",
+        CONVERGE_WITHIN,
+        || async {
+            let runs = api.runs(STREAM).await;
+            runs.into_iter().find(|run| {
+                run_id(run) > Some(before)
+                    && run["state"] == "succeeded"
+                    && run["records"].as_u64() == Some(total)
+            })
+        },
+    )
+    .await;
+    assert!(resynced["error"].is_null(), "{resynced}");
+    // Then the stream goes on incrementally, and still equals the source.
+    wait_synced(api, STREAM, &cluster.fake.contacts().await).await;
+    wait_for(
+        "an incremental run after the resync",
+        CONVERGE_WITHIN,
+        || async {
+            let runs = api.runs(STREAM).await;
+            (runs[0]["state"] == "succeeded" && runs[0]["records"].as_u64() == Some(0))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let (code, answer) = api.resync_stream("nope").await;
+    assert_eq!(code, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "stream_not_found", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_started_before_data_streams_connects_by_itself_and_syncs() {
     let fake = start_fake(2_000, &[]).await;
     let (data_streams_dir, worker_dir) = (temp_dir(), temp_dir());

@@ -34,6 +34,7 @@ pub(crate) fn batch() -> Batch {
         stream: StreamName::new("contacts").expect("valid"),
         run_id: RunId(1),
         seq: 0,
+        epoch: 0,
         last: false,
         cursor: Checkpoint::from_bytes("100"),
         records: (1..=100).map(|i| generator.record(i)).collect(),
@@ -48,6 +49,7 @@ pub(crate) async fn deliver_all<P: Peer>(peer: P, batch: Batch, count: u64, in_f
             let peer = peer.clone();
             let batch = Batch {
                 seq,
+                epoch: 0,
                 ..batch.clone()
             };
             async move { peer.request(Request::Deliver(batch)).await.expect("ack") }

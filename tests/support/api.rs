@@ -129,6 +129,11 @@ impl Api {
             .await
     }
 
+    /// `POST /streams/{name}/resync`: status and body.
+    pub(crate) async fn resync_stream(&self, name: &str) -> (StatusCode, Value) {
+        send(self.request(Method::POST, &format!("/streams/{name}/resync"))).await
+    }
+
     /// `DELETE /streams/{name}`: status and body.
     pub(crate) async fn delete_stream(&self, name: &str) -> (StatusCode, Value) {
         send(self.request(Method::DELETE, &format!("/streams/{name}"))).await

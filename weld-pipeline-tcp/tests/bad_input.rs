@@ -154,6 +154,7 @@ async fn a_message_too_large_for_the_peer_is_refused_before_it_is_sent() {
         stream: StreamName::new("s0").unwrap(),
         run_id: weld_pipeline::RunId(1),
         seq: 0,
+        epoch: 0,
         last: true,
         cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),
         records: vec![],

@@ -17,6 +17,11 @@ pub struct Batch {
     pub run_id: RunId,
     /// Position within the run, from 0, without gaps.
     pub seq: u64,
+    /// The stream's epoch when the run started (see [`Start::epoch`](crate::Start::epoch)). A
+    /// source leaves it 0; the worker stamps its own. A store commits the records of a batch
+    /// from an older epoch than the stream's but never moves the checkpoint to its cursor: a
+    /// batch fetched before a resync cannot undo it.
+    pub epoch: u64,
     /// Whether this is the run's last batch.
     pub last: bool,
     /// The checkpoint reached once this batch is committed.

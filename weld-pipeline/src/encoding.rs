@@ -14,7 +14,7 @@
 //!
 //!  tag  message               body
 //!    4  Hello                 worker_id:str16 protocol_version:u16 count:u16 source:str16{count}
-//!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32
+//!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32 epoch:u64
 //!    2  Request::Stop         stream:str8
 //!    3  Request::Deliver      batch
 //!   16  Response::Started     -
@@ -27,13 +27,14 @@
 //!                             fetch_errors:u64
 //!   34  Event::OutboxDepth    batches:u64 bytes:u64
 //!
-//! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last) cursor:bytes32
-//!             count:u32 record{count}
+//! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows)
+//!             [epoch:u64] cursor:bytes32 count:u32 record{count}
 //! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived) data:bytes32
 //! ```
 //!
-//! A batch of one record `{"a":1}` with id `"7"`, stream `s`, run 1, seq 0, last, empty cursor,
-//! as a `Deliver` request:
+//! A batch of epoch 0 is written without its epoch (so batches kept in outboxes by builds from
+//! before epochs still decode). A batch of one record `{"a":1}` with id `"7"`, stream `s`, run 1,
+//! seq 0, epoch 0, last, empty cursor, as a `Deliver` request:
 //!
 //! ```text
 //! 01 03                      version 1, tag Deliver
@@ -107,6 +108,7 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
             let config = serde_json::to_vec(&start.config).unwrap_or_default();
             put_bytes32(out, &config);
             put_bytes32(out, start.checkpoint.as_bytes());
+            out.put_u64(start.epoch);
         }
         Message::Request(Request::Stop { stream }) => {
             out.put_u8(tag::STOP);
@@ -192,6 +194,7 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 stream,
                 config,
                 checkpoint,
+                epoch: get_u64(input, "epoch")?,
             }))
         }
         tag::HELLO => {
@@ -279,7 +282,11 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     put_str8(out, batch.stream.as_str());
     out.put_u64(batch.run_id.0);
     out.put_u64(batch.seq);
-    out.put_u8(u8::from(batch.last));
+    let has_epoch = batch.epoch != 0;
+    out.put_u8(u8::from(batch.last) | (u8::from(has_epoch) << 1));
+    if has_epoch {
+        out.put_u64(batch.epoch);
+    }
     put_bytes32(out, batch.cursor.as_bytes());
     out.put_u32(len_u32(batch.records.len()));
     for record in &batch.records {
@@ -307,7 +314,13 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     let stream = get_stream(input)?;
     let run_id = RunId(get_u64(input, "run_id")?);
     let seq = get_u64(input, "seq")?;
-    let last = get_u8(input, "flags")? & 1 == 1;
+    let flags = get_u8(input, "flags")?;
+    let last = flags & 1 == 1;
+    let epoch = if flags & 2 == 2 {
+        get_u64(input, "epoch")?
+    } else {
+        0
+    };
     let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
     let count = get_u32(input, "count")? as usize;
     // Each record takes at least 17 bytes, so a count the input cannot hold is a lie: refuse it
@@ -336,6 +349,7 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
         stream,
         run_id,
         seq,
+        epoch,
         last,
         cursor,
         records,
@@ -499,11 +513,13 @@ mod tests {
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(record(), 0..20),
+            prop_oneof![Just(0u64), any::<u64>()],
         )
-            .prop_map(|(stream, run, seq, last, cursor, records)| Batch {
+            .prop_map(|(stream, run, seq, last, cursor, records, epoch)| Batch {
                 stream,
                 run_id: RunId(run),
                 seq,
+                epoch,
                 last,
                 cursor: Checkpoint::from_bytes(cursor),
                 records,
@@ -524,9 +540,10 @@ mod tests {
             (
                 stream_name(),
                 any::<u64>(),
-                proptest::collection::vec(any::<u8>(), 0..32)
+                proptest::collection::vec(any::<u8>(), 0..32),
+                any::<u64>(),
             )
-                .prop_map(|(stream, interval, checkpoint)| {
+                .prop_map(|(stream, interval, checkpoint, epoch)| {
                     Message::Request(Request::Start(Start {
                         stream,
                         config: StreamConfig {
@@ -538,6 +555,7 @@ mod tests {
                             transforms: vec![],
                         },
                         checkpoint: Checkpoint::from_bytes(checkpoint),
+                        epoch,
                     }))
                 }),
             stream_name().prop_map(|stream| Message::Request(Request::Stop { stream })),
@@ -677,6 +695,31 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_follows_the_flags_only_when_it_is_not_0() {
+        let mut batch = Batch {
+            stream: StreamName::new("s").unwrap(),
+            run_id: RunId(1),
+            seq: 0,
+            epoch: 0,
+            last: true,
+            cursor: Checkpoint::start(),
+            records: vec![],
+        };
+        let mut without = BytesMut::new();
+        encode_batch(&batch, &mut without);
+        batch.epoch = 7;
+        let mut with = BytesMut::new();
+        encode_batch(&batch, &mut with);
+        // stream (2) run_id (8) seq (8), then the flags.
+        assert_eq!(without[18], 0b01);
+        assert_eq!(with[18], 0b11);
+        assert_eq!(&with[19..27], &7u64.to_be_bytes());
+        assert_eq!(with.len(), without.len() + 8);
+        assert_eq!(decode_batch(with.freeze()).unwrap().epoch, 7);
+        assert_eq!(decode_batch(without.freeze()).unwrap().epoch, 0);
+    }
+
+    #[test]
     fn a_record_count_larger_than_the_input_is_refused_before_allocating() {
         let mut out = BytesMut::new();
         encode_batch(
@@ -684,6 +727,7 @@ mod tests {
                 stream: StreamName::new("s").unwrap(),
                 run_id: RunId(1),
                 seq: 0,
+                epoch: 0,
                 last: false,
                 cursor: Checkpoint::start(),
                 records: vec![],
@@ -707,6 +751,7 @@ mod tests {
             stream: StreamName::new("s").unwrap(),
             run_id: RunId(1),
             seq: 0,
+            epoch: 0,
             last: false,
             cursor: Checkpoint::start(),
             records: vec![Record::new(

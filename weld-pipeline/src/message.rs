@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! controller                                   worker
-//!   Request::Start{stream, config, checkpoint} ->      Response::Started
+//!   Request::Start{stream, config, checkpoint, epoch} -> Response::Started
 //!   Request::Stop{stream}                       ->      Response::Stopped   (after the page boundary)
 //!   Response::Ack{batch, commit}                <-      Request::Deliver(Batch)
 //!                                               <-      Event::RunStarted / Event::RunFinished
@@ -26,7 +26,8 @@ use crate::transform::FieldTransform;
 /// The protocol version this build speaks. A peer with another version is refused at hello.
 ///
 /// 2: `RunFinished` carries the run's duration and fetch errors; `OutboxDepth` is new.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: `Start` and every batch carry the stream's epoch (a resync raises it).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A worker's introduction, sent once when it connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +83,11 @@ pub struct Start {
     pub config: StreamConfig,
     /// Where the next run starts: the last committed checkpoint.
     pub checkpoint: Checkpoint,
+    /// The stream's epoch, raised by every resync: the worker stamps it on the batches of the
+    /// runs this start begins. A worker holding the stream at a lower epoch drops its own
+    /// position and starts from `checkpoint`; the controller never moves the checkpoint for a
+    /// batch of an older epoch.
+    pub epoch: u64,
 }
 
 /// What a sink did with a batch. Both outcomes are acknowledgements: a replay is not an error.

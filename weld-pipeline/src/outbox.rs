@@ -111,7 +111,8 @@ struct State {
     waiting: HashMap<StreamName, u64>,
     /// Per stream: the cursor of the newest batch ever pushed (kept after its removal), where
     /// this worker's next page of the stream starts.
-    positions: HashMap<StreamName, Checkpoint>,
+    /// Per stream, the epoch and cursor of its newest batch.
+    positions: HashMap<StreamName, (u64, Checkpoint)>,
     /// Pushes waiting for room right now.
     blocked: u64,
 }
@@ -306,7 +307,7 @@ impl Outbox {
                     *state.waiting.entry(batch.stream.clone()).or_default() += 1;
                     state
                         .positions
-                        .insert(batch.stream.clone(), batch.cursor.clone());
+                        .insert(batch.stream.clone(), (batch.epoch, batch.cursor.clone()));
                     drop(state);
                     self.inner.version.send_modify(|v| *v += 1);
                     return Ok(key);
@@ -395,9 +396,14 @@ impl Outbox {
     /// The cursor of the newest batch of a stream pushed since the outbox was opened, or waiting
     /// in it: where this worker's next page of the stream starts. Acknowledged batches leave the
     /// outbox but not this position, so it never falls behind what the controller committed
-    /// from this outbox.
-    pub fn position(&self, stream: &StreamName) -> Option<Checkpoint> {
-        self.lock().positions.get(stream).cloned()
+    /// from this outbox. `None` too when that batch is of an epoch below `epoch`: a resync
+    /// since made its position void.
+    pub fn position(&self, stream: &StreamName, epoch: u64) -> Option<Checkpoint> {
+        self.lock()
+            .positions
+            .get(stream)
+            .filter(|(at, _)| *at >= epoch)
+            .map(|(_, cursor)| cursor.clone())
     }
 
     /// Forgets a stream's position (the stream left this worker: if it comes back, it starts
@@ -467,7 +473,9 @@ fn count(tree: &sled::Tree, state: &mut State) -> Result<(), Error> {
         state.bytes += value.len() as u64;
         state.next_key = key_of(&key)? + 1;
         *state.waiting.entry(batch.stream.clone()).or_default() += 1;
-        state.positions.insert(batch.stream, batch.cursor);
+        state
+            .positions
+            .insert(batch.stream, (batch.epoch, batch.cursor));
     }
     Ok(())
 }
@@ -491,6 +499,7 @@ mod tests {
             stream: StreamName::new(stream).unwrap(),
             run_id: RunId(1),
             seq,
+            epoch: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("{seq}")),
             records: vec![Record::new(
@@ -522,7 +531,7 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(
-            outbox.position(&StreamName::new("a").unwrap()),
+            outbox.position(&StreamName::new("a").unwrap(), 0),
             Some(Checkpoint::from_bytes("4"))
         );
         // New entries go after the old ones.

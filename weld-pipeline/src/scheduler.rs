@@ -208,6 +208,7 @@ async fn run_stream(
         let run = RunContext {
             stream: stream.clone(),
             run_id: crate::stream::RunId::generate(),
+            epoch: 0,
             cancel: cancel.child_token(),
         };
         // A panicking job is a bug to log, not a reason to stop the stream for good.

@@ -41,6 +41,7 @@ fn batch(seq: u64) -> Batch {
         stream: stream(),
         run_id: RunId(1),
         seq,
+        epoch: 0,
         last: false,
         cursor: Checkpoint::from_position(&((seq + 1) * PER_BATCH)).unwrap(),
         records,

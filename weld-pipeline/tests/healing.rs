@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use weld_pipeline::store::{
-    Archived, Counts, Healing, RecordPage, RunRecord, SledStore, SledStoreConfig, StoreHealth,
-    StreamEntry, StreamStore,
+    Archived, Counts, Healing, RecordPage, Resume, RunRecord, SledStore, SledStoreConfig,
+    StoreHealth, StreamEntry, StreamStore,
 };
 use weld_pipeline::{
     Batch, Checkpoint, Commit, Error, ErrorKind, Json, Record, RunId, RunOutcome, Sink, StreamName,
@@ -63,6 +63,13 @@ impl StreamStore for Breakable {
     async fn delete_stream(&self, name: &StreamName) -> Result<(), Error> {
         StreamStore::delete_stream(&self.store, name).await
     }
+    async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
+        StreamStore::resume(&self.store, stream).await
+    }
+    async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
+        self.check()?;
+        StreamStore::resync(&self.store, stream).await
+    }
     async fn counts(&self, stream: &StreamName) -> Result<Counts, Error> {
         StreamStore::counts(&self.store, stream).await
     }
@@ -112,6 +119,7 @@ fn batch(seq: u64) -> Batch {
         stream: stream(),
         run_id: RunId(7),
         seq,
+        epoch: 0,
         last: false,
         cursor: Checkpoint::from_bytes(format!("c{seq}")),
         records: (0..10)

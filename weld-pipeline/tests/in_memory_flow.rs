@@ -318,6 +318,7 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
         stream: stream(),
         run_id: weld_pipeline::RunId(1),
         seq: 0,
+        epoch: 0,
         last: true,
         cursor: Checkpoint::start(),
         records: vec![],
@@ -361,6 +362,7 @@ async fn a_panicking_request_handler_is_answered_as_a_bug_and_the_connection_sta
         config: serde_json::from_str(r#"{"source":{"kind":"generator"},"interval_secs":60}"#)
             .unwrap(),
         checkpoint: Checkpoint::start(),
+        epoch: 0,
     };
     assert_eq!(
         peer.request(Request::Start(start)).await.unwrap(),

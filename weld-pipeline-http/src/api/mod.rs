@@ -11,6 +11,7 @@
 //! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers, with the service's source kinds ([`openapi_for`]) |
 //! | `POST /streams/{name}/start` | create or update, then run; idempotent |
 //! | `POST /streams/{name}/stop` | stop at the next page boundary; idempotent |
+//! | `POST /streams/{name}/resync` | the next run reads the whole source again; nothing stored is dropped |
 //! | `GET /streams`, `GET /streams/{name}` | status |
 //! | `GET /streams/{name}/records` | stored records, paged by token, each once |
 //! | `GET /streams/{name}/runs` | run history, newest first |
@@ -97,6 +98,8 @@ pub trait Streams: Send + Sync + 'static {
     ) -> Result<StreamStatus, Error>;
     /// See [`Controller::stop_stream`].
     async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
+    /// See [`Controller::resync_stream`].
+    async fn resync_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error>;
     /// See [`Controller::delete_stream`].
     async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error>;
     /// See [`Controller::status`].
@@ -122,6 +125,9 @@ impl<P: Peer> Streams for Controller<P> {
     }
     async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
         Controller::stop_stream(self, name).await
+    }
+    async fn resync_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        Controller::resync_stream(self, name).await
     }
     async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
         Controller::delete_stream(self, name).await
@@ -200,6 +206,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(routes::get_stream, routes::delete_stream))
         .routes(routes!(routes::start_stream))
         .routes(routes!(routes::stop_stream))
+        .routes(routes!(routes::resync_stream))
         .routes(routes!(routes::list_records))
         .routes(routes!(routes::list_runs))
 }

@@ -132,6 +132,25 @@ pub(crate) async fn stop_stream(
     }
 }
 
+#[utoipa::path(post, path = "/streams/{name}/resync", tag = "streams",
+    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses(
+        (status = 200, description = "The next run reads the whole source again (a full sync), then goes on incrementally; nothing stored is dropped first. A run in flight is stopped at its page boundary first. A stopped stream stays stopped.", body = Status),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 503, description = "Storage cannot be written right now", body = ErrorBody),
+    ))]
+pub(crate) async fn resync_stream(
+    State(api): Shared,
+    StreamPath(name, stream): StreamPath,
+) -> Answer<Json<Status>> {
+    match api.streams.resync_stream(&stream).await? {
+        Some(status) => Ok(Json(status.into())),
+        None => Err(ApiError::no_stream(&name)),
+    }
+}
+
 #[utoipa::path(get, path = "/streams", tag = "streams",
     responses(
         (status = 200, description = "Every stream, by name", body = StreamList),

@@ -69,7 +69,8 @@ pub struct Worker<T: Transport> {
     sources: Sources,
     outbox: Outbox,
     scheduler: Scheduler,
-    streams: Mutex<HashMap<StreamName, Arc<Mutex<Checkpoint>>>>,
+    /// Per stream it runs: the epoch of its latest Start, and its position.
+    streams: Mutex<HashMap<StreamName, Held>>,
     peer: watch::Sender<Option<T::Peer>>,
     /// Per stream, a run id below every run started since its latest Start: a refusal of a
     /// batch older than that is about a run the controller has since replaced, and stops nothing.
@@ -383,25 +384,39 @@ impl<T: Transport> Worker<T> {
             .insert(start.stream.clone(), RunId::generate());
         // A stream this worker already runs keeps its own position, which is at or past the
         // controller's; a new one starts after what still waits in the outbox, or at the
-        // controller's checkpoint.
+        // controller's checkpoint. A start of a newer epoch (a resync) starts from its
+        // checkpoint, whatever is held: what waits in the outbox is of the older epoch.
         let checkpoint = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            streams
-                .entry(start.stream.clone())
-                .or_insert_with(|| {
-                    let from = self
-                        .outbox
-                        .position(&start.stream)
-                        .unwrap_or(start.checkpoint.clone());
-                    Arc::new(Mutex::new(from))
-                })
-                .clone()
+            let held = streams
+                .get(&start.stream)
+                .filter(|h| h.epoch >= start.epoch);
+            match held {
+                Some(held) => held.checkpoint.clone(),
+                None => {
+                    let from = match streams.get(&start.stream) {
+                        None => self.outbox.position(&start.stream, start.epoch),
+                        Some(_) => None,
+                    }
+                    .unwrap_or(start.checkpoint.clone());
+                    let checkpoint = Arc::new(Mutex::new(from));
+                    streams.insert(
+                        start.stream.clone(),
+                        Held {
+                            epoch: start.epoch,
+                            checkpoint: checkpoint.clone(),
+                        },
+                    );
+                    checkpoint
+                }
+            }
         };
         let job = StreamJob {
             worker: Arc::downgrade(self),
             source,
             transforms: start.config.transforms.clone(),
             checkpoint,
+            epoch: start.epoch,
         };
         self.scheduler.start(
             start.stream,
@@ -448,12 +463,20 @@ impl<T: Transport> Handler for WorkerHandler<T> {
     async fn event(&self, _from: &Hello, _event: Event) {}
 }
 
+/// A stream a worker runs: the epoch of its latest Start, and where its next run starts.
+struct Held {
+    epoch: u64,
+    checkpoint: Arc<Mutex<Checkpoint>>,
+}
+
 /// One stream's scheduled run on a worker: source, transforms, outbox.
 struct StreamJob<T: Transport> {
     worker: std::sync::Weak<Worker<T>>,
     source: Arc<dyn Source>,
     transforms: Vec<crate::transform::FieldTransform>,
     checkpoint: Arc<Mutex<Checkpoint>>,
+    /// The epoch of the Start that scheduled it, stamped on every batch of its runs.
+    epoch: u64,
 }
 
 #[async_trait]
@@ -461,6 +484,10 @@ impl<T: Transport> Job for StreamJob<T> {
     async fn run(&self, run: RunContext) {
         let Some(worker) = self.worker.upgrade() else {
             return;
+        };
+        let run = RunContext {
+            epoch: self.epoch,
+            ..run
         };
         // A run starts only when the previous run's batches are all acknowledged: the
         // controller's checkpoint then never has to move across two runs' batches at once.
@@ -483,6 +510,7 @@ impl<T: Transport> Job for StreamJob<T> {
         let sink = OutboxSink {
             outbox: worker.outbox.clone(),
             cancel: run.cancel.clone(),
+            epoch: self.epoch,
         };
         let mut pipeline = Pipeline::new(self.source.clone(), sink);
         if !self.transforms.is_empty() {
@@ -499,11 +527,23 @@ struct OutboxSink {
     outbox: Outbox,
     /// The run's: a stop ends a wait for room in a full outbox (nothing was written yet).
     cancel: CancellationToken,
+    /// The run's epoch, stamped on a batch whose source left it out.
+    epoch: u64,
 }
 
 #[async_trait]
 impl Sink for OutboxSink {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        let stamped;
+        let batch = if batch.epoch == self.epoch {
+            batch
+        } else {
+            stamped = Batch {
+                epoch: self.epoch,
+                ..batch.clone()
+            };
+            &stamped
+        };
         tokio::select! {
             pushed = self.outbox.push(batch) => pushed?,
             () = self.cancel.cancelled() => return Err(Error::Cancelled),
@@ -518,7 +558,7 @@ impl Sink for OutboxSink {
     async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
         Ok(self
             .outbox
-            .position(stream)
+            .position(stream, self.epoch)
             .unwrap_or_else(Checkpoint::start))
     }
 }

@@ -126,6 +126,7 @@ mod tests {
             stream: StreamName::new("s").unwrap(),
             run_id: RunId(7),
             seq,
+            epoch: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("c{seq}")),
             records,

@@ -62,6 +62,7 @@ use crate::stream::StreamName;
 ///     stream: StreamName::new("contacts")?,
 ///     run_id: RunId(1),
 ///     seq: 0,
+///     epoch: 0,
 ///     last: true,
 ///     cursor: Checkpoint::from_bytes("after-page-1"),
 ///     records: vec![],

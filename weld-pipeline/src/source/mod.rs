@@ -41,6 +41,8 @@ pub struct RunContext {
     pub stream: StreamName,
     /// The run; batches carry it in their identity.
     pub run_id: RunId,
+    /// The stream's epoch when the run started (0 until a resync): batches carry it.
+    pub epoch: u64,
     /// Cancelled by a stop. A source checks it before it starts each page and starts no request
     /// once it is cancelled.
     pub cancel: CancellationToken,
@@ -52,6 +54,7 @@ impl RunContext {
         RunContext {
             stream,
             run_id: RunId::generate(),
+            epoch: 0,
             cancel: CancellationToken::new(),
         }
     }
@@ -88,6 +91,7 @@ impl RunContext {
 ///             stream: run.stream.clone(),
 ///             run_id: run.run_id,
 ///             seq: 0,
+///             epoch: run.epoch,
 ///             last: true,
 ///             cursor: Checkpoint::from_bytes("done"),
 ///             records: self.0.clone(),

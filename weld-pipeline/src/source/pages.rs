@@ -80,6 +80,7 @@ where
                 stream: state.run.stream.clone(),
                 run_id: state.run.run_id,
                 seq: state.seq,
+                epoch: state.run.epoch,
                 last: page.last,
                 cursor: page.cursor.clone(),
                 records: page.records,

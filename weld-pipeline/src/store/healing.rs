@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Archived, Counts, RecordPage, RunRecord, StoreHealth, StreamEntry, StreamStore};
+use super::{
+    Archived, Counts, RecordPage, Resume, RunRecord, StoreHealth, StreamEntry, StreamStore,
+};
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
@@ -278,6 +280,16 @@ impl StreamStore for Healing {
         let store = self.writable().await?;
         let deleted = store.delete_stream(name).await;
         self.observe(deleted)
+    }
+
+    async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
+        self.current().await?.resume(stream).await
+    }
+
+    async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
+        let store = self.writable().await?;
+        let resynced = store.resync(stream).await;
+        self.observe(resynced)
     }
 
     async fn counts(&self, stream: &StreamName) -> Result<Counts, Error> {

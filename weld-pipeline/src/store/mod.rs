@@ -31,6 +31,7 @@ pub use entry::{Desired, LastError, StreamEntry};
 pub use healing::{Healing, OpenStore};
 pub use records::{decode_token, encode_token, Archived, Counts, RecordPage};
 pub use runs::{RunProgress, RunRecord, RunState};
+
 #[cfg(feature = "sled")]
 pub use sled::{SledStore, SledStoreConfig, DISK_MARGIN};
 
@@ -39,6 +40,7 @@ pub(crate) use sled::{can_write_beside, open_db, short_of_room};
 
 use async_trait::async_trait;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::message::RunOutcome;
 use crate::record::Timestamp;
@@ -66,6 +68,10 @@ use crate::stream::{RunId, StreamName};
 ///   Were it to jump past a batch still in flight, losing that batch (a worker's outbox lost with
 ///   its disk) would lose its records for good; held back, they are fetched again.
 ///   [`RunProgress`] implements the rule; use it.
+/// - **The epoch fences the checkpoint.** Every stream has an epoch (0 at first) that
+///   [`StreamStore::resync`] and [`StreamStore::delete_stream`] raise. A batch whose `epoch` is
+///   below the stream's commits its records, ledger entry and run counts, but never moves the
+///   checkpoint: batches fetched before a resync, still in a worker's outbox, cannot undo it.
 /// - **A run succeeds** when its last batch and every batch before it are committed, and only
 ///   then: the run is then a complete version of the stream.
 /// - **Durable before `Ok`**: what `commit`, [`StreamStore::put_stream`] and
@@ -98,8 +104,17 @@ pub trait StreamStore: Sink + std::fmt::Debug {
     async fn put_stream(&self, entry: &StreamEntry) -> Result<(), Error>;
 
     /// Deletes a stream: its registry entry, records, ledger, checkpoint, counts and runs, durable
-    /// when it returns. Deleting a stream that does not exist does nothing.
+    /// when it returns, and raises its epoch (which outlives it). Deleting a stream that does not
+    /// exist does nothing but that.
     async fn delete_stream(&self, name: &StreamName) -> Result<(), Error>;
+
+    /// The stream's epoch and committed checkpoint, read together: what a `Start` carries.
+    async fn resume(&self, stream: &StreamName) -> Result<Resume, Error>;
+
+    /// Raises the stream's epoch and clears its checkpoint in one durable step, so that its next
+    /// run reads the source from the start. Nothing stored is dropped: records, ledger and runs
+    /// stay, and the full read upserts over them. Returns the new epoch.
+    async fn resync(&self, stream: &StreamName) -> Result<u64, Error>;
 
     /// The stream's live and archived record counts.
     async fn counts(&self, stream: &StreamName) -> Result<Counts, Error>;
@@ -155,6 +170,15 @@ pub trait StreamStore: Sink + std::fmt::Debug {
     fn health(&self) -> StoreHealth {
         StoreHealth::Ok
     }
+}
+
+/// Where a stream's next run starts: its committed checkpoint, and the epoch it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// The committed checkpoint ([`Checkpoint::start`] after a resync).
+    pub checkpoint: Checkpoint,
 }
 
 /// Whether a store can commit.

@@ -82,6 +82,7 @@ macro_rules! store_conformance {
             a_restart_keeps_every_acknowledged_batch_and_knows_its_replays,
             runs_are_recorded_and_a_newer_run_closes_an_abandoned_one,
             deleting_a_stream_removes_its_entry_and_all_its_data,
+            a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs,
             the_registry_keeps_its_entries_across_a_restart,
         );
     };
@@ -111,6 +112,7 @@ fn batch(run: u64, seq: u64, last: bool, records: Vec<Record>) -> Batch {
         stream: stream(),
         run_id: RunId(run),
         seq,
+        epoch: 0,
         last,
         cursor: Checkpoint::from_bytes(format!("{run}/{seq}")),
         records,
@@ -410,7 +412,12 @@ pub async fn deleting_a_stream_removes_its_entry_and_all_its_data(under: &impl S
     assert!(all(&*store, Archived::All).await.is_empty());
     assert!(store.checkpoint(&stream()).await.unwrap().is_start());
     assert!(store.runs(&stream(), 10).await.unwrap().is_empty());
+    // A batch of the deleted stream, still on its way, stores its records into a new stream of
+    // the name but cannot move its checkpoint: the delete raised the epoch.
     assert_eq!(commit(&*store, &b).await, Commit::Stored { records: 2 });
+    let resume = store.resume(&stream()).await.unwrap();
+    assert_eq!(resume.epoch, 1);
+    assert!(resume.checkpoint.is_start());
     assert_eq!(
         store.counts(&other).await.unwrap().live,
         1,
@@ -421,6 +428,49 @@ pub async fn deleting_a_stream_removes_its_entry_and_all_its_data(under: &impl S
         .delete_stream(&StreamName::new("never").unwrap())
         .await
         .unwrap();
+}
+
+/// A resync raises the epoch and clears the checkpoint, durably, and keeps every record. A batch
+/// of the earlier epoch (fetched before the resync, delivered after) stores its records but
+/// leaves the checkpoint alone; the new epoch's batches move it.
+pub async fn a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    commit(&*store, &batch(1, 0, false, vec![record(1, 1, false)])).await;
+    let resume = store.resume(&stream()).await.unwrap();
+    assert_eq!(resume.epoch, 0);
+    assert_eq!(resume.checkpoint, Checkpoint::from_bytes("1/0"));
+
+    assert_eq!(store.resync(&stream()).await.unwrap(), 1);
+    let resume = store.resume(&stream()).await.unwrap();
+    assert_eq!(resume.epoch, 1);
+    assert!(resume.checkpoint.is_start());
+    assert_eq!(
+        store.counts(&stream()).await.unwrap().live,
+        1,
+        "nothing dropped"
+    );
+
+    let stale = batch(1, 1, true, vec![record(2, 1, false)]);
+    assert_eq!(commit(&*store, &stale).await, Commit::Stored { records: 1 });
+    assert!(store.checkpoint(&stream()).await.unwrap().is_start());
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 2);
+
+    let mut fresh = batch(2, 0, true, vec![record(1, 2, false)]);
+    fresh.epoch = 1;
+    commit(&*store, &fresh).await;
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("2/0")
+    );
+
+    drop(store);
+    let store = under.open().await;
+    let resume = store.resume(&stream()).await.unwrap();
+    assert_eq!(resume.epoch, 1);
+    assert_eq!(resume.checkpoint, Checkpoint::from_bytes("2/0"));
+    assert_eq!(store.resync(&stream()).await.unwrap(), 2);
 }
 
 /// Registry entries (configuration, desired state, last error) survive a restart, listed by name.

@@ -265,8 +265,8 @@ impl<P: Peer> Controller<P> {
         else {
             return;
         };
-        let checkpoint = match self.store.checkpoint(&entry.name).await {
-            Ok(checkpoint) => checkpoint,
+        let resume = match self.store.resume(&entry.name).await {
+            Ok(resume) => resume,
             Err(error) => {
                 tracing::error!(stream = %entry.name, error = %error, "cannot read the checkpoint");
                 self.lock().unassign(&entry.name, &worker_id);
@@ -276,7 +276,8 @@ impl<P: Peer> Controller<P> {
         let start = Request::Start(Start {
             stream: entry.name.clone(),
             config: entry.config.clone(),
-            checkpoint,
+            checkpoint: resume.checkpoint,
+            epoch: resume.epoch,
         });
         match command(&peer, start, "start").await {
             Ok(_) => tracing::info!(stream = %entry.name, worker_id, "stream assigned"),
@@ -374,6 +375,29 @@ impl<P: Peer> Controller<P> {
             }
             self.lock().unassign(name, &worker_id);
         }
+    }
+
+    /// Makes a stream's next run read its whole source again, from the start: a full sync, after
+    /// which it goes on incrementally. Nothing stored is dropped first; records are upserted.
+    /// A run in flight is stopped at its page boundary first, and the batches it left in the
+    /// worker's outbox commit their records but cannot move the checkpoint back (the resync
+    /// raises the stream's epoch). A stopped stream stays stopped and resyncs when it starts.
+    /// `None` for a stream that does not exist.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be written.
+    pub async fn resync_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let Some(entry) = self.store.stream(name).await? else {
+            return Ok(None);
+        };
+        self.stop_on_worker(name).await;
+        let epoch = self.store.resync(name).await?;
+        tracing::info!(stream = %name, epoch, "resync: the next run reads the whole source again");
+        if entry.desired == Desired::Running && self.lock().worker_of(name).is_none() {
+            self.assign(&entry).await;
+        }
+        self.status(name).await
     }
 
     /// Stops a stream and deletes its configuration and data. Returns whether it existed.

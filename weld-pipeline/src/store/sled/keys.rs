@@ -4,6 +4,7 @@
 //! r <stream> 00 <id len: u32> <id>      record: updated_at:i64 flags:u8 (bit 0 archived) data...
 //! b <stream> 00 <run_id: u64> <seq: u64> batch identity: records:u64 cursor...
 //! c <stream>                            checkpoint bytes
+//! e <stream>                            epoch: u64 (absent: 0), raised by a resync and a delete
 //! n <stream>                            counts: live:u64 archived:u64
 //! u <stream> 00 <run_id: u64>           run: JSON
 //! p                                     the probe: the time it last ran (i64 ms)
@@ -27,6 +28,7 @@ use crate::stream::{RunId, StreamName};
 pub(super) const RECORD: u8 = b'r';
 pub(super) const BATCH: u8 = b'b';
 pub(super) const CHECKPOINT: u8 = b'c';
+pub(super) const EPOCH: u8 = b'e';
 pub(super) const COUNTS: u8 = b'n';
 pub(super) const RUN: u8 = b'u';
 /// The probe's single key: written and synced to learn whether the store can commit.

@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::records::{decode_token, encode_token};
-use super::{Archived, Counts, RecordPage, RunRecord, RunState, StreamEntry, StreamStore};
+use super::{Archived, Counts, RecordPage, Resume, RunRecord, RunState, StreamEntry, StreamStore};
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
@@ -72,7 +72,7 @@ use crate::message::{Commit, RunOutcome};
 use crate::record::Timestamp;
 use crate::sink::Sink;
 use crate::stream::{RunId, StreamName};
-use keys::{RecordHead, BATCH, CHECKPOINT, COUNTS, RECORD, RUN};
+use keys::{RecordHead, BATCH, CHECKPOINT, COUNTS, EPOCH, RECORD, RUN};
 use sync::GroupSync;
 
 /// How to open a [`SledStore`].
@@ -161,6 +161,43 @@ impl SledStore {
             .get(keys::stream_key(CHECKPOINT, stream))
             .map_err(storage_error)?;
         Ok(value.map_or_else(Checkpoint::start, |v| Checkpoint::from_bytes(v.to_vec())))
+    }
+
+    /// The stream's epoch: 0 until its first resync or deletion.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read.
+    pub fn epoch(&self, stream: &StreamName) -> Result<u64, Error> {
+        let value = self
+            .tree
+            .get(keys::stream_key(EPOCH, stream))
+            .map_err(storage_error)?;
+        Ok(value
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Raises the stream's epoch and clears its checkpoint, in one write, durable when it
+    /// returns: the next run reads the source from the start, and no batch of an earlier epoch
+    /// moves the checkpoint again. Records, ledger and runs stay. Returns the new epoch.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be written or synced.
+    pub async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
+        let epoch = {
+            let writer = self.writer(stream);
+            let _writing = writer.lock().await;
+            let epoch = self.epoch(stream)? + 1;
+            let mut batch = sled::Batch::default();
+            batch.insert(keys::stream_key(EPOCH, stream), &epoch.to_be_bytes()[..]);
+            batch.remove(keys::stream_key(CHECKPOINT, stream));
+            self.tree.apply_batch(batch).map_err(storage_error)?;
+            epoch
+        };
+        self.sync.sync().await?;
+        Ok(epoch)
     }
 
     /// The stream's live and archived record counts, in O(1).
@@ -350,6 +387,10 @@ impl SledStore {
         }
         batch.remove(keys::stream_key(CHECKPOINT, stream));
         batch.remove(keys::stream_key(COUNTS, stream));
+        // The epoch outlives the stream, raised: a batch of the deleted stream still on its way
+        // cannot move the checkpoint of a new stream of the name.
+        let epoch = self.epoch(stream)? + 1;
+        batch.insert(keys::stream_key(EPOCH, stream), &epoch.to_be_bytes()[..]);
         self.tree.apply_batch(batch).map_err(storage_error)?;
         self.registry
             .remove(stream.as_str())
@@ -485,7 +526,9 @@ impl SledStore {
                     .map_err(storage_error)?;
                 Ok(entry.map(|e| bytes::Bytes::copy_from_slice(e.get(8..).unwrap_or_default())))
             })?;
-        if let Some(cursor) = moved {
+        // A batch fetched before the stream's latest resync keeps its records, not its cursor.
+        let fenced = batch.epoch < self.epoch(stream)?;
+        if let (Some(cursor), false) = (moved, fenced) {
             write.insert(keys::stream_key(CHECKPOINT, stream), &cursor[..]);
         }
         if run.progress.is_complete() {
@@ -645,6 +688,18 @@ impl Sink for SledStore {
     }
 }
 
+impl SledStore {
+    /// The stream's epoch and checkpoint, read together (no commit or resync in between).
+    async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
+        let writer = self.writer(stream);
+        let _writing = writer.lock().await;
+        Ok(Resume {
+            epoch: self.epoch(stream)?,
+            checkpoint: SledStore::checkpoint(self, stream)?,
+        })
+    }
+}
+
 #[async_trait]
 impl StreamStore for SledStore {
     async fn stream(&self, name: &StreamName) -> Result<Option<StreamEntry>, Error> {
@@ -662,6 +717,14 @@ impl StreamStore for SledStore {
 
     async fn delete_stream(&self, name: &StreamName) -> Result<(), Error> {
         SledStore::delete_stream(self, name).await
+    }
+
+    async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
+        SledStore::resume(self, stream).await
+    }
+
+    async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
+        SledStore::resync(self, stream).await
     }
 
     async fn counts(&self, stream: &StreamName) -> Result<Counts, Error> {
