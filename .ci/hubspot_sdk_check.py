@@ -3,7 +3,7 @@
 Pages and searches through the fake with the SDK, so that every response is parsed by the
 SDK's own models, and checks the API's behaviour the source relies on: paging by `after`, archived listings, one
 sort rule, the error bodies of 401 and 400, the property definitions, the other object types,
-the custom object's schema, owners and pipelines. Usage: hubspot_sdk_check.py BASE_URL TOKEN
+the custom object's schema, associations, owners and pipelines. Usage: hubspot_sdk_check.py BASE_URL TOKEN
 """
 
 import json
@@ -123,6 +123,25 @@ for object_type in ["deals", "tickets"]:
     pipelines = client.crm.pipelines.pipelines_api.get_all(object_type=object_type).results
     assert pipelines and all(p.id and p.label and p.stages for p in pipelines), pipelines
     assert all(s.id and s.label and s.metadata is not None for p in pipelines for s in p.stages)
+
+# v4 associations: a batch read of some contacts' companies, each link with its types; an id
+# without links comes back in `errors` of a 207.
+from hubspot.crm.associations.v4 import (
+    BatchInputPublicFetchAssociationsBatchRequest,
+    PublicFetchAssociationsBatchRequest,
+)
+
+ids = [r.id for r in basic.get_page(limit=5).results]
+inputs = [PublicFetchAssociationsBatchRequest(id=i) for i in ids + ["999999999"]]
+linked = client.crm.associations.v4.batch_api.get_page(
+    from_object_type="contacts",
+    to_object_type="companies",
+    batch_input_public_fetch_associations_batch_request=BatchInputPublicFetchAssociationsBatchRequest(inputs=inputs),
+)
+assert linked.status == "COMPLETE" and len(linked.results) == len(ids), linked
+assert all(r._from.id in ids and r.to and r.to[0].to_object_id for r in linked.results), linked
+assert all(t.type_id and t.category == "HUBSPOT_DEFINED" for r in linked.results for t in r.to[0].association_types)
+assert linked.errors and linked.errors[0].category == "NO_ASSOCIATIONS_FOUND", linked
 
 print(
     f"official client: {pages} list pages, {len(seen)} contacts, {len(definitions)} property "

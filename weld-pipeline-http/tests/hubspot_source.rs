@@ -178,7 +178,7 @@ async fn incremental_sync_after_modifications_creations_and_archiving_equals_it(
         create: 30,
         archive: 25,
         tie: false,
-        add_property: None,
+        ..Mutation::default()
     });
     // Changes older than the second run's start (its window ends before that millisecond).
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -867,4 +867,162 @@ async fn owners_and_pipelines_are_read_whole_on_every_run_and_equal_the_fakes() 
     // 230 active owners and 3 archived, 100 a page: 3 pages, then 1 of the archived.
     let owners = fake.owners();
     assert_eq!(owners.iter().filter(|o| o["archived"] == true).count(), 3);
+}
+
+/// Every live stored record of `object` carries in `data.associations` exactly the links the
+/// fake has to each type of `to` (an empty list where it has none); archived ones carry none.
+fn assert_links_equal_the_fake(fake: &FakeHubSpot, sink: &MemorySink, object: &str, to: &[&str]) {
+    let mut checked = 0;
+    for record in sink.records(&stream()) {
+        let data: serde_json::Value = record.data.decode().unwrap();
+        if record.archived {
+            assert!(data.get("associations").is_none(), "archived {}", record.id);
+            continue;
+        }
+        let links = data["associations"].as_object().unwrap_or_else(|| {
+            panic!("record {} has no associations: {data}", record.id);
+        });
+        assert_eq!(
+            links.len(),
+            to.len(),
+            "record {}: every type asked",
+            record.id
+        );
+        for to_type in to {
+            let mut got: Vec<String> = links[*to_type]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|link| {
+                    assert!(link["types"][0]["typeId"].is_u64(), "{link}");
+                    link["id"].as_str().unwrap().to_string()
+                })
+                .collect();
+            got.sort_by_key(|id| id.parse::<u64>().unwrap());
+            let expected = fake
+                .associations(object, to_type)
+                .remove(&record.id)
+                .unwrap_or_default();
+            assert_eq!(got, expected, "{object} {} to {to_type}", record.id);
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no live {object} stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_equal_the_fakes_after_a_sync_and_after_links_change_alone() {
+    let fake = fake(FakeConfig {
+        contacts: 450,
+        companies: 40,
+        deals: 30,
+        custom_properties: 5,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.object = HubSpotObject::new("contacts").with_associations(["companies", "deals"]);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    assert_equals_the_fake(&fake, &sink, None);
+    assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies", "deals"]);
+    let primary = sink.records(&stream())[0]
+        .data
+        .decode::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(
+        primary["associations"]["companies"][0]["types"][0]["label"], "Primary",
+        "{primary}"
+    );
+
+    // Links change without moving a modification time; a few records are edited too.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let relinked = fake.mutate(&Mutation {
+        object: "contacts".into(),
+        relink: 25,
+        ..Mutation::default()
+    });
+    assert_eq!(relinked.len(), 25);
+    let edited = fake.mutate(&Mutation {
+        object: "contacts".into(),
+        modify: 10,
+        ..Mutation::default()
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(
+        second.records, 10,
+        "the incremental run reads the edited records only"
+    );
+    // Those carry their links as they are now.
+    let now = fake.associations("contacts", "companies");
+    for record in sink.records(&stream()) {
+        if edited.contains(&record.id.parse().unwrap()) {
+            let data: serde_json::Value = record.data.decode().unwrap();
+            let company = data["associations"]["companies"][0]["id"].as_str().unwrap();
+            assert_eq!(Some(company), now[&record.id].first().map(String::as_str));
+        }
+    }
+
+    // Once the refresh interval has passed, a run reads every record again with its links.
+    config.object.associations_refresh = Duration::from_millis(200);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let refresh = run(&config, &sink, second.checkpoint).await;
+    assert_eq!(refresh.outcome, RunOutcome::Succeeded);
+    assert_eq!(refresh.records, 450, "every record read again");
+    assert_equals_the_fake(&fake, &sink, None);
+    assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies", "deals"]);
+    config.object.associations_refresh = hubspot::ASSOCIATIONS_REFRESH;
+    let quiet = run(&config, &sink, refresh.checkpoint).await;
+    assert_eq!(quiet.records, 0, "then incremental until the next refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_more_links_than_an_answer_holds_gets_them_all() {
+    // Each company has about eleven contacts; the fake answers four links per record at a time.
+    let fake = fake(FakeConfig {
+        contacts: 450,
+        companies: 40,
+        custom_properties: 0,
+        association_page: 4,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.object = HubSpotObject::new("companies").with_associations(["contacts"]);
+    let sink = MemorySink::new();
+    let report = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_links_equal_the_fake(&fake, &sink, "companies", &["contacts"]);
+    let most = fake
+        .associations("companies", "contacts")
+        .values()
+        .map(Vec::len)
+        .max()
+        .unwrap();
+    assert!(
+        most > 8,
+        "a company links to {most} contacts, several answers' worth"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_association_type_backfills_every_record() {
+    let fake = fake(FakeConfig {
+        contacts: 200,
+        custom_properties: 0,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    config.object.associations = vec!["companies".into()];
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(
+        second.records, 200,
+        "every record read again, with its links"
+    );
+    assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies"]);
 }

@@ -42,6 +42,12 @@ pub(crate) enum Call {
     },
     /// The pipelines (and their stages) of an object type.
     Pipelines { object_type: Arc<str> },
+    /// The associations of some records to one other type (v4 batch read).
+    Associations {
+        from: Arc<str>,
+        to: Arc<str>,
+        body: serde_json::Value,
+    },
 }
 
 /// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
@@ -158,6 +164,14 @@ impl Client {
             Call::Pipelines { object_type } => self
                 .http
                 .get(format!("{base}/crm/v3/pipelines/{object_type}")),
+            Call::Associations { from, to, body } => self
+                .http
+                .post(format!("{base}/crm/v4/associations/{from}/{to}/batch/read"))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::to_vec(body)
+                        .map_err(|e| Error::Bug(format!("associations body: {e}")))?,
+                ),
         };
         Ok(request
             .header("authorization", account.token.bearer())
@@ -186,7 +200,9 @@ impl Client {
                 "reading the body: {e}"
             )))) as BoxError
         })?;
-        if status == 200 {
+        // 207: a batch read answered in part (some of its ids have nothing to read); the body
+        // says which, and the caller reads it.
+        if status == 200 || status == 207 {
             return Ok(body);
         }
         Err(Box::new(Error::from(refusal(status, &headers, &body))))

@@ -73,7 +73,8 @@ impl HubSpotAccount {
     }
 }
 
-/// What one stream reads from its account: an object type and its properties.
+/// What one stream reads from its account: an object type, its properties, and the types
+/// its records' associations are read to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubSpotObject {
     /// The object type: `contacts`, `companies`, `deals`, or any other type's name or id.
@@ -81,15 +82,35 @@ pub struct HubSpotObject {
     /// Properties to read; `None` for every property the account defines for the type,
     /// discovered at the start of each run.
     pub properties: Option<Vec<String>>,
+    /// The types whose links each record carries in `data.associations` (`companies`,
+    /// `deals`, ...); empty for none.
+    pub associations: Vec<String>,
+    /// How often every record is read again, for the links that changed without moving its
+    /// modification time (HubSpot's association changes do not). Default one day.
+    pub associations_refresh: Duration,
 }
 
+/// The default of [`HubSpotObject::associations_refresh`]: a day.
+pub const ASSOCIATIONS_REFRESH: Duration = Duration::from_secs(86_400);
+
 impl HubSpotObject {
-    /// `object_type` with every property it has.
+    /// `object_type` with every property it has, and no associations.
     pub fn new(object_type: impl Into<String>) -> Self {
         HubSpotObject {
             object_type: object_type.into(),
             properties: None,
+            associations: Vec::new(),
+            associations_refresh: ASSOCIATIONS_REFRESH,
         }
+    }
+
+    /// The same, with the links to `types` in each record.
+    pub fn with_associations<S: Into<String>>(
+        mut self,
+        types: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.associations = types.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The change-tracking property searched on: `lastmodifieddate` for contacts,

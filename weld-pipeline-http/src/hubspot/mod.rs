@@ -59,6 +59,7 @@
 //! the next scheduled run tries again. 429 (other policies), 5xx, timeouts and resets are
 //! retried; 400, 401, 403, 404, 414 and a page that does not parse fail the run at once.
 
+mod associations;
 mod client;
 mod config;
 mod error;
@@ -70,7 +71,7 @@ mod properties;
 mod sources;
 mod split;
 
-pub use config::{HubSpotAccount, HubSpotObject, Token};
+pub use config::{HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH};
 pub use error::HubSpotError;
 pub use limits::AccountLimits;
 pub use pages::HubSpotPages;

@@ -16,6 +16,7 @@ use weld_pipeline::middleware::{
 use weld_pipeline::source::{Page, PageRequest};
 use weld_pipeline::{BoxError, Error, Timestamp};
 
+use super::associations;
 use super::client::{Call, Client};
 use super::parse::{parse, Listed};
 use super::position::{checkpoint, position, Position};
@@ -23,7 +24,7 @@ use super::properties::{parse_definitions, PropertySet};
 use super::split::{self, Merged};
 use super::{AccountLimits, HubSpotAccount, HubSpotObject};
 
-type CallService = BoxCloneSyncService<Call, Bytes, BoxError>;
+pub(super) type CallService = BoxCloneSyncService<Call, Bytes, BoxError>;
 
 /// Fetches one page of a HubSpot sync: a `Service<PageRequest>` for [`Pages`](weld_pipeline::source::Pages).
 #[derive(Clone)]
@@ -32,8 +33,10 @@ pub struct HubSpotPages {
     object: Arc<HubSpotObject>,
     list: CallService,
     search: CallService,
-    /// Property definitions.
+    /// Property definitions, schemas, reference data.
     meta: CallService,
+    /// Association batch reads.
+    links: CallService,
     /// The property set last discovered, for the pages of a run after its first.
     discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
     /// The object type as URLs name it: the configured one, or a custom object's
@@ -76,32 +79,28 @@ impl HubSpotPages {
         let budget = limits.budget.clone();
         let client = Client::new(account.clone(), budget.clone())?;
         let retry = RetryLayer::new(RetryPolicy::default());
+        let timeout = account.timeout + Duration::from_secs(1);
         // Telemetry outermost: `weld_calls_total{service}` counts the pages callers asked for, a
         // page retried three times and then fetched counting once.
-        let list = ServiceBuilder::new()
-            .layer(TelemetryLayer::new("hubspot_list"))
-            .layer(retry.clone())
-            .layer(RateLimitLayer::shared(budget.clone()))
-            .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
-            .service(client.clone());
-        let search = ServiceBuilder::new()
-            .layer(TelemetryLayer::new("hubspot_search"))
-            .layer(retry.clone())
-            .layer(RateLimitLayer::shared(limits.searches.clone()))
-            .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
-            .service(client.clone());
-        let meta = ServiceBuilder::new()
-            .layer(TelemetryLayer::new("hubspot_properties"))
-            .layer(retry)
-            .layer(RateLimitLayer::shared(budget))
-            .layer(TimeoutLayer::new(account.timeout + Duration::from_secs(1)))
-            .service(client);
+        macro_rules! stack {
+            ($service:literal, $pacer:expr) => {
+                BoxCloneSyncService::new(
+                    ServiceBuilder::new()
+                        .layer(TelemetryLayer::new($service))
+                        .layer(retry.clone())
+                        .layer(RateLimitLayer::shared($pacer))
+                        .layer(TimeoutLayer::new(timeout))
+                        .service(client.clone()),
+                )
+            };
+        }
         Ok(HubSpotPages {
+            list: stack!("hubspot_list", budget.clone()),
+            search: stack!("hubspot_search", limits.searches.clone()),
+            meta: stack!("hubspot_properties", budget.clone()),
+            links: stack!("hubspot_associations", budget),
             account,
             object,
-            list: BoxCloneSyncService::new(list),
-            search: BoxCloneSyncService::new(search),
-            meta: BoxCloneSyncService::new(meta),
             discovered: Arc::default(),
             resolved: Arc::default(),
         })
@@ -226,7 +225,7 @@ impl HubSpotPages {
         // A run's first page discovers the properties again: the portal may have new ones.
         let fresh = matches!(at, None | Some(Position::Done { .. }));
         let set = self.property_set(fresh).await?;
-        let properties = set.fingerprint();
+        let properties = set.fingerprint_with(&self.object.associations);
         let full = Position::Full {
             last_id: 0,
             started_at: now,
@@ -238,7 +237,16 @@ impl HubSpotPages {
                 tracing::info!(
                     object = %self.object.object_type,
                     properties = set.names().len(),
+                    associations = ?self.object.associations,
                     "the property set changed: a full sync reads every record again with it"
+                );
+                full
+            }
+            Some(Position::Done { full_at, .. }) if self.refresh_due(full_at, now) => {
+                tracing::info!(
+                    object = %self.object.object_type,
+                    associations = ?self.object.associations,
+                    "association refresh: every record is read again with its links"
                 );
                 full
             }
@@ -284,24 +292,42 @@ impl HubSpotPages {
                     None => Position::Done {
                         until: self.settle(started_at),
                         properties,
+                        full_at: started_at,
                     },
                 };
                 (listed.records, next)
             }
-            Position::Done { until, .. } => {
+            Position::Done { until, full_at, .. } => {
                 // A new run: its window runs from the last one's end to now minus the settle
                 // delay. Its first page is the window's first search.
                 let window_end = self.settle(now).max(until);
-                return Box::pin(self.window_page(until, window_end, 0, &set)).await;
+                let window = Window {
+                    from: until,
+                    until: window_end,
+                    full_at,
+                };
+                return Box::pin(self.window_page(window, 0, &set, properties)).await;
             }
             Position::Window {
                 from,
                 until,
                 last_id,
+                full_at,
                 ..
-            } => return self.window_page(from, until, last_id, &set).await,
+            } => {
+                let window = Window {
+                    from,
+                    until,
+                    full_at,
+                };
+                return self.window_page(window, last_id, &set, properties).await;
+            }
             Position::WindowArchived {
-                from, until, after, ..
+                from,
+                until,
+                after,
+                full_at,
+                ..
             } => {
                 let listed = self.list_page(true, after, &set).await?;
                 let records = listed
@@ -317,8 +343,13 @@ impl HubSpotPages {
                         until,
                         after: Some(after),
                         properties,
+                        full_at,
                     },
-                    None => Position::Done { until, properties },
+                    None => Position::Done {
+                        until,
+                        properties,
+                        full_at,
+                    },
                 };
                 (records, next)
             }
@@ -345,6 +376,7 @@ impl HubSpotPages {
         let done = Position::Done {
             until: now,
             properties: 0,
+            full_at: 0,
         };
         let (listed, next) = match reference {
             Reference::Owners => {
@@ -403,9 +435,19 @@ impl HubSpotPages {
         let answer = self
             .search
             .clone()
-            .oneshot(Call::Search { object_type, body })
+            .oneshot(Call::Search {
+                object_type: object_type.clone(),
+                body,
+            })
             .await?;
-        let listed = parse(&answer)?;
+        let mut listed = parse(&answer)?;
+        if !self.object.associations.is_empty() {
+            let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
+            let links =
+                associations::read(&self.links, &object_type, &self.object.associations, &ids)
+                    .await?;
+            associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
+        }
         let last = listed
             .records
             .iter()
@@ -415,14 +457,27 @@ impl HubSpotPages {
         Ok((listed, last.filter(|_| more)))
     }
 
+    /// Whether a stream with associations is due to read every record again: its last full
+    /// read began a refresh interval ago or more.
+    fn refresh_due(&self, full_at: i64, now: i64) -> bool {
+        let refresh =
+            i64::try_from(self.object.associations_refresh.as_millis()).unwrap_or(i64::MAX);
+        !self.object.associations.is_empty() && now.saturating_sub(full_at) >= refresh
+    }
+
     /// One page of a window: the records modified in it after `last_id`, by id.
     async fn window_page(
         &self,
-        from: i64,
-        until: i64,
+        window: Window,
         last_id: u64,
         set: &PropertySet,
+        properties: u64,
     ) -> Result<Page, BoxError> {
+        let Window {
+            from,
+            until,
+            full_at,
+        } = window;
         let modified = self.object.modified_property();
         let (listed, last) = self
             .search(
@@ -434,7 +489,6 @@ impl HubSpotPages {
                 set,
             )
             .await?;
-        let properties = set.fingerprint();
         // The window ends when a page comes back with nothing after it.
         let next = match last {
             Some(last_id) => Position::Window {
@@ -442,12 +496,14 @@ impl HubSpotPages {
                 until,
                 last_id,
                 properties,
+                full_at,
             },
             None => Position::WindowArchived {
                 from,
                 until,
                 after: None,
                 properties,
+                full_at,
             },
         };
         Ok(Page {
@@ -460,6 +516,14 @@ impl HubSpotPages {
             cursor: checkpoint(&next)?,
         })
     }
+}
+
+/// An incremental window: modification times `[from, until]`, and when the last full read began.
+#[derive(Clone, Copy)]
+struct Window {
+    from: i64,
+    until: i64,
+    full_at: i64,
 }
 
 /// Reference data a stream can read instead of CRM records: `owners`, or

@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Every phase carries the fingerprint of the property set its records were read with
-//! (`properties`); a run that finds another set starts over at `Full` (see
-//! the `properties` module). `FullLive`, a full sync through the list endpoint, is
+//! (`properties`, which covers the association types too); a run that finds another set starts
+//! over at `Full` (see the `properties` module). The incremental phases carry when the last full
+//! read began (`full_at`): a stream with associations starts over at `Full` once that is older
+//! than its refresh interval. `FullLive`, a full sync through the list endpoint, is
 //! what checkpoints from before discovery hold: it is read, and restarted as `Full`.
 
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,10 @@ pub enum Position {
         /// The fingerprint of the property set.
         #[serde(default)]
         properties: u64,
+        /// When the last full read of every record started (ms; 0 in checkpoints from before
+        /// associations): the association refresh counts from it.
+        #[serde(default)]
+        full_at: i64,
     },
     /// Incremental: records archived in `[from, until)`, listing from `after`.
     WindowArchived {
@@ -68,6 +74,9 @@ pub enum Position {
         /// The fingerprint of the property set.
         #[serde(default)]
         properties: u64,
+        /// When the last full read started (ms).
+        #[serde(default)]
+        full_at: i64,
     },
     /// Reference data (owners, pipelines), read whole on every run: the live ones from
     /// `after`, then the archived ones.
@@ -84,6 +93,9 @@ pub enum Position {
         /// The fingerprint of the property set.
         #[serde(default)]
         properties: u64,
+        /// When the last full read started (ms).
+        #[serde(default)]
+        full_at: i64,
     },
 }
 

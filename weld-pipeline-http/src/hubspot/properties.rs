@@ -46,6 +46,20 @@ impl PropertySet {
     pub(crate) fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
+
+    /// The fingerprint of the set read with links to `associations`: the set's own when there
+    /// are none (so a stream without associations keeps its checkpoints), else one over the
+    /// names and the types (each as `->type`, sorted), so a changed list backfills too.
+    pub(crate) fn fingerprint_with(&self, associations: &[String]) -> u64 {
+        if associations.is_empty() {
+            return self.fingerprint();
+        }
+        let mut types: Vec<String> = associations.iter().map(|t| format!("->{t}")).collect();
+        types.sort();
+        types.dedup();
+        let names: Vec<String> = self.names.iter().cloned().chain(types).collect();
+        fingerprint(&names)
+    }
 }
 
 fn fingerprint(names: &[String]) -> u64 {

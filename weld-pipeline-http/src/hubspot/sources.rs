@@ -27,6 +27,14 @@ pub struct HubSpotParams {
     /// (discovered at the start of each run, custom ones included).
     #[serde(default)]
     pub properties: Option<Vec<String>>,
+    /// The types whose links each record carries in `data.associations`
+    /// (`["companies","deals"]`); absent for none.
+    #[serde(default)]
+    pub associations: Option<Vec<String>>,
+    /// How often, in seconds, every record is read again for the links that changed without
+    /// moving its modification time; absent for a day.
+    #[serde(default)]
+    pub associations_refresh_secs: Option<u64>,
 }
 
 fn contacts() -> String {
@@ -38,6 +46,10 @@ const MAX_NAME: usize = 100;
 /// The most properties one stream may ask for; past this a list call would need many requests per
 /// page (each URL holds a few dozen names).
 const MAX_PROPERTIES: usize = 1_000;
+/// The most association types one stream may ask for: each costs a call per page.
+const MAX_ASSOCIATIONS: usize = 20;
+/// The bounds of `associations_refresh_secs`: a minute to a year.
+const REFRESH_SECS: std::ops::RangeInclusive<u64> = 60..=31_536_000;
 
 impl HubSpotParams {
     /// Reads and checks the parameters of `spec`, a `hubspot` source.
@@ -72,6 +84,25 @@ impl HubSpotParams {
             }
             for property in properties {
                 check_name("property", property)?;
+            }
+        }
+        if let Some(types) = &params.associations {
+            if types.is_empty() || types.len() > MAX_ASSOCIATIONS {
+                return Err(Error::Invalid(format!(
+                    "hubspot source: associations must list 1 to {MAX_ASSOCIATIONS} object types"
+                )));
+            }
+            for to in types {
+                check_name("association type", to)?;
+            }
+        }
+        if let Some(secs) = params.associations_refresh_secs {
+            if !REFRESH_SECS.contains(&secs) {
+                return Err(Error::Invalid(format!(
+                    "hubspot source: associations_refresh_secs must be {} to {}",
+                    REFRESH_SECS.start(),
+                    REFRESH_SECS.end()
+                )));
             }
         }
         Ok(params)
@@ -121,14 +152,20 @@ impl SourceKind for HubSpotKind {
         if let Some(properties) = params.properties {
             checked.insert("properties".into(), properties.into());
         }
+        if let Some(types) = params.associations {
+            checked.insert("associations".into(), types.into());
+        }
+        if let Some(secs) = params.associations_refresh_secs {
+            checked.insert("associations_refresh_secs".into(), secs.into());
+        }
         Ok(SourceSpec {
             kind: spec.kind.clone(),
             params: checked,
         })
     }
 
-    /// Another property list reads the same records (the next run backfills the new set); another
-    /// object type does not.
+    /// Another property or association list reads the same records (the next run backfills
+    /// them); another object type does not.
     fn same_records(&self, stored: &SourceSpec, asked: &SourceSpec) -> bool {
         stored.kind == asked.kind && stored.params.get("object") == asked.params.get("object")
     }
@@ -144,6 +181,12 @@ impl SourceKind for HubSpotKind {
                 "properties": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_PROPERTIES,
                     "items": {"type": "string", "pattern": name},
                     "description": "The properties to read. Default: every property the account defines for the type, discovered at each run."},
+                "associations": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_ASSOCIATIONS,
+                    "items": {"type": "string", "pattern": name},
+                    "description": "The object types whose links each record carries in `data.associations`. Default: none. Reference data (owners, pipelines) has none: ignored there."},
+                "associations_refresh_secs": {"type": ["integer", "null"],
+                    "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
+                    "description": "How often every record is read again for links changed without moving its modification time. Default 86400."},
             },
             "additionalProperties": false,
         })
@@ -203,6 +246,11 @@ impl SourceFactory for HubSpotSources {
         let object = HubSpotObject {
             object_type: params.object,
             properties: params.properties,
+            associations: params.associations.unwrap_or_default(),
+            associations_refresh: params.associations_refresh_secs.map_or(
+                super::config::ASSOCIATIONS_REFRESH,
+                std::time::Duration::from_secs,
+            ),
         };
         Ok(Arc::new(Pages::new(HubSpotPages::with_limits(
             self.account.clone(),

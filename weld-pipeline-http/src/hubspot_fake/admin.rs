@@ -10,13 +10,13 @@ use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
 
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     let now = Timestamp::now().as_millis();
+    let mut touched = relink(fake, mutation);
     let Fake { objects, rng, .. } = fake;
     let Some(set) = objects.get_mut(super::canonical(&mutation.object)) else {
         return vec![];
     };
     // Distinct records, chosen at random.
     let live = set.live_shuffled(rng);
-    let mut touched = Vec::new();
     let stamp = |i: usize| if mutation.tie { now } else { now - i as i64 };
     // The property an edit changes: a contact's first name, another type's first own property.
     let edited = set
@@ -55,6 +55,34 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         }
     }
     touched
+}
+
+/// Links `mutation.relink` random live records to one other record of `relink_to` each, instead
+/// of what they linked to there.
+fn relink(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
+    let from = super::canonical(&mutation.object).to_string();
+    let to = super::canonical(mutation.relink_to.as_deref().unwrap_or("companies")).to_string();
+    let Fake {
+        objects,
+        rng,
+        links,
+        ..
+    } = fake;
+    let (Some(set), Some(targets)) = (objects.get(&from), objects.get(&to)) else {
+        return vec![];
+    };
+    let targets = targets.live_shuffled(rng);
+    let mut relinked = Vec::new();
+    for id in set.live_shuffled(rng).into_iter().take(mutation.relink) {
+        let before = links.of(&from, id, &to).to_vec();
+        let Some(&target) = targets.iter().find(|t| !before.contains(t)) else {
+            break;
+        };
+        links.unlink_all(&from, id, &to);
+        links.link(&from, id, &to, target);
+        relinked.push(id);
+    }
+    relinked
 }
 
 pub(super) fn dump(fake: &Fake, object: &str) -> Vec<Dumped> {

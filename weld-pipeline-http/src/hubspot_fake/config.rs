@@ -37,6 +37,8 @@ pub struct FakeConfig {
     /// Custom properties each object type defines (`custom_property_000`, ...), of every type,
     /// each set on about a quarter of the records. A real portal has hundreds.
     pub custom_properties: usize,
+    /// The most links one association batch read returns per record before `paging.next`.
+    pub association_page: usize,
 }
 
 impl Default for FakeConfig {
@@ -56,6 +58,7 @@ impl Default for FakeConfig {
             forbidden: vec![],
             max_url_bytes: 8_192,
             custom_properties: 300,
+            association_page: 500,
         }
     }
 }
@@ -141,6 +144,13 @@ pub struct Mutation {
     /// not change.
     #[serde(default)]
     pub add_property: Option<String>,
+    /// Live records whose links to `relink_to` are replaced by one link to another record of
+    /// that type; modification times do not change.
+    #[serde(default)]
+    pub relink: usize,
+    /// The type `relink` links to: `companies` when absent.
+    #[serde(default)]
+    pub relink_to: Option<String>,
 }
 
 /// A record as the dump shows it: everything the fake holds.

@@ -20,6 +20,9 @@
 //!   `/crm-object-schemas/v3/schemas` where HubSpot's Python client reads them, describe it:
 //!   `cars`, `objectTypeId` `2-1234567`, `fullyQualifiedName` `p1234567_cars`; its records are
 //!   served under the id and the fully qualified name).
+//! - Associations: `POST /crm/v4/associations/{from}/{to}/batch/read` (see the `associations`
+//!   module): every contact linked to a company, every third to a deal, deals to companies,
+//!   tickets to contacts; links change at run time without touching modification times.
 //! - Reference data: `GET /crm/v3/owners` (paged by `after`, `archived=true` for the
 //!   deactivated ones; [`FakeConfig::owners`] active, three archived) and
 //!   `GET /crm/v3/pipelines/{deals|tickets}` (two pipelines each, with their stages).
@@ -33,12 +36,14 @@
 //!   or invalid JSON; each for the next N requests.
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
 //!   (archiving does not bump the modification time, as in HubSpot), a custom property added
-//!   with a value on every live record (modification times untouched).
+//!   with a value on every live record, records linked to another record of a type instead
+//!   of theirs (modification times untouched by the last two).
 //! - What it served (`GET /_admin/stats`) and its whole data set (`GET /_admin/dump`), so a test
 //!   compares the stored set to the fake's exactly.
 
 mod admin;
 mod admission;
+mod associations;
 mod config;
 mod data;
 mod list;
@@ -68,6 +73,7 @@ type Refusal = Box<Response>;
 struct Fake {
     config: FakeConfig,
     objects: HashMap<String, ObjectSet>,
+    links: associations::Links,
     owners: Vec<reference::Owner>,
     /// Pipelines by object type, as HubSpot answers them.
     pipelines: HashMap<String, Vec<serde_json::Value>>,
@@ -129,6 +135,7 @@ impl FakeHubSpot {
                 ),
             );
         }
+        let links = associations::generate(&objects);
         let owners = reference::owners(config.owners, now);
         let pipelines = ["deals", "tickets"]
             .map(|t| (t.to_string(), reference::pipelines(t, now)))
@@ -137,6 +144,7 @@ impl FakeHubSpot {
         let state: Shared = Arc::new(Mutex::new(Fake {
             config,
             objects,
+            links,
             owners,
             pipelines,
             faults: VecDeque::new(),
@@ -206,6 +214,16 @@ impl FakeHubSpot {
             .unwrap_or_default()
     }
 
+    /// Every link from records of `from` to records of `to`: from id to the linked ids, sorted,
+    /// records without links left out.
+    pub fn associations(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.lock().links.all(canonical(from), canonical(to))
+    }
+
     /// Its owners, active and archived, as the owners endpoint answers them.
     pub fn owners(&self) -> Vec<serde_json::Value> {
         self.lock()
@@ -241,6 +259,10 @@ fn router(state: Shared) -> Router {
         .route(
             "/crm/v3/properties/{object}",
             get(properties::properties_route),
+        )
+        .route(
+            "/crm/v4/associations/{from}/{to}/batch/read",
+            post(associations::batch_read_route),
         )
         .route("/crm/v3/owners", get(reference::owners_route))
         .route("/crm/v3/owners/", get(reference::owners_route))
