@@ -29,7 +29,8 @@
 //!
 //! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows)
 //!             [epoch:u64] cursor:bytes32 count:u32 record{count}
-//! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived) data:bytes32
+//! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived, bit 1: amend)
+//!             data:bytes32
 //! ```
 //!
 //! A batch of epoch 0 is written without its epoch (so batches kept in outboxes by builds from
@@ -292,7 +293,7 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     for record in &batch.records {
         put_bytes32(out, record.id.as_bytes());
         out.put_i64(record.updated_at.as_millis());
-        out.put_u8(u8::from(record.archived));
+        out.put_u8(u8::from(record.archived) | (u8::from(record.amend) << 1));
         put_bytes32(out, record.data.as_bytes());
     }
 }
@@ -336,12 +337,14 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     for _ in 0..count {
         let id = get_text(get_bytes32(input, "record id")?, "record id")?;
         let updated_at = Timestamp::from_millis(get_i64(input, "updated_at")?);
-        let archived = get_u8(input, "record flags")? & 1 == 1;
+        let flags = get_u8(input, "record flags")?;
+        let (archived, amend) = (flags & 1 == 1, flags & 2 == 2);
         let data = Json::from_checked_bytes(get_bytes32(input, "record data")?);
         records.push(Record {
             id,
             updated_at,
             archived,
+            amend,
             data,
         });
     }
@@ -495,11 +498,13 @@ mod tests {
             any::<i64>(),
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
         )
-            .prop_map(|(id, at, archived, data)| Record {
+            .prop_map(|(id, at, archived, data, amend)| Record {
                 id,
                 updated_at: Timestamp::from_millis(at),
                 archived,
+                amend,
                 // The envelope carries bytes; whether they are JSON is checked at the source.
                 data: Json::from_checked_bytes(data.into()),
             })

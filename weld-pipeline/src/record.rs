@@ -21,6 +21,12 @@ pub struct Record {
     pub updated_at: Timestamp,
     /// Whether the source archived (deleted) it. An archived record is kept and marked.
     pub archived: bool,
+    /// Whether this is an amendment rather than a whole version: a source that learns a
+    /// record's fate but not its contents (merged into another, deleted for good) sends one. A
+    /// store writes its `data`'s top-level members over the stored document's, keeping every
+    /// other member, and takes its `archived` and `updated_at` (the usual rule applies: never
+    /// over a newer version). With nothing stored, it is stored as it is.
+    pub amend: bool,
     /// The record's JSON document.
     pub data: Json,
 }
@@ -32,6 +38,33 @@ impl Record {
             id: id.into(),
             updated_at,
             archived: false,
+            amend: false,
+            data,
+        }
+    }
+
+    /// The stored version `self` with `amendment` applied (see [`Record::amend`]): its data's
+    /// top-level members written over this one's, its `archived` and `updated_at` taken. A
+    /// document that is not an object is replaced whole.
+    pub fn amended_by(&self, amendment: &Record) -> Record {
+        type Members = serde_json::Map<String, serde_json::Value>;
+        let data = match (
+            self.data.decode::<Members>(),
+            amendment.data.decode::<Members>(),
+        ) {
+            (Ok(mut stored), Ok(members)) => {
+                stored.extend(members);
+                // A map of JSON values always serializes.
+                let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+                Json::from_checked_bytes(bytes.into())
+            }
+            _ => amendment.data.clone(),
+        };
+        Record {
+            id: self.id.clone(),
+            updated_at: amendment.updated_at,
+            archived: amendment.archived,
+            amend: false,
             data,
         }
     }
@@ -48,6 +81,7 @@ impl fmt::Debug for Record {
             .field("id", &self.id)
             .field("updated_at", &self.updated_at)
             .field("archived", &self.archived)
+            .field("amend", &self.amend)
             .field("data", &self.data)
             .finish()
     }

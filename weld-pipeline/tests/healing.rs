@@ -129,6 +129,7 @@ fn batch(seq: u64) -> Batch {
                     id: id.to_string(),
                     updated_at: Timestamp::from_millis(1),
                     archived: false,
+                    amend: false,
                     data: Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
                 }
             })

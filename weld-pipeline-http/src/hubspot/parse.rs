@@ -56,6 +56,7 @@ pub(super) fn record(raw: &RawValue) -> Result<(Record, Option<i64>), BoxError> 
             id: head.id,
             updated_at,
             archived: head.archived,
+            amend: false,
             data: Json::from_raw(raw),
         },
         archived_at,

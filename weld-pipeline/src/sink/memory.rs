@@ -86,7 +86,14 @@ impl Sink for MemorySink {
                 (true, true) => data.live -= 1,
                 _ => {}
             }
-            data.records.insert(record.id.clone(), record.clone());
+            let version = match data.records.get(&record.id) {
+                Some(stored) if record.amend => stored.amended_by(record),
+                _ => Record {
+                    amend: false,
+                    ..record.clone()
+                },
+            };
+            data.records.insert(record.id.clone(), version);
             written += 1;
         }
         let (progress, early) = data.runs.entry(batch.run_id).or_default();
@@ -117,6 +124,7 @@ mod tests {
             id: id.into(),
             updated_at: Timestamp::from_millis(at),
             archived,
+            amend: false,
             data: Json::parse(body.as_bytes().to_vec()).unwrap(),
         }
     }

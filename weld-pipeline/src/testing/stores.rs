@@ -83,6 +83,7 @@ macro_rules! store_conformance {
             runs_are_recorded_and_a_newer_run_closes_an_abandoned_one,
             deleting_a_stream_removes_its_entry_and_all_its_data,
             a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs,
+            an_amendment_keeps_the_stored_document_and_writes_what_it_names,
             the_registry_keeps_its_entries_across_a_restart,
         );
     };
@@ -103,6 +104,7 @@ fn record(id: u64, at: i64, archived: bool) -> Record {
         id: id.to_string(),
         updated_at: Timestamp::from_millis(at),
         archived,
+        amend: false,
         data: Json::parse(format!(r#"{{"id":"{id}","v":{at}}}"#).into_bytes()).expect("JSON"),
     }
 }
@@ -485,6 +487,69 @@ pub async fn a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs
     assert_eq!(resume.epoch, 1);
     assert_eq!(resume.checkpoint, Checkpoint::from_bytes("2/0"));
     assert_eq!(store.resync(&stream()).await.unwrap(), 2);
+}
+
+/// An amendment (a record merged away or deleted for good at the source, whose contents the
+/// source no longer has) keeps the stored document and writes its own members over it, with its
+/// archived flag and time; never over a newer version; with nothing stored, it is stored as is;
+/// after a whole version in the same batch, it amends that one.
+pub async fn an_amendment_keeps_the_stored_document_and_writes_what_it_names(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    let whole = |id: u64, at: i64| Record {
+        data: Json::parse(
+            format!(r#"{{"id":"{id}","properties":{{"email":"e{id}"}}}}"#).into_bytes(),
+        )
+        .expect("JSON"),
+        ..record(id, at, false)
+    };
+    let amendment = |id: u64, at: i64| Record {
+        amend: true,
+        data: Json::parse(br#"{"archived":true,"merged_into":"9"}"#.to_vec()).expect("JSON"),
+        ..record(id, at, true)
+    };
+    commit(&*store, &batch(1, 0, false, vec![whole(1, 10)])).await;
+    commit(
+        &*store,
+        &batch(1, 1, false, vec![amendment(1, 20), amendment(2, 20)]),
+    )
+    .await;
+    // Older than what is stored: nothing changes.
+    let older = Record {
+        data: Json::parse(br#"{"merged_into":"8"}"#.to_vec()).expect("JSON"),
+        ..amendment(1, 5)
+    };
+    commit(&*store, &batch(1, 2, false, vec![older])).await;
+    commit(
+        &*store,
+        &batch(1, 3, true, vec![whole(3, 1), amendment(3, 2)]),
+    )
+    .await;
+
+    let stored = all(&*store, Archived::All).await;
+    let doc = |id: &str| -> serde_json::Value {
+        let record = stored.iter().find(|r| r.id == id).expect("stored");
+        assert!(record.archived, "record {id} is archived");
+        record.data.decode().expect("JSON")
+    };
+    let first = doc("1");
+    assert_eq!(
+        first["properties"]["email"], "e1",
+        "the stored document stays: {first}"
+    );
+    assert_eq!(first["merged_into"], "9", "{first}");
+    assert_eq!(
+        doc("2"),
+        serde_json::json!({"archived": true, "merged_into": "9"})
+    );
+    assert_eq!(doc("3")["properties"]["email"], "e3");
+    assert_eq!(doc("3")["merged_into"], "9");
+    let first = stored.iter().find(|r| r.id == "1").expect("stored");
+    assert_eq!(first.updated_at, Timestamp::from_millis(20));
+    assert!(!first.amend, "what is stored is a whole version");
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (0, 3));
 }
 
 /// Registry entries (configuration, desired state, last error) survive a restart, listed by name.

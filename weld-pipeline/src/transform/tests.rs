@@ -11,6 +11,7 @@ fn contact(id: &str, archived: bool) -> Record {
         id: id.into(),
         updated_at: Timestamp::from_millis(1),
         archived,
+        amend: false,
         data: Json::parse(body.into_bytes()).unwrap(),
     }
 }

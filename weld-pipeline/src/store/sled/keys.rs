@@ -117,6 +117,7 @@ pub(super) fn decode_record(id: String, value: sled::IVec) -> Result<Record, Err
         id,
         updated_at: head.updated_at,
         archived: head.archived,
+        amend: false,
         data,
     })
 }

@@ -69,7 +69,7 @@ use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Commit, RunOutcome};
-use crate::record::Timestamp;
+use crate::record::{Record, Timestamp};
 use crate::sink::Sink;
 use crate::stream::{RunId, StreamName};
 use keys::{RecordHead, BATCH, CHECKPOINT, COUNTS, EPOCH, RECORD, RUN};
@@ -463,6 +463,10 @@ impl SledStore {
         let stream = &batch.stream;
         // Versions written earlier in this same batch: a batch may carry one id twice.
         let mut pending: HashMap<&str, RecordHead> = HashMap::new();
+        // Whole versions written earlier in this batch, kept only when it holds amendments (one
+        // may follow a version of its id).
+        let amends = batch.records.iter().any(|r| r.amend);
+        let mut amended: HashMap<&str, Record> = HashMap::new();
         let mut written: u64 = 0;
         for record in &batch.records {
             let key = keys::record_key(stream, &record.id);
@@ -493,7 +497,26 @@ impl SledStore {
                     archived: record.archived,
                 },
             );
-            write.insert(key, keys::encode_record(record));
+            if record.amend && stored.is_some() {
+                let whole = match amended.remove(record.id.as_str()) {
+                    Some(version) => version,
+                    None => self
+                        .tree
+                        .get(&key)
+                        .map_err(storage_error)?
+                        .map(|v| keys::decode_record(record.id.clone(), v))
+                        .transpose()?
+                        .ok_or_else(|| Error::Bug("an amended record vanished".into()))?,
+                };
+                let version = whole.amended_by(record);
+                write.insert(key, keys::encode_record(&version));
+                amended.insert(&record.id, version);
+            } else {
+                write.insert(key, keys::encode_record(record));
+                if amends {
+                    amended.insert(&record.id, record.clone());
+                }
+            }
             written += 1;
         }
         Ok(written)

@@ -14,6 +14,7 @@ fn record(id: u32, at: i64, archived: bool) -> Record {
         id: id.to_string(),
         updated_at: Timestamp::from_millis(at),
         archived,
+        amend: false,
         data: Json::parse(format!(r#"{{"id":"{id}","v":{at}}}"#).into_bytes()).unwrap(),
     }
 }
