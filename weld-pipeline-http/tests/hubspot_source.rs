@@ -684,7 +684,7 @@ async fn full_sync_calls(contacts: usize, properties: usize, archived: bool) -> 
     let fake = fake(FakeConfig {
         contacts,
         // The standard properties the fake defines beside its custom ones.
-        custom_properties: properties.saturating_sub(11),
+        custom_properties: properties.saturating_sub(12),
         search_per_second: None,
         ..FakeConfig::default()
     })

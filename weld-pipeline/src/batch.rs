@@ -22,6 +22,9 @@ pub struct Batch {
     /// from an older epoch than the stream's but never moves the checkpoint to its cursor: a
     /// batch fetched before a resync cannot undo it.
     pub epoch: u64,
+    /// How many of its records repair the store: a source's reconciliation found them missing,
+    /// stale, or gone for good at the source. Counted in the run history and a metric.
+    pub repaired: u64,
     /// Whether this is the run's last batch.
     pub last: bool,
     /// The checkpoint reached once this batch is committed.

@@ -17,18 +17,22 @@
 //!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32 epoch:u64
 //!    2  Request::Stop         stream:str8
 //!    3  Request::Deliver      batch
+//!    5  Request::Inventory    stream:str8 after:str16 (empty: from the start) limit:u32
 //!   16  Response::Started     -
 //!   17  Response::Stopped     -
 //!   18  Response::Ack         stream:str8 run_id:u64 seq:u64 commit:u8 (0 stored, 1 replayed) records:u64
 //!   19  Response::Refused     kind:u8 (0 transient, 1 permanent, 2 bug) message:str16
+//!   20  Response::Inventory   count:u32 held{count} next:str16 (empty: the last page)
+//!                             held := id:str16 updated_at:i64 flags:u8 (bit 0: archived)
 //!   32  Event::RunStarted     stream:str8 run_id:u64 at:i64 (ms since epoch)
 //!   33  Event::RunFinished    stream:str8 run_id:u64 outcome:u8 (0 ok, 1 failed, 2 cancelled)
 //!                             kind:u8 error:str16 batches:u64 records:u64 duration_ms:u64
 //!                             fetch_errors:u64
 //!   34  Event::OutboxDepth    batches:u64 bytes:u64
 //!
-//! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows)
-//!             [epoch:u64] cursor:bytes32 count:u32 record{count}
+//! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows,
+//!             bit 2: repaired follows) [epoch:u64] [repaired:u64] cursor:bytes32 count:u32
+//!             record{count}
 //! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived, bit 1: amend)
 //!             data:bytes32
 //! ```
@@ -65,6 +69,7 @@ use crate::message::{
     Commit, Event, Hello, Message, Request, Response, RunFinished, RunOutcome, Start,
 };
 use crate::record::{Json, Record, Timestamp};
+use crate::source::{Held, HeldPage};
 use crate::stream::{RunId, StreamName};
 
 /// The encoding version written first in every message.
@@ -75,10 +80,12 @@ mod tag {
     pub(super) const HELLO: u8 = 4;
     pub(super) const STOP: u8 = 2;
     pub(super) const DELIVER: u8 = 3;
+    pub(super) const INVENTORY: u8 = 5;
     pub(super) const STARTED: u8 = 16;
     pub(super) const STOPPED: u8 = 17;
     pub(super) const ACK: u8 = 18;
     pub(super) const REFUSED: u8 = 19;
+    pub(super) const HELD: u8 = 20;
     pub(super) const RUN_STARTED: u8 = 32;
     pub(super) const RUN_FINISHED: u8 = 33;
     pub(super) const OUTBOX_DEPTH: u8 = 34;
@@ -118,6 +125,26 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
         Message::Request(Request::Deliver(batch)) => {
             out.put_u8(tag::DELIVER);
             encode_batch(batch, out);
+        }
+        Message::Request(Request::Inventory {
+            stream,
+            after,
+            limit,
+        }) => {
+            out.put_u8(tag::INVENTORY);
+            put_str8(out, stream.as_str());
+            put_str16(out, after.as_deref().unwrap_or(""));
+            out.put_u32(*limit);
+        }
+        Message::Response(Response::Inventory(page)) => {
+            out.put_u8(tag::HELD);
+            out.put_u32(len_u32(page.records.len()));
+            for held in &page.records {
+                put_str16(out, &held.id);
+                out.put_i64(held.updated_at.as_millis());
+                out.put_u8(u8::from(held.archived));
+            }
+            put_str16(out, page.next.as_deref().unwrap_or(""));
         }
         Message::Response(Response::Started) => out.put_u8(tag::STARTED),
         Message::Response(Response::Stopped) => out.put_u8(tag::STOPPED),
@@ -216,6 +243,39 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
             stream: get_stream(input)?,
         }),
         tag::DELIVER => Message::Request(Request::Deliver(decode_batch_from(input)?)),
+        tag::INVENTORY => {
+            let stream = get_stream(input)?;
+            let after = get_str16(input, "after")?;
+            Message::Request(Request::Inventory {
+                stream,
+                after: (!after.is_empty()).then_some(after),
+                limit: get_u32(input, "limit")?,
+            })
+        }
+        tag::HELD => {
+            let count = get_u32(input, "count")? as usize;
+            // Each takes at least 11 bytes: a count the input cannot hold is a lie.
+            const MIN_HELD: usize = 2 + 8 + 1;
+            if count.saturating_mul(MIN_HELD) > input.remaining() {
+                return Err(DecodeError::Truncated {
+                    field: "held",
+                    needed: count.saturating_mul(MIN_HELD) - input.remaining(),
+                });
+            }
+            let mut records = Vec::with_capacity(count);
+            for _ in 0..count {
+                records.push(Held {
+                    id: get_str16(input, "held id")?,
+                    updated_at: Timestamp::from_millis(get_i64(input, "updated_at")?),
+                    archived: get_u8(input, "held flags")? & 1 == 1,
+                });
+            }
+            let next = get_str16(input, "next")?;
+            Message::Response(Response::Inventory(HeldPage {
+                records,
+                next: (!next.is_empty()).then_some(next),
+            }))
+        }
         tag::STARTED => Message::Response(Response::Started),
         tag::STOPPED => Message::Response(Response::Stopped),
         tag::ACK => {
@@ -283,10 +343,13 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     put_str8(out, batch.stream.as_str());
     out.put_u64(batch.run_id.0);
     out.put_u64(batch.seq);
-    let has_epoch = batch.epoch != 0;
-    out.put_u8(u8::from(batch.last) | (u8::from(has_epoch) << 1));
+    let (has_epoch, has_repaired) = (batch.epoch != 0, batch.repaired != 0);
+    out.put_u8(u8::from(batch.last) | (u8::from(has_epoch) << 1) | (u8::from(has_repaired) << 2));
     if has_epoch {
         out.put_u64(batch.epoch);
+    }
+    if has_repaired {
+        out.put_u64(batch.repaired);
     }
     put_bytes32(out, batch.cursor.as_bytes());
     out.put_u32(len_u32(batch.records.len()));
@@ -322,6 +385,11 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     } else {
         0
     };
+    let repaired = if flags & 4 == 4 {
+        get_u64(input, "repaired")?
+    } else {
+        0
+    };
     let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
     let count = get_u32(input, "count")? as usize;
     // Each record takes at least 17 bytes, so a count the input cannot hold is a lie: refuse it
@@ -353,6 +421,7 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
         run_id,
         seq,
         epoch,
+        repaired,
         last,
         cursor,
         records,
@@ -519,16 +588,20 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(record(), 0..20),
             prop_oneof![Just(0u64), any::<u64>()],
+            prop_oneof![Just(0u64), any::<u64>()],
         )
-            .prop_map(|(stream, run, seq, last, cursor, records, epoch)| Batch {
-                stream,
-                run_id: RunId(run),
-                seq,
-                epoch,
-                last,
-                cursor: Checkpoint::from_bytes(cursor),
-                records,
-            })
+            .prop_map(
+                |(stream, run, seq, last, cursor, records, epoch, repaired)| Batch {
+                    stream,
+                    run_id: RunId(run),
+                    seq,
+                    epoch,
+                    repaired,
+                    last,
+                    cursor: Checkpoint::from_bytes(cursor),
+                    records,
+                },
+            )
     }
 
     fn kind() -> impl Strategy<Value = ErrorKind> {
@@ -564,6 +637,35 @@ mod tests {
                     }))
                 }),
             stream_name().prop_map(|stream| Message::Request(Request::Stop { stream })),
+            (
+                stream_name(),
+                proptest::option::of("[0-9a-z]{1,20}"),
+                any::<u32>()
+            )
+                .prop_map(|(stream, after, limit)| Message::Request(
+                    Request::Inventory {
+                        stream,
+                        after,
+                        limit
+                    }
+                )),
+            (
+                proptest::collection::vec(("[0-9]{1,12}", any::<i64>(), any::<bool>()), 0..20),
+                proptest::option::of("[0-9a-z]{1,20}"),
+            )
+                .prop_map(|(held, next)| {
+                    Message::Response(Response::Inventory(HeldPage {
+                        records: held
+                            .into_iter()
+                            .map(|(id, at, archived)| Held {
+                                id,
+                                updated_at: Timestamp::from_millis(at),
+                                archived,
+                            })
+                            .collect(),
+                        next,
+                    }))
+                }),
             (
                 ".{0,40}",
                 any::<u16>(),
@@ -706,6 +808,7 @@ mod tests {
             run_id: RunId(1),
             seq: 0,
             epoch: 0,
+            repaired: 0,
             last: true,
             cursor: Checkpoint::start(),
             records: vec![],
@@ -733,6 +836,7 @@ mod tests {
                 run_id: RunId(1),
                 seq: 0,
                 epoch: 0,
+                repaired: 0,
                 last: false,
                 cursor: Checkpoint::start(),
                 records: vec![],
@@ -757,6 +861,7 @@ mod tests {
             run_id: RunId(1),
             seq: 0,
             epoch: 0,
+            repaired: 0,
             last: false,
             cursor: Checkpoint::start(),
             records: vec![Record::new(

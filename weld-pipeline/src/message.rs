@@ -10,6 +10,7 @@
 //!   Request::Start{stream, config, checkpoint, epoch} -> Response::Started
 //!   Request::Stop{stream}                       ->      Response::Stopped   (after the page boundary)
 //!   Response::Ack{batch, commit}                <-      Request::Deliver(Batch)
+//!   Response::Inventory(page)                   <-      Request::Inventory{stream, after, limit}
 //!                                               <-      Event::RunStarted / Event::RunFinished
 //!                                               <-      Event::OutboxDepth  (every 2 s)
 //! ```
@@ -20,6 +21,7 @@ use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::record::Timestamp;
+use crate::source::HeldPage;
 use crate::stream::{RunId, StreamName};
 use crate::transform::FieldTransform;
 
@@ -150,6 +152,16 @@ pub enum Request {
     },
     /// Worker to controller: commit this batch.
     Deliver(Batch),
+    /// Worker to controller: a page of what the store holds of a stream this worker runs (ids,
+    /// versions, archived flags), for a source's reconciliation.
+    Inventory {
+        /// The stream.
+        stream: StreamName,
+        /// A previous page's `next`.
+        after: Option<String>,
+        /// At most this many records.
+        limit: u32,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -166,6 +178,8 @@ pub enum Response {
         /// What the sink did.
         commit: Commit,
     },
+    /// A page of what the store holds ([`Request::Inventory`]).
+    Inventory(HeldPage),
     /// The request was refused.
     Refused {
         /// What the requester should do next.

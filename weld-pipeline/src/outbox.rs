@@ -500,6 +500,7 @@ mod tests {
             run_id: RunId(1),
             seq,
             epoch: 0,
+            repaired: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("{seq}")),
             records: vec![Record::new(

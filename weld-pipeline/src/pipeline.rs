@@ -186,6 +186,7 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
                         run_id: run.run_id,
                         seq: batch.seq,
                         commit,
+                        repaired: batch.repaired,
                     }
                     .emit();
                     // Only now, with the batch committed, does the run's position move.

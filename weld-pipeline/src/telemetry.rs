@@ -117,6 +117,8 @@ pub struct BatchCommitted<'a> {
     pub seq: u64,
     /// What the sink did.
     pub commit: Commit,
+    /// Records of the batch that repair the store ([`Batch::repaired`](crate::Batch::repaired)).
+    pub repaired: u64,
 }
 
 impl BatchCommitted<'_> {
@@ -127,6 +129,11 @@ impl BatchCommitted<'_> {
             Commit::Stored { records } => {
                 tracing::debug!(stream = %self.stream, run_id = %self.run_id, seq = self.seq, records, "batch committed");
                 counter!("weld_batches_committed_total", "stream" => stream.clone()).increment(1);
+                if self.repaired > 0 {
+                    tracing::info!(stream = %self.stream, run_id = %self.run_id, seq = self.seq, repaired = self.repaired, "records repaired: the store lacked them, held them stale, or kept them live after the source lost them");
+                    counter!("weld_records_repaired_total", "stream" => stream.clone())
+                        .increment(self.repaired);
+                }
                 counter!("weld_records_committed_total", "stream" => stream).increment(records);
             }
             Commit::Replayed => {

@@ -319,6 +319,7 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
         run_id: weld_pipeline::RunId(1),
         seq: 0,
         epoch: 0,
+        repaired: 0,
         last: true,
         cursor: Checkpoint::start(),
         records: vec![],

@@ -198,6 +198,9 @@ pub(crate) struct Run {
     finished_at: Option<String>,
     /// Records it committed.
     records: u64,
+    /// Of those, records that repaired the store: a reconciliation sweep found them missing,
+    /// stale, or gone for good at the source.
+    repaired: u64,
     /// Why it failed.
     error: Option<String>,
 }
@@ -210,6 +213,7 @@ impl From<RunRecord> for Run {
             started_at: rfc3339(run.started_at),
             finished_at: run.finished_at.map(rfc3339),
             records: run.records,
+            repaired: run.repaired,
             error: run.error,
         }
     }

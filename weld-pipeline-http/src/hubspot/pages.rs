@@ -358,6 +358,7 @@ impl HubSpotPages {
             records: records.into_iter().map(|(record, _)| record).collect(),
             last: matches!(next, Position::Done { .. }),
             cursor: checkpoint(&next)?,
+            repaired: 0,
         })
     }
 
@@ -413,6 +414,7 @@ impl HubSpotPages {
                 .collect(),
             last: matches!(next, Position::Done { .. }),
             cursor: checkpoint(&next)?,
+            repaired: 0,
         })
     }
 
@@ -454,6 +456,14 @@ impl HubSpotPages {
             .filter_map(|(r, _)| r.id.parse::<u64>().ok())
             .max();
         let more = listed.next.is_some();
+        // The records merged into those of the page are archived with `merged_into` (after the
+        // last id is taken: theirs are not positions in this listing).
+        let merged: Vec<_> = listed
+            .merges
+            .iter()
+            .map(|m| (m.amendment(), None))
+            .collect();
+        listed.records.extend(merged);
         Ok((listed, last.filter(|_| more)))
     }
 
@@ -514,6 +524,7 @@ impl HubSpotPages {
                 .collect(),
             last: false,
             cursor: checkpoint(&next)?,
+            repaired: 0,
         })
     }
 }

@@ -33,6 +33,15 @@ struct Head {
     #[serde(default)]
     archived: bool,
     archived_at: Option<String>,
+    #[serde(default)]
+    properties: Option<HeadProperties>,
+}
+
+/// The one property read here: the records merged into this one.
+#[derive(Deserialize)]
+struct HeadProperties {
+    #[serde(default)]
+    hs_merged_object_ids: Option<String>,
 }
 
 pub(super) fn unparseable(what: impl std::fmt::Display) -> BoxError {
@@ -41,8 +50,20 @@ pub(super) fn unparseable(what: impl std::fmt::Display) -> BoxError {
 
 /// A record from one result of a page.
 pub(super) fn record(raw: &RawValue) -> Result<(Record, Option<i64>), BoxError> {
+    record_and_merges(raw, &mut Vec::new())
+}
+
+/// A record from one result of a page; the records merged into it are added to `merges`.
+fn record_and_merges(
+    raw: &RawValue,
+    merges: &mut Vec<Merge>,
+) -> Result<(Record, Option<i64>), BoxError> {
     let head: Head =
         serde_json::from_str(raw.get()).map_err(|e| unparseable(format!("a result: {e}")))?;
+    let merged = head
+        .properties
+        .and_then(|p| p.hs_merged_object_ids)
+        .unwrap_or_default();
     let updated_at = Timestamp::parse_rfc3339(&head.updated_at).map_err(unparseable)?;
     let archived_at = head
         .archived_at
@@ -51,6 +72,17 @@ pub(super) fn record(raw: &RawValue) -> Result<(Record, Option<i64>), BoxError> 
         .transpose()
         .map_err(unparseable)?
         .map(Timestamp::as_millis);
+    merges.extend(
+        merged
+            .split(';')
+            .map(str::trim)
+            .filter(|id| !id.is_empty() && *id != head.id)
+            .map(|id| Merge {
+                id: id.to_string(),
+                into: head.id.clone(),
+                at: updated_at,
+            }),
+    );
     Ok((
         Record {
             id: head.id,
@@ -69,18 +101,50 @@ pub(super) struct Listed {
     pub(super) records: Vec<(Record, Option<i64>)>,
     /// The paging token of the next page, `None` on the last.
     pub(super) next: Option<String>,
+    /// The records merged into those of the page (`hs_merged_object_ids`).
+    pub(super) merges: Vec<Merge>,
+}
+
+/// A record merged into another: HubSpot lists it nowhere since, and the survivor names it in
+/// `hs_merged_object_ids`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Merge {
+    /// The merged-away record.
+    pub(super) id: String,
+    /// The record it was merged into.
+    pub(super) into: String,
+    /// The survivor's modification time (a merge modifies it).
+    pub(super) at: Timestamp,
+}
+
+impl Merge {
+    /// The amendment that archives the merged-away record with `merged_into`, keeping what is
+    /// stored of it.
+    pub(super) fn amendment(&self) -> Record {
+        let data = serde_json::json!({"archived": true, "merged_into": self.into});
+        Record {
+            id: self.id.clone(),
+            updated_at: self.at,
+            archived: true,
+            amend: true,
+            // A JSON value always serializes.
+            data: Json::from_checked_bytes(serde_json::to_vec(&data).unwrap_or_default().into()),
+        }
+    }
 }
 
 /// Parses a list or search page.
 pub(super) fn parse(body: &Bytes) -> Result<Listed, BoxError> {
     let listing: Listing<'_> = serde_json::from_slice(body).map_err(unparseable)?;
+    let mut merges = Vec::new();
     let records = listing
         .results
         .iter()
-        .map(|raw| record(raw))
+        .map(|raw| record_and_merges(raw, &mut merges))
         .collect::<Result<_, _>>()?;
     Ok(Listed {
         records,
         next: listing.paging.and_then(|p| p.next).map(|n| n.after),
+        merges,
     })
 }

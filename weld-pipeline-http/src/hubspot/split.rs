@@ -90,9 +90,11 @@ impl Merged {
             let raw = serde_json::value::to_raw_value(&value).map_err(unparseable)?;
             records.push(record(&raw)?);
         }
+        // Merges are read from live pages (search), never from these archived ones.
         Ok(Listed {
             records,
             next: self.next,
+            merges: Vec::new(),
         })
     }
 }

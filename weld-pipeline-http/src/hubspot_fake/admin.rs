@@ -11,6 +11,7 @@ use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     let now = Timestamp::now().as_millis();
     let mut touched = relink(fake, mutation);
+    touched.extend(merge_and_delete(fake, mutation, now));
     let Fake { objects, rng, .. } = fake;
     let Some(set) = objects.get_mut(super::canonical(&mutation.object)) else {
         return vec![];
@@ -83,6 +84,53 @@ fn relink(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         relinked.push(id);
     }
     relinked
+}
+
+/// Merges `mutation.merge` pairs of live records and deletes `mutation.delete` for good.
+/// Returns the primaries and the deleted ids.
+fn merge_and_delete(fake: &mut Fake, mutation: &Mutation, now: i64) -> Vec<u64> {
+    let object = super::canonical(&mutation.object).to_string();
+    let Fake {
+        objects,
+        rng,
+        links,
+        merged,
+        ..
+    } = fake;
+    let Some(set) = objects.get_mut(&object) else {
+        return vec![];
+    };
+    let mut touched = Vec::new();
+    let live = set.live_shuffled(rng);
+    for pair in live.chunks_exact(2).take(mutation.merge) {
+        let (secondary, primary) = (pair[0], pair[1]);
+        set.records.remove(&secondary);
+        for (to, ids) in links.remove(&object, secondary) {
+            for id in ids {
+                links.link(&object, primary, &to, id);
+            }
+        }
+        set.touch(primary, now);
+        if let Some(record) = set.records.get_mut(&primary) {
+            let ids = record
+                .properties
+                .entry("hs_merged_object_ids".into())
+                .or_insert(None);
+            *ids = Some(match ids.take() {
+                Some(before) if !before.is_empty() => format!("{before};{secondary}"),
+                _ => secondary.to_string(),
+            });
+        }
+        merged.push((object.clone(), secondary, primary));
+        touched.push(primary);
+    }
+    let live = set.live_shuffled(rng);
+    for id in live.into_iter().take(mutation.delete) {
+        set.records.remove(&id);
+        links.remove(&object, id);
+        touched.push(id);
+    }
+    touched
 }
 
 pub(super) fn dump(fake: &Fake, object: &str) -> Vec<Dumped> {

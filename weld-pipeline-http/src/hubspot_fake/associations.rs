@@ -73,6 +73,23 @@ impl Links {
         }
     }
 
+    /// Removes every link of `a` (of `a_type`), both ways; returns what it linked to, by type.
+    pub(crate) fn remove(&mut self, a_type: &str, a: u64) -> Vec<(String, Vec<u64>)> {
+        let types: Vec<String> = self
+            .by_pair
+            .keys()
+            .filter(|(from, _)| from == a_type)
+            .map(|(_, to)| to.clone())
+            .collect();
+        let mut removed = Vec::new();
+        for to in types {
+            let ids = self.of(a_type, a, &to).to_vec();
+            self.unlink_all(a_type, a, &to);
+            removed.push((to, ids));
+        }
+        removed
+    }
+
     /// The ids `from` (of `from_type`) links to in `to_type`.
     pub(crate) fn of(&self, from_type: &str, from: u64, to_type: &str) -> &[u64] {
         self.by_pair

@@ -151,6 +151,15 @@ pub struct Mutation {
     /// The type `relink` links to: `companies` when absent.
     #[serde(default)]
     pub relink_to: Option<String>,
+    /// Pairs of live records to merge, as HubSpot merges them: the secondary vanishes (from the
+    /// lists, search and `archived=true`), the primary names it in `hs_merged_object_ids`,
+    /// takes its links, and is modified.
+    #[serde(default)]
+    pub merge: usize,
+    /// Live records to delete for good (a GDPR delete, or the recycle bin emptied): they vanish
+    /// from every listing, their links with them.
+    #[serde(default)]
+    pub delete: usize,
 }
 
 /// A record as the dump shows it: everything the fake holds.

@@ -236,10 +236,19 @@ impl ObjectSet {
                     .map_or(DEAL_DEFAULTS, |(_, defaults)| *defaults),
             ),
         };
-        let more: &[&str] = if object_type == "contacts" {
-            &["phone", "company", "website", "lifecyclestage", "city"]
-        } else {
-            &[]
+        // `hs_merged_object_ids` names the records merged into one (`;`-separated), as on
+        // HubSpot's types that merge.
+        let more: &[&str] = match object_type {
+            "contacts" => &[
+                "phone",
+                "company",
+                "website",
+                "lifecyclestage",
+                "city",
+                "hs_merged_object_ids",
+            ],
+            "companies" | "deals" | "tickets" => &["hs_merged_object_ids"],
+            _ => &[],
         };
         let mut definitions: Vec<Definition> = defaults
             .iter()

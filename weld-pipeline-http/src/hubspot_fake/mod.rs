@@ -37,7 +37,9 @@
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
 //!   (archiving does not bump the modification time, as in HubSpot), a custom property added
 //!   with a value on every live record, records linked to another record of a type instead
-//!   of theirs (modification times untouched by the last two).
+//!   of theirs (modification times untouched by the last two), pairs of records merged (the
+//!   secondary vanishes everywhere, the primary names it in `hs_merged_object_ids` and is
+//!   modified), records deleted for good (gone from every listing, `archived=true` too).
 //! - What it served (`GET /_admin/stats`) and its whole data set (`GET /_admin/dump`), so a test
 //!   compares the stored set to the fake's exactly.
 
@@ -74,6 +76,8 @@ struct Fake {
     config: FakeConfig,
     objects: HashMap<String, ObjectSet>,
     links: associations::Links,
+    /// Every merge: the type, the secondary (merged away) and the primary.
+    merged: Vec<(String, u64, u64)>,
     owners: Vec<reference::Owner>,
     /// Pipelines by object type, as HubSpot answers them.
     pipelines: HashMap<String, Vec<serde_json::Value>>,
@@ -145,6 +149,7 @@ impl FakeHubSpot {
             config,
             objects,
             links,
+            merged: Vec::new(),
             owners,
             pipelines,
             faults: VecDeque::new(),
@@ -222,6 +227,17 @@ impl FakeHubSpot {
         to: &str,
     ) -> std::collections::BTreeMap<String, Vec<String>> {
         self.lock().links.all(canonical(from), canonical(to))
+    }
+
+    /// The records of `object_type` merged away, each with the record it was merged into.
+    pub fn merged(&self, object_type: &str) -> Vec<(String, String)> {
+        let object_type = canonical(object_type);
+        self.lock()
+            .merged
+            .iter()
+            .filter(|(t, _, _)| t == object_type)
+            .map(|(_, secondary, primary)| (secondary.to_string(), primary.to_string()))
+            .collect()
     }
 
     /// Its owners, active and archived, as the owners endpoint answers them.

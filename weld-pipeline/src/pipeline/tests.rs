@@ -78,6 +78,7 @@ async fn a_source_error_fails_the_run_with_its_kind_and_keeps_the_checkpoint() {
         records: vec![Generator::contacts(1).record(1)],
         cursor: Checkpoint::from_bytes("p1"),
         last: false,
+        repaired: 0,
     };
     let fetch = Scripted::new([Ok(page), Err(Error::Invalid("401 unauthorized".into()))]);
     let sink = MemorySink::new();

@@ -21,7 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::record::Timestamp;
 use crate::scheduler::{Job, Scheduler};
 use crate::sink::Sink;
-use crate::source::{RunContext, Source, Sources};
+use crate::source::{HeldPage, Inventory, RunContext, Source, Sources};
 use crate::stream::{RunId, StreamName};
 use crate::transport::{Handler, Peer, Transport};
 
@@ -454,9 +454,9 @@ impl<T: Transport> Handler for WorkerHandler<T> {
                 self.0.outbox.forget_position(&stream);
                 Response::Stopped
             }
-            Request::Deliver(_) => {
-                Response::refused(&Error::Invalid("a worker takes no deliveries".into()))
-            }
+            Request::Deliver(_) | Request::Inventory { .. } => Response::refused(&Error::Invalid(
+                "a worker takes no deliveries or inventory requests".into(),
+            )),
         }
     }
 
@@ -485,8 +485,12 @@ impl<T: Transport> Job for StreamJob<T> {
         let Some(worker) = self.worker.upgrade() else {
             return;
         };
+        let inventory = PeerInventory::<T> {
+            peer: worker.peer.subscribe(),
+        };
         let run = RunContext {
             epoch: self.epoch,
+            inventory: Some(Arc::new(inventory)),
             ..run
         };
         // A run starts only when the previous run's batches are all acknowledged: the
@@ -519,6 +523,51 @@ impl<T: Transport> Job for StreamJob<T> {
         let report = pipeline.run(&run, from).await;
         *self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = report.checkpoint.clone();
         worker.notify(Event::RunFinished(report.finished())).await;
+    }
+}
+
+/// What the controller's store holds, asked over the worker's connection.
+struct PeerInventory<T: Transport> {
+    peer: watch::Receiver<Option<T::Peer>>,
+}
+
+impl<T: Transport> std::fmt::Debug for PeerInventory<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerInventory")
+    }
+}
+
+/// How long the controller has to answer an inventory request.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[async_trait]
+impl<T: Transport> Inventory for PeerInventory<T> {
+    async fn held(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<HeldPage, Error> {
+        let peer = self.peer.borrow().clone().ok_or_else(|| {
+            Error::Unavailable("not connected to the controller: its store cannot be asked".into())
+        })?;
+        let request = Request::Inventory {
+            stream: stream.clone(),
+            after: after.map(str::to_owned),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let answer = tokio::time::timeout(INVENTORY_TIMEOUT, peer.request(request))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "inventory request",
+                after: INVENTORY_TIMEOUT,
+            })??;
+        match answer.into_result()? {
+            Response::Inventory(page) => Ok(page),
+            other => Err(Error::Bug(format!(
+                "the controller answered an inventory request with {other:?}"
+            ))),
+        }
     }
 }
 

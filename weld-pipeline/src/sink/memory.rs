@@ -44,6 +44,18 @@ impl MemorySink {
         self.with(stream, |data| data.records.values().cloned().collect())
     }
 
+    /// Removes a record behind the pipeline's back, as a write lost by a disk that lied about
+    /// its sync would: for tests of reconciliation. Returns what it removed.
+    pub fn forget(&self, stream: &StreamName, id: &str) -> Option<Record> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let data = streams.get_mut(stream)?;
+        let removed = data.records.remove(id)?;
+        if !removed.archived {
+            data.live -= 1;
+        }
+        Some(removed)
+    }
+
     /// The number of live (not archived) records of a stream.
     pub fn live_count(&self, stream: &StreamName) -> u64 {
         self.with(stream, |data| data.live)
@@ -114,6 +126,41 @@ impl Sink for MemorySink {
     }
 }
 
+/// Ids in the order a store keys them: numeric ids numerically (shorter first), then by bytes.
+fn key_order(id: &str) -> (usize, &str) {
+    (id.len(), id)
+}
+
+#[async_trait]
+impl crate::source::Inventory for MemorySink {
+    async fn held(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::source::HeldPage, Error> {
+        let limit = limit.clamp(1, crate::source::MAX_HELD_PER_PAGE);
+        let mut held: Vec<crate::source::Held> = self.with(stream, |data| {
+            data.records
+                .values()
+                .filter(|r| after.is_none_or(|a| key_order(&r.id) > key_order(a)))
+                .map(|r| crate::source::Held {
+                    id: r.id.clone(),
+                    updated_at: r.updated_at,
+                    archived: r.archived,
+                })
+                .collect()
+        });
+        held.sort_by(|a, b| key_order(&a.id).cmp(&key_order(&b.id)));
+        let more = held.len() > limit;
+        held.truncate(limit);
+        Ok(crate::source::HeldPage {
+            next: more.then(|| held.last().map(|h| h.id.clone())).flatten(),
+            records: held,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +182,7 @@ mod tests {
             run_id: RunId(7),
             seq,
             epoch: 0,
+            repaired: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("c{seq}")),
             records,

@@ -119,6 +119,7 @@ impl Generator {
             records,
             cursor: Checkpoint::from_position(&end)?,
             last: end >= self.count,
+            repaired: 0,
         })
     }
 }

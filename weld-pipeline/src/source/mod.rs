@@ -14,12 +14,16 @@
 //! ```
 
 mod generator;
+mod inventory;
 mod kinds;
 mod pages;
 
 pub use generator::{Generator, GeneratorParams, GeneratorSources};
+pub use inventory::{Held, HeldPage, Inventory, MAX_HELD_PER_PAGE};
 pub use kinds::{Registry, SourceFactory, SourceKind, SourceKinds, Sources};
 pub use pages::Pages;
+
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +50,9 @@ pub struct RunContext {
     /// Cancelled by a stop. A source checks it before it starts each page and starts no request
     /// once it is cancelled.
     pub cancel: CancellationToken,
+    /// What the stream's store holds, for a source that reconciles with it; `None` where the
+    /// runtime has no store to ask (a source then skips its reconciliation).
+    pub inventory: Option<Arc<dyn Inventory>>,
 }
 
 impl RunContext {
@@ -56,7 +63,14 @@ impl RunContext {
             run_id: RunId::generate(),
             epoch: 0,
             cancel: CancellationToken::new(),
+            inventory: None,
         }
+    }
+
+    /// The same run, reconciling with `inventory`.
+    pub fn with_inventory(mut self, inventory: Arc<dyn Inventory>) -> Self {
+        self.inventory = Some(inventory);
+        self
     }
 }
 
@@ -92,6 +106,7 @@ impl RunContext {
 ///             run_id: run.run_id,
 ///             seq: 0,
 ///             epoch: run.epoch,
+///             repaired: 0,
 ///             last: true,
 ///             cursor: Checkpoint::from_bytes("done"),
 ///             records: self.0.clone(),
@@ -112,12 +127,14 @@ impl<S: Source + ?Sized> Source for std::sync::Arc<S> {
 }
 
 /// A request for one page: the page that starts at `cursor`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PageRequest {
     /// The stream being synced.
     pub stream: StreamName,
     /// Where the page starts.
     pub cursor: Checkpoint,
+    /// What the stream's store holds ([`RunContext::inventory`]).
+    pub inventory: Option<Arc<dyn Inventory>>,
 }
 
 /// One page of records and where the next one starts.
@@ -130,4 +147,7 @@ pub struct Page {
     pub cursor: Checkpoint,
     /// Whether this is the last page of the run.
     pub last: bool,
+    /// How many of `records` repair the store: found missing, stale or gone for good by a
+    /// reconciliation (see [`Batch::repaired`](crate::Batch::repaired)).
+    pub repaired: u64,
 }

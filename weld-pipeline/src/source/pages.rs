@@ -64,6 +64,7 @@ where
             let request = PageRequest {
                 stream: state.run.stream.clone(),
                 cursor: state.cursor.clone(),
+                inventory: state.run.inventory.clone(),
             };
             let page = match state.service.ready().await {
                 Ok(service) => service.call(request).await,
@@ -81,6 +82,7 @@ where
                 run_id: state.run.run_id,
                 seq: state.seq,
                 epoch: state.run.epoch,
+                repaired: page.repaired,
                 last: page.last,
                 cursor: page.cursor.clone(),
                 records: page.records,

@@ -34,6 +34,10 @@ pub struct RunRecord {
     pub records: u64,
     /// Batches committed.
     pub batches: u64,
+    /// Records of those batches that repaired the store (a source's reconciliation found them
+    /// missing, stale, or gone for good at the source).
+    #[serde(default)]
+    pub repaired: u64,
     /// Why it failed.
     pub error: Option<String>,
     /// How far its batches are committed without a gap: what moves the checkpoint.
@@ -51,6 +55,7 @@ impl RunRecord {
             finished_at: None,
             records: 0,
             batches: 0,
+            repaired: 0,
             error: None,
             progress: RunProgress::default(),
         }

@@ -6,7 +6,9 @@ use super::Controller;
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::message::{Event, Hello, Request, Response, RunOutcome};
+use crate::source::{Inventory, MAX_HELD_PER_PAGE};
 use crate::store::{Desired, StoreHealth};
+use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Handler, Peer};
 
@@ -58,6 +60,7 @@ impl<P: Peer> Controller<P> {
                     run_id: batch.run_id,
                     seq: batch.seq,
                     commit,
+                    repaired: batch.repaired,
                 }
                 .emit();
                 fail::fail_point!("controller::between_commit_and_ack", |_| Response::refused(
@@ -92,6 +95,28 @@ impl<P: Peer> Controller<P> {
                 }
                 Response::refused(&error)
             }
+        }
+    }
+
+    /// A page of what the store holds of a stream, for the worker running it.
+    async fn inventory(
+        &self,
+        from: &Hello,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Response {
+        let assigned = self.lock().worker_of(stream).cloned();
+        if assigned.as_deref() != Some(from.worker_id.as_str()) {
+            return Response::refused(&Error::Invalid(format!(
+                "stream {stream} is not assigned to worker {}",
+                from.worker_id
+            )));
+        }
+        let limit = (limit as usize).clamp(1, MAX_HELD_PER_PAGE);
+        match Inventory::held(&self.store, stream, after, limit).await {
+            Ok(page) => Response::Inventory(page),
+            Err(error) => Response::refused(&error),
         }
     }
 
@@ -138,14 +163,14 @@ impl<P: Peer> Handler for Controller<P> {
     async fn request(&self, from: &Hello, request: Request) -> Response {
         match request {
             Request::Deliver(batch) => self.deliver(from, batch).await,
-            other => Response::refused(&Error::Invalid(format!(
-                "a controller takes deliveries, not {}",
-                match other {
-                    Request::Start(_) => "start",
-                    Request::Stop { .. } => "stop",
-                    Request::Deliver(_) => "deliver",
-                }
-            ))),
+            Request::Inventory {
+                stream,
+                after,
+                limit,
+            } => self.inventory(from, &stream, after.as_deref(), limit).await,
+            Request::Start(_) | Request::Stop { .. } => Response::refused(&Error::Invalid(
+                "a controller takes deliveries and inventory requests, not starts or stops".into(),
+            )),
         }
     }
 

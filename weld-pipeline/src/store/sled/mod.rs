@@ -538,6 +538,7 @@ impl SledStore {
         };
         run.records += batch.records.len() as u64;
         run.batches += 1;
+        run.repaired += batch.repaired;
         let tree = &self.tree;
         let moved = run
             .progress
