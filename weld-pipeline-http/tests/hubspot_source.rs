@@ -39,14 +39,27 @@ fn config(fake: &FakeHubSpot) -> Config {
 }
 
 async fn run(config: &Config, sink: &MemorySink, from: Checkpoint) -> RunReport {
+    run_in(config, sink, from, RunContext::new(stream())).await
+}
+
+/// A run that may reconcile with what `sink` holds (its inventory), as a worker's runs do with
+/// the controller's store.
+async fn run_reconciling(config: &Config, sink: &MemorySink, from: Checkpoint) -> RunReport {
+    let context = RunContext::new(stream()).with_inventory(std::sync::Arc::new(sink.clone()));
+    run_in(config, sink, from, context).await
+}
+
+async fn run_in(
+    config: &Config,
+    sink: &MemorySink,
+    from: Checkpoint,
+    context: RunContext,
+) -> RunReport {
     let source = hubspot::source(config.account.clone(), config.object.clone()).unwrap();
     let pipeline = Pipeline::new(source, sink.clone());
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        pipeline.run(&RunContext::new(stream()), from),
-    )
-    .await
-    .expect("the run ends")
+    tokio::time::timeout(Duration::from_secs(120), pipeline.run(&context, from))
+        .await
+        .expect("the run ends")
 }
 
 /// The stored set equals the fake's: every id, its modification time, its archived flag, and
@@ -63,10 +76,19 @@ fn assert_object_equals_the_fake(
     object: &str,
     listed: Option<&[String]>,
 ) {
+    assert_records_equal_the_fake(fake, sink.records(&stream()), object, listed);
+}
+
+/// [`assert_object_equals_the_fake`] for the records `stored`.
+fn assert_records_equal_the_fake(
+    fake: &FakeHubSpot,
+    stored: Vec<Record>,
+    object: &str,
+    listed: Option<&[String]>,
+) {
     let every = fake.property_names(object);
     assert!(!every.is_empty(), "the fake has no {object}");
     let properties = listed.unwrap_or(&every);
-    let stored: Vec<Record> = sink.records(&stream());
     let mut stored: Vec<&Record> = stored.iter().collect();
     stored.sort_by_key(|r| r.id.parse::<u64>().unwrap());
     let dumped = fake.dump(object);
@@ -1025,4 +1047,160 @@ async fn adding_an_association_type_backfills_every_record() {
         "every record read again, with its links"
     );
     assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies"]);
+}
+
+/// The stored records the fake no longer has at all (merged away or deleted for good): each is
+/// archived, kept whole (its properties still there) and says why, `merged_into` or
+/// `deleted_permanently`. Returns them by id; the rest of the stored set equals the fake's.
+fn assert_gone_are_archived_and_the_rest_equals_the_fake(
+    fake: &FakeHubSpot,
+    sink: &MemorySink,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let known: std::collections::HashSet<String> =
+        fake.dump("contacts").into_iter().map(|d| d.id).collect();
+    let (kept, gone): (Vec<Record>, Vec<Record>) = sink
+        .records(&stream())
+        .into_iter()
+        .partition(|r| known.contains(&r.id));
+    assert_records_equal_the_fake(fake, kept, "contacts", None);
+    gone.into_iter()
+        .map(|record| {
+            let data: serde_json::Value = record.data.decode().unwrap();
+            assert!(record.archived, "{} is archived: {data}", record.id);
+            assert!(
+                data["properties"]["email"].is_string(),
+                "{}: what was stored stays: {data}",
+                record.id
+            );
+            (record.id, data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_away_record_is_archived_with_merged_into_keeping_what_was_stored() {
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        merge: 4,
+        ..Mutation::default()
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        second.records, 8,
+        "the four survivors, modified, and the four merged away"
+    );
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &sink);
+    let merged = fake.merged("contacts");
+    assert_eq!(merged.len(), 4);
+    assert_eq!(gone.len(), 4);
+    for (secondary, primary) in merged {
+        assert_eq!(gone[&secondary]["merged_into"], primary.as_str());
+    }
+    assert_eq!(sink.live_count(&stream()), 296);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_hard_deletes_and_repairs_what_the_store_lost_behind_the_pipeline() {
+    let fake = fake(FakeConfig {
+        contacts: 1_000,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run_reconciling(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 10,
+        ..Mutation::default()
+    });
+    let second = run_reconciling(&config, &sink, first.checkpoint).await;
+    assert_equals_the_fake(&fake, &sink, None);
+
+    // Deleted for good at the source: no listing shows them again, no window sees them.
+    let deleted = fake.mutate(&Mutation {
+        object: "contacts".into(),
+        delete: 6,
+        ..Mutation::default()
+    });
+    // Lost by the store behind the pipeline's back (what a disk that lied about its syncs
+    // did): 25 live records and 2 archived ones.
+    let stored = sink.records(&stream());
+    let lost: Vec<String> = stored
+        .iter()
+        .filter(|r| !r.archived && !deleted.contains(&r.id.parse().unwrap()))
+        .step_by(37)
+        .take(25)
+        .chain(stored.iter().filter(|r| r.archived).take(2))
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(lost.len(), 27);
+    for id in &lost {
+        sink.forget(&stream(), id);
+    }
+    let quiet = run_reconciling(&config, &sink, second.checkpoint).await;
+    assert_eq!(quiet.records, 0, "no window sees either");
+
+    config.object.sweep_every = Duration::from_millis(100);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = fake.stats().requests;
+    let sweep = run_reconciling(&config, &sink, quiet.checkpoint).await;
+    let calls = fake.stats().requests - before;
+    assert_eq!(sweep.outcome, RunOutcome::Succeeded, "{:?}", sweep.outcome);
+    assert_eq!(sweep.records, 33, "27 read again, 6 archived as deleted");
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &sink);
+    assert_eq!(gone.len(), 6);
+    for id in &deleted {
+        assert_eq!(gone[&id.to_string()]["deleted_permanently"], true);
+    }
+    // Cheap: the definitions, one archived page, five pages of ids and modification times
+    // (200 a call), and a batch read for each page that had something to read again (the lost
+    // are spread over all five) and one for the archived.
+    eprintln!(
+        "a sweep of 1,000 contacts: {calls} calls, {} records repaired",
+        sweep.records
+    );
+    assert!(calls <= 1 + 1 + 5 + 5 + 1 + 1, "{calls} calls");
+
+    // Then incremental again, and the next sweep finds nothing to repair.
+    config.object.sweep_every = hubspot::SWEEP_EVERY;
+    let after = run_reconciling(&config, &sink, sweep.checkpoint.clone()).await;
+    assert_eq!(after.records, 0);
+    config.object.sweep_every = Duration::from_millis(1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = run_reconciling(&config, &sink, after.checkpoint).await;
+    assert_eq!(again.records, 0, "nothing left to repair");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_to_compare_with_the_sweep_is_skipped() {
+    let fake = fake(FakeConfig {
+        contacts: 50,
+        custom_properties: 0,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.object.sweep_every = Duration::from_millis(1);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(second.records, 0);
 }

@@ -42,6 +42,12 @@ pub(crate) enum Call {
     },
     /// The pipelines (and their stages) of an object type.
     Pipelines { object_type: Arc<str> },
+    /// Records by id, with properties (batch read), live or archived.
+    BatchRead {
+        object_type: Arc<str>,
+        archived: bool,
+        body: serde_json::Value,
+    },
     /// The associations of some records to one other type (v4 batch read).
     Associations {
         from: Arc<str>,
@@ -164,6 +170,20 @@ impl Client {
             Call::Pipelines { object_type } => self
                 .http
                 .get(format!("{base}/crm/v3/pipelines/{object_type}")),
+            Call::BatchRead {
+                object_type,
+                archived,
+                body,
+            } => self
+                .http
+                .post(format!(
+                    "{base}/crm/v3/objects/{object_type}/batch/read?archived={archived}"
+                ))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::to_vec(body)
+                        .map_err(|e| Error::Bug(format!("batch read body: {e}")))?,
+                ),
             Call::Associations { from, to, body } => self
                 .http
                 .post(format!("{base}/crm/v4/associations/{from}/{to}/batch/read"))

@@ -88,10 +88,16 @@ pub struct HubSpotObject {
     /// How often every record is read again, for the links that changed without moving its
     /// modification time (HubSpot's association changes do not). Default one day.
     pub associations_refresh: Duration,
+    /// How often a reconciliation sweep compares HubSpot's ids and modification times with what
+    /// the store holds, and repairs the difference. Default one day.
+    pub sweep_every: Duration,
 }
 
 /// The default of [`HubSpotObject::associations_refresh`]: a day.
 pub const ASSOCIATIONS_REFRESH: Duration = Duration::from_secs(86_400);
+
+/// The default of [`HubSpotObject::sweep_every`]: a day.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(86_400);
 
 impl HubSpotObject {
     /// `object_type` with every property it has, and no associations.
@@ -101,6 +107,7 @@ impl HubSpotObject {
             properties: None,
             associations: Vec::new(),
             associations_refresh: ASSOCIATIONS_REFRESH,
+            sweep_every: SWEEP_EVERY,
         }
     }
 

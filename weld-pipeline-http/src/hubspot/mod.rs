@@ -70,8 +70,9 @@ mod position;
 mod properties;
 mod sources;
 mod split;
+mod sweep;
 
-pub use config::{HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH};
+pub use config::{HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, SWEEP_EVERY};
 pub use error::HubSpotError;
 pub use limits::AccountLimits;
 pub use pages::HubSpotPages;

@@ -19,9 +19,10 @@ use weld_pipeline::{BoxError, Error, Timestamp};
 use super::associations;
 use super::client::{Call, Client};
 use super::parse::{parse, Listed};
-use super::position::{checkpoint, position, Position};
+use super::position::{checkpoint, position, Position, SweepStage};
 use super::properties::{parse_definitions, PropertySet};
 use super::split::{self, Merged};
+use super::sweep;
 use super::{AccountLimits, HubSpotAccount, HubSpotObject};
 
 pub(super) type CallService = BoxCloneSyncService<Call, Bytes, BoxError>;
@@ -29,19 +30,23 @@ pub(super) type CallService = BoxCloneSyncService<Call, Bytes, BoxError>;
 /// Fetches one page of a HubSpot sync: a `Service<PageRequest>` for [`Pages`](weld_pipeline::source::Pages).
 #[derive(Clone)]
 pub struct HubSpotPages {
-    account: Arc<HubSpotAccount>,
-    object: Arc<HubSpotObject>,
-    list: CallService,
-    search: CallService,
+    pub(super) account: Arc<HubSpotAccount>,
+    pub(super) object: Arc<HubSpotObject>,
+    pub(super) list: CallService,
+    pub(super) search: CallService,
     /// Property definitions, schemas, reference data.
     meta: CallService,
     /// Association batch reads.
-    links: CallService,
+    pub(super) links: CallService,
     /// The property set last discovered, for the pages of a run after its first.
     discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
     /// The object type as URLs name it: the configured one, or a custom object's
     /// `objectTypeId` found by its name.
     resolved: Arc<std::sync::Mutex<Option<Arc<str>>>>,
+    /// The reconciliation sweep in progress: what it learnt of HubSpot's archived ids and read
+    /// ahead of the store's inventory. Held across a page's calls (pages of a stream come one
+    /// at a time).
+    pub(super) sweeping: Arc<tokio::sync::Mutex<Option<sweep::State>>>,
 }
 
 impl std::fmt::Debug for HubSpotPages {
@@ -102,6 +107,7 @@ impl HubSpotPages {
             account,
             object,
             discovered: Arc::default(),
+            sweeping: Arc::default(),
             resolved: Arc::default(),
         })
     }
@@ -113,7 +119,7 @@ impl HubSpotPages {
     }
 
     /// The object type as URLs name it (see [`object_type_in_urls`]), resolved once.
-    async fn object_type(&self) -> Result<Arc<str>, BoxError> {
+    pub(super) async fn object_type(&self) -> Result<Arc<str>, BoxError> {
         if let Some(resolved) = self
             .resolved
             .lock()
@@ -250,8 +256,47 @@ impl HubSpotPages {
                 );
                 full
             }
+            Some(Position::Done {
+                until,
+                full_at,
+                swept_at,
+                ..
+            }) if self.sweep_due(swept_at, now) => match &request.inventory {
+                Some(_) => Position::Sweep {
+                    until,
+                    started_at: now,
+                    stage: SweepStage::Archived { after: None },
+                    properties,
+                    full_at,
+                },
+                None => {
+                    tracing::debug!(object = %self.object.object_type, "no store to reconcile with: the sweep is skipped");
+                    Position::Done {
+                        until,
+                        properties,
+                        full_at,
+                        swept_at: now,
+                    }
+                }
+            },
             Some(at) => at,
         };
+        if let Position::Sweep {
+            until,
+            started_at,
+            stage,
+            full_at,
+            ..
+        } = at
+        {
+            let sweep = sweep::Sweep {
+                until,
+                started_at,
+                properties,
+                full_at,
+            };
+            return self.sweep_page(sweep, stage, &set, &request).await;
+        }
         let (records, next) = match at {
             Position::Full {
                 last_id,
@@ -273,8 +318,9 @@ impl HubSpotPages {
                 };
                 (listed.records, next)
             }
-            Position::FullLive { .. } | Position::Reference { .. } => {
-                // Their fingerprint is 0, never a set's: restarted as `Full` above.
+            Position::FullLive { .. } | Position::Reference { .. } | Position::Sweep { .. } => {
+                // The first two have fingerprint 0, never a set's: restarted as `Full` above; a
+                // sweep's pages are read above.
                 return Err(Box::new(Error::Bug(
                     "a position of another kind of sync is restarted, not read".into(),
                 )));
@@ -293,11 +339,18 @@ impl HubSpotPages {
                         until: self.settle(started_at),
                         properties,
                         full_at: started_at,
+                        // A full read repairs all but what vanished: the next sweep is a day on.
+                        swept_at: started_at,
                     },
                 };
                 (listed.records, next)
             }
-            Position::Done { until, full_at, .. } => {
+            Position::Done {
+                until,
+                full_at,
+                swept_at,
+                ..
+            } => {
                 // A new run: its window runs from the last one's end to now minus the settle
                 // delay. Its first page is the window's first search.
                 let window_end = self.settle(now).max(until);
@@ -305,6 +358,7 @@ impl HubSpotPages {
                     from: until,
                     until: window_end,
                     full_at,
+                    swept_at,
                 };
                 return Box::pin(self.window_page(window, 0, &set, properties)).await;
             }
@@ -313,12 +367,14 @@ impl HubSpotPages {
                 until,
                 last_id,
                 full_at,
+                swept_at,
                 ..
             } => {
                 let window = Window {
                     from,
                     until,
                     full_at,
+                    swept_at,
                 };
                 return self.window_page(window, last_id, &set, properties).await;
             }
@@ -327,6 +383,7 @@ impl HubSpotPages {
                 until,
                 after,
                 full_at,
+                swept_at,
                 ..
             } => {
                 let listed = self.list_page(true, after, &set).await?;
@@ -344,11 +401,13 @@ impl HubSpotPages {
                         after: Some(after),
                         properties,
                         full_at,
+                        swept_at,
                     },
                     None => Position::Done {
                         until,
                         properties,
                         full_at,
+                        swept_at,
                     },
                 };
                 (records, next)
@@ -378,6 +437,7 @@ impl HubSpotPages {
             until: now,
             properties: 0,
             full_at: 0,
+            swept_at: 0,
         };
         let (listed, next) = match reference {
             Reference::Owners => {
@@ -475,6 +535,12 @@ impl HubSpotPages {
         !self.object.associations.is_empty() && now.saturating_sub(full_at) >= refresh
     }
 
+    /// Whether the reconciliation sweep is due: the last began a sweep interval ago or more.
+    fn sweep_due(&self, swept_at: i64, now: i64) -> bool {
+        let every = i64::try_from(self.object.sweep_every.as_millis()).unwrap_or(i64::MAX);
+        now.saturating_sub(swept_at) >= every
+    }
+
     /// One page of a window: the records modified in it after `last_id`, by id.
     async fn window_page(
         &self,
@@ -487,6 +553,7 @@ impl HubSpotPages {
             from,
             until,
             full_at,
+            swept_at,
         } = window;
         let modified = self.object.modified_property();
         let (listed, last) = self
@@ -507,6 +574,7 @@ impl HubSpotPages {
                 last_id,
                 properties,
                 full_at,
+                swept_at,
             },
             None => Position::WindowArchived {
                 from,
@@ -514,6 +582,7 @@ impl HubSpotPages {
                 after: None,
                 properties,
                 full_at,
+                swept_at,
             },
         };
         Ok(Page {
@@ -535,6 +604,7 @@ struct Window {
     from: i64,
     until: i64,
     full_at: i64,
+    swept_at: i64,
 }
 
 /// Reference data a stream can read instead of CRM records: `owners`, or
@@ -620,7 +690,7 @@ fn custom_object_id(body: &Bytes, name: &str) -> Result<String, BoxError> {
 }
 
 /// The search filter of the records after `id`.
-fn id_after(id: u64) -> serde_json::Value {
+pub(super) fn id_after(id: u64) -> serde_json::Value {
     json!({"propertyName": "hs_object_id", "operator": "GT", "value": id.to_string()})
 }
 

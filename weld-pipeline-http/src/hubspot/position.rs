@@ -62,6 +62,9 @@ pub enum Position {
         /// associations): the association refresh counts from it.
         #[serde(default)]
         full_at: i64,
+        /// When the last reconciliation sweep started (ms; 0 for never).
+        #[serde(default)]
+        swept_at: i64,
     },
     /// Incremental: records archived in `[from, until)`, listing from `after`.
     WindowArchived {
@@ -76,6 +79,24 @@ pub enum Position {
         properties: u64,
         /// When the last full read started (ms).
         #[serde(default)]
+        full_at: i64,
+        /// When the last reconciliation sweep started (ms; 0 for never).
+        #[serde(default)]
+        swept_at: i64,
+    },
+    /// A reconciliation sweep: HubSpot's ids and modification times compared with what the
+    /// store holds, what is missing or stale read again, what vanished archived. Then
+    /// `Done{until}` again.
+    Sweep {
+        /// The `until` of the `Done` it started from.
+        until: i64,
+        /// When the sweep started (ms): it identifies the sweep.
+        started_at: i64,
+        /// Where it stands.
+        stage: SweepStage,
+        /// The fingerprint of the property set.
+        properties: u64,
+        /// When the last full read started (ms).
         full_at: i64,
     },
     /// Reference data (owners, pipelines), read whole on every run: the live ones from
@@ -96,6 +117,9 @@ pub enum Position {
         /// When the last full read started (ms).
         #[serde(default)]
         full_at: i64,
+        /// When the last reconciliation sweep started (ms; 0 for never).
+        #[serde(default)]
+        swept_at: i64,
     },
 }
 
@@ -106,12 +130,31 @@ impl Position {
         match self {
             Position::FullLive { .. } | Position::Reference { .. } => 0,
             Position::Full { properties, .. }
+            | Position::Sweep { properties, .. }
             | Position::FullArchived { properties, .. }
             | Position::Window { properties, .. }
             | Position::WindowArchived { properties, .. }
             | Position::Done { properties, .. } => *properties,
         }
     }
+}
+
+/// Where a sweep stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum SweepStage {
+    /// Listing HubSpot's archived ids, from `after`.
+    Archived {
+        /// The list's paging token.
+        after: Option<String>,
+    },
+    /// Comparing the live ids after `last_id` with the store's.
+    Live {
+        /// The last id compared.
+        last_id: u64,
+    },
+    /// Reading the archived records the store lacks.
+    Missing,
 }
 
 /// The position a checkpoint holds; `None` at the start of a first sync.

@@ -35,6 +35,10 @@ pub struct HubSpotParams {
     /// moving its modification time; absent for a day.
     #[serde(default)]
     pub associations_refresh_secs: Option<u64>,
+    /// How often, in seconds, a reconciliation sweep compares the source's ids with the store's
+    /// and repairs the difference; absent for a day.
+    #[serde(default)]
+    pub sweep_secs: Option<u64>,
 }
 
 fn contacts() -> String {
@@ -96,10 +100,16 @@ impl HubSpotParams {
                 check_name("association type", to)?;
             }
         }
-        if let Some(secs) = params.associations_refresh_secs {
-            if !REFRESH_SECS.contains(&secs) {
+        for (name, secs) in [
+            (
+                "associations_refresh_secs",
+                params.associations_refresh_secs,
+            ),
+            ("sweep_secs", params.sweep_secs),
+        ] {
+            if secs.is_some_and(|secs| !REFRESH_SECS.contains(&secs)) {
                 return Err(Error::Invalid(format!(
-                    "hubspot source: associations_refresh_secs must be {} to {}",
+                    "hubspot source: {name} must be {} to {}",
                     REFRESH_SECS.start(),
                     REFRESH_SECS.end()
                 )));
@@ -158,6 +168,9 @@ impl SourceKind for HubSpotKind {
         if let Some(secs) = params.associations_refresh_secs {
             checked.insert("associations_refresh_secs".into(), secs.into());
         }
+        if let Some(secs) = params.sweep_secs {
+            checked.insert("sweep_secs".into(), secs.into());
+        }
         Ok(SourceSpec {
             kind: spec.kind.clone(),
             params: checked,
@@ -187,6 +200,9 @@ impl SourceKind for HubSpotKind {
                 "associations_refresh_secs": {"type": ["integer", "null"],
                     "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
                     "description": "How often every record is read again for links changed without moving its modification time. Default 86400."},
+                "sweep_secs": {"type": ["integer", "null"],
+                    "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
+                    "description": "How often a reconciliation sweep compares the source's ids and modification times with the store's and repairs the difference (missing, stale, deleted for good). Default 86400."},
             },
             "additionalProperties": false,
         })
@@ -251,6 +267,9 @@ impl SourceFactory for HubSpotSources {
                 super::config::ASSOCIATIONS_REFRESH,
                 std::time::Duration::from_secs,
             ),
+            sweep_every: params
+                .sweep_secs
+                .map_or(super::config::SWEEP_EVERY, std::time::Duration::from_secs),
         };
         Ok(Arc::new(Pages::new(HubSpotPages::with_limits(
             self.account.clone(),

@@ -9,6 +9,8 @@
 //!   one sort rule (more is a 400), ties in an order the client cannot rely on (shuffled per
 //!   request), `limit` up to 200, `after` an offset; paging past 10,000 results is a 400;
 //!   archived records never appear.
+//! - `POST /crm/v3/objects/{type}/batch/read`: records by id (at most 100), `archived=true` for
+//!   archived ones; ids not found are named in `errors` of a 207.
 //! - `GET /crm/v3/properties/{type}`: the type's property definitions (`name`, `label`,
 //!   `type`, `fieldType`, `groupName`, `options`, `hubspotDefined` on HubSpot's own ones, ...):
 //!   a portal's standard properties and [`FakeConfig::custom_properties`] custom ones of every
@@ -46,6 +48,7 @@
 mod admin;
 mod admission;
 mod associations;
+mod batch;
 mod config;
 mod data;
 mod list;
@@ -272,6 +275,10 @@ fn router(state: Shared) -> Router {
     Router::new()
         .route("/crm/v3/objects/{object}", get(list::list))
         .route("/crm/v3/objects/{object}/search", post(list::search_route))
+        .route(
+            "/crm/v3/objects/{object}/batch/read",
+            post(batch::batch_read_route),
+        )
         .route(
             "/crm/v3/properties/{object}",
             get(properties::properties_route),

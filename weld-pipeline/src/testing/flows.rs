@@ -448,6 +448,57 @@ pub fn deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_ot
     controller.crash();
 }
 
+/// See the test of the same name.
+pub fn a_source_sees_the_store_through_its_inventory_and_a_resync_reads_everything_again<
+    N: Network,
+>(
+    net: &N,
+) {
+    let dirs = dirs();
+    let controller = ControllerProcess::start(dirs.controller.path(), net);
+    let sources = CountingSources::new();
+    let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
+    let config = CountingSources::config(500, 100, 0, 1);
+    controller
+        .block_on(controller.controller.start_stream(&stream(), config))
+        .unwrap();
+    wait_until("the first run succeeds", DEADLINE, || {
+        last_run_state(&controller) == Some(RunState::Succeeded)
+    });
+    // A later run reads the controller's store through its inventory, over the transport.
+    wait_until("a run sees every stored record", DEADLINE, || {
+        sources.held_at_starts().contains(&500)
+    });
+    assert_eq!(
+        sources.held_at_starts()[0],
+        0,
+        "the first run saw an empty store"
+    );
+
+    let newest = controller.store.runs(&stream(), 1).unwrap()[0].id;
+    controller
+        .block_on(controller.controller.resync_stream(&stream()))
+        .unwrap()
+        .expect("the stream exists");
+    wait_until(
+        "a run after the resync reads everything again",
+        DEADLINE,
+        || {
+            controller
+                .store
+                .runs(&stream(), 20)
+                .unwrap()
+                .iter()
+                .any(|run| {
+                    run.id > newest && run.state == RunState::Succeeded && run.records == 500
+                })
+        },
+    );
+    assert_exactly(&controller, 500);
+    worker.shut_down().unwrap();
+    controller.crash();
+}
+
 /// Every runtime flow above as a `#[test]` over the network `$network` builds: the one list a
 /// transport's test file names, so a new flow runs on every transport at once.
 ///
@@ -466,6 +517,7 @@ macro_rules! runtime_flows {
             stop_is_idempotent_and_no_page_starts_after_it_returns,
             restart_elsewhere_a_stream_whose_worker_goes_away_is_reassigned_and_completes,
             deleting_a_stream_with_batches_in_flight_leaves_the_connection_and_the_other_streams,
+            a_source_sees_the_store_through_its_inventory_and_a_resync_reads_everything_again,
         );
     };
     (@each $network:expr; $($flow:ident),* $(,)?) => {$(

@@ -18,6 +18,8 @@ pub struct CountingSource {
     started: Arc<AtomicUsize>,
     last_start: Arc<Mutex<Option<Instant>>>,
     runs: Arc<AtomicU64>,
+    /// Per run given an inventory, how many records the store held when it started.
+    held: Arc<Mutex<Vec<usize>>>,
 }
 
 impl CountingSource {
@@ -34,6 +36,7 @@ impl CountingSource {
             started: Arc::new(AtomicUsize::new(0)),
             last_start: Arc::new(Mutex::new(None)),
             runs: Arc::new(AtomicU64::new(0)),
+            held: Arc::default(),
         }
     }
 
@@ -45,6 +48,12 @@ impl CountingSource {
     /// Runs started so far.
     pub fn runs(&self) -> u64 {
         self.runs.load(Ordering::SeqCst)
+    }
+
+    /// Per run that was given the store's inventory, how many records it held at the run's
+    /// start (read through it page by page, as a reconciling source would).
+    pub fn held_at_starts(&self) -> Vec<usize> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// When the last page request started.
@@ -61,9 +70,31 @@ impl Source for CountingSource {
         let last_start = self.last_start.clone();
         let delay = self.page_delay;
         let cancel = run.cancel.clone();
+        // Count what the store holds first, when the run has its inventory.
+        let (inventory, stream, held) =
+            (run.inventory.clone(), run.stream.clone(), self.held.clone());
+        let counted = futures::stream::once(async move {
+            let inventory = inventory?;
+            let (mut count, mut after) = (0, None::<String>);
+            loop {
+                match inventory.held(&stream, after.as_deref(), 1_000).await {
+                    Ok(page) => {
+                        count += page.records.len();
+                        match page.next {
+                            Some(next) => after = Some(next),
+                            None => break,
+                        }
+                    }
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            held.lock().unwrap_or_else(|e| e.into_inner()).push(count);
+            None
+        })
+        .filter_map(std::future::ready);
         // Count each page when the inner source is polled for it: that is when a real source
         // would send its request.
-        let inner = self.pages.batches(run, from);
+        let inner = counted.boxed().chain(self.pages.batches(run, from));
         futures::stream::unfold(inner, move |mut inner| {
             let started = started.clone();
             let last_start = last_start.clone();
@@ -101,6 +132,16 @@ impl CountingSources {
     pub fn pages_started(&self) -> usize {
         let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         built.iter().map(CountingSource::pages_started).sum()
+    }
+
+    /// What the stores held at the starts of the runs given an inventory, by every source it
+    /// built.
+    pub fn held_at_starts(&self) -> Vec<usize> {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built
+            .iter()
+            .flat_map(CountingSource::held_at_starts)
+            .collect()
     }
 
     /// A stream configuration for a generator source.

@@ -1,0 +1,450 @@
+//! The reconciliation sweep: what makes "the store equals the source" hold over months, not
+//! only over a test.
+//!
+//! Incremental windows see what changed at HubSpot; they cannot see what the store lost (a
+//! disk that lied about a sync, batches whose resent successors moved the checkpoint past
+//! them), nor records HubSpot deleted for good (a GDPR delete, the recycle bin emptied after 90
+//! days): those vanish from every listing. So once per [`HubSpotObject::sweep_every`] (a day by
+//! default) a run is a sweep, cheap because it reads ids and modification times only:
+//!
+//! 1. **Archived ids**: `GET /crm/v3/objects/{type}?archived=true&properties=hs_object_id`, 100
+//!    a page, kept in memory (ids only).
+//! 2. **Live ids**: search sorted by `hs_object_id`, re-anchored after the last id like a full
+//!    sync, asking for `hs_object_id` and the change-tracking property only, 200 a page. Each
+//!    page is compared with the store's inventory over the same id range (read ahead in pages
+//!    of up to 10,000, in the store's key order, which for HubSpot's numeric ids is numeric):
+//!    - live at HubSpot, missing from the store, older there, or archived there: read again
+//!      (batch read by id with every property, 100 a call, links included);
+//!    - archived at HubSpot, live in the store: archived (an amendment: the stored document
+//!      stays, `archived` and `archivedAt` written over it);
+//!    - in neither listing, live in the store: gone for good, archived with
+//!      `"deleted_permanently": true` (an amendment: nothing stored is dropped).
+//! 3. **Archived records the store lacks**: batch read with `archived=true`.
+//!
+//! Every record a sweep sends counts as repaired ([`Page::repaired`](weld_pipeline::source::Page)):
+//! the run history shows how many, and `weld_records_repaired_total{stream}` counts them. A
+//! sweep needs the store's inventory ([`RunContext::inventory`](weld_pipeline::RunContext)):
+//! without one it is skipped. Its memory holds HubSpot's archived ids and one inventory page;
+//! a sweep interrupted (a worker restart) starts over at its next page.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use serde_json::json;
+use tower::ServiceExt;
+use weld_pipeline::source::{Held, Inventory, Page, PageRequest, MAX_HELD_PER_PAGE};
+use weld_pipeline::{BoxError, Error, Json, Record, StreamName, Timestamp};
+
+use super::associations;
+use super::client::Call;
+use super::pages::{id_after, HubSpotPages};
+use super::parse::{parse, Listed};
+use super::position::{checkpoint, Position, SweepStage};
+use super::properties::PropertySet;
+#[cfg(doc)]
+use super::HubSpotObject;
+
+/// The most ids one batch read takes (HubSpot's limit).
+const BATCH_READ: usize = 100;
+/// The most archived records the store lacks that one page reads.
+const MISSING_PER_PAGE: usize = 1_000;
+
+/// What a sweep's position says of it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sweep {
+    /// The `until` of the `Done` it started from, and returns to.
+    pub(super) until: i64,
+    /// When it started (ms).
+    pub(super) started_at: i64,
+    /// The fingerprint of the property set.
+    pub(super) properties: u64,
+    /// When the last full read started (ms).
+    pub(super) full_at: i64,
+}
+
+/// What a sweep learnt so far, in memory.
+#[derive(Debug)]
+pub(crate) struct State {
+    started_at: i64,
+    /// HubSpot's archived ids, with their archive times.
+    archived: BTreeMap<u64, Option<i64>>,
+    /// Those found in the store.
+    seen_archived: HashSet<u64>,
+    /// The store's inventory read ahead, after the last id compared.
+    held: VecDeque<(u64, Held)>,
+    held_next: Option<String>,
+    held_done: bool,
+    repaired: Repaired,
+}
+
+/// What a sweep repaired, for its closing log line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Repaired {
+    read_again: u64,
+    archived: u64,
+    deleted: u64,
+}
+
+impl State {
+    fn new(started_at: i64) -> Self {
+        State {
+            started_at,
+            archived: BTreeMap::new(),
+            seen_archived: HashSet::new(),
+            held: VecDeque::new(),
+            held_next: None,
+            held_done: false,
+            repaired: Repaired::default(),
+        }
+    }
+}
+
+/// What one page of the comparison found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// Ids to read again: missing from the store, stale there, or archived there but live.
+    pub(super) read_again: Vec<u64>,
+    /// Ids live in the store but archived at HubSpot, with the time to archive them at.
+    pub(super) archive: Vec<(u64, Timestamp, Option<i64>)>,
+    /// Ids live in the store that HubSpot no longer has at all, with the stored version.
+    pub(super) deleted: Vec<(u64, Timestamp)>,
+}
+
+/// Compares HubSpot's live ids of one range (with their modification times) with what the store
+/// holds in that range. `archived` is HubSpot's archived ids; those found are added to `seen`.
+pub(super) fn compare(
+    live: &BTreeMap<u64, Timestamp>,
+    held: impl IntoIterator<Item = (u64, Held)>,
+    archived: &BTreeMap<u64, Option<i64>>,
+    seen: &mut HashSet<u64>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut found = HashSet::new();
+    for (id, held) in held {
+        found.insert(id);
+        match (live.get(&id), archived.get(&id)) {
+            (Some(at), _) => {
+                if held.archived || held.updated_at < *at {
+                    plan.read_again.push(id);
+                }
+            }
+            (None, Some(archived_at)) => {
+                seen.insert(id);
+                if !held.archived {
+                    plan.archive.push((id, held.updated_at, *archived_at));
+                }
+            }
+            (None, None) => {
+                if !held.archived {
+                    plan.deleted.push((id, held.updated_at));
+                }
+            }
+        }
+    }
+    plan.read_again
+        .extend(live.keys().filter(|id| !found.contains(id)));
+    plan.read_again.sort_unstable();
+    plan
+}
+
+/// An amendment archiving record `id`: `members` written over what is stored of it.
+fn amendment(id: u64, at: Timestamp, members: serde_json::Value) -> Record {
+    Record {
+        id: id.to_string(),
+        updated_at: at,
+        archived: true,
+        amend: true,
+        // A JSON value always serializes.
+        data: Json::from_checked_bytes(serde_json::to_vec(&members).unwrap_or_default().into()),
+    }
+}
+
+impl Plan {
+    /// The amendments of the archived and the deleted, stamped no earlier than the version
+    /// stored (a store never lets an older version win).
+    fn amendments(&self, now: Timestamp) -> Vec<Record> {
+        let archived = self.archive.iter().map(|(id, held_at, archived_at)| {
+            let at = archived_at
+                .map_or(now, Timestamp::from_millis)
+                .max(*held_at);
+            let archived_at = archived_at.map(|ms| Timestamp::from_millis(ms).to_string());
+            amendment(
+                *id,
+                at,
+                json!({"archived": true, "archivedAt": archived_at}),
+            )
+        });
+        let deleted = self.deleted.iter().map(|(id, held_at)| {
+            amendment(
+                *id,
+                now.max(*held_at),
+                json!({"archived": true, "deleted_permanently": true}),
+            )
+        });
+        archived.chain(deleted).collect()
+    }
+}
+
+impl HubSpotPages {
+    /// One page of a sweep.
+    pub(super) async fn sweep_page(
+        &self,
+        sweep: Sweep,
+        stage: SweepStage,
+        set: &PropertySet,
+        request: &PageRequest,
+    ) -> Result<Page, BoxError> {
+        let inventory = request.inventory.clone().ok_or_else(|| {
+            Box::new(Error::Bug("a sweep without a store to compare with".into())) as BoxError
+        })?;
+        let mut sweeping = self.sweeping.lock().await;
+        // A sweep whose state was lost (a worker restarted) starts over.
+        let stage = match &*sweeping {
+            Some(state) if state.started_at == sweep.started_at => stage,
+            _ => {
+                *sweeping = Some(State::new(sweep.started_at));
+                SweepStage::Archived { after: None }
+            }
+        };
+        let state = sweeping
+            .as_mut()
+            .ok_or_else(|| Box::new(Error::Bug("no sweep state".into())) as BoxError)?;
+        let (records, next) = match stage {
+            SweepStage::Archived { after } => {
+                let listed = self.archived_ids(after).await?;
+                state.archived.extend(
+                    listed
+                        .records
+                        .iter()
+                        .filter_map(|(r, at)| Some((r.id.parse().ok()?, *at))),
+                );
+                let next = match listed.next {
+                    Some(after) => SweepStage::Archived { after: Some(after) },
+                    None => SweepStage::Live { last_id: 0 },
+                };
+                (Vec::new(), Some(next))
+            }
+            SweepStage::Live { last_id } => {
+                let (live, more) = self.live_ids(last_id).await?;
+                // The range compared: up to this page's last id, or to the end on the last page.
+                let upper = if more {
+                    live.keys().last().copied()
+                } else {
+                    None
+                };
+                let held = held_through(state, &*inventory, &request.stream, upper).await?;
+                let plan = compare(&live, held, &state.archived, &mut state.seen_archived);
+                state.repaired.archived += plan.archive.len() as u64;
+                state.repaired.deleted += plan.deleted.len() as u64;
+                state.repaired.read_again += plan.read_again.len() as u64;
+                let mut records = self.read_by_id(false, &plan.read_again, set).await?;
+                records.extend(plan.amendments(Timestamp::now()));
+                let next = match upper {
+                    Some(last_id) => SweepStage::Live { last_id },
+                    None => SweepStage::Missing,
+                };
+                (records, Some(next))
+            }
+            SweepStage::Missing => {
+                let missing: Vec<u64> = state
+                    .archived
+                    .keys()
+                    .filter(|id| !state.seen_archived.contains(id))
+                    .take(MISSING_PER_PAGE)
+                    .copied()
+                    .collect();
+                state.seen_archived.extend(&missing);
+                state.repaired.read_again += missing.len() as u64;
+                let records = self.read_by_id(true, &missing, set).await?;
+                let next = (missing.len() == MISSING_PER_PAGE).then_some(SweepStage::Missing);
+                (records, next)
+            }
+        };
+        let next = match next {
+            Some(stage) => Position::Sweep {
+                until: sweep.until,
+                started_at: sweep.started_at,
+                stage,
+                properties: sweep.properties,
+                full_at: sweep.full_at,
+            },
+            None => {
+                let Repaired {
+                    read_again,
+                    archived,
+                    deleted,
+                } = state.repaired;
+                tracing::info!(
+                    object = %self.object.object_type,
+                    read_again,
+                    archived,
+                    deleted,
+                    "reconciliation sweep done"
+                );
+                *sweeping = None;
+                Position::Done {
+                    until: sweep.until,
+                    properties: sweep.properties,
+                    full_at: sweep.full_at,
+                    swept_at: sweep.started_at,
+                }
+            }
+        };
+        Ok(Page {
+            repaired: records.len() as u64,
+            records,
+            last: matches!(next, Position::Done { .. }),
+            cursor: checkpoint(&next)?,
+        })
+    }
+
+    /// A page of HubSpot's archived ids (with their archive times).
+    async fn archived_ids(&self, after: Option<String>) -> Result<Listed, BoxError> {
+        let call = Call::List {
+            object_type: self.object_type().await?,
+            archived: true,
+            after,
+            properties: vec!["hs_object_id".into()],
+        };
+        parse(&self.list.clone().oneshot(call).await?)
+    }
+
+    /// A page of HubSpot's live ids after `last_id` with their modification times, and whether
+    /// more follow.
+    async fn live_ids(&self, last_id: u64) -> Result<(BTreeMap<u64, Timestamp>, bool), BoxError> {
+        let body = json!({
+            "filterGroups": [{"filters": [id_after(last_id)]}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id", self.object.modified_property()],
+            "limit": self.account.search_limit,
+        });
+        let call = Call::Search {
+            object_type: self.object_type().await?,
+            body,
+        };
+        let listed = parse(&self.search.clone().oneshot(call).await?)?;
+        let live = listed
+            .records
+            .iter()
+            .filter_map(|(r, _)| Some((r.id.parse().ok()?, r.updated_at)))
+            .collect();
+        Ok((live, listed.next.is_some()))
+    }
+
+    /// Records by id, with every property of `set` (and their links, and the amendments of the
+    /// records merged into them), 100 a call.
+    async fn read_by_id(
+        &self,
+        archived: bool,
+        ids: &[u64],
+        set: &PropertySet,
+    ) -> Result<Vec<Record>, BoxError> {
+        let object_type = self.object_type().await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_READ) {
+            let inputs: Vec<_> = chunk
+                .iter()
+                .map(|id| json!({"id": id.to_string()}))
+                .collect();
+            let call = Call::BatchRead {
+                object_type: object_type.clone(),
+                archived,
+                body: json!({"properties": set.names(), "inputs": inputs}),
+            };
+            let mut listed = parse(&self.list.clone().oneshot(call).await?)?;
+            if !archived && !self.object.associations.is_empty() {
+                let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
+                let links =
+                    associations::read(&self.links, &object_type, &self.object.associations, &ids)
+                        .await?;
+                associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
+            }
+            records.extend(listed.records.into_iter().map(|(r, _)| r));
+            records.extend(listed.merges.iter().map(|m| m.amendment()));
+        }
+        Ok(records)
+    }
+}
+
+/// Takes from the store's inventory every record with an id up to `upper` (all that remain for
+/// `None`), reading ahead page by page. Ids that are not HubSpot's (not numbers) are skipped.
+async fn held_through(
+    state: &mut State,
+    inventory: &dyn Inventory,
+    stream: &StreamName,
+    upper: Option<u64>,
+) -> Result<Vec<(u64, Held)>, BoxError> {
+    let covered = |state: &State| match (upper, state.held.back()) {
+        (Some(upper), Some((last, _))) => *last > upper,
+        _ => false,
+    };
+    while !state.held_done && !covered(state) {
+        let page = inventory
+            .held(stream, state.held_next.as_deref(), MAX_HELD_PER_PAGE)
+            .await?;
+        state.held.extend(
+            page.records
+                .into_iter()
+                .filter_map(|h| Some((h.id.parse::<u64>().ok()?, h))),
+        );
+        state.held_done = page.next.is_none();
+        state.held_next = page.next;
+    }
+    let mut taken = Vec::new();
+    while let Some((id, _)) = state.held.front() {
+        if upper.is_some_and(|upper| *id > upper) {
+            break;
+        }
+        taken.extend(state.held.pop_front());
+    }
+    Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(id: u64, at: i64, archived: bool) -> (u64, Held) {
+        (
+            id,
+            Held {
+                id: id.to_string(),
+                updated_at: Timestamp::from_millis(at),
+                archived,
+            },
+        )
+    }
+
+    #[test]
+    fn the_comparison_reads_again_what_is_missing_or_stale_and_archives_what_is_gone() {
+        let live = BTreeMap::from([
+            (1, Timestamp::from_millis(10)),
+            (2, Timestamp::from_millis(20)),
+            (3, Timestamp::from_millis(30)),
+            (4, Timestamp::from_millis(40)),
+        ]);
+        let archived = BTreeMap::from([(5, Some(55)), (6, None), (9, Some(99))]);
+        let mut seen = HashSet::new();
+        let plan = compare(
+            &live,
+            [
+                held(1, 10, false), // the same: nothing to do
+                held(2, 15, false), // stale
+                held(3, 30, true),  // archived here, live there
+                // 4 missing
+                held(5, 50, false), // archived there
+                held(6, 60, true),  // archived on both sides
+                held(7, 70, false), // gone for good
+                held(8, 80, true),  // gone, already archived here
+            ],
+            &archived,
+            &mut seen,
+        );
+        assert_eq!(plan.read_again, vec![2, 3, 4]);
+        assert_eq!(
+            plan.archive,
+            vec![(5, Timestamp::from_millis(50), Some(55))]
+        );
+        assert_eq!(plan.deleted, vec![(7, Timestamp::from_millis(70))]);
+        assert_eq!(seen, HashSet::from([5, 6]));
+    }
+}
