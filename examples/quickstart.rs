@@ -1,15 +1,17 @@
 //! The one-command demo: `cargo run --release --example quickstart`.
 //!
-//! Starts, in one process and on free ports, the HubSpot fake (2,000 contacts), data-streams
-//! (TCP transport, sled in a temporary directory) and a worker; starts a `contacts` stream through
-//! the HTTP API; waits until its first run has committed; prints the stream's status, a few
-//! stored records and curl commands to try; and serves until Ctrl-C, then shuts down cleanly.
+//! Starts, in one process and on free ports, the HubSpot fake (2,000 contacts, 100 companies),
+//! data-streams (TCP transport, sled in a temporary directory) and a worker; starts a `contacts`
+//! stream with the contacts' company links and a `companies` stream through the HTTP API; waits
+//! until their first runs have committed; prints the contacts stream's status, one stored contact
+//! with its properties and its company, and curl commands to try; and serves until Ctrl-C, then
+//! shuts down cleanly.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline_http::api::ApiConfig;
 use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
@@ -60,13 +62,24 @@ async fn main() -> Result<(), BoxError> {
     let api = format!("http://{}", service.api_addr());
     let http = reqwest::Client::new();
     let started = Instant::now();
-    http.post(format!("{api}/streams/contacts/start"))
-        .body(r#"{"source":{"kind":"hubspot","object":"contacts"},"interval_secs":300}"#)
-        .send()
-        .await?
-        .error_for_status()?;
-    let Some(status) = first_run(&http, &api, &shutdown).await? else {
-        // Interrupted before the first run committed: stop as cleanly as at any other time.
+    for (stream, source) in [
+        (
+            "contacts",
+            r#"{"kind":"hubspot","object":"contacts","associations":["companies"]}"#,
+        ),
+        ("companies", r#"{"kind":"hubspot","object":"companies"}"#),
+    ] {
+        http.post(format!("{api}/streams/{stream}/start"))
+            .body(format!(r#"{{"source":{source},"interval_secs":300}}"#))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let (Some(status), Some(_)) = (
+        first_run(&http, &api, "contacts", &shutdown).await?,
+        first_run(&http, &api, "companies", &shutdown).await?,
+    ) else {
+        // Interrupted before the first runs committed: stop as cleanly as at any other time.
         worker.await??;
         return Ok(service.wait().await?);
     };
@@ -76,12 +89,15 @@ async fn main() -> Result<(), BoxError> {
         serde_json::to_string_pretty(&status)?
     );
     let page: Value = get(&http, &format!("{api}/streams/contacts/records?limit=1")).await?;
-    show_contact(&page["records"][0])?;
+    let contact = &page["records"][0];
+    show_contact(contact)?;
+    show_company(&http, &api, contact).await?;
     println!("\nTry:");
     for path in [
         "/health",
         "/streams",
         "/streams/contacts/records?limit=5",
+        "/streams/companies/records?limit=5",
         "/streams/contacts/runs",
         "/metrics",
         "/openapi.json",
@@ -89,6 +105,7 @@ async fn main() -> Result<(), BoxError> {
         println!("  curl -s {api}{path}");
     }
     println!("  curl -s -X POST {api}/streams/contacts/stop");
+    println!("  curl -s -X POST {api}/streams/contacts/resync");
     println!("  curl -s -X POST {api}/streams/deals/start -d '{{\"source\":{{\"kind\":\"hubspot\",\"object\":\"deals\"}},\"interval_secs\":60}}'");
     println!("\nServing until Ctrl-C.");
 
@@ -123,15 +140,56 @@ fn show_contact(record: &Value) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The stream's status once its first run has succeeded; `None` when interrupted before.
+/// Prints the company a contact is linked to (its `data.associations`), as the `companies`
+/// stream stored it.
+async fn show_company(http: &reqwest::Client, api: &str, contact: &Value) -> Result<(), BoxError> {
+    let link = &contact["data"]["associations"]["companies"][0];
+    let Some(id) = link["id"].as_str() else {
+        println!("\nThis contact is linked to no company.");
+        return Ok(());
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{api}/streams/companies/records?limit=1000");
+        if let Some(token) = &after {
+            url.push_str(&format!("&after={token}"));
+        }
+        let page: Value = get(http, &url).await?;
+        let records = page["records"].as_array().ok_or("a page without records")?;
+        if let Some(company) = records.iter().find(|r| r["id"] == id) {
+            let label = link["types"][0]["label"].as_str().unwrap_or("linked");
+            // Its standard properties with a value: the custom ones were shown for the contact.
+            let properties: serde_json::Map<String, Value> = company["data"]["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, v)| !v.is_null() && !name.starts_with("custom_property"))
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect();
+            println!(
+                "\nIts company, {label} (the link from the contact's data.associations, the \
+                 company as the `companies` stream stored it):\n{}",
+                serde_json::to_string_pretty(&json!({"id": id, "properties": properties}))?
+            );
+            return Ok(());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Err(format!("company {id} is not stored").into()),
+        }
+    }
+}
+
+/// A stream's status once its first run has succeeded; `None` when interrupted before.
 async fn first_run(
     http: &reqwest::Client,
     api: &str,
+    stream: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<Value>, BoxError> {
     let deadline = Instant::now() + FIRST_RUN_DEADLINE;
     loop {
-        let status: Value = get(http, &format!("{api}/streams/contacts")).await?;
+        let status: Value = get(http, &format!("{api}/streams/{stream}")).await?;
         match status["last_run"]["state"].as_str() {
             Some("succeeded") => return Ok(Some(status)),
             Some("failed") => return Err(format!("the first run failed: {status}").into()),

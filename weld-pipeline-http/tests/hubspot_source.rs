@@ -949,6 +949,9 @@ async fn associations_equal_the_fakes_after_a_sync_and_after_links_change_alone(
     assert_eq!(first.outcome, RunOutcome::Succeeded);
     assert_equals_the_fake(&fake, &sink, None);
     assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies", "deals"]);
+    // What links cost: one batch read per type and search page of 200 (three pages here),
+    // beside the definitions, the pages and the archived list.
+    assert_eq!(fake.stats().requests, 1 + 3 + 3 * 2 + 1);
     let primary = sink.records(&stream())[0]
         .data
         .decode::<serde_json::Value>()

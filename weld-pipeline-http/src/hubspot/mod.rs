@@ -45,6 +45,25 @@
 //! the window and the last id while the window is in progress, and the window's `until` once it
 //! is done; the next run's window starts there.
 //!
+//! # Associations, merges, deletions
+//!
+//! A stream that asks for `associations` (`["companies","deals"]`) has each record carry its
+//! links in `data.associations`, read per page through the v4 batch read (the `associations`
+//! module). Links change without moving a modification time, so such a stream also reads every
+//! record again once per [`HubSpotObject::associations_refresh`] (a day by default), and any run
+//! that reads a record reads its links as they are.
+//!
+//! A merge keeps the primary record and names the merged-away ones in its
+//! `hs_merged_object_ids`; they vanish from every listing. Each page's records that name some
+//! send an amendment per merged id: archived, `"merged_into":"<primary>"`, the stored document
+//! kept ([`Record::amend`](weld_pipeline::Record)).
+//!
+//! Records deleted for good (a GDPR delete, the recycle bin emptied) vanish from every listing
+//! too, and records the store lost are never listed as changed again: once per
+//! [`HubSpotObject::sweep_every`] a run is a reconciliation sweep (the `sweep` module) that
+//! compares HubSpot's ids and modification times with the store's inventory and repairs the
+//! difference.
+//!
 //! One page is one batch, its cursor the position after it. The page is parsed once here; each
 //! record's JSON is kept as the bytes HubSpot sent (unless a long property list had to be split
 //! across list requests, in which case the parts are merged by id and written once).

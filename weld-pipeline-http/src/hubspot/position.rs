@@ -4,6 +4,7 @@
 //! Full{last_id} --search pages, by id--> FullArchived{after} --list pages--> Done{until}
 //! Done{until} --new run--> Window{from, until, last_id} --search pages, re-anchored by id-->
 //!   WindowArchived{from, until, after} --archived list pages--> Done{until}
+//! Done{until} --sweep due--> Sweep{Archived{after} -> Live{last_id} -> Missing} --> Done{until}
 //! ```
 //!
 //! Every phase carries the fingerprint of the property set its records were read with
