@@ -31,7 +31,7 @@ use weld_pipeline::{BoxError, Json, Record};
 
 use super::client::Call;
 use super::pages::CallService;
-use super::parse::unparseable;
+use super::parse::{unparseable, Paging};
 #[cfg(doc)]
 use super::HubSpotObject;
 
@@ -68,16 +68,6 @@ struct To {
     to_object_id: IdText,
     #[serde(default)]
     association_types: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-struct Paging {
-    next: Option<Next>,
-}
-
-#[derive(Deserialize)]
-struct Next {
-    after: String,
 }
 
 #[derive(Deserialize)]

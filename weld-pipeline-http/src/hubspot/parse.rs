@@ -15,14 +15,16 @@ struct Listing<'a> {
     paging: Option<Paging>,
 }
 
+/// HubSpot's `paging` of a listing (and of each result of an association batch read).
 #[derive(Deserialize)]
-struct Paging {
-    next: Option<Next>,
+pub(super) struct Paging {
+    pub(super) next: Option<Next>,
 }
 
+/// Where the next page starts.
 #[derive(Deserialize)]
-struct Next {
-    after: String,
+pub(super) struct Next {
+    pub(super) after: String,
 }
 
 #[derive(Deserialize)]

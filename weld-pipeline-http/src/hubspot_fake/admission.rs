@@ -50,6 +50,27 @@ fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Refu
     Box::new(response)
 }
 
+/// A batch request's body, or HubSpot's 400 for one that does not parse or holds more than
+/// `max` inputs (`inputs` counts them).
+pub(super) fn batch_body<T: serde::de::DeserializeOwned>(
+    fake: &mut Fake,
+    body: &[u8],
+    max: usize,
+    inputs: impl Fn(&T) -> usize,
+) -> Result<T, Refusal> {
+    let message = match serde_json::from_slice::<T>(body) {
+        Ok(request) if inputs(&request) <= max => return Ok(request),
+        Ok(_) => format!("Batch read is limited to {max} inputs"),
+        Err(e) => format!("Invalid input JSON: {e}"),
+    };
+    Err(error(
+        fake,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &message,
+    ))
+}
+
 /// HubSpot's 404 for an object type it does not know.
 pub(super) fn unknown_object(fake: &mut Fake, object: &str) -> Refusal {
     error(

@@ -19,16 +19,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use weld_pipeline::Timestamp;
 
-use super::admission::{admit, error, unknown_object};
+use super::admission::{admit, batch_body, unknown_object};
 use super::data::iso;
 use super::list::Built;
-use super::{answer, canonical, Fake, Refusal, Shared};
+use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.
 const MAX_INPUTS: usize = 1_000;
@@ -197,17 +197,10 @@ pub(super) async fn batch_read_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut partial = false;
-    let mut response = answer(&state, |fake| {
-        let built = batch_read(fake, &from, &to, &uri.to_string(), &headers, &body)?;
-        partial = built.1;
-        Ok(built.0)
+    answer_batch(&state, |fake| {
+        batch_read(fake, &from, &to, &uri.to_string(), &headers, &body)
     })
-    .await;
-    if partial && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::MULTI_STATUS;
-    }
-    response
+    .await
 }
 
 /// The answer, and whether it is partial (some ids had nothing to read).
@@ -226,27 +219,7 @@ fn batch_read(
             return Err(unknown_object(fake, object));
         }
     }
-    let request: Request = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(e) => {
-            let message = format!("Invalid input JSON: {e}");
-            return Err(error(
-                fake,
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                &message,
-            ));
-        }
-    };
-    if request.inputs.len() > MAX_INPUTS {
-        let message = format!("Batch read is limited to {MAX_INPUTS} inputs");
-        return Err(error(
-            fake,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            &message,
-        ));
-    }
+    let request: Request = batch_body(fake, body, MAX_INPUTS, |r: &Request| r.inputs.len())?;
     let page = fake.config.association_page.max(1);
     let (mut results, mut errors, mut served) = (Vec::new(), Vec::new(), 0u64);
     for input in &request.inputs {

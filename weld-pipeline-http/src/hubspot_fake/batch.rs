@@ -9,16 +9,16 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use weld_pipeline::Timestamp;
 
-use super::admission::{admit, error, unknown_object};
+use super::admission::{admit, batch_body, unknown_object};
 use super::data::iso;
 use super::list::Built;
-use super::{answer, canonical, Fake, Refusal, Shared};
+use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.
 const MAX_INPUTS: usize = 100;
@@ -53,18 +53,10 @@ pub(super) async fn batch_read_route(
         .archived
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("true"));
-    let mut partial = false;
-    let mut response = answer(&state, |fake| {
-        let (built, some_missing) =
-            batch_read(fake, &object, archived, &uri.to_string(), &headers, &body)?;
-        partial = some_missing;
-        Ok(built)
+    answer_batch(&state, |fake| {
+        batch_read(fake, &object, archived, &uri.to_string(), &headers, &body)
     })
-    .await;
-    if partial && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::MULTI_STATUS;
-    }
-    response
+    .await
 }
 
 fn batch_read(
@@ -76,27 +68,7 @@ fn batch_read(
     body: &[u8],
 ) -> Result<(Built, bool), Refusal> {
     let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
-    let request: Request = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(e) => {
-            let message = format!("Invalid input JSON: {e}");
-            return Err(error(
-                fake,
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                &message,
-            ));
-        }
-    };
-    if request.inputs.len() > MAX_INPUTS {
-        let message = format!("Batch read is limited to {MAX_INPUTS} inputs");
-        return Err(error(
-            fake,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            &message,
-        ));
-    }
+    let request: Request = batch_body(fake, body, MAX_INPUTS, |r: &Request| r.inputs.len())?;
     let Some(set) = fake.objects.get(canonical(object)) else {
         return Err(unknown_object(fake, object));
     };

@@ -337,6 +337,25 @@ async fn answer(
     }
 }
 
+/// Answers a batch route as [`answer`] does, with a 207 (Multi-Status) when `build` says some
+/// of its inputs had nothing to read.
+async fn answer_batch(
+    state: &Shared,
+    build: impl FnOnce(&mut Fake) -> Result<(list::Built, bool), Refusal>,
+) -> Response {
+    let mut partial = false;
+    let mut response = answer(state, |fake| {
+        let (built, some_missing) = build(fake)?;
+        partial = some_missing;
+        Ok(built)
+    })
+    .await;
+    if partial && response.status() == axum::http::StatusCode::OK {
+        *response.status_mut() = axum::http::StatusCode::MULTI_STATUS;
+    }
+    response
+}
+
 /// Sends a page, applying an answer fault, and counts what was served.
 async fn respond(
     state: &Shared,
