@@ -46,6 +46,38 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Takes a worker's report of how the run ended, at `now`; whether it changed anything. A
+    /// run already succeeded stays so, and a reported success changes nothing: success is
+    /// decided by the commit of the last batch.
+    pub fn finish(&mut self, outcome: &crate::message::RunOutcome, now: Timestamp) -> bool {
+        use crate::message::RunOutcome;
+        if self.state == RunState::Succeeded {
+            return false;
+        }
+        match outcome {
+            RunOutcome::Succeeded => return false,
+            RunOutcome::Failed { error, .. } => {
+                self.state = RunState::Failed;
+                self.error = Some(error.clone());
+            }
+            RunOutcome::Cancelled => self.state = RunState::Cancelled,
+        }
+        self.finished_at = Some(now);
+        true
+    }
+
+    /// Marks a run still running as failed because a newer run of its stream started at `at`;
+    /// whether it was running.
+    pub fn abandon(&mut self, at: Timestamp) -> bool {
+        if self.state != RunState::Running {
+            return false;
+        }
+        self.state = RunState::Failed;
+        self.finished_at = Some(at);
+        self.error = Some("abandoned: a newer run of the stream started".into());
+        true
+    }
+
     /// A run that started at `at` and has committed nothing yet.
     pub fn started(id: RunId, at: Timestamp) -> Self {
         RunRecord {

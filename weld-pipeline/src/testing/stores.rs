@@ -22,6 +22,12 @@ use crate::ErrorKind;
 /// first time.
 #[async_trait]
 pub trait StoreUnderTest: Send + Sync {
+    /// Whether the store can run here (a database store skips, saying why, where its database
+    /// is not installed).
+    fn available(&self) -> bool {
+        true
+    }
+
     /// Opens the store (again, after the previous handles were dropped: a restart).
     async fn open(&self) -> Arc<dyn StreamStore>;
 }
@@ -90,7 +96,10 @@ macro_rules! store_conformance {
     (@each $store:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $case() {
-            $crate::testing::stores::$case(&$store).await;
+            let store = $store;
+            if $crate::testing::stores::StoreUnderTest::available(&store) {
+                $crate::testing::stores::$case(&store).await;
+            }
         }
     )*};
 }
@@ -214,7 +223,11 @@ pub async fn the_newest_version_of_a_record_wins_in_any_order(under: &impl Store
         .await
         .unwrap();
     let first = page.records.iter().find(|r| r.id == "1").expect("record 1");
-    assert!(first.data.as_bytes().ends_with(br#""again":true}"#));
+    let doc: serde_json::Value = first.data.decode().expect("JSON");
+    assert_eq!(
+        doc["again"], true,
+        "the equal version replaced the stored one: {doc}"
+    );
     assert_eq!(store.counts(&stream()).await.unwrap().live, 2);
 }
 

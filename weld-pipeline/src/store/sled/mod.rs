@@ -346,18 +346,9 @@ impl SledStore {
         let mut run = self
             .load_run(stream, run_id)?
             .unwrap_or_else(|| RunRecord::started(run_id, Timestamp::now()));
-        if run.state == RunState::Succeeded {
+        if !run.finish(outcome, Timestamp::now()) {
             return Ok(());
         }
-        match outcome {
-            RunOutcome::Succeeded => return Ok(()), // decided by the last batch's commit
-            RunOutcome::Failed { error, .. } => {
-                run.state = RunState::Failed;
-                run.error = Some(error.clone());
-            }
-            RunOutcome::Cancelled => run.state = RunState::Cancelled,
-        }
-        run.finished_at = Some(Timestamp::now());
         self.tree
             .insert(keys::run_key(stream, run_id), encode_run(&run)?)
             .map_err(storage_error)?;
@@ -438,12 +429,8 @@ impl SledStore {
         at: Timestamp,
         batch: &mut sled::Batch,
     ) -> Result<RunRecord, Error> {
-        for older in self.runs(stream, 8)? {
-            if older.state == RunState::Running && older.id < run_id {
-                let mut older = older;
-                older.state = RunState::Failed;
-                older.finished_at = Some(at);
-                older.error = Some("abandoned: a newer run of the stream started".into());
+        for mut older in self.runs(stream, 8)? {
+            if older.id < run_id && older.abandon(at) {
                 batch.insert(keys::run_key(stream, older.id), encode_run(&older)?);
             }
         }

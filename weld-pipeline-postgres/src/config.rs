@@ -1,0 +1,29 @@
+//! How to reach the database.
+
+use std::time::Duration;
+
+/// How a [`PostgresStore`](crate::PostgresStore) connects.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host[:port]/database` (the value of `WELD_DATABASE_URL`).
+    pub url: String,
+    /// The most connections the pool holds. Default 16.
+    pub pool_size: usize,
+    /// Every statement's limit: a query past it is cancelled by the server and fails
+    /// transiently. Default 30 s.
+    pub statement_timeout: Duration,
+    /// How long a checkout waits for a connection (or a new one to open). Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// The database at `url`, with the defaults above.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The PostgreSQL store of weld-pipeline: data-streams' registry, records, batch ledger,
+//! checkpoints and run history in a database, where the records tables are the warehouse a
+//! user's SQL reads.
+//!
+//! [`PostgresStore`] implements [`StreamStore`](weld_pipeline::store::StreamStore) and passes
+//! the same conformance suite as the embedded sled store, so the controller and the API run on
+//! it unchanged. It is a crate of its own so that sled-only users never compile a database
+//! client.
+//!
+//! # The tables
+//!
+//! | table | holds |
+//! |---|---|
+//! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, epoch, checkpoint, live and archived counts |
+//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with the records it wrote and the cursor it reached |
+//! | `weld.runs` | the run history, one JSON document per run |
+//! | `weld.migrations` | the schema versions applied |
+//! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
+//!
+//! A stream's records table is named after the stream, in the schema of its source kind, when
+//! the stream is first registered (a stream committed to before it is registered, as the
+//! conformance suite does, gets schema `weld_records`). Rows are upserted, the newest
+//! `updated_at` winning (an equal one replaces), and never deleted by a sync: an archived
+//! record stays, marked. Deleting the stream drops its table.
+//!
+//! # One transaction per commit
+//!
+//! A commit takes the stream's row in `weld.streams` `FOR UPDATE` (commits of one stream are
+//! serialized, as sled's writer lock does; other streams commit in parallel), looks the batch up
+//! in the ledger (a replay is acknowledged without writing), reads the stored versions of the
+//! batch's ids `FOR UPDATE`, upserts the records that win with one multi-row `INSERT ... ON
+//! CONFLICT` over `unnest` arrays, records the ledger entry and the run, and moves the
+//! checkpoint by the contiguity rule unless the batch is of an older epoch. `COMMIT` is the
+//! durability point; the ack follows it.
+//!
+//! # Choices
+//!
+//! - **tokio-postgres with deadpool-postgres**: the client is the maintained async driver most
+//!   Rust services use, with no compile-time database or macros; deadpool's pool is small,
+//!   recycles connections, and a broken connection is replaced by the next checkout, so a
+//!   database that went away is used again by itself once it is back. sqlx would bring its
+//!   own runtime glue and a query macro system this crate does not need.
+//! - **Migrations are an ordered list in [`migrations`]** with a version table, applied at
+//!   start in one transaction under a table lock (several data-streams may start at once):
+//!   a handful of statements do not justify a migration framework, and nothing is ever dropped
+//!   and recreated.
+//! - Every statement runs under a `statement_timeout` ([`PostgresConfig::statement_timeout`]).
+//! - TLS is not built yet: connect over loopback or a private network.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use weld_pipeline_postgres::{PostgresConfig, PostgresStore};
+//!
+//! # async fn run() -> Result<(), weld_pipeline::Error> {
+//! let store = PostgresStore::open(&PostgresConfig::new("postgres://weld@127.0.0.1:5432/weld")).await?;
+//! # let _ = store;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod migrations;
+mod store;
+mod tables;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::PostgresConfig;
+pub use store::PostgresStore;

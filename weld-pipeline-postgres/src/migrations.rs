@@ -1,0 +1,104 @@
+//! The schema, as an ordered list of versions applied once each.
+//!
+//! [`apply`] runs at start: in one transaction, under an exclusive lock of `weld.migrations`
+//! (several data-streams may start at once on one database), it applies every version above the
+//! highest recorded, in order, and records each. A version, once released, never changes: a
+//! change of schema is a new version. Nothing is ever dropped and recreated.
+
+use tokio_postgres::Client;
+use weld_pipeline::Error;
+
+use crate::error::database;
+
+/// The versions, in order: `(version, SQL)`.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE weld.streams (
+    name text COLLATE "C" PRIMARY KEY,
+    entry jsonb,
+    records_table text NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0,
+    checkpoint bytea,
+    live bigint NOT NULL DEFAULT 0,
+    archived bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE weld.batches (
+    stream text COLLATE "C" NOT NULL,
+    run_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    records bigint NOT NULL,
+    cursor bytea NOT NULL,
+    PRIMARY KEY (stream, run_id, seq)
+);
+CREATE TABLE weld.runs (
+    stream text COLLATE "C" NOT NULL,
+    run_id bigint NOT NULL,
+    run jsonb NOT NULL,
+    PRIMARY KEY (stream, run_id)
+);
+CREATE TABLE weld.probe (
+    id integer PRIMARY KEY,
+    at timestamptz NOT NULL
+);
+-- A cast that answers NULL for text that is not a time: one bad value must not fail a commit.
+CREATE FUNCTION weld.to_timestamptz(value text) RETURNS timestamptz
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN value::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$$;
+"#,
+)];
+
+/// Applies the versions the database lacks; returns how many it applied.
+///
+/// # Errors
+///
+/// When the database cannot be reached or a statement fails.
+pub async fn apply(client: &mut Client) -> Result<usize, Error> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS weld;
+             CREATE TABLE IF NOT EXISTS weld.migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .or_else(|e| {
+            // Two processes creating the schema at once: one of them loses the race on the
+            // catalog; the other's schema is as good.
+            match e.code() {
+                Some(code) if code.code() == "23505" || code.code() == "42P07" => Ok(()),
+                _ => Err(database(e)),
+            }
+        })?;
+    let transaction = client.transaction().await.map_err(database)?;
+    transaction
+        .batch_execute("LOCK TABLE weld.migrations IN EXCLUSIVE MODE")
+        .await
+        .map_err(database)?;
+    let applied: i32 = transaction
+        .query_one("SELECT coalesce(max(version), 0) FROM weld.migrations", &[])
+        .await
+        .map_err(database)?
+        .get(0);
+    let mut count = 0;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+        transaction.batch_execute(sql).await.map_err(database)?;
+        transaction
+            .execute(
+                "INSERT INTO weld.migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(database)?;
+        tracing::info!(version, "PostgreSQL schema migrated");
+        count += 1;
+    }
+    transaction.commit().await.map_err(database)?;
+    Ok(count)
+}
