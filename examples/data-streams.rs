@@ -11,13 +11,17 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Parser;
 use common::TransportKind;
-use weld_pipeline::runtime::shutdown_on_signals;
+use weld_pipeline::runtime::{shutdown_on_signals, Controller};
 use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::api::{ApiConfig, ApiToken};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
+use weld_pipeline_postgres::{PostgresConfig, PostgresStore};
 
 /// The HTTP API and controller of weld-pipeline's reference services.
 #[derive(Parser)]
@@ -41,6 +45,10 @@ struct Args {
     /// When set, a worker must prove it knows this secret to connect.
     #[arg(long, env = "WELD_SHARED_SECRET", hide_env_values = true)]
     shared_secret: Option<String>,
+    /// When set (`postgres://user@host:port/database`), everything is stored in PostgreSQL
+    /// instead of the sled database in the data directory.
+    #[arg(long, env = "WELD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[tokio::main]
@@ -69,7 +77,17 @@ async fn serve<T: Transport>(
         },
         ..DataStreamsConfig::new(args.data_dir, common::source_kinds())
     };
-    let service = DataStreams::start(&transport, config, shutdown_on_signals()).await?;
+    let shutdown = shutdown_on_signals();
+    let service = match common::configured(args.database_url) {
+        None => DataStreams::start(&transport, config, shutdown).await?,
+        Some(url) => {
+            let Some(store) = open_postgres(&url, &shutdown).await? else {
+                return Ok(());
+            };
+            let controller = Controller::<T::Peer>::new(Arc::new(store), common::source_kinds());
+            DataStreams::with_controller(&transport, controller, config, shutdown).await?
+        }
+    };
     let transport_addr = local_addr().ok_or("the transport is not listening")?;
     println!(
         "data-streams ready api=http://{} transport={transport_addr}",
@@ -78,4 +96,37 @@ async fn serve<T: Transport>(
     service.wait().await?;
     tracing::info!("data-streams stopped");
     Ok(())
+}
+
+/// Opens the PostgreSQL store, again and again (1 s, doubling to 30 s) while the database cannot
+/// be reached, saying so once and once more when it is reached; `None` when stopped meanwhile.
+async fn open_postgres(
+    url: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<PostgresStore>, Box<dyn std::error::Error>> {
+    let config = PostgresConfig::new(url);
+    let mut delay = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        match PostgresStore::open(&config).await {
+            Ok(store) => {
+                if failures > 0 {
+                    tracing::info!(attempts = failures + 1, "PostgreSQL reached");
+                }
+                return Ok(Some(store));
+            }
+            Err(error) if error.kind() == weld_pipeline::ErrorKind::Transient => {
+                if failures == 0 {
+                    tracing::warn!(error = %error, "PostgreSQL cannot be reached; trying again until it can");
+                }
+                failures += 1;
+            }
+            Err(error) => return Err(format!("WELD_DATABASE_URL: {error}").into()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }

@@ -59,6 +59,14 @@ pub(crate) const SHARED_SECRET: &str = "e2e-shared-secret";
 /// The stream most tests run.
 pub(crate) const STREAM: &str = "contacts";
 
+/// A new database on this test process's throw-away PostgreSQL cluster, by URL; `None` (said
+/// loudly) where PostgreSQL is not installed, unless `WELD_REQUIRE_POSTGRES=1`.
+pub(crate) async fn postgres_database(name: &str) -> Option<String> {
+    let cluster = weld_pipeline_postgres::testing::shared()?;
+    cluster.create_database(name).await;
+    Some(cluster.url(name))
+}
+
 /// The start body of a HubSpot contacts stream.
 pub(crate) fn contacts_stream(interval_secs: u64) -> Value {
     json!({"source": {"kind": "hubspot", "object": "contacts"}, "interval_secs": interval_secs})

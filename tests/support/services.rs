@@ -14,6 +14,8 @@ pub(crate) struct DataStreamsOpts {
     pub(crate) shared_secret: Option<String>,
     /// The most file descriptors it may hold; unlimited (the system's) when `None`.
     pub(crate) max_open_files: Option<u64>,
+    /// `WELD_DATABASE_URL`: PostgreSQL instead of sled.
+    pub(crate) database_url: Option<String>,
 }
 
 impl DataStreamsOpts {
@@ -27,6 +29,7 @@ impl DataStreamsOpts {
             api_token: None,
             shared_secret: Some(SHARED_SECRET.into()),
             max_open_files: None,
+            database_url: None,
         }
     }
 }
@@ -75,6 +78,9 @@ pub(crate) async fn start_data_streams(opts: DataStreamsOpts) -> DataStreams {
     }
     if let Some(secret) = &opts.shared_secret {
         env.push(("WELD_SHARED_SECRET", secret.clone()));
+    }
+    if let Some(url) = &opts.database_url {
+        env.push(("WELD_DATABASE_URL", url.clone()));
     }
     let mut process = Process::spawn_limited("data-streams", &env, None, opts.max_open_files);
     let ready = process
@@ -171,10 +177,21 @@ impl Cluster {
     /// Starts the three over `transport` (`tcp` or `http`), the fake with `contacts` contacts,
     /// and waits until the worker is connected.
     pub(crate) async fn start(contacts: usize, transport: &str) -> Cluster {
+        Self::start_on(contacts, transport, None).await
+    }
+
+    /// [`Cluster::start`] with data-streams on the PostgreSQL database at `database_url`, or on
+    /// sled for `None`.
+    pub(crate) async fn start_on(
+        contacts: usize,
+        transport: &str,
+        database_url: Option<String>,
+    ) -> Cluster {
         let fake = start_fake(contacts, &[]).await;
         let dirs = [temp_dir(), temp_dir()];
         let data_streams = start_data_streams(DataStreamsOpts {
             transport: transport.to_string(),
+            database_url,
             ..DataStreamsOpts::new(dirs[0].path())
         })
         .await;

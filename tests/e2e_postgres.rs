@@ -1,0 +1,98 @@
+//! End to end on PostgreSQL: data-streams with `WELD_DATABASE_URL`, the real binaries, a
+//! throw-away cluster. The core scenarios of the sled store: a full sync, changes and
+//! archiving, and `kill -9` of data-streams mid-run; each time the API and the warehouse table
+//! equal the source exactly.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use tokio_postgres::NoTls;
+
+/// The warehouse table `hubspot.contacts` equals the fake's set: every id once, its archived
+/// flag and email.
+async fn assert_table_equals(url: &str, expected: &SourceSet) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT id, archived, properties ->> 'email' FROM hubspot.contacts",
+            &[],
+        )
+        .await
+        .unwrap();
+    let live: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    let archived: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    let expected_live: std::collections::BTreeSet<String> = expected.live.keys().cloned().collect();
+    let expected_archived: std::collections::BTreeSet<String> =
+        expected.archived.keys().cloned().collect();
+    assert_eq!(live, expected_live, "the live rows of hubspot.contacts");
+    assert_eq!(archived, expected_archived, "the archived rows");
+    assert!(
+        rows.iter().all(|r| r.get::<_, Option<String>>(2).is_some()),
+        "every contact has its email"
+    );
+    drop(client);
+    let _ = connection.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_full_sync_then_changes_and_archiving_equal_the_source() {
+    let Some(url) = postgres_database("e2e_sync").await else {
+        return;
+    };
+    let cluster = Cluster::start_on(2_000, "tcp", Some(url.clone())).await;
+    let api = &cluster.api;
+    api.start_stream(STREAM, contacts_stream(1)).await;
+    wait_synced(api, STREAM, &cluster.fake.contacts().await).await;
+    assert_table_equals(&url, &cluster.fake.contacts().await).await;
+
+    cluster
+        .fake
+        .mutate(
+            json!({"object": "contacts", "modify": 40, "create": 25, "archive": 15, "tie": true}),
+        )
+        .await;
+    let expected = cluster.fake.contacts().await;
+    wait_synced(api, STREAM, &expected).await;
+    assert_table_equals(&url, &expected).await;
+    let status = api.status(STREAM).await;
+    assert_eq!(status["archived"], 15, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_data_streams_killed_mid_run_comes_back_and_nothing_arrives_twice() {
+    let Some(url) = postgres_database("e2e_crash").await else {
+        return;
+    };
+    let mut cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
+    cluster
+        .fake
+        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
+        .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_for("a run half done", CONVERGE_WITHIN, || async {
+        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
+        (records > 0).then_some(records)
+    })
+    .await;
+    cluster.data_streams.process.kill9();
+    cluster.restart_data_streams().await;
+    cluster.api.wait_workers(1).await;
+
+    let expected = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &expected).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_synced(&cluster.api, STREAM, &expected).await;
+    assert_table_equals(&url, &expected).await;
+}
