@@ -11,8 +11,8 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, epoch, checkpoint, live and archived counts |
-//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with the records it wrote and the cursor it reached |
+//! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, its epoch |
+//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, and the cursor it reached |
 //! | `weld.runs` | the run history, one JSON document per run |
 //! | `weld.migrations` | the schema versions applied |
 //! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
@@ -25,14 +25,20 @@
 //!
 //! # One transaction per commit
 //!
-//! A commit takes the stream's row in `weld.streams` `FOR UPDATE` (commits of one stream are
-//! serialized, as sled's writer lock does; other streams commit in parallel), looks the batch up
-//! in the ledger (a replay is acknowledged without writing), reads the stored versions of the
-//! batch's ids `FOR UPDATE`, upserts the records that win with one multi-row `INSERT ... ON
-//! CONFLICT` over `unnest` arrays, records the ledger entry and the run, and moves the
-//! checkpoint by the contiguity rule unless the batch is of an older epoch. `COMMIT` is the
+//! A commit writes its own ledger row first (a replay finds the row and is acknowledged without
+//! writing; a delivery of the same batch in flight waits on it, then finds it), reads the stored
+//! versions of the batch's ids `FOR UPDATE`, upserts the records that win with multi-row
+//! `INSERT ... ON CONFLICT` over `unnest` arrays (a row another commit inserted meanwhile is
+//! decided again against it), records in its ledger row what it wrote and how the live and
+//! archived counts moved, and records its run when it is the run's first batch. `COMMIT` is the
 //! durability point; the ack follows it.
 //!
+//! Nothing else is written per commit: the counts are the sums of the ledger's deltas, a run's
+//! progress is read from its batches (as many as its highest `seq` plus one is no gap), and the
+//! checkpoint is the cursor of the newest run's last batch before its first gap, counting only
+//! batches of the stream's current epoch (a resync or a delete raises it). So commits of one
+//! stream in flight at once wait for each other only where they write the same record.
+
 //! # Choices
 //!
 //! - **tokio-postgres with deadpool-postgres**: the client is the maintained async driver most

@@ -18,17 +18,24 @@ CREATE TABLE weld.streams (
     name text COLLATE "C" PRIMARY KEY,
     entry jsonb,
     records_table text NOT NULL,
-    epoch bigint NOT NULL DEFAULT 0,
-    checkpoint bytea,
-    live bigint NOT NULL DEFAULT 0,
-    archived bigint NOT NULL DEFAULT 0
+    epoch bigint NOT NULL DEFAULT 0
 );
+-- The ledger. A commit writes only its own row here (and its records): counts, run progress
+-- and the checkpoint are read from these rows, so commits of one stream never wait for
+-- each other.
 CREATE TABLE weld.batches (
     stream text COLLATE "C" NOT NULL,
     run_id bigint NOT NULL,
     seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    last boolean NOT NULL,
     records bigint NOT NULL,
+    written bigint NOT NULL,
+    repaired bigint NOT NULL,
+    live_delta bigint NOT NULL,
+    archived_delta bigint NOT NULL,
     cursor bytea NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream, run_id, seq)
 );
 CREATE TABLE weld.runs (

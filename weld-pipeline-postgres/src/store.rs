@@ -136,83 +136,58 @@ impl PostgresStore {
     }
 
     /// Writes a batch in one transaction; what a commit acknowledges.
+    ///
+    /// The transaction touches the batch's own ledger row, its records' rows and, for a run's
+    /// first batch, its run's row: commits of one stream in flight at once wait for each other
+    /// only where they write the same record.
     async fn write(&self, batch: &Batch, table: &str) -> Result<Commit, Error> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = batch.stream.as_str();
-        // The stream's row, locked: its commits one at a time, as the contiguity rule needs.
-        let epoch: i64 = tx
-            .query_one(
-                "SELECT epoch FROM weld.streams WHERE name = $1 FOR UPDATE",
-                &[&stream],
-            )
-            .await
-            .map_err(database)?
-            .get(0);
         let (run_id, seq) = (id_i64(batch.run_id.0)?, id_i64(batch.seq)?);
-        let replay = tx
-            .query_opt(
-                "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
-                &[&stream, &run_id, &seq],
+        // The ledger row first: a replay finds it (a delivery of the same batch in flight
+        // waits here until the first commits, then finds it too).
+        let new = tx
+            .execute(
+                "INSERT INTO weld.batches (stream, run_id, seq, epoch, last, records, written,
+                     repaired, live_delta, archived_delta, cursor)
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 0, $8)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &stream,
+                    &run_id,
+                    &seq,
+                    &id_i64(batch.epoch)?,
+                    &batch.last,
+                    &(batch.records.len() as i64),
+                    &id_i64(batch.repaired)?,
+                    &batch.cursor.as_bytes(),
+                ],
             )
             .await
             .map_err(database)?;
-        if replay.is_some() {
+        if new == 0 {
             return Ok(Commit::Replayed);
         }
-        let plan = plan(&tx, table, batch).await?;
-        write_versions(&tx, table, &plan.versions, run_id).await?;
-
-        let now = Timestamp::now();
-        let mut run = match load_run(&tx, stream, run_id).await? {
-            Some(run) => run,
-            None => open_run(&tx, stream, batch.run_id, now).await?,
-        };
-        run.records += batch.records.len() as u64;
-        run.batches += 1;
-        run.repaired += batch.repaired;
-        let after = run.progress.contiguous.map_or(-1, |c| c as i64);
-        let early: HashMap<u64, Vec<u8>> = tx
-            .query(
-                "SELECT seq, cursor FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq > $3",
-                &[&stream, &run_id, &after],
-            )
-            .await
-            .map_err(database)?
-            .into_iter()
-            .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, Vec<u8>>(1)))
-            .collect();
-        let moved = run.progress.commit(
-            batch.seq,
-            batch.last,
-            batch.cursor.as_bytes().to_vec(),
-            |s| Ok(early.get(&s).cloned()),
-        )?;
-        if run.progress.is_complete() {
-            run.state = RunState::Succeeded;
-            run.finished_at = Some(now);
-            run.error = None;
-        }
-        save_run(&tx, stream, &run).await?;
+        let moved = upsert(&tx, table, &batch.records, run_id).await?;
         tx.execute(
-            "INSERT INTO weld.batches (stream, run_id, seq, records, cursor) VALUES ($1, $2, $3, $4, $5)",
-            &[&stream, &run_id, &seq, &(plan.written as i64), &batch.cursor.as_bytes()],
+            "UPDATE weld.batches SET written = $4, live_delta = $5, archived_delta = $6
+             WHERE stream = $1 AND run_id = $2 AND seq = $3",
+            &[
+                &stream,
+                &run_id,
+                &seq,
+                &(moved.written as i64),
+                &moved.live,
+                &moved.archived,
+            ],
         )
         .await
         .map_err(database)?;
-        // A batch fetched before the stream's latest resync keeps its records, not its cursor.
-        let checkpoint = moved.filter(|_| (batch.epoch as i64) >= epoch);
-        tx.execute(
-            "UPDATE weld.streams SET live = live + $2, archived = archived + $3,
-                 checkpoint = coalesce($4, checkpoint)
-             WHERE name = $1",
-            &[&stream, &plan.live, &plan.archived, &checkpoint],
-        )
-        .await
-        .map_err(database)?;
+        open_run(&tx, stream, batch.run_id, Timestamp::now()).await?;
         tx.commit().await.map_err(database)?;
         Ok(Commit::Stored {
-            records: plan.written,
+            records: moved.written,
         })
     }
 }
@@ -231,36 +206,95 @@ fn id_i64(value: u64) -> Result<i64, Error> {
     i64::try_from(value).map_err(|_| Error::Bug(format!("{value} does not fit a bigint")))
 }
 
-/// What a batch writes: one version per id (the last that wins), and how the counts move.
-struct Plan {
-    versions: BTreeMap<String, Record>,
+/// What a batch wrote: records, and how the live and archived counts moved.
+#[derive(Debug, Default)]
+struct Moved {
     written: u64,
     live: i64,
     archived: i64,
 }
 
 /// The stored head of a record (and its document, when an amendment needs it).
+#[derive(Clone)]
 struct Stored {
     updated_at: Timestamp,
     archived: bool,
     data: Option<Json>,
 }
 
-/// Decides, against the stored versions (locked), which records of the batch win, and how.
-async fn plan(tx: &Transaction<'_>, table: &str, batch: &Batch) -> Result<Plan, Error> {
-    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
-    let amends = batch.records.iter().any(|r| r.amend);
-    let document = if amends { "data::text" } else { "NULL::text" };
+/// What the versions of one id in a batch (in batch order) do against the stored one: the
+/// version to write, if any wins, and how the counts move.
+fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Moved) {
+    let mut moved = Moved::default();
+    let mut head = stored;
+    let mut written: Option<Record> = None;
+    for record in versions {
+        match &head {
+            Some(head) if head.updated_at > record.updated_at => continue,
+            Some(head) if head.archived => moved.archived -= 1,
+            Some(_) => moved.live -= 1,
+            None => {}
+        }
+        if record.archived {
+            moved.archived += 1;
+        } else {
+            moved.live += 1;
+        }
+        let version = match (&head, record.amend) {
+            (
+                Some(Stored {
+                    updated_at,
+                    archived,
+                    data: Some(data),
+                }),
+                true,
+            ) => Record {
+                id: record.id.clone(),
+                updated_at: *updated_at,
+                archived: *archived,
+                amend: false,
+                data: data.clone(),
+            }
+            .amended_by(record),
+            _ => Record {
+                amend: false,
+                ..(*record).clone()
+            },
+        };
+        head = Some(Stored {
+            updated_at: version.updated_at,
+            archived: version.archived,
+            data: Some(version.data.clone()),
+        });
+        moved.written += 1;
+        written = Some(version);
+    }
+    (written, moved)
+}
+
+/// The stored heads of `ids`, locked until the transaction ends.
+async fn heads(
+    tx: &Transaction<'_>,
+    table: &str,
+    ids: &[&str],
+    documents: bool,
+) -> Result<HashMap<String, Stored>, Error> {
+    let document = if documents {
+        "data::text"
+    } else {
+        "NULL::text"
+    };
     let rows = tx
         .query(
             &format!(
-                "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1) FOR UPDATE"
+                "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1)
+                 ORDER BY id FOR UPDATE"
             ),
             &[&ids],
         )
         .await
         .map_err(database)?;
-    let mut stored: HashMap<String, Stored> = rows
+    Ok(rows
         .into_iter()
         .map(|row| {
             let data: Option<String> = row.get(3);
@@ -273,80 +307,97 @@ async fn plan(tx: &Transaction<'_>, table: &str, batch: &Batch) -> Result<Plan, 
                 },
             )
         })
-        .collect();
-    let mut plan = Plan {
-        versions: BTreeMap::new(),
-        written: 0,
-        live: 0,
-        archived: 0,
-    };
-    for record in &batch.records {
-        // A version written earlier in this batch counts as stored.
-        let before = plan.versions.get(&record.id).map(|v| Stored {
-            updated_at: v.updated_at,
-            archived: v.archived,
-            data: Some(v.data.clone()),
-        });
-        let before = before.as_ref().or_else(|| stored.get(&record.id));
-        match before {
-            Some(head) if head.updated_at > record.updated_at => continue,
-            Some(head) if head.archived => plan.archived -= 1,
-            Some(_) => plan.live -= 1,
-            None => {}
-        }
-        if record.archived {
-            plan.archived += 1;
-        } else {
-            plan.live += 1;
-        }
-        let version = match (record.amend, before) {
-            (
-                true,
-                Some(Stored {
-                    updated_at,
-                    archived,
-                    data: Some(data),
-                }),
-            ) => Record {
-                id: record.id.clone(),
-                updated_at: *updated_at,
-                archived: *archived,
-                amend: false,
-                data: data.clone(),
-            }
-            .amended_by(record),
-            _ => Record {
-                amend: false,
-                ..record.clone()
-            },
-        };
-        stored.remove(&record.id);
-        plan.versions.insert(record.id.clone(), version);
-        plan.written += 1;
-    }
-    Ok(plan)
+        .collect())
 }
 
-/// Upserts the winning versions in one statement.
-async fn write_versions(
+/// Upserts the records that win against what is stored, newest `updated_at` first (an equal
+/// one replaces; an amendment amends). Rows that exist are locked and updated; new ones are
+/// inserted, and one inserted meanwhile by a concurrent commit is decided again against it.
+async fn upsert(
     tx: &Transaction<'_>,
     table: &str,
-    versions: &BTreeMap<String, Record>,
+    records: &[Record],
     run_id: i64,
-) -> Result<(), Error> {
-    if versions.is_empty() {
-        return Ok(());
+) -> Result<Moved, Error> {
+    let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for record in records {
+        by_id.entry(record.id.as_str()).or_default().push(record);
     }
-    let ids: Vec<&str> = versions.keys().map(String::as_str).collect();
-    let times: Vec<i64> = versions
-        .values()
-        .map(|r| r.updated_at.as_millis())
-        .collect();
-    let archived: Vec<bool> = versions.values().map(|r| r.archived).collect();
+    let amends = records.iter().any(|r| r.amend);
+    let mut total = Moved::default();
+    let mut pending: Vec<&str> = by_id.keys().copied().collect();
+    // Twice at most: a second pass only for ids another commit inserted meanwhile.
+    for _ in 0..2 {
+        if pending.is_empty() {
+            break;
+        }
+        let stored = heads(tx, table, &pending, amends).await?;
+        let (mut updates, mut inserts) = (Vec::new(), Vec::new());
+        let mut moves = HashMap::new();
+        for id in &pending {
+            let head = stored.get(*id).cloned();
+            let exists = head.is_some();
+            let (version, moved) = decide(head, &by_id[id]);
+            if let Some(version) = version {
+                if exists {
+                    updates.push(version);
+                } else {
+                    inserts.push(version);
+                }
+                moves.insert(*id, moved);
+            }
+        }
+        write_rows(tx, table, &updates, run_id, true).await?;
+        let inserted = write_rows(tx, table, &inserts, run_id, false).await?;
+        let mut again = Vec::new();
+        for (id, moved) in moves {
+            let raced = !stored.contains_key(id) && !inserted.contains(id);
+            if raced {
+                again.push(id);
+            } else {
+                total.written += moved.written;
+                total.live += moved.live;
+                total.archived += moved.archived;
+            }
+        }
+        pending = again;
+    }
+    if !pending.is_empty() {
+        return Err(Error::Unavailable(format!(
+            "records {pending:?} were written concurrently twice over; the commit is retried"
+        )));
+    }
+    Ok(total)
+}
+
+/// Writes rows: `update` for rows that exist (locked by this transaction), else an insert that
+/// skips rows another commit inserted meanwhile. Returns the ids it inserted.
+async fn write_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    versions: &[Record],
+    run_id: i64,
+    update: bool,
+) -> Result<std::collections::HashSet<String>, Error> {
+    if versions.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<&str> = versions.iter().map(|r| r.id.as_str()).collect();
+    let times: Vec<i64> = versions.iter().map(|r| r.updated_at.as_millis()).collect();
+    let archived: Vec<bool> = versions.iter().map(|r| r.archived).collect();
     let documents: Vec<&str> = versions
-        .values()
+        .iter()
         .map(|r| std::str::from_utf8(r.data.as_bytes()).unwrap_or("null"))
         .collect();
+    let conflict = if update {
+        "DO UPDATE SET
+             updated_at = EXCLUDED.updated_at, archived = EXCLUDED.archived,
+             data = EXCLUDED.data, properties = EXCLUDED.properties,
+             created_at = EXCLUDED.created_at, archived_at = EXCLUDED.archived_at,
+             _weld_run_id = EXCLUDED._weld_run_id, _weld_synced_at = EXCLUDED._weld_synced_at"
+    } else {
+        "DO NOTHING"
+    };
     let sql = format!(
         "INSERT INTO {table} AS t
              (id, updated_at, archived, data, properties, created_at, archived_at,
@@ -357,16 +408,14 @@ async fn write_versions(
          FROM (SELECT id, ms, archived, data::jsonb AS doc
                FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[])
                     AS x(id, ms, archived, data)) AS u
-         ON CONFLICT (id) DO UPDATE SET
-             updated_at = EXCLUDED.updated_at, archived = EXCLUDED.archived,
-             data = EXCLUDED.data, properties = EXCLUDED.properties,
-             created_at = EXCLUDED.created_at, archived_at = EXCLUDED.archived_at,
-             _weld_run_id = EXCLUDED._weld_run_id, _weld_synced_at = EXCLUDED._weld_synced_at"
+         ON CONFLICT (id) {conflict}
+         RETURNING id"
     );
-    tx.execute(&sql, &[&ids, &times, &archived, &documents, &run_id])
+    let rows = tx
+        .query(&sql, &[&ids, &times, &archived, &documents, &run_id])
         .await
         .map_err(database)?;
-    Ok(())
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
 fn decode_run(value: &str) -> Result<RunRecord, Error> {
@@ -404,30 +453,69 @@ async fn save_run(tx: &Transaction<'_>, stream: &str, run: &RunRecord) -> Result
     Ok(())
 }
 
-/// A new run, saved, closing the older runs still marked running.
+/// Records a run that started at `at`, unless it is known, closing the older runs of the
+/// stream still marked running.
 async fn open_run(
     tx: &Transaction<'_>,
     stream: &str,
     run_id: RunId,
     at: Timestamp,
-) -> Result<RunRecord, Error> {
+) -> Result<(), Error> {
+    let run = RunRecord::started(run_id, at);
+    let new = tx
+        .execute(
+            "INSERT INTO weld.runs (stream, run_id, run) VALUES ($1, $2, $3::text::jsonb)
+             ON CONFLICT DO NOTHING",
+            &[&stream, &id_i64(run_id.0)?, &encode_run(&run)?],
+        )
+        .await
+        .map_err(database)?;
+    if new == 0 {
+        return Ok(());
+    }
     let older = tx
         .query(
-            "SELECT run::text FROM weld.runs WHERE stream = $1 AND run_id < $2
+            "SELECT run::text FROM weld.runs
+             WHERE stream = $1 AND run_id < $2 AND run ->> 'state' = 'running'
              ORDER BY run_id DESC LIMIT 8 FOR UPDATE",
             &[&stream, &id_i64(run_id.0)?],
         )
         .await
         .map_err(database)?;
     for row in older {
-        let mut run = decode_run(row.get(0))?;
-        if run.abandon(at) {
-            save_run(tx, stream, &run).await?;
+        let mut older = decode_run(row.get(0))?;
+        if older.abandon(at) {
+            save_run(tx, stream, &older).await?;
         }
     }
-    let run = RunRecord::started(run_id, at);
-    save_run(tx, stream, &run).await?;
-    Ok(run)
+    Ok(())
+}
+
+/// The checkpoint the ledger of `stream` holds at `epoch`: the cursor of the last batch of the
+/// newest run that has committed its first batch, up to which every batch of that run is
+/// committed. Batches of older epochs do not count.
+async fn checkpoint_at(
+    client: &tokio_postgres::Client,
+    stream: &str,
+    epoch: i64,
+) -> Result<Checkpoint, Error> {
+    let row = client
+        .query_opt(
+            "SELECT b.cursor FROM weld.batches b
+             WHERE b.stream = $1 AND b.epoch >= $2
+               AND b.run_id = (SELECT max(run_id) FROM weld.batches
+                               WHERE stream = $1 AND epoch >= $2 AND seq = 0)
+               AND NOT EXISTS (SELECT 1 FROM weld.batches n
+                               WHERE n.stream = b.stream AND n.run_id = b.run_id
+                                 AND n.seq = b.seq + 1 AND n.epoch >= $2)
+             ORDER BY b.seq LIMIT 1",
+            &[&stream, &epoch],
+        )
+        .await
+        .map_err(database)?;
+    Ok(row.map_or_else(Checkpoint::start, |row| {
+        Checkpoint::from_bytes(row.get::<_, Vec<u8>>(0))
+    }))
 }
 
 #[async_trait]
@@ -498,12 +586,6 @@ impl StreamStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = name.as_str();
-        tx.query_opt(
-            "SELECT 1 FROM weld.streams WHERE name = $1 FOR UPDATE",
-            &[&stream],
-        )
-        .await
-        .map_err(database)?;
         tx.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
             .await
             .map_err(database)?;
@@ -512,9 +594,7 @@ impl StreamStore for PostgresStore {
             "DELETE FROM weld.runs WHERE stream = $1",
             // The epoch outlives the stream, raised: a batch of the deleted stream still on its
             // way cannot move the checkpoint of a new stream of the name.
-            "UPDATE weld.streams SET entry = NULL, checkpoint = NULL, live = 0, archived = 0,
-                 epoch = epoch + 1
-             WHERE name = $1",
+            "UPDATE weld.streams SET entry = NULL, epoch = epoch + 1 WHERE name = $1",
         ] {
             tx.execute(sql, &[&stream]).await.map_err(database)?;
         }
@@ -527,26 +607,18 @@ impl StreamStore for PostgresStore {
     }
 
     async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
-        let row = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let epoch: i64 = client
             .query_opt(
-                "SELECT epoch, checkpoint FROM weld.streams WHERE name = $1",
+                "SELECT epoch FROM weld.streams WHERE name = $1",
                 &[&stream.as_str()],
             )
             .await
-            .map_err(database)?;
-        Ok(match row {
-            Some(row) => Resume {
-                epoch: row.get::<_, i64>(0) as u64,
-                checkpoint: row
-                    .get::<_, Option<Vec<u8>>>(1)
-                    .map_or_else(Checkpoint::start, Checkpoint::from_bytes),
-            },
-            None => Resume {
-                epoch: 0,
-                checkpoint: Checkpoint::start(),
-            },
+            .map_err(database)?
+            .map_or(0, |row| row.get(0));
+        Ok(Resume {
+            epoch: epoch as u64,
+            checkpoint: checkpoint_at(&client, stream.as_str(), epoch).await?,
         })
     }
 
@@ -556,8 +628,7 @@ impl StreamStore for PostgresStore {
             .client()
             .await?
             .query_one(
-                "UPDATE weld.streams SET epoch = epoch + 1, checkpoint = NULL WHERE name = $1
-                 RETURNING epoch",
+                "UPDATE weld.streams SET epoch = epoch + 1 WHERE name = $1 RETURNING epoch",
                 &[&stream.as_str()],
             )
             .await
@@ -570,16 +641,17 @@ impl StreamStore for PostgresStore {
         let row = self
             .client()
             .await?
-            .query_opt(
-                "SELECT live, archived FROM weld.streams WHERE name = $1",
+            .query_one(
+                "SELECT coalesce(sum(live_delta), 0)::bigint, coalesce(sum(archived_delta), 0)::bigint
+                 FROM weld.batches WHERE stream = $1",
                 &[&stream.as_str()],
             )
             .await
             .map_err(database)?;
-        Ok(row.map_or_else(Counts::default, |row| Counts {
-            live: row.get::<_, i64>(0) as u64,
-            archived: row.get::<_, i64>(1) as u64,
-        }))
+        Ok(Counts {
+            live: row.get::<_, i64>(0).max(0) as u64,
+            archived: row.get::<_, i64>(1).max(0) as u64,
+        })
     }
 
     async fn records(
@@ -643,16 +715,45 @@ impl StreamStore for PostgresStore {
     }
 
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.client()
+        // Each run as recorded, with what its committed batches say of it.
+        let rows = self
+            .client()
             .await?
             .query(
-                "SELECT run::text FROM weld.runs WHERE stream = $1 ORDER BY run_id DESC LIMIT $2",
+                "SELECT r.run::text, a.batches, a.records, a.repaired, a.top, a.last_seq,
+                        (extract(epoch FROM a.done_at) * 1000)::bigint
+                 FROM weld.runs r
+                 LEFT JOIN LATERAL (
+                     SELECT count(*) AS batches, coalesce(sum(records), 0)::bigint AS records,
+                            coalesce(sum(repaired), 0)::bigint AS repaired, max(seq) AS top,
+                            max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at
+                     FROM weld.batches b WHERE b.stream = r.stream AND b.run_id = r.run_id
+                 ) a ON true
+                 WHERE r.stream = $1 ORDER BY r.run_id DESC LIMIT $2",
                 &[&stream.as_str(), &(limit as i64)],
             )
             .await
-            .map_err(database)?
-            .into_iter()
-            .map(|row| decode_run(row.get(0)))
+            .map_err(database)?;
+        rows.into_iter()
+            .map(|row| {
+                let mut run = decode_run(row.get(0))?;
+                let batches: i64 = row.get(1);
+                run.batches = batches as u64;
+                run.records = row.get::<_, i64>(2) as u64;
+                run.repaired = row.get::<_, i64>(3) as u64;
+                let top: Option<i64> = row.get(4);
+                let last_seq: Option<i64> = row.get(5);
+                // Seqs are unique and from 0: as many batches as the highest seq + 1 is no gap.
+                let contiguous = top.filter(|top| batches == top + 1);
+                run.progress.contiguous = contiguous.map(|c| c as u64);
+                run.progress.last_seq = last_seq.map(|l| l as u64);
+                if run.progress.is_complete() {
+                    run.state = RunState::Succeeded;
+                    run.error = None;
+                    run.finished_at = row.get::<_, Option<i64>>(6).map(Timestamp::from_millis);
+                }
+                Ok(run)
+            })
             .collect()
     }
 
@@ -665,16 +766,7 @@ impl StreamStore for PostgresStore {
         self.ensure(stream, None).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
-        let name = stream.as_str();
-        tx.query_one(
-            "SELECT 1 FROM weld.streams WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await
-        .map_err(database)?;
-        if load_run(&tx, name, id_i64(run_id.0)?).await?.is_none() {
-            open_run(&tx, name, run_id, at).await?;
-        }
+        open_run(&tx, stream.as_str(), run_id, at).await?;
         tx.commit().await.map_err(database)
     }
 

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     _weld_run_id bigint NOT NULL,
     _weld_synced_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (octet_length(id), id);"#,
+CREATE INDEX IF NOT EXISTS {index} ON {table} (octet_length(id), id);"#,
         schema = schema_of(table),
     )
 }

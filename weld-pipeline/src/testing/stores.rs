@@ -90,6 +90,7 @@ macro_rules! store_conformance {
             deleting_a_stream_removes_its_entry_and_all_its_data,
             a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs,
             an_amendment_keeps_the_stored_document_and_writes_what_it_names,
+            commits_in_flight_at_once_keep_the_newest_versions_and_count_exactly,
             the_registry_keeps_its_entries_across_a_restart,
         );
     };
@@ -564,6 +565,43 @@ pub async fn an_amendment_keeps_the_stored_document_and_writes_what_it_names(
     assert!(!first.amend, "what is stored is a whole version");
     let counts = store.counts(&stream()).await.unwrap();
     assert_eq!((counts.live, counts.archived), (0, 3));
+}
+
+/// Sixteen batches of one run committed at once, their ids overlapping (each shares half its
+/// ids with the next, in new and stored records alike): each id ends at its newest version,
+/// the counts equal the distinct ids, and the checkpoint is the last batch's.
+pub async fn commits_in_flight_at_once_keep_the_newest_versions_and_count_exactly(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    let batches: Vec<Batch> = (0..16u64)
+        .map(|seq| {
+            let records = (seq * 25..seq * 25 + 50)
+                .map(|id| record(id + 1, seq as i64 + 1, id % 7 == 0))
+                .collect();
+            batch(1, seq, seq == 15, records)
+        })
+        .collect();
+    let commits = batches.iter().map(|b| store.commit(b));
+    for result in futures::future::join_all(commits).await {
+        assert!(matches!(result, Ok(Commit::Stored { .. })), "{result:?}");
+    }
+    let stored = versions(&*store).await;
+    let ids = 15 * 25 + 50;
+    assert_eq!(stored.len(), ids as usize);
+    for (id, version) in &stored {
+        let id: u64 = id.parse().expect("numeric");
+        // The newest batch holding id `id` (1-based ids: batch s holds s*25+1 ..= s*25+50).
+        let newest = ((id - 1) / 25).min(15);
+        assert_eq!(*version, newest as i64 + 1, "record {id}");
+    }
+    let archived = (0..ids).filter(|id| id % 7 == 0).count() as u64;
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (ids - archived, archived));
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/15")
+    );
 }
 
 /// Registry entries (configuration, desired state, last error) survive a restart, listed by name.

@@ -1,0 +1,155 @@
+//! The PostgreSQL store's commit against a raw multi-row `INSERT ... ON CONFLICT` of the same
+//! rows, in the same run, on a throw-away cluster (`fsync` on): batches of 100 x 1 KiB records,
+//! eight commits in flight.
+//!
+//! - `raw_insert_on_conflict_8_in_flight`: per batch, one transaction holding one `INSERT ...
+//!   SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` of its rows, eight at once on eight
+//!   connections;
+//! - `store_commit_8_in_flight`: `PostgresStore::commit` of eight batches of one run at once
+//!   (records, ledger, run, checkpoint and counts in one transaction each).
+//!
+//! `cargo bench --bench postgres_store`; without PostgreSQL installed it says so and measures
+//! nothing.
+
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weld_pipeline::source::Generator;
+use weld_pipeline::{Batch, Checkpoint, RunId, Sink, StreamName};
+use weld_pipeline_postgres::{testing, PostgresConfig, PostgresStore};
+
+const IN_FLIGHT: u64 = 8;
+
+fn batch(seq: u64, generator: &Generator) -> Batch {
+    Batch {
+        stream: StreamName::new("contacts").expect("valid"),
+        run_id: RunId(1),
+        seq,
+        epoch: 0,
+        repaired: 0,
+        last: false,
+        cursor: Checkpoint::from_bytes(seq.to_string()),
+        records: (seq * 100 + 1..=seq * 100 + 100)
+            .map(|i| generator.record(i))
+            .collect(),
+    }
+}
+
+fn postgres(c: &mut Criterion) {
+    let Some(cluster) = testing::shared() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let generator = Generator::contacts(u64::MAX / 2).record_bytes(1024);
+    let url = runtime.block_on(async {
+        cluster.create_database("bench").await;
+        cluster.url("bench")
+    });
+    let store = runtime
+        .block_on(PostgresStore::open(&PostgresConfig::new(&url)))
+        .expect("store");
+    let raw: Vec<tokio_postgres::Client> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(connection);
+            clients.push(client);
+        }
+        clients[0]
+            .batch_execute(
+                "CREATE TABLE raw (id text PRIMARY KEY, updated_at timestamptz NOT NULL,
+                     archived boolean NOT NULL, data jsonb NOT NULL)",
+            )
+            .await
+            .expect("raw table");
+        clients
+    });
+
+    let mut group = c.benchmark_group("postgres_commit_100x1KiB");
+    group.throughput(Throughput::Elements(100 * IN_FLIGHT));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+
+    let mut next = 0u64;
+    group.bench_function("raw_insert_on_conflict_8_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let batches: Vec<Batch> = (next..next + IN_FLIGHT)
+                    .map(|seq| batch(seq, &generator))
+                    .collect();
+                next += IN_FLIGHT;
+                let started = Instant::now();
+                runtime.block_on(futures::future::join_all(
+                    batches
+                        .iter()
+                        .zip(&raw)
+                        .map(|(batch, client)| raw_insert(client, batch)),
+                ));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+
+    let mut seq = 0u64;
+    group.bench_function("store_commit_8_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let batches: Vec<Batch> = (seq..seq + IN_FLIGHT)
+                    .map(|s| batch(s, &generator))
+                    .collect();
+                seq += IN_FLIGHT;
+                let started = Instant::now();
+                runtime.block_on(futures::future::join_all(
+                    batches.iter().map(|batch| store.commit(batch)),
+                ));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// One transaction: the batch's rows in one multi-row upsert.
+async fn raw_insert(client: &tokio_postgres::Client, batch: &Batch) {
+    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+    let times: Vec<i64> = batch
+        .records
+        .iter()
+        .map(|r| r.updated_at.as_millis())
+        .collect();
+    let archived: Vec<bool> = batch.records.iter().map(|r| r.archived).collect();
+    let data: Vec<&str> = batch
+        .records
+        .iter()
+        .map(|r| std::str::from_utf8(r.data.as_bytes()).expect("UTF-8"))
+        .collect();
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .execute(
+            "INSERT INTO raw (id, updated_at, archived, data)
+             SELECT id, to_timestamp(0) + ms * interval '1 millisecond', archived, data::jsonb
+             FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[]) AS u(id, ms, archived, data)
+             ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,
+                 archived = EXCLUDED.archived, data = EXCLUDED.data
+             WHERE raw.updated_at <= EXCLUDED.updated_at",
+            &[&ids, &times, &archived, &data],
+        )
+        .await
+        .expect("insert");
+    client.batch_execute("COMMIT").await.expect("commit");
+}
+
+criterion_group!(benches, postgres);
+criterion_main!(benches);
