@@ -3,7 +3,8 @@
 //! eight commits in flight.
 //!
 //! - `raw_insert_on_conflict_8_in_flight`: per batch, one transaction holding one `INSERT ...
-//!   SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` of its rows, eight at once on eight
+//!   SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` of its rows into a table of the same
+//!   columns as the store's (`properties` and `data` jsonb among them), eight at once on eight
 //!   connections;
 //! - `store_commit_8_in_flight`: `PostgresStore::commit` of eight batches of one run at once
 //!   (records, ledger, run, checkpoint and counts in one transaction each).
@@ -65,8 +66,10 @@ fn postgres(c: &mut Criterion) {
         }
         clients[0]
             .batch_execute(
-                "CREATE TABLE raw (id text PRIMARY KEY, updated_at timestamptz NOT NULL,
-                     archived boolean NOT NULL, data jsonb NOT NULL)",
+                "CREATE TABLE raw (id text COLLATE \"C\" PRIMARY KEY,
+                     updated_at timestamptz NOT NULL, created_at timestamptz,
+                     archived boolean NOT NULL, archived_at timestamptz, properties jsonb,
+                     data jsonb NOT NULL, run_id bigint NOT NULL, synced_at timestamptz NOT NULL)",
             )
             .await
             .expect("raw table");
@@ -138,11 +141,18 @@ async fn raw_insert(client: &tokio_postgres::Client, batch: &Batch) {
     client.batch_execute("BEGIN").await.expect("begin");
     client
         .execute(
-            "INSERT INTO raw (id, updated_at, archived, data)
-             SELECT id, to_timestamp(0) + ms * interval '1 millisecond', archived, data::jsonb
-             FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[]) AS u(id, ms, archived, data)
+            "INSERT INTO raw (id, updated_at, created_at, archived, properties, data, run_id,
+                 synced_at)
+             SELECT id, to_timestamp(0) + ms * interval '1 millisecond',
+                    to_timestamp(0) + ms * interval '1 millisecond', archived,
+                    doc -> 'properties', doc, 1, now()
+             FROM (SELECT id, ms, archived, data::jsonb AS doc
+                   FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[])
+                        AS u(id, ms, archived, data)) AS u
              ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,
-                 archived = EXCLUDED.archived, data = EXCLUDED.data
+                 created_at = EXCLUDED.created_at, archived = EXCLUDED.archived,
+                 properties = EXCLUDED.properties, data = EXCLUDED.data,
+                 run_id = EXCLUDED.run_id, synced_at = EXCLUDED.synced_at
              WHERE raw.updated_at <= EXCLUDED.updated_at",
             &[&ids, &times, &archived, &data],
         )

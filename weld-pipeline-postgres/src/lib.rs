@@ -31,7 +31,10 @@
 //! `INSERT ... ON CONFLICT` over `unnest` arrays (a row another commit inserted meanwhile is
 //! decided again against it), records in its ledger row what it wrote and how the live and
 //! archived counts moved, and records its run when it is the run's first batch. `COMMIT` is the
-//! durability point; the ack follows it.
+//! durability point; the ack follows it. Four round trips in all: `BEGIN`; the ledger lookup and
+//! the locking read, pipelined; one statement writing the records, the ledger row and the run;
+//! `COMMIT`. `created_at` and `archived_at` are read from the document in Rust (one bad value
+//! leaves the column null instead of failing the commit, without a subtransaction per row).
 //!
 //! Nothing else is written per commit: the counts are the sums of the ledger's deltas, a run's
 //! progress is read from its batches (as many as its highest `seq` plus one is no gap), and the

@@ -48,15 +48,6 @@ CREATE TABLE weld.probe (
     id integer PRIMARY KEY,
     at timestamptz NOT NULL
 );
--- A cast that answers NULL for text that is not a time: one bad value must not fail a commit.
-CREATE FUNCTION weld.to_timestamptz(value text) RETURNS timestamptz
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    RETURN value::timestamptz;
-EXCEPTION WHEN others THEN
-    RETURN NULL;
-END
-$$;
 "#,
 )];
 

@@ -139,52 +139,142 @@ impl PostgresStore {
     ///
     /// The transaction touches the batch's own ledger row, its records' rows and, for a run's
     /// first batch, its run's row: commits of one stream in flight at once wait for each other
-    /// only where they write the same record.
+    /// only where they write the same record. Four round trips: `BEGIN`; the ledger looked up
+    /// and the stored versions locked, pipelined; one statement writing the records, the ledger
+    /// row and the run; `COMMIT`.
     async fn write(&self, batch: &Batch, table: &str) -> Result<Commit, Error> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = batch.stream.as_str();
         let (run_id, seq) = (id_i64(batch.run_id.0)?, id_i64(batch.seq)?);
-        // The ledger row first: a replay finds it (a delivery of the same batch in flight
-        // waits here until the first commits, then finds it too).
-        let new = tx
-            .execute(
-                "INSERT INTO weld.batches (stream, run_id, seq, epoch, last, records, written,
+        let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for record in &batch.records {
+            by_id.entry(record.id.as_str()).or_default().push(record);
+        }
+        let ids: Vec<&str> = by_id.keys().copied().collect();
+        let amends = batch.records.iter().any(|r| r.amend);
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&stream, &run_id, &seq];
+        let seen = tx.query_opt(
+            "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
+            &key,
+        );
+        let (seen, stored) = tokio::join!(seen, heads(&tx, table, &ids, amends));
+        if seen.map_err(database)?.is_some() {
+            return Ok(Commit::Replayed);
+        }
+        let stored = stored?;
+        let plan = Plan::of(&by_id, &stored);
+        let run = encode_run(&RunRecord::started(batch.run_id, Timestamp::now()))?;
+        let sql = format!(
+            "WITH updated AS ({updated}), inserted AS ({inserted}),
+             ledger AS (
+                 INSERT INTO weld.batches (stream, run_id, seq, epoch, last, records, written,
                      repaired, live_delta, archived_delta, cursor)
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 0, $8)
-                 ON CONFLICT DO NOTHING",
+                 VALUES ($14, $13, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+                 ON CONFLICT DO NOTHING RETURNING 1),
+             run AS (
+                 INSERT INTO weld.runs (stream, run_id, run) VALUES ($14, $13, $24::text::jsonb)
+                 ON CONFLICT DO NOTHING RETURNING 1)
+             SELECT (SELECT count(*) FROM ledger), (SELECT count(*) FROM run),
+                    ARRAY(SELECT id FROM inserted)",
+            updated = rows_sql(table, 1, 13, true),
+            inserted = rows_sql(table, 7, 13, false),
+        );
+        let (u, i) = (Columns::of(&plan.updates), Columns::of(&plan.inserts));
+        let row = tx
+            .query_one(
+                &sql,
                 &[
-                    &stream,
+                    &u.ids,
+                    &u.times,
+                    &u.archived,
+                    &u.documents,
+                    &u.created,
+                    &u.archived_at,
+                    &i.ids,
+                    &i.times,
+                    &i.archived,
+                    &i.documents,
+                    &i.created,
+                    &i.archived_at,
                     &run_id,
+                    &stream,
                     &seq,
                     &id_i64(batch.epoch)?,
                     &batch.last,
                     &(batch.records.len() as i64),
+                    &(plan.moved.written as i64),
                     &id_i64(batch.repaired)?,
+                    &plan.moved.live,
+                    &plan.moved.archived,
                     &batch.cursor.as_bytes(),
+                    &run,
                 ],
             )
             .await
             .map_err(database)?;
-        if new == 0 {
+        if row.get::<_, i64>(0) == 0 {
+            // The same batch, delivered twice at once, committed first by the other delivery.
             return Ok(Commit::Replayed);
         }
-        let moved = upsert(&tx, table, &batch.records, run_id).await?;
-        tx.execute(
-            "UPDATE weld.batches SET written = $4, live_delta = $5, archived_delta = $6
-             WHERE stream = $1 AND run_id = $2 AND seq = $3",
-            &[
-                &stream,
-                &run_id,
-                &seq,
-                &(moved.written as i64),
-                &moved.live,
-                &moved.archived,
-            ],
-        )
-        .await
-        .map_err(database)?;
-        open_run(&tx, stream, batch.run_id, Timestamp::now()).await?;
+        let inserted: Vec<String> = row.get(2);
+        let mut moved = plan.moved;
+        let raced: Vec<&str> = plan
+            .inserts
+            .iter()
+            .map(|r| r.id.as_str())
+            .filter(|id| !inserted.iter().any(|i| i == id))
+            .collect();
+        if !raced.is_empty() {
+            // Inserted by another commit meanwhile: decided again against what it wrote.
+            for id in &raced {
+                let assumed = &plan.moves[id];
+                moved.written -= assumed.written;
+                moved.live -= assumed.live;
+                moved.archived -= assumed.archived;
+            }
+            let again = heads(&tx, table, &raced, amends).await?;
+            let mut updates = Vec::new();
+            for id in &raced {
+                let (version, real) = decide(again.get(*id).cloned(), &by_id[id]);
+                moved.written += real.written;
+                moved.live += real.live;
+                moved.archived += real.archived;
+                updates.extend(version);
+            }
+            let c = Columns::of(&updates);
+            tx.execute(
+                &rows_sql(table, 1, 7, true),
+                &[
+                    &c.ids,
+                    &c.times,
+                    &c.archived,
+                    &c.documents,
+                    &c.created,
+                    &c.archived_at,
+                    &run_id,
+                ],
+            )
+            .await
+            .map_err(database)?;
+            tx.execute(
+                "UPDATE weld.batches SET written = $4, live_delta = $5, archived_delta = $6
+                 WHERE stream = $1 AND run_id = $2 AND seq = $3",
+                &[
+                    &stream,
+                    &run_id,
+                    &seq,
+                    &(moved.written as i64),
+                    &moved.live,
+                    &moved.archived,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        }
+        if row.get::<_, i64>(1) == 1 {
+            abandon_older(&tx, stream, batch.run_id, Timestamp::now()).await?;
+        }
         tx.commit().await.map_err(database)?;
         Ok(Commit::Stored {
             records: moved.written,
@@ -310,85 +400,99 @@ async fn heads(
         .collect())
 }
 
-/// Upserts the records that win against what is stored, newest `updated_at` first (an equal
-/// one replaces; an amendment amends). Rows that exist are locked and updated; new ones are
-/// inserted, and one inserted meanwhile by a concurrent commit is decided again against it.
-async fn upsert(
-    tx: &Transaction<'_>,
-    table: &str,
-    records: &[Record],
-    run_id: i64,
-) -> Result<Moved, Error> {
-    let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for record in records {
-        by_id.entry(record.id.as_str()).or_default().push(record);
-    }
-    let amends = records.iter().any(|r| r.amend);
-    let mut total = Moved::default();
-    let mut pending: Vec<&str> = by_id.keys().copied().collect();
-    // Twice at most: a second pass only for ids another commit inserted meanwhile.
-    for _ in 0..2 {
-        if pending.is_empty() {
-            break;
-        }
-        let stored = heads(tx, table, &pending, amends).await?;
-        let (mut updates, mut inserts) = (Vec::new(), Vec::new());
-        let mut moves = HashMap::new();
-        for id in &pending {
-            let head = stored.get(*id).cloned();
-            let exists = head.is_some();
-            let (version, moved) = decide(head, &by_id[id]);
-            if let Some(version) = version {
-                if exists {
-                    updates.push(version);
-                } else {
-                    inserts.push(version);
-                }
-                moves.insert(*id, moved);
-            }
-        }
-        write_rows(tx, table, &updates, run_id, true).await?;
-        let inserted = write_rows(tx, table, &inserts, run_id, false).await?;
-        let mut again = Vec::new();
-        for (id, moved) in moves {
-            let raced = !stored.contains_key(id) && !inserted.contains(id);
-            if raced {
-                again.push(id);
-            } else {
-                total.written += moved.written;
-                total.live += moved.live;
-                total.archived += moved.archived;
-            }
-        }
-        pending = again;
-    }
-    if !pending.is_empty() {
-        return Err(Error::Unavailable(format!(
-            "records {pending:?} were written concurrently twice over; the commit is retried"
-        )));
-    }
-    Ok(total)
+/// What a batch writes against the stored versions: the rows to update (they exist, locked),
+/// the rows to insert, and how the counts move, in all and per id.
+struct Plan<'a> {
+    updates: Vec<Record>,
+    inserts: Vec<Record>,
+    moved: Moved,
+    moves: HashMap<&'a str, Moved>,
 }
 
-/// Writes rows: `update` for rows that exist (locked by this transaction), else an insert that
-/// skips rows another commit inserted meanwhile. Returns the ids it inserted.
-async fn write_rows(
-    tx: &Transaction<'_>,
-    table: &str,
-    versions: &[Record],
-    run_id: i64,
-    update: bool,
-) -> Result<std::collections::HashSet<String>, Error> {
-    if versions.is_empty() {
-        return Ok(Default::default());
+impl<'a> Plan<'a> {
+    fn of(by_id: &BTreeMap<&'a str, Vec<&Record>>, stored: &HashMap<String, Stored>) -> Self {
+        let mut plan = Plan {
+            updates: Vec::new(),
+            inserts: Vec::new(),
+            moved: Moved::default(),
+            moves: HashMap::new(),
+        };
+        for (id, versions) in by_id {
+            let head = stored.get(*id).cloned();
+            let exists = head.is_some();
+            let (version, moved) = decide(head, versions);
+            let Some(version) = version else { continue };
+            if exists {
+                plan.updates.push(version);
+            } else {
+                plan.inserts.push(version);
+            }
+            plan.moved.written += moved.written;
+            plan.moved.live += moved.live;
+            plan.moved.archived += moved.archived;
+            plan.moves.insert(*id, moved);
+        }
+        plan
     }
-    let ids: Vec<&str> = versions.iter().map(|r| r.id.as_str()).collect();
-    let times: Vec<i64> = versions.iter().map(|r| r.updated_at.as_millis()).collect();
-    let archived: Vec<bool> = versions.iter().map(|r| r.archived).collect();
-    let documents: Vec<&str> = versions
-        .iter()
-        .map(|r| std::str::from_utf8(r.data.as_bytes()).unwrap_or("null"))
-        .collect();
+}
+
+/// Rows as the parallel arrays `unnest` takes.
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    times: Vec<i64>,
+    archived: Vec<bool>,
+    documents: Vec<&'a str>,
+    created: Vec<Option<i64>>,
+    archived_at: Vec<Option<i64>>,
+}
+
+/// The times a HubSpot-shaped document carries besides its version: `createdAt`, `archivedAt`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Times<'a> {
+    #[serde(default, borrow)]
+    created_at: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    archived_at: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A time column's value: the text as RFC 3339 in milliseconds, or none for text that is not.
+fn millis(text: Option<&str>) -> Option<i64> {
+    text.and_then(|t| Timestamp::parse_rfc3339(t).ok())
+        .map(Timestamp::as_millis)
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: &'a [Record]) -> Self {
+        let (mut created, mut archived_at) = (Vec::new(), Vec::new());
+        for record in records {
+            // Read here rather than cast in SQL: one bad value must not fail a commit, and a
+            // safe cast in SQL costs a subtransaction per row.
+            let times: Option<Times<'_>> = serde_json::from_slice(record.data.as_bytes()).ok();
+            created.push(millis(times.as_ref().and_then(|t| t.created_at.as_deref())));
+            archived_at.push(millis(
+                times.as_ref().and_then(|t| t.archived_at.as_deref()),
+            ));
+        }
+        Columns {
+            ids: records.iter().map(|r| r.id.as_str()).collect(),
+            times: records.iter().map(|r| r.updated_at.as_millis()).collect(),
+            archived: records.iter().map(|r| r.archived).collect(),
+            documents: records
+                .iter()
+                .map(|r| std::str::from_utf8(r.data.as_bytes()).unwrap_or("null"))
+                .collect(),
+            created,
+            archived_at,
+        }
+    }
+}
+
+/// The statement writing rows from the arrays at parameters `$first..$first+5` (ids, times,
+/// archived flags, documents, creation and archive times), the run id at `$run`: an update of rows that exist (locked by
+/// this transaction), or an insert that skips rows another commit inserted meanwhile. It returns
+/// the ids it wrote.
+fn rows_sql(table: &str, first: usize, run: usize, update: bool) -> String {
     let conflict = if update {
         "DO UPDATE SET
              updated_at = EXCLUDED.updated_at, archived = EXCLUDED.archived,
@@ -398,24 +502,22 @@ async fn write_rows(
     } else {
         "DO NOTHING"
     };
-    let sql = format!(
+    let (a, b, c, d) = (first, first + 1, first + 2, first + 3);
+    let (e, f) = (first + 4, first + 5);
+    format!(
         "INSERT INTO {table} AS t
              (id, updated_at, archived, data, properties, created_at, archived_at,
               _weld_run_id, _weld_synced_at)
          SELECT u.id, to_timestamp(0) + u.ms * interval '1 millisecond', u.archived, u.doc,
-                u.doc -> 'properties', weld.to_timestamptz(u.doc ->> 'createdAt'),
-                weld.to_timestamptz(u.doc ->> 'archivedAt'), $5, now()
-         FROM (SELECT id, ms, archived, data::jsonb AS doc
-               FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[])
-                    AS x(id, ms, archived, data)) AS u
+                u.doc -> 'properties', to_timestamp(0) + u.created * interval '1 millisecond',
+                to_timestamp(0) + u.gone * interval '1 millisecond', ${run}::bigint, now()
+         FROM (SELECT id, ms, archived, data::jsonb AS doc, created, gone
+               FROM unnest(${a}::text[], ${b}::bigint[], ${c}::bool[], ${d}::text[],
+                           ${e}::bigint[], ${f}::bigint[])
+                    AS x(id, ms, archived, data, created, gone)) AS u
          ON CONFLICT (id) {conflict}
          RETURNING id"
-    );
-    let rows = tx
-        .query(&sql, &[&ids, &times, &archived, &documents, &run_id])
-        .await
-        .map_err(database)?;
-    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    )
 }
 
 fn decode_run(value: &str) -> Result<RunRecord, Error> {
@@ -470,9 +572,19 @@ async fn open_run(
         )
         .await
         .map_err(database)?;
-    if new == 0 {
-        return Ok(());
+    if new == 1 {
+        abandon_older(tx, stream, run_id, at).await?;
     }
+    Ok(())
+}
+
+/// Closes the runs of the stream older than `run_id` still marked running: a newer run started.
+async fn abandon_older(
+    tx: &Transaction<'_>,
+    stream: &str,
+    run_id: RunId,
+    at: Timestamp,
+) -> Result<(), Error> {
     let older = tx
         .query(
             "SELECT run::text FROM weld.runs
