@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Controller};
+use weld_pipeline::store::{Healing, StreamStore};
 use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::api::{ApiConfig, ApiToken};
@@ -84,7 +85,11 @@ async fn serve<T: Transport>(
             let Some(store) = open_postgres(&url, &shutdown).await? else {
                 return Ok(());
             };
-            let controller = Controller::<T::Peer>::new(Arc::new(store), common::source_kinds());
+            // The pool reconnects by itself; Healing says a failure once, degrades /health and
+            // the streams' status, and acknowledges nothing until a probe commits again.
+            let store: Arc<dyn StreamStore> = Arc::new(store);
+            let healing = Healing::open(move || Ok(store.clone()))?;
+            let controller = Controller::<T::Peer>::new(Arc::new(healing), common::source_kinds());
             DataStreams::with_controller(&transport, controller, config, shutdown).await?
         }
     };

@@ -96,3 +96,47 @@ async fn on_postgres_data_streams_killed_mid_run_comes_back_and_nothing_arrives_
     assert_synced(&cluster.api, STREAM, &expected).await;
     assert_table_equals(&url, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_database_restarted_mid_run_is_healed_from_and_nothing_is_lost() {
+    // A cluster of its own: the others' tests must not see this one's outage.
+    let Some(database) = weld_pipeline_postgres::testing::TestCluster::start() else {
+        return;
+    };
+    database.create_database("e2e_restart").await;
+    let url = database.url("e2e_restart");
+    let cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
+    cluster
+        .fake
+        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
+        .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_for("a run half done", CONVERGE_WITHIN, || async {
+        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
+        (records > 0).then_some(records)
+    })
+    .await;
+    // What `pg_ctl restart -m immediate` does (no checkpoint, commits in flight cut), with the
+    // database away for 3 s: deliveries meanwhile are refused and held by the worker.
+    let down = tokio::task::spawn_blocking(move || {
+        database.down_for(Duration::from_secs(3));
+        database
+    });
+    let database = down.await.unwrap();
+
+    let expected = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &expected).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_synced(&cluster.api, STREAM, &expected).await;
+    assert_table_equals(&url, &expected).await;
+    let health = cluster.api.health().await;
+    assert_eq!(health["storage"], "ok", "healed by itself: {health}");
+    let logs = cluster.data_streams.process.logs();
+    assert_eq!(
+        logs.matches("storage failed").count(),
+        1,
+        "the outage is told once, not per retry:\n{logs}"
+    );
+    assert_eq!(logs.matches("storage healed").count(), 1, "{logs}");
+    drop(database);
+}

@@ -131,8 +131,8 @@ impl TestCluster {
         .status()
         .expect("initdb runs");
         assert!(initdb.success(), "initdb failed");
-        let mut cluster = TestCluster {
-            port: 0,
+        let cluster = TestCluster {
+            port: free_port(),
             dir,
             bin,
             watchdog: Mutex::new(None),
@@ -141,13 +141,8 @@ impl TestCluster {
         Some(cluster)
     }
 
-    /// Starts the server on a free port and waits until it accepts connections.
-    fn serve(&mut self) {
-        self.serve_on(free_port());
-    }
-
-    fn serve_on(&mut self, port: u16) {
-        self.port = port;
+    /// Starts the server on its port and waits until it accepts connections.
+    fn serve(&self) {
         let postgres = self.bin.join("postgres");
         let dir = self.dir.path().to_str().expect("a UTF-8 temporary path");
         // The shell starts the server and waits for a line on its input, or for its input to
@@ -203,10 +198,16 @@ impl TestCluster {
 
     /// Stops the server at once, as a crash would, and starts it again on the same files and
     /// port: what `pg_ctl restart -m immediate` does.
-    pub fn restart_immediate(&mut self) {
+    pub fn restart_immediate(&self) {
+        self.down_for(Duration::ZERO);
+    }
+
+    /// Stops the server at once, as a crash would, keeps it down for `outage`, and starts it
+    /// again on the same files and port.
+    pub fn down_for(&self, outage: Duration) {
         self.order(b"keep\n");
-        let port = self.port;
-        self.serve_on(port);
+        std::thread::sleep(outage);
+        self.serve();
     }
 
     fn order(&self, line: &[u8]) {

@@ -262,12 +262,16 @@ impl Sink for Healing {
 
 #[async_trait]
 impl StreamStore for Healing {
+    // A read that fails transiently is a failure of the store as much as a write (a database
+    // gone answers neither): it is told once and healed from the same way.
     async fn stream(&self, name: &StreamName) -> Result<Option<StreamEntry>, Error> {
-        self.current().await?.stream(name).await
+        let read = self.current().await?.stream(name).await;
+        self.observe(read)
     }
 
     async fn streams(&self) -> Result<Vec<StreamEntry>, Error> {
-        self.current().await?.streams().await
+        let read = self.current().await?.streams().await;
+        self.observe(read)
     }
 
     async fn put_stream(&self, entry: &StreamEntry) -> Result<(), Error> {
@@ -283,7 +287,8 @@ impl StreamStore for Healing {
     }
 
     async fn resume(&self, stream: &StreamName) -> Result<Resume, Error> {
-        self.current().await?.resume(stream).await
+        let read = self.current().await?.resume(stream).await;
+        self.observe(read)
     }
 
     async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
@@ -293,7 +298,8 @@ impl StreamStore for Healing {
     }
 
     async fn counts(&self, stream: &StreamName) -> Result<Counts, Error> {
-        self.current().await?.counts(stream).await
+        let read = self.current().await?.counts(stream).await;
+        self.observe(read)
     }
 
     async fn records(
@@ -303,14 +309,17 @@ impl StreamStore for Healing {
         limit: usize,
         archived: Archived,
     ) -> Result<RecordPage, Error> {
-        self.current()
+        let read = self
+            .current()
             .await?
             .records(stream, after, limit, archived)
-            .await
+            .await;
+        self.observe(read)
     }
 
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.current().await?.runs(stream, limit).await
+        let read = self.current().await?.runs(stream, limit).await;
+        self.observe(read)
     }
 
     async fn start_run(
