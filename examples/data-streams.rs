@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use common::TransportKind;
@@ -82,12 +81,11 @@ async fn serve<T: Transport>(
     let service = match common::configured(args.database_url) {
         None => DataStreams::start(&transport, config, shutdown).await?,
         Some(url) => {
-            let Some(store) = open_postgres(&url, &shutdown).await? else {
-                return Ok(());
-            };
-            // The pool reconnects by itself; Healing says a failure once, degrades /health and
-            // the streams' status, and acknowledges nothing until a probe commits again.
-            let store: Arc<dyn StreamStore> = Arc::new(store);
+            // Made without connecting: while the database is away the service starts, says so
+            // once, answers /health 503, and heals by itself once it is back (the pool
+            // reconnects; Healing acknowledges nothing until a probe commits again).
+            let store: Arc<dyn StreamStore> =
+                Arc::new(PostgresStore::new(&PostgresConfig::new(url))?);
             let healing = Healing::open(move || Ok(store.clone()))?;
             let controller = Controller::<T::Peer>::new(Arc::new(healing), common::source_kinds());
             DataStreams::with_controller(&transport, controller, config, shutdown).await?
@@ -101,37 +99,4 @@ async fn serve<T: Transport>(
     service.wait().await?;
     tracing::info!("data-streams stopped");
     Ok(())
-}
-
-/// Opens the PostgreSQL store, again and again (1 s, doubling to 30 s) while the database cannot
-/// be reached, saying so once and once more when it is reached; `None` when stopped meanwhile.
-async fn open_postgres(
-    url: &str,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<Option<PostgresStore>, Box<dyn std::error::Error>> {
-    let config = PostgresConfig::new(url);
-    let mut delay = Duration::from_secs(1);
-    let mut failures = 0u32;
-    loop {
-        match PostgresStore::open(&config).await {
-            Ok(store) => {
-                if failures > 0 {
-                    tracing::info!(attempts = failures + 1, "PostgreSQL reached");
-                }
-                return Ok(Some(store));
-            }
-            Err(error) if error.kind() == weld_pipeline::ErrorKind::Transient => {
-                if failures == 0 {
-                    tracing::warn!(error = %error, "PostgreSQL cannot be reached; trying again until it can");
-                }
-                failures += 1;
-            }
-            Err(error) => return Err(format!("WELD_DATABASE_URL: {error}").into()),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
 }

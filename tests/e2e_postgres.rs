@@ -140,3 +140,46 @@ async fn on_postgres_a_database_restarted_mid_run_is_healed_from_and_nothing_is_
     assert_eq!(logs.matches("storage healed").count(), 1, "{logs}");
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_database_away_at_start_degrades_health_then_heals_by_itself() {
+    let Some(database) = weld_pipeline_postgres::testing::TestCluster::start() else {
+        return;
+    };
+    database.create_database("e2e_away").await;
+    let url = database.url("e2e_away");
+    // Away for 8 s, from before data-streams starts.
+    let (gone_tx, gone) = tokio::sync::oneshot::channel();
+    let outage = tokio::task::spawn_blocking(move || {
+        database.down_for_then(std::time::Duration::from_secs(8), || {
+            let _ = gone_tx.send(());
+        });
+        database
+    });
+    gone.await.unwrap();
+    let cluster = Cluster::start_on(500, "tcp", Some(url.clone())).await;
+    let health = wait_for("/health degraded", CONVERGE_WITHIN, || async {
+        let (status, health) = cluster.api.get("/health").await;
+        (status == 503 && health["status"] == "degraded").then_some(health)
+    })
+    .await;
+    assert!(
+        health["storage"]
+            .as_str()
+            .is_some_and(|why| why.contains("PostgreSQL")),
+        "the reason is given: {health}"
+    );
+    let database = outage.await.unwrap();
+    wait_for("/health ok again", CONVERGE_WITHIN, || async {
+        let (status, health) = cluster.api.get("/health").await;
+        (status == 200 && health["storage"] == "ok").then_some(())
+    })
+    .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    let expected = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &expected).await;
+    assert_table_equals(&url, &expected).await;
+    let logs = cluster.data_streams.process.logs();
+    assert_eq!(logs.matches("storage failed").count(), 1, "{logs}");
+    drop(database);
+}

@@ -94,9 +94,9 @@ impl Api {
         .await
     }
 
-    /// Connected workers, as `/health` counts them.
+    /// Connected workers, as `/health` counts them (also while storage is degraded).
     pub(crate) async fn workers(&self) -> u64 {
-        let health = self.health().await;
+        let (_, health) = self.get("/health").await;
         health["workers"]
             .as_u64()
             .unwrap_or_else(|| panic!("no worker count in {health}"))

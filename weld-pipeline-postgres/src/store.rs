@@ -24,6 +24,9 @@ const MS: &str = "(extract(epoch FROM updated_at) * 1000)::bigint";
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Set once the schema is migrated: by `open`, or by the first connection of a store made
+    /// with `new` while the database was away.
+    migrated: Arc<tokio::sync::OnceCell<()>>,
     /// Each stream's records table, as `weld.streams` names it, once known.
     tables: Arc<Mutex<HashMap<StreamName, Arc<str>>>>,
 }
@@ -44,6 +47,20 @@ impl PostgresStore {
     /// [`Error::Invalid`] for a URL that does not parse; a transient error when the database
     /// cannot be reached (retry with backoff).
     pub async fn open(config: &PostgresConfig) -> Result<Self, Error> {
+        let store = Self::new(config)?;
+        drop(store.client().await?);
+        Ok(store)
+    }
+
+    /// The store of the database at `config.url`, without connecting: its first operation
+    /// connects and migrates the schema, and every operation fails transiently while the
+    /// database cannot be reached. A service can so start, and say why it cannot store, while
+    /// the database is away (wrap it in [`Healing`](weld_pipeline::store::Healing)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a URL that does not parse.
+    pub fn new(config: &PostgresConfig) -> Result<Self, Error> {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
@@ -68,17 +85,22 @@ impl PostgresStore {
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| Error::Bug(format!("the PostgreSQL pool cannot be built: {e}")))?;
-        let store = PostgresStore {
+        Ok(PostgresStore {
             pool,
+            migrated: Arc::default(),
             tables: Arc::default(),
-        };
-        let mut client = store.pool.get().await.map_err(pool_error)?;
-        migrations::apply(&mut client).await?;
-        Ok(store)
+        })
     }
 
+    /// A connection, the schema migrated.
     async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
-        self.pool.get().await.map_err(pool_error)
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        if self.migrated.get().is_none() {
+            self.migrated
+                .get_or_try_init(|| async { migrations::apply(&mut client).await.map(|_| ()) })
+                .await?;
+        }
+        Ok(client)
     }
 
     /// The records table of `stream`, if it has one. Only `ensure` and `put_stream`, which

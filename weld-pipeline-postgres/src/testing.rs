@@ -205,7 +205,13 @@ impl TestCluster {
     /// Stops the server at once, as a crash would, keeps it down for `outage`, and starts it
     /// again on the same files and port.
     pub fn down_for(&self, outage: Duration) {
+        self.down_for_then(outage, || {});
+    }
+
+    /// [`TestCluster::down_for`], calling `down` once the server is stopped.
+    pub fn down_for_then(&self, outage: Duration, down: impl FnOnce()) {
         self.order(b"keep\n");
+        down();
         std::thread::sleep(outage);
         self.serve();
     }
