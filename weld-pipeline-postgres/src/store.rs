@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Transaction};
 use weld_pipeline::store::{
-    decode_token, encode_token, Archived, Counts, RecordPage, Resume, RunRecord, RunState,
-    StreamEntry, StreamStore,
+    decode_token, encode_token, upsert_counts, Archived, Counts, RecordPage, Resume, RunRecord,
+    RunState, StreamEntry, StreamStore,
 };
 use weld_pipeline::{
     Batch, Checkpoint, Commit, Error, Json, Record, RunId, RunOutcome, Sink, StreamName, Timestamp,
@@ -341,17 +341,12 @@ fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Move
     let mut head = stored;
     let mut written: Option<Record> = None;
     for record in versions {
-        match &head {
-            Some(head) if head.updated_at > record.updated_at => continue,
-            Some(head) if head.archived => moved.archived -= 1,
-            Some(_) => moved.live -= 1,
-            None => {}
-        }
-        if record.archived {
-            moved.archived += 1;
-        } else {
-            moved.live += 1;
-        }
+        let held = head.as_ref().map(|h| (h.updated_at, h.archived));
+        let Some((live, archived)) = upsert_counts(held, record) else {
+            continue;
+        };
+        moved.live += live;
+        moved.archived += archived;
         let version = match (&head, record.amend) {
             (
                 Some(Stored {

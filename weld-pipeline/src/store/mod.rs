@@ -29,7 +29,7 @@ mod sled;
 
 pub use entry::{Desired, LastError, StreamEntry};
 pub use healing::{Healing, OpenStore};
-pub use records::{decode_token, encode_token, Archived, Counts, RecordPage};
+pub use records::{decode_token, encode_token, upsert_counts, Archived, Counts, RecordPage};
 pub use runs::{RunProgress, RunRecord, RunState};
 
 #[cfg(feature = "sled")]

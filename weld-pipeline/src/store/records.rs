@@ -44,6 +44,40 @@ pub struct Counts {
     pub archived: u64,
 }
 
+/// The upsert rule every store keeps, in one place: given the version a store holds of a record
+/// (its time and archived flag; `None` when it holds none), `None` when the held version is
+/// newer and nothing is written; else how the live and archived counts move once `record` is
+/// written (an equal time replaces).
+///
+/// ```
+/// use weld_pipeline::store::upsert_counts;
+/// use weld_pipeline::{Json, Record, Timestamp};
+///
+/// let archived = Record { archived: true, ..Record::new("1", Timestamp::from_millis(5), Json::parse(b"{}".to_vec())?) };
+/// assert_eq!(upsert_counts(Some((Timestamp::from_millis(9), false)), &archived), None);
+/// assert_eq!(upsert_counts(Some((Timestamp::from_millis(5), false)), &archived), Some((-1, 1)));
+/// assert_eq!(upsert_counts(None, &archived), Some((0, 1)));
+/// # Ok::<_, weld_pipeline::Error>(())
+/// ```
+pub fn upsert_counts(
+    stored: Option<(crate::record::Timestamp, bool)>,
+    record: &Record,
+) -> Option<(i64, i64)> {
+    let (mut live, mut archived) = (0, 0);
+    match stored {
+        Some((at, _)) if at > record.updated_at => return None,
+        Some((_, true)) => archived -= 1,
+        Some((_, false)) => live -= 1,
+        None => {}
+    }
+    if record.archived {
+        archived += 1;
+    } else {
+        live += 1;
+    }
+    Some((live, archived))
+}
+
 /// The paging token that resumes a listing after the record `id`: its bytes in hex, so a token
 /// never needs escaping in a URL and every id has one. Stores that page by id share it.
 pub fn encode_token(id: &str) -> String {

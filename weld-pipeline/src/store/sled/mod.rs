@@ -466,17 +466,12 @@ impl SledStore {
                     .map(|v| keys::decode_head(&v))
                     .transpose()?,
             };
-            match stored {
-                Some(head) if head.updated_at > record.updated_at => continue,
-                Some(head) if head.archived => counts.archived -= 1,
-                Some(_) => counts.live -= 1,
-                None => {}
-            }
-            if record.archived {
-                counts.archived += 1;
-            } else {
-                counts.live += 1;
-            }
+            let held = stored.map(|head| (head.updated_at, head.archived));
+            let Some((live, archived)) = super::upsert_counts(held, record) else {
+                continue;
+            };
+            counts.live = counts.live.saturating_add_signed(live);
+            counts.archived = counts.archived.saturating_add_signed(archived);
             pending.insert(
                 &record.id,
                 RecordHead {
