@@ -1,7 +1,8 @@
 //! End to end on PostgreSQL: data-streams with `WELD_DATABASE_URL`, the real binaries, a
-//! throw-away cluster. The core scenarios of the sled store: a full sync, changes and
-//! archiving, and `kill -9` of data-streams mid-run; each time the API and the warehouse table
-//! equal the source exactly.
+//! throw-away cluster. The core scenarios of the sled store (a full sync, changes and
+//! archiving, `kill -9` of either side mid-run, a stop) and the database's own faults (away at
+//! start, stopped at once mid-run); each time the API and the warehouse table equal the source
+//! exactly.
 
 mod support;
 
@@ -182,4 +183,45 @@ async fn on_postgres_a_database_away_at_start_degrades_health_then_heals_by_itse
     let logs = cluster.data_streams.process.logs();
     assert_eq!(logs.matches("storage failed").count(), 1, "{logs}");
     drop(database);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_worker_killed_mid_run_resumes_and_a_stop_holds() {
+    let Some(url) = postgres_database("e2e_worker").await else {
+        return;
+    };
+    let mut cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
+    cluster
+        .fake
+        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
+        .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    let before = wait_for("a run half done", CONVERGE_WITHIN, || async {
+        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
+        (records > 0).then_some(records)
+    })
+    .await;
+    cluster.worker.process.kill9();
+    assert!(cluster.api.status(STREAM).await["records"].as_u64() >= Some(before));
+    cluster.restart_worker().await;
+
+    let expected = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &expected).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_synced(&cluster.api, STREAM, &expected).await;
+    assert_table_equals(&url, &expected).await;
+
+    // A stop holds: changes at the source stay out of the table until the stream starts again.
+    let stopped = cluster.api.stop_stream(STREAM).await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    cluster
+        .fake
+        .mutate(json!({"object": "contacts", "modify": 10, "archive": 5}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_table_equals(&url, &expected).await;
+    cluster.api.start_stream(STREAM, contacts_stream(1)).await;
+    let changed = cluster.fake.contacts().await;
+    wait_synced(&cluster.api, STREAM, &changed).await;
+    assert_table_equals(&url, &changed).await;
 }
