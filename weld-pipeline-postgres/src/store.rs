@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Transaction};
+use weld_pipeline::source::{Held, HeldPage};
 use weld_pipeline::store::{
     decode_token, encode_token, upsert_counts, Archived, Counts, RecordPage, Resume, RunRecord,
     RunState, StreamEntry, StreamStore,
@@ -841,6 +842,50 @@ impl StreamStore for PostgresStore {
             .then(|| records.last().map(|r| encode_token(&r.id)))
             .flatten();
         Ok(RecordPage { records, next })
+    }
+
+    /// Ids, versions and archived flags only, in key order: the reconciliation's inventory
+    /// reads no document.
+    async fn held(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<HeldPage, Error> {
+        let after = after.map(decode_token).transpose()?;
+        let Some(table) = self.table(stream).await? else {
+            return Ok(HeldPage::default());
+        };
+        let sql = format!(
+            "SELECT id, {MS}, archived FROM {table}
+             WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
+             ORDER BY octet_length(id), id LIMIT $2"
+        );
+        let limit = limit.max(1);
+        let rows = match self
+            .client()
+            .await?
+            .query(&sql, &[&after, &(limit as i64 + 1)])
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code().map(|c| c.code()) == Some("42P01") => vec![],
+            Err(e) => return Err(database(e)),
+        };
+        let more = rows.len() > limit;
+        let records: Vec<Held> = rows
+            .into_iter()
+            .take(limit)
+            .map(|row| Held {
+                id: row.get(0),
+                updated_at: Timestamp::from_millis(row.get(1)),
+                archived: row.get(2),
+            })
+            .collect();
+        let next = more
+            .then(|| records.last().map(|r| encode_token(&r.id)))
+            .flatten();
+        Ok(HeldPage { records, next })
     }
 
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {

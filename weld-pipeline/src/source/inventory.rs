@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::error::Error;
 use crate::record::Timestamp;
-use crate::store::{Archived, StreamStore};
+use crate::store::StreamStore;
 use crate::stream::StreamName;
 
 #[cfg(doc)]
@@ -68,21 +68,7 @@ impl<S: StreamStore + ?Sized + 'static> Inventory for S {
         after: Option<&str>,
         limit: usize,
     ) -> Result<HeldPage, Error> {
-        let page = self
-            .records(stream, after, limit.min(MAX_HELD_PER_PAGE), Archived::All)
-            .await?;
-        Ok(HeldPage {
-            records: page
-                .records
-                .into_iter()
-                .map(|r| Held {
-                    id: r.id,
-                    updated_at: r.updated_at,
-                    archived: r.archived,
-                })
-                .collect(),
-            next: page.next,
-        })
+        StreamStore::held(self, stream, after, limit.min(MAX_HELD_PER_PAGE)).await
     }
 }
 

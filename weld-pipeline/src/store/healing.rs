@@ -317,6 +317,16 @@ impl StreamStore for Healing {
         self.observe(read)
     }
 
+    async fn held(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::source::HeldPage, Error> {
+        let read = self.current().await?.held(stream, after, limit).await;
+        self.observe(read)
+    }
+
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
         let read = self.current().await?.runs(stream, limit).await;
         self.observe(read)

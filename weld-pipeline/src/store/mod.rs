@@ -134,6 +134,31 @@ pub trait StreamStore: Sink + std::fmt::Debug {
         archived: Archived,
     ) -> Result<RecordPage, Error>;
 
+    /// At most `limit` of the stream's records after `after`, live and archived, without their
+    /// documents: what a source's reconciliation compares (see
+    /// [`Inventory`](crate::source::Inventory)). The default pages with
+    /// [`StreamStore::records`]; a store that can read ids and versions alone should.
+    async fn held(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::source::HeldPage, Error> {
+        let page = self.records(stream, after, limit, Archived::All).await?;
+        Ok(crate::source::HeldPage {
+            records: page
+                .records
+                .into_iter()
+                .map(|r| crate::source::Held {
+                    id: r.id,
+                    updated_at: r.updated_at,
+                    archived: r.archived,
+                })
+                .collect(),
+            next: page.next,
+        })
+    }
+
     /// The stream's runs, newest first.
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error>;
 

@@ -91,6 +91,7 @@ macro_rules! store_conformance {
             a_resync_clears_the_checkpoint_and_fences_batches_of_earlier_epochs,
             an_amendment_keeps_the_stored_document_and_writes_what_it_names,
             commits_in_flight_at_once_keep_the_newest_versions_and_count_exactly,
+            the_inventory_lists_every_record_once_in_key_order_without_documents,
             the_registry_keeps_its_entries_across_a_restart,
         );
     };
@@ -602,6 +603,39 @@ pub async fn commits_in_flight_at_once_keep_the_newest_versions_and_count_exactl
         store.checkpoint(&stream()).await.unwrap(),
         Checkpoint::from_bytes("1/15")
     );
+}
+
+/// The inventory a reconciliation reads: every record once, live and archived, with its
+/// version, in key order (numeric ids numerically), page after page.
+pub async fn the_inventory_lists_every_record_once_in_key_order_without_documents(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    let ids = [1u64, 2, 9, 10, 11, 100, 1_000];
+    let records = ids
+        .iter()
+        .map(|id| record(*id, *id as i64, id % 2 == 0))
+        .collect();
+    commit(&*store, &batch(1, 0, true, records)).await;
+    let (mut held, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let page = store.held(&stream(), after.as_deref(), 3).await.unwrap();
+        assert!(page.records.len() <= 3);
+        held.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let listed: Vec<(String, i64, bool)> = held
+        .into_iter()
+        .map(|h| (h.id, h.updated_at.as_millis(), h.archived))
+        .collect();
+    let expected: Vec<(String, i64, bool)> = ids
+        .iter()
+        .map(|id| (id.to_string(), *id as i64, id % 2 == 0))
+        .collect();
+    assert_eq!(listed, expected);
 }
 
 /// Registry entries (configuration, desired state, last error) survive a restart, listed by name.
