@@ -54,6 +54,9 @@
 //!   a handful of statements do not justify a migration framework, and nothing is ever dropped
 //!   and recreated.
 //! - Every statement runs under a `statement_timeout` ([`PostgresConfig::statement_timeout`]).
+//! - `jsonb` cannot hold a NUL character: a `\u0000` in a string of a record is stored as
+//!   U+FFFD (the rest of the document as it came) rather than refusing the commit for good.
+//!   `data` is served as PostgreSQL prints `jsonb`: the same JSON, keys reordered.
 //! - TLS is not built yet: connect over loopback or a private network.
 //!
 //! # Example

@@ -204,6 +204,7 @@ impl PostgresStore {
             inserted = rows_sql(table, 7, 13, false),
         );
         let (u, i) = (Columns::of(&plan.updates), Columns::of(&plan.inserts));
+        let (u_documents, i_documents) = (u.documents(), i.documents());
         let row = tx
             .query_one(
                 &sql,
@@ -211,13 +212,13 @@ impl PostgresStore {
                     &u.ids,
                     &u.times,
                     &u.archived,
-                    &u.documents,
+                    &u_documents,
                     &u.created,
                     &u.archived_at,
                     &i.ids,
                     &i.times,
                     &i.archived,
-                    &i.documents,
+                    &i_documents,
                     &i.created,
                     &i.archived_at,
                     &run_id,
@@ -266,13 +267,14 @@ impl PostgresStore {
                 updates.extend(version);
             }
             let c = Columns::of(&updates);
+            let c_documents = c.documents();
             tx.execute(
                 &rows_sql(table, 1, 7, true),
                 &[
                     &c.ids,
                     &c.times,
                     &c.archived,
-                    &c.documents,
+                    &c_documents,
                     &c.created,
                     &c.archived_at,
                     &run_id,
@@ -459,7 +461,7 @@ struct Columns<'a> {
     ids: Vec<&'a str>,
     times: Vec<i64>,
     archived: Vec<bool>,
-    documents: Vec<&'a str>,
+    documents: Vec<std::borrow::Cow<'a, str>>,
     created: Vec<Option<i64>>,
     archived_at: Vec<Option<i64>>,
 }
@@ -498,12 +500,43 @@ impl<'a> Columns<'a> {
             archived: records.iter().map(|r| r.archived).collect(),
             documents: records
                 .iter()
-                .map(|r| std::str::from_utf8(r.data.as_bytes()).unwrap_or("null"))
+                .map(|r| without_nul(std::str::from_utf8(r.data.as_bytes()).unwrap_or("null")))
                 .collect(),
             created,
             archived_at,
         }
     }
+
+    /// The documents as the `text[]` parameter takes them.
+    fn documents(&self) -> Vec<&str> {
+        self.documents.iter().map(|d| d.as_ref()).collect()
+    }
+}
+
+/// The JSON text with every NUL in a string (`\u0000`, the only way valid JSON holds one)
+/// written as U+FFFD: `jsonb` cannot hold a NUL and refuses the whole document, which would
+/// refuse the commit for good. The rest of the document is kept byte for byte.
+fn without_nul(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.contains("\\u0000") {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len());
+    let mut rest = json;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        if let Some(after) = escape.strip_prefix("\\u0000") {
+            out.push_str("\\ufffd");
+            rest = after;
+        } else {
+            // A backslash and the ASCII character it escapes, copied as they are.
+            let len = escape.len().min(2);
+            out.push_str(&escape[..len]);
+            rest = &escape[len..];
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The statement writing rows from the arrays at parameters `$first..$first+5` (ids, times,
@@ -984,4 +1017,22 @@ impl StreamStore for PostgresStore {
 fn decode_entry(value: &str) -> Result<StreamEntry, Error> {
     serde_json::from_str(value)
         .map_err(|e| Error::Bug(format!("a registry entry does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nul;
+
+    #[test]
+    fn a_nul_in_a_string_becomes_u_fffd_and_nothing_else_changes() {
+        for (before, after) in [
+            (r#"{"a":"x"}"#, r#"{"a":"x"}"#),
+            (r#"{"a":"x\u0000y"}"#, r#"{"a":"x\ufffdy"}"#),
+            // An escaped backslash followed by u0000 is text, not a NUL.
+            (r#"{"a":"x\\u0000"}"#, r#"{"a":"x\\u0000"}"#),
+            (r#"{"\u0000":"\"\u0000é"}"#, r#"{"\ufffd":"\"\ufffdé"}"#),
+        ] {
+            assert_eq!(without_nul(before), after, "{before}");
+        }
+    }
 }

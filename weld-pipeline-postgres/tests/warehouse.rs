@@ -111,3 +111,40 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
     let counts = store.counts(&stream).await.unwrap();
     assert_eq!((counts.live, counts.archived), (493, 7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_value_is_stored_as_u_fffd_instead_of_refusing_the_commit() {
+    let Some(cluster) = testing::shared() else {
+        return;
+    };
+    cluster.create_database("nul").await;
+    let store = PostgresStore::open(&PostgresConfig::new(cluster.url("nul")))
+        .await
+        .unwrap();
+    let stream = StreamName::new("contacts").unwrap();
+    let data =
+        weld_pipeline::Json::parse(br#"{"id":"1","properties":{"note":"a\u0000b"}}"#.to_vec())
+            .unwrap();
+    let batch = weld_pipeline::Batch {
+        stream: stream.clone(),
+        run_id: weld_pipeline::RunId(1),
+        seq: 0,
+        epoch: 0,
+        repaired: 0,
+        last: true,
+        cursor: Checkpoint::from_bytes("done"),
+        records: vec![weld_pipeline::Record::new(
+            "1",
+            Timestamp::from_millis(1),
+            data,
+        )],
+    };
+    let commit = weld_pipeline::Sink::commit(&store, &batch).await.unwrap();
+    assert_eq!(commit, weld_pipeline::Commit::Stored { records: 1 });
+    let page = store
+        .records(&stream, None, 10, weld_pipeline::store::Archived::All)
+        .await
+        .unwrap();
+    let stored: serde_json::Value = page.records[0].data.decode().unwrap();
+    assert_eq!(stored["properties"]["note"], "a\u{fffd}b");
+}
