@@ -47,6 +47,21 @@ async fn assert_table_equals(url: &str, expected: &SourceSet) {
     let _ = connection.await;
 }
 
+/// Slows search pages down (about 8 s of a run in which to cut it), starts the stream, and
+/// waits until the run has committed some records; returns how many.
+async fn start_a_slow_run(cluster: &Cluster) -> u64 {
+    cluster
+        .fake
+        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
+        .await;
+    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_for("a run half done", CONVERGE_WITHIN, || async {
+        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
+        (records > 0).then_some(records)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_full_sync_then_changes_and_archiving_equal_the_source() {
     let Some(url) = postgres_database("e2e_sync").await else {
@@ -77,16 +92,7 @@ async fn on_postgres_data_streams_killed_mid_run_comes_back_and_nothing_arrives_
         return;
     };
     let mut cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
-    cluster
-        .fake
-        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
-        .await;
-    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
-    wait_for("a run half done", CONVERGE_WITHIN, || async {
-        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
-        (records > 0).then_some(records)
-    })
-    .await;
+    start_a_slow_run(&cluster).await;
     cluster.data_streams.process.kill9();
     cluster.restart_data_streams().await;
     cluster.api.wait_workers(1).await;
@@ -107,16 +113,7 @@ async fn on_postgres_a_database_restarted_mid_run_is_healed_from_and_nothing_is_
     database.create_database("e2e_restart").await;
     let url = database.url("e2e_restart");
     let cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
-    cluster
-        .fake
-        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
-        .await;
-    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
-    wait_for("a run half done", CONVERGE_WITHIN, || async {
-        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
-        (records > 0).then_some(records)
-    })
-    .await;
+    start_a_slow_run(&cluster).await;
     // What `pg_ctl restart -m immediate` does (no checkpoint, commits in flight cut), with the
     // database away for 3 s: deliveries meanwhile are refused and held by the worker.
     let down = tokio::task::spawn_blocking(move || {
@@ -191,16 +188,7 @@ async fn on_postgres_a_worker_killed_mid_run_resumes_and_a_stop_holds() {
         return;
     };
     let mut cluster = Cluster::start_on(3_000, "tcp", Some(url.clone())).await;
-    cluster
-        .fake
-        .inject(json!({"kind": "slow", "ms": 400, "count": 20, "only": "search"}))
-        .await;
-    cluster.api.start_stream(STREAM, contacts_stream(300)).await;
-    let before = wait_for("a run half done", CONVERGE_WITHIN, || async {
-        let records = cluster.api.status(STREAM).await["records"].as_u64()?;
-        (records > 0).then_some(records)
-    })
-    .await;
+    let before = start_a_slow_run(&cluster).await;
     cluster.worker.process.kill9();
     assert!(cluster.api.status(STREAM).await["records"].as_u64() >= Some(before));
     cluster.restart_worker().await;

@@ -93,6 +93,49 @@ impl PostgresStore {
         })
     }
 
+    /// A page of `stream`'s rows after the token `after`, at most `limit` of those `filter`
+    /// admits, in key order: `id`, its time in ms, `archived`, and `document` (a column
+    /// expression), with the token of the next page. Keyset paging on the key order: every
+    /// record that exists from the first page to the last is visited once, in its latest
+    /// version, while commits go on. A stream without a table (never written, or deleted
+    /// meanwhile) has no rows.
+    async fn keyset(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+        document: &str,
+        filter: &str,
+    ) -> Result<(Vec<tokio_postgres::Row>, Option<String>), Error> {
+        let after = after.map(decode_token).transpose()?;
+        let Some(table) = self.table(stream).await? else {
+            return Ok((Vec::new(), None));
+        };
+        let sql = format!(
+            "SELECT id, {MS}, archived, {document} FROM {table}
+             WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
+               AND {filter}
+             ORDER BY octet_length(id), id LIMIT $2"
+        );
+        let limit = limit.max(1);
+        let mut rows = match self
+            .client()
+            .await?
+            .query(&sql, &[&after, &(limit as i64 + 1)])
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code().map(|c| c.code()) == Some("42P01") => vec![],
+            Err(e) => return Err(database(e)),
+        };
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more
+            .then(|| rows.last().map(|row| encode_token(row.get(0))))
+            .flatten();
+        Ok((rows, next))
+    }
+
     /// A connection, the schema migrated.
     async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
@@ -824,42 +867,16 @@ impl StreamStore for PostgresStore {
         limit: usize,
         archived: Archived,
     ) -> Result<RecordPage, Error> {
-        let after = after.map(decode_token).transpose()?;
-        let Some(table) = self.table(stream).await? else {
-            return Ok(RecordPage {
-                records: vec![],
-                next: None,
-            });
-        };
         let filter = match archived {
             Archived::Live => "NOT archived",
             Archived::Only => "archived",
             Archived::All => "true",
         };
-        // Keyset paging on the key order: every record that exists from the first page to the
-        // last is visited once, in its latest version, while commits go on.
-        let sql = format!(
-            "SELECT id, {MS}, archived, data::text FROM {table}
-             WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
-               AND {filter}
-             ORDER BY octet_length(id), id LIMIT $2"
-        );
-        let limit = limit.max(1);
-        let rows = match self
-            .client()
-            .await?
-            .query(&sql, &[&after, &(limit as i64 + 1)])
-            .await
-        {
-            Ok(rows) => rows,
-            // The stream was deleted meanwhile: nothing to list.
-            Err(e) if e.code().map(|c| c.code()) == Some("42P01") => vec![],
-            Err(e) => return Err(database(e)),
-        };
-        let more = rows.len() > limit;
-        let records: Vec<Record> = rows
+        let (rows, next) = self
+            .keyset(stream, after, limit, "data::text", filter)
+            .await?;
+        let records = rows
             .into_iter()
-            .take(limit)
             .map(|row| {
                 let data: String = row.get(3);
                 Record {
@@ -871,9 +888,6 @@ impl StreamStore for PostgresStore {
                 }
             })
             .collect();
-        let next = more
-            .then(|| records.last().map(|r| encode_token(&r.id)))
-            .flatten();
         Ok(RecordPage { records, next })
     }
 
@@ -885,39 +899,15 @@ impl StreamStore for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<HeldPage, Error> {
-        let after = after.map(decode_token).transpose()?;
-        let Some(table) = self.table(stream).await? else {
-            return Ok(HeldPage::default());
-        };
-        let sql = format!(
-            "SELECT id, {MS}, archived FROM {table}
-             WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
-             ORDER BY octet_length(id), id LIMIT $2"
-        );
-        let limit = limit.max(1);
-        let rows = match self
-            .client()
-            .await?
-            .query(&sql, &[&after, &(limit as i64 + 1)])
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) if e.code().map(|c| c.code()) == Some("42P01") => vec![],
-            Err(e) => return Err(database(e)),
-        };
-        let more = rows.len() > limit;
-        let records: Vec<Held> = rows
+        let (rows, next) = self.keyset(stream, after, limit, "NULL", "true").await?;
+        let records = rows
             .into_iter()
-            .take(limit)
             .map(|row| Held {
                 id: row.get(0),
                 updated_at: Timestamp::from_millis(row.get(1)),
                 archived: row.get(2),
             })
             .collect();
-        let next = more
-            .then(|| records.last().map(|r| encode_token(&r.id)))
-            .flatten();
         Ok(HeldPage { records, next })
     }
 
