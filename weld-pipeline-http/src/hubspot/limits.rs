@@ -24,9 +24,12 @@ impl AccountLimits {
                 config.per_ten_seconds,
                 Duration::from_secs(10),
             )),
+            // One token, refilled every 1/n s: searches evenly spaced, never more than n in a
+            // second plus the one at its edge. A bucket of n tokens would let 2n through in one
+            // rolling second (n at once, n refilled), past HubSpot's limit of 5.
             searches: Arc::new(TokenBucket::new(
-                config.searches_per_second.max(1),
-                Duration::from_secs(1),
+                1,
+                Duration::from_secs(1) / config.searches_per_second.max(1),
             )),
         }
     }
