@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use weld_pipeline::source::{FieldKind, Schema};
 use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, Record, RunContext, RunOutcome, RunReport, StreamName,
     Timestamp,
@@ -697,6 +698,73 @@ async fn a_changed_property_list_backfills_on_the_next_run() {
     let second = run(&config, &sink, first.checkpoint).await;
     assert_eq!(second.records, 300);
     assert_equals_the_fake(&fake, &sink, None);
+}
+
+fn kind_of(schema: &Schema, name: &str) -> Option<FieldKind> {
+    schema
+        .fields
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_describes_every_property_with_its_type_and_a_listed_set_its_own() {
+    let fake = fake(FakeConfig {
+        contacts: 50,
+        custom_properties: 16,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let sink = MemorySink::new();
+    let context = RunContext::new(stream()).with_catalog(std::sync::Arc::new(sink.clone()));
+    let report = run_in(&config, &sink, Checkpoint::start(), context).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    let schema = sink
+        .schema(&stream())
+        .expect("the run described its fields");
+    let mut names = fake.property_names("contacts");
+    names.sort();
+    let described: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        described, names,
+        "every property the portal defines, by name"
+    );
+    // Custom properties cycle through HubSpot's types: string, number, date, datetime,
+    // enumeration (select), bool, phone_number, enumeration (checkbox).
+    let expected = [
+        ("email", FieldKind::Text),
+        ("hs_object_id", FieldKind::Number),
+        ("lastmodifieddate", FieldKind::DateTime),
+        ("custom_property_000", FieldKind::Text),
+        ("custom_property_001", FieldKind::Number),
+        ("custom_property_002", FieldKind::Date),
+        ("custom_property_003", FieldKind::DateTime),
+        ("custom_property_004", FieldKind::Text),
+        ("custom_property_005", FieldKind::Boolean),
+        ("custom_property_006", FieldKind::Text),
+        ("custom_property_007", FieldKind::List),
+    ];
+    for (name, kind) in expected {
+        assert_eq!(kind_of(&schema, name), Some(kind), "{name}");
+    }
+
+    // A listed set is described with the types of its own properties, and only those.
+    let listed: Vec<String> = ["email", "custom_property_001", "not_in_the_portal"]
+        .map(String::from)
+        .to_vec();
+    config.object.properties = Some(listed);
+    let sink = MemorySink::new();
+    let context = RunContext::new(stream()).with_catalog(std::sync::Arc::new(sink.clone()));
+    run_in(&config, &sink, Checkpoint::start(), context).await;
+    let schema = sink.schema(&stream()).expect("described");
+    assert_eq!(schema.fields.len(), 3);
+    assert_eq!(
+        kind_of(&schema, "custom_property_001"),
+        Some(FieldKind::Number)
+    );
+    assert_eq!(kind_of(&schema, "not_in_the_portal"), Some(FieldKind::Text));
 }
 
 /// Calls a full sync of `contacts` contacts with `properties` properties makes: through search

@@ -71,6 +71,7 @@
 //! # }
 //! ```
 
+mod associations;
 mod config;
 mod error;
 pub mod migrations;
@@ -78,6 +79,7 @@ mod store;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod typed_view;
 
 pub use config::PostgresConfig;
 pub use store::PostgresStore;

@@ -11,9 +11,10 @@ use weld_pipeline::Error;
 use crate::error::database;
 
 /// The versions, in order: `(version, SQL)`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE weld.streams (
     name text COLLATE "C" PRIMARY KEY,
     entry jsonb,
@@ -49,7 +50,53 @@ CREATE TABLE weld.probe (
     at timestamptz NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Safe casts for the typed views: a value that does not read as its type reads as NULL, so one
+-- bad value never breaks a query over the view. '' (HubSpot's "no value") is NULL too.
+CREATE FUNCTION weld.to_numeric(value text) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF value IS NULL OR btrim(value) = '' THEN RETURN NULL; END IF;
+    RETURN value::numeric;
+EXCEPTION WHEN others THEN RETURN NULL;
+END $$;
+CREATE FUNCTION weld.to_boolean(value text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE lower(btrim(value)) WHEN 'true' THEN true WHEN 'false' THEN false END
+$$;
+-- RFC 3339 (an instant without an offset is read as UTC), or milliseconds since the epoch.
+CREATE FUNCTION weld.to_timestamptz(value text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    IF value ~ '^-?[0-9]{1,15}$' THEN RETURN to_timestamp(value::bigint / 1000.0); END IF;
+    IF value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN RETURN NULL; END IF;
+    IF value ~ '(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN RETURN value::timestamptz; END IF;
+    RETURN (value::timestamp) AT TIME ZONE 'UTC';
+EXCEPTION WHEN others THEN RETURN NULL;
+END $$;
+-- YYYY-MM-DD, or milliseconds since the epoch (HubSpot's date properties: midnight UTC).
+CREATE FUNCTION weld.to_date(value text) RETURNS date
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    IF value ~ '^-?[0-9]{1,15}$' THEN
+        RETURN (to_timestamp(value::bigint / 1000.0) AT TIME ZONE 'UTC')::date;
+    END IF;
+    IF value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' THEN RETURN NULL; END IF;
+    RETURN value::date;
+EXCEPTION WHEN others THEN RETURN NULL;
+END $$;
+-- Several values joined by ';' (a multiple-choice enumeration), without empty ones.
+CREATE FUNCTION weld.to_list(value text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN value IS NULL OR value = '' THEN NULL
+                ELSE array_remove(string_to_array(value, ';'), '') END
+$$;
+"#,
+    ),
+];
 
 /// Applies the versions the database lacks; returns how many it applied.
 ///

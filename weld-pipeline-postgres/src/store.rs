@@ -16,7 +16,10 @@ use weld_pipeline::{
 };
 
 use crate::error::{database, pool as pool_error};
-use crate::{migrations, tables, PostgresConfig};
+use crate::{associations, migrations, tables, typed_view, PostgresConfig};
+
+/// The suffix of a stream's typed view.
+const TYPED: &str = "_typed";
 
 /// A stored time as milliseconds since the epoch, exactly.
 const MS: &str = "(extract(epoch FROM updated_at) * 1000)::bigint";
@@ -30,6 +33,10 @@ pub struct PostgresStore {
     migrated: Arc<tokio::sync::OnceCell<()>>,
     /// Each stream's records table, as `weld.streams` names it, once known.
     tables: Arc<Mutex<HashMap<StreamName, Arc<str>>>>,
+    /// Per stream, whether its association link table exists, once known.
+    links: Arc<Mutex<HashMap<StreamName, bool>>>,
+    /// Per stream, a hash of the schema its typed view was last made from by this process.
+    views: Arc<Mutex<HashMap<StreamName, u64>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -90,6 +97,8 @@ impl PostgresStore {
             pool,
             migrated: Arc::default(),
             tables: Arc::default(),
+            links: Arc::default(),
+            views: Arc::default(),
         })
     }
 
@@ -201,6 +210,100 @@ impl PostgresStore {
         Ok(self.remember(stream, table))
     }
 
+    /// Makes the typed view `view` of `table` from `schema`, replacing one made from another
+    /// schema; returns how many properties it left out. Replacing keeps the view's grants, but
+    /// PostgreSQL replaces a view only when its columns stay in place: a property added before
+    /// others or one removed means the view is dropped and made again, in the same transaction
+    /// (a reader never sees it missing). A view of the user's own built on it stops that: the
+    /// old view then stays, and the error says why. Processes sharing the database make it one
+    /// at a time.
+    async fn make_view(
+        &self,
+        table: &str,
+        view: &str,
+        schema: &weld_pipeline::source::Schema,
+    ) -> Result<usize, Error> {
+        let mut client = self.client().await?;
+        let mut tx = client.transaction().await.map_err(database)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&(tables::fnv(view) as i64)],
+        )
+        .await
+        .map_err(database)?;
+        let (replace, left_out) = typed_view::create_sql(table, view, schema, true);
+        let savepoint = tx.savepoint("replace").await.map_err(database)?;
+        match savepoint.batch_execute(&replace).await {
+            Ok(()) => savepoint.commit().await.map_err(database)?,
+            Err(e) if e.code().map(|c| c.code()) == Some("42P16") => {
+                savepoint.rollback().await.map_err(database)?;
+                let (create, _) = typed_view::create_sql(table, view, schema, false);
+                tx.batch_execute(&format!("DROP VIEW IF EXISTS {view}; {create}"))
+                    .await
+                    .map_err(|e| match e.code().map(|c| c.code()) {
+                        Some("2BP01") => Error::Invalid(format!(
+                            "the typed view {view} cannot change: other objects depend on it ({})",
+                            e.as_db_error().map_or("", |d| d.message())
+                        )),
+                        _ => database(e),
+                    })?;
+            }
+            Err(e) if e.code().map(|c| c.code()) == Some("42809") => {
+                return Err(Error::Invalid(format!(
+                    "{view} exists and is not a view: the typed view cannot be made"
+                )))
+            }
+            Err(e) => return Err(database(e)),
+        }
+        tx.batch_execute(&format!(
+            "COMMENT ON VIEW {view} IS 'The properties of {table}, each cast to its type; made by weld-pipeline from the source''s property definitions.'",
+            table = table.replace('\'', "''"),
+        ))
+        .await
+        .map_err(database)?;
+        tx.commit().await.map_err(database)?;
+        Ok(left_out)
+    }
+
+    /// The association link table of `stream` when its commits keep one: it exists, or it is
+    /// made now because the batch about to be written `carries` associations. Made outside the
+    /// commit's transaction, so two commits making it at once do not abort each other.
+    async fn links(
+        &self,
+        stream: &StreamName,
+        table: &str,
+        carries: bool,
+    ) -> Result<Option<String>, Error> {
+        let links = associations::table_of(table);
+        let known = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .copied();
+        let exists = match known {
+            Some(true) => true,
+            Some(false) | None if carries => {
+                let client = self.client().await?;
+                create_table_with(&client, &associations::create(&links)).await?;
+                true
+            }
+            Some(false) => false,
+            None => self
+                .client()
+                .await?
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&links])
+                .await
+                .map_err(database)?
+                .get(0),
+        };
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.clone(), exists);
+        Ok(exists.then_some(links))
+    }
+
     /// Writes a batch in one transaction; what a commit acknowledges.
     ///
     /// The transaction touches the batch's own ledger row, its records' rows and, for a run's
@@ -209,6 +312,11 @@ impl PostgresStore {
     /// and the stored versions locked, pipelined; one statement writing the records, the ledger
     /// row and the run; `COMMIT`.
     async fn write(&self, batch: &Batch, table: &str) -> Result<Commit, Error> {
+        let carries = batch
+            .records
+            .iter()
+            .any(|r| associations::carried_by(r.data.as_bytes()));
+        let links = self.links(&batch.stream, table, carries).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = batch.stream.as_str();
@@ -340,6 +448,25 @@ impl PostgresStore {
             .await
             .map_err(database)?;
         }
+        if let Some(links) = &links {
+            // The links of every record written, again from its stored document.
+            let written: Vec<&str> = plan
+                .updates
+                .iter()
+                .chain(&plan.inserts)
+                .map(|r| r.id.as_str())
+                .collect();
+            let (clear, fill) = (
+                associations::clear_sql(links),
+                associations::fill_sql(links, table),
+            );
+            let ids: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&written];
+            let cleared = tx.execute(&clear, &ids);
+            let filled = tx.execute(&fill, &ids);
+            let (cleared, filled) = tokio::join!(cleared, filled);
+            cleared.map_err(database)?;
+            filled.map_err(database)?;
+        }
         if row.get::<_, i64>(1) == 1 {
             abandon_older(&tx, stream, batch.run_id, Timestamp::now()).await?;
         }
@@ -350,10 +477,15 @@ impl PostgresStore {
     }
 }
 
-/// Creates a records table if it is missing. Two processes creating one at once race on the
-/// catalog: the loser's table is the winner's.
+/// Creates a records table if it is missing.
 async fn create_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {
-    match client.batch_execute(&tables::create(table)).await {
+    create_table_with(client, &tables::create(table)).await
+}
+
+/// Runs `statements` that create a table if it is missing. Two processes creating one at once
+/// race on the catalog: the loser's table is the winner's.
+async fn create_table_with(client: &tokio_postgres::Client, statements: &str) -> Result<(), Error> {
+    match client.batch_execute(statements).await {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => Ok(()),
         Err(e) => Err(database(e)),
@@ -792,9 +924,13 @@ impl StreamStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = name.as_str();
-        tx.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
-            .await
-            .map_err(database)?;
+        tx.batch_execute(&format!(
+            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {table}",
+            tables::beside(&table, TYPED),
+            associations::table_of(&table),
+        ))
+        .await
+        .map_err(database)?;
         for sql in [
             "DELETE FROM weld.batches WHERE stream = $1",
             "DELETE FROM weld.runs WHERE stream = $1",
@@ -809,6 +945,48 @@ impl StreamStore for PostgresStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    async fn describe(
+        &self,
+        stream: &StreamName,
+        schema: &weld_pipeline::source::Schema,
+    ) -> Result<(), Error> {
+        let table = self.ensure(stream, None).await?;
+        let view = tables::beside(&table, TYPED);
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&*table, schema).hash(&mut hasher);
+            hasher.finish()
+        };
+        let made = self
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .copied();
+        if made == Some(fingerprint) {
+            return Ok(());
+        }
+        let left_out = self.make_view(&table, &view, schema).await?;
+        if left_out > 0 {
+            tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their names pass 63 bytes, or the view has 1,500 columns; they stay in the properties column");
+        }
+        tracing::info!(stream = %stream, view, fields = schema.fields.len(), "typed view made");
+        self.views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.clone(), fingerprint);
         Ok(())
     }
 

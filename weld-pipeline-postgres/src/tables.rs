@@ -28,6 +28,21 @@ fn schema_of(table: &str) -> &str {
     table.split('.').next().unwrap_or(table)
 }
 
+/// The relation beside a records table, named after it with `suffix` (`"hubspot"."contacts"`,
+/// `_typed`: `"hubspot"."contacts_typed"`). A name past PostgreSQL's 63 bytes keeps the head of
+/// the table's name and a hash of all of it, so it never collides with the table itself.
+pub(crate) fn beside(table: &str, suffix: &str) -> String {
+    let name = table.rsplit('.').next().unwrap_or(table).trim_matches('"');
+    let name = if name.len() + suffix.len() <= 63 {
+        format!("{name}{suffix}")
+    } else {
+        // Stream names are ASCII: any byte index is a character boundary.
+        let head = &name[..63 - suffix.len() - 17];
+        format!("{head}_{:016x}{suffix}", fnv(table))
+    };
+    format!("{}.\"{name}\"", schema_of(table))
+}
+
 /// The statements that create `table` if it is missing: its schema, the table, and the index
 /// that orders its rows as every store orders records (ids by length, then bytes: numeric ids
 /// numerically). The index's name is derived from the table's by a hash, so two long stream
@@ -52,7 +67,8 @@ CREATE INDEX IF NOT EXISTS {index} ON {table} (octet_length(id), id);"#,
     )
 }
 
-fn fnv(text: &str) -> u64 {
+/// 64-bit FNV-1a of `text`: names derived from a table's, stable across processes.
+pub(crate) fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -77,5 +93,23 @@ mod tests {
         }
         assert!(create(r#""hubspot"."contacts-2""#)
             .contains(r#"CREATE SCHEMA IF NOT EXISTS "hubspot";"#));
+    }
+
+    #[test]
+    fn a_relation_beside_a_table_is_named_after_it_within_63_bytes() {
+        assert_eq!(
+            beside(r#""hubspot"."contacts""#, "_typed"),
+            r#""hubspot"."contacts_typed""#
+        );
+        let long = "a".repeat(63);
+        let table = format!(r#""hubspot"."{long}""#);
+        let typed = beside(&table, "_typed");
+        let name = typed.trim_start_matches(r#""hubspot"."#).trim_matches('"');
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("_typed") && name.starts_with("aaaa"));
+        assert_ne!(
+            typed,
+            beside(&format!(r#""hubspot"."{}b""#, &long[1..]), "_typed")
+        );
     }
 }

@@ -1,11 +1,16 @@
 //! The tables are the warehouse: a HubSpot sync lands in `hubspot.contacts`, one row per
 //! record, where plain SQL reads it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
+use weld_pipeline::source::{Field, FieldKind, Schema};
 use weld_pipeline::store::{Desired, StreamEntry, StreamStore};
-use weld_pipeline::{Checkpoint, Pipeline, RunContext, RunOutcome, StreamName, Timestamp};
+use weld_pipeline::{
+    Batch, Checkpoint, Json, Pipeline, Record, RunContext, RunId, RunOutcome, Sink, StreamName,
+    Timestamp,
+};
 use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
 use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Mutation};
 use weld_pipeline_postgres::{testing, PostgresConfig, PostgresStore};
@@ -39,7 +44,7 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
         "127.0.0.1:0",
         FakeConfig {
             contacts: 500,
-            custom_properties: 5,
+            custom_properties: 8,
             ..FakeConfig::default()
         },
     )
@@ -47,11 +52,13 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
     .unwrap();
     let mut account = HubSpotAccount::new(fake.base_url(), Token::new("fake-token"));
     account.settle_delay = Duration::ZERO;
-    let source = hubspot::source(account.clone(), HubSpotObject::new("contacts")).unwrap();
+    let mut object = HubSpotObject::new("contacts");
+    object.associations = vec!["companies".into()];
+    let source = hubspot::source(account.clone(), object).unwrap();
     let pipeline = Pipeline::new(source, store.clone());
-    let first = pipeline
-        .run(&RunContext::new(stream.clone()), Checkpoint::start())
-        .await;
+    // As a worker's runs do: describing the fields to the store, which makes the typed view.
+    let run = || RunContext::new(stream.clone()).with_catalog(Arc::new(store.clone()));
+    let first = pipeline.run(&run(), Checkpoint::start()).await;
     assert_eq!(first.outcome, RunOutcome::Succeeded);
     tokio::time::sleep(Duration::from_millis(50)).await;
     fake.mutate(&Mutation {
@@ -61,9 +68,7 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
         ..Mutation::default()
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let second = pipeline
-        .run(&RunContext::new(stream.clone()), first.checkpoint)
-        .await;
+    let second = pipeline.run(&run(), first.checkpoint).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded);
 
     // A user's SQL, against the table as it is.
@@ -110,6 +115,112 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
     assert_eq!(archived, 7);
     let counts = store.counts(&stream).await.unwrap();
     assert_eq!((counts.live, counts.archived), (493, 7));
+
+    // The typed view: each property as its HubSpot type. The fake's custom properties cycle
+    // through string, number, date, datetime, enumeration, bool, phone_number and a
+    // multiple-choice enumeration.
+    let typed = client
+        .query(
+            "SELECT id, email, custom_property_001::text, custom_property_002::text,
+                    (extract(epoch FROM custom_property_003) * 1000)::bigint,
+                    custom_property_005, custom_property_007,
+                    pg_typeof(custom_property_001)::text, pg_typeof(custom_property_002)::text,
+                    pg_typeof(custom_property_003)::text
+             FROM hubspot.contacts_typed ORDER BY id::bigint",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(typed.len(), truth.len());
+    let value = |truth: &weld_pipeline_http::hubspot_fake::Dumped, name: &str| {
+        truth
+            .properties
+            .get(name)
+            .cloned()
+            .flatten()
+            .filter(|v| !v.is_empty())
+    };
+    let mut seen = [0usize; 5];
+    for (row, truth) in typed.iter().zip(&truth) {
+        let types: (String, String, String) = (row.get(7), row.get(8), row.get(9));
+        assert_eq!(
+            types,
+            (
+                "numeric".into(),
+                "date".into(),
+                "timestamp with time zone".into()
+            )
+        );
+        assert_eq!(row.get::<_, Option<String>>(1), value(truth, "email"));
+        let number: Option<String> = row.get(2);
+        assert_eq!(number, value(truth, "custom_property_001"), "{}", truth.id);
+        let date: Option<String> = row.get(3);
+        assert_eq!(date, value(truth, "custom_property_002"), "{}", truth.id);
+        let instant: Option<i64> = row.get(4);
+        assert_eq!(
+            instant,
+            value(truth, "custom_property_003")
+                .map(|v| Timestamp::parse_rfc3339(&v).unwrap().as_millis())
+        );
+        let flag: Option<bool> = row.get(5);
+        assert_eq!(
+            flag,
+            value(truth, "custom_property_005").map(|v| v == "true")
+        );
+        let list: Option<Vec<String>> = row.get(6);
+        assert_eq!(
+            list,
+            value(truth, "custom_property_007")
+                .map(|v| v.split(';').map(String::from).collect::<Vec<_>>())
+        );
+        for (i, some) in [
+            number.is_some(),
+            date.is_some(),
+            instant.is_some(),
+            flag.is_some(),
+            list.is_some(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            seen[i] += usize::from(some);
+        }
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "every kind seen with a value: {seen:?}"
+    );
+
+    // The association link table equals the fake's links of the live contacts (an archived
+    // record as the archived listing returns it has none), both directions of a link's types
+    // included.
+    let links = client
+        .query(
+            "SELECT l.from_id, l.to_id, count(*), bool_or(l.category = 'HUBSPOT_DEFINED')
+             FROM hubspot.contacts_associations l JOIN hubspot.contacts c ON c.id = l.from_id
+             WHERE l.to_type = 'companies' AND NOT c.archived
+             GROUP BY l.from_id, l.to_id ORDER BY l.from_id, l.to_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut stored: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for row in &links {
+        assert!(row.get::<_, i64>(2) >= 1 && row.get::<_, bool>(3));
+        stored.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    let live: std::collections::BTreeSet<&str> = truth
+        .iter()
+        .filter(|t| !t.archived)
+        .map(|t| t.id.as_str())
+        .collect();
+    let mut expected = fake.associations("contacts", "companies");
+    expected.retain(|id, _| live.contains(id.as_str()));
+    for ids in expected.values_mut() {
+        ids.sort();
+    }
+    assert_eq!(stored, expected);
+    assert!(!expected.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,4 +258,339 @@ async fn a_nul_in_a_value_is_stored_as_u_fffd_instead_of_refusing_the_commit() {
         .unwrap();
     let stored: serde_json::Value = page.records[0].data.decode().unwrap();
     assert_eq!(stored["properties"]["note"], "a\u{fffd}b");
+}
+
+/// A database of its own on the shared cluster, its store and a client for a user's SQL.
+async fn warehouse(name: &str) -> Option<(PostgresStore, tokio_postgres::Client)> {
+    let cluster = testing::shared()?;
+    cluster.create_database(name).await;
+    let url = cluster.url(name);
+    let store = PostgresStore::open(&PostgresConfig::new(&url))
+        .await
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    Some((store, client))
+}
+
+/// A batch of `records` (`(id, version, document)`) as run 1's batch `seq`.
+fn batch(stream: &StreamName, seq: u64, records: &[(&str, i64, serde_json::Value)]) -> Batch {
+    Batch {
+        stream: stream.clone(),
+        run_id: RunId(1),
+        seq,
+        epoch: 0,
+        repaired: 0,
+        last: false,
+        cursor: Checkpoint::from_bytes(format!("c{seq}")),
+        records: records
+            .iter()
+            .map(|(id, at, data)| {
+                Record::new(
+                    *id,
+                    Timestamp::from_millis(*at),
+                    Json::parse(data.to_string().into_bytes()).unwrap(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn field(name: &str, kind: FieldKind) -> Field {
+    Field {
+        name: name.into(),
+        kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_view_casts_safely_changes_with_the_schema_and_goes_with_its_stream() {
+    let Some((store, client)) = warehouse("typed").await else {
+        return;
+    };
+    let stream = StreamName::new("deals").unwrap();
+    let schema = Schema::new([
+        field("amount", FieldKind::Number),
+        field("closed", FieldKind::Boolean),
+        field("closedate", FieldKind::DateTime),
+        field("birthday", FieldKind::Date),
+        field("tags", FieldKind::List),
+        field("id", FieldKind::Text),
+    ]);
+    store.describe(&stream, &schema).await.unwrap();
+    let good = serde_json::json!({"properties": {
+        "amount": "12.50", "closed": "TRUE", "closedate": "2024-05-01T12:00:00.000Z",
+        "birthday": "1990-02-03", "tags": "a;b", "id": "shadowed"}});
+    let millis = serde_json::json!({"properties": {
+        "closedate": "1714564800000", "birthday": "633830400000", "amount": "-3e2"}});
+    let bad = serde_json::json!({"properties": {
+        "amount": "twelve", "closed": "maybe", "closedate": "2024-13-45T99:00:00Z",
+        "birthday": "today", "tags": ""}});
+    let empty = serde_json::json!({"properties": {"amount": "", "closedate": ""}});
+    let odd = serde_json::json!({"properties": "not an object"});
+    Sink::commit(
+        &store,
+        &batch(
+            &stream,
+            0,
+            &[
+                ("1", 1, good),
+                ("2", 1, millis),
+                ("3", 1, bad),
+                ("4", 1, empty),
+                ("5", 1, odd),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    let rows = client
+        .query(
+            r#"SELECT id, amount::text, closed, (extract(epoch FROM closedate) * 1000)::bigint,
+                      birthday::text, tags, property_id
+               FROM weld_records.deals_typed ORDER BY id"#,
+            &[],
+        )
+        .await
+        .expect("one bad value breaks no query");
+    type Row = (
+        String,
+        Option<String>,
+        Option<bool>,
+        Option<i64>,
+        Option<String>,
+        Option<Vec<String>>,
+        Option<String>,
+    );
+    let got: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "1".into(),
+                Some("12.50".into()),
+                Some(true),
+                Some(1_714_564_800_000),
+                Some("1990-02-03".into()),
+                Some(vec!["a".into(), "b".into()]),
+                Some("shadowed".into()),
+            ),
+            (
+                "2".into(),
+                Some("-300".into()),
+                None,
+                Some(1_714_564_800_000),
+                Some("1990-02-01".into()),
+                None,
+                None,
+            ),
+            (String::from("3"), None, None, None, None, None, None),
+            (String::from("4"), None, None, None, None, None, None),
+            (String::from("5"), None, None, None, None, None, None),
+        ]
+    );
+
+    // A property added before the others and one removed: the view is made again.
+    let changed = Schema::new([
+        field("aaa_first", FieldKind::Number),
+        field("amount", FieldKind::Text),
+    ]);
+    store.describe(&stream, &changed).await.unwrap();
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'weld_records' AND table_name = 'deals_typed'
+             ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "id",
+            "updated_at",
+            "created_at",
+            "archived",
+            "archived_at",
+            "_weld_run_id",
+            "_weld_synced_at",
+            "aaa_first",
+            "amount"
+        ]
+    );
+    // A user's view on top of it keeps it as it is: describing says why, commits go on.
+    client
+        .batch_execute("CREATE VIEW public.mine AS SELECT id, amount FROM weld_records.deals_typed")
+        .await
+        .unwrap();
+    let error = store
+        .describe(&stream, &Schema::new([field("zzz", FieldKind::Text)]))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("other objects depend on it"),
+        "{error}"
+    );
+    let later = serde_json::json!({"properties": {"amount": "7"}});
+    Sink::commit(&store, &batch(&stream, 1, &[("1", 2, later)]))
+        .await
+        .unwrap();
+    let amount: Option<String> = client
+        .query_one("SELECT amount FROM public.mine WHERE id = '1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount.as_deref(), Some("7"));
+    client.batch_execute("DROP VIEW public.mine").await.unwrap();
+
+    store.delete_stream(&stream).await.unwrap();
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'deals%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the table, its view and its index went with the stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_table_follows_every_write_of_a_records_associations() {
+    let Some((store, client)) = warehouse("links").await else {
+        return;
+    };
+    let stream = StreamName::new("contacts").unwrap();
+    let link = |id: &str, type_id: u32| {
+        serde_json::json!({"id": id, "types": [
+            {"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": null}]})
+    };
+    let with = |companies: Vec<serde_json::Value>, deals: Vec<serde_json::Value>| serde_json::json!({"properties": {}, "associations": {"companies": companies, "deals": deals}});
+    let links = || async {
+        client
+            .query(
+                "SELECT from_id || '>' || to_type || ':' || to_id || '/' || type_id
+                 FROM weld_records.contacts_associations ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    // No associations yet: no link table.
+    Sink::commit(
+        &store,
+        &batch(
+            &stream,
+            0,
+            &[("9", 1, serde_json::json!({"properties": {}}))],
+        ),
+    )
+    .await
+    .unwrap();
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('weld_records.contacts_associations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists);
+
+    Sink::commit(
+        &store,
+        &batch(
+            &stream,
+            1,
+            &[
+                ("1", 1, with(vec![link("10", 1), link("11", 279)], vec![link("20", 4)])),
+                ("2", 1, with(vec![link("10", 1)], vec![])),
+                // A malformed member gives no link, not a refused commit.
+                ("3", 1, serde_json::json!({"associations": {"companies": "x", "deals": [7, {"no": "id"}]}})),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        links().await,
+        [
+            "1>companies:10/1",
+            "1>companies:11/279",
+            "1>deals:20/4",
+            "2>companies:10/1"
+        ]
+    );
+    // A newer version replaces a record's links; an older one changes nothing.
+    Sink::commit(
+        &store,
+        &batch(
+            &stream,
+            2,
+            &[
+                ("1", 2, with(vec![link("12", 1)], vec![])),
+                ("2", 0, with(vec![], vec![])),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(links().await, ["1>companies:12/1", "2>companies:10/1"]);
+    // An amendment (a merge) keeps the links of the document it amends.
+    let mut merged = batch(
+        &stream,
+        3,
+        &[(
+            "2",
+            5,
+            serde_json::json!({"archived": true, "merged_into": "1"}),
+        )],
+    );
+    merged.records[0].archived = true;
+    merged.records[0].amend = true;
+    Sink::commit(&store, &merged).await.unwrap();
+    assert_eq!(links().await, ["1>companies:12/1", "2>companies:10/1"]);
+    // A version without associations (the stream no longer asks for them) has none.
+    Sink::commit(
+        &store,
+        &batch(
+            &stream,
+            4,
+            &[("1", 3, serde_json::json!({"properties": {}}))],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(links().await, ["2>companies:10/1"]);
+    // Replayed: nothing moves.
+    Sink::commit(
+        &store,
+        &batch(&stream, 1, &[("1", 1, with(vec![link("10", 1)], vec![]))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(links().await, ["2>companies:10/1"]);
 }

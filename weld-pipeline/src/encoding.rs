@@ -18,12 +18,16 @@
 //!    2  Request::Stop         stream:str8
 //!    3  Request::Deliver      batch
 //!    5  Request::Inventory    stream:str8 after:str16 (empty: from the start) limit:u32
+//!    6  Request::Describe     stream:str8 count:u32 field{count}
+//!                             field := kind:u8 (0 text, 1 number, 2 boolean, 3 date,
+//!                             4 datetime, 5 list) name:str16
 //!   16  Response::Started     -
 //!   17  Response::Stopped     -
 //!   18  Response::Ack         stream:str8 run_id:u64 seq:u64 commit:u8 (0 stored, 1 replayed) records:u64
 //!   19  Response::Refused     kind:u8 (0 transient, 1 permanent, 2 bug) message:str16
 //!   20  Response::Inventory   count:u32 held{count} next:str16 (empty: the last page)
 //!                             held := id:str16 updated_at:i64 flags:u8 (bit 0: archived)
+//!   21  Response::Described   -
 //!   32  Event::RunStarted     stream:str8 run_id:u64 at:i64 (ms since epoch)
 //!   33  Event::RunFinished    stream:str8 run_id:u64 outcome:u8 (0 ok, 1 failed, 2 cancelled)
 //!                             kind:u8 error:str16 batches:u64 records:u64 duration_ms:u64
@@ -69,7 +73,7 @@ use crate::message::{
     Commit, Event, Hello, Message, Request, Response, RunFinished, RunOutcome, Start,
 };
 use crate::record::{Json, Record, Timestamp};
-use crate::source::{Held, HeldPage};
+use crate::source::{Field, FieldKind, Held, HeldPage, Schema};
 use crate::stream::{RunId, StreamName};
 
 /// The encoding version written first in every message.
@@ -81,11 +85,13 @@ mod tag {
     pub(super) const STOP: u8 = 2;
     pub(super) const DELIVER: u8 = 3;
     pub(super) const INVENTORY: u8 = 5;
+    pub(super) const DESCRIBE: u8 = 6;
     pub(super) const STARTED: u8 = 16;
     pub(super) const STOPPED: u8 = 17;
     pub(super) const ACK: u8 = 18;
     pub(super) const REFUSED: u8 = 19;
     pub(super) const HELD: u8 = 20;
+    pub(super) const DESCRIBED: u8 = 21;
     pub(super) const RUN_STARTED: u8 = 32;
     pub(super) const RUN_FINISHED: u8 = 33;
     pub(super) const OUTBOX_DEPTH: u8 = 34;
@@ -136,6 +142,16 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
             put_str16(out, after.as_deref().unwrap_or(""));
             out.put_u32(*limit);
         }
+        Message::Request(Request::Describe { stream, schema }) => {
+            out.put_u8(tag::DESCRIBE);
+            put_str8(out, stream.as_str());
+            out.put_u32(len_u32(schema.fields.len()));
+            for field in &schema.fields {
+                out.put_u8(field.kind.code());
+                put_str16(out, &field.name);
+            }
+        }
+        Message::Response(Response::Described) => out.put_u8(tag::DESCRIBED),
         Message::Response(Response::Inventory(page)) => {
             out.put_u8(tag::HELD);
             out.put_u32(len_u32(page.records.len()));
@@ -252,6 +268,33 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 limit: get_u32(input, "limit")?,
             })
         }
+        tag::DESCRIBE => {
+            let stream = get_stream(input)?;
+            let count = get_u32(input, "count")? as usize;
+            // Each takes at least 3 bytes: a count the input cannot hold is a lie.
+            const MIN_FIELD: usize = 1 + 2;
+            if count.saturating_mul(MIN_FIELD) > input.remaining() {
+                return Err(DecodeError::Truncated {
+                    field: "fields",
+                    needed: count.saturating_mul(MIN_FIELD) - input.remaining(),
+                });
+            }
+            let mut fields = Vec::with_capacity(count);
+            for _ in 0..count {
+                let code = get_u8(input, "field kind")?;
+                let kind = FieldKind::from_code(code)
+                    .ok_or_else(|| invalid("field kind", format!("unknown kind {code}")))?;
+                fields.push(Field {
+                    name: get_str16(input, "field name")?,
+                    kind,
+                });
+            }
+            Message::Request(Request::Describe {
+                stream,
+                schema: Schema { fields },
+            })
+        }
+        tag::DESCRIBED => Message::Response(Response::Described),
         tag::HELD => {
             let count = get_u32(input, "count")? as usize;
             // Each takes at least 11 bytes: a count the input cannot hold is a lie.
@@ -649,6 +692,23 @@ mod tests {
                         limit
                     }
                 )),
+            (
+                stream_name(),
+                proptest::collection::vec(("[a-z_0-9]{1,30}", 0u8..6), 0..20),
+            )
+                .prop_map(|(stream, fields)| Message::Request(Request::Describe {
+                    stream,
+                    schema: Schema {
+                        fields: fields
+                            .into_iter()
+                            .map(|(name, code)| Field {
+                                name,
+                                kind: FieldKind::from_code(code).expect("a known code"),
+                            })
+                            .collect(),
+                    },
+                })),
+            Just(Message::Response(Response::Described)),
             (
                 proptest::collection::vec(("[0-9]{1,12}", any::<i64>(), any::<bool>()), 0..20),
                 proptest::option::of("[0-9a-z]{1,20}"),

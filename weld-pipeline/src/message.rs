@@ -11,6 +11,7 @@
 //!   Request::Stop{stream}                       ->      Response::Stopped   (after the page boundary)
 //!   Response::Ack{batch, commit}                <-      Request::Deliver(Batch)
 //!   Response::Inventory(page)                   <-      Request::Inventory{stream, after, limit}
+//!   Response::Described                         <-      Request::Describe{stream, schema}
 //!                                               <-      Event::RunStarted / Event::RunFinished
 //!                                               <-      Event::OutboxDepth  (every 2 s)
 //! ```
@@ -21,7 +22,7 @@ use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::record::Timestamp;
-use crate::source::HeldPage;
+use crate::source::{HeldPage, Schema};
 use crate::stream::{RunId, StreamName};
 use crate::transform::FieldTransform;
 
@@ -29,7 +30,8 @@ use crate::transform::FieldTransform;
 ///
 /// 2: `RunFinished` carries the run's duration and fetch errors; `OutboxDepth` is new.
 /// 3: `Start` and every batch carry the stream's epoch (a resync raises it).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: `Describe` tells the controller's store a stream's fields.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A worker's introduction, sent once when it connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +164,14 @@ pub enum Request {
         /// At most this many records.
         limit: u32,
     },
+    /// Worker to controller: the fields of a stream this worker runs, as its source defines
+    /// them, for the store (see [`Catalog`](crate::source::Catalog)).
+    Describe {
+        /// The stream.
+        stream: StreamName,
+        /// Its fields.
+        schema: Schema,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -180,6 +190,8 @@ pub enum Response {
     },
     /// A page of what the store holds ([`Request::Inventory`]).
     Inventory(HeldPage),
+    /// The store took the schema ([`Request::Describe`]).
+    Described,
     /// The request was refused.
     Refused {
         /// What the requester should do next.

@@ -210,6 +210,7 @@ async fn run_stream(
             run_id: crate::stream::RunId::generate(),
             epoch: 0,
             inventory: None,
+            catalog: None,
             cancel: cancel.child_token(),
         };
         // A panicking job is a bug to log, not a reason to stop the stream for good.

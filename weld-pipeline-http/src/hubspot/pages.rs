@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use weld_pipeline::middleware::{
     RateLimitLayer, RetryLayer, RetryPolicy, TelemetryLayer, TimeoutLayer,
 };
-use weld_pipeline::source::{Page, PageRequest};
+use weld_pipeline::source::{Field, FieldKind, Page, PageRequest, Schema};
 use weld_pipeline::{BoxError, Error, Timestamp};
 
 use super::associations;
@@ -40,6 +41,8 @@ pub struct HubSpotPages {
     pub(super) links: CallService,
     /// The property set last discovered, for the pages of a run after its first.
     discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
+    /// Whether a listed property set's definitions were read (once per source).
+    listed_described: Arc<AtomicBool>,
     /// The object type as URLs name it: the configured one, or a custom object's
     /// `objectTypeId` found by its name.
     resolved: Arc<std::sync::Mutex<Option<Arc<str>>>>,
@@ -107,6 +110,7 @@ impl HubSpotPages {
             account,
             object,
             discovered: Arc::default(),
+            listed_described: Arc::default(),
             sweeping: Arc::default(),
             resolved: Arc::default(),
         })
@@ -140,10 +144,38 @@ impl HubSpotPages {
     }
 
     /// The properties this page asks for: the stream's list, or every property of the object,
-    /// discovered anew when `fresh` (a run's first page) and otherwise as last discovered.
-    async fn property_set(&self, fresh: bool) -> Result<PropertySet, BoxError> {
+    /// discovered anew when `fresh` (a run's first page) and otherwise as last discovered. With
+    /// the set, the fields to describe to the store when definitions were read for it: at
+    /// every discovery, and for a listed set once per source when there is a store to tell
+    /// (`describing`; a failure to read them then costs the typed fields, not the run).
+    async fn property_set(
+        &self,
+        fresh: bool,
+        describing: bool,
+    ) -> Result<(PropertySet, Option<Schema>), BoxError> {
         if let Some(listed) = &self.object.properties {
-            return Ok(PropertySet::new(listed.clone()));
+            let set = PropertySet::new(listed.clone());
+            if !fresh || !describing || self.listed_described.swap(true, Ordering::Relaxed) {
+                return Ok((set, None));
+            }
+            let schema = match self.definitions().await {
+                Ok(defined) => Some(Schema::new(set.names().iter().map(|name| {
+                    let kind = defined
+                        .fields
+                        .iter()
+                        .find(|f| &f.name == name)
+                        .map_or(FieldKind::Text, |f| f.kind);
+                    Field {
+                        name: name.clone(),
+                        kind,
+                    }
+                }))),
+                Err(error) => {
+                    tracing::warn!(object = %self.object.object_type, error = %error, "the property definitions cannot be read: the listed properties are stored, untyped");
+                    None
+                }
+            };
+            return Ok((set, schema));
         }
         if !fresh {
             if let Some(set) = self
@@ -152,18 +184,35 @@ impl HubSpotPages {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
             {
-                return Ok(set);
+                return Ok((set, None));
             }
         }
+        let schema = self.definitions().await?;
+        let set = PropertySet::new(schema.fields.iter().map(|f| f.name.clone()).collect());
+        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+        Ok((set, Some(schema)))
+    }
+
+    /// Every property the account defines for the object, with its type.
+    async fn definitions(&self) -> Result<Schema, BoxError> {
         let object_type = self.object_type().await?;
         let body = self
             .meta
             .clone()
             .oneshot(Call::Properties { object_type })
             .await?;
-        let set = PropertySet::new(parse_definitions(&body)?);
-        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
-        Ok(set)
+        parse_definitions(&body)
+    }
+
+    /// Tells the store the fields of the stream's records, when it can be told. The records do
+    /// not depend on it: a failure is logged, and the next run tells it again.
+    async fn describe(&self, request: &PageRequest, schema: &Schema) {
+        let Some(catalog) = &request.catalog else {
+            return;
+        };
+        if let Err(error) = catalog.describe(&request.stream, schema).await {
+            tracing::warn!(stream = %request.stream, error = %error, "the store cannot be told the stream's fields; the next run tells it again");
+        }
     }
 
     /// One list page, its property list split across requests when the URL would be too long.
@@ -230,7 +279,10 @@ impl HubSpotPages {
         }
         // A run's first page discovers the properties again: the portal may have new ones.
         let fresh = matches!(at, None | Some(Position::Done { .. }));
-        let set = self.property_set(fresh).await?;
+        let (set, schema) = self.property_set(fresh, request.catalog.is_some()).await?;
+        if let Some(schema) = &schema {
+            self.describe(&request, schema).await;
+        }
         let properties = set.fingerprint_with(&self.object.associations);
         let full = Position::Full {
             last_id: 0,

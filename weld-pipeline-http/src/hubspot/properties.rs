@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use weld_pipeline::source::{Field, FieldKind, Schema};
 use weld_pipeline::BoxError;
 
 use super::parse::unparseable;
@@ -81,16 +82,42 @@ struct Definitions {
 #[derive(Deserialize)]
 struct Definition {
     name: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(rename = "fieldType", default)]
+    field_type: Option<String>,
 }
 
-/// The property names of a `GET /crm/v3/properties/{objectType}` answer.
-pub(super) fn parse_definitions(body: &Bytes) -> Result<Vec<String>, BoxError> {
+impl Definition {
+    /// How the property's values read: HubSpot's `type`, with a multiple-choice enumeration
+    /// (`fieldType` `checkbox`, values joined by `;`) as a list. A type this build does not
+    /// know reads as text.
+    fn field(self) -> Field {
+        let kind = match (self.kind.as_deref(), self.field_type.as_deref()) {
+            (Some("number"), _) => FieldKind::Number,
+            (Some("bool"), _) => FieldKind::Boolean,
+            (Some("date"), _) => FieldKind::Date,
+            (Some("datetime"), _) => FieldKind::DateTime,
+            (Some("enumeration"), Some("checkbox")) => FieldKind::List,
+            _ => FieldKind::Text,
+        };
+        Field {
+            name: self.name,
+            kind,
+        }
+    }
+}
+
+/// The properties of a `GET /crm/v3/properties/{objectType}` answer, each with its type.
+pub(super) fn parse_definitions(body: &Bytes) -> Result<Schema, BoxError> {
     let definitions: Definitions = serde_json::from_slice(body)
         .map_err(|e| unparseable(format!("the property definitions: {e}")))?;
     if definitions.results.is_empty() {
         return Err(unparseable("the object type defines no properties"));
     }
-    Ok(definitions.results.into_iter().map(|d| d.name).collect())
+    Ok(Schema::new(
+        definitions.results.into_iter().map(Definition::field),
+    ))
 }
 
 #[cfg(test)]
@@ -111,11 +138,46 @@ mod tests {
     }
 
     #[test]
-    fn definitions_parse_to_their_names_and_an_empty_list_is_refused() {
+    fn definitions_parse_to_their_names_and_types_and_an_empty_list_is_refused() {
         let body = Bytes::from_static(
-            br#"{"results":[{"name":"email","type":"string","options":[]},{"name":"custom_1"}]}"#,
+            br#"{"results":[
+                {"name":"email","type":"string","fieldType":"text","options":[]},
+                {"name":"custom_1"},
+                {"name":"amount","type":"number","fieldType":"number"},
+                {"name":"closedate","type":"datetime","fieldType":"date"},
+                {"name":"birthday","type":"date","fieldType":"date"},
+                {"name":"opted_in","type":"bool","fieldType":"booleancheckbox"},
+                {"name":"colours","type":"enumeration","fieldType":"checkbox"},
+                {"name":"stage","type":"enumeration","fieldType":"select"},
+                {"name":"phone","type":"phone_number","fieldType":"phonenumber"},
+                {"name":"later","type":"object_coordinates","fieldType":"text"}
+            ]}"#,
         );
-        assert_eq!(parse_definitions(&body).unwrap(), ["email", "custom_1"]);
+        let kinds: Vec<(String, FieldKind)> = parse_definitions(&body)
+            .unwrap()
+            .fields
+            .into_iter()
+            .map(|f| (f.name, f.kind))
+            .collect();
+        let expected = [
+            ("amount", FieldKind::Number),
+            ("birthday", FieldKind::Date),
+            ("closedate", FieldKind::DateTime),
+            ("colours", FieldKind::List),
+            ("custom_1", FieldKind::Text),
+            ("email", FieldKind::Text),
+            ("later", FieldKind::Text),
+            ("opted_in", FieldKind::Boolean),
+            ("phone", FieldKind::Text),
+            ("stage", FieldKind::Text),
+        ];
+        assert_eq!(
+            kinds,
+            expected
+                .iter()
+                .map(|(n, k)| (n.to_string(), *k))
+                .collect::<Vec<_>>()
+        );
         assert!(parse_definitions(&Bytes::from_static(br#"{"results":[]}"#)).is_err());
         assert!(parse_definitions(&Bytes::from_static(b"<html>")).is_err());
     }

@@ -12,8 +12,9 @@ use super::data::iso;
 use super::list::Built;
 use super::{answer, Fake, Refusal, Shared};
 
-/// HubSpot's property types; values always travel as strings.
-const TYPES: [(&str, &str); 7] = [
+/// HubSpot's property types with the field type of each; values always travel as strings.
+/// An enumeration shown as checkboxes holds several options at once, joined by `;`.
+const TYPES: [(&str, &str); 8] = [
     ("string", "text"),
     ("number", "number"),
     ("date", "date"),
@@ -21,6 +22,7 @@ const TYPES: [(&str, &str); 7] = [
     ("enumeration", "select"),
     ("bool", "booleancheckbox"),
     ("phone_number", "phonenumber"),
+    ("enumeration", "checkbox"),
 ];
 
 /// The options of every enumeration the fake defines.
@@ -59,12 +61,13 @@ struct PropertyOption {
 }
 
 impl Definition {
-    /// A definition of `kind` (one of [`TYPES`]'s names).
-    fn new(name: &str, kind: &'static str, hubspot_defined: bool, at: i64) -> Self {
-        let field_type = TYPES
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map_or("text", |(_, field)| field);
+    /// A definition of `kind` shown as `field_type` (one of [`TYPES`]).
+    fn new(
+        name: &str,
+        (kind, field_type): (&'static str, &'static str),
+        hubspot_defined: bool,
+        at: i64,
+    ) -> Self {
         let options = if kind == "enumeration" {
             OPTIONS
                 .iter()
@@ -110,7 +113,11 @@ impl Definition {
             "phone" => "phone_number",
             _ => "string",
         };
-        Definition::new(name, kind, true, at)
+        let typed = TYPES
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap_or(TYPES[0]);
+        Definition::new(name, typed, true, at)
     }
 
     /// The customer's custom property number `index` (`custom_property_007`), its type
@@ -118,7 +125,7 @@ impl Definition {
     pub(crate) fn custom(index: usize, at: i64) -> Self {
         Definition::new(
             &format!("custom_property_{index:03}"),
-            TYPES[index % TYPES.len()].0,
+            TYPES[index % TYPES.len()],
             false,
             at,
         )
@@ -126,7 +133,7 @@ impl Definition {
 
     /// A custom string property added at run time.
     pub(crate) fn added(name: &str, at: i64) -> Self {
-        Definition::new(name, "string", false, at)
+        Definition::new(name, TYPES[0], false, at)
     }
 
     /// The value record `id` has for custom property `index`, if it has one: about a quarter of
@@ -136,13 +143,20 @@ impl Definition {
             return None;
         }
         let n = id as usize * (index + 3);
-        Some(match TYPES[index % TYPES.len()].0 {
-            "number" => (n % 100_000).to_string(),
-            "date" => format!("2024-{:02}-{:02}", n % 12 + 1, n % 28 + 1),
-            "datetime" => iso(1_700_000_000_000 + (n as i64 % 1_000_000) * 60_000),
-            "enumeration" => OPTIONS[n % OPTIONS.len()].to_string(),
-            "bool" => (n % 2 == 0).to_string(),
-            "phone_number" => format!("+1 555 {:04}", n % 10_000),
+        Some(match TYPES[index % TYPES.len()] {
+            ("number", _) => (n % 100_000).to_string(),
+            ("date", _) => format!("2024-{:02}-{:02}", n % 12 + 1, n % 28 + 1),
+            ("datetime", _) => iso(1_700_000_000_000 + (n as i64 % 1_000_000) * 60_000),
+            ("enumeration", "checkbox") => OPTIONS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (n >> i) & 1 == 1)
+                .map(|(_, o)| *o)
+                .collect::<Vec<_>>()
+                .join(";"),
+            ("enumeration", _) => OPTIONS[n % OPTIONS.len()].to_string(),
+            ("bool", _) => (n % 2 == 0).to_string(),
+            ("phone_number", _) => format!("+1 555 {:04}", n % 10_000),
             _ => format!("value {index}-{id}"),
         })
     }

@@ -21,7 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::record::Timestamp;
 use crate::scheduler::{Job, Scheduler};
 use crate::sink::Sink;
-use crate::source::{HeldPage, Inventory, RunContext, Source, Sources};
+use crate::source::{Catalog, HeldPage, Inventory, RunContext, Schema, Source, Sources};
 use crate::stream::{RunId, StreamName};
 use crate::transport::{Handler, Peer, Transport};
 
@@ -454,9 +454,11 @@ impl<T: Transport> Handler for WorkerHandler<T> {
                 self.0.outbox.forget_position(&stream);
                 Response::Stopped
             }
-            Request::Deliver(_) | Request::Inventory { .. } => Response::refused(&Error::Invalid(
-                "a worker takes no deliveries or inventory requests".into(),
-            )),
+            Request::Deliver(_) | Request::Inventory { .. } | Request::Describe { .. } => {
+                Response::refused(&Error::Invalid(
+                    "a worker takes no deliveries, inventory requests or schemas".into(),
+                ))
+            }
         }
     }
 
@@ -485,12 +487,13 @@ impl<T: Transport> Job for StreamJob<T> {
         let Some(worker) = self.worker.upgrade() else {
             return;
         };
-        let inventory = PeerInventory::<T> {
+        let store = Arc::new(PeerStore::<T> {
             peer: worker.peer.subscribe(),
-        };
+        });
         let run = RunContext {
             epoch: self.epoch,
-            inventory: Some(Arc::new(inventory)),
+            inventory: Some(store.clone()),
+            catalog: Some(store),
             ..run
         };
         // A run starts only when the previous run's batches are all acknowledged: the
@@ -526,46 +529,69 @@ impl<T: Transport> Job for StreamJob<T> {
     }
 }
 
-/// What the controller's store holds, asked over the worker's connection.
-struct PeerInventory<T: Transport> {
+/// The controller's store, asked and told over the worker's connection: what it holds, and
+/// the fields of the streams this worker runs.
+struct PeerStore<T: Transport> {
     peer: watch::Receiver<Option<T::Peer>>,
 }
 
-impl<T: Transport> std::fmt::Debug for PeerInventory<T> {
+impl<T: Transport> std::fmt::Debug for PeerStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerInventory")
+        f.write_str("PeerStore")
     }
 }
 
-/// How long the controller has to answer an inventory request.
-const INVENTORY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the controller has to answer a request about its store.
+const STORE_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl<T: Transport> PeerStore<T> {
+    async fn ask(&self, request: Request, operation: &'static str) -> Result<Response, Error> {
+        let peer = self.peer.borrow().clone().ok_or_else(|| {
+            Error::Unavailable("not connected to the controller: its store cannot be asked".into())
+        })?;
+        tokio::time::timeout(STORE_REQUEST_TIMEOUT, peer.request(request))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation,
+                after: STORE_REQUEST_TIMEOUT,
+            })??
+            .into_result()
+    }
+}
 
 #[async_trait]
-impl<T: Transport> Inventory for PeerInventory<T> {
+impl<T: Transport> Inventory for PeerStore<T> {
     async fn held(
         &self,
         stream: &StreamName,
         after: Option<&str>,
         limit: usize,
     ) -> Result<HeldPage, Error> {
-        let peer = self.peer.borrow().clone().ok_or_else(|| {
-            Error::Unavailable("not connected to the controller: its store cannot be asked".into())
-        })?;
         let request = Request::Inventory {
             stream: stream.clone(),
             after: after.map(str::to_owned),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
-        let answer = tokio::time::timeout(INVENTORY_TIMEOUT, peer.request(request))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "inventory request",
-                after: INVENTORY_TIMEOUT,
-            })??;
-        match answer.into_result()? {
+        match self.ask(request, "inventory request").await? {
             Response::Inventory(page) => Ok(page),
             other => Err(Error::Bug(format!(
                 "the controller answered an inventory request with {other:?}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Transport> Catalog for PeerStore<T> {
+    async fn describe(&self, stream: &StreamName, schema: &Schema) -> Result<(), Error> {
+        let request = Request::Describe {
+            stream: stream.clone(),
+            schema: schema.clone(),
+        };
+        match self.ask(request, "schema description").await? {
+            Response::Described => Ok(()),
+            other => Err(Error::Bug(format!(
+                "the controller answered a schema description with {other:?}"
             ))),
         }
     }

@@ -31,6 +31,8 @@ struct StreamData {
     /// Per run: how far its batches are in without a gap, and the cursors of those that came
     /// early, after a gap.
     runs: HashMap<RunId, (RunProgress, BTreeMap<u64, Checkpoint>)>,
+    /// The fields the source described last.
+    schema: Option<crate::source::Schema>,
 }
 
 impl MemorySink {
@@ -64,6 +66,12 @@ impl MemorySink {
     /// The stream's last committed checkpoint ([`Checkpoint::start`] for a stream with none).
     pub fn checkpoint(&self, stream: &StreamName) -> Checkpoint {
         self.with(stream, |data| data.checkpoint.clone())
+    }
+
+    /// The fields a source last described for a stream (see
+    /// [`Catalog`](crate::source::Catalog)), `None` when none did.
+    pub fn schema(&self, stream: &StreamName) -> Option<crate::source::Schema> {
+        self.with(stream, |data| data.schema.clone())
     }
 
     /// The number of batches committed for a stream (replays not counted).
@@ -129,6 +137,19 @@ impl Sink for MemorySink {
 /// Ids in the order a store keys them: numeric ids numerically (shorter first), then by bytes.
 fn key_order(id: &str) -> (usize, &str) {
     (id.len(), id)
+}
+
+#[async_trait]
+impl crate::source::Catalog for MemorySink {
+    async fn describe(
+        &self,
+        stream: &StreamName,
+        schema: &crate::source::Schema,
+    ) -> Result<(), Error> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.entry(stream.clone()).or_default().schema = Some(schema.clone());
+        Ok(())
+    }
 }
 
 #[async_trait]

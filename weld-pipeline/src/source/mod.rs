@@ -17,11 +17,13 @@ mod generator;
 mod inventory;
 mod kinds;
 mod pages;
+mod schema;
 
 pub use generator::{Generator, GeneratorParams, GeneratorSources};
 pub use inventory::{Held, HeldPage, Inventory, MAX_HELD_PER_PAGE};
 pub use kinds::{Registry, SourceFactory, SourceKind, SourceKinds, Sources};
 pub use pages::Pages;
+pub use schema::{Catalog, Field, FieldKind, Schema};
 
 use std::sync::Arc;
 
@@ -53,6 +55,9 @@ pub struct RunContext {
     /// What the stream's store holds, for a source that reconciles with it; `None` where the
     /// runtime has no store to ask (a source then skips its reconciliation).
     pub inventory: Option<Arc<dyn Inventory>>,
+    /// Where the source describes its records' fields for the store; `None` where the runtime
+    /// has no store to tell.
+    pub catalog: Option<Arc<dyn Catalog>>,
 }
 
 impl RunContext {
@@ -64,12 +69,19 @@ impl RunContext {
             epoch: 0,
             cancel: CancellationToken::new(),
             inventory: None,
+            catalog: None,
         }
     }
 
     /// The same run, reconciling with `inventory`.
     pub fn with_inventory(mut self, inventory: Arc<dyn Inventory>) -> Self {
         self.inventory = Some(inventory);
+        self
+    }
+
+    /// The same run, describing its fields to `catalog`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
         self
     }
 }
@@ -135,6 +147,8 @@ pub struct PageRequest {
     pub cursor: Checkpoint,
     /// What the stream's store holds ([`RunContext::inventory`]).
     pub inventory: Option<Arc<dyn Inventory>>,
+    /// Where to describe the stream's fields ([`RunContext::catalog`]).
+    pub catalog: Option<Arc<dyn Catalog>>,
 }
 
 /// One page of records and where the next one starts.

@@ -65,6 +65,7 @@ where
                 stream: state.run.stream.clone(),
                 cursor: state.cursor.clone(),
                 inventory: state.run.inventory.clone(),
+                catalog: state.run.catalog.clone(),
             };
             let page = match state.service.ready().await {
                 Ok(service) => service.call(request).await,

@@ -327,6 +327,15 @@ impl StreamStore for Healing {
         self.observe(read)
     }
 
+    async fn describe(
+        &self,
+        stream: &StreamName,
+        schema: &crate::source::Schema,
+    ) -> Result<(), Error> {
+        let told = self.current().await?.describe(stream, schema).await;
+        self.observe(told)
+    }
+
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
         let read = self.current().await?.runs(stream, limit).await;
         self.observe(read)

@@ -190,6 +190,18 @@ pub trait StreamStore: Sink + std::fmt::Debug {
         self.sync().await
     }
 
+    /// Takes what a source told of `stream`'s fields (see
+    /// [`Catalog`](crate::source::Catalog)). The default ignores it: the records are stored
+    /// whole either way; a store that can show typed fields (PostgreSQL's typed views) uses it.
+    async fn describe(
+        &self,
+        stream: &StreamName,
+        schema: &crate::source::Schema,
+    ) -> Result<(), Error> {
+        let _ = (stream, schema);
+        Ok(())
+    }
+
     /// Whether the store can commit now. A plain store is always [`StoreHealth::Ok`]: it reports
     /// failures as errors; a [`Healing`] store reports the failure it is healing from.
     fn health(&self) -> StoreHealth {

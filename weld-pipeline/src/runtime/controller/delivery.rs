@@ -6,7 +6,7 @@ use super::Controller;
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::message::{Event, Hello, Request, Response, RunOutcome};
-use crate::source::{Inventory, MAX_HELD_PER_PAGE};
+use crate::source::{Catalog, Inventory, Schema, MAX_HELD_PER_PAGE};
 use crate::store::{Desired, StoreHealth};
 use crate::stream::StreamName;
 use crate::telemetry;
@@ -98,6 +98,29 @@ impl<P: Peer> Controller<P> {
         }
     }
 
+    /// Whether `stream` runs on the worker that said `from`: only that worker may ask about
+    /// it or describe it.
+    fn refuse_unless_assigned(&self, from: &Hello, stream: &StreamName) -> Option<Response> {
+        let assigned = self.lock().worker_of(stream).cloned();
+        (assigned.as_deref() != Some(from.worker_id.as_str())).then(|| {
+            Response::refused(&Error::Invalid(format!(
+                "stream {stream} is not assigned to worker {}",
+                from.worker_id
+            )))
+        })
+    }
+
+    /// Hands the fields a worker's source described to the store.
+    async fn describe(&self, from: &Hello, stream: &StreamName, schema: &Schema) -> Response {
+        if let Some(refusal) = self.refuse_unless_assigned(from, stream) {
+            return refusal;
+        }
+        match Catalog::describe(&self.store, stream, schema).await {
+            Ok(()) => Response::Described,
+            Err(error) => Response::refused(&error),
+        }
+    }
+
     /// A page of what the store holds of a stream, for the worker running it.
     async fn inventory(
         &self,
@@ -106,12 +129,8 @@ impl<P: Peer> Controller<P> {
         after: Option<&str>,
         limit: u32,
     ) -> Response {
-        let assigned = self.lock().worker_of(stream).cloned();
-        if assigned.as_deref() != Some(from.worker_id.as_str()) {
-            return Response::refused(&Error::Invalid(format!(
-                "stream {stream} is not assigned to worker {}",
-                from.worker_id
-            )));
+        if let Some(refusal) = self.refuse_unless_assigned(from, stream) {
+            return refusal;
         }
         let limit = (limit as usize).clamp(1, MAX_HELD_PER_PAGE);
         match Inventory::held(&self.store, stream, after, limit).await {
@@ -168,8 +187,10 @@ impl<P: Peer> Handler for Controller<P> {
                 after,
                 limit,
             } => self.inventory(from, &stream, after.as_deref(), limit).await,
+            Request::Describe { stream, schema } => self.describe(from, &stream, &schema).await,
             Request::Start(_) | Request::Stop { .. } => Response::refused(&Error::Invalid(
-                "a controller takes deliveries and inventory requests, not starts or stops".into(),
+                "a controller takes deliveries, inventory requests and schemas, not starts or stops"
+                    .into(),
             )),
         }
     }
