@@ -7,32 +7,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
 
 const API_TOKEN: &str = "e2e-api-token";
-
-/// Asserts an answer is `want` with the API's error body: `{"error":{"code","message"}}`, the
-/// code in snake_case, the message not empty.
-fn assert_error(status: StatusCode, body: &Value, want: u16, context: &str) {
-    assert_eq!(status.as_u16(), want, "{context}: {body}");
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{context}: no error.code in {body}"));
-    assert!(
-        !code.is_empty()
-            && code
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-        "{context}: the code {code:?} is not snake_case"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{context}: no error.message in {body}"
-    );
-}
 
 /// Asserts the stream does not exist (a refused request created nothing).
 async fn assert_absent(api: &Api, name: &str) {

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::json;
 use support::*;
 use tokio_postgres::NoTls;
@@ -42,6 +43,38 @@ async fn assert_table_equals(url: &str, expected: &SourceSet) {
     assert!(
         rows.iter().all(|r| r.get::<_, Option<String>>(2).is_some()),
         "every contact has its email"
+    );
+    drop(client);
+    let _ = connection.await;
+}
+
+/// The typed view `hubspot.contacts_typed` exists, made from the property definitions the
+/// worker's source described over the transport, with a row per contact and its modification
+/// time as a `timestamptz`.
+async fn assert_typed_view(url: &str, expected: &SourceSet) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(lastmodifieddate), pg_typeof(max(lastmodifieddate))::text,
+                    count(*) FILTER (WHERE lastmodifieddate = updated_at)
+             FROM hubspot.contacts_typed",
+            &[],
+        )
+        .await
+        .expect("the typed view");
+    let rows = (expected.live.len() + expected.archived.len()) as i64;
+    assert_eq!(row.get::<_, i64>(0), rows);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        rows,
+        "every contact has its modification time"
+    );
+    assert_eq!(row.get::<_, String>(2), "timestamp with time zone");
+    assert_eq!(
+        row.get::<_, i64>(3),
+        rows,
+        "the typed property equals the version it was stored with"
     );
     drop(client);
     let _ = connection.await;
@@ -82,8 +115,91 @@ async fn on_postgres_a_full_sync_then_changes_and_archiving_equal_the_source() {
     let expected = cluster.fake.contacts().await;
     wait_synced(api, STREAM, &expected).await;
     assert_table_equals(&url, &expected).await;
+    assert_typed_view(&url, &expected).await;
     let status = api.status(STREAM).await;
     assert_eq!(status["archived"], 15, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_bad_requests_are_refused_and_write_nothing_while_a_sync_flows() {
+    let Some(url) = postgres_database("e2e_bad_input").await else {
+        return;
+    };
+    let cluster = Cluster::start_on(1_500, "tcp", Some(url.clone())).await;
+    let api = &cluster.api;
+    api.start_stream(STREAM, contacts_stream(300)).await;
+
+    let big = json!({
+        "source": {"kind": "hubspot", "object": "contacts", "properties": ["x".repeat(80 * 1024)]},
+    });
+    let refused: [(&str, reqwest::RequestBuilder, u16); 6] = [
+        (
+            "malformed JSON",
+            api.request(Method::POST, "/streams/bad/start")
+                .header("content-type", "application/json")
+                .body("{\"source\":"),
+            400,
+        ),
+        (
+            "a body of 80 KiB",
+            api.request(Method::POST, "/streams/bad/start").json(&big),
+            413,
+        ),
+        (
+            "an invalid name",
+            api.request(Method::POST, "/streams/Bad.Name/start")
+                .json(&contacts_stream(300)),
+            422,
+        ),
+        (
+            "an interval of 0",
+            api.request(Method::POST, "/streams/bad/start")
+                .json(&contacts_stream(0)),
+            422,
+        ),
+        (
+            "a limit over 1000",
+            api.request(
+                Method::GET,
+                &format!("/streams/{STREAM}/records?limit=1001"),
+            ),
+            422,
+        ),
+        (
+            "an unknown stream",
+            api.request(Method::POST, "/streams/unknown/resync"),
+            404,
+        ),
+    ];
+    for (what, request, want) in refused {
+        let (status, body) = send(request).await;
+        assert_error(status, &body, want, what);
+    }
+    wait_synced(api, STREAM, &cluster.fake.contacts().await).await;
+    assert_table_equals(&url, &cluster.fake.contacts().await).await;
+
+    // Nothing refused reached the database: one stream registered, one records table.
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let streams: Vec<String> = client
+        .query("SELECT name FROM weld.streams", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(streams, [STREAM]);
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('weld', 'pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "hubspot.contacts alone");
+    drop(client);
+    let _ = connection.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
