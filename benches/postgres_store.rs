@@ -6,6 +6,9 @@
 //!   SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` of its rows into a table of the same
 //!   columns as the store's (`properties` and `data` jsonb among them), eight at once on eight
 //!   connections;
+//! - `raw_copy_then_upsert_8_in_flight`: the bulk path the other way, per batch one
+//!   transaction: binary `COPY` of its rows into a temporary table, then one `INSERT ... SELECT
+//!   ... ON CONFLICT` from it (what the store would do with `COPY`);
 //! - `store_commit_8_in_flight`: `PostgresStore::commit` of eight batches of one run at once
 //!   (records, ledger, run, checkpoint and counts in one transaction each).
 //!
@@ -73,6 +76,19 @@ fn postgres(c: &mut Criterion) {
             )
             .await
             .expect("raw table");
+        clients[0]
+            .batch_execute("CREATE TABLE raw_copy (LIKE raw INCLUDING ALL)")
+            .await
+            .expect("raw copy table");
+        for client in &clients {
+            client
+                .batch_execute(
+                    "CREATE TEMPORARY TABLE staging (id text, ms bigint, archived boolean,
+                         data text) ON COMMIT DELETE ROWS",
+                )
+                .await
+                .expect("staging table");
+        }
         clients
     });
 
@@ -96,6 +112,28 @@ fn postgres(c: &mut Criterion) {
                         .iter()
                         .zip(&raw)
                         .map(|(batch, client)| raw_insert(client, batch)),
+                ));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+
+    let mut copied = 0u64;
+    group.bench_function("raw_copy_then_upsert_8_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let batches: Vec<Batch> = (copied..copied + IN_FLIGHT)
+                    .map(|seq| batch(seq, &generator))
+                    .collect();
+                copied += IN_FLIGHT;
+                let started = Instant::now();
+                runtime.block_on(futures::future::join_all(
+                    batches
+                        .iter()
+                        .zip(&raw)
+                        .map(|(batch, client)| raw_copy(client, batch)),
                 ));
                 total += started.elapsed();
             }
@@ -158,6 +196,53 @@ async fn raw_insert(client: &tokio_postgres::Client, batch: &Batch) {
         )
         .await
         .expect("insert");
+    client.batch_execute("COMMIT").await.expect("commit");
+}
+
+/// One transaction: the batch's rows copied in binary into the connection's staging table,
+/// then upserted from it in one statement.
+async fn raw_copy(client: &tokio_postgres::Client, batch: &Batch) {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+
+    client.batch_execute("BEGIN").await.expect("begin");
+    let sink = client
+        .copy_in("COPY staging (id, ms, archived, data) FROM STDIN (FORMAT binary)")
+        .await
+        .expect("copy in");
+    let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT8, Type::BOOL, Type::TEXT]);
+    futures::pin_mut!(writer);
+    for record in &batch.records {
+        let data = std::str::from_utf8(record.data.as_bytes()).expect("UTF-8");
+        writer
+            .as_mut()
+            .write(&[
+                &record.id.as_str(),
+                &record.updated_at.as_millis(),
+                &record.archived,
+                &data,
+            ])
+            .await
+            .expect("row");
+    }
+    writer.finish().await.expect("copied");
+    client
+        .execute(
+            "INSERT INTO raw_copy (id, updated_at, created_at, archived, properties, data, run_id,
+                 synced_at)
+             SELECT id, to_timestamp(0) + ms * interval '1 millisecond',
+                    to_timestamp(0) + ms * interval '1 millisecond', archived,
+                    data::jsonb -> 'properties', data::jsonb, 1, now()
+             FROM staging
+             ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,
+                 created_at = EXCLUDED.created_at, archived = EXCLUDED.archived,
+                 properties = EXCLUDED.properties, data = EXCLUDED.data,
+                 run_id = EXCLUDED.run_id, synced_at = EXCLUDED.synced_at
+             WHERE raw_copy.updated_at <= EXCLUDED.updated_at",
+            &[],
+        )
+        .await
+        .expect("upsert");
     client.batch_execute("COMMIT").await.expect("commit");
 }
 

@@ -47,8 +47,13 @@ struct Args {
     shared_secret: Option<String>,
     /// When set (`postgres://user@host:port/database`), everything is stored in PostgreSQL
     /// instead of the sled database in the data directory.
+    /// Add `?sslmode=require` for TLS, verified against Mozilla's roots.
     #[arg(long, env = "WELD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// A PEM file of certificate authorities to trust for the database's TLS certificate
+    /// besides Mozilla's roots (a cloud provider's CA, or your own).
+    #[arg(long, env = "WELD_DATABASE_CA_FILE")]
+    database_ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -84,8 +89,11 @@ async fn serve<T: Transport>(
             // Made without connecting: while the database is away the service starts, says so
             // once, answers /health 503, and heals by itself once it is back (the pool
             // reconnects; Healing acknowledges nothing until a probe commits again).
-            let store: Arc<dyn StreamStore> =
-                Arc::new(PostgresStore::new(&PostgresConfig::new(url))?);
+            let database = PostgresConfig {
+                ca_file: args.database_ca_file,
+                ..PostgresConfig::new(url)
+            };
+            let store: Arc<dyn StreamStore> = Arc::new(PostgresStore::new(&database)?);
             let healing = Healing::open(move || Ok(store.clone()))?;
             let controller = Controller::<T::Peer>::new(Arc::new(healing), common::source_kinds());
             DataStreams::with_controller(&transport, controller, config, shutdown).await?

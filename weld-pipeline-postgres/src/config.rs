@@ -1,12 +1,19 @@
 //! How to reach the database.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a [`PostgresStore`](crate::PostgresStore) connects.
 #[derive(Clone, Debug)]
 pub struct PostgresConfig {
     /// `postgres://user[:password]@host[:port]/database` (the value of `WELD_DATABASE_URL`).
+    /// With `?sslmode=require` the store connects over TLS only and verifies the server's
+    /// certificate (against Mozilla's roots and [`ca_file`](Self::ca_file)); otherwise it
+    /// connects without TLS.
     pub url: String,
+    /// A PEM file of certificate authorities to trust besides Mozilla's roots, for a server
+    /// whose certificate a private CA signed (a cloud provider's, or your own). Default none.
+    pub ca_file: Option<PathBuf>,
     /// The most connections the pool holds. Default 16.
     pub pool_size: usize,
     /// Every statement's limit: a query past it is cancelled by the server and fails
@@ -21,6 +28,7 @@ impl PostgresConfig {
     pub fn new(url: impl Into<String>) -> Self {
         PostgresConfig {
             url: url.into(),
+            ca_file: None,
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),

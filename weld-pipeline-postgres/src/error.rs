@@ -27,12 +27,22 @@ pub(crate) fn database(error: tokio_postgres::Error) -> Error {
     Error::new(kind, format!("PostgreSQL: {}", describe(&error)))
 }
 
-/// The error with the server's message, when it sent one.
+/// The error with the server's message, when it sent one; else with its causes (a failed TLS
+/// handshake says why: `invalid peer certificate: UnknownIssuer`).
 fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+    if let Some(db) = error.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
     }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        let more = error.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// A pool checkout that failed: the database is away or the pool exhausted.

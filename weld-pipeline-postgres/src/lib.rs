@@ -79,6 +79,7 @@ mod store;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod typed_view;
 
 pub use config::PostgresConfig;

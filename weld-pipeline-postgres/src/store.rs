@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{NoTls, Transaction};
 use weld_pipeline::source::{Held, HeldPage};
 use weld_pipeline::store::{
@@ -16,7 +17,7 @@ use weld_pipeline::{
 };
 
 use crate::error::{database, pool as pool_error};
-use crate::{associations, migrations, tables, typed_view, PostgresConfig};
+use crate::{associations, migrations, tables, tls, typed_view, PostgresConfig};
 
 /// The suffix of a stream's typed view.
 const TYPED: &str = "_typed";
@@ -79,13 +80,21 @@ impl PostgresStore {
         ));
         pg.connect_timeout(config.connect_timeout);
         pg.application_name("weld-pipeline");
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match pg.get_ssl_mode() {
+            SslMode::Require => {
+                let tls = tls::connector(config.ca_file.as_deref())?;
+                Manager::from_config(pg, tls, recycling())
+            }
+            _ => {
+                // Without `sslmode=require`, plain: `prefer` would take TLS from a server that
+                // offers it and then refuse a certificate nothing vouches for.
+                pg.ssl_mode(SslMode::Disable);
+                Manager::from_config(pg, NoTls, recycling())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)

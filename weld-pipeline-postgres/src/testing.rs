@@ -30,6 +30,8 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     watchdog: Mutex<Option<Child>>,
+    /// Server options besides the port and address (`-c ssl=on ...`).
+    options: String,
 }
 
 /// Why a test skipped, said once per test.
@@ -96,6 +98,43 @@ impl TestCluster {
     /// When the cluster cannot be made or started, or PostgreSQL is missing while
     /// `WELD_REQUIRE_POSTGRES=1`.
     pub fn start() -> Option<TestCluster> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Makes and starts a cluster that takes TLS connections (and plain ones) with the
+    /// certificate chain `cert_pem` and its key `key_pem`; `None` as [`start`](Self::start).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), or when the files cannot be written.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Option<TestCluster> {
+        Self::start_with(|dir| {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert, cert_pem).expect("the certificate is written");
+            std::fs::write(&key, key_pem).expect("the key is written");
+            // PostgreSQL refuses a key that others may read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("the key's mode");
+            if is_root() {
+                let chown = Command::new("chown")
+                    .arg("postgres:")
+                    .args([&cert, &key])
+                    .status()
+                    .expect("chown runs");
+                assert!(chown.success(), "the key cannot be given to postgres");
+            }
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            )
+        })
+    }
+
+    /// Makes a cluster, asks `options` for its server options (given the cluster's
+    /// directory, to write files into), and starts it.
+    fn start_with(options: impl FnOnce(&Path) -> String) -> Option<TestCluster> {
         let Some(bin) = binaries() else {
             return skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)");
         };
@@ -131,11 +170,13 @@ impl TestCluster {
         .status()
         .expect("initdb runs");
         assert!(initdb.success(), "initdb failed");
+        let options = options(dir.path());
         let cluster = TestCluster {
             port: free_port(),
             dir,
             bin,
             watchdog: Mutex::new(None),
+            options,
         };
         cluster.serve();
         Some(cluster)
@@ -151,11 +192,12 @@ impl TestCluster {
         // (a restart).
         let script = format!(
             "{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c max_connections=300 -c shared_buffers=32MB > {dir}/server.log 2>&1 & \
+             -c max_connections=300 -c shared_buffers=32MB {options} > {dir}/server.log 2>&1 & \
              server=$!; read order; kill -QUIT $server; wait $server; \
              [ \"$order\" = keep ] || rm -rf {dir}",
             postgres = postgres.display(),
             port = self.port,
+            options = self.options,
         );
         let sh = Path::new("/bin/sh");
         let child = command(sh, &["-c", &script])
