@@ -16,12 +16,46 @@
 //! | `weld.runs` | the run history, one JSON document per run |
 //! | `weld.migrations` | the schema versions applied |
 //! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
+//! | `<kind>.<stream>_typed` (a view) | the same rows, each property a source described as a column of its type (see `typed_view` below) |
+//! | `<kind>.<stream>_associations` | one row per link of the records that carry `data.associations` (see `associations` below) |
 //!
 //! A stream's records table is named after the stream, in the schema of its source kind, when
 //! the stream is first registered (a stream committed to before it is registered, as the
 //! conformance suite does, gets schema `weld_records`). Rows are upserted, the newest
 //! `updated_at` winning (an equal one replaces), and never deleted by a sync: an archived
-//! record stays, marked. Deleting the stream drops its table.
+//! record stays, marked. Deleting the stream drops its table, its view and its link table.
+//!
+//! ## The typed view
+//!
+//! A source describes its records' fields ([`Catalog`](weld_pipeline::source::Catalog); the
+//! HubSpot source does at every run, from the portal's property definitions), and
+//! [`StreamStore::describe`](weld_pipeline::store::StreamStore::describe) makes the view:
+//!
+//! | field kind | column type | read by |
+//! |---|---|---|
+//! | text | `text` | `properties ->> 'name'` as it is |
+//! | number | `numeric` | `weld.to_numeric` |
+//! | boolean | `boolean` | `weld.to_boolean` (`true`/`false`, any case) |
+//! | date | `date` | `weld.to_date` (`YYYY-MM-DD`, or epoch milliseconds) |
+//! | datetime | `timestamptz` | `weld.to_timestamptz` (RFC 3339, a time without offset as UTC, or epoch milliseconds) |
+//! | list | `text[]` | `weld.to_list` (values joined by `;`) |
+//!
+//! Every cast is safe: a value that does not read as its type, and `''`, reads as `NULL`. The
+//! table's own columns come first, then the properties by name; a property named like one of
+//! them is `property_<name>`; one whose name passes 63 bytes, and those past 1,500 columns, are
+//! left out (they stay in `properties`, and a warning says so). The view is replaced in place
+//! when its columns keep their places, else dropped and made again in one transaction; a view
+//! of the user's own built on it keeps the old one, and `describe` says why.
+//!
+//! ## The link table
+//!
+//! The records' `data.associations` (`{"<toType>":[{"id","types":[{"category","typeId",
+//! "label"}]}]}`) as rows `from_id`, `to_type`, `to_id`, `category` (`''` when absent),
+//! `type_id` (0 when absent), `label`; primary key `(from_id, to_type, to_id, category,
+//! type_id)`, an index on `(to_type, to_id)`. The table is made when the first record with
+//! associations is committed, and written in the commit's transaction: the links of every
+//! record the batch writes are replaced by those of its stored document, so the table always
+//! equals the documents (a member of the wrong shape gives no link, not a refused commit).
 //!
 //! # One transaction per commit
 //!
@@ -57,7 +91,14 @@
 //! - `jsonb` cannot hold a NUL character: a `\u0000` in a string of a record is stored as
 //!   U+FFFD (the rest of the document as it came) rather than refusing the commit for good.
 //!   `data` is served as PostgreSQL prints `jsonb`: the same JSON, keys reordered.
-//! - TLS is not built yet: connect over loopback or a private network.
+//! - **TLS** with `sslmode=require` in the URL: rustls (ring), through tokio-postgres-rustls,
+//!   verifying the server's certificate against Mozilla's roots and
+//!   [`PostgresConfig::ca_file`]. Without it the store connects plain: `prefer` would take TLS
+//!   from a server that offers it and then refuse a certificate nothing vouches for.
+//! - **Bulk writes are multi-row `INSERT ... SELECT FROM unnest(...)`**, not `COPY`: measured
+//!   on batches of 100 x 1 KiB with eight in flight, binary `COPY` into a temporary table and
+//!   an upsert from it moved 0.83-0.86x the records per second of the `unnest` upsert (one
+//!   more round trip per batch, and a table to fill and empty).
 //!
 //! # Example
 //!
