@@ -13,7 +13,8 @@
 //! |---|---|
 //! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, its epoch |
 //! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, and the cursor it reached |
-//! | `weld.runs` | the run history, one JSON document per run |
+//! | `weld.runs` | the run history, one JSON document per run (and the figures of its folded ledger rows) |
+//! | `weld.totals` | per stream, the count deltas of folded ledger rows |
 //! | `weld.migrations` | the schema versions applied |
 //! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
 //! | `<kind>.<stream>_typed` (a view) | the same rows, each property a source described as a column of its type (see `typed_view` below) |
@@ -75,6 +76,11 @@
 //! checkpoint is the cursor of the newest run's last batch before its first gap, counting only
 //! batches of the stream's current epoch (a resync or a delete raises it). So commits of one
 //! stream in flight at once wait for each other only where they write the same record.
+//!
+//! The ledger does not grow with a stream's age: when a run's first batch commits, the rows of
+//! older runs whose last batch committed over an hour ago are folded in the same transaction,
+//! their count deltas into `weld.totals` and their run's figures into its `weld.runs` row.
+//! Counts and the run history read the folded figures with the rows that remain.
 
 //! # Choices
 //!

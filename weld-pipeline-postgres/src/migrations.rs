@@ -96,6 +96,26 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 "#,
     ),
+    (
+        3,
+        r#"
+-- The ledger rows of runs long superseded are folded: their count deltas into weld.totals,
+-- their run's figures into its weld.runs row, so counts and the run history read few rows
+-- however long a stream has run.
+CREATE TABLE weld.totals (
+    stream text COLLATE "C" PRIMARY KEY,
+    live bigint NOT NULL,
+    archived bigint NOT NULL
+);
+ALTER TABLE weld.runs
+    ADD COLUMN folded_batches bigint,
+    ADD COLUMN folded_records bigint,
+    ADD COLUMN folded_repaired bigint,
+    ADD COLUMN folded_top bigint,
+    ADD COLUMN folded_last_seq bigint,
+    ADD COLUMN folded_done_at timestamptz;
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

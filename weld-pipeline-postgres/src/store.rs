@@ -479,6 +479,10 @@ impl PostgresStore {
         if row.get::<_, i64>(1) == 1 {
             abandon_older(&tx, stream, batch.run_id, Timestamp::now()).await?;
         }
+        if batch.seq == 0 {
+            // Once per run: the ledger of the runs it supersedes is folded.
+            fold_older(&tx, stream, run_id).await?;
+        }
         tx.commit().await.map_err(database)?;
         Ok(Commit::Stored {
             records: moved.written,
@@ -813,6 +817,55 @@ async fn open_run(
     Ok(())
 }
 
+/// How long a superseded run's ledger rows stay as they are before they are folded: long past
+/// any redelivery of its batches (a worker starts a run only once its outbox has drained, so
+/// once a newer run has begun, no batch of an older one is still on its way from that worker).
+const FOLD_AFTER_SECS: f64 = 3_600.0;
+
+/// Folds the ledger rows of the stream's runs older than `run_id` whose last batch committed
+/// more than [`FOLD_AFTER_SECS`] ago: their count deltas are added to `weld.totals`, their
+/// run's figures to its `weld.runs` row, and the rows are deleted, in one statement. The
+/// checkpoint never reads them (it is the newest run's), and counts and the run history read
+/// the folded figures with the rows that remain. A batch of a folded run delivered again
+/// would be written again, harmlessly: its records are no newer than what is stored.
+async fn fold_older(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(), Error> {
+    tx.execute(
+        "WITH due AS (
+             SELECT run_id FROM weld.batches WHERE stream = $1 AND run_id < $2
+             GROUP BY run_id
+             HAVING max(committed_at) < now() - make_interval(secs => $3)
+         ), old AS (
+             DELETE FROM weld.batches b USING due WHERE b.stream = $1 AND b.run_id = due.run_id
+             RETURNING b.run_id, b.seq, b.last, b.records, b.repaired, b.live_delta,
+                       b.archived_delta, b.committed_at
+         ), per_run AS (
+             SELECT run_id, count(*) AS batches, sum(records)::bigint AS records,
+                    sum(repaired)::bigint AS repaired, max(seq) AS top,
+                    max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at,
+                    sum(live_delta)::bigint AS live, sum(archived_delta)::bigint AS archived
+             FROM old GROUP BY run_id
+         ), folded AS (
+             UPDATE weld.runs r SET
+                 folded_batches = coalesce(r.folded_batches, 0) + p.batches,
+                 folded_records = coalesce(r.folded_records, 0) + p.records,
+                 folded_repaired = coalesce(r.folded_repaired, 0) + p.repaired,
+                 folded_top = greatest(r.folded_top, p.top),
+                 folded_last_seq = coalesce(p.last_seq, r.folded_last_seq),
+                 folded_done_at = greatest(r.folded_done_at, p.done_at)
+             FROM per_run p WHERE r.stream = $1 AND r.run_id = p.run_id
+         )
+         INSERT INTO weld.totals (stream, live, archived)
+         SELECT $1, coalesce(sum(live), 0), coalesce(sum(archived), 0) FROM per_run
+         HAVING count(*) > 0
+         ON CONFLICT (stream) DO UPDATE SET live = weld.totals.live + EXCLUDED.live,
+             archived = weld.totals.archived + EXCLUDED.archived",
+        &[&stream, &run_id, &FOLD_AFTER_SECS],
+    )
+    .await
+    .map_err(database)?;
+    Ok(())
+}
+
 /// Closes the runs of the stream older than `run_id` still marked running: a newer run started.
 async fn abandon_older(
     tx: &Transaction<'_>,
@@ -943,6 +996,7 @@ impl StreamStore for PostgresStore {
         for sql in [
             "DELETE FROM weld.batches WHERE stream = $1",
             "DELETE FROM weld.runs WHERE stream = $1",
+            "DELETE FROM weld.totals WHERE stream = $1",
             // The epoch outlives the stream, raised: a batch of the deleted stream still on its
             // way cannot move the checkpoint of a new stream of the name.
             "UPDATE weld.streams SET entry = NULL, epoch = epoch + 1 WHERE name = $1",
@@ -1035,7 +1089,10 @@ impl StreamStore for PostgresStore {
             .client()
             .await?
             .query_one(
-                "SELECT coalesce(sum(live_delta), 0)::bigint, coalesce(sum(archived_delta), 0)::bigint
+                "SELECT coalesce(sum(live_delta), 0)::bigint
+                            + coalesce((SELECT live FROM weld.totals WHERE stream = $1), 0),
+                        coalesce(sum(archived_delta), 0)::bigint
+                            + coalesce((SELECT archived FROM weld.totals WHERE stream = $1), 0)
                  FROM weld.batches WHERE stream = $1",
                 &[&stream.as_str()],
             )
@@ -1104,8 +1161,12 @@ impl StreamStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT r.run::text, a.batches, a.records, a.repaired, a.top, a.last_seq,
-                        (extract(epoch FROM a.done_at) * 1000)::bigint
+                "SELECT r.run::text, a.batches + coalesce(r.folded_batches, 0),
+                        a.records + coalesce(r.folded_records, 0),
+                        a.repaired + coalesce(r.folded_repaired, 0),
+                        greatest(a.top, r.folded_top),
+                        coalesce(a.last_seq, r.folded_last_seq),
+                        (extract(epoch FROM greatest(a.done_at, r.folded_done_at)) * 1000)::bigint
                  FROM weld.runs r
                  LEFT JOIN LATERAL (
                      SELECT count(*) AS batches, coalesce(sum(records), 0)::bigint AS records,

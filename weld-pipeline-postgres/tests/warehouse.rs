@@ -594,3 +594,108 @@ async fn the_link_table_follows_every_write_of_a_records_associations() {
     .unwrap();
     assert_eq!(links().await, ["2>companies:10/1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_of_runs_long_superseded_is_folded_and_nothing_read_from_it_changes() {
+    let Some((store, client)) = warehouse("fold").await else {
+        return;
+    };
+    let stream = StreamName::new("contacts").unwrap();
+    let doc = |n: i64| serde_json::json!({"properties": {"n": n}});
+    let of_run =
+        |run: u64, seq: u64, last: bool, records: &[(&str, i64, serde_json::Value)]| Batch {
+            run_id: RunId(run),
+            last,
+            ..batch(&stream, seq, records)
+        };
+    // Run 1: three batches, one record archived by the last; run 2: one batch.
+    for (seq, records) in [
+        vec![("1", 1, doc(1)), ("2", 1, doc(2))],
+        vec![("3", 1, doc(3))],
+        vec![("4", 1, doc(4))],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        Sink::commit(&store, &of_run(1, seq as u64, seq == 2, &records))
+            .await
+            .unwrap();
+    }
+    let mut archive = of_run(2, 0, true, &[("2", 2, doc(2))]);
+    archive.records[0].archived = true;
+    Sink::commit(&store, &archive).await.unwrap();
+    let ledger_rows = || async {
+        client
+            .query_one("SELECT count(*) FROM weld.batches", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(ledger_rows().await, 4);
+    let before = (
+        store.counts(&stream).await.unwrap(),
+        store.runs(&stream, 10).await.unwrap(),
+    );
+
+    // Run 3 begins: run 1, committed two hours ago, is folded; run 2, just now, is not.
+    client
+        .batch_execute(
+            "UPDATE weld.batches SET committed_at = now() - interval '2 hours' WHERE run_id = 1",
+        )
+        .await
+        .unwrap();
+    Sink::commit(&store, &of_run(3, 0, false, &[("5", 1, doc(5))]))
+        .await
+        .unwrap();
+    assert_eq!(ledger_rows().await, 2, "run 2's row and run 3's remain");
+    let counts = store.counts(&stream).await.unwrap();
+    assert_eq!(
+        (counts.live, counts.archived),
+        (before.0.live + 1, before.0.archived)
+    );
+    assert_eq!((counts.live, counts.archived), (4, 1));
+    let runs = store.runs(&stream, 10).await.unwrap();
+    let run_1 = |runs: &[weld_pipeline::store::RunRecord]| {
+        runs.iter().find(|r| r.id == RunId(1)).cloned().unwrap()
+    };
+    let (folded, unfolded) = (run_1(&runs), run_1(&before.1));
+    assert_eq!(
+        (
+            folded.batches,
+            folded.records,
+            folded.state,
+            folded.progress
+        ),
+        (
+            unfolded.batches,
+            unfolded.records,
+            unfolded.state,
+            unfolded.progress
+        )
+    );
+    assert_eq!(folded.batches, 3);
+    assert!(folded.finished_at.is_some());
+    assert_eq!(
+        store.checkpoint(&stream).await.unwrap(),
+        Checkpoint::from_bytes("c0")
+    );
+
+    // Folding again adds nothing twice; deleting the stream takes its totals.
+    client
+        .batch_execute("UPDATE weld.batches SET committed_at = now() - interval '2 hours'")
+        .await
+        .unwrap();
+    Sink::commit(&store, &of_run(4, 0, false, &[("6", 1, doc(6))]))
+        .await
+        .unwrap();
+    let counts = store.counts(&stream).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (5, 1));
+    assert_eq!(store.runs(&stream, 10).await.unwrap().len(), 4);
+    store.delete_stream(&stream).await.unwrap();
+    let totals: i64 = client
+        .query_one("SELECT count(*) FROM weld.totals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(totals, 0);
+}
