@@ -20,6 +20,9 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "support/raw.rs"]
+mod raw;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weld_pipeline::source::Generator;
 use weld_pipeline::{Batch, Checkpoint, RunId, Sink, StreamName};
@@ -58,7 +61,7 @@ fn postgres(c: &mut Criterion) {
     let store = runtime
         .block_on(PostgresStore::open(&PostgresConfig::new(&url)))
         .expect("store");
-    let raw: Vec<tokio_postgres::Client> = runtime.block_on(async {
+    let connections: Vec<tokio_postgres::Client> = runtime.block_on(async {
         let mut clients = Vec::new();
         for _ in 0..IN_FLIGHT {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -68,12 +71,7 @@ fn postgres(c: &mut Criterion) {
             clients.push(client);
         }
         clients[0]
-            .batch_execute(
-                "CREATE TABLE raw (id text COLLATE \"C\" PRIMARY KEY,
-                     updated_at timestamptz NOT NULL, created_at timestamptz,
-                     archived boolean NOT NULL, archived_at timestamptz, properties jsonb,
-                     data jsonb NOT NULL, run_id bigint NOT NULL, synced_at timestamptz NOT NULL)",
-            )
+            .batch_execute(raw::POSTGRES_TABLE)
             .await
             .expect("raw table");
         clients[0]
@@ -110,8 +108,8 @@ fn postgres(c: &mut Criterion) {
                 runtime.block_on(futures::future::join_all(
                     batches
                         .iter()
-                        .zip(&raw)
-                        .map(|(batch, client)| raw_insert(client, batch)),
+                        .zip(&connections)
+                        .map(|(batch, client)| raw::postgres_upsert(client, batch)),
                 ));
                 total += started.elapsed();
             }
@@ -132,7 +130,7 @@ fn postgres(c: &mut Criterion) {
                 runtime.block_on(futures::future::join_all(
                     batches
                         .iter()
-                        .zip(&raw)
+                        .zip(&connections)
                         .map(|(batch, client)| raw_copy(client, batch)),
                 ));
                 total += started.elapsed();
@@ -160,43 +158,6 @@ fn postgres(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// One transaction: the batch's rows in one multi-row upsert.
-async fn raw_insert(client: &tokio_postgres::Client, batch: &Batch) {
-    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
-    let times: Vec<i64> = batch
-        .records
-        .iter()
-        .map(|r| r.updated_at.as_millis())
-        .collect();
-    let archived: Vec<bool> = batch.records.iter().map(|r| r.archived).collect();
-    let data: Vec<&str> = batch
-        .records
-        .iter()
-        .map(|r| std::str::from_utf8(r.data.as_bytes()).expect("UTF-8"))
-        .collect();
-    client.batch_execute("BEGIN").await.expect("begin");
-    client
-        .execute(
-            "INSERT INTO raw (id, updated_at, created_at, archived, properties, data, run_id,
-                 synced_at)
-             SELECT id, to_timestamp(0) + ms * interval '1 millisecond',
-                    to_timestamp(0) + ms * interval '1 millisecond', archived,
-                    doc -> 'properties', doc, 1, now()
-             FROM (SELECT id, ms, archived, data::jsonb AS doc
-                   FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[])
-                        AS u(id, ms, archived, data)) AS u
-             ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,
-                 created_at = EXCLUDED.created_at, archived = EXCLUDED.archived,
-                 properties = EXCLUDED.properties, data = EXCLUDED.data,
-                 run_id = EXCLUDED.run_id, synced_at = EXCLUDED.synced_at
-             WHERE raw.updated_at <= EXCLUDED.updated_at",
-            &[&ids, &times, &archived, &data],
-        )
-        .await
-        .expect("insert");
-    client.batch_execute("COMMIT").await.expect("commit");
 }
 
 /// One transaction: the batch's rows copied in binary into the connection's staging table,

@@ -14,49 +14,21 @@
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use futures::{SinkExt, StreamExt};
 use support::{batch, deliver_all, AckAtOnce};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use weld_pipeline::encoding::encode_message;
 use weld_pipeline::{Hello, Listener, Message, Request, Transport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 const BATCHES: u64 = 64;
 const IN_FLIGHT: usize = 16;
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(16 << 20)
-        .new_codec()
-}
-
-async fn raw_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            socket.set_nodelay(true).expect("nodelay");
-            tokio::spawn(async move {
-                let mut framed = Framed::new(socket, codec());
-                let ack = Bytes::from_static(&[0u8; 10]);
-                while let Some(Ok(_frame)) = framed.next().await {
-                    if framed.send(ack.clone()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn tcp(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,40 +65,10 @@ fn tcp(c: &mut Criterion) {
         &mut encoded,
     );
     let encoded = encoded.freeze();
-    let framed = runtime.block_on(async {
-        let addr = raw_server().await;
-        let socket = TcpStream::connect(addr).await.expect("connect");
-        socket.set_nodelay(true).expect("nodelay");
-        Framed::new(socket, codec())
-    });
-    let (sink, stream) = framed.split();
-    let sink = Arc::new(tokio::sync::Mutex::new(sink));
-    let stream = Arc::new(tokio::sync::Mutex::new(stream));
+    let raw = runtime.block_on(raw::RawSocket::connect());
     group.bench_function("raw_length_delimited", |b| {
-        b.to_async(&runtime).iter(|| {
-            let (sink, stream, encoded) = (sink.clone(), stream.clone(), encoded.clone());
-            async move {
-                let window = Arc::new(Semaphore::new(IN_FLIGHT));
-                let sending = {
-                    let window = window.clone();
-                    async move {
-                        let mut sink = sink.lock().await;
-                        for _ in 0..BATCHES {
-                            window.acquire().await.expect("open").forget();
-                            sink.send(encoded.clone()).await.expect("send");
-                        }
-                    }
-                };
-                let receiving = async move {
-                    let mut stream = stream.lock().await;
-                    for _ in 0..BATCHES {
-                        stream.next().await.expect("ack").expect("frame");
-                        window.add_permits(1);
-                    }
-                };
-                futures::join!(sending, receiving);
-            }
-        })
+        b.to_async(&runtime)
+            .iter(|| raw.send_all(&encoded, BATCHES, IN_FLIGHT))
     });
     group.finish();
 }

@@ -18,6 +18,7 @@
 //! | `weld_workers_connected` | | gauge: workers connected to this controller |
 //! | `weld_worker_outbox_batches` | `worker` | gauge: batches in a worker's outbox, as it last reported |
 //! | `weld_worker_outbox_bytes` | `worker` | gauge: their size in bytes |
+//! | `weld_delivery_seconds` | | on a worker: histogram of the time from sending a batch to its ack (or its failure) |
 //! | `weld_calls_total` | `service` | calls through a [`TelemetryLayer`](crate::middleware::TelemetryLayer): on a worker, the HubSpot source's page fetches (`hubspot_list`, `hubspot_search`) |
 //! | `weld_call_errors_total` | `service`, `kind` | of which failed |
 //! | `weld_call_duration_seconds` | `service` | histogram of call durations |
@@ -320,6 +321,20 @@ impl OutboxDepthReported<'_> {
         let worker = self.worker_id.to_string();
         gauge!("weld_worker_outbox_batches", "worker" => worker.clone()).set(self.batches as f64);
         gauge!("weld_worker_outbox_bytes", "worker" => worker).set(self.bytes as f64);
+    }
+}
+
+/// A worker's delivery of a batch was answered (acked, refused, or failed).
+#[derive(Debug)]
+pub struct DeliveryAnswered {
+    /// From sending the batch to its answer.
+    pub after: Duration,
+}
+
+impl DeliveryAnswered {
+    /// Records it.
+    pub fn emit(self) {
+        histogram!("weld_delivery_seconds").record(self.after.as_secs_f64());
     }
 }
 

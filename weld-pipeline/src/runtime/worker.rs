@@ -23,6 +23,7 @@ use crate::scheduler::{Job, Scheduler};
 use crate::sink::Sink;
 use crate::source::{Catalog, HeldPage, Inventory, RunContext, Schema, Source, Sources};
 use crate::stream::{RunId, StreamName};
+use crate::telemetry;
 use crate::transport::{Handler, Peer, Transport};
 
 /// How often a connected worker reports its outbox's depth to the controller: often enough for
@@ -251,6 +252,7 @@ impl<T: Transport> Worker<T> {
                     let peer = peer.clone();
                     let timeout = self.config.delivery_timeout;
                     in_flight.push(async move {
+                        let sent = tokio::time::Instant::now();
                         let delivery = peer.request(Request::Deliver(entry.batch.clone()));
                         let result = tokio::time::timeout(timeout, delivery).await.unwrap_or(Err(
                             Error::Timeout {
@@ -258,6 +260,10 @@ impl<T: Transport> Worker<T> {
                                 after: timeout,
                             },
                         ));
+                        telemetry::DeliveryAnswered {
+                            after: sent.elapsed(),
+                        }
+                        .emit();
                         (entry, result)
                     });
                 }
