@@ -10,6 +10,10 @@
 //! cargo run --release --example throughput -- --transport tcp --store sled --records 1000000
 //! ```
 //!
+//! With `--processes`, data-streams and the worker run as the release binaries beside this one,
+//! each its own process (`cargo build --release --examples` first), the stream started and
+//! watched through the HTTP API, and `peak_rss_mib` gives each process's `VmHWM`.
+//!
 //! Progress goes to stderr; the last line on stdout is one JSON object: `records_per_s`,
 //! `mb_per_s`, `ack_p50_us`, `ack_p99_us` (send to ack of each batch, on the worker),
 //! `peak_rss_mib` (this process: everything runs in it, measured before the baselines),
@@ -21,6 +25,8 @@
 //! (`apt-get install postgresql`).
 
 mod common;
+#[path = "throughput/processes.rs"]
+mod processes;
 #[path = "../benches/support/raw.rs"]
 mod raw;
 
@@ -77,6 +83,11 @@ struct Args {
     /// The size of each record's JSON.
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
+    /// Runs data-streams and a worker as the release binaries beside this one (build them with
+    /// `cargo build --release --examples`), and reports the peak RSS of each. The worker keeps
+    /// its own number of deliveries in flight (16), and its ack latencies stay in it.
+    #[arg(long)]
+    processes: bool,
     /// The PostgreSQL database for `--store postgres`; a throw-away cluster when unset.
     #[arg(long, env = "WELD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -107,47 +118,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     eprintln!(
-        "pipeline: {} records of {bytes_per_record} B in batches of {}, {} in flight, {:?} into {:?}",
-        args.records, args.batch, args.in_flight, args.transport, args.store
+        "pipeline: {} records of {bytes_per_record} B in batches of {}, {} in flight, {:?} into {:?}{}",
+        args.records,
+        args.batch,
+        args.in_flight,
+        args.transport,
+        args.store,
+        if args.processes { ", as processes" } else { "" }
     );
-    let elapsed = match args.transport {
-        TransportKind::Tcp => {
-            let server = weld_pipeline_tcp::TcpTransport::new("127.0.0.1:0");
-            run(
-                &args,
-                &dir,
-                controller(url.as_deref(), &dir).await?,
-                server,
-                |server| {
-                    let addr = server.local_addr().expect("listening");
-                    weld_pipeline_tcp::TcpTransport::new(addr.to_string())
-                },
-            )
-            .await?
-        }
-        TransportKind::Http => {
-            let server = weld_pipeline_http::transport::HttpTransport::new("127.0.0.1:0");
-            run(
-                &args,
-                &dir,
-                controller(url.as_deref(), &dir).await?,
-                server,
-                |server| {
-                    let addr = server.local_addr().expect("listening");
-                    weld_pipeline_http::transport::HttpTransport::new(addr.to_string())
-                },
-            )
-            .await?
-        }
-        TransportKind::Memory => {
-            run(
-                &args,
-                &dir,
-                controller(url.as_deref(), &dir).await?,
-                MemoryTransport::new(),
-                Clone::clone,
-            )
-            .await?
+    let mut peak_rss = json!(null);
+    let elapsed = if args.processes {
+        let (elapsed, rss) = processes::run(&args, dir.path(), url.as_deref()).await?;
+        peak_rss = rss;
+        elapsed
+    } else {
+        match args.transport {
+            TransportKind::Tcp => {
+                let server = weld_pipeline_tcp::TcpTransport::new("127.0.0.1:0");
+                run(
+                    &args,
+                    &dir,
+                    controller(url.as_deref(), &dir).await?,
+                    server,
+                    |server| {
+                        let addr = server.local_addr().expect("listening");
+                        weld_pipeline_tcp::TcpTransport::new(addr.to_string())
+                    },
+                )
+                .await?
+            }
+            TransportKind::Http => {
+                let server = weld_pipeline_http::transport::HttpTransport::new("127.0.0.1:0");
+                run(
+                    &args,
+                    &dir,
+                    controller(url.as_deref(), &dir).await?,
+                    server,
+                    |server| {
+                        let addr = server.local_addr().expect("listening");
+                        weld_pipeline_http::transport::HttpTransport::new(addr.to_string())
+                    },
+                )
+                .await?
+            }
+            TransportKind::Memory => {
+                run(
+                    &args,
+                    &dir,
+                    controller(url.as_deref(), &dir).await?,
+                    MemoryTransport::new(),
+                    Clone::clone,
+                )
+                .await?
+            }
         }
     };
     let mut acks = delivery_us(&snapshotter);
@@ -158,7 +181,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(0.0)
     };
     let records_per_s = args.records as f64 / elapsed.as_secs_f64();
-    let peak_rss_mib = peak_rss_mib();
+    let peak_rss_mib = if args.processes {
+        peak_rss
+    } else {
+        json!(peak_rss_mib())
+    };
 
     // The raw baselines, in the same run.
     let batches = args.records.div_ceil(args.batch);
@@ -197,8 +224,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "seconds": elapsed.as_secs_f64(),
             "records_per_s": records_per_s.round(),
             "mb_per_s": (records_per_s * bytes_per_record as f64 / 1e6 * 10.0).round() / 10.0,
-            "ack_p50_us": quantile(0.5).round(),
-            "ack_p99_us": quantile(0.99).round(),
+            "processes": args.processes,
+            "ack_p50_us": (!acks.is_empty()).then(|| quantile(0.5).round()),
+            "ack_p99_us": (!acks.is_empty()).then(|| quantile(0.99).round()),
             "peak_rss_mib": peak_rss_mib,
             "raw_socket_records_per_s": raw_socket_records_per_s.round(),
             "raw_store_records_per_s": raw_store_records_per_s.round(),

@@ -417,6 +417,27 @@ pub fn decode_batch(mut input: Bytes) -> Result<Batch, DecodeError> {
     Ok(batch)
 }
 
+/// The stream of an encoded batch (as [`encode_batch`] writes it), read from its first field
+/// without decoding the rest: for an outbox that needs to know whose batch it removes.
+///
+/// # Errors
+///
+/// A [`DecodeError`] when the bytes do not begin with a valid stream name.
+pub fn batch_stream(encoded: &[u8]) -> Result<StreamName, DecodeError> {
+    let len = usize::from(*encoded.first().ok_or(DecodeError::Truncated {
+        field: "stream",
+        needed: 1,
+    })?);
+    let name = encoded
+        .get(1..1 + len)
+        .ok_or_else(|| DecodeError::Truncated {
+            field: "stream",
+            needed: (1 + len).saturating_sub(encoded.len()),
+        })?;
+    let name = std::str::from_utf8(name).map_err(|e| invalid("stream", e.to_string()))?;
+    StreamName::new(name).map_err(|e| invalid("stream", e.to_string()))
+}
+
 fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     let stream = get_stream(input)?;
     let run_id = RunId(get_u64(input, "run_id")?);
@@ -597,6 +618,29 @@ fn get_kind(input: &mut Bytes) -> Result<ErrorKind, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_of_an_encoded_batch_is_read_without_the_rest() {
+        let batch = Batch {
+            stream: StreamName::new("contacts").unwrap(),
+            run_id: RunId(1),
+            seq: 0,
+            epoch: 0,
+            repaired: 0,
+            last: true,
+            cursor: Checkpoint::from_bytes("c"),
+            records: vec![],
+        };
+        let mut out = BytesMut::new();
+        encode_batch(&batch, &mut out);
+        assert_eq!(batch_stream(&out).unwrap(), batch.stream);
+        assert!(batch_stream(&out[..4]).is_err(), "truncated");
+        assert!(batch_stream(&[]).is_err(), "empty");
+        assert!(
+            batch_stream(&[3, b'A', b'!', b' ']).is_err(),
+            "not a stream name"
+        );
+    }
     use crate::message::{SourceSpec, StreamConfig};
     use proptest::prelude::*;
 

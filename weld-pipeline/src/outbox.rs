@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
-use crate::encoding::{decode_batch, encode_batch};
+use crate::encoding::{batch_stream, decode_batch, encode_batch};
 use crate::error::{Error, ErrorKind};
 use crate::stream::StreamName;
 
@@ -334,11 +334,12 @@ impl Outbox {
             return Ok(());
         };
         state.bytes -= value.len() as u64;
-        if let Ok(batch) = decode_batch(Bytes::copy_from_slice(&value)) {
-            if let Some(waiting) = state.waiting.get_mut(&batch.stream) {
+        // Only the stream is read: decoding the whole batch would copy it.
+        if let Ok(stream) = batch_stream(&value) {
+            if let Some(waiting) = state.waiting.get_mut(&stream) {
                 *waiting -= 1;
                 if *waiting == 0 {
-                    state.waiting.remove(&batch.stream);
+                    state.waiting.remove(&stream);
                 }
             }
         }
@@ -358,7 +359,8 @@ impl Outbox {
             .take(limit)
             .map(|entry| {
                 let (key, value) = entry.map_err(storage_error)?;
-                let batch = decode_batch(Bytes::copy_from_slice(&value))
+                // The records' JSON is sliced out of sled's own buffer, not copied.
+                let batch = decode_batch(Bytes::from_owner(value))
                     .map_err(|e| Error::Bug(format!("an outbox entry does not decode: {e}")))?;
                 Ok(Entry {
                     key: key_of(&key)?,

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Commit, Event, Hello, Request, Response, Start};
@@ -252,8 +252,12 @@ impl<T: Transport> Worker<T> {
                     let peer = peer.clone();
                     let timeout = self.config.delivery_timeout;
                     in_flight.push(async move {
+                        // The batch moves into the request: only its key and identity are
+                        // kept for the answer.
+                        let Entry { key, batch } = entry;
+                        let id = batch.id();
                         let sent = tokio::time::Instant::now();
-                        let delivery = peer.request(Request::Deliver(entry.batch.clone()));
+                        let delivery = peer.request(Request::Deliver(batch));
                         let result = tokio::time::timeout(timeout, delivery).await.unwrap_or(Err(
                             Error::Timeout {
                                 operation: "delivery",
@@ -264,7 +268,7 @@ impl<T: Transport> Worker<T> {
                             after: sent.elapsed(),
                         }
                         .emit();
-                        (entry, result)
+                        (key, id, result)
                     });
                 }
             }
@@ -272,8 +276,8 @@ impl<T: Transport> Worker<T> {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
                 () = peer.closed() => return Ok(None),
-                Some((entry, result)) = in_flight.next() => {
-                    if let Some(refusal) = self.delivered(entry, result)? {
+                Some((key, id, result)) = in_flight.next() => {
+                    if let Some(refusal) = self.delivered(key, id, result)? {
                         return Ok(Some(refusal));
                     }
                 }
@@ -305,7 +309,8 @@ impl<T: Transport> Worker<T> {
     /// Handles one delivery's outcome: `Some(refusal)` for a transient refusal.
     fn delivered(
         &self,
-        entry: Entry,
+        key: u64,
+        id: BatchId,
         result: Result<Response, Error>,
     ) -> Result<Option<Error>, Error> {
         if let Ok(Response::Refused {
@@ -316,7 +321,7 @@ impl<T: Transport> Worker<T> {
             return Ok(Some(Error::new(ErrorKind::Transient, message.clone())));
         }
         match result.and_then(Response::into_result) {
-            Ok(Response::Ack { batch, commit }) if batch == entry.batch.id() => {
+            Ok(Response::Ack { batch, commit }) if batch == id => {
                 fail::fail_point!("worker::between_ack_and_outbox_removal", |_| Err(
                     Error::Unavailable(
                         "failpoint: crashed between the ack and the outbox removal".into()
@@ -325,7 +330,7 @@ impl<T: Transport> Worker<T> {
                 if commit == Commit::Replayed {
                     tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
                 }
-                match self.outbox.remove(entry.key) {
+                match self.outbox.remove(key) {
                     // Progress is an ack whose batch left the outbox: one that cannot leave it
                     // (the outbox heals by itself) holds the deliveries, and backs off.
                     Ok(()) => self.acks.fetch_add(1, Ordering::Relaxed),
@@ -343,7 +348,7 @@ impl<T: Transport> Worker<T> {
                 // deleted, or now another worker's): stop it here and drop what waits; the data
                 // is fetched again by whoever runs it, from the controller's checkpoint. The
                 // connection and the worker's other streams go on.
-                self.refused(&entry, &error)?;
+                self.refused(key, &id, &error)?;
                 Ok(None)
             }
         }
@@ -351,17 +356,14 @@ impl<T: Transport> Worker<T> {
 
     /// Drops a stream the controller refused a batch of for good, once: later refusals of its
     /// batches still in flight find nothing left to drop.
-    fn refused(&self, entry: &Entry, error: &Error) -> Result<(), Error> {
-        let stream = &entry.batch.stream;
+    fn refused(&self, key: u64, id: &BatchId, error: &Error) -> Result<(), Error> {
+        let stream = &id.stream;
         let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-        if floors
-            .get(stream)
-            .is_some_and(|floor| entry.batch.run_id < *floor)
-        {
+        if floors.get(stream).is_some_and(|floor| id.run_id < *floor) {
             // A batch of a run from before the stream's latest Start: only it goes.
             drop(floors);
-            tracing::debug!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, error = %error, "a refused batch of an earlier run dropped");
-            return self.outbox.remove(entry.key);
+            tracing::debug!(stream = %stream, run_id = %id.run_id, seq = id.seq, error = %error, "a refused batch of an earlier run dropped");
+            return self.outbox.remove(key);
         }
         drop(floors);
         let known = self
@@ -372,7 +374,7 @@ impl<T: Transport> Worker<T> {
             .is_some();
         let dropped = self.outbox.discard_stream(stream)?;
         if known || dropped > 0 {
-            tracing::warn!(stream = %stream, run_id = %entry.batch.run_id, seq = entry.batch.seq, dropped, error = %error, "the controller refused a delivery; the stream stops here and its waiting batches are dropped");
+            tracing::warn!(stream = %stream, run_id = %id.run_id, seq = id.seq, dropped, error = %error, "the controller refused a delivery; the stream stops here and its waiting batches are dropped");
         }
         // Stopping waits for the run's page boundary; the courier must not.
         self.scheduler.cancel(stream);

@@ -1,0 +1,195 @@
+//! `--processes`: data-streams and a worker as the release binaries, each its own process, the
+//! way a user runs them; the stream started and watched through the HTTP API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{Args, TransportKind};
+
+/// A child process, killed and reaped when dropped.
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `binary` with `env` and waits (30 s at most) for the stdout line starting with
+    /// `ready`; returns it with the line.
+    fn start(
+        name: &'static str,
+        binary: &Path,
+        env: &[(&str, String)],
+        ready: &str,
+    ) -> Result<(Service, String), Box<dyn std::error::Error>> {
+        let mut command = Command::new(binary);
+        command
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("{} cannot start: {e}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let service = Service { name, child };
+        let (lines, found) = std::sync::mpsc::channel();
+        let ready = ready.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(&ready) {
+                    let _ = lines.send(line);
+                }
+            }
+        });
+        let line = found
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| format!("{name} did not say it was ready within 30 s"))?;
+        Ok((service, line))
+    }
+
+    /// Its peak resident set (`VmHWM`), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kib| (kib / 1024.0 * 10.0).round() / 10.0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary `name` beside this example.
+fn binary(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let here = std::env::current_exe()?;
+    let path = here.with_file_name(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build the examples first (cargo build --release --examples)",
+            path.display()
+        )
+        .into())
+    }
+}
+
+/// Runs the stream through data-streams and a worker as processes; returns the time from the
+/// start request to the stream's run reported succeeded with every record stored, and the
+/// peak RSS of each process.
+pub(crate) async fn run(
+    args: &Args,
+    dir: &Path,
+    url: Option<&str>,
+) -> Result<(Duration, Value), Box<dyn std::error::Error>> {
+    let transport = match args.transport {
+        TransportKind::Tcp => "tcp",
+        TransportKind::Http => "http",
+        TransportKind::Memory => return Err("--processes needs --transport tcp or http".into()),
+    };
+    let mut env = vec![
+        ("WELD_TRANSPORT", transport.to_string()),
+        ("WELD_HTTP_ADDR", "127.0.0.1:0".to_string()),
+        ("WELD_TRANSPORT_ADDR", "127.0.0.1:0".to_string()),
+        (
+            "WELD_DATA_DIR",
+            dir.join("data-streams").display().to_string(),
+        ),
+    ];
+    if let Some(url) = url {
+        env.push(("WELD_DATABASE_URL", url.to_string()));
+    }
+    let (data_streams, line) = Service::start(
+        "data-streams",
+        &binary("data-streams")?,
+        &env,
+        "data-streams ready",
+    )?;
+    // `data-streams ready api=http://<addr> transport=<addr>`
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_string)
+            .ok_or_else(|| format!("no {name} in {line:?}"))
+    };
+    let (api, transport_addr) = (field("api=")?, field("transport=")?);
+    let (worker, _) = Service::start(
+        "worker",
+        &binary("worker")?,
+        &[
+            ("WELD_TRANSPORT", transport.to_string()),
+            ("WELD_CONTROLLER_ADDR", transport_addr),
+            ("WELD_DATA_DIR", dir.join("worker").display().to_string()),
+            ("WELD_WORKER_ID", "throughput".to_string()),
+        ],
+        "worker ready",
+    )?;
+
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let request = http.get(format!("{api}{path}"));
+        async move {
+            let answer = request.send().await?;
+            answer.json::<Value>().await
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("/health".into()).await?["workers"].as_u64() != Some(1) {
+        if Instant::now() > deadline {
+            return Err("the worker did not connect within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = json!({
+        "source": {"kind": "generator", "records": args.records, "page_size": args.batch,
+                   "record_bytes": args.record_bytes},
+        "interval_secs": 86_400,
+    });
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{api}/streams/throughput/start"))
+        .json(&body)
+        .send()
+        .await?;
+    if !answer.status().is_success() {
+        return Err(format!("the start was refused: {}", answer.text().await?).into());
+    }
+    let timeout = Duration::from_secs(3_600);
+    loop {
+        let status = get("/streams/throughput".into()).await?;
+        let done = status["last_run"]["state"] == "succeeded";
+        if done && status["records"].as_u64() >= Some(args.records) {
+            break;
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("not synced within {timeout:?}: {status}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let rss = json!({
+        data_streams.name: data_streams.peak_rss_mib(),
+        worker.name: worker.peak_rss_mib(),
+    });
+    eprintln!(
+        "pipeline: {:.2} s, {:.0} records/s, peak RSS {rss}",
+        elapsed.as_secs_f64(),
+        args.records as f64 / elapsed.as_secs_f64()
+    );
+    drop((worker, data_streams));
+    Ok((elapsed, rss))
+}
