@@ -12,7 +12,9 @@
 //!
 //! With `--processes`, data-streams and the worker run as the release binaries beside this one,
 //! each its own process (`cargo build --release --examples` first), the stream started and
-//! watched through the HTTP API, and `peak_rss_mib` gives each process's `VmHWM`.
+//! watched through the HTTP API, and `peak_rss_mib` gives each process's `VmHWM`. With
+//! `--read-latency` as well, it then pages through the stored records while a second stream is
+//! ingested, and `reads` gives the pages' latency (`p50_ms`, `p99_ms`, `max_ms`).
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object: `records_per_s`,
 //! `mb_per_s`, `ack_p50_us`, `ack_p99_us` (send to ack of each batch, on the worker),
@@ -88,6 +90,11 @@ struct Args {
     /// its own number of deliveries in flight (16), and its ack latencies stay in it.
     #[arg(long)]
     processes: bool,
+    /// With `--processes`: once the stream is stored, pages through it (`GET
+    /// /streams/throughput/records?limit=1000`, one request at a time) while a second stream of
+    /// as many records is ingested, and reports the pages' latency (`reads`).
+    #[arg(long, requires = "processes")]
+    read_latency: bool,
     /// The PostgreSQL database for `--store postgres`; a throw-away cluster when unset.
     #[arg(long, env = "WELD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -126,10 +133,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.store,
         if args.processes { ", as processes" } else { "" }
     );
-    let mut peak_rss = json!(null);
+    let mut measured = json!({});
     let elapsed = if args.processes {
-        let (elapsed, rss) = processes::run(&args, dir.path(), url.as_deref()).await?;
-        peak_rss = rss;
+        let (elapsed, processes) = processes::run(&args, dir.path(), url.as_deref()).await?;
+        measured = processes;
         elapsed
     } else {
         match args.transport {
@@ -182,7 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let records_per_s = args.records as f64 / elapsed.as_secs_f64();
     let peak_rss_mib = if args.processes {
-        peak_rss
+        measured["peak_rss_mib"].take()
     } else {
         json!(peak_rss_mib())
     };
@@ -225,6 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "records_per_s": records_per_s.round(),
             "mb_per_s": (records_per_s * bytes_per_record as f64 / 1e6 * 10.0).round() / 10.0,
             "processes": args.processes,
+            "reads": measured["reads"].take(),
             "ack_p50_us": (!acks.is_empty()).then(|| quantile(0.5).round()),
             "ack_p99_us": (!acks.is_empty()).then(|| quantile(0.99).round()),
             "peak_rss_mib": peak_rss_mib,

@@ -181,6 +181,11 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    let reads = if args.read_latency {
+        Some(read_latency(&http, &api, args).await?)
+    } else {
+        None
+    };
     let rss = json!({
         data_streams.name: data_streams.peak_rss_mib(),
         worker.name: worker.peak_rss_mib(),
@@ -191,5 +196,67 @@ pub(crate) async fn run(
         args.records as f64 / elapsed.as_secs_f64()
     );
     drop((worker, data_streams));
-    Ok((elapsed, rss))
+    Ok((elapsed, json!({"peak_rss_mib": rss, "reads": reads})))
+}
+
+/// Pages through the stored stream, 1,000 records a page, one request at a time, while a second
+/// stream of as many records is ingested; returns the latency of each page's request.
+async fn read_latency(
+    http: &reqwest::Client,
+    api: &str,
+    args: &Args,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let body = json!({
+        "source": {"kind": "generator", "records": args.records, "page_size": args.batch,
+                   "record_bytes": args.record_bytes},
+        "interval_secs": 86_400,
+    });
+    http.post(format!("{api}/streams/ingesting/start"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut latencies = Vec::new();
+    let mut after: Option<String> = None;
+    let started = Instant::now();
+    loop {
+        let path = match &after {
+            Some(token) => format!("{api}/streams/throughput/records?limit=1000&after={token}"),
+            None => format!("{api}/streams/throughput/records?limit=1000"),
+        };
+        let asked = Instant::now();
+        let page: Value = http
+            .get(path)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+        after = page["next"].as_str().map(str::to_string);
+        // Checked every 20 pages: the status is a request too.
+        if latencies.len() % 20 == 0 {
+            let status: Value = http
+                .get(format!("{api}/streams/ingesting"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if status["records"].as_u64() >= Some(args.records) {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(3_600) {
+            return Err("the second stream did not finish within an hour".into());
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let ms = latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        (ms * 10.0).round() / 10.0
+    };
+    let reads = json!({"pages": latencies.len(), "p50_ms": at(0.5), "p99_ms": at(0.99),
+                       "max_ms": at(1.0)});
+    eprintln!("records pages of 1,000 while another stream ingests: {reads}");
+    Ok(reads)
 }
