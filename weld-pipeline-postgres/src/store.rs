@@ -469,12 +469,10 @@ impl PostgresStore {
                 associations::clear_sql(links),
                 associations::fill_sql(links, table),
             );
-            let ids: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&written];
-            let cleared = tx.execute(&clear, &ids);
-            let filled = tx.execute(&fill, &ids);
-            let (cleared, filled) = tokio::join!(cleared, filled);
-            cleared.map_err(database)?;
-            filled.map_err(database)?;
+            // One after the other: pipelined, the fill could run first (a join polls its
+            // futures in turn, not in order) and the clear would then remove what it wrote.
+            tx.execute(&clear, &[&written]).await.map_err(database)?;
+            tx.execute(&fill, &[&written]).await.map_err(database)?;
         }
         if row.get::<_, i64>(1) == 1 {
             abandon_older(&tx, stream, batch.run_id, Timestamp::now()).await?;
