@@ -678,7 +678,12 @@ impl Sink for SledStore {
         let commit = {
             let writer = self.writer(&batch.stream);
             let _writing = writer.lock().await;
-            self.write(batch)?
+            // A batch's reads and writes take sled a millisecond or so: off the runtime's
+            // threads, which carry the API's requests and the other deliveries meanwhile.
+            let (store, batch) = (self.clone(), batch.clone());
+            tokio::task::spawn_blocking(move || store.write(&batch))
+                .await
+                .map_err(|e| Error::Bug(format!("a commit's write panicked: {e}")))??
         };
         // The writer lock is released before the sync, so the next batch's write joins this
         // sync round. A replay waits for a sync too: its first commit may still be waiting.
