@@ -191,7 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let peak_rss_mib = if args.processes {
         measured["peak_rss_mib"].take()
     } else {
-        json!(peak_rss_mib())
+        json!(peak_rss_mib("self"))
     };
 
     // The raw baselines, in the same run.
@@ -421,9 +421,9 @@ async fn raw_postgres(
     Ok(elapsed)
 }
 
-/// This process's peak resident set (`VmHWM`), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The peak resident set (`VmHWM`) of process `pid` (`self`: this one), in MiB.
+fn peak_rss_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status

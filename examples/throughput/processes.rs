@@ -53,16 +53,7 @@ impl Service {
 
     /// Its peak resident set (`VmHWM`), in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kib| kib.parse::<f64>().ok())
-            })
-            .map_or(0.0, |kib| (kib / 1024.0 * 10.0).round() / 10.0)
+        super::peak_rss_mib(&self.child.id().to_string())
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn carried_by(document: &[u8]) -> bool {
     }
     // Most documents do not name it at all: no parse for those.
     const NAME: &[u8] = b"\"associations\"";
-    document.windows(NAME.len()).any(|w| w == NAME)
+    memchr::memmem::find(document, NAME).is_some()
         && serde_json::from_slice::<Linked>(document).is_ok_and(|l| l.associations.is_some())
 }
 

@@ -275,13 +275,14 @@ impl PostgresStore {
     }
 
     /// The association link table of `stream` when its commits keep one: it exists, or it is
-    /// made now because the batch about to be written `carries` associations. Made outside the
-    /// commit's transaction, so two commits making it at once do not abort each other.
+    /// made now because one of the `records` about to be written carries associations (looked
+    /// for only while the table is not known to exist). Made outside the commit's transaction,
+    /// so two commits making it at once do not abort each other.
     async fn links(
         &self,
         stream: &StreamName,
         table: &str,
-        carries: bool,
+        records: &[Record],
     ) -> Result<Option<String>, Error> {
         let links = associations::table_of(table);
         let known = self
@@ -292,7 +293,11 @@ impl PostgresStore {
             .copied();
         let exists = match known {
             Some(true) => true,
-            Some(false) | None if carries => {
+            Some(false) | None
+                if records
+                    .iter()
+                    .any(|r| associations::carried_by(r.data.as_bytes())) =>
+            {
                 let client = self.client().await?;
                 create_table_with(&client, &associations::create(&links)).await?;
                 true
@@ -321,11 +326,7 @@ impl PostgresStore {
     /// and the stored versions locked, pipelined; one statement writing the records, the ledger
     /// row and the run; `COMMIT`.
     async fn write(&self, batch: &Batch, table: &str) -> Result<Commit, Error> {
-        let carries = batch
-            .records
-            .iter()
-            .any(|r| associations::carried_by(r.data.as_bytes()));
-        let links = self.links(&batch.stream, table, carries).await?;
+        let links = self.links(&batch.stream, table, &batch.records).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = batch.stream.as_str();
