@@ -3,8 +3,8 @@
 //! Serves a generated CRM (contacts, companies, deals) on `FAKE_HUBSPOT_ADDR`, accepting the
 //! token `FAKE_HUBSPOT_TOKEN`; `-- --help` lists every setting. It prints
 //! `fake HubSpot listening on http://<addr>`: point a worker at it with `HUBSPOT_BASE_URL`.
-//! Admin routes: `POST /_admin/faults`, `POST /_admin/mutate`, `GET /_admin/stats`,
-//! `GET /_admin/dump?object=contacts`. Runs until SIGINT or SIGTERM.
+//! Admin routes: `POST /_admin/faults`, `POST /_admin/mutate`, `POST /_admin/latency`,
+//! `GET /_admin/stats`, `GET /_admin/dump?object=contacts`. Runs until SIGINT or SIGTERM.
 
 mod common;
 
@@ -32,6 +32,10 @@ struct Args {
     /// hundreds), each set on about a quarter of the records.
     #[arg(long, env = "FAKE_HUBSPOT_CUSTOM_PROPERTIES", default_value_t = 300)]
     custom_properties: usize,
+    /// The round trip every CRM request takes, in milliseconds (about 150 from a cloud region
+    /// to HubSpot).
+    #[arg(long, env = "FAKE_HUBSPOT_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         contacts: args.contacts,
         per_ten_seconds: args.per_ten_seconds,
         custom_properties: args.custom_properties,
+        latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeConfig::default()
     };
     let fake = FakeHubSpot::start(&args.addr, config).await?;

@@ -104,15 +104,18 @@ pub(super) async fn read(
     to: &[String],
     ids: &[String],
 ) -> Result<BTreeMap<String, Links>, BoxError> {
-    let mut all = BTreeMap::new();
-    for to_type in to {
+    // The types are read side by side: each is one call (or a few) of its own.
+    let types = to.iter().map(|to_type| async move {
         let mut links = Links::new();
         for chunk in ids.chunks(MAX_INPUTS) {
             read_type(service, from, to_type, chunk, &mut links).await?;
         }
-        all.insert(to_type.clone(), links);
-    }
-    Ok(all)
+        Ok::<_, BoxError>((to_type.clone(), links))
+    });
+    Ok(futures::future::try_join_all(types)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 async fn read_type(

@@ -17,7 +17,7 @@ use super::config::HubSpotAccount;
 use super::error::HubSpotError;
 
 /// One call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Call {
     /// A page of the list endpoint.
     List {

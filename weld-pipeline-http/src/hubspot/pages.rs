@@ -19,6 +19,7 @@ use weld_pipeline::{BoxError, Error, Timestamp};
 
 use super::associations;
 use super::client::{Call, Client};
+use super::lookahead::{beside, Ahead, Lookahead};
 use super::parse::{parse, Listed};
 use super::position::{checkpoint, position, Position, SweepStage};
 use super::properties::{parse_definitions, PropertySet};
@@ -50,6 +51,8 @@ pub struct HubSpotPages {
     /// ahead of the store's inventory. Held across a page's calls (pages of a stream come one
     /// at a time).
     pub(super) sweeping: Arc<tokio::sync::Mutex<Option<sweep::State>>>,
+    /// The next page's call, sent while the current page was finished (see `lookahead`).
+    lookahead: Arc<Lookahead>,
 }
 
 impl std::fmt::Debug for HubSpotPages {
@@ -113,6 +116,7 @@ impl HubSpotPages {
             listed_described: Arc::default(),
             sweeping: Arc::default(),
             resolved: Arc::default(),
+            lookahead: Arc::default(),
         })
     }
 }
@@ -215,60 +219,135 @@ impl HubSpotPages {
         }
     }
 
-    /// One list page, its property list split across requests when the URL would be too long.
+    /// The calls of one list page: one, or its property list split across several when the
+    /// URL would be too long, each asking for the same page (see `split`).
+    async fn list_calls(
+        &self,
+        archived: bool,
+        after: Option<String>,
+        set: &PropertySet,
+    ) -> Result<Vec<Call>, BoxError> {
+        let properties = set.names().to_vec();
+        let object_type = self.object_type().await?;
+        let url = |properties: &[String]| {
+            Client::list_url(
+                &self.account,
+                &object_type,
+                archived,
+                after.as_deref(),
+                properties,
+            )
+            .len()
+        };
+        let parts = if url(&properties) <= self.account.max_url_bytes {
+            vec![properties]
+        } else {
+            let room = self
+                .account
+                .max_url_bytes
+                .saturating_sub(url(&[]) + 12)
+                .max(64);
+            split::parts(properties, room)
+        };
+        Ok(parts
+            .into_iter()
+            .map(|properties| Call::List {
+                object_type: object_type.clone(),
+                archived,
+                after: after.clone(),
+                properties,
+            })
+            .collect())
+    }
+
+    /// One list page. Its first call decides the page; the other parts of a split property list
+    /// then go out together, and, when the first answer names a next page, that page's calls
+    /// are sent ahead beside them (see `lookahead`).
     async fn list_page(
         &self,
         archived: bool,
         after: Option<String>,
         set: &PropertySet,
     ) -> Result<Listed, BoxError> {
-        let properties = set.names().to_vec();
-        let object_type = self.object_type().await?;
-        let whole = Client::list_url(
-            &self.account,
-            &object_type,
-            archived,
-            after.as_deref(),
-            &properties,
-        );
-        if whole.len() <= self.account.max_url_bytes {
-            let body = self
-                .list
-                .clone()
-                .oneshot(Call::List {
-                    object_type,
-                    archived,
-                    after,
-                    properties,
+        let mut parts = self.list_calls(archived, after, set).await?;
+        let next_page = |next: &str| -> Vec<Call> {
+            parts
+                .iter()
+                .map(|call| match call {
+                    Call::List {
+                        object_type,
+                        archived,
+                        properties,
+                        ..
+                    } => Call::List {
+                        object_type: object_type.clone(),
+                        archived: *archived,
+                        after: Some(next.to_string()),
+                        properties: properties.clone(),
+                    },
+                    other => other.clone(),
                 })
-                .await?;
-            return parse(&body);
-        }
-        // Split: each part asks for the same page with some of the properties (see `split`).
-        let base = Client::list_url(&self.account, &object_type, archived, after.as_deref(), &[])
-            .len()
-            + 12;
-        let room = self.account.max_url_bytes.saturating_sub(base).max(64);
-        let mut merged = Merged::default();
-        for part in split::parts(properties, room) {
-            let body = self
-                .list
-                .clone()
-                .oneshot(Call::List {
-                    object_type: object_type.clone(),
-                    archived,
-                    after: after.clone(),
-                    properties: part,
-                })
-                .await?;
-            merged.add(&body)?;
-            if merged.is_empty() {
-                // The first part decides which records are on the page: none, no more parts
-                // (an incremental run's archived pass is most often empty).
-                break;
+                .collect()
+        };
+        let mut ahead = Vec::new();
+        let body = self.lookahead.call(&self.list, parts[0].clone()).await?;
+        if parts.len() == 1 {
+            // One part: the records stay the bytes HubSpot sent.
+            let listed = parse(&body)?;
+            if let Some(next) = &listed.next {
+                ahead = self.send_ahead(next_page(next)).await;
             }
+            self.lookahead.keep(ahead);
+            return Ok(listed);
         }
+        let mut merged = Merged::default();
+        merged.add(&body)?;
+        if merged.is_empty() {
+            // The first part decides which records are on the page: none, no more parts
+            // (an incremental run's archived pass is most often empty).
+            return merged.into_listed();
+        }
+        if let Some(next) = merged.next() {
+            ahead = next_page(next)
+                .into_iter()
+                .map(|call| Ahead::start(&self.list, call))
+                .collect();
+        }
+        let rest = parts
+            .split_off(1)
+            .into_iter()
+            .map(|call| self.lookahead.call(&self.list, call));
+        let bodies = beside(&mut ahead, futures::future::try_join_all(rest)).await?;
+        for body in &bodies {
+            merged.add(body)?;
+        }
+        self.lookahead.keep(ahead);
         merged.into_listed()
+    }
+
+    /// Starts `calls` ahead of the page that will make them, each going out as its budget
+    /// allows.
+    async fn send_ahead(&self, calls: Vec<Call>) -> Vec<Ahead> {
+        let mut ahead = self.ahead(calls);
+        beside(&mut ahead, std::future::ready(())).await;
+        ahead
+    }
+
+    /// `calls` to send ahead of the page that will make them, not sent yet; one already sent
+    /// ahead is carried on.
+    fn ahead(&self, calls: Vec<Call>) -> Vec<Ahead> {
+        calls
+            .into_iter()
+            .map(|call| {
+                self.lookahead.take(&call).unwrap_or_else(|| {
+                    let service = match call {
+                        Call::Search { .. } => &self.search,
+                        _ => &self.list,
+                    };
+                    Ahead::start(service, call)
+                })
+            })
+            .collect()
     }
 
     async fn page(self, request: PageRequest) -> Result<Page, BoxError> {
@@ -279,10 +358,61 @@ impl HubSpotPages {
         }
         // A run's first page discovers the properties again: the portal may have new ones.
         let fresh = matches!(at, None | Some(Position::Done { .. }));
+        if fresh && self.object.properties.is_none() && !self.sweep_starts(&at, &request, now) {
+            let previous = self
+                .discovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(previous) = previous {
+                return self.page_guessing(previous, at, &request, now).await;
+            }
+        }
         let (set, schema) = self.property_set(fresh, request.catalog.is_some()).await?;
         if let Some(schema) = &schema {
             self.describe(&request, schema).await;
         }
+        self.page_with(set, at, &request, now).await
+    }
+
+    /// A run's first page, read with the property set the last run discovered while the
+    /// definitions are read again beside it: the portal's properties rarely change, and the
+    /// page then costs one round trip, not two. When they did change, the page is read again
+    /// with the new set (and the guess's answers are dropped unread).
+    async fn page_guessing(
+        &self,
+        previous: PropertySet,
+        at: Option<Position>,
+        request: &PageRequest,
+        now: i64,
+    ) -> Result<Page, BoxError> {
+        let guess = self.page_with(previous.clone(), at.clone(), request, now);
+        let (schema, page) = futures::join!(self.definitions(), guess);
+        let schema = schema?;
+        let set = PropertySet::new(schema.fields.iter().map(|f| f.name.clone()).collect());
+        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+        self.describe(request, &schema).await;
+        if set == previous {
+            return page;
+        }
+        self.page_with(set, at, request, now).await
+    }
+
+    /// Whether a run starting at `at` begins with a reconciliation sweep (whose pages keep a
+    /// state of their own, never read on a guess).
+    fn sweep_starts(&self, at: &Option<Position>, request: &PageRequest, now: i64) -> bool {
+        matches!(at, Some(Position::Done { swept_at, .. }) if self.sweep_due(*swept_at, now))
+            && request.inventory.is_some()
+    }
+
+    /// A page read with the property set `set`, from `at`.
+    async fn page_with(
+        &self,
+        set: PropertySet,
+        at: Option<Position>,
+        request: &PageRequest,
+        now: i64,
+    ) -> Result<Page, BoxError> {
         let properties = set.fingerprint_with(&self.object.associations);
         let full = Position::Full {
             last_id: 0,
@@ -347,7 +477,7 @@ impl HubSpotPages {
                 properties,
                 full_at,
             };
-            return self.sweep_page(sweep, stage, &set, &request).await;
+            return self.sweep_page(sweep, stage, &set, request).await;
         }
         let (records, next) = match at {
             Position::Full {
@@ -355,7 +485,8 @@ impl HubSpotPages {
                 started_at,
                 ..
             } => {
-                let (listed, last) = self.search(vec![id_after(last_id)], &set).await?;
+                let archived = self.list_calls(true, None, &set).await?;
+                let (listed, last) = self.search(vec![], last_id, &set, archived).await?;
                 let next = match last {
                     Some(last_id) => Position::Full {
                         last_id,
@@ -530,44 +661,65 @@ impl HubSpotPages {
         })
     }
 
-    /// One search page: the records matching `filters` after the last id read, by id, with
-    /// every property of `set` (in the body: no URL limit), 200 a page. The last id on it, if
-    /// more may follow: the next page re-anchors there instead of paging by offset, so no query
-    /// reaches the 10,000-result cap.
+    /// One search page: the records matching `filters` after id `after`, by id, with every
+    /// property of `set` (in the body: no URL limit), 200 a page. The last id on it, if more may
+    /// follow: the next page re-anchors there instead of paging by offset, so no query reaches
+    /// the 10,000-result cap. That next page's search, or when this is the last page the
+    /// calls `then` that follow it, are sent as soon as this one's answer is in, beside the
+    /// reading of its associations (see `lookahead`).
     async fn search(
         &self,
         filters: Vec<serde_json::Value>,
+        after: u64,
         set: &PropertySet,
+        then: Vec<Call>,
     ) -> Result<(Listed, Option<u64>), BoxError> {
-        let body = json!({
-            "filterGroups": [{"filters": filters}],
-            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-            "properties": set.names(),
-            "limit": self.account.search_limit,
-        });
         let object_type = self.object_type().await?;
-        let answer = self
-            .search
-            .clone()
-            .oneshot(Call::Search {
+        let call = |after: u64| {
+            let mut filters = filters.clone();
+            filters.push(id_after(after));
+            Call::Search {
                 object_type: object_type.clone(),
-                body,
-            })
-            .await?;
+                body: json!({
+                    "filterGroups": [{"filters": filters}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": set.names(),
+                    "limit": self.account.search_limit,
+                }),
+            }
+        };
+        let answer = self.lookahead.call(&self.search, call(after)).await?;
         let mut listed = parse(&answer)?;
-        if !self.object.associations.is_empty() {
-            let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
-            let links =
-                associations::read(&self.links, &object_type, &self.object.associations, &ids)
-                    .await?;
-            associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
-        }
         let last = listed
             .records
             .iter()
             .filter_map(|(r, _)| r.id.parse::<u64>().ok())
             .max();
         let more = listed.next.is_some();
+        // When the next page is the last, what follows it is sent ahead too.
+        let next = match last {
+            Some(last) if more => {
+                let limit = u64::from(self.account.search_limit);
+                let mut next = vec![call(last)];
+                if listed.total.is_some_and(|total| total <= 2 * limit) {
+                    next.extend(then);
+                }
+                next
+            }
+            _ => then,
+        };
+        // The next calls are sent, or wait for their turn after this page's own.
+        let mut ahead = self.ahead(next);
+        if self.object.associations.is_empty() {
+            beside(&mut ahead, std::future::ready(())).await;
+        } else {
+            let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
+            let reading =
+                associations::read(&self.links, &object_type, &self.object.associations, &ids);
+            let links = beside(&mut ahead, reading).await?;
+            associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
+        }
+        self.lookahead.keep(ahead);
         // The records merged into those of the page are archived with `merged_into` (after the
         // last id is taken: theirs are not positions in this listing).
         let merged: Vec<_> = listed
@@ -613,9 +765,10 @@ impl HubSpotPages {
                 vec![
                     json!({"propertyName": modified, "operator": "GTE", "value": from.to_string()}),
                     json!({"propertyName": modified, "operator": "LTE", "value": until.to_string()}),
-                    id_after(last_id),
                 ],
+                last_id,
                 set,
+                self.list_calls(true, None, set).await?,
             )
             .await?;
         // The window ends when a page comes back with nothing after it.

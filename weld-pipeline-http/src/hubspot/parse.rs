@@ -13,6 +13,8 @@ struct Listing<'a> {
     #[serde(borrow)]
     results: Vec<&'a RawValue>,
     paging: Option<Paging>,
+    #[serde(default)]
+    total: Option<u64>,
 }
 
 /// HubSpot's `paging` of a listing (and of each result of an association batch read).
@@ -105,6 +107,9 @@ pub(super) struct Listed {
     pub(super) next: Option<String>,
     /// The records merged into those of the page (`hs_merged_object_ids`).
     pub(super) merges: Vec<Merge>,
+    /// How many records match a search, this page's among them (search answers say; lists
+    /// do not).
+    pub(super) total: Option<u64>,
 }
 
 /// A record merged into another: HubSpot lists it nowhere since, and the survivor names it in
@@ -148,5 +153,6 @@ pub(super) fn parse(body: &Bytes) -> Result<Listed, BoxError> {
         records,
         next: listing.paging.and_then(|p| p.next).map(|n| n.after),
         merges,
+        total: listing.total,
     })
 }

@@ -78,6 +78,11 @@ impl Merged {
         Ok(())
     }
 
+    /// The next page's paging token, as the first part gave it.
+    pub(super) fn next(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+
     /// Whether the parts added so far hold no record (the first part decides).
     pub(super) fn is_empty(&self) -> bool {
         self.records.is_empty()
@@ -95,6 +100,7 @@ impl Merged {
             records,
             next: self.next,
             merges: Vec::new(),
+            total: None,
         })
     }
 }

@@ -162,6 +162,24 @@ pub(super) async fn admin_faults(
     StatusCode::NO_CONTENT
 }
 
+/// The round trip to set: `{"ms":150}`.
+#[derive(Deserialize)]
+pub(super) struct Latency {
+    ms: u64,
+}
+
+pub(super) async fn admin_latency(
+    State(state): State<Shared>,
+    Json(latency): Json<Latency>,
+) -> StatusCode {
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config
+        .latency = std::time::Duration::from_millis(latency.ms);
+    StatusCode::NO_CONTENT
+}
+
 pub(super) async fn admin_mutate(
     State(state): State<Shared>,
     Json(mutation): Json<Mutation>,

@@ -39,6 +39,10 @@ pub struct FakeConfig {
     pub custom_properties: usize,
     /// The most links one association batch read returns per record before `paging.next`.
     pub association_page: usize,
+    /// The round trip every CRM request takes: half before the fake admits it (rate limits
+    /// count it on arrival), half before its answer goes out. Zero on loopback; a customer's
+    /// cloud sees about 150 ms to HubSpot.
+    pub latency: std::time::Duration,
 }
 
 impl Default for FakeConfig {
@@ -59,6 +63,7 @@ impl Default for FakeConfig {
             max_url_bytes: 8_192,
             custom_properties: 300,
             association_page: 500,
+            latency: std::time::Duration::ZERO,
         }
     }
 }

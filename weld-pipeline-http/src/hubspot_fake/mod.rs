@@ -33,6 +33,9 @@
 //! - Rate limits: a rolling 10-second window on non-search calls with the
 //!   `X-HubSpot-RateLimit-*` headers and `TEN_SECONDLY_ROLLING` 429s, and a 5-per-second search
 //!   limit (`SECONDLY`, no headers); `Retry-After` sent or not, by configuration.
+//! - A round trip of its own ([`FakeConfig::latency`], or at run time `POST /_admin/latency`
+//!   with `{"ms":150}`): what a client in a customer's cloud sees, where paging one request at
+//!   a time leaves most of the rate budget unused.
 //! - Faults, by configuration or at run time (`POST /_admin/faults`): a status (5xx, 429 with or
 //!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
 //!   or invalid JSON; each for the next N requests.
@@ -261,6 +264,11 @@ impl FakeHubSpot {
             .unwrap_or_default()
     }
 
+    /// Changes the round trip of every request from now on ([`FakeConfig::latency`]).
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().config.latency = latency;
+    }
+
     /// Changes the rate limits at run time.
     pub fn set_limits(&self, per_ten_seconds: Option<u32>, search_per_second: Option<u32>) {
         let mut fake = self.lock();
@@ -301,6 +309,7 @@ fn router(state: Shared) -> Router {
         )
         .route("/_admin/faults", post(admin::admin_faults))
         .route("/_admin/mutate", post(admin::admin_mutate))
+        .route("/_admin/latency", post(admin::admin_latency))
         .route("/_admin/stats", get(admin::admin_stats))
         .route("/_admin/dump", get(admin::admin_dump))
         .with_state(state)
@@ -322,10 +331,23 @@ async fn answer(
     state: &Shared,
     build: impl FnOnce(&mut Fake) -> Result<list::Built, Refusal>,
 ) -> Response {
+    // Half the round trip on the way in, half on the way out.
+    let half = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config
+        .latency
+        / 2;
+    if !half.is_zero() {
+        tokio::time::sleep(half).await;
+    }
     let built = {
         let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
         build(&mut fake)
     };
+    if !half.is_zero() {
+        tokio::time::sleep(half).await;
+    }
     match built {
         Ok((body, records, fault, limit_headers)) => {
             respond(state, body, records, fault, limit_headers).await
