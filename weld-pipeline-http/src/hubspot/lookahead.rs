@@ -6,14 +6,18 @@
 //! account's budget. Yet the next page's call is known as soon as the current page's *first*
 //! answer arrives, before its associations are read, before the rest of a split property list
 //! is fetched, before the records are delivered. So the fetcher starts that call there, drives
-//! it beside the current page's remaining calls, and keeps it for the next page.
+//! it beside the current page's remaining calls (when it has some: otherwise it is polled once,
+//! going out at once or taking its turn of the budget), and keeps it for the next page.
 //!
 //! The next page then takes it only if it is the very call that page would make (the same
-//! object, filters, anchor, properties), and only while it is fresh; anything else drops it.
-//! So reading ahead never changes what a page holds or where its checkpoint stands: the
-//! exactly-once rules of the windows stay as they are. A call read ahead is paced, retried and
-//! timed by the same layers as any other, so the budgets are never exceeded. It makes progress
-//! only while a page is being fetched: once a run stops asking for pages, nothing new starts.
+//! object, filters, anchor, properties), and only while it is fresh; anything else drops it,
+//! and a run's first page drops whatever an earlier run left. So reading ahead never changes
+//! what a page holds or where its checkpoint stands: the exactly-once rules of the windows stay
+//! as they are. A call read ahead is paced, retried and timed by the same layers as any other.
+//! It makes progress only while a page is being fetched: once a run stops asking for pages,
+//! nothing new starts. (One still waiting for its turn when its page ends goes out when the
+//! next page takes it: later than its turn was booked for, when the records are slow to
+//! deliver.)
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -29,8 +33,8 @@ use weld_pipeline::BoxError;
 use super::client::Call;
 use super::pages::CallService;
 
-/// How long a call read ahead stays good for the page that asked for it. Pages of a run follow
-/// each other within milliseconds; one kept longer belongs to a run that stopped.
+/// How long a call read ahead stays good for the page that asked for it: a bound on how old an
+/// answer a page may take (a run's first page drops everything kept anyway).
 const FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// A call sent ahead of the page that needs it.
@@ -65,6 +69,11 @@ impl Ahead {
         }
     }
 
+    /// Whether it may still be taken.
+    fn usable(&self) -> bool {
+        self.sent.elapsed() < FRESH_FOR
+    }
+
     async fn answer(self) -> Result<Bytes, BoxError> {
         match self.answer {
             Answer::Pending(future) => future.await,
@@ -85,6 +94,11 @@ impl Lookahead {
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = ahead.into_iter().collect();
     }
 
+    /// Drops everything kept: a run's first page takes nothing an earlier run read.
+    pub(super) fn clear(&self) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The answer to `call`: the one read ahead when it is this very call and fresh, otherwise
     /// a call made now through `service`.
     pub(super) async fn call(&self, service: &CallService, call: Call) -> Result<Bytes, BoxError> {
@@ -97,7 +111,7 @@ impl Lookahead {
     /// `call` read ahead, when it was and is still fresh.
     pub(super) fn take(&self, call: &Call) -> Option<Ahead> {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|ahead| ahead.sent.elapsed() < FRESH_FOR);
+        kept.retain(Ahead::usable);
         kept.iter()
             .position(|ahead| &ahead.call == call)
             .map(|at| kept.swap_remove(at))
@@ -112,7 +126,8 @@ impl std::fmt::Debug for Lookahead {
 }
 
 /// Drives `main` to its end, moving every call of `ahead` on beside it. `main` is polled first,
-/// so that its calls take their turn of a budget before the calls read ahead.
+/// so that the calls it starts at once take their turn of a budget before the calls read ahead
+/// (calls it makes later, such as a retry, book theirs after).
 pub(super) async fn beside<T>(ahead: &mut [Ahead], main: impl Future<Output = T>) -> T {
     let mut main = std::pin::pin!(main);
     std::future::poll_fn(|cx| {

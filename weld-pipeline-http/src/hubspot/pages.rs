@@ -304,7 +304,8 @@ impl HubSpotPages {
         merged.add(&body)?;
         if merged.is_empty() {
             // The first part decides which records are on the page: none, no more parts
-            // (an incremental run's archived pass is most often empty).
+            // (what was sent of them ahead is dropped).
+            self.lookahead.keep([]);
             return merged.into_listed();
         }
         if let Some(next) = merged.next() {
@@ -358,6 +359,9 @@ impl HubSpotPages {
         }
         // A run's first page discovers the properties again: the portal may have new ones.
         let fresh = matches!(at, None | Some(Position::Done { .. }));
+        if fresh {
+            self.lookahead.clear();
+        }
         if fresh && self.object.properties.is_none() && !self.sweep_starts(&at, &request, now) {
             let previous = self
                 .discovered
@@ -378,7 +382,8 @@ impl HubSpotPages {
     /// A run's first page, read with the property set the last run discovered while the
     /// definitions are read again beside it: the portal's properties rarely change, and the
     /// page then costs one round trip, not two. When they did change, the page is read again
-    /// with the new set (and the guess's answers are dropped unread).
+    /// with the new set: the guessed page is dropped, and the calls it read ahead, made with the
+    /// old set, can match none made with the new one.
     async fn page_guessing(
         &self,
         previous: PropertySet,
@@ -664,9 +669,10 @@ impl HubSpotPages {
     /// One search page: the records matching `filters` after id `after`, by id, with every
     /// property of `set` (in the body: no URL limit), 200 a page. The last id on it, if more may
     /// follow: the next page re-anchors there instead of paging by offset, so no query reaches
-    /// the 10,000-result cap. That next page's search, or when this is the last page the
-    /// calls `then` that follow it, are sent as soon as this one's answer is in, beside the
-    /// reading of its associations (see `lookahead`).
+    /// the 10,000-result cap. That next page's search is sent as soon as this one's answer is
+    /// in, beside the reading of its associations (see `lookahead`); and the calls `then`
+    /// that follow the last page, with the last page or, when the search's `total` says the
+    /// next page is the last, with this one.
     async fn search(
         &self,
         filters: Vec<serde_json::Value>,
