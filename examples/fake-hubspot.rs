@@ -28,6 +28,9 @@ struct Args {
     /// HubSpot's rolling 10-second limit of non-search calls [default: none].
     #[arg(long, env = "FAKE_HUBSPOT_PER_TEN_SECONDS")]
     per_ten_seconds: Option<u32>,
+    /// Search calls allowed per second (HubSpot's 5); 0 for no limit.
+    #[arg(long, env = "FAKE_HUBSPOT_SEARCH_PER_SECOND", default_value_t = 5)]
+    search_per_second: u32,
     /// Custom properties each object type defines, of every HubSpot type (a real portal has
     /// hundreds), each set on about a quarter of the records.
     #[arg(long, env = "FAKE_HUBSPOT_CUSTOM_PROPERTIES", default_value_t = 300)]
@@ -47,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: args.token,
         contacts: args.contacts,
         per_ten_seconds: args.per_ten_seconds,
+        search_per_second: (args.search_per_second > 0).then_some(args.search_per_second),
         custom_properties: args.custom_properties,
         latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeConfig::default()

@@ -14,7 +14,11 @@
 //! each its own process (`cargo build --release --examples` first), the stream started and
 //! watched through the HTTP API, and `peak_rss_mib` gives each process's `VmHWM`. With
 //! `--read-latency` as well, it then pages through the stored records while a second stream is
-//! ingested, and `reads` gives the pages' latency (`p50_ms`, `p99_ms`, `max_ms`).
+//! ingested, and `reads` gives the pages' latency (`p50_ms`, `p99_ms`, `max_ms`). With
+//! `--source hubspot-fake` as well, the records are `--records` contacts of the `fake-hubspot`
+//! binary (a third process, its own peak RSS reported apart: its data set is not the
+//! pipeline's), every property read, no rate limit on either side; the raw baselines then
+//! write records of the stored contacts' mean size.
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object: `records_per_s`,
 //! `mb_per_s`, `ack_p50_us`, `ack_p99_us` (send to ack of each batch, on the worker),
@@ -58,6 +62,12 @@ enum TransportKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SourceKind {
+    Generator,
+    HubspotFake,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
     Sled,
     Postgres,
@@ -73,6 +83,14 @@ struct Args {
     /// Where the controller commits.
     #[arg(long, value_enum, default_value = "sled")]
     store: StoreKind,
+    /// Where the records come from: the generator, or (with `--processes`) `--records`
+    /// contacts of the `fake-hubspot` binary, every property read, nothing paced.
+    #[arg(long, value_enum, default_value = "generator")]
+    source: SourceKind,
+    /// With `--source hubspot-fake`: the custom properties the fake defines (a real portal has
+    /// hundreds), each set on about a quarter of the records.
+    #[arg(long, default_value_t = 300)]
+    custom_properties: usize,
     /// Records to sync.
     #[arg(long, default_value_t = 100_000)]
     records: u64,
@@ -103,12 +121,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.source == SourceKind::HubspotFake && !args.processes {
+        return Err("--source hubspot-fake runs through the binaries: add --processes".into());
+    }
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder.install()?;
     let dir = tempfile::tempdir()?;
-    let generator = Generator::contacts(args.records).record_bytes(args.record_bytes);
-    let bytes_per_record = generator.record(1).data.as_bytes().len();
+    let mut generator = Generator::contacts(args.records).record_bytes(args.record_bytes);
+    let mut bytes_per_record = generator.record(1).data.as_bytes().len();
 
     // The store, and for PostgreSQL the database (its cluster kept alive to the end).
     let mut cluster = None;
@@ -137,6 +158,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = if args.processes {
         let (elapsed, processes) = processes::run(&args, dir.path(), url.as_deref()).await?;
         measured = processes;
+        if let Some(bytes) = measured["record_bytes"].as_u64() {
+            // The fake's contacts: the raw baselines write records of their mean size.
+            generator = Generator::contacts(args.records).record_bytes(bytes as usize);
+            bytes_per_record = generator.record(1).data.as_bytes().len();
+        }
         elapsed
     } else {
         match args.transport {
@@ -222,6 +248,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         json!({
+            "source": format!("{:?}", args.source).to_lowercase(),
             "transport": format!("{:?}", args.transport).to_lowercase(),
             "store": format!("{:?}", args.store).to_lowercase(),
             "records": args.records,

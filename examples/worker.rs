@@ -51,6 +51,15 @@ struct Args {
     /// Seconds an incremental window stays behind now: HubSpot's search index trails writes.
     #[arg(long, env = "HUBSPOT_SETTLE_SECS", default_value_t = 30)]
     hubspot_settle_secs: u64,
+    /// The account's calls per 10 s until HubSpot's rate-limit headers say otherwise (100 on
+    /// free and starter accounts, 190 on professional and enterprise, 250 with the add-on).
+    #[arg(long, env = "HUBSPOT_PER_TEN_SECONDS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    hubspot_per_ten_seconds: u32,
+    /// Search calls per second: HubSpot allows 5, and the default stays under it.
+    #[arg(long, env = "HUBSPOT_SEARCHES_PER_SECOND", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    hubspot_searches_per_second: u32,
 }
 
 #[tokio::main]
@@ -63,6 +72,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let account = HubSpotAccount {
         settle_delay: Duration::from_secs(args.hubspot_settle_secs),
+        per_ten_seconds: args.hubspot_per_ten_seconds,
+        searches_per_second: args.hubspot_searches_per_second,
         ..HubSpotAccount::new(
             &args.hubspot_base_url,
             Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{Args, TransportKind};
+use super::{Args, SourceKind, TransportKind};
+
+/// How long a process may take to say it is ready: the fake generates its data set first.
+const READY_WITHIN: Duration = Duration::from_secs(300);
 
 /// A child process, killed and reaped when dropped.
 struct Service {
@@ -17,8 +20,8 @@ struct Service {
 }
 
 impl Service {
-    /// Starts `binary` with `env` and waits (30 s at most) for the stdout line starting with
-    /// `ready`; returns it with the line.
+    /// Starts `binary` with `env` and waits ([`READY_WITHIN`] at most) for the stdout line
+    /// starting with `ready`; returns it with the line.
     fn start(
         name: &'static str,
         binary: &Path,
@@ -46,8 +49,8 @@ impl Service {
             }
         });
         let line = found
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| format!("{name} did not say it was ready within 30 s"))?;
+            .recv_timeout(READY_WITHIN)
+            .map_err(|_| format!("{name} did not say it was ready within {READY_WITHIN:?}"))?;
         Ok((service, line))
     }
 
@@ -79,9 +82,10 @@ fn binary(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     }
 }
 
-/// Runs the stream through data-streams and a worker as processes; returns the time from the
-/// start request to the stream's run reported succeeded with every record stored, and the
-/// peak RSS of each process.
+/// Runs the stream through data-streams and a worker as processes (and the HubSpot fake, for
+/// `--source hubspot-fake`); returns the time from the start request to the stream's run
+/// reported succeeded with every record stored, and the peak RSS of each process. The fake's
+/// is reported apart: its data set is not the pipeline's memory.
 pub(crate) async fn run(
     args: &Args,
     dir: &Path,
@@ -118,17 +122,49 @@ pub(crate) async fn run(
             .ok_or_else(|| format!("no {name} in {line:?}"))
     };
     let (api, transport_addr) = (field("api=")?, field("transport=")?);
-    let (worker, _) = Service::start(
-        "worker",
-        &binary("worker")?,
-        &[
-            ("WELD_TRANSPORT", transport.to_string()),
-            ("WELD_CONTROLLER_ADDR", transport_addr),
-            ("WELD_DATA_DIR", dir.join("worker").display().to_string()),
-            ("WELD_WORKER_ID", "throughput".to_string()),
-        ],
-        "worker ready",
-    )?;
+    let mut worker_env = vec![
+        ("WELD_TRANSPORT", transport.to_string()),
+        ("WELD_CONTROLLER_ADDR", transport_addr),
+        ("WELD_DATA_DIR", dir.join("worker").display().to_string()),
+        ("WELD_WORKER_ID", "throughput".to_string()),
+    ];
+    let mut fake = None;
+    let source = match args.source {
+        SourceKind::Generator => json!({"kind": "generator", "records": args.records,
+                                        "page_size": args.batch, "record_bytes": args.record_bytes}),
+        SourceKind::HubspotFake => {
+            // No limit on either side: the figure is the pipeline's, not a budget's.
+            let (started, line) = Service::start(
+                "fake-hubspot",
+                &binary("fake-hubspot")?,
+                &[
+                    ("FAKE_HUBSPOT_ADDR", "127.0.0.1:0".to_string()),
+                    ("FAKE_HUBSPOT_CONTACTS", args.records.to_string()),
+                    ("FAKE_HUBSPOT_SEARCH_PER_SECOND", "0".to_string()),
+                    (
+                        "FAKE_HUBSPOT_CUSTOM_PROPERTIES",
+                        args.custom_properties.to_string(),
+                    ),
+                ],
+                "fake HubSpot listening on",
+            )?;
+            let url = line
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+            fake = Some(started);
+            worker_env.extend([
+                ("HUBSPOT_BASE_URL", url),
+                ("HUBSPOT_ACCESS_TOKEN", "fake-token".to_string()),
+                ("HUBSPOT_SETTLE_SECS", "0".to_string()),
+                ("HUBSPOT_SEARCHES_PER_SECOND", "1000000".to_string()),
+                ("HUBSPOT_PER_TEN_SECONDS", "1000000".to_string()),
+            ]);
+            json!({"kind": "hubspot", "object": "contacts"})
+        }
+    };
+    let (worker, _) = Service::start("worker", &binary("worker")?, &worker_env, "worker ready")?;
 
     let http = reqwest::Client::new();
     let get = |path: String| {
@@ -145,11 +181,7 @@ pub(crate) async fn run(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let body = json!({
-        "source": {"kind": "generator", "records": args.records, "page_size": args.batch,
-                   "record_bytes": args.record_bytes},
-        "interval_secs": 86_400,
-    });
+    let body = json!({"source": source, "interval_secs": 86_400});
     let started = Instant::now();
     let answer = http
         .post(format!("{api}/streams/throughput/start"))
@@ -172,22 +204,36 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    // The mean size of a stored record's JSON, from a page of them.
+    let page = get("/streams/throughput/records?limit=1000".into()).await?;
+    let records = page["records"].as_array().cloned().unwrap_or_default();
+    let record_bytes = (!records.is_empty()).then(|| {
+        let total: usize = records.iter().map(|r| r["data"].to_string().len()).sum();
+        total / records.len()
+    });
     let reads = if args.read_latency {
         Some(read_latency(&http, &api, args).await?)
     } else {
         None
     };
-    let rss = json!({
+    let mut rss = json!({
         data_streams.name: data_streams.peak_rss_mib(),
         worker.name: worker.peak_rss_mib(),
     });
+    if let Some(fake) = &fake {
+        rss[fake.name] = json!(fake.peak_rss_mib());
+    }
     eprintln!(
         "pipeline: {:.2} s, {:.0} records/s, peak RSS {rss}",
         elapsed.as_secs_f64(),
         args.records as f64 / elapsed.as_secs_f64()
     );
-    drop((worker, data_streams));
-    Ok((elapsed, json!({"peak_rss_mib": rss, "reads": reads})))
+    drop((worker, data_streams, fake));
+    let mut measured = json!({"peak_rss_mib": rss, "reads": reads});
+    if args.source == SourceKind::HubspotFake {
+        measured["record_bytes"] = json!(record_bytes);
+    }
+    Ok((elapsed, measured))
 }
 
 /// Pages through the stored stream, 1,000 records a page, one request at a time, while a second

@@ -9,6 +9,10 @@ use weld_pipeline::Timestamp;
 use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
 
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
+    // Every change to the records is made below: what was counted of them is counted again.
+    for set in fake.objects.values_mut() {
+        set.live_index = None;
+    }
     let now = Timestamp::now().as_millis();
     let mut touched = relink(fake, mutation);
     touched.extend(merge_and_delete(fake, mutation, now));

@@ -72,11 +72,11 @@ fn batch_read(
     let Some(set) = fake.objects.get(canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
-    let properties = if request.properties.is_empty() {
+    let properties = set.known_of(if request.properties.is_empty() {
         set.defaults.iter().map(|p| p.to_string()).collect()
     } else {
         request.properties
-    };
+    });
     let (mut results, mut missing) = (Vec::new(), Vec::new());
     for input in &request.inputs {
         let found = input
@@ -86,7 +86,7 @@ fn batch_read(
             .and_then(|id| set.records.get(&id))
             .filter(|o| o.archived_at.is_some() == archived);
         match found {
-            Some(o) => results.push(serde_json::to_value(o.answer(&properties, &set.known))),
+            Some(o) => results.push(serde_json::to_value(o.answer(&properties))),
             None => missing.push(input.id.clone()),
         }
     }

@@ -36,6 +36,9 @@ pub(crate) struct ObjectSet {
     /// Custom properties `custom_property_000..`, each with values on about a quarter of the
     /// records.
     pub(crate) custom: usize,
+    /// The live records' ids in order, for counting a search's matches past an id without
+    /// walking them; made when first needed, dropped by every change (`admin::mutate`).
+    pub(crate) live_index: Option<Vec<u64>>,
 }
 
 const CONTACT_DEFAULTS: &[&str] = &[
@@ -221,6 +224,30 @@ pub(crate) fn iso(millis: i64) -> String {
 }
 
 impl ObjectSet {
+    /// Of the properties `asked`, those the type knows, in order: an answer leaves the others
+    /// out, as HubSpot does.
+    pub(crate) fn known_of(&self, asked: Vec<String>) -> Vec<String> {
+        let known: std::collections::HashSet<&str> =
+            self.known.iter().map(String::as_str).collect();
+        asked
+            .into_iter()
+            .filter(|name| known.contains(name.as_str()))
+            .collect()
+    }
+
+    /// How many live records have an id past `floor`.
+    pub(crate) fn live_after(&mut self, floor: u64) -> usize {
+        let records = &self.records;
+        let index = self.live_index.get_or_insert_with(|| {
+            records
+                .values()
+                .filter(|o| o.archived_at.is_none())
+                .map(|o| o.id)
+                .collect()
+        });
+        index.len() - index.partition_point(|&id| id <= floor)
+    }
+
     /// An empty set of `object_type`, whose portal defines `custom` custom properties
     /// (created at `now`).
     pub(crate) fn new(object_type: &str, custom: usize, now: i64) -> Self {
@@ -265,6 +292,7 @@ impl ObjectSet {
             definitions,
             custom,
             object_type: object_type.to_string(),
+            live_index: None,
         }
     }
 
@@ -436,20 +464,14 @@ pub(crate) struct Answer<'a> {
 
 impl Object {
     /// The object with the named properties: unknown names left out, known but empty ones null.
-    pub(crate) fn answer<'a>(&'a self, properties: &'a [String], known: &[String]) -> Answer<'a> {
+    /// The record as HubSpot answers it, with `properties` (each one the type knows: see
+    /// [`ObjectSet::known_of`]), `null` where it has no value.
+    pub(crate) fn answer<'a>(&'a self, properties: &'a [String]) -> Answer<'a> {
         const NULL: Option<String> = None;
-        let mut out = BTreeMap::new();
-        for name in properties {
-            match self.properties.get(name) {
-                Some(value) => {
-                    out.insert(name.as_str(), value);
-                }
-                None if known.iter().any(|k| k == name) => {
-                    out.insert(name.as_str(), &NULL);
-                }
-                None => {}
-            }
-        }
+        let out = properties
+            .iter()
+            .map(|name| (name.as_str(), self.properties.get(name).unwrap_or(&NULL)))
+            .collect();
         Answer {
             id: self.id.to_string(),
             properties: out,

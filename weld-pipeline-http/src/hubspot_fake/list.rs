@@ -129,7 +129,7 @@ fn build_list(
     let Some(set) = fake.objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
-    let properties = properties_or_defaults(set, query.properties.as_deref());
+    let properties = set.known_of(properties_or_defaults(set, query.properties.as_deref()));
     let mut page: Vec<Answer<'_>> = Vec::with_capacity(limit);
     let mut next = None;
     for object in set
@@ -142,7 +142,7 @@ fn build_list(
             next = Some(object.id);
             break;
         }
-        page.push(object.answer(&properties, &set.known));
+        page.push(object.answer(&properties));
     }
     let records = page.len() as u64;
     let body = Listing {

@@ -81,28 +81,59 @@ fn compare(property: &str, stored: &str, wanted: &str) -> Option<Ordering> {
     key(property, stored).partial_cmp(&key(property, wanted))
 }
 
-fn matches(object: &Object, filter: &Filter) -> Result<bool, String> {
+/// A filter's value, read once for a whole search rather than once per record.
+struct Prepared<'a> {
+    filter: &'a Filter,
+    wanted: Option<String>,
+    /// For `hs_object_id`, the wanted id: compared with the record's id as numbers.
+    id: Option<u64>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(filter: &'a Filter) -> Self {
+        let wanted = filter.value.as_ref().map(text);
+        let id = (filter.property_name == "hs_object_id")
+            .then(|| wanted.as_deref()?.parse().ok())
+            .flatten();
+        Prepared { filter, wanted, id }
+    }
+
+    fn matches(&self, object: &Object) -> Result<bool, String> {
+        let by_id = match (self.id, self.filter.operator.as_str()) {
+            (Some(id), "EQ") => Some(object.id == id),
+            (Some(id), "GT") => Some(object.id > id),
+            (Some(id), "GTE") => Some(object.id >= id),
+            (Some(id), "LT") => Some(object.id < id),
+            (Some(id), "LTE") => Some(object.id <= id),
+            _ => None,
+        };
+        match by_id {
+            Some(matched) => Ok(matched),
+            None => matches(object, self.filter, &self.wanted),
+        }
+    }
+}
+
+fn matches(object: &Object, filter: &Filter, wanted: &Option<String>) -> Result<bool, String> {
     let stored = object
         .properties
         .get(&filter.property_name)
-        .cloned()
-        .flatten();
-    let wanted = filter.value.as_ref().map(text);
+        .and_then(Option::as_deref);
     let property = filter.property_name.as_str();
-    let cmp = |want: &Option<String>| match (&stored, want) {
+    let cmp = |want: &Option<String>| match (stored, want) {
         (Some(s), Some(w)) => compare(property, s, w),
         _ => None,
     };
     Ok(match filter.operator.as_str() {
-        "EQ" => cmp(&wanted) == Some(Ordering::Equal),
-        "NEQ" => cmp(&wanted) != Some(Ordering::Equal),
-        "LT" => cmp(&wanted) == Some(Ordering::Less),
-        "LTE" => matches!(cmp(&wanted), Some(Ordering::Less | Ordering::Equal)),
-        "GT" => cmp(&wanted) == Some(Ordering::Greater),
-        "GTE" => matches!(cmp(&wanted), Some(Ordering::Greater | Ordering::Equal)),
+        "EQ" => cmp(wanted) == Some(Ordering::Equal),
+        "NEQ" => cmp(wanted) != Some(Ordering::Equal),
+        "LT" => cmp(wanted) == Some(Ordering::Less),
+        "LTE" => matches!(cmp(wanted), Some(Ordering::Less | Ordering::Equal)),
+        "GT" => cmp(wanted) == Some(Ordering::Greater),
+        "GTE" => matches!(cmp(wanted), Some(Ordering::Greater | Ordering::Equal)),
         "BETWEEN" => {
             let high = filter.high_value.as_ref().map(text);
-            matches!(cmp(&wanted), Some(Ordering::Greater | Ordering::Equal))
+            matches!(cmp(wanted), Some(Ordering::Greater | Ordering::Equal))
                 && matches!(cmp(&high), Some(Ordering::Less | Ordering::Equal))
         }
         "IN" | "NOT_IN" => {
@@ -114,12 +145,12 @@ fn matches(object: &Object, filter: &Filter) -> Result<bool, String> {
         }
         "HAS_PROPERTY" => stored.is_some(),
         "NOT_HAS_PROPERTY" => stored.is_none(),
-        "CONTAINS_TOKEN" => stored.zip(wanted).is_some_and(|(s, w)| {
+        "CONTAINS_TOKEN" => stored.zip(wanted.as_ref()).is_some_and(|(s, w)| {
             s.to_lowercase()
                 .contains(&w.to_lowercase().replace('*', ""))
         }),
         "NOT_CONTAINS_TOKEN" => !stored
-            .zip(wanted)
+            .zip(wanted.as_ref())
             .is_some_and(|(s, w)| s.to_lowercase().contains(&w.to_lowercase())),
         other => return Err(format!("Unknown operator {other}")),
     })
@@ -173,19 +204,32 @@ impl Search {
         })
     }
 
-    /// The live records matching the filter groups: every filter of a group (AND), any group
-    /// (OR); no group matches everything.
+    /// The live records matching the filter groups (every filter of a group, AND; any group,
+    /// OR; no group matches everything), with how many there are. Sorted by id, the candidates
+    /// are in order already and only the first `wanted` are kept; otherwise all of them, to be
+    /// ordered.
     fn select<'a>(
         &self,
         objects: impl Iterator<Item = &'a Object>,
-    ) -> Result<Vec<&'a Object>, String> {
-        let mut found = Vec::new();
+    ) -> Result<(Vec<&'a Object>, usize), String> {
+        let groups: Vec<Vec<Prepared<'_>>> = self
+            .body
+            .filter_groups
+            .iter()
+            .map(|group| group.filters.iter().map(Prepared::new).collect())
+            .collect();
+        let keep = if self.by_id() {
+            self.offset + self.limit
+        } else {
+            usize::MAX
+        };
+        let (mut found, mut total) = (Vec::new(), 0);
         for candidate in objects.filter(|o| o.archived_at.is_none()) {
-            let mut any = self.body.filter_groups.is_empty();
-            for group in &self.body.filter_groups {
+            let mut any = groups.is_empty();
+            for group in &groups {
                 let mut all = true;
-                for filter in &group.filters {
-                    if !matches(candidate, filter)? {
+                for filter in group {
+                    if !filter.matches(candidate)? {
                         all = false;
                         break;
                     }
@@ -196,27 +240,68 @@ impl Search {
                 }
             }
             if any {
-                found.push(candidate);
+                total += 1;
+                if found.len() < keep {
+                    found.push(candidate);
+                }
             }
         }
-        Ok(found)
+        Ok((found, total))
+    }
+
+    /// The ids the results can start after: a group's `hs_object_id GT` filter bounds it from
+    /// below, when every group has one (what a client re-anchoring by id sends).
+    fn id_floor(&self) -> Option<u64> {
+        self.body
+            .filter_groups
+            .iter()
+            .map(|group| {
+                group
+                    .filters
+                    .iter()
+                    .filter(|f| f.property_name == "hs_object_id" && f.operator == "GT")
+                    .filter_map(|f| f.value.as_ref().map(text)?.parse::<u64>().ok())
+                    .max()
+            })
+            .min()
+            .flatten()
+    }
+
+    /// Whether the query is only "after this id", by id: a full read re-anchored page by page.
+    /// Its matches are the live records past the id, counted without walking them.
+    fn only_after_id(&self) -> bool {
+        self.by_id()
+            && self.body.filter_groups.len() == 1
+            && self.body.filter_groups[0]
+                .filters
+                .iter()
+                .all(|f| f.property_name == "hs_object_id" && f.operator == "GT")
+            && self.id_floor().is_some()
+    }
+
+    /// Whether the one rule sorts by id, ascending: the candidates' own order, with no ties.
+    fn by_id(&self) -> bool {
+        matches!(&self.sort, Some((property, false)) if property == "hs_object_id")
     }
 
     /// Orders the results: no order among ties is promised, so they are shuffled, then stably
-    /// sorted on the one rule.
+    /// sorted on the one rule. By id there are no ties, and the candidates come in id order.
     fn order(&self, found: &mut [&Object], rng: &mut fastrand::Rng) {
+        if self.by_id() {
+            return;
+        }
         rng.shuffle(found);
         let Some((property, descending)) = &self.sort else {
             return;
         };
         found.sort_by(|a, b| {
             let (a, b) = (
-                a.properties.get(property).cloned().flatten(),
-                b.properties.get(property).cloned().flatten(),
+                a.properties.get(property).and_then(Option::as_deref),
+                b.properties.get(property).and_then(Option::as_deref),
             );
             let order = match (a, b) {
-                (Some(a), Some(b)) => key(property, &a)
-                    .partial_cmp(&key(property, &b))
+                (Some(a), Some(b)) => key(property, a)
+                    .partial_cmp(&key(property, b))
                     .unwrap_or(Ordering::Equal),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
@@ -247,26 +332,45 @@ pub(super) fn build(
         Err(message) => return Err(invalid(fake, message)),
     };
     let Fake { objects, rng, .. } = fake;
-    let Some(set) = objects.get(super::canonical(object)) else {
+    let Some(set) = objects.get_mut(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
-    let mut found = match search.select(set.records.values()) {
-        Ok(found) => found,
-        Err(message) => return Err(invalid(fake, message)),
+    let counted = search
+        .only_after_id()
+        .then(|| set.live_after(search.id_floor().unwrap_or(0)));
+    let set = &*set;
+    // Records are kept by id: a search anchored after an id starts there.
+    let candidates = match search.id_floor() {
+        Some(floor) => set.records.range(floor.saturating_add(1)..),
+        None => set.records.range(..),
+    };
+    let (mut found, total) = match counted {
+        // The first of the page's records are all it needs to walk.
+        Some(total) => {
+            let found = candidates
+                .map(|(_, object)| object)
+                .filter(|o| o.archived_at.is_none())
+                .take(search.offset + search.limit)
+                .collect();
+            (found, total)
+        }
+        None => match search.select(candidates.map(|(_, object)| object)) {
+            Ok(found) => found,
+            Err(message) => return Err(invalid(fake, message)),
+        },
     };
     search.order(&mut found, rng);
-    let total = found.len();
-    let properties = if search.body.properties.is_empty() {
+    let properties = set.known_of(if search.body.properties.is_empty() {
         properties_or_defaults(set, None)
     } else {
         search.body.properties.clone()
-    };
+    });
     let (offset, limit) = (search.offset, search.limit);
     let page: Vec<Answer<'_>> = found
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|o| o.answer(&properties, &set.known))
+        .map(|o| o.answer(&properties))
         .collect();
     let records = page.len() as u64;
     let answer = Listing {
