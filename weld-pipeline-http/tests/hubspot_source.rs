@@ -1278,3 +1278,55 @@ async fn without_a_store_to_compare_with_the_sweep_is_skipped() {
     assert_eq!(second.outcome, RunOutcome::Succeeded);
     assert_eq!(second.records, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_records_of_a_portal_with_hundreds_of_properties_are_read_by_id_only_in_the_window(
+) {
+    // 300 custom properties: a list URL would be split four ways.
+    let fake = fake(FakeConfig {
+        contacts: 2_000,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    for archive in [500, 20] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        fake.mutate(&Mutation {
+            object: "contacts".into(),
+            archive,
+            ..Mutation::default()
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The window holds the 520 archived: every one read with every property.
+    let before = fake.stats().requests;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_equals_the_fake(&fake, &sink, None);
+    let calls = fake.stats().requests - before;
+    // The definitions, one search, the first page whole (four parts), then five pages of ids
+    // and five batch reads of 100 at most.
+    assert!(calls <= 1 + 1 + 4 + 5 + 5, "{calls} calls");
+
+    // Twenty more archived: past the first page, the ids of the rest are listed, and only the
+    // twenty read, by a batch read on each page of ids that holds some.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 20,
+        ..Mutation::default()
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before = fake.stats().requests;
+    let third = run(&config, &sink, second.checkpoint).await;
+    assert_eq!(third.records, 20);
+    assert_equals_the_fake(&fake, &sink, None);
+    let calls = fake.stats().requests - before;
+    assert!(
+        calls <= 1 + 1 + 4 + 5 + 5,
+        "{calls} calls, where a list split four ways takes 26"
+    );
+}

@@ -29,8 +29,11 @@
 //! read paths (half the list endpoint's 100 a page, at any number of properties; a list page
 //! must split hundreds of properties across several URLs, and batch read needs a list of ids
 //! first). Then it lists the archived ones (`archived=true`: search never returns them), 100 a
-//! page, splitting a long property list across requests and merging by id. Its end is a
-//! checkpoint at the time the run started, minus the settle delay.
+//! page. When the property list fits one list URL, each page is one call. When it would be
+//! split (hundreds of properties), each page after the first lists the archived ids only, in
+//! one call, and batch reads the records with every property in the body, 100 a call: two
+//! calls per 100 archived records instead of one per part. Its end is a checkpoint at the time the run started, minus
+//! the settle delay.
 //!
 //! Every later run is **incremental**, built to avoid what other connectors got wrong (runs that
 //! loop on a page of equal timestamps, or skip records tied at a page boundary). Search takes one sort rule and promises no order among ties, so a cursor of
@@ -41,7 +44,9 @@
 //! (`hs_object_id GT last`) instead of paging on by offset, so no query ever reaches the 10,000
 //! result cap, and any number of records on one timestamp arrives exactly once. Archiving does
 //! not bump the modification date and archived records never appear in search, so the run
-//! then lists `archived=true` and delivers those archived inside the window. The checkpoint is
+//! then lists `archived=true` and delivers those archived inside the window (with hundreds of
+//! properties, past the first page the ids are listed and only those archived inside the
+//! window are read). The checkpoint is
 //! the window and the last id while the window is in progress, and the window's `until` once it
 //! is done; the next run's window starts there.
 //!

@@ -260,6 +260,74 @@ impl HubSpotPages {
             .collect())
     }
 
+    /// The list call of a page of archived ids (and their archive times), from `after`.
+    pub(super) async fn archived_ids_call(&self, after: Option<String>) -> Result<Call, BoxError> {
+        Ok(Call::List {
+            object_type: self.object_type().await?,
+            archived: true,
+            after,
+            properties: vec!["hs_object_id".into()],
+        })
+    }
+
+    /// The calls of the archived listing's first page (see [`HubSpotPages::archived_page`]).
+    async fn archived_first_calls(&self, set: &PropertySet) -> Result<Vec<Call>, BoxError> {
+        self.list_calls(true, None, set).await
+    }
+
+    /// One page of the archived listing, with every property of `set`: of the records archived
+    /// in `within` (`[from, until)`), or all of them. HubSpot's archived listing has no filter,
+    /// so a run pages through every archived record the account holds. When the property list
+    /// fits one list URL, a page is one call. When it would be split (hundreds of properties:
+    /// a part per 2,000 bytes of URL), the first page is still read whole, its parts sent
+    /// ahead with the last search page (most listings have one page: no round trip is added);
+    /// every later page lists the ids only, in one call, and reads the records it wants by
+    /// batch read, the properties in the body, 100 a call: in a window, most often none.
+    async fn archived_page(
+        &self,
+        after: Option<String>,
+        set: &PropertySet,
+        within: Option<(i64, i64)>,
+    ) -> Result<Listed, BoxError> {
+        let wanted = |archived_at: &Option<i64>| {
+            within.is_none_or(|(from, until)| {
+                archived_at.is_none_or(|at| (from..until).contains(&at))
+            })
+        };
+        if after.is_none() || self.list_calls(true, after.clone(), set).await?.len() == 1 {
+            let mut listed = self.list_page(true, after, set).await?;
+            listed
+                .records
+                .retain(|(_, archived_at)| wanted(archived_at));
+            return Ok(listed);
+        }
+        let call = self.archived_ids_call(after).await?;
+        let listed = parse(&self.lookahead.call(&self.list, call).await?)?;
+        let mut ahead = match &listed.next {
+            Some(next) => self.ahead(vec![self.archived_ids_call(Some(next.clone())).await?]),
+            None => Vec::new(),
+        };
+        let ids: Vec<u64> = listed
+            .records
+            .iter()
+            .filter(|(_, archived_at)| wanted(archived_at))
+            .filter_map(|(record, _)| record.id.parse().ok())
+            .collect();
+        let records = if ids.is_empty() {
+            beside(&mut ahead, std::future::ready(())).await;
+            Vec::new()
+        } else {
+            beside(&mut ahead, self.read_by_id(true, &ids, set)).await?
+        };
+        self.lookahead.keep(ahead);
+        Ok(Listed {
+            records: records.into_iter().map(|record| (record, None)).collect(),
+            next: listed.next,
+            merges: Vec::new(),
+            total: None,
+        })
+    }
+
     /// One list page. Its first call decides the page; the other parts of a split property list
     /// then go out together, and, when the first answer names a next page, that page's calls
     /// are sent ahead beside them (see `lookahead`).
@@ -490,7 +558,7 @@ impl HubSpotPages {
                 started_at,
                 ..
             } => {
-                let archived = self.list_calls(true, None, &set).await?;
+                let archived = self.archived_first_calls(&set).await?;
                 let (listed, last) = self.search(vec![], last_id, &set, archived).await?;
                 let next = match last {
                     Some(last_id) => Position::Full {
@@ -516,7 +584,7 @@ impl HubSpotPages {
             Position::FullArchived {
                 after, started_at, ..
             } => {
-                let listed = self.list_page(true, after, &set).await?;
+                let listed = self.archived_page(after, &set, None).await?;
                 let next = match listed.next {
                     Some(after) => Position::FullArchived {
                         after: Some(after),
@@ -574,14 +642,8 @@ impl HubSpotPages {
                 swept_at,
                 ..
             } => {
-                let listed = self.list_page(true, after, &set).await?;
-                let records = listed
-                    .records
-                    .into_iter()
-                    .filter(|(_, archived_at)| {
-                        archived_at.is_none_or(|at| (from..until).contains(&at))
-                    })
-                    .collect();
+                let listed = self.archived_page(after, &set, Some((from, until))).await?;
+                let records = listed.records;
                 let next = match listed.next {
                     Some(after) => Position::WindowArchived {
                         from,
@@ -774,7 +836,7 @@ impl HubSpotPages {
                 ],
                 last_id,
                 set,
-                self.list_calls(true, None, set).await?,
+                self.archived_first_calls(set).await?,
             )
             .await?;
         // The window ends when a page comes back with nothing after it.

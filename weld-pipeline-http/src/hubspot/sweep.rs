@@ -299,12 +299,7 @@ impl HubSpotPages {
 
     /// A page of HubSpot's archived ids (with their archive times).
     async fn archived_ids(&self, after: Option<String>) -> Result<Listed, BoxError> {
-        let call = Call::List {
-            object_type: self.object_type().await?,
-            archived: true,
-            after,
-            properties: vec!["hs_object_id".into()],
-        };
+        let call = self.archived_ids_call(after).await?;
         parse(&self.list.clone().oneshot(call).await?)
     }
 
@@ -332,7 +327,7 @@ impl HubSpotPages {
 
     /// Records by id, with every property of `set` (and their links, and the amendments of the
     /// records merged into them), 100 a call.
-    async fn read_by_id(
+    pub(super) async fn read_by_id(
         &self,
         archived: bool,
         ids: &[u64],
