@@ -23,6 +23,11 @@ use weld_pipeline_http::api::{ApiConfig, ApiToken};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 use weld_pipeline_postgres::{PostgresConfig, PostgresStore};
 
+/// jemalloc, configured in `.cargo/config.toml`: glibc's malloc kept twice the live heap
+/// resident (see README's performance table).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The HTTP API and controller of weld-pipeline's reference services.
 #[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]

@@ -19,6 +19,10 @@ use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
 
+/// jemalloc, configured in `.cargo/config.toml`, as data-streams.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The worker of weld-pipeline's reference services: pulls HubSpot CRM data on an interval.
 #[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]

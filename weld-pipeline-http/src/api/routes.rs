@@ -17,7 +17,7 @@ use weld_pipeline::StreamName;
 
 use super::error::{cut, ApiError};
 use super::model::{
-    ErrorBody, Health, RecordBody, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
+    record_list, ErrorBody, Health, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
     Status, StreamList,
 };
 use super::{Api, BODY_LIMIT};
@@ -212,7 +212,7 @@ pub(crate) async fn list_records(
     State(api): Shared,
     StreamPath(name, _): StreamPath,
     ApiQuery(query): ApiQuery<RecordsQuery>,
-) -> Answer<Json<RecordList>> {
+) -> Answer<impl IntoResponse> {
     let limit = limit(query.limit.as_deref(), 100)?;
     let archived = match query.archived.as_deref() {
         None | Some("false") => Archived::Live,
@@ -231,21 +231,11 @@ pub(crate) async fn list_records(
         .store()
         .records(&stream, query.after.as_deref(), limit, archived)
         .await?;
-    // Up to 1,000 records checked as JSON: off the runtime's threads, which carry the workers'
-    // deliveries.
-    let list = tokio::task::spawn_blocking(move || {
-        Ok::<_, weld_pipeline::Error>(RecordList {
-            records: page
-                .records
-                .into_iter()
-                .map(RecordBody::new)
-                .collect::<Result<_, _>>()?,
-            next: page.next,
-        })
-    })
-    .await
-    .map_err(|e| weld_pipeline::Error::Bug(format!("a records page panicked: {e}")))??;
-    Ok(Json(list))
+    // Up to 1,000 records written out: off the runtime's threads, which carry the workers' deliveries.
+    let body = tokio::task::spawn_blocking(move || record_list(&page))
+        .await
+        .map_err(|e| weld_pipeline::Error::Bug(format!("a records page panicked: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 #[utoipa::path(get, path = "/streams/{name}/runs", tag = "streams",
