@@ -25,6 +25,6 @@ pub use signals::shutdown_on_signals;
 
 #[cfg(feature = "sled")]
 pub use controller::ControllerConfig;
-pub use controller::{Controller, StreamState, StreamStatus};
+pub use controller::{ConnectedWorker, Controller, OutboxDepth, StreamState, StreamStatus};
 #[cfg(feature = "sled")]
 pub use worker::{Worker, WorkerConfig};

@@ -109,6 +109,17 @@ pub fn a_stream_waits_pending_until_a_worker_connects_in_either_order<N: Network
     wait_until("the stream runs on the worker", DEADLINE, || {
         live(&controller) == 300
     });
+    // The controller knows the worker: its id, its sources, its stream, and (reported every
+    // two seconds) its outbox.
+    wait_until("the worker's outbox reported", DEADLINE, || {
+        let workers = controller.controller.connected_workers();
+        workers.first().is_some_and(|w| w.outbox.is_some())
+    });
+    let workers = controller.controller.connected_workers();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].id, "worker-1");
+    assert_eq!(workers[0].sources, vec!["generator".to_string()]);
+    assert_eq!(workers[0].streams, vec![stream()]);
     assert_eq!(
         controller
             .block_on(controller.controller.status(&stream()))

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::{ConnectedWorker, OutboxDepth};
+use crate::record::Timestamp;
 use crate::stream::StreamName;
 use crate::transport::Peer;
 
@@ -13,6 +15,10 @@ pub(super) struct Connected<P> {
     pub(super) serial: u64,
     /// The streams assigned to it.
     pub(super) streams: HashSet<StreamName>,
+    /// When it connected.
+    pub(super) since: Timestamp,
+    /// What its outbox held at its latest report.
+    pub(super) outbox: Option<OutboxDepth>,
 }
 
 /// Connected workers and the streams assigned to each.
@@ -35,6 +41,34 @@ impl<P: Peer> Assignments<P> {
         self.workers.len()
     }
 
+    /// The connected workers, by id.
+    pub(super) fn connected(&self) -> Vec<ConnectedWorker> {
+        let mut workers: Vec<ConnectedWorker> = self
+            .workers
+            .iter()
+            .map(|(id, worker)| {
+                let mut streams: Vec<StreamName> = worker.streams.iter().cloned().collect();
+                streams.sort();
+                ConnectedWorker {
+                    id: id.clone(),
+                    sources: worker.peer.hello().sources.clone(),
+                    streams,
+                    since: worker.since,
+                    outbox: worker.outbox,
+                }
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        workers
+    }
+
+    /// Keeps a worker's report of its outbox.
+    pub(super) fn report_outbox(&mut self, worker_id: &str, depth: OutboxDepth) {
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            worker.outbox = Some(depth);
+        }
+    }
+
     /// The worker a stream is assigned to.
     pub(super) fn worker_of(&self, stream: &StreamName) -> Option<&String> {
         self.streams.get(stream)
@@ -55,6 +89,8 @@ impl<P: Peer> Assignments<P> {
             peer,
             serial: self.serial,
             streams: HashSet::new(),
+            since: Timestamp::now(),
+            outbox: None,
         };
         if let Some(old) = self.workers.insert(worker_id.to_owned(), connected) {
             old.peer.close();

@@ -152,6 +152,11 @@ impl<P: Peer> Controller<P> {
                 self.store.start_run(stream, *run_id, *at).await
             }
             Event::OutboxDepth { batches, bytes } => {
+                let depth = super::OutboxDepth {
+                    batches: *batches,
+                    bytes: *bytes,
+                };
+                self.lock().report_outbox(&from.worker_id, depth);
                 telemetry::OutboxDepthReported {
                     worker_id: &from.worker_id,
                     batches: *batches,

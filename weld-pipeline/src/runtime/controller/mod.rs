@@ -85,6 +85,30 @@ pub struct StreamStatus {
     pub last_error: Option<LastError>,
 }
 
+/// A worker connected now, as the controller sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedWorker {
+    /// Its id ([`Hello::worker_id`](crate::message::Hello)).
+    pub id: String,
+    /// The source kinds it runs.
+    pub sources: Vec<String>,
+    /// The streams assigned to it, by name.
+    pub streams: Vec<StreamName>,
+    /// When this connection began.
+    pub since: Timestamp,
+    /// What its outbox held at its latest report (every few seconds), `None` before the first.
+    pub outbox: Option<OutboxDepth>,
+}
+
+/// How much a worker's outbox holds: batches waiting for their ack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    /// Batches waiting for their ack.
+    pub batches: u64,
+    /// Their encoded size in bytes.
+    pub bytes: u64,
+}
+
 /// The logic of data-streams: it keeps the registry and the records in a [`StreamStore`],
 /// assigns running streams to connected workers that can run their source kind (and re-assigns
 /// them when a worker goes away), commits delivered batches, acknowledges them, and keeps the
@@ -170,6 +194,11 @@ impl<P: Peer> Controller<P> {
     /// The number of connected workers.
     pub fn workers(&self) -> usize {
         self.lock().workers()
+    }
+
+    /// The workers connected now, by id, with their sources, streams and outbox depth.
+    pub fn connected_workers(&self) -> Vec<ConnectedWorker> {
+        self.lock().connected()
     }
 
     /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
