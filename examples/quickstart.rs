@@ -4,8 +4,8 @@
 //! data-streams (TCP transport, sled in a temporary directory) and a worker; starts a `contacts`
 //! stream with the contacts' company links and a `companies` stream through the HTTP API; waits
 //! until their first runs have committed; prints the contacts stream's status, one stored contact
-//! with its properties and its company, and curl commands to try; and serves until Ctrl-C, then
-//! shuts down cleanly.
+//! with its properties and its company, curl commands to try and the dashboard's address; and
+//! serves until Ctrl-C, then shuts down cleanly.
 
 mod common;
 
@@ -107,6 +107,7 @@ async fn main() -> Result<(), BoxError> {
     println!("  curl -s -X POST {api}/streams/contacts/stop");
     println!("  curl -s -X POST {api}/streams/contacts/resync");
     println!("  curl -s -X POST {api}/streams/deals/start -d '{{\"source\":{{\"kind\":\"hubspot\",\"object\":\"deals\"}},\"interval_secs\":60}}'");
+    println!("\nThe dashboard, in a browser: {api}/");
     println!("\nServing until Ctrl-C.");
 
     shutdown.cancelled().await;

@@ -22,6 +22,8 @@
 
 #[cfg(feature = "api")]
 pub mod api;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 #[cfg(feature = "hubspot")]
 pub mod hubspot;
 #[cfg(feature = "hubspot-fake")]

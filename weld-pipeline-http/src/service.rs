@@ -1,5 +1,6 @@
 //! A data-streams service in one call: a [`Controller`] on the sled store, its transport listener
-//! and its HTTP API (feature `api`).
+//! and its HTTP API (feature `api`), with the [dashboard](crate::dashboard) at `/` beside it
+//! (feature `dashboard`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), weld_pipeline::Error> {
@@ -47,6 +48,9 @@ pub struct DataStreamsConfig {
     pub limits: Limits,
     /// The source kinds streams may name; the first is the default of a start without a source.
     pub sources: SourceKinds,
+    /// Whether the API's listener serves the [dashboard](crate::dashboard) at `/` too, behind the
+    /// API's token (feature `dashboard`; default: yes).
+    pub dashboard: bool,
 }
 
 impl DataStreamsConfig {
@@ -59,6 +63,7 @@ impl DataStreamsConfig {
             api: ApiConfig::default(),
             limits: Limits::default(),
             sources,
+            dashboard: true,
         }
     }
 }
@@ -120,7 +125,16 @@ impl<T: Transport> DataStreams<T> {
             .map_err(|e| Error::Unavailable(format!("the API's address: {e}")))?;
         let mut tasks = JoinSet::new();
         tasks.spawn(controller.clone().serve(listener, shutdown.clone()));
+        #[cfg(feature = "dashboard")]
+        let dashboard = config.dashboard.then(|| crate::dashboard::DashboardConfig {
+            token: config.api.token.clone(),
+        });
         let app = api::router(controller.clone(), config.api);
+        #[cfg(feature = "dashboard")]
+        let app = match dashboard {
+            Some(dashboard) => app.merge(crate::dashboard::router(controller.clone(), dashboard)),
+            None => app,
+        };
         tasks.spawn(listener::serve(http, app, config.limits, shutdown.clone()).map(Ok));
         Ok(DataStreams {
             controller,

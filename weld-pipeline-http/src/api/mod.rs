@@ -71,7 +71,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weld_pipeline::message::StreamConfig;
-use weld_pipeline::runtime::{Controller, StreamStatus};
+use weld_pipeline::runtime::{ConnectedWorker, Controller, StreamStatus};
 use weld_pipeline::source::SourceKinds;
 use weld_pipeline::store::StreamStore;
 use weld_pipeline::transport::Peer;
@@ -108,6 +108,8 @@ pub trait Streams: Send + Sync + 'static {
     async fn streams(&self) -> Result<Vec<StreamStatus>, Error>;
     /// See [`Controller::workers`].
     fn workers(&self) -> usize;
+    /// See [`Controller::connected_workers`].
+    fn connected_workers(&self) -> Vec<ConnectedWorker>;
     /// See [`Controller::store`].
     fn store(&self) -> &Arc<dyn StreamStore>;
     /// See [`Controller::sources`].
@@ -141,6 +143,9 @@ impl<P: Peer> Streams for Controller<P> {
     fn workers(&self) -> usize {
         Controller::workers(self)
     }
+    fn connected_workers(&self) -> Vec<ConnectedWorker> {
+        Controller::connected_workers(self)
+    }
     fn store(&self) -> &Arc<dyn StreamStore> {
         Controller::store(self)
     }
@@ -171,13 +176,22 @@ impl ApiToken {
         ApiToken(Sha256::digest(token.as_ref().as_bytes()).into())
     }
 
-    fn matches(&self, presented: &[u8]) -> bool {
+    /// Whether `presented` is the token.
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented).into();
         self.0
             .iter()
             .zip(presented)
             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
             == 0
+    }
+}
+
+impl ApiToken {
+    /// The token's SHA-256 digest: a key for what is derived from the token (the dashboard's
+    /// sessions), never the token itself.
+    pub(crate) fn digest(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 

@@ -37,9 +37,15 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     for (i, &id) in live.iter().take(mutation.modify).enumerate() {
         set.touch(id, stamp(i));
         if let Some(object) = set.records.get_mut(&id) {
-            object
-                .properties
-                .insert(edited.into(), Some(format!("Changed{i}")));
+            object.properties.insert(
+                edited.into(),
+                Some(
+                    mutation
+                        .value
+                        .clone()
+                        .unwrap_or_else(|| format!("Changed{i}")),
+                ),
+            );
         }
         touched.push(id);
     }

@@ -136,6 +136,11 @@ pub struct Mutation {
     /// Records to modify, distinct, chosen at random (their modification time becomes now).
     #[serde(default)]
     pub modify: usize,
+    /// The value `modify` writes (contacts' `firstname`, the first plain property of other
+    /// types): `Changed<i>` for the i-th record when absent. Anything a user can type into
+    /// HubSpot, markup included.
+    #[serde(default)]
+    pub value: Option<String>,
     /// Records to create.
     #[serde(default)]
     pub create: usize,

@@ -1,0 +1,414 @@
+//! The dashboard: the streams at a glance, in a browser, served by data-streams itself (feature
+//! `dashboard`).
+//!
+//! [`router`] builds server-rendered HTML pages over the same [`Streams`] the API reads, as an
+//! axum [`Router`] to merge beside the API (the reference data-streams serves it at `/`) or to
+//! nest under a path of a user's own app:
+//!
+//! | page | shows |
+//! |---|---|
+//! | `GET /` | every stream: state, worker, records, archived, last run (outcome, duration, records), next run, last error, and the storage state of `/health`; refreshes itself every 5 s |
+//! | `GET /ui/streams/{name}` | one stream: its status, buttons to start, stop, resync and delete it, its source and configuration, its runs, a page of its records with their properties (`?after=` pages on) |
+//! | `GET /ui/workers` | the connected workers: id, source kinds, streams, since when, outbox depth; refreshes itself |
+//! | `POST /ui/streams/{name}/start`, `/stop`, `/resync`, `/delete` | the buttons; a delete first asks on `GET /ui/streams/{name}/delete` |
+//! | `GET`/`POST /ui/login`, `POST /ui/logout` | the login, when the API has a token |
+//!
+//! The pages are HTML and CSS, with no script at all: they read and act without JavaScript, and
+//! fit a phone's width. Every value is escaped by [maud](https://maud.lambda.xyz) (chosen over a
+//! template language for that: markup in Rust, checked when the crate compiles, escaping
+//! everything unless told not to), so a record property or an error holding `<script>` shows as
+//! text. Times show relative and absolute (`12 s ago (2026-12-02 01:02:03 UTC)`), numbers with
+//! separators.
+//!
+//! With [`DashboardConfig::token`] set (the API's `WELD_API_TOKEN`), every page but the login
+//! answers 401 with the login form until the token is given there; the login sets an `HttpOnly`,
+//! `SameSite=Strict` cookie of a session derived from the token (it lasts 12 hours; changing the
+//! token ends every session), and every button's form carries the session's CSRF token, without
+//! which a POST is refused with 403. The pages are served on the API's listener and under its
+//! limits; behind TLS, terminate it in front as for the API.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use weld_pipeline::runtime::{Controller, ControllerConfig};
+//! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::transport::MemoryPeer;
+//! use weld_pipeline_http::api::{self, ApiConfig};
+//! use weld_pipeline_http::dashboard::{self, DashboardConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+//! let controller = Controller::<MemoryPeer>::open(&ControllerConfig::new(dir.path(), kinds))?;
+//! let app: axum::Router = api::router(controller.clone(), ApiConfig::default())
+//!     .merge(dashboard::router(controller, DashboardConfig::default()));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+
+mod format;
+mod render;
+mod session;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{NestedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::Markup;
+use serde::Deserialize;
+use weld_pipeline::store::Archived;
+use weld_pipeline::{StreamName, Timestamp};
+
+use crate::api::{ApiToken, Streams};
+use render::Frame;
+use session::{Session, COOKIE, SESSION_LIFETIME_MS};
+
+/// Records shown on a stream's page.
+const RECORDS_PER_PAGE: usize = 25;
+/// Runs shown on a stream's page.
+const RUNS_SHOWN: usize = 20;
+
+/// How the dashboard is served.
+#[derive(Clone, Debug, Default)]
+pub struct DashboardConfig {
+    /// When set, the pages need a login with this token (the API's `WELD_API_TOKEN`).
+    pub token: Option<ApiToken>,
+}
+
+struct Dashboard {
+    streams: Arc<dyn Streams>,
+    token: Option<ApiToken>,
+}
+
+type Shared = State<Arc<Dashboard>>;
+
+/// The dashboard over `streams` (a [`Controller`](weld_pipeline::runtime::Controller)).
+pub fn router(streams: Arc<dyn Streams>, config: DashboardConfig) -> Router {
+    let dashboard = Arc::new(Dashboard {
+        streams,
+        token: config.token,
+    });
+    Router::new()
+        .route("/", get(streams_page))
+        .route("/ui/workers", get(workers_page))
+        .route("/ui/streams/{name}", get(stream_page))
+        .route(
+            "/ui/streams/{name}/delete",
+            get(confirm_delete).post(delete),
+        )
+        .route("/ui/streams/{name}/{action}", post(act))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .layer(axum::middleware::from_fn_with_state(
+            dashboard.clone(),
+            guard,
+        ))
+        .with_state(dashboard)
+}
+
+/// Where the dashboard is mounted: the path it is nested under, `""` at the root.
+fn base(nested: Option<&NestedPath>) -> String {
+    nested
+        .map(|n| n.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// A page's context: the session the guard let through, if the dashboard has a login.
+#[derive(Clone)]
+struct Viewer {
+    base: String,
+    csrf: Option<String>,
+}
+
+impl Viewer {
+    /// A path of the dashboard, under where it is mounted.
+    fn link(&self, path: &str) -> String {
+        render::link(&self.base, path)
+    }
+
+    /// The path its cookie is sent to: all of the dashboard's.
+    fn cookie_path(&self) -> &str {
+        if self.base.is_empty() {
+            "/"
+        } else {
+            &self.base
+        }
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            base: &self.base,
+            csrf: self.csrf.as_deref(),
+            now: Timestamp::now(),
+        }
+    }
+}
+
+/// Lets a request through when the dashboard has no login, it is the login itself, or it
+/// carries a valid session; answers the others 401 with the login form.
+async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Response {
+    let base = base(request.extensions().get::<NestedPath>());
+    let csrf = match &dashboard.token {
+        None => None,
+        Some(token) => {
+            let session = request
+                .headers()
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|cookies| session::cookie(cookies, COOKIE))
+                .and_then(|cookie| Session::verify(token, cookie, Timestamp::now()));
+            let path = request.uri().path();
+            match session {
+                Some(session) => Some(session.csrf(token)),
+                None if path.ends_with("/ui/login") => None,
+                None => {
+                    let viewer = Viewer { base, csrf: None };
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        html(render::login(&viewer.frame(), false)),
+                    )
+                        .into_response();
+                }
+            }
+        }
+    };
+    request.extensions_mut().insert(Viewer { base, csrf });
+    next.run(request).await
+}
+
+fn html(markup: Markup) -> Html<String> {
+    Html(markup.into_string())
+}
+
+/// An answer that is a page saying what went wrong.
+fn problem(viewer: &Viewer, status: StatusCode, title: &str, message: &str) -> Response {
+    (
+        status,
+        html(render::problem(&viewer.frame(), title, message)),
+    )
+        .into_response()
+}
+
+fn failed(viewer: &Viewer, error: &weld_pipeline::Error) -> Response {
+    let status = match error {
+        weld_pipeline::Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    problem(viewer, status, "Not now", &error.to_string())
+}
+
+async fn streams_page(State(dashboard): Shared, viewer: axum::Extension<Viewer>) -> Response {
+    let streams = match dashboard.streams.streams().await {
+        Ok(streams) => streams,
+        Err(error) => return failed(&viewer, &error),
+    };
+    let health = dashboard.streams.store().health();
+    let workers = dashboard.streams.workers();
+    html(render::streams(&viewer.frame(), &streams, &health, workers)).into_response()
+}
+
+async fn workers_page(State(dashboard): Shared, viewer: axum::Extension<Viewer>) -> Response {
+    let workers = dashboard.streams.connected_workers();
+    html(render::workers(&viewer.frame(), &workers)).into_response()
+}
+
+/// The page of a stream that does not exist (or a name that cannot be one), with 404.
+fn no_such_stream(viewer: &Viewer, name: &str) -> Response {
+    problem(
+        viewer,
+        StatusCode::NOT_FOUND,
+        "No such stream",
+        &format!("There is no stream {name}."),
+    )
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    after: Option<String>,
+}
+
+async fn stream_page(
+    State(dashboard): Shared,
+    viewer: axum::Extension<Viewer>,
+    Path(name): Path<String>,
+    Query(query): Query<RecordsQuery>,
+) -> Response {
+    let Ok(name) = StreamName::new(&name) else {
+        return no_such_stream(&viewer, &name);
+    };
+    let store = dashboard.streams.store();
+    let read = async {
+        let Some(status) = dashboard.streams.status(&name).await? else {
+            return Ok(None);
+        };
+        let runs = store.runs(&name, RUNS_SHOWN).await?;
+        let records = store
+            .records(
+                &name,
+                query.after.as_deref(),
+                RECORDS_PER_PAGE,
+                Archived::All,
+            )
+            .await?;
+        Ok::<_, weld_pipeline::Error>(Some((status, runs, records)))
+    };
+    match read.await {
+        Ok(Some((status, runs, records))) => {
+            html(render::stream(&viewer.frame(), &status, &runs, &records)).into_response()
+        }
+        Ok(None) => no_such_stream(&viewer, name.as_str()),
+        Err(error) => failed(&viewer, &error),
+    }
+}
+
+async fn confirm_delete(
+    State(dashboard): Shared,
+    viewer: axum::Extension<Viewer>,
+    Path(name): Path<String>,
+) -> Response {
+    let Ok(name) = StreamName::new(&name) else {
+        return no_such_stream(&viewer, &name);
+    };
+    match dashboard.streams.status(&name).await {
+        Ok(Some(status)) => html(render::confirm_delete(
+            &viewer.frame(),
+            name.as_str(),
+            status.counts.live + status.counts.archived,
+        ))
+        .into_response(),
+        Ok(None) => no_such_stream(&viewer, name.as_str()),
+        Err(error) => failed(&viewer, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct ActionForm {
+    csrf: Option<String>,
+}
+
+/// A button: start (with the stream's configuration), stop, resync or delete; then back to the
+/// stream's page (the streams page after a delete).
+async fn act(
+    State(dashboard): Shared,
+    viewer: axum::Extension<Viewer>,
+    Path((name, action)): Path<(String, String)>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    if let Some(expected) = &viewer.csrf {
+        let presented = form.as_ref().ok().and_then(|f| f.csrf.as_deref());
+        if presented != Some(expected.as_str()) {
+            return problem(
+                &viewer,
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "The form's CSRF token is missing or stale: reload the page and try again.",
+            );
+        }
+    }
+    let Ok(name) = StreamName::new(&name) else {
+        return no_such_stream(&viewer, &name);
+    };
+    let streams = &dashboard.streams;
+    let done = match action.as_str() {
+        "start" => match streams.status(&name).await {
+            Ok(Some(status)) => streams
+                .start_stream(&name, status.config)
+                .await
+                .map(|_| true),
+            Ok(None) => Ok(false),
+            Err(error) => Err(error),
+        },
+        "stop" => streams.stop_stream(&name).await.map(|s| s.is_some()),
+        "resync" => streams.resync_stream(&name).await.map(|s| s.is_some()),
+        "delete" => streams.delete_stream(&name).await,
+        _ => {
+            return problem(
+                &viewer,
+                StatusCode::NOT_FOUND,
+                "No such action",
+                "A stream's buttons are start, stop, resync and delete.",
+            )
+        }
+    };
+    match done {
+        Ok(true) if action == "delete" => Redirect::to(&viewer.link("/")).into_response(),
+        Ok(true) => Redirect::to(&viewer.link(&format!("/ui/streams/{name}"))).into_response(),
+        Ok(false) => no_such_stream(&viewer, name.as_str()),
+        Err(error) => failed(&viewer, &error),
+    }
+}
+
+/// The delete button of the confirmation page.
+async fn delete(
+    dashboard: Shared,
+    viewer: axum::Extension<Viewer>,
+    Path(name): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    act(dashboard, viewer, Path((name, "delete".into())), form).await
+}
+
+async fn login_page(viewer: axum::Extension<Viewer>) -> Response {
+    html(render::login(&viewer.frame(), false)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Checks the token; sets the session cookie and goes to the streams.
+async fn login(
+    State(dashboard): Shared,
+    viewer: axum::Extension<Viewer>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Some(token) = &dashboard.token else {
+        return Redirect::to(&viewer.link("/")).into_response();
+    };
+    let presented = form.map(|Form(f)| f.token).unwrap_or_default();
+    if !token.matches(presented.trim().as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            html(render::login(&viewer.frame(), true)),
+        )
+            .into_response();
+    }
+    let cookie = format!(
+        "{COOKIE}={}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}",
+        Session::issue(token, Timestamp::now()),
+        viewer.cookie_path(),
+        SESSION_LIFETIME_MS / 1_000
+    );
+    let mut answer = Redirect::to(&viewer.link("/")).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        answer.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    answer
+}
+
+/// Ends the session: the cookie is cleared.
+async fn logout(
+    viewer: axum::Extension<Viewer>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    if viewer.csrf.is_some() && form.ok().and_then(|Form(f)| f.csrf) != viewer.csrf {
+        return problem(
+            &viewer,
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "Reload the page and log out again.",
+        );
+    }
+    let cookie = format!(
+        "{COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+        viewer.cookie_path()
+    );
+    let mut answer = Redirect::to(&viewer.link("/ui/login")).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        answer.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    answer
+}

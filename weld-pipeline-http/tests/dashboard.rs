@@ -1,0 +1,405 @@
+//! The dashboard's pages and buttons, called without a socket against a real controller on
+//! sled files: the login and its cookie, the CSRF check of every button, escaping, the pages of
+//! a stream, and a dashboard nested under a path of its own. The browser test of the root
+//! package drives the same pages in Chromium.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use tower::ServiceExt;
+use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::source::{GeneratorSources, SourceKinds};
+use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, StreamName, Timestamp};
+use weld_pipeline_http::api::{self, ApiConfig, ApiToken};
+use weld_pipeline_http::dashboard::{self, DashboardConfig};
+use weld_pipeline_http::transport::HttpPeer;
+
+const TOKEN: &str = "dashboard-token";
+
+struct App {
+    router: Router,
+    controller: Arc<Controller<HttpPeer>>,
+    _dir: tempfile::TempDir,
+}
+
+fn app(token: Option<&str>) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+    let controller =
+        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
+    let token = token.map(ApiToken::new);
+    let router = api::router(
+        controller.clone(),
+        ApiConfig {
+            token: token.clone(),
+            metrics: None,
+        },
+    )
+    .merge(dashboard::router(
+        controller.clone(),
+        DashboardConfig { token },
+    ));
+    App {
+        router,
+        controller,
+        _dir: dir,
+    }
+}
+
+/// An answer: status, headers, body as text.
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl App {
+    async fn send(&self, request: Request<Body>) -> Page {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Page {
+            status,
+            headers,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    async fn get(&self, uri: &str, cookie: Option<&str>) -> Page {
+        let mut request = Request::builder().method(Method::GET).uri(uri);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_form(&self, uri: &str, cookie: Option<&str>, form: &str) -> Page {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+
+    /// Logs in; returns the `name=value` of the session cookie.
+    async fn login(&self) -> String {
+        let page = self
+            .post_form("/ui/login", None, &format!("token={TOKEN}"))
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        let cookie = page.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        cookie.split(';').next().unwrap().to_string()
+    }
+
+    /// Stores `records` in a committed run of stream `name`, started through the API.
+    async fn stream_with(&self, name: &str, records: Vec<Record>) {
+        let start = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/streams/{name}/start"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert!(self.send(start).await.status.is_success());
+        let stream = StreamName::new(name).unwrap();
+        let run_id = RunId::generate();
+        let store = self.controller.store();
+        store
+            .start_run(&stream, run_id, Timestamp::now())
+            .await
+            .unwrap();
+        let batch = Batch {
+            stream,
+            run_id,
+            seq: 0,
+            epoch: 0,
+            repaired: 0,
+            last: true,
+            cursor: Checkpoint::default(),
+            records,
+        };
+        store.commit(&batch).await.unwrap();
+    }
+}
+
+fn contact(id: u32, name: &str) -> Record {
+    let data = serde_json::json!({"id": id.to_string(), "properties": {"firstname": name, "email": format!("c{id}@example.com")}});
+    Record::new(
+        format!("{id:04}"),
+        Timestamp::from_millis(1_700_000_000_000),
+        Json::parse(data.to_string().into_bytes()).unwrap(),
+    )
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(body: &str) -> String {
+    let at = body
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + r#"name="csrf" value=""#.len();
+    body[at..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn without_a_login_every_page_is_the_login_form_with_401() {
+    let app = app(Some(TOKEN));
+    for uri in [
+        "/",
+        "/ui/workers",
+        "/ui/streams/s1",
+        "/ui/streams/s1/delete",
+    ] {
+        let page = app.get(uri, None).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(
+            page.body.contains(r#"name="token""#),
+            "{uri}: {}",
+            page.body
+        );
+    }
+    let page = app.post_form("/ui/streams/s1/stop", None, "").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    // A forged or malformed cookie is no login.
+    for cookie in ["weld_session=v1.00.1.00", "weld_session=", "other=1"] {
+        assert_eq!(
+            app.get("/", Some(cookie)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The login page itself, and the API's own answer without its token.
+    assert_eq!(app.get("/ui/login", None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/streams", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_the_right_one_sets_a_strict_http_only_cookie() {
+    let app = app(Some(TOKEN));
+    let page = app.post_form("/ui/login", None, "token=wrong").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("That is not the token."));
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
+
+    let page = app
+        .post_form("/ui/login", None, &format!("token={TOKEN}"))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.headers[header::LOCATION], "/");
+    let cookie = page.headers[header::SET_COOKIE].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie is not the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let page = app.get("/", Some(session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>Streams</h1>"), "{}", page.body);
+
+    // Logging out clears the cookie.
+    let csrf = csrf_of(&page.body);
+    let page = app
+        .post_form("/ui/logout", Some(session), &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn a_button_without_its_csrf_token_is_refused_with_403_and_does_nothing() {
+    let app = app(Some(TOKEN));
+    app.stream_with("s1", vec![contact(1, "Ada")]).await;
+    let session = app.login().await;
+    let page = app.get("/ui/streams/s1", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = csrf_of(&page.body);
+
+    for form in [String::new(), "csrf=forged".to_string()] {
+        let refused = app
+            .post_form("/ui/streams/s1/stop", Some(&session), &form)
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{form}");
+    }
+    let status = app
+        .controller
+        .status(&StreamName::new("s1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        status.state,
+        weld_pipeline::runtime::StreamState::Stopped,
+        "a refused button stops nothing"
+    );
+
+    let done = app
+        .post_form(
+            "/ui/streams/s1/stop",
+            Some(&session),
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.headers[header::LOCATION], "/ui/streams/s1");
+    let page = app.get("/ui/streams/s1", Some(&session)).await;
+    assert!(
+        page.body.contains(r#"data-state="stopped""#),
+        "{}",
+        page.body
+    );
+
+    // Start takes the stream's own configuration; delete asks first, then deletes.
+    let started = app
+        .post_form(
+            "/ui/streams/s1/start",
+            Some(&session),
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let confirm = app.get("/ui/streams/s1/delete", Some(&session)).await;
+    assert!(
+        confirm.body.contains("Delete stream s1?"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm.body.contains("1 stored records"),
+        "{}",
+        confirm.body
+    );
+    let deleted = app
+        .post_form(
+            "/ui/streams/s1/delete",
+            Some(&session),
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(deleted.headers[header::LOCATION], "/");
+    assert_eq!(
+        app.get("/ui/streams/s1", Some(&session)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn markup_in_a_record_or_a_name_shows_as_text() {
+    let app = app(None);
+    app.stream_with("s1", vec![contact(1, "<script>alert(1)</script>")])
+        .await;
+    let page = app.get("/ui/streams/s1", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    // A name that is no stream's is echoed escaped, and answered 404.
+    let page = app.get("/ui/streams/%3Cb%3Ex", None).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.body.contains("<b>x"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_pages_show_counts_with_separators_runs_and_records() {
+    let app = app(None);
+    app.stream_with("s1", (1..=1_200).map(|id| contact(id, "Ada")).collect())
+        .await;
+    let streams = app.get("/", None).await;
+    assert_eq!(streams.status, StatusCode::OK);
+    assert!(streams
+        .body
+        .contains(r#"<meta http-equiv="refresh" content="5">"#));
+    assert!(
+        streams
+            .body
+            .contains(r#"<td class="num records">1,200</td>"#),
+        "{}",
+        streams.body
+    );
+    assert!(streams.body.contains("succeeded"), "{}", streams.body);
+
+    let stream = app.get("/ui/streams/s1", None).await;
+    assert!(stream.body.contains(r#"<table id="runs">"#));
+    assert!(stream.body.contains("c1@example.com"), "{}", stream.body);
+    // 25 records a page, the next page by token.
+    assert_eq!(stream.body.matches("<tr data-id=").count(), 25);
+    let next = stream
+        .body
+        .split(r#"href="/ui/streams/s1?after="#)
+        .nth(1)
+        .expect("a link to the next records")
+        .split('"')
+        .next()
+        .unwrap();
+    let page = app.get(&format!("/ui/streams/s1?after={next}"), None).await;
+    assert!(
+        page.body.contains(r#"<tr data-id="0026">"#),
+        "{}",
+        page.body
+    );
+
+    let workers = app.get("/ui/workers", None).await;
+    assert!(workers.body.contains("No worker is connected."));
+}
+
+#[tokio::test]
+async fn a_nested_dashboard_links_and_redirects_under_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
+    let controller =
+        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
+    let router = Router::new().nest(
+        "/admin",
+        dashboard::router(
+            controller,
+            DashboardConfig {
+                token: Some(ApiToken::new(TOKEN)),
+            },
+        ),
+    );
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/admin/ui/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={TOKEN}")))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/admin");
+    let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("Path=/admin;"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let request = Request::builder()
+        .uri("/admin")
+        .header(header::COOKIE, session)
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.contains(r#"href="/admin/ui/workers""#), "{body}");
+}
