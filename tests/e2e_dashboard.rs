@@ -329,7 +329,31 @@ async fn the_dashboard_shows_streams_and_runs_their_buttons_in_a_browser() {
         "{workers}"
     );
 
+    // On a phone's width, no page is wider than the screen: tables scroll in their own box.
+    browser.set_window_size(390, 844).await.expect("resized");
+    for page in [
+        streams_page.clone(),
+        format!("{base}/ui/streams/contacts"),
+        format!("{base}/ui/streams/companies"),
+        format!("{base}/ui/workers"),
+    ] {
+        browser.goto(&page).await.expect("loads");
+        let widths = browser
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .expect("the widths");
+        let (page_width, screen) = (widths[0].as_u64(), widths[1].as_u64());
+        assert!(
+            page_width.is_some() && page_width <= screen,
+            "{page} is {page_width:?} px wide on a {screen:?} px screen"
+        );
+    }
+
     // README's screenshot: the streams page.
+    browser.set_window_size(1280, 640).await.expect("resized");
     browser.goto(&streams_page).await.expect("loads");
     let png = browser.screenshot().await.expect("a screenshot");
     let path = std::env::var_os("WELD_DASHBOARD_SCREENSHOT")

@@ -1,5 +1,6 @@
-//! End to end, the one-command demo: `quickstart` syncs, shows stored records, serves until
-//! Ctrl-C, and then exits cleanly.
+//! End to end, the one-command demo: `quickstart` syncs, shows stored records, prints the
+//! dashboard's address (where the dashboard answers), serves until Ctrl-C, and then exits
+//! cleanly.
 
 mod support;
 
@@ -18,6 +19,24 @@ async fn quickstart_shows_stored_records_and_exits_cleanly_on_ctrl_c() {
             line.contains("stored records")
         })
         .await;
+    // The dashboard's address, and the dashboard there.
+    let line = quickstart
+        .wait_line("the dashboard's address", Duration::from_secs(60), |line| {
+            line.starts_with("The dashboard, in a browser: http://")
+        })
+        .await;
+    let url = line.rsplit(' ').next().expect("an address ends the line");
+    let page = http_client()
+        .get(url)
+        .send()
+        .await
+        .expect("the dashboard answers");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("a page");
+    assert!(
+        page.contains(r#"<tr data-stream="contacts">"#),
+        "the dashboard lists the quickstart's streams: {page}"
+    );
     quickstart
         .wait_line("the Ctrl-C hint", Duration::from_secs(60), |line| {
             line.contains("Ctrl-C")

@@ -186,6 +186,15 @@ async fn without_a_login_every_page_is_the_login_form_with_401() {
 }
 
 #[tokio::test]
+async fn a_login_form_past_4_kib_is_refused_with_413_unread() {
+    let app = app(Some(TOKEN));
+    let form = format!("token={}", "x".repeat(dashboard::FORM_LIMIT));
+    let page = app.post_form("/ui/login", None, &form).await;
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_refused_and_the_right_one_sets_a_strict_http_only_cookie() {
     let app = app(Some(TOKEN));
     let page = app.post_form("/ui/login", None, "token=wrong").await;

@@ -25,7 +25,9 @@
 //! `SameSite=Strict` cookie of a session derived from the token (it lasts 12 hours; changing the
 //! token ends every session), and every button's form carries the session's CSRF token, without
 //! which a POST is refused with 403. The pages are served on the API's listener and under its
-//! limits; behind TLS, terminate it in front as for the API.
+//! limits (connections, header, idle and request timeouts); a form's body is at most
+//! [`FORM_LIMIT`] (4 KiB, a 413 past it), and only the login's is read before the session is
+//! checked. Behind TLS, terminate it in front as for the API.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -50,7 +52,7 @@ mod session;
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{NestedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, NestedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -65,6 +67,9 @@ use crate::api::{ApiToken, Streams};
 use render::Frame;
 use session::{Session, COOKIE, SESSION_LIFETIME_MS};
 
+/// The largest form taken: a login or a button's CSRF token is well under 1 KiB, and a login
+/// is read before anyone is known, so nothing larger is buffered.
+pub const FORM_LIMIT: usize = 4 * 1024;
 /// Records shown on a stream's page.
 const RECORDS_PER_PAGE: usize = 25;
 /// Runs shown on a stream's page.
@@ -105,6 +110,7 @@ pub fn router(streams: Arc<dyn Streams>, config: DashboardConfig) -> Router {
             dashboard.clone(),
             guard,
         ))
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(dashboard)
 }
 
@@ -368,7 +374,14 @@ async fn login(
     let Some(token) = &dashboard.token else {
         return Redirect::to(&viewer.link("/")).into_response();
     };
-    let presented = form.map(|Form(f)| f.token).unwrap_or_default();
+    let presented = match form {
+        Ok(Form(form)) => form.token,
+        // Past the form limit (413), not a form (415), no token field (422).
+        Err(rejection) => {
+            let status = rejection.status();
+            return problem(&viewer, status, "Refused", &rejection.body_text());
+        }
+    };
     if !token.matches(presented.trim().as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
