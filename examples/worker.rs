@@ -30,7 +30,8 @@ struct Args {
     /// How to reach data-streams.
     #[arg(long, env = "WELD_TRANSPORT", value_enum, default_value = "tcp")]
     transport: TransportKind,
-    /// data-streams' transport address.
+    /// data-streams' transport address; several, comma-separated (every replica's), are dialed
+    /// in turn, the one that answered last first.
     #[arg(long, env = "WELD_CONTROLLER_ADDR", default_value = "127.0.0.1:4000")]
     controller_addr: String,
     /// The sled database of the outbox.
@@ -88,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = WorkerConfig::new(&worker_id, &args.data_dir);
     let secret = common::configured(args.shared_secret).map(Secret::new);
     let addr = args.controller_addr;
-    common::with_transport!(args.transport, addr, secret, |transport| {
+    common::with_transport!(dial args.transport, addr, secret, |transport| {
         run(transport, config, sources).await
     })
 }

@@ -111,3 +111,49 @@ async fn data_streams_killed_mid_run_comes_back_and_the_worker_reconnects_by_its
     tokio::time::sleep(AFTERMATH).await;
     assert_synced(&cluster.api, STREAM, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_several_controllers_fails_over_to_the_one_that_answers() {
+    // Two addresses for one data-streams, as a worker is given every replica's: it first
+    // listens on the second; killed mid-run, it comes back on the first. The worker dials the
+    // list in turn, resends its outbox there, and the store ends equal to the source.
+    let fake = start_fake(CONTACTS, &[]).await;
+    slow_down_search_pages(&fake).await;
+    let dirs = [temp_dir(), temp_dir()];
+    let (first, second) = (free_addr(), free_addr());
+    let mut data_streams = start_data_streams(DataStreamsOpts {
+        transport_addr: second.clone(),
+        ..DataStreamsOpts::new(dirs[0].path())
+    })
+    .await;
+    let worker = start_worker(WorkerOpts::new(
+        &format!("{first}, {second}"),
+        &fake.url,
+        dirs[1].path(),
+    ))
+    .await;
+    let api = data_streams.api();
+    api.wait_workers(1).await;
+    api.start_stream(STREAM, contacts_stream(300)).await;
+    wait_mid_run(&api).await;
+
+    data_streams.process.kill9();
+    let data_streams = start_data_streams(DataStreamsOpts {
+        transport_addr: first,
+        ..data_streams.restart_opts()
+    })
+    .await;
+    let api = data_streams.api();
+    api.wait_workers(1).await;
+    let expected = fake.contacts().await;
+    wait_synced(&api, STREAM, &expected).await;
+    tokio::time::sleep(AFTERMATH).await;
+    assert_synced(&api, STREAM, &expected).await;
+    assert!(
+        worker
+            .process
+            .logs()
+            .contains("connected to another controller than the last"),
+        "the worker moved from one address to the other"
+    );
+}

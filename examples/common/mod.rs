@@ -18,18 +18,31 @@ pub(crate) enum TransportKind {
     Http,
 }
 
-/// Runs `$body` with `$transport` bound to the transport `$kind` names, dialling or serving
-/// `$addr`, with the shared secret `$secret`: the one place the reference services turn
-/// `WELD_TRANSPORT` into a transport. The body is compiled once per transport type.
+/// Runs `$body` with `$transport` bound to the transport `$kind` names, serving `$addr`, with
+/// the shared secret `$secret`: the one place the reference services turn `WELD_TRANSPORT` into a
+/// transport. The body is compiled once per transport type. With `dial` first, `$addr` is a
+/// comma-separated list of controllers, dialed in turn ([`Failover`](weld_pipeline::transport::Failover)).
 macro_rules! with_transport {
     ($kind:expr, $addr:expr, $secret:expr, |$transport:ident| $body:expr) => {
+        $crate::common::with_transport!(@make $kind, $secret, |make| make(&$addr), |$transport| $body)
+    };
+    (dial $kind:expr, $addrs:expr, $secret:expr, |$transport:ident| $body:expr) => {
+        $crate::common::with_transport!(@make $kind, $secret, |make| {
+            weld_pipeline::transport::Failover::new(
+                $crate::common::addresses(&$addrs).map(make).collect(),
+            )?
+        }, |$transport| $body)
+    };
+    (@make $kind:expr, $secret:expr, |$make:ident| $build:expr, |$transport:ident| $body:expr) => {
         match $kind {
             $crate::common::TransportKind::Tcp => {
                 let config = weld_pipeline_tcp::TcpConfig {
                     secret: $secret,
                     ..weld_pipeline_tcp::TcpConfig::default()
                 };
-                let $transport = weld_pipeline_tcp::TcpTransport::with_config($addr, config);
+                let $make =
+                    |addr: &str| weld_pipeline_tcp::TcpTransport::with_config(addr, config.clone());
+                let $transport = $build;
                 $body
             }
             $crate::common::TransportKind::Http => {
@@ -37,14 +50,21 @@ macro_rules! with_transport {
                     secret: $secret,
                     ..weld_pipeline_http::transport::HttpConfig::default()
                 };
-                let $transport =
-                    weld_pipeline_http::transport::HttpTransport::with_config($addr, config);
+                let $make = |addr: &str| {
+                    weld_pipeline_http::transport::HttpTransport::with_config(addr, config.clone())
+                };
+                let $transport = $build;
                 $body
             }
         }
     };
 }
 pub(crate) use with_transport;
+
+/// The addresses of a comma-separated list (`a:4000, b:4000`), without blanks.
+pub(crate) fn addresses(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|a| !a.is_empty())
+}
 
 /// The source kinds data-streams accepts: HubSpot (the default of a start without a source) and
 /// the generator, for demos and benchmarks without an account.

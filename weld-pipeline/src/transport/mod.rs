@@ -37,10 +37,12 @@
 //!   identity makes that harmless. Connection loss closes the peer; the worker's outbox resends.
 
 mod auth;
+mod failover;
 pub mod kit;
 mod memory;
 
 pub use auth::{random_bytes, Secret, CHALLENGE_LEN};
+pub use failover::Failover;
 pub use memory::{MemoryListener, MemoryPeer, MemoryTransport};
 
 use std::sync::Arc;
