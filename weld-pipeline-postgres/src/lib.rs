@@ -15,6 +15,7 @@
 //! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, and the cursor it reached |
 //! | `weld.runs` | the run history, one JSON document per run (and the figures of its folded ledger rows) |
 //! | `weld.totals` | per stream, the count deltas of folded ledger rows |
+//! | `weld.leases` | per stream, which data-streams replica holds its lease, until when, and the lease's epoch (see [`Leases`]) |
 //! | `weld.migrations` | the schema versions applied |
 //! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
 //! | `<kind>.<stream>_typed` (a view) | the same rows, each property a source described as a column of its type (see `typed_view` below) |
@@ -121,6 +122,7 @@
 mod associations;
 mod config;
 mod error;
+mod leases;
 pub mod migrations;
 mod store;
 mod tables;
@@ -130,4 +132,5 @@ mod tls;
 mod typed_view;
 
 pub use config::PostgresConfig;
+pub use leases::{Holder, Lease, Leases};
 pub use store::PostgresStore;

@@ -116,6 +116,20 @@ ALTER TABLE weld.runs
     ADD COLUMN folded_done_at timestamptz;
 "#,
     ),
+    (
+        4,
+        r#"
+-- Which data-streams replica runs each stream: the holder of its lease until expires_at. The
+-- epoch grows whenever the lease is taken afresh (from another replica, or after it lapsed),
+-- so what was done under an older epoch can be told and refused.
+CREATE TABLE weld.leases (
+    stream text COLLATE "C" PRIMARY KEY,
+    owner text,
+    epoch bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz
+);
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

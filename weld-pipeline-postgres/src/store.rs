@@ -155,7 +155,7 @@ impl PostgresStore {
     }
 
     /// A connection, the schema migrated.
-    async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         if self.migrated.get().is_none() {
             self.migrated

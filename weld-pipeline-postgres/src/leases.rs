@@ -1,0 +1,222 @@
+//! Leases: which of several data-streams replicas on one database runs each stream.
+//!
+//! A lease is a row of `weld.leases`: its owner (a replica's id), its expiry and an epoch. A
+//! replica [claims](Leases::claim) streams whose lease is free or has lapsed, with `SELECT ...
+//! FOR UPDATE SKIP LOCKED` (replicas claiming at once never wait for each other, and never take
+//! the same stream), [renews](Leases::renew) what it holds every few seconds, and
+//! [releases](Leases::release) it on a clean shutdown. A replica that dies or freezes stops
+//! renewing: its leases lapse after their time-to-live and another replica claims them. Every
+//! fresh claim grows the epoch, so a frozen replica that wakes holding an old epoch can be told
+//! apart from the new holder ([`Leases::holds`], checked under a share lock, so a claim cannot
+//! slip in until the checking transaction ends). Times are the database's own clock
+//! (`now()`): the replicas' clocks never have to agree.
+
+use std::time::Duration;
+
+use weld_pipeline::{Error, StreamName};
+
+use crate::error::database;
+use crate::PostgresStore;
+
+/// A lease held: the stream, and the epoch it was claimed at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The stream.
+    pub stream: StreamName,
+    /// Grows with every fresh claim of the stream's lease.
+    pub epoch: u64,
+}
+
+/// Who holds a stream's lease, as the database says now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The replica holding it.
+    pub owner: String,
+    /// Its epoch.
+    pub epoch: u64,
+}
+
+/// One replica's leases on a database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Leases {
+    store: PostgresStore,
+    replica: String,
+    ttl: Duration,
+}
+
+impl PostgresStore {
+    /// The leases of replica `replica` on this database, each lasting `ttl` from its last claim
+    /// or renewal.
+    pub fn leases(&self, replica: impl Into<String>, ttl: Duration) -> Leases {
+        Leases {
+            store: self.clone(),
+            replica: replica.into(),
+            ttl,
+        }
+    }
+}
+
+fn lease(stream: String, epoch: i64) -> Result<Lease, Error> {
+    Ok(Lease {
+        stream: StreamName::new(&stream)
+            .map_err(|e| Error::Bug(format!("a lease of a stream that cannot be: {e}")))?,
+        epoch: u64::try_from(epoch).unwrap_or(0),
+    })
+}
+
+impl Leases {
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Claims at most `limit` of `wanted` whose lease is free or has lapsed, and renews those
+    /// of them this replica holds already; returns every one of `wanted` it holds afterwards.
+    /// A lease claimed afresh gets the next epoch; one renewed keeps its own.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached (transient).
+    pub async fn claim(&self, wanted: &[StreamName], limit: usize) -> Result<Vec<Lease>, Error> {
+        let names: Vec<&str> = wanted.iter().map(StreamName::as_str).collect();
+        let client = self.store.client().await?;
+        client
+            .execute(
+                "INSERT INTO weld.leases (stream) SELECT unnest($1::text[])
+                 ON CONFLICT (stream) DO NOTHING",
+                &[&names],
+            )
+            .await
+            .map_err(database)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "WITH taken AS (
+                     SELECT stream FROM weld.leases
+                     WHERE stream = ANY($1) AND (owner IS NULL OR expires_at <= now())
+                     ORDER BY stream LIMIT $3
+                     FOR UPDATE SKIP LOCKED
+                 ), claimed AS (
+                     UPDATE weld.leases l
+                     SET owner = $2, epoch = l.epoch + 1,
+                         expires_at = now() + $4 * interval '1 millisecond'
+                     FROM taken WHERE l.stream = taken.stream
+                     RETURNING l.stream, l.epoch
+                 ), renewed AS (
+                     UPDATE weld.leases
+                     SET expires_at = now() + $4 * interval '1 millisecond'
+                     WHERE stream = ANY($1) AND owner = $2 AND expires_at > now()
+                     RETURNING stream, epoch
+                 )
+                 SELECT stream, epoch FROM claimed
+                 UNION ALL SELECT stream, epoch FROM renewed
+                 ORDER BY stream",
+                &[&names, &self.replica, &limit, &(self.ttl_ms() as f64)],
+            )
+            .await
+            .map_err(database)?;
+        rows.into_iter()
+            .map(|row| lease(row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// Extends every lease this replica still holds by its time-to-live; returns them. A lease
+    /// that lapsed is not renewed (another replica may hold it now): it must be claimed again,
+    /// at a new epoch.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached (transient): the leases lapse unless a renewal
+    /// succeeds in time.
+    pub async fn renew(&self) -> Result<Vec<Lease>, Error> {
+        let rows = self
+            .store
+            .client()
+            .await?
+            .query(
+                "UPDATE weld.leases SET expires_at = now() + $2 * interval '1 millisecond'
+                 WHERE owner = $1 AND expires_at > now()
+                 RETURNING stream, epoch",
+                &[&self.replica, &(self.ttl_ms() as f64)],
+            )
+            .await
+            .map_err(database)?;
+        let mut leases: Vec<Lease> = rows
+            .into_iter()
+            .map(|row| lease(row.get(0), row.get(1)))
+            .collect::<Result<_, _>>()?;
+        leases.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Ok(leases)
+    }
+
+    /// Gives up every lease this replica holds (a clean shutdown): others may claim them at
+    /// once. Returns how many it gave up.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached: the leases then lapse by themselves.
+    pub async fn release(&self) -> Result<u64, Error> {
+        self.store
+            .client()
+            .await?
+            .execute(
+                "UPDATE weld.leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                &[&self.replica],
+            )
+            .await
+            .map_err(database)
+    }
+
+    /// Whether this replica holds `stream`'s lease at `epoch`, unexpired. Run inside a
+    /// transaction that writes on the lease's behalf, it locks the lease row shared: until that
+    /// transaction ends, no claim can move the lease.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn holds(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        stream: &StreamName,
+        epoch: u64,
+    ) -> Result<bool, Error> {
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM weld.leases
+                 WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
+                 FOR SHARE",
+                &[&stream.as_str(), &self.replica, &epoch],
+            )
+            .await
+            .map_err(database)?;
+        Ok(row.is_some())
+    }
+
+    /// Who holds `stream`'s lease now, if anyone does and it has not lapsed.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn holder(&self, stream: &StreamName) -> Result<Option<Holder>, Error> {
+        let row = self
+            .store
+            .client()
+            .await?
+            .query_opt(
+                "SELECT owner, epoch FROM weld.leases
+                 WHERE stream = $1 AND owner IS NOT NULL AND expires_at > now()",
+                &[&stream.as_str()],
+            )
+            .await
+            .map_err(database)?;
+        Ok(row.map(|row| Holder {
+            owner: row.get(0),
+            epoch: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        }))
+    }
+}

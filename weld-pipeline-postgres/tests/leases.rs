@@ -1,0 +1,172 @@
+//! Leases on a real throw-away PostgreSQL cluster: replicas claiming at once never share a
+//! stream, a lease renews at its epoch, a lapsed one goes to another replica at the next
+//! epoch and is lost to its old holder, a released one is free at once.
+
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use weld_pipeline::StreamName;
+use weld_pipeline_postgres::{testing, Holder, Lease, Leases, PostgresConfig, PostgresStore};
+
+const TTL: Duration = Duration::from_secs(30);
+
+async fn store(database: &str) -> Option<(PostgresStore, String)> {
+    let cluster = testing::shared()?;
+    cluster.create_database(database).await;
+    let url = cluster.url(database);
+    let store = PostgresStore::open(&PostgresConfig::new(&url))
+        .await
+        .unwrap();
+    Some((store, url))
+}
+
+fn streams(n: usize) -> Vec<StreamName> {
+    (0..n)
+        .map(|i| StreamName::new(format!("s{i:02}")).unwrap())
+        .collect()
+}
+
+/// Runs `sql` on the database at `url`: what a test does to the clock of a lease.
+async fn sql(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = connection.await;
+}
+
+fn names(leases: &[Lease]) -> Vec<&str> {
+    leases.iter().map(|l| l.stream.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_claiming_at_once_take_each_stream_once() {
+    let Some((store, _)) = store("leases_at_once").await else {
+        return;
+    };
+    let wanted = streams(40);
+    let replicas: Vec<Leases> = (0..4)
+        .map(|i| store.leases(format!("replica-{i}"), TTL))
+        .collect();
+    let claiming: Vec<_> = replicas
+        .iter()
+        .map(|leases| {
+            let (leases, wanted) = (leases.clone(), wanted.clone());
+            tokio::spawn(async move { leases.claim(&wanted, 15).await.unwrap() })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for claim in claiming {
+        claims.push(claim.await.unwrap());
+    }
+    let mut taken: Vec<&str> = claims.iter().flat_map(|c| names(c)).collect();
+    let claimed = taken.len();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), claimed, "no stream claimed twice: {claims:?}");
+    assert_eq!(claimed, 40, "all 40 claimed, 15 at most each: {claims:?}");
+    assert!(claims.iter().all(|c| c.len() <= 15));
+    for lease in claims.iter().flatten() {
+        assert_eq!(lease.epoch, 1, "a first claim is epoch 1: {lease:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_goes_to_another_replica_at_the_next_epoch_and_is_lost_to_the_first() {
+    let Some((store, url)) = store("leases_lapse").await else {
+        return;
+    };
+    let (a, b) = (store.leases("a", TTL), store.leases("b", TTL));
+    let wanted = streams(1);
+    let s0 = &wanted[0];
+
+    let held = a.claim(&wanted, 10).await.unwrap();
+    assert_eq!(
+        held,
+        vec![Lease {
+            stream: s0.clone(),
+            epoch: 1
+        }]
+    );
+    // Claimed again by its holder, or renewed: the same epoch.
+    assert_eq!(a.claim(&wanted, 10).await.unwrap(), held);
+    assert_eq!(a.renew().await.unwrap(), held);
+    // Another replica finds it taken.
+    assert!(b.claim(&wanted, 10).await.unwrap().is_empty());
+    let client = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let connection = tokio::spawn(client.1);
+    let client = client.0;
+    assert!(a.holds(&client, s0, 1).await.unwrap());
+    assert!(!b.holds(&client, s0, 1).await.unwrap());
+
+    // a freezes past its lease (its expiry moved into the past, as time would).
+    sql(
+        &url,
+        "UPDATE weld.leases SET expires_at = now() - interval '1 second'",
+    )
+    .await;
+    assert_eq!(
+        a.holder(s0).await.unwrap(),
+        None,
+        "a lapsed lease has no holder"
+    );
+    let taken = b.claim(&wanted, 10).await.unwrap();
+    assert_eq!(
+        taken,
+        vec![Lease {
+            stream: s0.clone(),
+            epoch: 2
+        }]
+    );
+    assert_eq!(
+        b.holder(s0).await.unwrap(),
+        Some(Holder {
+            owner: "b".into(),
+            epoch: 2
+        })
+    );
+    // a wakes: its renewal no longer includes the stream, and its epoch holds nothing.
+    assert!(a.renew().await.unwrap().is_empty());
+    assert!(!a.holds(&client, s0, 1).await.unwrap());
+    assert!(!a.holds(&client, s0, 2).await.unwrap());
+    assert!(b.holds(&client, s0, 2).await.unwrap());
+
+    // b shuts down cleanly: the lease is free at once, and a takes it at the next epoch.
+    assert_eq!(b.release().await.unwrap(), 1);
+    assert_eq!(b.holder(s0).await.unwrap(), None);
+    assert_eq!(
+        a.claim(&wanted, 10).await.unwrap(),
+        vec![Lease {
+            stream: s0.clone(),
+            epoch: 3
+        }]
+    );
+    drop(client);
+    let _ = connection.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_under_way_keeps_the_lease_where_it_is_until_its_transaction_ends() {
+    let Some((store, url)) = store("leases_share").await else {
+        return;
+    };
+    // A lease of 3 s, checked at once after its claim: the check cannot come too late.
+    let lapse = Duration::from_secs(3);
+    let (a, b) = (store.leases("a", lapse), store.leases("b", TTL));
+    let wanted = streams(1);
+    assert_eq!(a.claim(&wanted, 1).await.unwrap().len(), 1);
+    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // a commits on the lease's behalf: its check locks the lease row until the commit.
+    let transaction = client.transaction().await.unwrap();
+    assert!(a.holds(&transaction, &wanted[0], 1).await.unwrap());
+    // Meanwhile the lease lapses: b's claim skips the locked row instead of taking it.
+    // (The database's clock, which no test can pause.)
+    tokio::time::sleep(lapse + Duration::from_millis(500)).await;
+    assert!(b.claim(&wanted, 1).await.unwrap().is_empty());
+    transaction.commit().await.unwrap();
+    // Once a's transaction ends, b takes the lapsed lease.
+    assert_eq!(b.claim(&wanted, 1).await.unwrap()[0].epoch, 2);
+    drop(client);
+    let _ = connection.await;
+}
