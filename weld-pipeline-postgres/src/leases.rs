@@ -11,6 +11,9 @@
 //! slip in until the checking transaction ends). Times are the database's own clock
 //! (`now()`): the replicas' clocks never have to agree.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weld_pipeline::{Error, StreamName};
@@ -36,12 +39,54 @@ pub struct Holder {
     pub epoch: u64,
 }
 
-/// One replica's leases on a database. Cheap to clone.
+/// One replica's leases on a database. Cheap to clone; clones share what they hold.
 #[derive(Clone, Debug)]
 pub struct Leases {
     store: PostgresStore,
-    replica: String,
     ttl: Duration,
+    fence: Fence,
+}
+
+/// What a replica holds, as its last claim or renewal said, shared by its [`Leases`] and the
+/// store its commits go through ([`PostgresStore::fenced_by`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Fence {
+    replica: Arc<str>,
+    held: Arc<Mutex<HashMap<StreamName, u64>>>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Fence {
+    fn epoch_of(&self, stream: &StreamName) -> Option<u64> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .copied()
+    }
+
+    /// Refuses a commit of `stream` unless this replica holds its lease, at the epoch it
+    /// believes, unexpired: checked in the commit's transaction `tx`, under a share lock of the
+    /// lease, so the lease cannot move before the commit ends.
+    pub(crate) async fn check(
+        &self,
+        tx: &impl tokio_postgres::GenericClient,
+        stream: &StreamName,
+    ) -> Result<(), Error> {
+        let held = match self.epoch_of(stream) {
+            Some(epoch) => holds(tx, &self.replica, stream, epoch).await?,
+            None => false,
+        };
+        if held {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(replica = %self.replica, %stream, "commit refused: the stream's lease is not this replica's");
+        Err(Error::Unavailable(format!(
+            "replica {} does not hold the lease of stream {stream}: the commit is refused",
+            self.replica
+        )))
+    }
 }
 
 impl PostgresStore {
@@ -50,9 +95,22 @@ impl PostgresStore {
     pub fn leases(&self, replica: impl Into<String>, ttl: Duration) -> Leases {
         Leases {
             store: self.clone(),
-            replica: replica.into(),
             ttl,
+            fence: Fence {
+                replica: replica.into().into(),
+                held: Arc::default(),
+                refused: Arc::default(),
+            },
         }
+    }
+
+    /// This store, with every commit fenced by `leases`: a batch of a stream whose lease the
+    /// replica does not hold (at the epoch of its last claim or renewal, unexpired, checked in
+    /// the commit's own transaction) is refused, transiently, and nothing of it is written. A
+    /// replica that was frozen past its lease and wakes can so commit nothing, nor move a
+    /// checkpoint; its worker, never acknowledged, delivers the batch again where the lease is.
+    pub fn fenced_by(&self, leases: &Leases) -> PostgresStore {
+        self.with_fence(leases.fence.clone())
     }
 }
 
@@ -67,7 +125,27 @@ fn lease(stream: String, epoch: i64) -> Result<Lease, Error> {
 impl Leases {
     /// This replica's id.
     pub fn replica(&self) -> &str {
-        &self.replica
+        &self.fence.replica
+    }
+
+    /// The leases held, as the last claim or renewal said.
+    pub fn held(&self) -> Vec<Lease> {
+        let held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut leases: Vec<Lease> = held
+            .iter()
+            .map(|(stream, epoch)| Lease {
+                stream: stream.clone(),
+                epoch: *epoch,
+            })
+            .collect();
+        leases.sort_by(|a, b| a.stream.cmp(&b.stream));
+        leases
+    }
+
+    /// Commits refused by the fence of a store [`fenced_by`](PostgresStore::fenced_by) these
+    /// leases.
+    pub fn refused_commits(&self) -> u64 {
+        self.fence.refused.load(Ordering::Relaxed)
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -115,13 +193,20 @@ impl Leases {
                  SELECT stream, epoch FROM claimed
                  UNION ALL SELECT stream, epoch FROM renewed
                  ORDER BY stream",
-                &[&names, &self.replica, &limit, &(self.ttl_ms() as f64)],
+                &[&names, &self.replica(), &limit, &(self.ttl_ms() as f64)],
             )
             .await
             .map_err(database)?;
-        rows.into_iter()
+        let leases: Vec<Lease> = rows
+            .into_iter()
             .map(|row| lease(row.get(0), row.get(1)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let mut held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in wanted {
+            held.remove(stream);
+        }
+        held.extend(leases.iter().map(|l| (l.stream.clone(), l.epoch)));
+        Ok(leases)
     }
 
     /// Extends every lease this replica still holds by its time-to-live; returns them. A lease
@@ -141,7 +226,7 @@ impl Leases {
                 "UPDATE weld.leases SET expires_at = now() + $2 * interval '1 millisecond'
                  WHERE owner = $1 AND expires_at > now()
                  RETURNING stream, epoch",
-                &[&self.replica, &(self.ttl_ms() as f64)],
+                &[&self.replica(), &(self.ttl_ms() as f64)],
             )
             .await
             .map_err(database)?;
@@ -150,6 +235,8 @@ impl Leases {
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
         leases.sort_by(|a, b| a.stream.cmp(&b.stream));
+        *self.fence.held.lock().unwrap_or_else(|e| e.into_inner()) =
+            leases.iter().map(|l| (l.stream.clone(), l.epoch)).collect();
         Ok(leases)
     }
 
@@ -160,12 +247,17 @@ impl Leases {
     ///
     /// When the database cannot be reached: the leases then lapse by themselves.
     pub async fn release(&self) -> Result<u64, Error> {
+        self.fence
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.store
             .client()
             .await?
             .execute(
                 "UPDATE weld.leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
-                &[&self.replica],
+                &[&self.replica()],
             )
             .await
             .map_err(database)
@@ -184,17 +276,7 @@ impl Leases {
         stream: &StreamName,
         epoch: u64,
     ) -> Result<bool, Error> {
-        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-        let row = client
-            .query_opt(
-                "SELECT 1 FROM weld.leases
-                 WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-                 FOR SHARE",
-                &[&stream.as_str(), &self.replica, &epoch],
-            )
-            .await
-            .map_err(database)?;
-        Ok(row.is_some())
+        holds(client, self.replica(), stream, epoch).await
     }
 
     /// Who holds `stream`'s lease now, if anyone does and it has not lapsed.
@@ -219,4 +301,25 @@ impl Leases {
             epoch: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
         }))
     }
+}
+
+/// Whether `replica` holds `stream`'s lease at `epoch`, unexpired; the row locked shared until
+/// `client`'s transaction ends.
+async fn holds(
+    client: &impl tokio_postgres::GenericClient,
+    replica: &str,
+    stream: &StreamName,
+    epoch: u64,
+) -> Result<bool, Error> {
+    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM weld.leases
+             WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
+             FOR SHARE",
+            &[&stream.as_str(), &replica, &epoch],
+        )
+        .await
+        .map_err(database)?;
+    Ok(row.is_some())
 }

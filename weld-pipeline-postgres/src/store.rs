@@ -38,6 +38,8 @@ pub struct PostgresStore {
     links: Arc<Mutex<HashMap<StreamName, bool>>>,
     /// Per stream, a hash of the schema its typed view was last made from by this process.
     views: Arc<Mutex<HashMap<StreamName, u64>>>,
+    /// The leases a replica's commits must hold ([`PostgresStore::fenced_by`]).
+    fence: Option<crate::leases::Fence>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -108,6 +110,7 @@ impl PostgresStore {
             tables: Arc::default(),
             links: Arc::default(),
             views: Arc::default(),
+            fence: None,
         })
     }
 
@@ -155,6 +158,14 @@ impl PostgresStore {
     }
 
     /// A connection, the schema migrated.
+    /// This store, its commits checked by `fence`.
+    pub(crate) fn with_fence(&self, fence: crate::leases::Fence) -> PostgresStore {
+        PostgresStore {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         if self.migrated.get().is_none() {
@@ -329,6 +340,9 @@ impl PostgresStore {
         let links = self.links(&batch.stream, table, &batch.records).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
+        if let Some(fence) = &self.fence {
+            fence.check(&*tx, &batch.stream).await?;
+        }
         let stream = batch.stream.as_str();
         let (run_id, seq) = (id_i64(batch.run_id.0)?, id_i64(batch.seq)?);
         let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();

@@ -1,11 +1,15 @@
 //! Leases on a real throw-away PostgreSQL cluster: replicas claiming at once never share a
 //! stream, a lease renews at its epoch, a lapsed one goes to another replica at the next
-//! epoch and is lost to its old holder, a released one is free at once.
+//! epoch and is lost to its old holder, a released one is free at once, and a store fenced by a
+//! replica's leases refuses its commits once the lease is another's.
 
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
-use weld_pipeline::StreamName;
+use weld_pipeline::store::StreamStore;
+use weld_pipeline::{
+    Batch, Checkpoint, Commit, ErrorKind, Json, Record, RunId, Sink, StreamName, Timestamp,
+};
 use weld_pipeline_postgres::{testing, Holder, Lease, Leases, PostgresConfig, PostgresStore};
 
 const TTL: Duration = Duration::from_secs(30);
@@ -169,4 +173,73 @@ async fn a_check_under_way_keeps_the_lease_where_it_is_until_its_transaction_end
     assert_eq!(b.claim(&wanted, 1).await.unwrap()[0].epoch, 2);
     drop(client);
     let _ = connection.await;
+}
+
+fn batch(stream: &StreamName, seq: u64, ids: std::ops::Range<u32>) -> Batch {
+    Batch {
+        stream: stream.clone(),
+        run_id: RunId(7),
+        seq,
+        epoch: 0,
+        repaired: 0,
+        last: false,
+        cursor: Checkpoint::from_bytes(format!("after-{seq}").into_bytes()),
+        records: ids
+            .map(|id| {
+                Record::new(
+                    id.to_string(),
+                    Timestamp::from_millis(1_700_000_000_000),
+                    Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_lease_commits_nothing_and_moves_no_checkpoint() {
+    let Some((store, url)) = store("leases_fence").await else {
+        return;
+    };
+    let (a, b) = (store.leases("a", TTL), store.leases("b", TTL));
+    let (on_a, on_b) = (store.fenced_by(&a), store.fenced_by(&b));
+    let wanted = streams(2);
+    let (s0, s1) = (&wanted[0], &wanted[1]);
+    assert_eq!(a.claim(&wanted[..1], 1).await.unwrap().len(), 1);
+
+    // a holds s0: its commit goes in. s1 is nobody's: refused.
+    assert!(matches!(
+        on_a.commit(&batch(s0, 0, 0..10)).await.unwrap(),
+        Commit::Stored { records: 10 }
+    ));
+    assert!(on_a.commit(&batch(s1, 0, 0..10)).await.is_err());
+    assert_eq!(a.refused_commits(), 1);
+
+    // a freezes past its lease; b takes it (epoch 2). a wakes, still believing in epoch 1.
+    sql(
+        &url,
+        "UPDATE weld.leases SET expires_at = now() - interval '1 second'",
+    )
+    .await;
+    assert_eq!(b.claim(&wanted[..1], 1).await.unwrap()[0].epoch, 2);
+    let error = on_a.commit(&batch(s0, 1, 10..20)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert_eq!(a.refused_commits(), 2);
+    assert_eq!(
+        store.counts(s0).await.unwrap().live,
+        10,
+        "nothing of it written"
+    );
+    assert_eq!(
+        store.checkpoint(s0).await.unwrap(),
+        Checkpoint::from_bytes(b"after-0".to_vec()),
+        "the checkpoint did not move"
+    );
+    // The same batch, delivered again where the lease is, goes in.
+    assert!(matches!(
+        on_b.commit(&batch(s0, 1, 10..20)).await.unwrap(),
+        Commit::Stored { records: 10 }
+    ));
+    assert_eq!(store.counts(s0).await.unwrap().live, 20);
+    assert_eq!(b.refused_commits(), 0);
 }
