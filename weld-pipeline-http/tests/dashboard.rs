@@ -412,3 +412,50 @@ async fn a_nested_dashboard_links_and_redirects_under_its_path() {
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert!(body.contains(r#"href="/admin/ui/workers""#), "{body}");
 }
+
+#[tokio::test]
+async fn a_form_of_another_site_cannot_press_a_button_with_or_without_a_token() {
+    let app = app(None);
+    app.stream_with("s1", vec![contact(1, "Ada")]).await;
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/ui/streams/s1/delete")
+            .header(header::HOST, "127.0.0.1:3000")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    for headers in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "http://evil.example")][..],
+        &[("origin", "null")][..],
+    ] {
+        let page = app.send(post(headers)).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    let stream = StreamName::new("s1").unwrap();
+    assert!(
+        app.controller.status(&stream).await.unwrap().is_some(),
+        "nothing deleted"
+    );
+    // The dashboard's own page posting, as a browser marks it: taken.
+    let page = app
+        .send(post(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:3000"),
+        ]))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(app.controller.status(&stream).await.unwrap().is_none());
+
+    // With a token, only the login itself is let through without a session.
+    let guarded = crate::app(Some(TOKEN));
+    let page = guarded
+        .post_form("/ui/streams/ui/login", None, "token=x")
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+}

@@ -30,8 +30,8 @@ pub(super) fn span(millis: i64) -> String {
 
 /// `at` relative to `now`: `12 s ago`, `in 4 min`, `now`.
 pub(super) fn relative(at: Timestamp, now: Timestamp) -> String {
-    let delta = at.as_millis() - now.as_millis();
-    if delta.abs() < 1_000 {
+    let delta = at.as_millis().saturating_sub(now.as_millis());
+    if delta.unsigned_abs() < 1_000 {
         "now".into()
     } else if delta < 0 {
         format!("{} ago", span(delta))
@@ -45,7 +45,9 @@ pub(super) fn absolute(at: Timestamp) -> String {
     let text = at.to_string();
     // RFC 3339 with milliseconds: 2026-12-02T01:02:03.456Z.
     match (text.get(..10), text.get(11..19)) {
-        (Some(day), Some(time)) if text.len() >= 20 => format!("{day} {time} UTC"),
+        (Some(day), Some(time)) if text.len() >= 20 && text.as_bytes()[10] == b'T' => {
+            format!("{day} {time} UTC")
+        }
         _ => text,
     }
 }
@@ -74,5 +76,12 @@ mod tests {
         assert_eq!(relative(at(2 * 86_400_000), now), "in 2 d");
         assert_eq!(span(850), "850 ms");
         assert_eq!(absolute(now), "2023-11-14 22:13:20 UTC");
+        // Times only a peer's bad data holds read as they are, never as a broken date.
+        let far = Timestamp::from_millis(i64::MAX);
+        assert_eq!(absolute(far), far.to_string());
+        assert_eq!(
+            relative(Timestamp::from_millis(i64::MIN), far),
+            format!("{} ago", span(i64::MIN))
+        );
     }
 }

@@ -13,6 +13,9 @@
 //! | `POST /ui/streams/{name}/start`, `/stop`, `/resync`, `/delete` | the buttons; a delete first asks on `GET /ui/streams/{name}/delete` |
 //! | `GET`/`POST /ui/login`, `POST /ui/logout` | the login, when the API has a token |
 //!
+//! Mounted under a path, the path must be literal (`/admin`, not `/{tenant}/admin`): links are
+//! built from it.
+//!
 //! The pages are HTML and CSS, with no script at all: they read and act without JavaScript, and
 //! fit a phone's width. Every value is escaped by [maud](https://maud.lambda.xyz) (chosen over a
 //! template language for that: markup in Rust, checked when the crate compiles, escaping
@@ -24,7 +27,9 @@
 //! answers 401 with the login form until the token is given there; the login sets an `HttpOnly`,
 //! `SameSite=Strict` cookie of a session derived from the token (it lasts 12 hours; changing the
 //! token ends every session), and every button's form carries the session's CSRF token, without
-//! which a POST is refused with 403. The pages are served on the API's listener and under its
+//! which a POST is refused with 403. With a token or without, a POST that a browser marks as
+//! coming from another site (`Sec-Fetch-Site`, or an `Origin` other than the `Host`) is refused
+//! with 403: a page elsewhere cannot press the buttons. The pages are served on the API's listener and under its
 //! limits (connections, header, idle and request timeouts); a form's body is at most
 //! [`FORM_LIMIT`] (4 KiB, a 413 past it), and only the login's is read before the session is
 //! checked. Behind TLS, terminate it in front as for the API.
@@ -53,7 +58,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, NestedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -153,9 +158,20 @@ impl Viewer {
 }
 
 /// Lets a request through when the dashboard has no login, it is the login itself, or it
-/// carries a valid session; answers the others 401 with the login form.
+/// carries a valid session; answers the others 401 with the login form. A POST a browser says
+/// came from another site is refused with 403 first, login or not: without a token there is no
+/// CSRF token either, and a page elsewhere could otherwise post the delete button's form.
 async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Response {
     let base = base(request.extensions().get::<NestedPath>());
+    if request.method() == Method::POST && cross_site(request.headers()) {
+        let viewer = Viewer { base, csrf: None };
+        return problem(
+            &viewer,
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "A form of another site cannot press this dashboard's buttons.",
+        );
+    }
     let csrf = match &dashboard.token {
         None => None,
         Some(token) => {
@@ -168,7 +184,8 @@ async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Re
             let path = request.uri().path();
             match session {
                 Some(session) => Some(session.csrf(token)),
-                None if path.ends_with("/ui/login") => None,
+                // The path with the mount point stripped: exactly the login's.
+                None if path == "/ui/login" => None,
                 None => {
                     let viewer = Viewer { base, csrf: None };
                     return (
@@ -182,6 +199,25 @@ async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Re
     };
     request.extensions_mut().insert(Viewer { base, csrf });
     next.run(request).await
+}
+
+/// Whether a browser says the request comes from a page of another site: `Sec-Fetch-Site`
+/// (every current browser), else an `Origin` whose host is not the request's `Host`. A client
+/// that is no browser sends neither and is not refused here.
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host.as_bytes());
+    origin_host.is_none() || origin_host != host
 }
 
 fn html(markup: Markup) -> Html<String> {
@@ -302,9 +338,13 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    if let Some(expected) = &viewer.csrf {
+    if dashboard.token.is_some() {
         let presented = form.as_ref().ok().and_then(|f| f.csrf.as_deref());
-        if presented != Some(expected.as_str()) {
+        let expected = viewer.csrf.as_deref();
+        if !expected
+            .zip(presented)
+            .is_some_and(|(e, p)| session::same(e, p))
+        {
             return problem(
                 &viewer,
                 StatusCode::FORBIDDEN,
@@ -382,7 +422,7 @@ async fn login(
             return problem(&viewer, status, "Refused", &rejection.body_text());
         }
     };
-    if !token.matches(presented.trim().as_bytes()) {
+    if !token.matches(presented.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             html(render::login(&viewer.frame(), true)),
@@ -407,7 +447,13 @@ async fn logout(
     viewer: axum::Extension<Viewer>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    if viewer.csrf.is_some() && form.ok().and_then(|Form(f)| f.csrf) != viewer.csrf {
+    let presented = form.ok().and_then(|Form(f)| f.csrf);
+    let matches = viewer
+        .csrf
+        .as_deref()
+        .zip(presented.as_deref())
+        .is_some_and(|(e, p)| session::same(e, p));
+    if viewer.csrf.is_some() && !matches {
         return problem(
             &viewer,
             StatusCode::FORBIDDEN,

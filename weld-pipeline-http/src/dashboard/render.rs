@@ -137,7 +137,7 @@ fn run_state(state: RunState) -> Markup {
 
 fn duration(frame: &Frame<'_>, run: &RunRecord) -> Markup {
     let end = run.finished_at.unwrap_or(frame.now);
-    let text = span(end.as_millis() - run.started_at.as_millis());
+    let text = span(end.as_millis().saturating_sub(run.started_at.as_millis()));
     html! {
         @if run.finished_at.is_some() { (text) } @else { (text) " so far" }
     }
@@ -237,7 +237,7 @@ pub(super) fn stream(
                 @if let Some(error) = &status.last_error { (error.message) " · " (frame.time(error.at)) }
                 @else { span.muted { "—" } }
             }
-            dt { "interval" } dd { (span(status.config.interval_secs as i64 * 1_000)) }
+            dt { "interval" } dd { (span(i64::try_from(status.config.interval_secs).unwrap_or(i64::MAX).saturating_mul(1_000))) }
             dt { "source" } dd { pre { (source) } }
             @if !status.config.transforms.is_empty() {
                 dt { "transforms" } dd { pre { (transforms) } }

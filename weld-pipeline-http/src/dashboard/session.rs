@@ -44,16 +44,11 @@ impl Session {
         ) else {
             return None;
         };
-        let expected = mac(token, nonce, issued);
-        // Compared in time that does not depend on where they differ.
-        let same = expected.len() == presented.len()
-            && expected
-                .bytes()
-                .zip(presented.bytes())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0;
-        let age = now.as_millis() - issued.parse::<i64>().ok()?;
-        (same && (0..SESSION_LIFETIME_MS).contains(&age)).then(|| Session {
+        if !same(&mac(token, nonce, issued), presented) {
+            return None;
+        }
+        let age = now.as_millis().checked_sub(issued.parse::<i64>().ok()?)?;
+        (0..SESSION_LIFETIME_MS).contains(&age).then(|| Session {
             nonce: nonce.to_owned(),
         })
     }
@@ -80,6 +75,15 @@ fn digest_hex(token: &ApiToken, parts: &[&[u8]]) -> String {
         hash.update(part);
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub(super) fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -130,6 +134,7 @@ mod tests {
             String::new(),
             "v1...".into(),
             "v2.a.1.b".into(),
+            format!("v1.a.{}.b", i64::MIN),
         ] {
             assert_eq!(Session::verify(&token, &forged, now), None, "{forged}");
         }
