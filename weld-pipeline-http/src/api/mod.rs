@@ -108,8 +108,11 @@ pub trait Streams: Send + Sync + 'static {
     async fn streams(&self) -> Result<Vec<StreamStatus>, Error>;
     /// See [`Controller::workers`].
     fn workers(&self) -> usize;
-    /// See [`Controller::connected_workers`].
-    fn connected_workers(&self) -> Vec<ConnectedWorker>;
+    /// See [`Controller::connected_workers`]. None by default, for implementations that keep
+    /// no such list.
+    fn connected_workers(&self) -> Vec<ConnectedWorker> {
+        Vec::new()
+    }
     /// See [`Controller::store`].
     fn store(&self) -> &Arc<dyn StreamStore>;
     /// See [`Controller::sources`].
