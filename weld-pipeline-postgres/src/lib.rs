@@ -124,6 +124,7 @@ mod config;
 mod error;
 mod leases;
 pub mod migrations;
+mod registry;
 mod store;
 mod tables;
 #[cfg(feature = "testing")]
@@ -133,4 +134,5 @@ mod typed_view;
 
 pub use config::PostgresConfig;
 pub use leases::{Holder, Lease, Leases};
+pub use registry::{RegistryChange, RegistryChanges};
 pub use store::PostgresStore;

@@ -40,6 +40,15 @@ pub struct PostgresStore {
     views: Arc<Mutex<HashMap<StreamName, u64>>>,
     /// The leases a replica's commits must hold ([`PostgresStore::fenced_by`]).
     fence: Option<crate::leases::Fence>,
+    /// How to open a connection of its own, outside the pool (to listen for notifications).
+    pub(crate) dial: Dial,
+}
+
+/// The configuration of the pool's connections, for one outside it.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    pub(crate) config: Arc<tokio_postgres::Config>,
+    pub(crate) tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -85,16 +94,24 @@ impl PostgresStore {
         let recycling = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match pg.get_ssl_mode() {
+        let (manager, dial) = match pg.get_ssl_mode() {
             SslMode::Require => {
                 let tls = tls::connector(config.ca_file.as_deref())?;
-                Manager::from_config(pg, tls, recycling())
+                let dial = Dial {
+                    config: Arc::new(pg.clone()),
+                    tls: Some(tls.clone()),
+                };
+                (Manager::from_config(pg, tls, recycling()), dial)
             }
             _ => {
                 // Without `sslmode=require`, plain: `prefer` would take TLS from a server that
                 // offers it and then refuse a certificate nothing vouches for.
                 pg.ssl_mode(SslMode::Disable);
-                Manager::from_config(pg, NoTls, recycling())
+                let dial = Dial {
+                    config: Arc::new(pg.clone()),
+                    tls: None,
+                };
+                (Manager::from_config(pg, NoTls, recycling()), dial)
             }
         };
         let pool = Pool::builder(manager)
@@ -111,6 +128,7 @@ impl PostgresStore {
             links: Arc::default(),
             views: Arc::default(),
             fence: None,
+            dial,
         })
     }
 
@@ -989,7 +1007,7 @@ impl StreamStore for PostgresStore {
             .get(0);
         create_table(&client, &table).await?;
         self.remember(&entry.name, table);
-        Ok(())
+        crate::registry::announce(&**client, &entry.name).await
     }
 
     async fn delete_stream(&self, name: &StreamName) -> Result<(), Error> {
@@ -1016,6 +1034,8 @@ impl StreamStore for PostgresStore {
         ] {
             tx.execute(sql, &[&stream]).await.map_err(database)?;
         }
+        // Delivered with the commit, and only if it commits.
+        crate::registry::announce(&*tx, name).await?;
         tx.commit().await.map_err(database)?;
         self.tables
             .lock()
@@ -1084,9 +1104,8 @@ impl StreamStore for PostgresStore {
 
     async fn resync(&self, stream: &StreamName) -> Result<u64, Error> {
         self.ensure(stream, None).await?;
-        let epoch: i64 = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let epoch: i64 = client
             .query_one(
                 "UPDATE weld.streams SET epoch = epoch + 1 WHERE name = $1 RETURNING epoch",
                 &[&stream.as_str()],
@@ -1094,6 +1113,7 @@ impl StreamStore for PostgresStore {
             .await
             .map_err(database)?
             .get(0);
+        crate::registry::announce(&**client, stream).await?;
         Ok(epoch as u64)
     }
 
