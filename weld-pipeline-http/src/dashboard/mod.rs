@@ -429,13 +429,18 @@ async fn login(
         )
             .into_response();
     }
+    let session = Session::issue(token, Timestamp::now());
+    redirect_setting(&viewer, "/", &session, SESSION_LIFETIME_MS / 1_000)
+}
+
+/// A redirect to the dashboard's `path` that sets the session cookie to `value` for `max_age`
+/// seconds (0 clears it).
+fn redirect_setting(viewer: &Viewer, path: &str, value: &str, max_age: i64) -> Response {
     let cookie = format!(
-        "{COOKIE}={}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}",
-        Session::issue(token, Timestamp::now()),
-        viewer.cookie_path(),
-        SESSION_LIFETIME_MS / 1_000
+        "{COOKIE}={value}; Path={}; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+        viewer.cookie_path()
     );
-    let mut answer = Redirect::to(&viewer.link("/")).into_response();
+    let mut answer = Redirect::to(&viewer.link(path)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         answer.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -461,13 +466,5 @@ async fn logout(
             "Reload the page and log out again.",
         );
     }
-    let cookie = format!(
-        "{COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
-        viewer.cookie_path()
-    );
-    let mut answer = Redirect::to(&viewer.link("/ui/login")).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        answer.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    answer
+    redirect_setting(&viewer, "/ui/login", "", 0)
 }
