@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example data-streams`; `-- --help` lists the configuration, each
 //! setting also read from its environment variable. When both listeners are bound it prints
-//! `data-streams ready api=http://<addr> transport=<addr>`; it stops on SIGINT or SIGTERM,
+//! `data-streams ready api=http://<addr> transport=<addr>` (and ` replica=<id>` on a database); it stops on SIGINT or SIGTERM,
 //! answering the requests in progress and flushing the store.
 
 mod common;
@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use common::TransportKind;
@@ -59,6 +60,14 @@ struct Args {
     /// besides Mozilla's roots (a cloud provider's CA, or your own).
     #[arg(long, env = "WELD_DATABASE_CA_FILE")]
     database_ca_file: Option<std::path::PathBuf>,
+    /// With a database: this replica's id among the data-streams sharing it [default: host
+    /// name + pid]. A restarted replica with the same id takes its leases back at once.
+    #[arg(long, env = "WELD_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// With a database: how long a replica's lease on a stream lasts unless renewed (every
+    /// fifth of it): how long the streams of a replica that died wait for another.
+    #[arg(long, env = "WELD_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_secs: u64,
 }
 
 #[tokio::main]
@@ -78,7 +87,14 @@ async fn serve<T: Transport>(
     local_addr: impl Fn() -> Option<SocketAddr>,
     args: Args,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let database_url = common::configured(args.database_url.clone());
+    let replica = args.replica_id.clone().unwrap_or_else(common::host_and_pid);
+    let mut metrics = metrics_exporter_prometheus::PrometheusBuilder::new();
+    if database_url.is_some() {
+        // Replicas scraped side by side tell their series apart.
+        metrics = metrics.add_global_label("replica", &replica);
+    }
+    let metrics = metrics.install_recorder()?;
     let config = DataStreamsConfig {
         http_addr: args.http_addr,
         api: ApiConfig {
@@ -88,7 +104,7 @@ async fn serve<T: Transport>(
         ..DataStreamsConfig::new(args.data_dir, common::source_kinds())
     };
     let shutdown = shutdown_on_signals();
-    let service = match common::configured(args.database_url) {
+    let service = match database_url {
         None => DataStreams::start(&transport, config, shutdown).await?,
         Some(url) => {
             // Made without connecting: while the database is away the service starts, says so
@@ -98,16 +114,29 @@ async fn serve<T: Transport>(
                 ca_file: args.database_ca_file,
                 ..PostgresConfig::new(url)
             };
-            let store: Arc<dyn StreamStore> = Arc::new(PostgresStore::new(&database)?);
+            // Any number of replicas may share the database: each runs the streams it leases,
+            // and its commits are fenced by those leases.
+            let store = PostgresStore::new(&database)?;
+            let leases = Arc::new(store.leases(replica, Duration::from_secs(args.lease_secs)));
+            let store: Arc<dyn StreamStore> = Arc::new(store.fenced_by(&leases));
             let healing = Healing::open(move || Ok(store.clone()))?;
-            let controller = Controller::<T::Peer>::new(Arc::new(healing), common::source_kinds());
+            let controller = Controller::<T::Peer>::with_leases(
+                Arc::new(healing),
+                common::source_kinds(),
+                leases,
+            );
             DataStreams::with_controller(&transport, controller, config, shutdown).await?
         }
     };
     let transport_addr = local_addr().ok_or("the transport is not listening")?;
+    let replica = service
+        .controller()
+        .replica()
+        .map(|id| format!(" replica={id}"));
     println!(
-        "data-streams ready api=http://{} transport={transport_addr}",
-        service.api_addr()
+        "data-streams ready api=http://{} transport={transport_addr}{}",
+        service.api_addr(),
+        replica.unwrap_or_default()
     );
     service.wait().await?;
     tracing::info!("data-streams stopped");

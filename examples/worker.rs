@@ -85,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
     };
     let sources = common::sources(account);
-    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let worker_id = args.worker_id.clone().unwrap_or_else(common::host_and_pid);
     let config = WorkerConfig::new(&worker_id, &args.data_dir);
     let secret = common::configured(args.shared_secret).map(Secret::new);
     let addr = args.controller_addr;
@@ -106,16 +106,4 @@ async fn run<T: Transport>(
     worker.run(shutdown).await?;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-/// The host's name and this process's id: unique on a network, not stable across restarts (set
-/// `WELD_WORKER_ID` for that).
-fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
 }

@@ -101,3 +101,15 @@ pub(crate) const LOG_HELP: &str = "Logs go to stderr, filtered by RUST_LOG (defa
 pub(crate) fn configured(value: Option<String>) -> Option<String> {
     value.filter(|value| !value.is_empty())
 }
+
+/// The host's name and this process's id: unique on a network, not stable across restarts (a
+/// worker's or a replica's default id; set `WELD_WORKER_ID` / `WELD_REPLICA_ID` for that).
+pub(crate) fn host_and_pid() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weld".into());
+    format!("{host}-{}", std::process::id())
+}

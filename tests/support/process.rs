@@ -192,6 +192,17 @@ impl Process {
         self.signal("INT");
     }
 
+    /// Freezes it with SIGSTOP, as a long pause (a VM migrated, a swap storm) would: its sockets
+    /// stay open, it answers nothing. [`Process::thaw`] wakes it.
+    pub(crate) fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Wakes a frozen process with SIGCONT.
+    pub(crate) fn thaw(&self) {
+        self.signal("CONT");
+    }
+
     /// Sends it SIGTERM, as a service manager stopping it would.
     pub(crate) fn terminate(&self) {
         self.signal("TERM");

@@ -16,6 +16,10 @@ pub(crate) struct DataStreamsOpts {
     pub(crate) max_open_files: Option<u64>,
     /// `WELD_DATABASE_URL`: PostgreSQL instead of sled.
     pub(crate) database_url: Option<String>,
+    /// `WELD_REPLICA_ID`, with a database.
+    pub(crate) replica_id: Option<String>,
+    /// `WELD_LEASE_SECS`, with a database.
+    pub(crate) lease_secs: Option<u64>,
 }
 
 impl DataStreamsOpts {
@@ -30,6 +34,8 @@ impl DataStreamsOpts {
             shared_secret: Some(SHARED_SECRET.into()),
             max_open_files: None,
             database_url: None,
+            replica_id: None,
+            lease_secs: None,
         }
     }
 }
@@ -81,6 +87,12 @@ pub(crate) async fn start_data_streams(opts: DataStreamsOpts) -> DataStreams {
     }
     if let Some(url) = &opts.database_url {
         env.push(("WELD_DATABASE_URL", url.clone()));
+    }
+    if let Some(id) = &opts.replica_id {
+        env.push(("WELD_REPLICA_ID", id.clone()));
+    }
+    if let Some(secs) = opts.lease_secs {
+        env.push(("WELD_LEASE_SECS", secs.to_string()));
     }
     let mut process = Process::spawn_limited("data-streams", &env, None, opts.max_open_files);
     let ready = process

@@ -16,28 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use weld_pipeline::lease::{Holder, Lease, Leasing, RegistryChange};
 use weld_pipeline::{Error, StreamName};
 
 use crate::error::database;
 use crate::PostgresStore;
-
-/// A lease held: the stream, and the epoch it was claimed at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// The stream.
-    pub stream: StreamName,
-    /// Grows with every fresh claim of the stream's lease.
-    pub epoch: u64,
-}
-
-/// Who holds a stream's lease, as the database says now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Holder {
-    /// The replica holding it.
-    pub owner: String,
-    /// Its epoch.
-    pub epoch: u64,
-}
 
 /// One replica's leases on a database. Cheap to clone; clones share what they hold.
 #[derive(Clone, Debug)]
@@ -57,6 +43,11 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
+    /// The replica whose leases these are.
+    pub(crate) fn replica(&self) -> &str {
+        &self.replica
+    }
+
     fn epoch_of(&self, stream: &StreamName) -> Option<u64> {
         self.held
             .lock()
@@ -180,7 +171,7 @@ impl Leases {
                      FOR UPDATE SKIP LOCKED
                  ), claimed AS (
                      UPDATE weld.leases l
-                     SET owner = $2, epoch = l.epoch + 1,
+                     SET owner = $2, epoch = l.epoch + 1, worker = NULL,
                          expires_at = now() + $4 * interval '1 millisecond'
                      FROM taken WHERE l.stream = taken.stream
                      RETURNING l.stream, l.epoch
@@ -246,7 +237,7 @@ impl Leases {
     /// # Errors
     ///
     /// When the database cannot be reached: the leases then lapse by themselves.
-    pub async fn release(&self) -> Result<u64, Error> {
+    pub async fn release_all(&self) -> Result<u64, Error> {
         self.fence
             .held
             .lock()
@@ -256,7 +247,8 @@ impl Leases {
             .client()
             .await?
             .execute(
-                "UPDATE weld.leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                "UPDATE weld.leases SET owner = NULL, expires_at = NULL, worker = NULL
+                 WHERE owner = $1",
                 &[&self.replica()],
             )
             .await
@@ -290,16 +282,145 @@ impl Leases {
             .client()
             .await?
             .query_opt(
-                "SELECT owner, epoch FROM weld.leases
+                "SELECT owner, epoch, worker FROM weld.leases
                  WHERE stream = $1 AND owner IS NOT NULL AND expires_at > now()",
                 &[&stream.as_str()],
             )
             .await
             .map_err(database)?;
-        Ok(row.map(|row| Holder {
-            owner: row.get(0),
-            epoch: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-        }))
+        Ok(row.map(|row| holder(&row)))
+    }
+
+    /// Every stream's live holder, by stream.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn holders(&self) -> Result<HashMap<StreamName, Holder>, Error> {
+        let rows = self
+            .store
+            .client()
+            .await?
+            .query(
+                "SELECT owner, epoch, worker, stream FROM weld.leases
+                 WHERE owner IS NOT NULL AND expires_at > now()",
+                &[],
+            )
+            .await
+            .map_err(database)?;
+        let mut holders = HashMap::with_capacity(rows.len());
+        for row in rows {
+            if let Ok(stream) = StreamName::new(row.get::<_, &str>(3)) {
+                holders.insert(stream, holder(&row));
+            }
+        }
+        Ok(holders)
+    }
+
+    /// Records the worker this replica runs `stream` on, while it holds the lease.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn run_on(&self, stream: &StreamName, worker: Option<&str>) -> Result<(), Error> {
+        self.store
+            .client()
+            .await?
+            .execute(
+                "UPDATE weld.leases SET worker = $3
+                 WHERE stream = $1 AND owner = $2 AND expires_at > now()",
+                &[&stream.as_str(), &self.replica(), &worker],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// Gives up `stream`'s lease if this replica holds it: another replica may claim it at once.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached: the lease then lapses by itself.
+    pub async fn release(&self, stream: &StreamName) -> Result<(), Error> {
+        self.fence
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stream);
+        self.store
+            .client()
+            .await?
+            .execute(
+                "UPDATE weld.leases SET owner = NULL, expires_at = NULL, worker = NULL
+                 WHERE stream = $1 AND owner = $2",
+                &[&stream.as_str(), &self.replica()],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+}
+
+fn holder(row: &tokio_postgres::Row) -> Holder {
+    Holder {
+        owner: row.get(0),
+        epoch: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        worker: row.get(2),
+    }
+}
+
+#[async_trait]
+impl Leasing for Leases {
+    fn replica(&self) -> &str {
+        Leases::replica(self)
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn is_held(&self, stream: &StreamName) -> bool {
+        self.fence.epoch_of(stream).is_some()
+    }
+
+    fn refused_commits(&self) -> u64 {
+        Leases::refused_commits(self)
+    }
+
+    async fn claim(&self, wanted: &[StreamName], limit: usize) -> Result<Vec<Lease>, Error> {
+        Leases::claim(self, wanted, limit).await
+    }
+
+    async fn renew(&self) -> Result<Vec<Lease>, Error> {
+        Leases::renew(self).await
+    }
+
+    async fn run_on(&self, stream: &StreamName, worker: Option<&str>) -> Result<(), Error> {
+        Leases::run_on(self, stream, worker).await
+    }
+
+    async fn release(&self, stream: &StreamName) -> Result<(), Error> {
+        Leases::release(self, stream).await
+    }
+
+    async fn release_all(&self) -> Result<u64, Error> {
+        Leases::release_all(self).await
+    }
+
+    async fn holders(&self) -> Result<HashMap<StreamName, Holder>, Error> {
+        Leases::holders(self).await
+    }
+
+    async fn holder(&self, stream: &StreamName) -> Result<Option<Holder>, Error> {
+        Leases::holder(self, stream).await
+    }
+
+    fn watch(&self) -> BoxStream<'static, RegistryChange> {
+        futures::stream::unfold(self.store.watch_registry(), |mut changes| async move {
+            let change = changes.next().await?;
+            Some((change, changes))
+        })
+        .boxed()
     }
 }
 

@@ -12,10 +12,10 @@
 //! | table | holds |
 //! |---|---|
 //! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, its epoch |
-//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, and the cursor it reached |
+//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, the cursor it reached, and the replica that committed it (when several share the database) |
 //! | `weld.runs` | the run history, one JSON document per run (and the figures of its folded ledger rows) |
 //! | `weld.totals` | per stream, the count deltas of folded ledger rows |
-//! | `weld.leases` | per stream, which data-streams replica holds its lease, until when, and the lease's epoch (see [`Leases`]) |
+//! | `weld.leases` | per stream, which data-streams replica holds its lease, until when, the lease's epoch, and the worker the replica runs it on (see [`Leases`]) |
 //! | `weld.migrations` | the schema versions applied |
 //! | `<kind>.<stream>` (`hubspot.contacts`) | one row per record: `id` (primary key), `updated_at`, `created_at`, `archived`, `archived_at`, `properties jsonb`, `data jsonb` (the whole record), `_weld_run_id`, `_weld_synced_at` |
 //! | `<kind>.<stream>_typed` (a view) | the same rows, each property a source described as a column of its type (see `typed_view` below) |
@@ -133,6 +133,7 @@ mod tls;
 mod typed_view;
 
 pub use config::PostgresConfig;
-pub use leases::{Holder, Lease, Leases};
-pub use registry::{RegistryChange, RegistryChanges};
+pub use leases::Leases;
+pub use registry::RegistryChanges;
 pub use store::PostgresStore;
+pub use weld_pipeline::lease::{Holder, Lease, RegistryChange};

@@ -130,6 +130,15 @@ CREATE TABLE weld.leases (
 );
 "#,
     ),
+    (
+        5,
+        r#"
+-- The worker the holder runs each stream on, so that every replica's status can name it; and
+-- in the ledger, the replica that committed each batch (null for a store not fenced by leases).
+ALTER TABLE weld.leases ADD COLUMN worker text;
+ALTER TABLE weld.batches ADD COLUMN replica text;
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
+use weld_pipeline::lease::RegistryChange;
 use weld_pipeline::{Error, StreamName};
 
 use crate::error::database;
@@ -24,15 +25,6 @@ const LISTEN: &str = "LISTEN weld_registry";
 /// The first wait after a lost connection; it doubles up to [`MOST_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MOST_BACKOFF: Duration = Duration::from_secs(30);
-
-/// What the registry's watcher says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegistryChange {
-    /// This stream's entry changed (or it was deleted): read it again.
-    Stream(StreamName),
-    /// The listening connection was made again: changes may have been missed; read everything.
-    Reconnected,
-}
 
 /// Registry changes as they are announced, until dropped (which stops listening).
 #[derive(Debug)]

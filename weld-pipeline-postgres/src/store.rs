@@ -22,6 +22,12 @@ use crate::{associations, migrations, tables, tls, typed_view, PostgresConfig};
 /// The suffix of a stream's typed view.
 const TYPED: &str = "_typed";
 
+/// How long the database lets a connection of ours sit idle inside a transaction before it ends
+/// the session. Our transactions send their statements back to back: one idle this long
+/// belongs to a process that froze (SIGSTOP, a VM paused) mid-commit, and its locks (a lease's
+/// share lock among them) must not keep another replica from taking its streams.
+const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A stored time as milliseconds since the epoch, exactly.
 const MS: &str = "(extract(epoch FROM updated_at) * 1000)::bigint";
 
@@ -86,8 +92,9 @@ impl PostgresStore {
             .parse()
             .map_err(|e| Error::Invalid(format!("the PostgreSQL URL does not parse: {e}")))?;
         pg.options(format!(
-            "-c statement_timeout={}",
-            config.statement_timeout.as_millis()
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            config.statement_timeout.as_millis(),
+            IDLE_IN_TRANSACTION.as_millis()
         ));
         pg.connect_timeout(config.connect_timeout);
         pg.application_name("weld-pipeline");
@@ -385,8 +392,8 @@ impl PostgresStore {
             "WITH updated AS ({updated}), inserted AS ({inserted}),
              ledger AS (
                  INSERT INTO weld.batches (stream, run_id, seq, epoch, last, records, written,
-                     repaired, live_delta, archived_delta, cursor)
-                 VALUES ($14, $13, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+                     repaired, live_delta, archived_delta, cursor, replica)
+                 VALUES ($14, $13, $15, $16, $17, $18, $19, $20, $21, $22, $23, $25)
                  ON CONFLICT DO NOTHING RETURNING 1),
              run AS (
                  INSERT INTO weld.runs (stream, run_id, run) VALUES ($14, $13, $24::text::jsonb)
@@ -426,6 +433,7 @@ impl PostgresStore {
                     &plan.moved.archived,
                     &batch.cursor.as_bytes(),
                     &run,
+                    &self.fence.as_ref().map(crate::leases::Fence::replica),
                 ],
             )
             .await

@@ -126,7 +126,8 @@ async fn a_lapsed_lease_goes_to_another_replica_at_the_next_epoch_and_is_lost_to
         b.holder(s0).await.unwrap(),
         Some(Holder {
             owner: "b".into(),
-            epoch: 2
+            epoch: 2,
+            worker: None
         })
     );
     // a wakes: its renewal no longer includes the stream, and its epoch holds nothing.
@@ -136,7 +137,7 @@ async fn a_lapsed_lease_goes_to_another_replica_at_the_next_epoch_and_is_lost_to
     assert!(b.holds(&client, s0, 2).await.unwrap());
 
     // b shuts down cleanly: the lease is free at once, and a takes it at the next epoch.
-    assert_eq!(b.release().await.unwrap(), 1);
+    assert_eq!(b.release_all().await.unwrap(), 1);
     assert_eq!(b.holder(s0).await.unwrap(), None);
     assert_eq!(
         a.claim(&wanted, 10).await.unwrap(),

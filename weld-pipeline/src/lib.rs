@@ -37,6 +37,7 @@
 //! | [`store`] ([`store::StreamStore`]; [`store::SledStore`] with feature `sled`, default) | data-streams' storage: registry, records, checkpoints, ledger, run history; what "durable" means |
 //! | [`outbox`] (feature `sled`) | the worker's bounded on-disk queue of unacknowledged batches |
 //! | [`runtime`] ([`runtime::Controller`], [`runtime::Worker`]) | the two services' logic, to embed |
+//! | [`lease`] ([`lease::Leasing`]) | several controller replicas on one shared store: who runs which stream |
 //! | [`Error`], [`ErrorKind`] | what to do when it fails: retry, stop, or fix the bug |
 //!
 //! # Example
@@ -77,6 +78,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod encoding;
 pub mod error;
+pub mod lease;
 pub mod message;
 pub mod middleware;
 #[cfg(feature = "sled")]

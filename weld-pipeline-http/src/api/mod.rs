@@ -113,6 +113,10 @@ pub trait Streams: Send + Sync + 'static {
     fn connected_workers(&self) -> Vec<ConnectedWorker> {
         Vec::new()
     }
+    /// See [`Controller::replica`]. None by default: a controller on its own.
+    fn replica(&self) -> Option<String> {
+        None
+    }
     /// See [`Controller::store`].
     fn store(&self) -> &Arc<dyn StreamStore>;
     /// See [`Controller::sources`].
@@ -148,6 +152,9 @@ impl<P: Peer> Streams for Controller<P> {
     }
     fn connected_workers(&self) -> Vec<ConnectedWorker> {
         Controller::connected_workers(self)
+    }
+    fn replica(&self) -> Option<String> {
+        Controller::replica(self).map(str::to_owned)
     }
     fn store(&self) -> &Arc<dyn StreamStore> {
         Controller::store(self)

@@ -25,6 +25,10 @@ pub(crate) struct Health {
     /// `ok`, or why storage cannot commit (e.g. `No space left on device`); it heals by itself.
     #[schema(example = "ok")]
     pub(crate) storage: String,
+    /// This replica's id, when it is one of several data-streams on one database; absent for a
+    /// data-streams on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) replica: Option<String>,
 }
 
 /// The body of `POST /streams/{name}/start`; every field is optional.
@@ -127,6 +131,10 @@ pub(crate) struct Status {
     transforms: Vec<FieldTransform>,
     /// The worker running it.
     worker: Option<String>,
+    /// The data-streams replica whose worker runs it, when data-streams runs as several
+    /// replicas on one database; absent for a data-streams on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
     /// Live records stored.
     records: u64,
     /// Records stored that the source archived.
@@ -153,6 +161,7 @@ impl From<StreamStatus> for Status {
             interval_secs,
             transforms,
             worker: status.worker,
+            replica: status.replica,
             records: status.counts.live,
             archived: status.counts.archived,
             last_run: status.last_run.map(Run::from),

@@ -39,6 +39,7 @@ const MAX_INTERVAL_SECS: u64 = 86_400;
     ))]
 pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
     let workers = api.streams.workers();
+    let replica = api.streams.replica();
     match api.streams.store().health() {
         StoreHealth::Ok => (
             StatusCode::OK,
@@ -46,6 +47,7 @@ pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
                 status: "ok",
                 workers,
                 storage: "ok".into(),
+                replica,
             }),
         ),
         StoreHealth::Failed { reason, .. } => (
@@ -54,6 +56,7 @@ pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
                 status: "degraded",
                 workers,
                 storage: reason,
+                replica,
             }),
         ),
     }

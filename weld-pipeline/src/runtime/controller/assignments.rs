@@ -74,6 +74,18 @@ impl<P: Peer> Assignments<P> {
         self.streams.get(stream)
     }
 
+    /// Whether a connected worker runs source kind `kind`.
+    pub(super) fn can_run(&self, kind: &str) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.peer.hello().sources.iter().any(|s| s == kind))
+    }
+
+    /// Every stream assigned to a worker.
+    pub(super) fn assigned(&self) -> Vec<StreamName> {
+        self.streams.keys().cloned().collect()
+    }
+
     /// The peer of the worker a stream is assigned to.
     pub(super) fn peer_of(&self, stream: &StreamName) -> Option<(String, P)> {
         let id = self.streams.get(stream)?;

@@ -44,6 +44,9 @@ impl<P: Peer> Controller<P> {
                 batch.stream
             )));
         }
+        if let Some(refusal) = self.refuse_unless_leased(&batch.stream).await {
+            return refusal;
+        }
         let assigned = self.lock().worker_of(&batch.stream).cloned();
         if let Some(owner) = assigned {
             if owner != from.worker_id {
@@ -96,6 +99,31 @@ impl<P: Peer> Controller<P> {
                 Response::refused(&error)
             }
         }
+    }
+
+    /// On a replica: refuses a delivery of a stream whose lease it does not hold. Permanently
+    /// when another replica holds it (the worker drops what it holds of the stream, and whoever
+    /// runs it fetches it again from the committed checkpoint); transiently while nobody does
+    /// (its replica died and the lease has not lapsed yet, or it is about to be claimed here):
+    /// the worker holds the batch and delivers it again once a replica runs the stream.
+    async fn refuse_unless_leased(&self, stream: &StreamName) -> Option<Response> {
+        let leases = self.leases.as_ref()?;
+        if leases.is_held(stream) {
+            return None;
+        }
+        metrics::counter!("weld_deliveries_refused_unleased_total").increment(1);
+        Some(match leases.holder(stream).await {
+            Ok(Some(holder)) if holder.owner != leases.replica() => {
+                Response::refused(&Error::Invalid(format!(
+                    "stream {stream} is run by replica {}, not {}",
+                    holder.owner,
+                    leases.replica()
+                )))
+            }
+            _ => Response::refused(&Error::Unavailable(format!(
+                "no replica runs stream {stream} yet: deliver it again later"
+            ))),
+        })
     }
 
     /// Whether `stream` runs on the worker that said `from`: only that worker may ask about

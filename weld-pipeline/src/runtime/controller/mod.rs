@@ -4,19 +4,25 @@
 //! - `mod.rs`: the [`Controller`] and its stream operations;
 //! - `assignments.rs`: which connected worker runs which stream;
 //! - `delivery.rs`: the transport [`Handler`](crate::transport::Handler): deliveries committed
-//!   and acknowledged, run reports recorded.
+//!   and acknowledged, run reports recorded;
+//! - `replicas.rs`: several controllers on one shared store, each running the streams whose
+//!   [lease](crate::lease) it holds.
 
 mod assignments;
 mod delivery;
+mod replicas;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind};
+use crate::lease::{Holder, Leasing};
 use crate::message::{Request, Response, Start, StreamConfig};
 use crate::record::Timestamp;
 use crate::source::SourceKinds;
@@ -75,6 +81,9 @@ pub struct StreamStatus {
     pub config: StreamConfig,
     /// The id of the worker running it, while one does.
     pub worker: Option<String>,
+    /// The replica whose worker runs it, when the controller is one of several replicas
+    /// ([`Controller::with_leases`]); `None` for a controller on its own.
+    pub replica: Option<String>,
     /// Live and archived records stored.
     pub counts: Counts,
     /// Its newest run, running or ended.
@@ -123,6 +132,13 @@ pub struct Controller<P: Peer> {
     /// Per stream: deliveries hold it shared, deletion exclusively, so a delivery that passed
     /// its checks cannot commit into a stream deleted meanwhile.
     lifecycles: Mutex<HashMap<StreamName, Arc<tokio::sync::RwLock<()>>>>,
+    /// The leases of this replica, when it is one of several on a shared store.
+    leases: Option<Arc<dyn Leasing>>,
+    /// Per stream assigned here: the configuration and epoch of the Start it was given, so a
+    /// change made on another replica can be told from a repeat.
+    started: Mutex<HashMap<StreamName, (StreamConfig, u64)>>,
+    /// Whether lease renewals fail now (said once, not at every tick).
+    renewals_failing: AtomicBool,
 }
 
 /// How long a worker has to answer a start or a stop. A stop waits for the run's page
@@ -132,6 +148,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often streams waiting for a worker are offered again (a start that failed on a
 /// transient error is retried this way).
 const REASSIGN_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a replica's clean shutdown waits to give its leases up; past it, they lapse.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
 impl<P: Peer> std::fmt::Debug for Controller<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +165,27 @@ impl<P: Peer> Controller<P> {
     /// A controller over `store`, accepting streams of the source kinds in `sources` (the first
     /// is the default of a start without a source).
     pub fn new(store: Arc<dyn StreamStore>, sources: SourceKinds) -> Arc<Self> {
+        Self::build(store, sources, None)
+    }
+
+    /// A controller that is one replica of several on one shared `store`: it runs only the
+    /// streams whose lease it holds in `leases` (claimed when one of its workers can run them,
+    /// renewed every fifth of the lease's time-to-live, given up when it stops running them),
+    /// and hears the others' registry changes. The store should fence its commits with the
+    /// same leases, so that a replica that lost a lease cannot commit for its stream.
+    pub fn with_leases(
+        store: Arc<dyn StreamStore>,
+        sources: SourceKinds,
+        leases: Arc<dyn Leasing>,
+    ) -> Arc<Self> {
+        Self::build(store, sources, Some(leases))
+    }
+
+    fn build(
+        store: Arc<dyn StreamStore>,
+        sources: SourceKinds,
+        leases: Option<Arc<dyn Leasing>>,
+    ) -> Arc<Self> {
         // Known from the start, so a scrape before the first worker shows 0, not nothing.
         metrics::gauge!("weld_workers_connected").set(0.0);
         Arc::new(Controller {
@@ -153,7 +193,28 @@ impl<P: Peer> Controller<P> {
             sources,
             state: Mutex::new(Assignments::new()),
             lifecycles: Mutex::default(),
+            leases,
+            started: Mutex::default(),
+            renewals_failing: AtomicBool::new(false),
         })
+    }
+
+    /// This replica's id, when it is one of several ([`Controller::with_leases`]).
+    pub fn replica(&self) -> Option<&str> {
+        self.leases.as_deref().map(Leasing::replica)
+    }
+
+    /// This replica's leases, when it is one of several.
+    pub fn leases(&self) -> Option<&Arc<dyn Leasing>> {
+        self.leases.as_ref()
+    }
+
+    fn started_as(&self, stream: &StreamName) -> Option<(StreamConfig, u64)> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .cloned()
     }
 
     /// Opens a controller on the embedded sled store in `config.data_dir`, wrapped in
@@ -202,7 +263,9 @@ impl<P: Peer> Controller<P> {
     }
 
     /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
-    /// when it goes away its streams go to others.
+    /// when it goes away its streams go to others. A replica ([`Controller::with_leases`]) also
+    /// keeps its leases here, hears the other replicas' registry changes, and gives its leases
+    /// up when `shutdown` comes, so that another replica takes its streams at once.
     ///
     /// # Errors
     ///
@@ -212,22 +275,57 @@ impl<P: Peer> Controller<P> {
         mut listener: L,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
-        let mut reassign = tokio::time::interval(REASSIGN_EVERY);
+        let every = match &self.leases {
+            Some(leases) => replicas::lease_every(leases.as_ref()),
+            None => REASSIGN_EVERY,
+        };
+        let mut reassign = tokio::time::interval(every);
         reassign.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut changes = match &self.leases {
+            Some(leases) => leases.watch(),
+            None => futures::stream::pending().boxed(),
+        };
+        // One tick at a time: a tick that outlasts the period (a slow database) is not
+        // overtaken by the next.
+        let mut ticking: Option<tokio::task::JoinHandle<()>> = None;
+        let result = loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                peer = listener.accept() => {
+                () = shutdown.cancelled() => break Ok(()),
+                peer = listener.accept() => match peer {
                     // Handled on its own task: a worker slow to take its streams must not hold
                     // up the next one's connection.
-                    tokio::spawn(self.clone().connected(peer?));
-                }
+                    Ok(peer) => { tokio::spawn(self.clone().connected(peer)); }
+                    Err(error) => break Err(error),
+                },
+                Some(change) = changes.next() => self.changed(change),
                 _ = reassign.tick() => {
-                    let controller = self.clone();
-                    tokio::spawn(async move { controller.assign_waiting().await });
+                    if ticking.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                        let controller = self.clone();
+                        ticking = Some(tokio::spawn(async move {
+                            match controller.leases.clone() {
+                                Some(leases) => controller.keep_leases(&leases).await,
+                                None => controller.assign_waiting().await,
+                            }
+                        }));
+                    }
                 }
             }
+        };
+        if let Some(ticking) = ticking {
+            ticking.abort();
         }
+        if let Some(leases) = &self.leases {
+            match tokio::time::timeout(RELEASE_WITHIN, leases.release_all()).await {
+                Ok(Ok(released)) => {
+                    tracing::info!(replica = leases.replica(), released, "leases given up")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "leases not given up; they lapse by themselves")
+                }
+                Err(_) => tracing::warn!("leases not given up in time; they lapse by themselves"),
+            }
+        }
+        result
     }
 
     /// Takes a connected worker: registers it, assigns it what waits, and watches it go.
@@ -281,9 +379,20 @@ impl<P: Peer> Controller<P> {
                 return;
             }
         };
-        for entry in entries {
-            if entry.desired == Desired::Running && self.lock().worker_of(&entry.name).is_none() {
-                self.assign(&entry).await;
+        let waiting: Vec<&StreamEntry> = entries
+            .iter()
+            .filter(|e| e.desired == Desired::Running && self.lock().worker_of(&e.name).is_none())
+            .collect();
+        for entry in self.claim(waiting).await {
+            self.assign(entry).await;
+        }
+        if self.leases.is_some() {
+            // A stop whose announcement was lost: the registry says so at every tick.
+            for entry in &entries {
+                if entry.desired == Desired::Stopped && self.lock().worker_of(&entry.name).is_some()
+                {
+                    self.stop_on_worker(&entry.name).await;
+                }
             }
         }
     }
@@ -309,7 +418,18 @@ impl<P: Peer> Controller<P> {
             epoch: resume.epoch,
         });
         match command(&peer, start, "start").await {
-            Ok(_) => tracing::info!(stream = %entry.name, worker_id, "stream assigned"),
+            Ok(_) => {
+                tracing::info!(stream = %entry.name, worker_id, replica = self.replica(), "stream assigned");
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(entry.name.clone(), (entry.config.clone(), resume.epoch));
+                if let Some(leases) = &self.leases {
+                    if let Err(error) = leases.run_on(&entry.name, Some(&worker_id)).await {
+                        tracing::debug!(%error, "the stream's worker was not recorded with its lease");
+                    }
+                }
+            }
             Err(error) => {
                 tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
                 self.lock().unassign(&entry.name, &worker_id);
@@ -361,9 +481,12 @@ impl<P: Peer> Controller<P> {
         if changed {
             self.store.put_stream(&entry).await?;
         }
-        // A stream already assigned gets the new configuration through a repeated Start.
+        // A stream already assigned gets the new configuration through a repeated Start. A
+        // replica runs it only once it holds its lease; else the one that does hears of it.
         if changed || self.lock().worker_of(name).is_none() {
-            self.assign(&entry).await;
+            if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+                self.assign(entry).await;
+            }
         }
         self.status(name)
             .await?
@@ -386,6 +509,8 @@ impl<P: Peer> Controller<P> {
             self.store.put_stream(&entry).await?;
         }
         self.stop_on_worker(name).await;
+        // Another replica may run it: the stop is acknowledged once it no longer does.
+        self.wait_released(name).await;
         self.status(name).await
     }
 
@@ -403,6 +528,10 @@ impl<P: Peer> Controller<P> {
                 }
             }
             self.lock().unassign(name, &worker_id);
+            self.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
         }
     }
 
@@ -424,7 +553,9 @@ impl<P: Peer> Controller<P> {
         let epoch = self.store.resync(name).await?;
         tracing::info!(stream = %name, epoch, "resync: the next run reads the whole source again");
         if entry.desired == Desired::Running && self.lock().worker_of(name).is_none() {
-            self.assign(&entry).await;
+            if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+                self.assign(entry).await;
+            }
         }
         self.status(name).await
     }
@@ -453,10 +584,18 @@ impl<P: Peer> Controller<P> {
         let Some(entry) = self.store.stream(name).await? else {
             return Ok(None);
         };
-        self.status_of(entry).await.map(Some)
+        let holder = match &self.leases {
+            Some(leases) => leases.holder(name).await?,
+            None => None,
+        };
+        self.status_of(entry, holder.as_ref()).await.map(Some)
     }
 
-    async fn status_of(&self, mut entry: StreamEntry) -> Result<StreamStatus, Error> {
+    async fn status_of(
+        &self,
+        mut entry: StreamEntry,
+        holder: Option<&Holder>,
+    ) -> Result<StreamStatus, Error> {
         // While storage fails, a stream that should run says why it does not move.
         if let (Desired::Running, StoreHealth::Failed { since, reason }) =
             (entry.desired, self.store.health())
@@ -467,7 +606,7 @@ impl<P: Peer> Controller<P> {
             });
         }
         let name = &entry.name;
-        let worker = self.lock().worker_of(name).cloned();
+        let (worker, replica) = self.placement(name, holder);
         let state = match (entry.desired, &worker) {
             (Desired::Stopped, _) => StreamState::Stopped,
             (Desired::Running, Some(_)) => StreamState::Running,
@@ -490,6 +629,7 @@ impl<P: Peer> Controller<P> {
             state,
             config: entry.config,
             worker,
+            replica,
             last_run,
             next_run_at,
             last_error: entry.last_error,
@@ -502,9 +642,14 @@ impl<P: Peer> Controller<P> {
     ///
     /// When the registry or store cannot be read.
     pub async fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
+        let holders = match &self.leases {
+            Some(leases) => leases.holders().await?,
+            None => HashMap::new(),
+        };
         let mut statuses = Vec::new();
         for entry in self.store.streams().await? {
-            statuses.push(self.status_of(entry).await?);
+            let holder = holders.get(&entry.name);
+            statuses.push(self.status_of(entry, holder).await?);
         }
         Ok(statuses)
     }

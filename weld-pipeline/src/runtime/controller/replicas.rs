@@ -1,0 +1,231 @@
+//! Replicas: several controllers on one shared store, each running the streams whose lease it
+//! holds (see [`crate::lease`]).
+//!
+//! Every [lease period](lease_every) a replica renews what it holds, stops on its workers the
+//! streams whose lease it lost (it was frozen, or cut off from the database, past the lease's
+//! time-to-live), claims the running streams nobody holds that one of its own workers can run,
+//! and gives up the leases of streams it no longer runs (stopped, or no worker of its own left
+//! for them), so another replica can take them at once. Registry changes announced by any
+//! replica reach the one running the stream between ticks: it starts, stops or restarts the
+//! stream on its worker as the registry now says. A lost announcement only waits for the next
+//! tick.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Controller, COMMAND_TIMEOUT};
+use crate::lease::{Holder, Leasing, RegistryChange};
+use crate::store::{Desired, StreamEntry};
+use crate::stream::StreamName;
+use crate::transport::Peer;
+
+/// How often a replica renews its leases and looks for streams to claim: a fifth of the
+/// lease's time-to-live, so four renewals in a row may fail (a database failover, a long
+/// pause) before a lease lapses.
+pub(super) fn lease_every(leases: &dyn Leasing) -> Duration {
+    (leases.ttl() / 5).max(Duration::from_millis(100))
+}
+
+/// How often a replica asks whether a stopped stream's lease is free yet, while a stop waits
+/// for the replica running it.
+const HOLDER_POLL: Duration = Duration::from_millis(100);
+
+impl<P: Peer> Controller<P> {
+    /// One lease period: renew, stop what was lost, claim and assign what waits, give up what
+    /// runs nowhere here.
+    pub(super) async fn keep_leases(self: &Arc<Self>, leases: &Arc<dyn Leasing>) {
+        let held = match leases.renew().await {
+            Ok(held) => {
+                if self
+                    .renewals_failing
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!(replica = leases.replica(), "lease renewals succeed again");
+                }
+                Some(held)
+            }
+            Err(error) => {
+                // Said once: the database's failure is the store's to tell, and its leases
+                // lapse by themselves if it lasts.
+                if !self
+                    .renewals_failing
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(replica = leases.replica(), %error, "cannot renew the leases; they lapse unless a renewal succeeds in time");
+                }
+                None
+            }
+        };
+        let lost: Vec<StreamName> = self
+            .lock()
+            .assigned()
+            .into_iter()
+            .filter(|stream| !leases.is_held(stream))
+            .collect();
+        for stream in lost {
+            tracing::warn!(replica = leases.replica(), %stream, "lease lost: another replica runs the stream now; stopping it here");
+            metrics::counter!("weld_leases_lost_total").increment(1);
+            let controller = self.clone();
+            tokio::spawn(async move { controller.stop_on_worker(&stream).await });
+        }
+        self.assign_waiting().await;
+        if let Some(held) = held {
+            for lease in held {
+                let idle = self.lock().worker_of(&lease.stream).is_none();
+                if idle && leases.is_held(&lease.stream) {
+                    tracing::debug!(replica = leases.replica(), stream = %lease.stream, "giving up the lease of a stream no worker here runs");
+                    if let Err(error) = leases.release(&lease.stream).await {
+                        tracing::debug!(%error, "a lease was not given up; it lapses by itself");
+                    }
+                }
+            }
+        }
+        metrics::gauge!("weld_leases_held").set(self.lock().assigned().len() as f64);
+        metrics::counter!("weld_lease_commits_refused_total").absolute(leases.refused_commits());
+    }
+
+    /// Claims, among `entries` (streams that should run, on no worker here), those a worker of
+    /// this replica can run; returns those it holds. Without leases, all of them.
+    pub(super) async fn claim<'a>(&self, entries: Vec<&'a StreamEntry>) -> Vec<&'a StreamEntry> {
+        let Some(leases) = &self.leases else {
+            return entries;
+        };
+        let (runnable, workers) = {
+            let assignments = self.lock();
+            let runnable: Vec<&StreamEntry> = entries
+                .into_iter()
+                .filter(|e| assignments.can_run(&e.config.source.kind))
+                .collect();
+            (runnable, assignments.workers())
+        };
+        if runnable.is_empty() {
+            return runnable;
+        }
+        let wanted: Vec<StreamName> = runnable.iter().map(|e| e.name.clone()).collect();
+        // A few at a time, so that replicas claiming at once share the streams between them
+        // rather than the first taking all.
+        if let Err(error) = leases.claim(&wanted, workers.max(1)).await {
+            tracing::debug!(%error, "cannot claim leases now");
+            return Vec::new();
+        }
+        runnable
+            .into_iter()
+            .filter(|e| leases.is_held(&e.name))
+            .collect()
+    }
+
+    /// Brings one stream in line with what the registry says of it now, on this replica: a
+    /// stream stopped or deleted leaves its worker here (and the lease is given up); one started
+    /// is claimed if a worker here can run it; one this replica runs whose configuration or
+    /// epoch (a resync) changed is started again.
+    pub(super) async fn reconcile(self: &Arc<Self>, name: &StreamName) {
+        let entry = match self.store.stream(name).await {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::debug!(stream = %name, %error, "cannot read a changed stream; the next tick will");
+                return;
+            }
+        };
+        let here = self.lock().worker_of(name).is_some();
+        match entry {
+            Some(entry) if entry.desired == Desired::Running => {
+                if !here {
+                    if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+                        self.assign(entry).await;
+                    }
+                    return;
+                }
+                let Ok(resume) = self.store.resume(name).await else {
+                    return;
+                };
+                let started = self.started_as(name);
+                match started {
+                    Some((_, epoch)) if epoch != resume.epoch => {
+                        tracing::info!(stream = %name, epoch = resume.epoch, "resynced on another replica: starting it again here");
+                        self.stop_on_worker(name).await;
+                        self.assign(&entry).await;
+                    }
+                    Some((config, _)) if config != entry.config => self.assign(&entry).await,
+                    _ => {}
+                }
+            }
+            _ => {
+                if here {
+                    self.stop_on_worker(name).await;
+                }
+                if let Some(leases) = &self.leases {
+                    if leases.is_held(name) {
+                        if let Err(error) = leases.release(name).await {
+                            tracing::debug!(%error, "a lease was not given up; it lapses by itself");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one registry change heard from the replicas.
+    pub(super) fn changed(self: &Arc<Self>, change: RegistryChange) {
+        let controller = self.clone();
+        match change {
+            RegistryChange::Stream(name) => {
+                tokio::spawn(async move { controller.reconcile(&name).await });
+            }
+            RegistryChange::Reconnected => {
+                tokio::spawn(async move {
+                    let Ok(entries) = controller.store.streams().await else {
+                        return;
+                    };
+                    for entry in entries {
+                        controller.reconcile(&entry.name).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// After a stop written here, waits until no replica holds the stream's lease: the one
+    /// running it heard of the stop, stopped it on its worker and gave the lease up (or died, and
+    /// the lease lapsed). Bounded by a worker's answer to a stop plus the lease's time-to-live.
+    pub(super) async fn wait_released(&self, name: &StreamName) {
+        let Some(leases) = &self.leases else {
+            return;
+        };
+        if leases.is_held(name) {
+            if let Err(error) = leases.release(name).await {
+                tracing::debug!(%error, "a lease was not given up; it lapses by itself");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT + leases.ttl();
+        loop {
+            let holder = match leases.holder(name).await {
+                Ok(None) => return,
+                Ok(Some(holder)) => Some(holder.owner),
+                Err(_) => None,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(stream = %name, replica = holder, "the replica running a stopped stream did not give it up in time");
+                return;
+            }
+            tokio::time::sleep(HOLDER_POLL).await;
+        }
+    }
+
+    /// Where a stream runs: its worker and the replica holding its lease. This replica's own
+    /// assignment first; another replica's as the shared store says.
+    pub(super) fn placement(
+        &self,
+        name: &StreamName,
+        holder: Option<&Holder>,
+    ) -> (Option<String>, Option<String>) {
+        let local = self.lock().worker_of(name).cloned();
+        match (&self.leases, local) {
+            (None, local) => (local, None),
+            (Some(leases), Some(worker)) => (Some(worker), Some(leases.replica().to_owned())),
+            (Some(_), None) => match holder {
+                Some(holder) => (holder.worker.clone(), Some(holder.owner.clone())),
+                None => (None, None),
+            },
+        }
+    }
+}
