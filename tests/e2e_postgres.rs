@@ -13,41 +13,6 @@ use serde_json::json;
 use support::*;
 use tokio_postgres::NoTls;
 
-/// The warehouse table `hubspot.contacts` equals the fake's set: every id once, its archived
-/// flag and email.
-async fn assert_table_equals(url: &str, expected: &SourceSet) {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    let connection = tokio::spawn(connection);
-    let rows = client
-        .query(
-            "SELECT id, archived, properties ->> 'email' FROM hubspot.contacts",
-            &[],
-        )
-        .await
-        .unwrap();
-    let live: std::collections::BTreeSet<String> = rows
-        .iter()
-        .filter(|r| !r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect();
-    let archived: std::collections::BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect();
-    let expected_live: std::collections::BTreeSet<String> = expected.live.keys().cloned().collect();
-    let expected_archived: std::collections::BTreeSet<String> =
-        expected.archived.keys().cloned().collect();
-    assert_eq!(live, expected_live, "the live rows of hubspot.contacts");
-    assert_eq!(archived, expected_archived, "the archived rows");
-    assert!(
-        rows.iter().all(|r| r.get::<_, Option<String>>(2).is_some()),
-        "every contact has its email"
-    );
-    drop(client);
-    let _ = connection.await;
-}
-
 /// The typed view `hubspot.contacts_typed` exists, made from the property definitions the
 /// worker's source described over the transport, with a row per contact and its modification
 /// time as a `timestamptz`.

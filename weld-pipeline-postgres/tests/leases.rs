@@ -244,3 +244,37 @@ async fn a_replica_that_lost_its_lease_commits_nothing_and_moves_no_checkpoint()
     assert_eq!(store.counts(s0).await.unwrap().live, 20);
     assert_eq!(b.refused_commits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_names_its_worker_and_gives_up_one_stream_without_the_others() {
+    let Some((store, _)) = store("leases_one").await else {
+        return;
+    };
+    let (a, b) = (store.leases("a", TTL), store.leases("b", TTL));
+    let wanted = streams(2);
+    let (s0, s1) = (&wanted[0], &wanted[1]);
+    assert_eq!(a.claim(&wanted, 10).await.unwrap().len(), 2);
+    a.run_on(s0, Some("w1")).await.unwrap();
+    // Only the holder records a worker.
+    b.run_on(s1, Some("w9")).await.unwrap();
+    let holders = b.holders().await.unwrap();
+    assert_eq!(holders.len(), 2);
+    assert_eq!(holders[s0].worker.as_deref(), Some("w1"));
+    assert_eq!(holders[s1].worker, None);
+    assert_eq!(holders[s1].owner, "a");
+
+    a.release(s0).await.unwrap();
+    assert!(!weld_pipeline::lease::Leasing::is_held(&a, s0));
+    assert!(weld_pipeline::lease::Leasing::is_held(&a, s1));
+    assert_eq!(a.holder(s0).await.unwrap(), None);
+    let taken = b.claim(&wanted, 10).await.unwrap();
+    assert_eq!(
+        taken,
+        vec![Lease {
+            stream: s0.clone(),
+            epoch: 2
+        }],
+        "the stream given up goes at the next epoch, the other stays a's"
+    );
+    assert_eq!(b.holder(s0).await.unwrap().unwrap().worker, None);
+}
