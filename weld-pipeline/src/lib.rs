@@ -7,8 +7,9 @@
 //! yours.
 //!
 //! Non-goals: it is not a general stream processor (no joins, windows or exactly-once output to
-//! arbitrary systems), and it does not schedule across a cluster: many workers on many machines
-//! connect to one controller; beyond that, use a broker-backed transport.
+//! arbitrary systems), and it brings no consensus of its own: many workers on many machines
+//! connect to a controller, and several controller replicas share one database that decides
+//! which of them runs each stream ([`lease`]); beyond that, use a broker-backed transport.
 //!
 //! # The flow of one run
 //!

@@ -6,13 +6,13 @@
 //!
 //! | method and path | does |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok","workers":N,"storage":"ok"}`; while storage cannot commit `{"status":"degraded",...,"storage":"<why>"}` with 503; never behind the token |
+//! | `GET /health` | `{"status":"ok","workers":N,"storage":"ok"}`; while storage cannot commit `{"status":"degraded",...,"storage":"<why>"}` with 503; never behind the token; a replica of several adds `"replica":"<its id>"` |
 //! | `GET /metrics` | Prometheus text, from the [`PrometheusHandle`] given |
 //! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers, with the service's source kinds ([`openapi_for`]) |
 //! | `POST /streams/{name}/start` | create or update, then run; idempotent |
 //! | `POST /streams/{name}/stop` | stop at the next page boundary; idempotent |
 //! | `POST /streams/{name}/resync` | the next run reads the whole source again; nothing stored is dropped |
-//! | `GET /streams`, `GET /streams/{name}` | status |
+//! | `GET /streams`, `GET /streams/{name}` | status; when data-streams runs as several replicas ([`Controller::with_leases`]), `"replica"` names the one whose worker runs the stream |
 //! | `GET /streams/{name}/records` | stored records, paged by token, each once |
 //! | `GET /streams/{name}/runs` | run history, newest first |
 //! | `DELETE /streams/{name}` | stop, then delete configuration and data |
