@@ -184,7 +184,10 @@ pub(super) fn streams(
                         tr data-stream=(status.name.as_str()) {
                             td { a href=(frame.stream_link(status.name.as_str())) { (status.name.as_str()) } }
                             td { (state_of(status.state)) }
-                            td { (status.worker.as_deref().unwrap_or("—")) }
+                            td {
+                                (status.worker.as_deref().unwrap_or("—"))
+                                @if let Some(replica) = &status.replica { span.muted { " on " (replica) } }
+                            }
                             td.num.records { (number(status.counts.live)) }
                             td.num { (number(status.counts.archived)) }
                             td {
@@ -230,6 +233,7 @@ pub(super) fn stream(
         dl id="status" {
             dt { "state" } dd.state { (state_of(status.state)) }
             dt { "worker" } dd { (status.worker.as_deref().unwrap_or("—")) }
+            @if let Some(replica) = &status.replica { dt { "replica" } dd { (replica) } }
             dt { "records" } dd.records { (number(status.counts.live)) }
             dt { "archived" } dd { (number(status.counts.archived)) }
             dt { "next run" } dd { @if let Some(at) = status.next_run_at { (frame.time(at)) } @else { "—" } }

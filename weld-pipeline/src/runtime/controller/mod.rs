@@ -12,7 +12,7 @@ mod assignments;
 mod delivery;
 mod replicas;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,6 +139,11 @@ pub struct Controller<P: Peer> {
     started: Mutex<HashMap<StreamName, (StreamConfig, u64)>>,
     /// Whether lease renewals fail now (said once, not at every tick).
     renewals_failing: AtomicBool,
+    /// Streams whose lease was lost, while their worker here is being told to stop.
+    stopping: Mutex<HashSet<StreamName>>,
+    /// Streams that waited for a replica at the last lease period: nobody took them since, so
+    /// this replica takes them whatever its share.
+    overdue: Mutex<HashSet<StreamName>>,
 }
 
 /// How long a worker has to answer a start or a stop. A stop waits for the run's page
@@ -196,6 +201,8 @@ impl<P: Peer> Controller<P> {
             leases,
             started: Mutex::default(),
             renewals_failing: AtomicBool::new(false),
+            stopping: Mutex::default(),
+            overdue: Mutex::default(),
         })
     }
 
@@ -383,7 +390,8 @@ impl<P: Peer> Controller<P> {
             .iter()
             .filter(|e| e.desired == Desired::Running && self.lock().worker_of(&e.name).is_none())
             .collect();
-        for entry in self.claim(waiting).await {
+        let (waiting, limit) = self.share(&entries, waiting).await;
+        for entry in self.claim(waiting, limit).await {
             self.assign(entry).await;
         }
         if self.leases.is_some() {
@@ -484,7 +492,7 @@ impl<P: Peer> Controller<P> {
         // A stream already assigned gets the new configuration through a repeated Start. A
         // replica runs it only once it holds its lease; else the one that does hears of it.
         if changed || self.lock().worker_of(name).is_none() {
-            if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+            if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
                 self.assign(entry).await;
             }
         }
@@ -553,7 +561,7 @@ impl<P: Peer> Controller<P> {
         let epoch = self.store.resync(name).await?;
         tracing::info!(stream = %name, epoch, "resync: the next run reads the whole source again");
         if entry.desired == Desired::Running && self.lock().worker_of(name).is_none() {
-            if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+            if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
                 self.assign(entry).await;
             }
         }

@@ -10,7 +10,8 @@
 //! stream on its worker as the registry now says. A lost announcement only waits for the next
 //! tick.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{Controller, COMMAND_TIMEOUT};
@@ -63,10 +64,17 @@ impl<P: Peer> Controller<P> {
             .filter(|stream| !leases.is_held(stream))
             .collect();
         for stream in lost {
+            // Told once: the stop waits for the worker's page boundary, over several periods.
+            if !lock(&self.stopping).insert(stream.clone()) {
+                continue;
+            }
             tracing::warn!(replica = leases.replica(), %stream, "lease lost: another replica runs the stream now; stopping it here");
             metrics::counter!("weld_leases_lost_total").increment(1);
             let controller = self.clone();
-            tokio::spawn(async move { controller.stop_on_worker(&stream).await });
+            tokio::spawn(async move {
+                controller.stop_on_worker(&stream).await;
+                lock(&controller.stopping).remove(&stream);
+            });
         }
         self.assign_waiting().await;
         if let Some(held) = held {
@@ -84,27 +92,68 @@ impl<P: Peer> Controller<P> {
         metrics::counter!("weld_lease_commits_refused_total").absolute(leases.refused_commits());
     }
 
-    /// Claims, among `entries` (streams that should run, on no worker here), those a worker of
-    /// this replica can run; returns those it holds. Without leases, all of them.
-    pub(super) async fn claim<'a>(&self, entries: Vec<&'a StreamEntry>) -> Vec<&'a StreamEntry> {
+    /// This replica's share of `waiting` (streams that should run, on no worker here), among
+    /// every stream of the registry (`entries`): those no other replica holds, and how many of
+    /// them to claim now. A replica takes at most its fair share at once (the running streams
+    /// divided among the replicas holding leases, itself counted), so replicas starting
+    /// together spread the streams over their workers; a stream that waited a whole period
+    /// already is taken whatever the share: no other replica wanted it.
+    pub(super) async fn share<'a>(
+        &self,
+        entries: &'a [StreamEntry],
+        waiting: Vec<&'a StreamEntry>,
+    ) -> (Vec<&'a StreamEntry>, usize) {
+        let Some(leases) = &self.leases else {
+            return (waiting, usize::MAX);
+        };
+        let Ok(holders) = leases.holders().await else {
+            return (Vec::new(), 0);
+        };
+        let me = leases.replica();
+        let waiting: Vec<&StreamEntry> = waiting
+            .into_iter()
+            .filter(|e| holders.get(&e.name).is_none_or(|h| h.owner == me))
+            .collect();
+        let mut overdue = lock(&self.overdue);
+        let late = waiting.iter().any(|e| overdue.contains(&e.name));
+        *overdue = waiting.iter().map(|e| e.name.clone()).collect();
+        drop(overdue);
+        if late {
+            return (waiting, usize::MAX);
+        }
+        let running = entries
+            .iter()
+            .filter(|e| e.desired == Desired::Running)
+            .count();
+        let mut replicas: HashSet<&str> = holders.values().map(|h| h.owner.as_str()).collect();
+        replicas.insert(me);
+        let mine = holders.values().filter(|h| h.owner == me).count();
+        let share = running.div_ceil(replicas.len()).saturating_sub(mine);
+        (waiting, share)
+    }
+
+    /// Claims at most `limit` of `entries` (streams that should run, on no worker here) that a
+    /// worker of this replica can run; returns those it holds. Without leases, all of them.
+    pub(super) async fn claim<'a>(
+        &self,
+        entries: Vec<&'a StreamEntry>,
+        limit: usize,
+    ) -> Vec<&'a StreamEntry> {
         let Some(leases) = &self.leases else {
             return entries;
         };
-        let (runnable, workers) = {
+        let runnable: Vec<&StreamEntry> = {
             let assignments = self.lock();
-            let runnable: Vec<&StreamEntry> = entries
+            entries
                 .into_iter()
                 .filter(|e| assignments.can_run(&e.config.source.kind))
-                .collect();
-            (runnable, assignments.workers())
+                .collect()
         };
         if runnable.is_empty() {
             return runnable;
         }
         let wanted: Vec<StreamName> = runnable.iter().map(|e| e.name.clone()).collect();
-        // A few at a time, so that replicas claiming at once share the streams between them
-        // rather than the first taking all.
-        if let Err(error) = leases.claim(&wanted, workers.max(1)).await {
+        if let Err(error) = leases.claim(&wanted, limit).await {
             tracing::debug!(%error, "cannot claim leases now");
             return Vec::new();
         }
@@ -130,7 +179,7 @@ impl<P: Peer> Controller<P> {
         match entry {
             Some(entry) if entry.desired == Desired::Running => {
                 if !here {
-                    if let Some(entry) = self.claim(vec![&entry]).await.pop() {
+                    if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
                         self.assign(entry).await;
                     }
                     return;
@@ -228,4 +277,8 @@ impl<P: Peer> Controller<P> {
             },
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
