@@ -399,3 +399,49 @@ async fn a_storm_of_kills_across_replicas_and_workers_ends_with_the_table_equal_
     wait_synced(&api, STREAM, &expected).await;
     assert_table_equals(&replicas.url, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_started_through_one_replica_spread_over_every_replicas_workers() {
+    let Some(mut replicas) = Replicas::start("e2e_replicas_spread", 10).await else {
+        return;
+    };
+    replicas.add_worker("w1", "a").await;
+    replicas.add_worker("w2", "b").await;
+    let (a, b) = (replicas.a.api(), replicas.b.api());
+    a.wait_workers(1).await;
+    b.wait_workers(1).await;
+    for api in [&a, &b] {
+        wait_until("both replicas alive", TAKEOVER_WITHIN, || async {
+            metric(&api.metrics().await, "weld_replicas_alive") == 2.0
+        })
+        .await;
+    }
+    // A heartbeat or two more, so that each says its worker.
+    tokio::time::sleep(Duration::from_millis(LEASE_SECS * 1000 / 2)).await;
+
+    let names: Vec<String> = (0..4).map(|i| format!("generated{i}")).collect();
+    for name in &names {
+        let body = json!({"source": {"kind": "generator", "records": 500}, "interval_secs": 300});
+        a.start_stream(name, body).await;
+    }
+    let statuses = wait_for("every stream running", TAKEOVER_WITHIN, || async {
+        let statuses = a.list_streams().await;
+        statuses
+            .iter()
+            .all(|s| s["state"] == "running" && s["replica"].is_string())
+            .then_some(statuses)
+    })
+    .await;
+    let on_a = statuses.iter().filter(|s| s["replica"] == "a").count();
+    eprintln!("{on_a} of 4 streams on replica a, {} on b", 4 - on_a);
+    assert!(
+        (1..4).contains(&on_a),
+        "every replica runs some of the streams: {statuses:?}"
+    );
+    for name in &names {
+        wait_until(&format!("{name} synced"), CONVERGE_WITHIN, || async {
+            b.status(name).await["records"] == 500
+        })
+        .await;
+    }
+}

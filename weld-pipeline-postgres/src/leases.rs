@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use weld_pipeline::lease::{Holder, Lease, Leasing, RegistryChange};
+use weld_pipeline::lease::{Holder, Lease, Leasing, RegistryChange, Replica};
 use weld_pipeline::{Error, StreamName};
 
 use crate::error::database;
@@ -243,9 +243,15 @@ impl Leases {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.store
-            .client()
-            .await?
+        let client = self.store.client().await?;
+        client
+            .execute(
+                "DELETE FROM weld.replicas WHERE id = $1",
+                &[&self.replica()],
+            )
+            .await
+            .map_err(database)?;
+        client
             .execute(
                 "UPDATE weld.leases SET owner = NULL, expires_at = NULL, worker = NULL
                  WHERE owner = $1",
@@ -289,6 +295,41 @@ impl Leases {
             .await
             .map_err(database)?;
         Ok(row.map(|row| holder(&row)))
+    }
+
+    /// Says this replica is alive with `workers` workers, for a time-to-live; returns every
+    /// replica alive, by id.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn heartbeat(&self, workers: usize) -> Result<Vec<Replica>, Error> {
+        let workers = i32::try_from(workers).unwrap_or(i32::MAX);
+        let rows = self
+            .store
+            .client()
+            .await?
+            .query(
+                "WITH beat AS (
+                     INSERT INTO weld.replicas (id, workers, expires_at)
+                     VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                     ON CONFLICT (id) DO UPDATE
+                     SET workers = EXCLUDED.workers, expires_at = EXCLUDED.expires_at
+                 )
+                 SELECT id, workers FROM weld.replicas WHERE id <> $1 AND expires_at > now()
+                 UNION ALL SELECT $1::text, $2::integer
+                 ORDER BY 1",
+                &[&self.replica(), &workers, &(self.ttl_ms() as f64)],
+            )
+            .await
+            .map_err(database)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Replica {
+                id: row.get(0),
+                workers: usize::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Every stream's live holder, by stream.
@@ -405,6 +446,10 @@ impl Leasing for Leases {
 
     async fn release_all(&self) -> Result<u64, Error> {
         Leases::release_all(self).await
+    }
+
+    async fn heartbeat(&self, workers: usize) -> Result<Vec<Replica>, Error> {
+        Leases::heartbeat(self, workers).await
     }
 
     async fn holders(&self) -> Result<HashMap<StreamName, Holder>, Error> {

@@ -133,10 +133,17 @@ CREATE TABLE weld.leases (
     (
         5,
         r#"
--- The worker the holder runs each stream on, so that every replica's status can name it; and
--- in the ledger, the replica that committed each batch (null for a store not fenced by leases).
+-- The worker the holder runs each stream on, so that every replica's status can name it; in
+-- the ledger, the replica that committed each batch (null for a store not fenced by leases).
 ALTER TABLE weld.leases ADD COLUMN worker text;
 ALTER TABLE weld.batches ADD COLUMN replica text;
+-- The replicas alive, with how many workers each has: a replica takes its share of the streams
+-- in proportion.
+CREATE TABLE weld.replicas (
+    id text COLLATE "C" PRIMARY KEY,
+    workers integer NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 "#,
     ),
 ];

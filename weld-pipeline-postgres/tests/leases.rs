@@ -246,7 +246,7 @@ async fn a_replica_that_lost_its_lease_commits_nothing_and_moves_no_checkpoint()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_names_its_worker_and_gives_up_one_stream_without_the_others() {
+async fn a_holder_names_its_worker_gives_up_one_stream_alone_and_replicas_see_each_other() {
     let Some((store, _)) = store("leases_one").await else {
         return;
     };
@@ -277,4 +277,12 @@ async fn a_holder_names_its_worker_and_gives_up_one_stream_without_the_others() 
         "the stream given up goes at the next epoch, the other stays a's"
     );
     assert_eq!(b.holder(s0).await.unwrap().unwrap().worker, None);
+
+    // Heartbeats: each replica sees every one alive with its workers; one shut down is gone.
+    a.heartbeat(2).await.unwrap();
+    let alive = b.heartbeat(1).await.unwrap();
+    let alive: Vec<(&str, usize)> = alive.iter().map(|r| (r.id.as_str(), r.workers)).collect();
+    assert_eq!(alive, [("a", 2), ("b", 1)]);
+    a.release_all().await.unwrap();
+    assert_eq!(b.heartbeat(1).await.unwrap().len(), 1);
 }

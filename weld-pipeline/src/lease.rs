@@ -51,6 +51,15 @@ pub struct Holder {
     pub worker: Option<String>,
 }
 
+/// A replica alive now, as its last [heartbeat](Leasing::heartbeat) said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// Its id.
+    pub id: String,
+    /// The workers connected to it.
+    pub workers: usize,
+}
+
 /// What a replica hears of the registry its peers write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryChange {
@@ -111,8 +120,14 @@ pub trait Leasing: Send + Sync + std::fmt::Debug + 'static {
     /// Gives up `stream`'s lease, if this replica holds it: another may claim it at once.
     async fn release(&self, stream: &StreamName) -> Result<(), Error>;
 
-    /// Gives up every lease this replica holds (a clean shutdown); returns how many.
+    /// Gives up every lease this replica holds, and its heartbeat (a clean shutdown); returns
+    /// how many leases.
     async fn release_all(&self) -> Result<u64, Error>;
+
+    /// Says this replica is alive with `workers` connected workers (until a time-to-live from
+    /// now), and returns every replica alive, itself included: what each one's fair share of
+    /// the streams is reckoned from.
+    async fn heartbeat(&self, workers: usize) -> Result<Vec<Replica>, Error>;
 
     /// Every stream's live holder, by stream.
     async fn holders(&self) -> Result<HashMap<StreamName, Holder>, Error>;

@@ -144,6 +144,8 @@ pub struct Controller<P: Peer> {
     /// Streams that waited for a replica at the last lease period: nobody took them since, so
     /// this replica takes them whatever its share.
     overdue: Mutex<HashSet<StreamName>>,
+    /// The replicas alive at the last heartbeat, with their workers.
+    replicas: Mutex<Vec<crate::lease::Replica>>,
 }
 
 /// How long a worker has to answer a start or a stop. A stop waits for the run's page
@@ -203,6 +205,7 @@ impl<P: Peer> Controller<P> {
             renewals_failing: AtomicBool::new(false),
             stopping: Mutex::default(),
             overdue: Mutex::default(),
+            replicas: Mutex::default(),
         })
     }
 
@@ -390,7 +393,7 @@ impl<P: Peer> Controller<P> {
             .iter()
             .filter(|e| e.desired == Desired::Running && self.lock().worker_of(&e.name).is_none())
             .collect();
-        let (waiting, limit) = self.share(&entries, waiting).await;
+        let (waiting, limit) = self.share(&entries, waiting, true).await;
         for entry in self.claim(waiting, limit).await {
             self.assign(entry).await;
         }
@@ -492,9 +495,7 @@ impl<P: Peer> Controller<P> {
         // A stream already assigned gets the new configuration through a repeated Start. A
         // replica runs it only once it holds its lease; else the one that does hears of it.
         if changed || self.lock().worker_of(name).is_none() {
-            if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
-                self.assign(entry).await;
-            }
+            self.take(&entry).await;
         }
         self.status(name)
             .await?
@@ -561,9 +562,7 @@ impl<P: Peer> Controller<P> {
         let epoch = self.store.resync(name).await?;
         tracing::info!(stream = %name, epoch, "resync: the next run reads the whole source again");
         if entry.desired == Desired::Running && self.lock().worker_of(name).is_none() {
-            if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
-                self.assign(entry).await;
-            }
+            self.take(&entry).await;
         }
         self.status(name).await
     }

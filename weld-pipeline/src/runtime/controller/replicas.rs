@@ -10,7 +10,6 @@
 //! stream on its worker as the registry now says. A lost announcement only waits for the next
 //! tick.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +34,11 @@ impl<P: Peer> Controller<P> {
     /// One lease period: renew, stop what was lost, claim and assign what waits, give up what
     /// runs nowhere here.
     pub(super) async fn keep_leases(self: &Arc<Self>, leases: &Arc<dyn Leasing>) {
+        let workers = self.workers();
+        if let Ok(replicas) = leases.heartbeat(workers).await {
+            metrics::gauge!("weld_replicas_alive").set(replicas.len() as f64);
+            *lock(&self.replicas) = replicas;
+        }
         let held = match leases.renew().await {
             Ok(held) => {
                 if self
@@ -94,14 +98,16 @@ impl<P: Peer> Controller<P> {
 
     /// This replica's share of `waiting` (streams that should run, on no worker here), among
     /// every stream of the registry (`entries`): those no other replica holds, and how many of
-    /// them to claim now. A replica takes at most its fair share at once (the running streams
-    /// divided among the replicas holding leases, itself counted), so replicas starting
-    /// together spread the streams over their workers; a stream that waited a whole period
-    /// already is taken whatever the share: no other replica wanted it.
+    /// them to claim now. A replica takes at most its fair share (the running streams in
+    /// proportion to its workers among those of every replica alive at the last heartbeat), so
+    /// the streams spread over all the workers whichever replica they were started through; at
+    /// a lease period's `tick`, a stream that waited a whole period already is taken whatever
+    /// the share: no other replica wanted it.
     pub(super) async fn share<'a>(
         &self,
         entries: &'a [StreamEntry],
         waiting: Vec<&'a StreamEntry>,
+        tick: bool,
     ) -> (Vec<&'a StreamEntry>, usize) {
         let Some(leases) = &self.leases else {
             return (waiting, usize::MAX);
@@ -114,10 +120,12 @@ impl<P: Peer> Controller<P> {
             .into_iter()
             .filter(|e| holders.get(&e.name).is_none_or(|h| h.owner == me))
             .collect();
-        let mut overdue = lock(&self.overdue);
-        let late = waiting.iter().any(|e| overdue.contains(&e.name));
-        *overdue = waiting.iter().map(|e| e.name.clone()).collect();
-        drop(overdue);
+        let late = tick && {
+            let mut overdue = lock(&self.overdue);
+            let late = waiting.iter().any(|e| overdue.contains(&e.name));
+            *overdue = waiting.iter().map(|e| e.name.clone()).collect();
+            late
+        };
         if late {
             return (waiting, usize::MAX);
         }
@@ -125,11 +133,35 @@ impl<P: Peer> Controller<P> {
             .iter()
             .filter(|e| e.desired == Desired::Running)
             .count();
-        let mut replicas: HashSet<&str> = holders.values().map(|h| h.owner.as_str()).collect();
-        replicas.insert(me);
+        let here = self.workers();
+        let elsewhere: usize = lock(&self.replicas)
+            .iter()
+            .filter(|r| r.id != me)
+            .map(|r| r.workers)
+            .sum();
         let mine = holders.values().filter(|h| h.owner == me).count();
-        let share = running.div_ceil(replicas.len()).saturating_sub(mine);
+        let share = match here + elsewhere {
+            0 => 0,
+            all => (running * here).div_ceil(all).saturating_sub(mine),
+        };
         (waiting, share)
+    }
+
+    /// Runs one stream that should run here, if this replica can and it is its share: a start,
+    /// a resync or a change heard from another replica. One already running here is given its
+    /// Start again (a changed configuration).
+    pub(super) async fn take(&self, entry: &StreamEntry) {
+        let limit = if self.leases.is_some() && self.lock().worker_of(&entry.name).is_none() {
+            match self.store.streams().await {
+                Ok(entries) => self.share(&entries, vec![entry], false).await.1,
+                Err(_) => 0,
+            }
+        } else {
+            1
+        };
+        if let Some(entry) = self.claim(vec![entry], limit.min(1)).await.pop() {
+            self.assign(entry).await;
+        }
     }
 
     /// Claims at most `limit` of `entries` (streams that should run, on no worker here) that a
@@ -179,9 +211,7 @@ impl<P: Peer> Controller<P> {
         match entry {
             Some(entry) if entry.desired == Desired::Running => {
                 if !here {
-                    if let Some(entry) = self.claim(vec![&entry], 1).await.pop() {
-                        self.assign(entry).await;
-                    }
+                    self.take(&entry).await;
                     return;
                 }
                 let Ok(resume) = self.store.resume(name).await else {
