@@ -21,6 +21,7 @@ fn batch() -> Batch {
         run_id: RunId(1),
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_bytes("100"),

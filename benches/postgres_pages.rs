@@ -30,6 +30,7 @@ fn batch(stream: &StreamName, seq: u64, generator: &Generator) -> Batch {
         run_id: RunId(1),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_bytes(seq.to_string()),

@@ -24,6 +24,7 @@ fn batches(count: u64) -> Vec<Batch> {
             run_id: RunId(1),
             seq,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: false,
             cursor: Checkpoint::from_bytes(seq.to_string()),

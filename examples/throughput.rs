@@ -378,6 +378,7 @@ fn batch_of(generator: &Generator, seq: u64, size: u64, records: u64) -> Batch {
         run_id: RunId(1),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: last == records,
         cursor: Checkpoint::from_bytes(last.to_string()),

@@ -35,6 +35,7 @@ pub(crate) fn batch() -> Batch {
         run_id: RunId(1),
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_bytes("100"),
@@ -51,6 +52,7 @@ pub(crate) async fn deliver_all<P: Peer>(peer: P, batch: Batch, count: u64, in_f
             let batch = Batch {
                 seq,
                 epoch: 0,
+                lease: 0,
                 repaired: 0,
                 ..batch.clone()
             };

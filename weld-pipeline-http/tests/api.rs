@@ -579,6 +579,7 @@ async fn records_page_once_each_by_token_and_runs_list_newest_first() {
         run_id,
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: true,
         cursor: Checkpoint::default(),

@@ -124,6 +124,7 @@ impl App {
             run_id,
             seq: 0,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: true,
             cursor: Checkpoint::default(),

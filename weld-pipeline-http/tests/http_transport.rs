@@ -124,6 +124,7 @@ async fn an_oversized_body_is_refused_and_the_server_stays_up() {
         run_id: weld_pipeline::RunId(1),
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: true,
         cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),

@@ -56,15 +56,21 @@ impl Fence {
             .copied()
     }
 
-    /// Refuses a commit of `stream` unless this replica holds its lease, at the epoch it
-    /// believes, unexpired: checked in the commit's transaction `tx`, under a share lock of the
+    /// Refuses a commit of `stream` unless this replica holds its lease, unexpired, at the
+    /// epoch `lease` the batch was made under (or, for a batch that names none, the epoch the
+    /// replica believes): checked in the commit's transaction `tx`, under a share lock of the
     /// lease, so the lease cannot move before the commit ends.
     pub(crate) async fn check(
         &self,
         tx: &impl tokio_postgres::GenericClient,
         stream: &StreamName,
+        lease: u64,
     ) -> Result<(), Error> {
-        let held = match self.epoch_of(stream) {
+        let epoch = match lease {
+            0 => self.epoch_of(stream),
+            lease => Some(lease),
+        };
+        let held = match epoch {
             Some(epoch) => holds(tx, &self.replica, stream, epoch).await?,
             None => false,
         };
@@ -420,8 +426,8 @@ impl Leasing for Leases {
         self.ttl
     }
 
-    fn is_held(&self, stream: &StreamName) -> bool {
-        self.fence.epoch_of(stream).is_some()
+    fn epoch_of(&self, stream: &StreamName) -> Option<u64> {
+        self.fence.epoch_of(stream)
     }
 
     fn refused_commits(&self) -> u64 {

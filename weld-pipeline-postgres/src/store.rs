@@ -366,7 +366,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         if let Some(fence) = &self.fence {
-            fence.check(&*tx, &batch.stream).await?;
+            fence.check(&*tx, &batch.stream, batch.lease).await?;
         }
         let stream = batch.stream.as_str();
         let (run_id, seq) = (id_i64(batch.run_id.0)?, id_i64(batch.seq)?);

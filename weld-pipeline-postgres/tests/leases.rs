@@ -182,6 +182,7 @@ fn batch(stream: &StreamName, seq: u64, ids: std::ops::Range<u32>) -> Batch {
         run_id: RunId(7),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_bytes(format!("after-{seq}").into_bytes()),

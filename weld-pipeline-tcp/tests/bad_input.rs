@@ -155,6 +155,7 @@ async fn a_message_too_large_for_the_peer_is_refused_before_it_is_sent() {
         run_id: weld_pipeline::RunId(1),
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: true,
         cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),

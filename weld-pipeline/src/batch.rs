@@ -22,6 +22,10 @@ pub struct Batch {
     /// from an older epoch than the stream's but never moves the checkpoint to its cursor: a
     /// batch fetched before a resync cannot undo it.
     pub epoch: u64,
+    /// The lease epoch of the start its run began under (see [`Start::lease`](crate::Start::lease));
+    /// 0 outside replicas. A replica refuses a batch made under another lease than the one it
+    /// holds, and its store checks that lease in the commit's own transaction.
+    pub lease: u64,
     /// How many of its records repair the store: a source's reconciliation found them missing,
     /// stale, or gone for good at the source. Counted in the run history and a metric.
     pub repaired: u64,

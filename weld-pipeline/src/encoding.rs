@@ -15,6 +15,7 @@
 //!  tag  message               body
 //!    4  Hello                 worker_id:str16 protocol_version:u16 count:u16 source:str16{count}
 //!    1  Request::Start        stream:str8 config:bytes32 (JSON) checkpoint:bytes32 epoch:u64
+//!                             lease:u64
 //!    2  Request::Stop         stream:str8
 //!    3  Request::Deliver      batch
 //!    5  Request::Inventory    stream:str8 after:str16 (empty: from the start) limit:u32
@@ -35,14 +36,15 @@
 //!   34  Event::OutboxDepth    batches:u64 bytes:u64
 //!
 //! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows,
-//!             bit 2: repaired follows) [epoch:u64] [repaired:u64] cursor:bytes32 count:u32
-//!             record{count}
+//!             bit 2: repaired follows, bit 3: lease follows) [epoch:u64] [repaired:u64]
+//!             [lease:u64] cursor:bytes32 count:u32 record{count}
 //! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived, bit 1: amend)
 //!             data:bytes32
 //! ```
 //!
-//! A batch of epoch 0 is written without its epoch (so batches kept in outboxes by builds from
-//! before epochs still decode). A batch of one record `{"a":1}` with id `"7"`, stream `s`, run 1,
+//! A batch of epoch 0 is written without its epoch, one of lease 0 without its lease (so
+//! batches kept in outboxes by builds from before epochs or leases still decode). A batch of one
+//! record `{"a":1}` with id `"7"`, stream `s`, run 1,
 //! seq 0, epoch 0, last, empty cursor, as a `Deliver` request:
 //!
 //! ```text
@@ -123,6 +125,7 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
             put_bytes32(out, &config);
             put_bytes32(out, start.checkpoint.as_bytes());
             out.put_u64(start.epoch);
+            out.put_u64(start.lease);
         }
         Message::Request(Request::Stop { stream }) => {
             out.put_u8(tag::STOP);
@@ -239,6 +242,7 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 config,
                 checkpoint,
                 epoch: get_u64(input, "epoch")?,
+                lease: get_u64(input, "lease")?,
             }))
         }
         tag::HELLO => {
@@ -386,13 +390,22 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     put_str8(out, batch.stream.as_str());
     out.put_u64(batch.run_id.0);
     out.put_u64(batch.seq);
-    let (has_epoch, has_repaired) = (batch.epoch != 0, batch.repaired != 0);
-    out.put_u8(u8::from(batch.last) | (u8::from(has_epoch) << 1) | (u8::from(has_repaired) << 2));
+    let (has_epoch, has_repaired, has_lease) =
+        (batch.epoch != 0, batch.repaired != 0, batch.lease != 0);
+    out.put_u8(
+        u8::from(batch.last)
+            | (u8::from(has_epoch) << 1)
+            | (u8::from(has_repaired) << 2)
+            | (u8::from(has_lease) << 3),
+    );
     if has_epoch {
         out.put_u64(batch.epoch);
     }
     if has_repaired {
         out.put_u64(batch.repaired);
+    }
+    if has_lease {
+        out.put_u64(batch.lease);
     }
     put_bytes32(out, batch.cursor.as_bytes());
     out.put_u32(len_u32(batch.records.len()));
@@ -454,6 +467,11 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     } else {
         0
     };
+    let lease = if flags & 8 == 8 {
+        get_u64(input, "lease")?
+    } else {
+        0
+    };
     let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
     let count = get_u32(input, "count")? as usize;
     // Each record takes at least 17 bytes, so a count the input cannot hold is a lie: refuse it
@@ -485,6 +503,7 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
         run_id,
         seq,
         epoch,
+        lease,
         repaired,
         last,
         cursor,
@@ -626,6 +645,7 @@ mod tests {
             run_id: RunId(1),
             seq: 0,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: true,
             cursor: Checkpoint::from_bytes("c"),
@@ -683,6 +703,8 @@ mod tests {
                     run_id: RunId(run),
                     seq,
                     epoch,
+                    // Both kinds: without a lease, and under one.
+                    lease: epoch % 3,
                     repaired,
                     last,
                     cursor: Checkpoint::from_bytes(cursor),
@@ -721,6 +743,7 @@ mod tests {
                         },
                         checkpoint: Checkpoint::from_bytes(checkpoint),
                         epoch,
+                        lease: epoch.rotate_left(7),
                     }))
                 }),
             stream_name().prop_map(|stream| Message::Request(Request::Stop { stream })),
@@ -912,6 +935,7 @@ mod tests {
             run_id: RunId(1),
             seq: 0,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: true,
             cursor: Checkpoint::start(),
@@ -932,6 +956,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_follows_the_epoch_and_repaired_only_when_it_is_not_0() {
+        let mut batch = Batch {
+            stream: StreamName::new("s").unwrap(),
+            run_id: RunId(1),
+            seq: 0,
+            epoch: 7,
+            lease: 0,
+            repaired: 2,
+            last: false,
+            cursor: Checkpoint::start(),
+            records: vec![],
+        };
+        let mut without = BytesMut::new();
+        encode_batch(&batch, &mut without);
+        batch.lease = 3;
+        let mut with = BytesMut::new();
+        encode_batch(&batch, &mut with);
+        assert_eq!(without[18], 0b0110);
+        assert_eq!(with[18], 0b1110);
+        // The flags, the epoch (8), repaired (8), then the lease.
+        assert_eq!(&with[35..43], &3u64.to_be_bytes());
+        assert_eq!(with.len(), without.len() + 8);
+        assert_eq!(decode_batch(with.freeze()).unwrap(), batch);
+        assert_eq!(decode_batch(without.freeze()).unwrap().lease, 0);
+    }
+
+    #[test]
     fn a_record_count_larger_than_the_input_is_refused_before_allocating() {
         let mut out = BytesMut::new();
         encode_batch(
@@ -940,6 +991,7 @@ mod tests {
                 run_id: RunId(1),
                 seq: 0,
                 epoch: 0,
+                lease: 0,
                 repaired: 0,
                 last: false,
                 cursor: Checkpoint::start(),
@@ -965,6 +1017,7 @@ mod tests {
             run_id: RunId(1),
             seq: 0,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: false,
             cursor: Checkpoint::start(),

@@ -77,7 +77,7 @@ pub enum RegistryChange {
 ///
 /// - At most one replica holds a stream's lease at a time; a lease not renewed within
 ///   [`ttl`](Leasing::ttl) lapses, and may then be claimed by another at a higher epoch.
-/// - [`is_held`](Leasing::is_held) answers from what the last claim or renewal returned, without a
+/// - [`epoch_of`](Leasing::epoch_of) answers from what the last claim or renewal returned, without a
 ///   round trip: it may be stale by up to one renewal period, which is why the store's commits
 ///   check the lease again in their own transaction.
 /// - Times are the shared store's own clock, so replicas' clocks need not agree.
@@ -99,8 +99,14 @@ pub trait Leasing: Send + Sync + std::fmt::Debug + 'static {
     /// How long a lease lasts after its last claim or renewal.
     fn ttl(&self) -> Duration;
 
+    /// The epoch at which this replica holds `stream`'s lease, as its last claim or renewal
+    /// said; `None` when it does not hold it.
+    fn epoch_of(&self, stream: &StreamName) -> Option<u64>;
+
     /// Whether this replica holds `stream`'s lease, as its last claim or renewal said.
-    fn is_held(&self, stream: &StreamName) -> bool;
+    fn is_held(&self, stream: &StreamName) -> bool {
+        self.epoch_of(stream).is_some()
+    }
 
     /// Commits of this replica refused because it no longer held the stream's lease.
     fn refused_commits(&self) -> u64;

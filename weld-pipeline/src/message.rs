@@ -31,7 +31,8 @@ use crate::transform::FieldTransform;
 /// 2: `RunFinished` carries the run's duration and fetch errors; `OutboxDepth` is new.
 /// 3: `Start` and every batch carry the stream's epoch (a resync raises it).
 /// 4: `Describe` tells the controller's store a stream's fields.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: `Start` and every batch carry the lease epoch of the replica that started the stream.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A worker's introduction, sent once when it connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +93,11 @@ pub struct Start {
     /// position and starts from `checkpoint`; the controller never moves the checkpoint for a
     /// batch of an older epoch.
     pub epoch: u64,
+    /// The epoch of the lease under which the controller replica that sent it runs the stream
+    /// ([`crate::lease`]); 0 from a controller on its own. The worker stamps it on the batches
+    /// of the runs this start begins, and a replica commits a batch only under the lease it was
+    /// made for.
+    pub lease: u64,
 }
 
 /// What a sink did with a batch. Both outcomes are acknowledgements: a replay is not an error.

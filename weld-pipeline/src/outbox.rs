@@ -183,7 +183,8 @@ struct State {
     /// Per stream: the cursor of the newest batch ever pushed (kept after its removal), where
     /// this worker's next page of the stream starts.
     /// Per stream, the epoch and cursor of its newest batch.
-    positions: HashMap<StreamName, (u64, Checkpoint)>,
+    /// Per stream: the epoch, lease and cursor of its newest batch.
+    positions: HashMap<StreamName, (u64, u64, Checkpoint)>,
     /// Pushes waiting for room right now.
     blocked: u64,
 }
@@ -381,9 +382,10 @@ impl Outbox {
                     state.next_key += 1;
                     state.bytes += len;
                     *state.waiting.entry(batch.stream.clone()).or_default() += 1;
-                    state
-                        .positions
-                        .insert(batch.stream.clone(), (batch.epoch, batch.cursor.clone()));
+                    state.positions.insert(
+                        batch.stream.clone(),
+                        (batch.epoch, batch.lease, batch.cursor.clone()),
+                    );
                     drop(state);
                     self.inner.version.send_modify(|v| *v += 1);
                     return Ok(key);
@@ -485,14 +487,15 @@ impl Outbox {
     /// The cursor of the newest batch of a stream pushed since the outbox was opened, or waiting
     /// in it: where this worker's next page of the stream starts. Acknowledged batches leave the
     /// outbox but not this position, so it never falls behind what the controller committed
-    /// from this outbox. `None` too when that batch is of an epoch below `epoch`: a resync
-    /// since made its position void.
-    pub fn position(&self, stream: &StreamName, epoch: u64) -> Option<Checkpoint> {
+    /// from this outbox. `None` too when that batch is of an epoch below `epoch` (a resync
+    /// since made its position void) or of another `lease` than the controller's (its replica
+    /// will refuse it, so the position past it is not one).
+    pub fn position(&self, stream: &StreamName, epoch: u64, lease: u64) -> Option<Checkpoint> {
         self.lock()
             .positions
             .get(stream)
-            .filter(|(at, _)| *at >= epoch)
-            .map(|(_, cursor)| cursor.clone())
+            .filter(|(at, under, _)| *at >= epoch && *under == lease)
+            .map(|(_, _, cursor)| cursor.clone())
     }
 
     /// Forgets a stream's position (the stream left this worker: if it comes back, it starts
@@ -564,7 +567,7 @@ fn count(tree: &sled::Tree, state: &mut State) -> Result<(), Error> {
         *state.waiting.entry(batch.stream.clone()).or_default() += 1;
         state
             .positions
-            .insert(batch.stream, (batch.epoch, batch.cursor));
+            .insert(batch.stream, (batch.epoch, batch.lease, batch.cursor));
     }
     Ok(())
 }
@@ -589,6 +592,7 @@ mod tests {
             run_id: RunId(1),
             seq,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("{seq}")),
@@ -662,7 +666,7 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(
-            outbox.position(&StreamName::new("a").unwrap(), 0),
+            outbox.position(&StreamName::new("a").unwrap(), 0, 0),
             Some(Checkpoint::from_bytes("4"))
         );
         // New entries go after the old ones.

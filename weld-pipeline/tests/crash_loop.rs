@@ -42,6 +42,7 @@ fn batch(seq: u64) -> Batch {
         run_id: RunId(1),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_position(&((seq + 1) * PER_BATCH)).unwrap(),

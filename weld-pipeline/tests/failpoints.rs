@@ -199,6 +199,7 @@ fn group_commit_shares_one_sync_round_among_waiting_commits() {
                 run_id: RunId(1),
                 seq,
                 epoch: 0,
+                lease: 0,
                 repaired: 0,
                 last: false,
                 cursor: Checkpoint::from_bytes(seq.to_string()),

@@ -120,6 +120,7 @@ fn batch(seq: u64) -> Batch {
         run_id: RunId(7),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: false,
         cursor: Checkpoint::from_bytes(format!("c{seq}")),

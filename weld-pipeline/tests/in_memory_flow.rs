@@ -319,6 +319,7 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
         run_id: weld_pipeline::RunId(1),
         seq: 0,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last: true,
         cursor: Checkpoint::start(),
@@ -364,6 +365,7 @@ async fn a_panicking_request_handler_is_answered_as_a_bug_and_the_connection_sta
             .unwrap(),
         checkpoint: Checkpoint::start(),
         epoch: 0,
+        lease: 0,
     };
     assert_eq!(
         peer.request(Request::Start(start)).await.unwrap(),

@@ -392,18 +392,21 @@ impl<T: Transport> Worker<T> {
             .insert(start.stream.clone(), RunId::generate());
         // A stream this worker already runs keeps its own position, which is at or past the
         // controller's; a new one starts after what still waits in the outbox, or at the
-        // controller's checkpoint. A start of a newer epoch (a resync) starts from its
-        // checkpoint, whatever is held: what waits in the outbox is of the older epoch.
+        // controller's checkpoint. A start of a newer epoch (a resync), or under another lease (a
+        // replica that claimed the stream anew), starts from its checkpoint, whatever is held:
+        // what waits in the outbox is of the older epoch or lease, and will be refused.
         let checkpoint = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let held = streams
                 .get(&start.stream)
-                .filter(|h| h.epoch >= start.epoch);
+                .filter(|h| h.epoch >= start.epoch && h.lease == start.lease);
             match held {
                 Some(held) => held.checkpoint.clone(),
                 None => {
                     let from = match streams.get(&start.stream) {
-                        None => self.outbox.position(&start.stream, start.epoch),
+                        None => self
+                            .outbox
+                            .position(&start.stream, start.epoch, start.lease),
                         Some(_) => None,
                     }
                     .unwrap_or(start.checkpoint.clone());
@@ -412,6 +415,7 @@ impl<T: Transport> Worker<T> {
                         start.stream.clone(),
                         Held {
                             epoch: start.epoch,
+                            lease: start.lease,
                             checkpoint: checkpoint.clone(),
                         },
                     );
@@ -425,6 +429,7 @@ impl<T: Transport> Worker<T> {
             transforms: start.config.transforms.clone(),
             checkpoint,
             epoch: start.epoch,
+            lease: start.lease,
         };
         self.scheduler.start(
             start.stream,
@@ -473,9 +478,11 @@ impl<T: Transport> Handler for WorkerHandler<T> {
     async fn event(&self, _from: &Hello, _event: Event) {}
 }
 
-/// A stream a worker runs: the epoch of its latest Start, and where its next run starts.
+/// A stream a worker runs: the epoch and lease of its latest Start, and where its next run
+/// starts.
 struct Held {
     epoch: u64,
+    lease: u64,
     checkpoint: Arc<Mutex<Checkpoint>>,
 }
 
@@ -487,6 +494,8 @@ struct StreamJob<T: Transport> {
     checkpoint: Arc<Mutex<Checkpoint>>,
     /// The epoch of the Start that scheduled it, stamped on every batch of its runs.
     epoch: u64,
+    /// The lease epoch of that Start, stamped likewise.
+    lease: u64,
 }
 
 #[async_trait]
@@ -526,6 +535,7 @@ impl<T: Transport> Job for StreamJob<T> {
             outbox: worker.outbox.clone(),
             cancel: run.cancel.clone(),
             epoch: self.epoch,
+            lease: self.lease,
         };
         let mut pipeline = Pipeline::new(self.source.clone(), sink);
         if !self.transforms.is_empty() {
@@ -612,17 +622,20 @@ struct OutboxSink {
     cancel: CancellationToken,
     /// The run's epoch, stamped on a batch whose source left it out.
     epoch: u64,
+    /// The lease epoch of the Start that scheduled the run, stamped likewise.
+    lease: u64,
 }
 
 #[async_trait]
 impl Sink for OutboxSink {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
         let stamped;
-        let batch = if batch.epoch == self.epoch {
+        let batch = if batch.epoch == self.epoch && batch.lease == self.lease {
             batch
         } else {
             stamped = Batch {
                 epoch: self.epoch,
+                lease: self.lease,
                 ..batch.clone()
             };
             &stamped
@@ -641,7 +654,7 @@ impl Sink for OutboxSink {
     async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
         Ok(self
             .outbox
-            .position(stream, self.epoch)
+            .position(stream, self.epoch, self.lease)
             .unwrap_or_else(Checkpoint::start))
     }
 }

@@ -203,6 +203,7 @@ mod tests {
             run_id: RunId(7),
             seq,
             epoch: 0,
+            lease: 0,
             repaired: 0,
             last: false,
             cursor: Checkpoint::from_bytes(format!("c{seq}")),

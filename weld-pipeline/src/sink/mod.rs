@@ -63,6 +63,7 @@ use crate::stream::StreamName;
 ///     run_id: RunId(1),
 ///     seq: 0,
 ///     epoch: 0,
+///     lease: 0,
 ///     repaired: 0,
 ///     last: true,
 ///     cursor: Checkpoint::from_bytes("after-page-1"),

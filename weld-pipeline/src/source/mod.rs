@@ -118,6 +118,7 @@ impl RunContext {
 ///             run_id: run.run_id,
 ///             seq: 0,
 ///             epoch: run.epoch,
+///             lease: 0,
 ///             repaired: 0,
 ///             last: true,
 ///             cursor: Checkpoint::from_bytes("done"),

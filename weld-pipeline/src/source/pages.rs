@@ -83,6 +83,7 @@ where
                 run_id: state.run.run_id,
                 seq: state.seq,
                 epoch: state.run.epoch,
+                lease: 0,
                 repaired: page.repaired,
                 last: page.last,
                 cursor: page.cursor.clone(),

@@ -44,7 +44,7 @@ impl<P: Peer> Controller<P> {
                 batch.stream
             )));
         }
-        if let Some(refusal) = self.refuse_unless_leased(&batch.stream).await {
+        if let Some(refusal) = self.refuse_unless_leased(&batch).await {
             return refusal;
         }
         let assigned = self.lock().worker_of(&batch.stream).cloned();
@@ -106,10 +106,21 @@ impl<P: Peer> Controller<P> {
     /// runs it fetches it again from the committed checkpoint); transiently while nobody does
     /// (its replica died and the lease has not lapsed yet, or it is about to be claimed here):
     /// the worker holds the batch and delivers it again once a replica runs the stream.
-    async fn refuse_unless_leased(&self, stream: &StreamName) -> Option<Response> {
+    async fn refuse_unless_leased(&self, batch: &Batch) -> Option<Response> {
         let leases = self.leases.as_ref()?;
-        if leases.is_held(stream) {
-            return None;
+        let stream = &batch.stream;
+        if let Some(epoch) = leases.epoch_of(stream) {
+            if batch.lease == 0 || batch.lease == epoch {
+                return None;
+            }
+            // Made under another lease (this replica's or another's, before the stream was
+            // claimed anew): its worker was started again under this one, from the committed
+            // checkpoint, and drops this batch of an earlier run.
+            metrics::counter!("weld_deliveries_refused_unleased_total").increment(1);
+            return Some(Response::refused(&Error::Invalid(format!(
+                "a batch of stream {stream} made under lease epoch {}, which runs under epoch {epoch} now",
+                batch.lease
+            ))));
         }
         metrics::counter!("weld_deliveries_refused_unleased_total").increment(1);
         Some(match leases.holder(stream).await {

@@ -134,9 +134,9 @@ pub struct Controller<P: Peer> {
     lifecycles: Mutex<HashMap<StreamName, Arc<tokio::sync::RwLock<()>>>>,
     /// The leases of this replica, when it is one of several on a shared store.
     leases: Option<Arc<dyn Leasing>>,
-    /// Per stream assigned here: the configuration and epoch of the Start it was given, so a
-    /// change made on another replica can be told from a repeat.
-    started: Mutex<HashMap<StreamName, (StreamConfig, u64)>>,
+    /// Per stream assigned here: what the Start it was given said, so a change made on another
+    /// replica can be told from a repeat, and a lease claimed anew from the one it runs under.
+    started: Mutex<HashMap<StreamName, Started>>,
     /// Whether lease renewals fail now (said once, not at every tick).
     renewals_failing: AtomicBool,
     /// Streams whose lease was lost, while their worker here is being told to stop.
@@ -146,6 +146,16 @@ pub struct Controller<P: Peer> {
     overdue: Mutex<HashSet<StreamName>>,
     /// The replicas alive at the last heartbeat, with their workers.
     replicas: Mutex<Vec<crate::lease::Replica>>,
+}
+
+/// What a stream's latest Start said.
+#[derive(Clone, Debug)]
+struct Started {
+    config: StreamConfig,
+    /// The stream's epoch (a resync raises it).
+    epoch: u64,
+    /// The lease epoch it runs under here (0 without leases).
+    lease: u64,
 }
 
 /// How long a worker has to answer a start or a stop. A stop waits for the run's page
@@ -219,7 +229,7 @@ impl<P: Peer> Controller<P> {
         self.leases.as_ref()
     }
 
-    fn started_as(&self, stream: &StreamName) -> Option<(StreamConfig, u64)> {
+    fn started_as(&self, stream: &StreamName) -> Option<Started> {
         self.started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -422,19 +432,30 @@ impl<P: Peer> Controller<P> {
                 return;
             }
         };
+        let started = Started {
+            config: entry.config.clone(),
+            epoch: resume.epoch,
+            lease: self
+                .leases
+                .as_ref()
+                .and_then(|l| l.epoch_of(&entry.name))
+                .unwrap_or(0),
+        };
         let start = Request::Start(Start {
             stream: entry.name.clone(),
             config: entry.config.clone(),
             checkpoint: resume.checkpoint,
-            epoch: resume.epoch,
+            epoch: started.epoch,
+            lease: started.lease,
         });
+        // Known before the worker answers: a lease period meanwhile must see what was sent.
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.name.clone(), started);
         match command(&peer, start, "start").await {
             Ok(_) => {
                 tracing::info!(stream = %entry.name, worker_id, replica = self.replica(), "stream assigned");
-                self.started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(entry.name.clone(), (entry.config.clone(), resume.epoch));
                 if let Some(leases) = &self.leases {
                     if let Err(error) = leases.run_on(&entry.name, Some(&worker_id)).await {
                         tracing::debug!(%error, "the stream's worker was not recorded with its lease");
@@ -444,6 +465,10 @@ impl<P: Peer> Controller<P> {
             Err(error) => {
                 tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
                 self.lock().unassign(&entry.name, &worker_id);
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&entry.name);
                 if error.kind() == ErrorKind::Permanent {
                     self.record_error(
                         &entry.name,

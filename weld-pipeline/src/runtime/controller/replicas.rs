@@ -61,11 +61,16 @@ impl<P: Peer> Controller<P> {
                 None
             }
         };
+        // Lost: no longer held, or held anew at another epoch than its worker runs it under (it
+        // lapsed and was claimed again); stopped here, the next period starts it afresh.
         let lost: Vec<StreamName> = self
             .lock()
             .assigned()
             .into_iter()
-            .filter(|stream| !leases.is_held(stream))
+            .filter(|stream| {
+                let under = self.started_as(stream).map(|s| s.lease);
+                under.is_some() && leases.epoch_of(stream) != under
+            })
             .collect();
         for stream in lost {
             // Told once: the stop waits for the worker's page boundary, over several periods.
@@ -219,12 +224,12 @@ impl<P: Peer> Controller<P> {
                 };
                 let started = self.started_as(name);
                 match started {
-                    Some((_, epoch)) if epoch != resume.epoch => {
+                    Some(started) if started.epoch != resume.epoch => {
                         tracing::info!(stream = %name, epoch = resume.epoch, "resynced on another replica: starting it again here");
                         self.stop_on_worker(name).await;
                         self.assign(&entry).await;
                     }
-                    Some((config, _)) if config != entry.config => self.assign(&entry).await,
+                    Some(started) if started.config != entry.config => self.assign(&entry).await,
                     _ => {}
                 }
             }

@@ -25,6 +25,7 @@ fn batch(run: u64, seq: u64, last: bool, records: Vec<Record>) -> Batch {
         run_id: RunId(run),
         seq,
         epoch: 0,
+        lease: 0,
         repaired: 0,
         last,
         cursor: Checkpoint::from_bytes(format!("{run}/{seq}")),
