@@ -68,7 +68,7 @@
 //! decided again against it), records in its ledger row what it wrote and how the live and
 //! archived counts moved, and records its run when it is the run's first batch. `COMMIT` is the
 //! durability point; the ack follows it. Four round trips in all: `BEGIN`; the ledger lookup and
-//! the locking read, pipelined; one statement writing the records, the ledger row and the run;
+//! the locking read (and, for a replica, the check of its lease), pipelined; one statement writing the records, the ledger row and the run;
 //! `COMMIT`. `created_at` and `archived_at` are read from the document in Rust (one bad value
 //! leaves the column null instead of failing the commit, without a subtransaction per row).
 //!

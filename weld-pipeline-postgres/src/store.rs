@@ -358,16 +358,13 @@ impl PostgresStore {
     ///
     /// The transaction touches the batch's own ledger row, its records' rows and, for a run's
     /// first batch, its run's row: commits of one stream in flight at once wait for each other
-    /// only where they write the same record. Four round trips: `BEGIN`; the ledger looked up
-    /// and the stored versions locked, pipelined; one statement writing the records, the ledger
-    /// row and the run; `COMMIT`.
+    /// only where they write the same record. Four round trips: `BEGIN`; the replica's lease
+    /// checked (when fenced), the ledger looked up and the stored versions locked, pipelined;
+    /// one statement writing the records, the ledger row and the run; `COMMIT`.
     async fn write(&self, batch: &Batch, table: &str) -> Result<Commit, Error> {
         let links = self.links(&batch.stream, table, &batch.records).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
-        if let Some(fence) = &self.fence {
-            fence.check(&*tx, &batch.stream, batch.lease).await?;
-        }
         let stream = batch.stream.as_str();
         let (run_id, seq) = (id_i64(batch.run_id.0)?, id_i64(batch.seq)?);
         let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -381,7 +378,16 @@ impl PostgresStore {
             "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
             &key,
         );
-        let (seen, stored) = tokio::join!(seen, heads(&tx, table, &ids, amends));
+        // A replica's lease is checked first, in the same pipeline: nothing is written (the
+        // transaction rolls back) unless it holds.
+        let fenced = async {
+            match &self.fence {
+                Some(fence) => fence.check(&*tx, &batch.stream, batch.lease).await,
+                None => Ok(()),
+            }
+        };
+        let (fenced, seen, stored) = tokio::join!(fenced, seen, heads(&tx, table, &ids, amends));
+        fenced?;
         if seen.map_err(database)?.is_some() {
             return Ok(Commit::Replayed);
         }
