@@ -79,7 +79,7 @@ impl Fence {
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(replica = %self.replica, %stream, "commit refused: the stream's lease is not this replica's");
-        Err(Error::Unavailable(format!(
+        Err(Error::NotLeased(format!(
             "replica {} does not hold the lease of stream {stream}: the commit is refused",
             self.replica
         )))
@@ -102,10 +102,13 @@ impl PostgresStore {
     }
 
     /// This store, with every commit fenced by `leases`: a batch of a stream whose lease the
-    /// replica does not hold (at the epoch of its last claim or renewal, unexpired, checked in
-    /// the commit's own transaction) is refused, transiently, and nothing of it is written. A
-    /// replica that was frozen past its lease and wakes can so commit nothing, nor move a
-    /// checkpoint; its worker, never acknowledged, delivers the batch again where the lease is.
+    /// replica does not hold (at the batch's lease epoch, or that of its last claim or renewal
+    /// for a batch that names none; unexpired; checked in the commit's own transaction) is
+    /// refused with [`Error::NotLeased`] (transient), and nothing of it is written. A replica
+    /// that was frozen past its lease and wakes can so commit nothing, nor move a checkpoint;
+    /// the batch, never acknowledged, is fetched again by the lease's holder from the committed
+    /// checkpoint. The refusal is not a storage failure: a store that heals by itself lets it
+    /// pass.
     pub fn fenced_by(&self, leases: &Leases) -> PostgresStore {
         self.with_fence(leases.fence.clone())
     }
@@ -215,6 +218,14 @@ impl Leases {
     /// When the database cannot be reached (transient): the leases lapse unless a renewal
     /// succeeds in time.
     pub async fn renew(&self) -> Result<Vec<Lease>, Error> {
+        // What was held when the renewal left: a claim that completes while it is on its way is
+        // not undone by its answer, which may not include it.
+        let before = self
+            .fence
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let rows = self
             .store
             .client()
@@ -232,8 +243,17 @@ impl Leases {
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
         leases.sort_by(|a, b| a.stream.cmp(&b.stream));
-        *self.fence.held.lock().unwrap_or_else(|e| e.into_inner()) =
-            leases.iter().map(|l| (l.stream.clone(), l.epoch)).collect();
+        let mut held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        let renewed: HashMap<&StreamName, u64> =
+            leases.iter().map(|l| (&l.stream, l.epoch)).collect();
+        held.retain(|stream, epoch| {
+            // Kept: renewed, or claimed (afresh) since the renewal left.
+            renewed.contains_key(stream) || before.get(stream) != Some(epoch)
+        });
+        for lease in &leases {
+            held.insert(lease.stream.clone(), lease.epoch);
+        }
+        drop(held);
         Ok(leases)
     }
 
@@ -471,6 +491,7 @@ impl Leasing for Leases {
             let change = changes.next().await?;
             Some((change, changes))
         })
+        .fuse()
         .boxed()
     }
 }

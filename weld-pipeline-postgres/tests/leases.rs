@@ -225,6 +225,10 @@ async fn a_replica_that_lost_its_lease_commits_nothing_and_moves_no_checkpoint()
     .await;
     assert_eq!(b.claim(&wanted[..1], 1).await.unwrap()[0].epoch, 2);
     let error = on_a.commit(&batch(s0, 1, 10..20)).await.unwrap_err();
+    assert!(
+        matches!(error, weld_pipeline::Error::NotLeased(_)),
+        "{error}"
+    );
     assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
     assert_eq!(a.refused_commits(), 2);
     assert_eq!(

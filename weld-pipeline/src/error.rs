@@ -63,6 +63,14 @@ pub enum Error {
     /// An invariant of this program was broken.
     #[error("bug: {0}")]
     Bug(String),
+    /// A controller replica was refused a commit of a stream whose lease it does not hold, at
+    /// the batch's lease epoch, in the database's eyes ([`crate::lease`]). Transient: the worker
+    /// holds the batch, and the replica's next lease period settles it (a renewal that was late
+    /// lets it in; a lease lost or claimed anew stops the stream on that worker, whose batches
+    /// are then refused for good and fetched again by the holder). Not a storage failure: the
+    /// store is healthy, and a store that heals by itself lets it pass.
+    #[error("not leased: {0}")]
+    NotLeased(String),
     /// An error from another layer or crate, with the kind it was classified as.
     #[error("{source}")]
     Other {
@@ -88,6 +96,7 @@ impl Error {
             Error::Timeout { .. }
             | Error::RateLimited { .. }
             | Error::Unavailable(_)
+            | Error::NotLeased(_)
             | Error::Closed => ErrorKind::Transient,
             Error::Invalid(_) | Error::Decode(_) | Error::Cancelled => ErrorKind::Permanent,
             Error::Bug(_) => ErrorKind::Bug,

@@ -73,9 +73,6 @@ pub struct Worker<T: Transport> {
     /// Per stream it runs: the epoch of its latest Start, and its position.
     streams: Mutex<HashMap<StreamName, Held>>,
     peer: watch::Sender<Option<T::Peer>>,
-    /// Per stream, a run id below every run started since its latest Start: a refusal of a
-    /// batch older than that is about a run the controller has since replaced, and stops nothing.
-    floors: Mutex<HashMap<StreamName, RunId>>,
     /// Connections made to the controller since the worker started.
     connections: AtomicU64,
     /// Deliveries acknowledged since the worker started: a connection that moved none is a
@@ -109,7 +106,6 @@ impl<T: Transport> Worker<T> {
             scheduler: Scheduler::new(),
             streams: Mutex::default(),
             peer: watch::Sender::new(None),
-            floors: Mutex::default(),
             connections: AtomicU64::new(0),
             acks: AtomicU64::new(0),
         }))
@@ -358,14 +354,20 @@ impl<T: Transport> Worker<T> {
     /// batches still in flight find nothing left to drop.
     fn refused(&self, key: u64, id: &BatchId, error: &Error) -> Result<(), Error> {
         let stream = &id.stream;
-        let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-        if floors.get(stream).is_some_and(|floor| id.run_id < *floor) {
-            // A batch of a run from before the stream's latest Start: only it goes.
-            drop(floors);
+        let fresh = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .and_then(|held| held.fresh);
+        if fresh.is_some_and(|since| id.run_id < since) {
+            // A batch of a run from before the Start that placed the stream at the controller's
+            // checkpoint: the runs since read its records again, so only it goes. Anywhere else
+            // this worker's position may be past it, and dropping it alone would leave a gap:
+            // the stream goes, and whoever runs it next starts from the controller's checkpoint.
             tracing::debug!(stream = %stream, run_id = %id.run_id, seq = id.seq, error = %error, "a refused batch of an earlier run dropped");
             return self.outbox.remove(key);
         }
-        drop(floors);
         let known = self
             .streams
             .lock()
@@ -386,10 +388,8 @@ impl<T: Transport> Worker<T> {
             Ok(source) => source,
             Err(error) => return Response::refused(&error),
         };
-        self.floors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(start.stream.clone(), RunId::generate());
+        // Below every run this Start begins.
+        let floor = RunId::generate();
         // A stream this worker already runs keeps its own position, which is at or past the
         // controller's; a new one starts after what still waits in the outbox, or at the
         // controller's checkpoint. A start of a newer epoch (a resync), or under another lease (a
@@ -403,19 +403,21 @@ impl<T: Transport> Worker<T> {
             match held {
                 Some(held) => held.checkpoint.clone(),
                 None => {
-                    let from = match streams.get(&start.stream) {
+                    let own = match streams.get(&start.stream) {
                         None => self
                             .outbox
                             .position(&start.stream, start.epoch, start.lease),
                         Some(_) => None,
-                    }
-                    .unwrap_or(start.checkpoint.clone());
+                    };
+                    let fresh = own.is_none().then_some(floor);
+                    let from = own.unwrap_or(start.checkpoint.clone());
                     let checkpoint = Arc::new(Mutex::new(from));
                     streams.insert(
                         start.stream.clone(),
                         Held {
                             epoch: start.epoch,
                             lease: start.lease,
+                            fresh,
                             checkpoint: checkpoint.clone(),
                         },
                     );
@@ -483,6 +485,9 @@ impl<T: Transport> Handler for WorkerHandler<T> {
 struct Held {
     epoch: u64,
     lease: u64,
+    /// Set when its position was taken from the controller's checkpoint, by the Start that
+    /// began the runs from this id on: a batch of an earlier run is then behind that position.
+    fresh: Option<RunId>,
     checkpoint: Arc<Mutex<Checkpoint>>,
 }
 

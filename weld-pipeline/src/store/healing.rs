@@ -166,10 +166,11 @@ impl Healing {
         self.current().await
     }
 
-    /// Takes a write's outcome: a transient failure fails the store.
+    /// Takes a write's outcome: a transient failure fails the store (a replica's commit refused
+    /// for want of its lease is no failure of the store's).
     fn observe<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &result {
-            if error.kind() == ErrorKind::Transient {
+            if error.kind() == ErrorKind::Transient && !matches!(error, Error::NotLeased(_)) {
                 self.fail(error.to_string());
             }
         }

@@ -74,6 +74,12 @@ impl<P: Peer> Controller<P> {
                     commit,
                 }
             }
+            Err(error @ Error::NotLeased(_)) => {
+                // The lease moved (or its renewal is late) since this replica last looked: the
+                // worker holds the batch, and the next lease period settles it.
+                metrics::counter!("weld_deliveries_refused_unleased_total").increment(1);
+                Response::refused(&error)
+            }
             Err(error) => {
                 // A failure that failed the store was told once, by the store; the deliveries in
                 // flight with it are not told again.

@@ -146,6 +146,14 @@ pub struct Controller<P: Peer> {
     overdue: Mutex<HashSet<StreamName>>,
     /// The replicas alive at the last heartbeat, with their workers.
     replicas: Mutex<Vec<crate::lease::Replica>>,
+    /// Per stream: held while a Start or a Stop is sent for it (or a change heard from another
+    /// replica decided), so that two never cross on the way to one worker.
+    commands: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Streams whose lease this replica held at the last period with no worker of its own
+    /// running them: given up if that is still so at the next.
+    idle: Mutex<HashSet<StreamName>>,
+    /// Whether a pass claiming and assigning waiting streams runs now (one at a time).
+    assigning: AtomicBool,
 }
 
 /// What a stream's latest Start said.
@@ -216,6 +224,9 @@ impl<P: Peer> Controller<P> {
             stopping: Mutex::default(),
             overdue: Mutex::default(),
             replicas: Mutex::default(),
+            commands: Mutex::default(),
+            idle: Mutex::default(),
+            assigning: AtomicBool::new(false),
         })
     }
 
@@ -265,6 +276,11 @@ impl<P: Peer> Controller<P> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Assignments<P>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn command_lock(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        commands.entry(stream.clone()).or_default().clone()
     }
 
     fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
@@ -324,7 +340,7 @@ impl<P: Peer> Controller<P> {
                         ticking = Some(tokio::spawn(async move {
                             match controller.leases.clone() {
                                 Some(leases) => controller.keep_leases(&leases).await,
-                                None => controller.assign_waiting().await,
+                                None => controller.assign_waiting(true).await,
                             }
                         }));
                     }
@@ -364,7 +380,7 @@ impl<P: Peer> Controller<P> {
             peer.closed().await;
             controller.gone(&worker_id, serial).await;
         });
-        self.assign_waiting().await;
+        self.assign_waiting(false).await;
     }
 
     async fn gone(&self, worker_id: &str, serial: u64) {
@@ -384,12 +400,15 @@ impl<P: Peer> Controller<P> {
                 "re-assigning a gone worker's streams"
             );
         }
-        self.assign_waiting().await;
+        self.assign_waiting(false).await;
     }
 
     /// Assigns every stream that should run and has no worker to a connected worker that can
     /// run its source, the least loaded first.
-    async fn assign_waiting(&self) {
+    ///
+    /// `tick`: whether this is a lease period's pass, which may take streams past a replica's
+    /// share ([`Controller::share`]).
+    async fn assign_waiting(&self, tick: bool) {
         let entries = match self.store.streams().await {
             Ok(entries) => entries,
             // A failing store told its failure once; every reassignment tick need not.
@@ -403,7 +422,7 @@ impl<P: Peer> Controller<P> {
             .iter()
             .filter(|e| e.desired == Desired::Running && self.lock().worker_of(&e.name).is_none())
             .collect();
-        let (waiting, limit) = self.share(&entries, waiting, true).await;
+        let (waiting, limit) = self.share(&entries, waiting, tick).await;
         for entry in self.claim(waiting, limit).await {
             self.assign(entry).await;
         }
@@ -418,8 +437,24 @@ impl<P: Peer> Controller<P> {
         }
     }
 
-    /// Sends `Start` for a stream to a worker, choosing one if it has none.
+    /// Sends `Start` for a stream to a worker, choosing one if it has none; a replica only for a
+    /// stream whose lease it holds.
     async fn assign(&self, entry: &StreamEntry) {
+        let command = self.command_lock(&entry.name);
+        let _sending = command.lock().await;
+        self.assign_now(entry).await;
+    }
+
+    /// [`Controller::assign`], its stream's command lock held by the caller.
+    async fn assign_now(&self, entry: &StreamEntry) {
+        let lease = match &self.leases {
+            Some(leases) => match leases.epoch_of(&entry.name) {
+                Some(epoch) => epoch,
+                // Given up or lost since it was claimed: whoever holds it runs it.
+                None => return,
+            },
+            None => 0,
+        };
         let Some((worker_id, peer)) = self.lock().assign(&entry.name, &entry.config.source.kind)
         else {
             return;
@@ -435,11 +470,7 @@ impl<P: Peer> Controller<P> {
         let started = Started {
             config: entry.config.clone(),
             epoch: resume.epoch,
-            lease: self
-                .leases
-                .as_ref()
-                .and_then(|l| l.epoch_of(&entry.name))
-                .unwrap_or(0),
+            lease,
         };
         let start = Request::Start(Start {
             stream: entry.name.clone(),
@@ -549,6 +580,13 @@ impl<P: Peer> Controller<P> {
     }
 
     async fn stop_on_worker(&self, name: &StreamName) {
+        let command = self.command_lock(name);
+        let _sending = command.lock().await;
+        self.stop_now(name).await;
+    }
+
+    /// [`Controller::stop_on_worker`], its stream's command lock held by the caller.
+    async fn stop_now(&self, name: &StreamName) {
         let assigned = self.lock().peer_of(name);
         if let Some((worker_id, peer)) = assigned {
             let stop = Request::Stop {

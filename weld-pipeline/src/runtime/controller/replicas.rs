@@ -10,6 +10,8 @@
 //! stream on its worker as the registry now says. A lost announcement only waits for the next
 //! tick.
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,20 +87,42 @@ impl<P: Peer> Controller<P> {
                 lock(&controller.stopping).remove(&stream);
             });
         }
-        self.assign_waiting().await;
-        if let Some(held) = held {
-            for lease in held {
-                let idle = self.lock().worker_of(&lease.stream).is_none();
-                if idle && leases.is_held(&lease.stream) {
-                    tracing::debug!(replica = leases.replica(), stream = %lease.stream, "giving up the lease of a stream no worker here runs");
-                    if let Err(error) = leases.release(&lease.stream).await {
-                        tracing::debug!(%error, "a lease was not given up; it lapses by itself");
-                    }
-                }
-            }
-        }
         metrics::gauge!("weld_leases_held").set(self.lock().assigned().len() as f64);
         metrics::counter!("weld_lease_commits_refused_total").absolute(leases.refused_commits());
+        // Claiming and starting wait on workers (a Start, a Stop at a page boundary): on a task
+        // of their own, one pass at a time, so that renewals never wait for a worker.
+        if self.assigning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (controller, leases) = (self.clone(), leases.clone());
+        tokio::spawn(async move {
+            controller.assign_waiting(true).await;
+            if let Some(held) = held {
+                controller.give_up_idle(&leases, held).await;
+            }
+            controller.assigning.store(false, Ordering::Release);
+        });
+    }
+
+    /// Gives up the leases of `held` that no worker here has run for a whole period (stopped,
+    /// or no worker of this replica's left for them), so another replica may take them at once.
+    /// A period's grace: a lease claimed a moment ago is not given up before its Start is sent.
+    async fn give_up_idle(&self, leases: &Arc<dyn Leasing>, held: Vec<crate::lease::Lease>) {
+        let idle: HashSet<StreamName> = held
+            .into_iter()
+            .map(|lease| lease.stream)
+            .filter(|stream| self.lock().worker_of(stream).is_none())
+            .collect();
+        let before = std::mem::replace(&mut *lock(&self.idle), idle.clone());
+        for stream in idle.intersection(&before) {
+            if !leases.is_held(stream) {
+                continue;
+            }
+            tracing::debug!(replica = leases.replica(), %stream, "giving up the lease of a stream no worker here runs");
+            if let Err(error) = leases.release(stream).await {
+                tracing::debug!(%error, "a lease was not given up; it lapses by itself");
+            }
+        }
     }
 
     /// This replica's share of `waiting` (streams that should run, on no worker here), among
@@ -156,6 +180,13 @@ impl<P: Peer> Controller<P> {
     /// a resync or a change heard from another replica. One already running here is given its
     /// Start again (a changed configuration).
     pub(super) async fn take(&self, entry: &StreamEntry) {
+        let command = self.command_lock(&entry.name);
+        let _deciding = command.lock().await;
+        self.take_now(entry).await;
+    }
+
+    /// [`Controller::take`], its stream's command lock held by the caller.
+    async fn take_now(&self, entry: &StreamEntry) {
         let limit = if self.leases.is_some() && self.lock().worker_of(&entry.name).is_none() {
             match self.store.streams().await {
                 Ok(entries) => self.share(&entries, vec![entry], false).await.1,
@@ -165,7 +196,7 @@ impl<P: Peer> Controller<P> {
             1
         };
         if let Some(entry) = self.claim(vec![entry], limit.min(1)).await.pop() {
-            self.assign(entry).await;
+            self.assign_now(entry).await;
         }
     }
 
@@ -204,19 +235,40 @@ impl<P: Peer> Controller<P> {
     /// stream stopped or deleted leaves its worker here (and the lease is given up); one started
     /// is claimed if a worker here can run it; one this replica runs whose configuration or
     /// epoch (a resync) changed is started again.
+    ///
+    /// Its decision and what it sends hold the stream's command lock: a Start or a Stop sent
+    /// meanwhile from here cannot cross it. A registry that cannot be read now is read again a
+    /// few periods later: a change it missed would otherwise wait for the next one.
     pub(super) async fn reconcile(self: &Arc<Self>, name: &StreamName) {
-        let entry = match self.store.stream(name).await {
-            Ok(entry) => entry,
-            Err(error) => {
-                tracing::debug!(stream = %name, %error, "cannot read a changed stream; the next tick will");
-                return;
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let command = self.command_lock(name);
+            let _deciding = command.lock().await;
+            match self.store.stream(name).await {
+                Ok(entry) => return self.reconcile_now(name, entry).await,
+                Err(error) if attempt == ATTEMPTS => {
+                    tracing::warn!(stream = %name, %error, "cannot read a stream another replica changed; its change waits for the next one");
+                }
+                Err(error) => {
+                    tracing::debug!(stream = %name, %error, "cannot read a changed stream now; reading it again");
+                }
             }
-        };
+            drop(_deciding);
+            let wait = self
+                .leases
+                .as_deref()
+                .map_or(Duration::from_secs(1), lease_every);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// [`Controller::reconcile`] of the entry read, its stream's command lock held.
+    async fn reconcile_now(&self, name: &StreamName, entry: Option<StreamEntry>) {
         let here = self.lock().worker_of(name).is_some();
         match entry {
             Some(entry) if entry.desired == Desired::Running => {
                 if !here {
-                    self.take(&entry).await;
+                    self.take_now(&entry).await;
                     return;
                 }
                 let Ok(resume) = self.store.resume(name).await else {
@@ -226,16 +278,18 @@ impl<P: Peer> Controller<P> {
                 match started {
                     Some(started) if started.epoch != resume.epoch => {
                         tracing::info!(stream = %name, epoch = resume.epoch, "resynced on another replica: starting it again here");
-                        self.stop_on_worker(name).await;
-                        self.assign(&entry).await;
+                        self.stop_now(name).await;
+                        self.assign_now(&entry).await;
                     }
-                    Some(started) if started.config != entry.config => self.assign(&entry).await,
+                    Some(started) if started.config != entry.config => {
+                        self.assign_now(&entry).await;
+                    }
                     _ => {}
                 }
             }
             _ => {
                 if here {
-                    self.stop_on_worker(name).await;
+                    self.stop_now(name).await;
                 }
                 if let Some(leases) = &self.leases {
                     if leases.is_held(name) {
