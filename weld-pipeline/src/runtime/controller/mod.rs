@@ -241,11 +241,7 @@ impl<P: Peer> Controller<P> {
     }
 
     fn started_as(&self, stream: &StreamName) -> Option<Started> {
-        self.started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .cloned()
+        lock(&self.started).get(stream).cloned()
     }
 
     /// Opens a controller on the embedded sled store in `config.data_dir`, wrapped in
@@ -480,10 +476,7 @@ impl<P: Peer> Controller<P> {
             lease: started.lease,
         });
         // Known before the worker answers: a lease period meanwhile must see what was sent.
-        self.started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.name.clone(), started);
+        lock(&self.started).insert(entry.name.clone(), started);
         match command(&peer, start, "start").await {
             Ok(_) => {
                 tracing::info!(stream = %entry.name, worker_id, replica = self.replica(), "stream assigned");
@@ -496,10 +489,7 @@ impl<P: Peer> Controller<P> {
             Err(error) => {
                 tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
                 self.lock().unassign(&entry.name, &worker_id);
-                self.started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&entry.name);
+                lock(&self.started).remove(&entry.name);
                 if error.kind() == ErrorKind::Permanent {
                     self.record_error(
                         &entry.name,
@@ -600,10 +590,7 @@ impl<P: Peer> Controller<P> {
                 }
             }
             self.lock().unassign(name, &worker_id);
-            self.started
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(name);
+            lock(&self.started).remove(name);
         }
     }
 
@@ -723,6 +710,12 @@ impl<P: Peer> Controller<P> {
         }
         Ok(statuses)
     }
+}
+
+/// Locks one of the controller's maps, poisoned or not: each change to them is one insert or
+/// removal, so a panic elsewhere cannot leave one half made.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends a command to a worker and waits for its answer, at most [`COMMAND_TIMEOUT`]; a refusal

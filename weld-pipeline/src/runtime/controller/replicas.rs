@@ -12,10 +12,10 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Controller, COMMAND_TIMEOUT};
+use super::{lock, Controller, COMMAND_TIMEOUT};
 use crate::lease::{Holder, Leasing, RegistryChange};
 use crate::store::{Desired, StreamEntry};
 use crate::stream::StreamName;
@@ -119,9 +119,7 @@ impl<P: Peer> Controller<P> {
                 continue;
             }
             tracing::debug!(replica = leases.replica(), %stream, "giving up the lease of a stream no worker here runs");
-            if let Err(error) = leases.release(stream).await {
-                tracing::debug!(%error, "a lease was not given up; it lapses by itself");
-            }
+            give_up(leases.as_ref(), stream).await;
         }
     }
 
@@ -292,11 +290,7 @@ impl<P: Peer> Controller<P> {
                     self.stop_now(name).await;
                 }
                 if let Some(leases) = &self.leases {
-                    if leases.is_held(name) {
-                        if let Err(error) = leases.release(name).await {
-                            tracing::debug!(%error, "a lease was not given up; it lapses by itself");
-                        }
-                    }
+                    give_up(leases.as_ref(), name).await;
                 }
             }
         }
@@ -329,11 +323,7 @@ impl<P: Peer> Controller<P> {
         let Some(leases) = &self.leases else {
             return;
         };
-        if leases.is_held(name) {
-            if let Err(error) = leases.release(name).await {
-                tracing::debug!(%error, "a lease was not given up; it lapses by itself");
-            }
-        }
+        give_up(leases.as_ref(), name).await;
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT + leases.ttl();
         loop {
             let holder = match leases.holder(name).await {
@@ -368,6 +358,11 @@ impl<P: Peer> Controller<P> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+/// Gives up `stream`'s lease if this replica holds it; a failure only leaves it to lapse.
+async fn give_up(leases: &dyn Leasing, stream: &StreamName) {
+    if leases.is_held(stream) {
+        if let Err(error) = leases.release(stream).await {
+            tracing::debug!(%error, "a lease was not given up; it lapses by itself");
+        }
+    }
 }
