@@ -295,6 +295,12 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // `WELD_TEST_KEEP_LOGS=<dir>` keeps every child's whole stderr there, also of the
+        // processes a test killed and replaced, to read after a failure.
+        if let Some(dir) = std::env::var_os("WELD_TEST_KEEP_LOGS") {
+            let kept = Path::new(&dir).join(format!("{}-{}.log", self.name, self.child.id()));
+            let _ = std::fs::copy(self.stderr.path(), kept);
+        }
         if std::thread::panicking() {
             eprintln!("{}", self.report());
         }

@@ -121,7 +121,10 @@ pub(crate) struct WorkerOpts {
     pub(crate) shared_secret: Option<String>,
     pub(crate) hubspot_url: String,
     pub(crate) hubspot_token: String,
-    /// The incremental settle delay: 0, so a change at the fake shows up on the next run.
+    /// The incremental settle delay: 1 s. The fake stamps a mutation's records up to one
+    /// millisecond per record before the moment they become visible (as HubSpot's search
+    /// index trails its writes), so a window ending at "now" would step past them when a
+    /// mutation lands while a run searches: a mutation of up to 1,000 records is safe.
     pub(crate) settle_secs: u64,
 }
 
@@ -136,7 +139,7 @@ impl WorkerOpts {
             shared_secret: Some(SHARED_SECRET.into()),
             hubspot_url: hubspot_url.into(),
             hubspot_token: HUBSPOT_TOKEN.into(),
-            settle_secs: 0,
+            settle_secs: 1,
         }
     }
 }
