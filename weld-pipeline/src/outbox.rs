@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
@@ -339,6 +340,39 @@ impl Outbox {
     ///
     /// Cancel safe while it waits for space; the write itself is not interrupted.
     pub async fn push(&self, batch: &Batch) -> Result<u64, Error> {
+        self.write_unless(batch, None).await
+    }
+
+    /// Writes a batch as [`Outbox::push`] does, unless `cancel` is cancelled: the token is
+    /// checked under the outbox's lock, just before the write, and waits for room end with it.
+    /// So a run whose token was cancelled before [`Outbox::discard_stream`] began can leave
+    /// nothing behind that discard: a batch written after it would stand, alone, past the
+    /// batches it dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`] when `cancel` is (the batch is not in the outbox), or when the
+    /// write fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Outbox::push`].
+    pub async fn push_unless_cancelled(
+        &self,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<u64, Error> {
+        tokio::select! {
+            pushed = self.write_unless(batch, Some(cancel)) => pushed,
+            () = cancel.cancelled() => Err(Error::Cancelled),
+        }
+    }
+
+    async fn write_unless(
+        &self,
+        batch: &Batch,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<u64, Error> {
         let mut value = BytesMut::with_capacity(batch.encoded_len());
         encode_batch(batch, &mut value);
         let len = value.len() as u64;
@@ -356,6 +390,9 @@ impl Outbox {
                 // The tree before the state: the same order as a reopen takes them.
                 let tree = self.tree()?;
                 let mut state = self.lock();
+                if cancel.is_some_and(CancellationToken::is_cancelled) {
+                    return Err(Error::Cancelled);
+                }
                 if state.bytes == 0 || state.bytes + len <= self.inner.max_bytes {
                     // Written under the lock, so keys reach the tree in order and a reader never
                     // sees key k+1 before key k.
@@ -703,6 +740,51 @@ mod tests {
             .unwrap();
         assert_eq!(key, 3);
         assert_eq!(outbox.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_run_writes_nothing_whether_it_was_about_to_write_or_waiting_for_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = OutboxConfig::new(dir.path());
+        let one = {
+            let mut out = BytesMut::new();
+            encode_batch(&batch("a", 0, 1_000), &mut out);
+            out.len() as u64
+        };
+        config.max_bytes = one;
+        let outbox = Outbox::open(&config).unwrap();
+        let cancel = CancellationToken::new();
+        outbox
+            .push_unless_cancelled(&batch("a", 0, 1_000), &cancel)
+            .await
+            .unwrap();
+        let waiting = {
+            let (outbox, cancel) = (outbox.clone(), cancel.clone());
+            tokio::spawn(async move {
+                outbox
+                    .push_unless_cancelled(&batch("a", 1, 1_000), &cancel)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "a full outbox took another batch");
+        cancel.cancel();
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(waited, Err(Error::Cancelled)), "{waited:?}");
+        // Room again, and the token already cancelled: still nothing is written.
+        outbox.remove(0).unwrap();
+        let pushed = outbox
+            .push_unless_cancelled(&batch("a", 2, 1_000), &cancel)
+            .await;
+        assert!(matches!(pushed, Err(Error::Cancelled)), "{pushed:?}");
+        assert_eq!(outbox.len(), 0);
+        assert_eq!(
+            outbox.position(&StreamName::new("a").unwrap(), 0, 0),
+            Some(Checkpoint::from_bytes("0"))
+        );
     }
 
     #[tokio::test]

@@ -374,12 +374,14 @@ impl<T: Transport> Worker<T> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(stream)
             .is_some();
+        // The run is cancelled before its batches are dropped, so that it cannot write one more
+        // after them (its sink checks the token under the outbox's lock). Stopping would wait
+        // for the run's page boundary; the courier must not.
+        self.scheduler.cancel(stream);
         let dropped = self.outbox.discard_stream(stream)?;
         if known || dropped > 0 {
             tracing::warn!(stream = %stream, run_id = %id.run_id, seq = id.seq, dropped, error = %error, "the controller refused a delivery; the stream stops here and its waiting batches are dropped");
         }
-        // Stopping waits for the run's page boundary; the courier must not.
-        self.scheduler.cancel(stream);
         Ok(())
     }
 
@@ -645,10 +647,9 @@ impl Sink for OutboxSink {
             };
             &stamped
         };
-        tokio::select! {
-            pushed = self.outbox.push(batch) => pushed?,
-            () = self.cancel.cancelled() => return Err(Error::Cancelled),
-        };
+        self.outbox
+            .push_unless_cancelled(batch, &self.cancel)
+            .await?;
         Ok(Commit::Stored {
             records: batch.records.len() as u64,
         })
