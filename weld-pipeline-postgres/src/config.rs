@@ -16,6 +16,11 @@ pub struct PostgresConfig {
     pub ca_file: Option<PathBuf>,
     /// The most connections the pool holds. Default 16.
     pub pool_size: usize,
+    /// How many of them commits never take: record pages, status reads and lease renewals
+    /// always find one, however many batches are being committed at once (a worker keeps 16
+    /// in flight). Commits take at most `pool_size - read_connections` (at least one).
+    /// Default 4.
+    pub read_connections: usize,
     /// Every statement's limit: a query past it is cancelled by the server and fails
     /// transiently. Default 30 s.
     pub statement_timeout: Duration,
@@ -30,6 +35,7 @@ impl PostgresConfig {
             url: url.into(),
             ca_file: None,
             pool_size: 16,
+            read_connections: 4,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }

@@ -62,7 +62,7 @@ impl Fence {
     /// lease, so the lease cannot move before the commit ends.
     pub(crate) async fn check(
         &self,
-        tx: &impl tokio_postgres::GenericClient,
+        tx: &deadpool_postgres::Transaction<'_>,
         stream: &StreamName,
         lease: u64,
     ) -> Result<(), Error> {
@@ -71,7 +71,12 @@ impl Fence {
             lease => Some(lease),
         };
         let held = match epoch {
-            Some(epoch) => holds(tx, &self.replica, stream, epoch).await?,
+            Some(epoch) => {
+                let statement = crate::store::prepared(tx, &tx.statement_cache, HOLDS)
+                    .await
+                    .map_err(database)?;
+                holds(&**tx, &statement, &self.replica, stream, epoch).await?
+            }
             None => false,
         };
         if held {
@@ -300,7 +305,7 @@ impl Leases {
         stream: &StreamName,
         epoch: u64,
     ) -> Result<bool, Error> {
-        holds(client, self.replica(), stream, epoch).await
+        holds(client, HOLDS, self.replica(), stream, epoch).await
     }
 
     /// Who holds `stream`'s lease now, if anyone does and it has not lapsed.
@@ -498,20 +503,25 @@ impl Leasing for Leases {
 
 /// Whether `replica` holds `stream`'s lease at `epoch`, unexpired; the row locked shared until
 /// `client`'s transaction ends.
-async fn holds(
+/// Whether `replica` holds `stream`'s lease at `epoch`, the row share-locked until the
+/// transaction ends: no claim can move it meanwhile.
+const HOLDS: &str = "SELECT 1 FROM weld.leases
+     WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
+     FOR SHARE";
+
+async fn holds<Q>(
     client: &impl tokio_postgres::GenericClient,
+    query: &Q,
     replica: &str,
     stream: &StreamName,
     epoch: u64,
-) -> Result<bool, Error> {
+) -> Result<bool, Error>
+where
+    Q: tokio_postgres::ToStatement + Sync + Send + ?Sized,
+{
     let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
     let row = client
-        .query_opt(
-            "SELECT 1 FROM weld.leases
-             WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-             FOR SHARE",
-            &[&stream.as_str(), &replica, &epoch],
-        )
+        .query_opt(query, &[&stream.as_str(), &replica, &epoch])
         .await
         .map_err(database)?;
     Ok(row.is_some())

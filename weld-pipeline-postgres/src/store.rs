@@ -35,6 +35,9 @@ const MS: &str = "(extract(epoch FROM updated_at) * 1000)::bigint";
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Commits in progress, at most the pool's size less its read connections: what is left is
+    /// for everything else.
+    commits: Arc<tokio::sync::Semaphore>,
     /// Set once the schema is migrated: by `open`, or by the first connection of a store made
     /// with `new` while the database was away.
     migrated: Arc<tokio::sync::OnceCell<()>>,
@@ -128,8 +131,13 @@ impl PostgresStore {
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| Error::Bug(format!("the PostgreSQL pool cannot be built: {e}")))?;
+        let commits = config
+            .pool_size
+            .saturating_sub(config.read_connections)
+            .max(1);
         Ok(PostgresStore {
             pool,
+            commits: Arc::new(tokio::sync::Semaphore::new(commits)),
             migrated: Arc::default(),
             tables: Arc::default(),
             links: Arc::default(),
@@ -164,12 +172,17 @@ impl PostgresStore {
              ORDER BY octet_length(id), id LIMIT $2"
         );
         let limit = limit.max(1);
-        let mut rows = match self
-            .client()
-            .await?
-            .query(&sql, &[&after, &(limit as i64 + 1)])
-            .await
-        {
+        let client = self.client().await?;
+        let statement = prepared(&client, &client.statement_cache, &sql).await;
+        let rows = match statement {
+            Ok(statement) => {
+                client
+                    .query(&statement, &[&after, &(limit as i64 + 1)])
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let mut rows = match rows {
             Ok(rows) => rows,
             Err(e) if e.code().map(|c| c.code()) == Some("42P01") => vec![],
             Err(e) => return Err(database(e)),
@@ -182,7 +195,6 @@ impl PostgresStore {
         Ok((rows, next))
     }
 
-    /// A connection, the schema migrated.
     /// This store, its commits checked by `fence`.
     pub(crate) fn with_fence(&self, fence: crate::leases::Fence) -> PostgresStore {
         PostgresStore {
@@ -191,6 +203,7 @@ impl PostgresStore {
         }
     }
 
+    /// A connection, the schema migrated.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         if self.migrated.get().is_none() {
@@ -374,21 +387,27 @@ impl PostgresStore {
         let ids: Vec<&str> = by_id.keys().copied().collect();
         let amends = batch.records.iter().any(|r| r.amend);
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&stream, &run_id, &seq];
-        let seen = tx.query_opt(
-            "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
-            &key,
-        );
+        let seen = async {
+            let statement = prepared(
+                &tx,
+                &tx.statement_cache,
+                "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
+            )
+            .await
+            .map_err(database)?;
+            tx.query_opt(&statement, &key).await.map_err(database)
+        };
         // A replica's lease is checked first, in the same pipeline: nothing is written (the
         // transaction rolls back) unless it holds.
         let fenced = async {
             match &self.fence {
-                Some(fence) => fence.check(&*tx, &batch.stream, batch.lease).await,
+                Some(fence) => fence.check(&tx, &batch.stream, batch.lease).await,
                 None => Ok(()),
             }
         };
         let (fenced, seen, stored) = tokio::join!(fenced, seen, heads(&tx, table, &ids, amends));
         fenced?;
-        if seen.map_err(database)?.is_some() {
+        if seen?.is_some() {
             return Ok(Commit::Replayed);
         }
         let stored = stored?;
@@ -411,9 +430,12 @@ impl PostgresStore {
         );
         let (u, i) = (Columns::of(&plan.updates), Columns::of(&plan.inserts));
         let (u_documents, i_documents) = (u.documents(), i.documents());
+        let statement = prepared(&tx, &tx.statement_cache, &sql)
+            .await
+            .map_err(database)?;
         let row = tx
             .query_one(
-                &sql,
+                &statement,
                 &[
                     &u.ids,
                     &u.times,
@@ -615,9 +637,27 @@ fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Move
     (written, moved)
 }
 
+/// How many statements one connection keeps prepared: each records table has a few of its own,
+/// so a house of many streams would grow the cache without end; past this it starts over.
+const CACHED_STATEMENTS: usize = 200;
+
+/// `sql`, prepared once per connection and kept in its `cache` (bounded by
+/// [`CACHED_STATEMENTS`]): the hot statements skip a round trip and the server's parsing and
+/// planning on every call after the first.
+pub(crate) async fn prepared(
+    client: &impl deadpool_postgres::GenericClient,
+    cache: &deadpool_postgres::StatementCache,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if cache.size() >= CACHED_STATEMENTS {
+        cache.clear();
+    }
+    client.prepare_cached(sql).await
+}
+
 /// The stored heads of `ids`, locked until the transaction ends.
 async fn heads(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     table: &str,
     ids: &[&str],
     documents: bool,
@@ -627,16 +667,14 @@ async fn heads(
     } else {
         "NULL::text"
     };
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1)
-                 ORDER BY id FOR UPDATE"
-            ),
-            &[&ids],
-        )
+    let sql = format!(
+        "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1)
+         ORDER BY id FOR UPDATE"
+    );
+    let statement = prepared(tx, &tx.statement_cache, &sql)
         .await
         .map_err(database)?;
+    let rows = tx.query(&statement, &[&ids]).await.map_err(database)?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -966,6 +1004,11 @@ async fn checkpoint_at(
 #[async_trait]
 impl Sink for PostgresStore {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        let _turn = self
+            .commits
+            .acquire()
+            .await
+            .map_err(|_| Error::Bug("the store's commit semaphore is closed".into()))?;
         let table = self.ensure(&batch.stream, None).await?;
         self.write(batch, &table).await
     }
@@ -978,13 +1021,17 @@ impl Sink for PostgresStore {
 #[async_trait]
 impl StreamStore for PostgresStore {
     async fn stream(&self, name: &StreamName) -> Result<Option<StreamEntry>, Error> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT entry::text FROM weld.streams WHERE name = $1 AND entry IS NOT NULL",
-                &[&name.as_str()],
-            )
+        // Read on every delivery: prepared once per connection.
+        let client = self.client().await?;
+        let statement = prepared(
+            &client,
+            &client.statement_cache,
+            "SELECT entry::text FROM weld.streams WHERE name = $1 AND entry IS NOT NULL",
+        )
+        .await
+        .map_err(database)?;
+        let row = client
+            .query_opt(&statement, &[&name.as_str()])
             .await
             .map_err(database)?;
         row.map(|row| decode_entry(row.get(0))).transpose()
