@@ -19,7 +19,9 @@ pub struct PostgresConfig {
     /// How many of them commits never take: record pages, status reads and lease renewals
     /// always find one, however many batches are being committed at once (a worker keeps 16
     /// in flight). Commits take at most `pool_size - read_connections` (at least one).
-    /// Default 4.
+    /// Default 8: on a 2-core database, 8 commits at once store as much as 12 do, and a
+    /// records page, sharing the server's cores with fewer of them, comes back sooner (p99
+    /// during a 1M-record ingestion 50-56 ms with 6 commits at once, 70 ms with 12).
     pub read_connections: usize,
     /// Every statement's limit: a query past it is cancelled by the server and fails
     /// transiently. Default 30 s.
@@ -35,7 +37,7 @@ impl PostgresConfig {
             url: url.into(),
             ca_file: None,
             pool_size: 16,
-            read_connections: 4,
+            read_connections: 8,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
