@@ -352,14 +352,14 @@ impl<T: Transport> Worker<T> {
 
     /// Drops a stream the controller refused a batch of for good, once: later refusals of its
     /// batches still in flight find nothing left to drop.
+    ///
+    /// Under the lock of the worker's streams, as a Start is: a Start cannot fall between the
+    /// look at the stream and its drop (it would be cancelled with the old runs, or start from
+    /// a position past batches about to be dropped).
     fn refused(&self, key: u64, id: &BatchId, error: &Error) -> Result<(), Error> {
         let stream = &id.stream;
-        let fresh = self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .and_then(|held| held.fresh);
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = streams.get(stream).and_then(|held| held.fresh);
         if fresh.is_some_and(|since| id.run_id < since) {
             // A batch of a run from before the Start that placed the stream at the controller's
             // checkpoint: the runs since read its records again, so only it goes. Anywhere else
@@ -368,17 +368,13 @@ impl<T: Transport> Worker<T> {
             tracing::debug!(stream = %stream, run_id = %id.run_id, seq = id.seq, error = %error, "a refused batch of an earlier run dropped");
             return self.outbox.remove(key);
         }
-        let known = self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stream)
-            .is_some();
+        let known = streams.remove(stream).is_some();
         // The run is cancelled before its batches are dropped, so that it cannot write one more
         // after them (its sink checks the token under the outbox's lock). Stopping would wait
         // for the run's page boundary; the courier must not.
         self.scheduler.cancel(stream);
         let dropped = self.outbox.discard_stream(stream)?;
+        drop(streams);
         if known || dropped > 0 {
             tracing::warn!(stream = %stream, run_id = %id.run_id, seq = id.seq, dropped, error = %error, "the controller refused a delivery; the stream stops here and its waiting batches are dropped");
         }
@@ -397,8 +393,9 @@ impl<T: Transport> Worker<T> {
         // controller's checkpoint. A start of a newer epoch (a resync), or under another lease (a
         // replica that claimed the stream anew), starts from its checkpoint, whatever is held:
         // what waits in the outbox is of the older epoch or lease, and will be refused.
+        // Held until the run is scheduled: a refusal's drop of the stream comes before or after.
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let checkpoint = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let held = streams
                 .get(&start.stream)
                 .filter(|h| h.epoch >= start.epoch && h.lease == start.lease);
@@ -440,6 +437,7 @@ impl<T: Transport> Worker<T> {
             Duration::from_secs(start.config.interval_secs),
             Arc::new(job),
         );
+        drop(streams);
         Response::Started
     }
 
