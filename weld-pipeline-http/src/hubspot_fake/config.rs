@@ -133,7 +133,11 @@ pub struct Stats {
 pub struct Mutation {
     /// The object type.
     pub object: String,
-    /// Records to modify, distinct, chosen at random (their modification time becomes now).
+    /// Records to modify, distinct, chosen at random. The i-th record modified (or created)
+    /// gets a modification time i ms before now: the change becomes visible up to `modify` ms
+    /// after the time it carries, as HubSpot's search index trails its writes, so a source
+    /// whose window ends at "now" (no settle delay) misses the ones stamped before a window it
+    /// already searched. A settle delay of a second covers a change of 1,000 records.
     #[serde(default)]
     pub modify: usize,
     /// The value `modify` writes (contacts' `firstname`, the first plain property of other

@@ -40,7 +40,9 @@
 //!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
 //!   or invalid JSON; each for the next N requests.
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
-//!   (archiving does not bump the modification time, as in HubSpot), a custom property added
+//!   (archiving does not bump the modification time, as in HubSpot; the changed records carry
+//!   times up to a millisecond a record before the change becomes visible, as HubSpot's search
+//!   index trails its writes: see [`Mutation::modify`]), a custom property added
 //!   with a value on every live record, records linked to another record of a type instead
 //!   of theirs (modification times untouched by the last two), pairs of records merged (the
 //!   secondary vanishes everywhere, the primary names it in `hs_merged_object_ids` and is
