@@ -711,17 +711,19 @@ mod tests {
         assert_eq!(key, 5);
     }
 
+    /// An outbox in `dir` with room for `batches` batches of 1,000 bytes of payload.
+    fn holding(dir: &std::path::Path, batches: u64) -> Outbox {
+        let mut out = BytesMut::new();
+        encode_batch(&batch("a", 0, 1_000), &mut out);
+        let mut config = OutboxConfig::new(dir);
+        config.max_bytes = out.len() as u64 * batches;
+        Outbox::open(&config).unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_full_outbox_pauses_the_writer_until_an_ack_frees_room() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = OutboxConfig::new(dir.path());
-        let one = {
-            let mut out = BytesMut::new();
-            encode_batch(&batch("a", 0, 1_000), &mut out);
-            out.len() as u64
-        };
-        config.max_bytes = one * 3;
-        let outbox = Outbox::open(&config).unwrap();
+        let outbox = holding(dir.path(), 3);
         for seq in 0..3 {
             outbox.push(&batch("a", seq, 1_000)).await.unwrap();
         }
@@ -745,14 +747,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_run_writes_nothing_whether_it_was_about_to_write_or_waiting_for_room() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = OutboxConfig::new(dir.path());
-        let one = {
-            let mut out = BytesMut::new();
-            encode_batch(&batch("a", 0, 1_000), &mut out);
-            out.len() as u64
-        };
-        config.max_bytes = one;
-        let outbox = Outbox::open(&config).unwrap();
+        let outbox = holding(dir.path(), 1);
         let cancel = CancellationToken::new();
         outbox
             .push_unless_cancelled(&batch("a", 0, 1_000), &cancel)
