@@ -72,9 +72,7 @@ impl Fence {
         };
         let held = match epoch {
             Some(epoch) => {
-                let statement = crate::store::prepared(tx, &tx.statement_cache, HOLDS)
-                    .await
-                    .map_err(database)?;
+                let statement = crate::store::prepared(tx, HOLDS).await.map_err(database)?;
                 holds(&**tx, &statement, &self.replica, stream, epoch).await?
             }
             None => false,

@@ -173,7 +173,7 @@ impl PostgresStore {
         );
         let limit = limit.max(1);
         let client = self.client().await?;
-        let statement = prepared(&client, &client.statement_cache, &sql).await;
+        let statement = prepared(&client, &sql).await;
         let rows = match statement {
             Ok(statement) => {
                 client
@@ -390,7 +390,6 @@ impl PostgresStore {
         let seen = async {
             let statement = prepared(
                 &tx,
-                &tx.statement_cache,
                 "SELECT 1 FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq = $3",
             )
             .await
@@ -430,9 +429,7 @@ impl PostgresStore {
         );
         let (u, i) = (Columns::of(&plan.updates), Columns::of(&plan.inserts));
         let (u_documents, i_documents) = (u.documents(), i.documents());
-        let statement = prepared(&tx, &tx.statement_cache, &sql)
-            .await
-            .map_err(database)?;
+        let statement = prepared(&tx, &sql).await.map_err(database)?;
         let row = tx
             .query_one(
                 &statement,
@@ -645,14 +642,31 @@ const CACHED_STATEMENTS: usize = 200;
 /// [`CACHED_STATEMENTS`]): the hot statements skip a round trip and the server's parsing and
 /// planning on every call after the first.
 pub(crate) async fn prepared(
-    client: &impl deadpool_postgres::GenericClient,
-    cache: &deadpool_postgres::StatementCache,
+    client: &impl Cached,
     sql: &str,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    let cache = client.cache();
     if cache.size() >= CACHED_STATEMENTS {
         cache.clear();
     }
     client.prepare_cached(sql).await
+}
+
+/// A pooled connection, or a transaction on one, with its connection's statement cache.
+pub(crate) trait Cached: deadpool_postgres::GenericClient {
+    fn cache(&self) -> &deadpool_postgres::StatementCache;
+}
+
+impl Cached for deadpool_postgres::Client {
+    fn cache(&self) -> &deadpool_postgres::StatementCache {
+        &self.statement_cache
+    }
+}
+
+impl Cached for deadpool_postgres::Transaction<'_> {
+    fn cache(&self) -> &deadpool_postgres::StatementCache {
+        &self.statement_cache
+    }
 }
 
 /// The stored heads of `ids`, locked until the transaction ends.
@@ -671,9 +685,7 @@ async fn heads(
         "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1)
          ORDER BY id FOR UPDATE"
     );
-    let statement = prepared(tx, &tx.statement_cache, &sql)
-        .await
-        .map_err(database)?;
+    let statement = prepared(tx, &sql).await.map_err(database)?;
     let rows = tx.query(&statement, &[&ids]).await.map_err(database)?;
     Ok(rows
         .into_iter()
@@ -1025,7 +1037,6 @@ impl StreamStore for PostgresStore {
         let client = self.client().await?;
         let statement = prepared(
             &client,
-            &client.statement_cache,
             "SELECT entry::text FROM weld.streams WHERE name = $1 AND entry IS NOT NULL",
         )
         .await
