@@ -40,6 +40,11 @@ struct Args {
     /// A stable id for logs and assignment [default: host name + pid].
     #[arg(long, env = "WELD_WORKER_ID")]
     worker_id: Option<String>,
+    /// Milliseconds a batch waits in the outbox's memory for its ack before it is written to
+    /// disk; 0 writes each batch as it is fetched. A worker killed outright fetches again what
+    /// was not written, from data-streams' checkpoint.
+    #[arg(long, env = "WELD_OUTBOX_WRITE_AFTER_MS", default_value_t = 1000)]
+    outbox_write_after_ms: u64,
     /// The secret data-streams asks workers to prove, when it has one.
     #[arg(long, env = "WELD_SHARED_SECRET", hide_env_values = true)]
     shared_secret: Option<String>,
@@ -86,7 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let sources = common::sources(account);
     let worker_id = args.worker_id.clone().unwrap_or_else(common::host_and_pid);
-    let config = WorkerConfig::new(&worker_id, &args.data_dir);
+    let mut config = WorkerConfig::new(&worker_id, &args.data_dir);
+    config.outbox.write_after = Duration::from_millis(args.outbox_write_after_ms);
     let secret = common::configured(args.shared_secret).map(Secret::new);
     let addr = args.controller_addr;
     common::with_transport!(dial args.transport, addr, secret, |transport| {

@@ -225,6 +225,10 @@ async fn running_out_of_descriptors_fails_the_store_and_it_heals_once_the_attack
     data_streams.process.kill9();
 }
 
+/// The outbox writes to disk what waits for its ack longer than a second: data-streams goes
+/// away in the middle of a sync, what the worker fetches meanwhile fills its small disk, and
+/// the source pauses (told once) instead of failing. Room again and data-streams back, the sync
+/// completes, the worker never restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_disk_pauses_the_source_and_the_sync_completes_once_there_is_room() {
     let dirs = [temp_dir(), temp_dir()];
@@ -232,8 +236,14 @@ async fn a_full_outbox_disk_pauses_the_source_and_the_sync_completes_once_there_
         return;
     };
     let fake = start_fake(20_000, &[]).await;
-    let (data_streams, mut worker, api) =
+    let (mut data_streams, mut worker, api) =
         contacts_syncing(&fake, DataStreamsOpts::new(dirs[0].path()), &disk.path).await;
+    wait_for("a run under way", CONVERGE_WITHIN, || async {
+        let records = api.status(STREAM).await["records"].as_u64()?;
+        (records > 0).then_some(records)
+    })
+    .await;
+    data_streams.process.kill9();
 
     wait_until("the outbox cannot write", CONVERGE_WITHIN, || {
         let logs = worker.process.logs();
@@ -256,6 +266,7 @@ async fn a_full_outbox_disk_pauses_the_source_and_the_sync_completes_once_there_
     );
 
     disk.resize("512m");
+    let data_streams = start_data_streams(data_streams.restart_opts()).await;
     let expected = fake.contacts().await;
     wait_synced(&api, STREAM, &expected).await;
     assert!(worker.process.logs().contains("the outbox writes again"));

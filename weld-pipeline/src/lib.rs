@@ -36,7 +36,7 @@
 //! | [`transform`] | record transforms: map, filter, rename / drop / redact fields |
 //! | [`Scheduler`], [`Pipeline`], [`PipelineJob`] | running it all |
 //! | [`store`] ([`store::StreamStore`]; [`store::SledStore`] with feature `sled`, default) | data-streams' storage: registry, records, checkpoints, ledger, run history; what "durable" means |
-//! | [`outbox`] (feature `sled`) | the worker's bounded on-disk queue of unacknowledged batches |
+//! | [`outbox`] (feature `sled`) | the worker's bounded queue of unacknowledged batches, in memory, on disk once they wait |
 //! | [`runtime`] ([`runtime::Controller`], [`runtime::Worker`]) | the two services' logic, to embed |
 //! | [`lease`] ([`lease::Leasing`]) | several controller replicas on one shared store: who runs which stream |
 //! | [`Error`], [`ErrorKind`] | what to do when it fails: retry, stop, or fix the bug |

@@ -28,6 +28,8 @@ const RECORDS: u64 = 1_000;
 const FAILPOINT: &str = "WELD_FAILPOINT";
 const CONTROLLER_DIR: &str = "WELD_CONTROLLER_DIR";
 const WORKER_DIR: &str = "WELD_WORKER_DIR";
+/// The failpoint inside an outbox's write to disk.
+const WRITING_THE_OUTBOX: &str = "outbox::in_the_middle_of_a_write";
 /// The child aborts the third time its failpoint is reached: some batches got through first.
 const CRASH_ON_HIT: usize = 3;
 
@@ -60,11 +62,12 @@ fn failpoint_child() {
     .unwrap();
     let transport = MemoryTransport::new();
     let controller = ControllerProcess::start(Path::new(&controller_dir), &transport);
-    let worker = WorkerProcess::start(
-        worker_config(Path::new(&worker_dir)),
-        &transport,
-        CountingSources::new(),
-    );
+    let mut config = worker_config(Path::new(&worker_dir));
+    if failpoint == WRITING_THE_OUTBOX {
+        // Each batch written as it is pushed, so that the writes come while the run goes on.
+        config.outbox.write_after = Duration::ZERO;
+    }
+    let worker = WorkerProcess::start(config, &transport, CountingSources::new());
     // A short interval: if the crash comes late, new runs keep reaching the failpoint.
     let config = CountingSources::config(RECORDS, 50, 1, 1);
     controller
@@ -175,7 +178,12 @@ fn a_crash_between_the_ack_and_the_outbox_removal_is_resent_and_replayed() {
 
 #[test]
 fn a_crash_in_the_middle_of_an_outbox_write_refetches_from_the_checkpoint() {
-    survives_a_crash_at("outbox::in_the_middle_of_a_write");
+    survives_a_crash_at(WRITING_THE_OUTBOX);
+}
+
+#[test]
+fn a_crash_with_batches_held_in_memory_only_refetches_them_from_the_checkpoint() {
+    survives_a_crash_at("outbox::holding_a_batch_in_memory_only");
 }
 
 /// While a sync round is held inside its fdatasync, 63 more commits arrive: they all share the

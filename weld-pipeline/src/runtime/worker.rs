@@ -236,13 +236,8 @@ impl<T: Transport> Worker<T> {
             if in_flight.len() < self.config.in_flight {
                 versions.borrow_and_update();
                 let room = self.config.in_flight - in_flight.len();
-                let entries = match self.outbox.entries(next_key, room) {
-                    Ok(entries) => entries,
-                    // An outbox that cannot be read now (it is healing) holds the deliveries
-                    // as a refusal does; the connection is fine.
-                    Err(error) if error.kind() == ErrorKind::Transient => return Ok(Some(error)),
-                    Err(error) => return Err(error),
-                };
+                // Read from memory: an outbox healing from a disk failure still delivers.
+                let entries = self.outbox.entries(next_key, room)?;
                 for entry in entries {
                     next_key = entry.key + 1;
                     let peer = peer.clone();
@@ -326,13 +321,8 @@ impl<T: Transport> Worker<T> {
                 if commit == Commit::Replayed {
                     tracing::debug!(stream = %batch.stream, seq = batch.seq, "delivery was a replay");
                 }
-                match self.outbox.remove(key) {
-                    // Progress is an ack whose batch left the outbox: one that cannot leave it
-                    // (the outbox heals by itself) holds the deliveries, and backs off.
-                    Ok(()) => self.acks.fetch_add(1, Ordering::Relaxed),
-                    Err(error) if error.kind() == ErrorKind::Transient => return Ok(Some(error)),
-                    Err(error) => return Err(error),
-                };
+                self.outbox.remove(key)?;
+                self.acks.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
             Ok(other) => Err(Error::Bug(format!(
