@@ -115,8 +115,8 @@ pub struct Entry {
     pub batch: Batch,
 }
 
-/// The durable queue of batches between a worker's pipelines and its controller. Cheap to
-/// clone; clones share it.
+/// The bounded queue of batches between a worker's pipelines and its controller, in memory,
+/// and on disk for those that wait (see the module docs). Cheap to clone; clones share it.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     inner: Arc<Inner>,
@@ -297,13 +297,19 @@ impl Outbox {
         })
     }
 
-    /// The tree, for one operation.
+    /// The tree, for one operation; never waits for a reopen (which may wait on sled's file
+    /// lock, or on a database that failed): callers on the runtime's threads go on without it.
     fn tree(&self) -> Result<sled::Tree, Error> {
-        let handle = self.inner.handle.read().unwrap_or_else(|e| e.into_inner());
+        let reopening = || Error::Unavailable("the outbox is being reopened".into());
+        let handle = match self.inner.handle.try_read() {
+            Ok(handle) => handle,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(reopening()),
+        };
         handle
             .as_ref()
             .map(|(tree, _)| tree.clone())
-            .ok_or_else(|| Error::Unavailable("the outbox is being reopened".into()))
+            .ok_or_else(reopening)
     }
 
     /// Whether the disk has room for `len` more bytes and the margin. An error reading the
@@ -338,17 +344,17 @@ impl Outbox {
         self.inner.disk_full.load(Ordering::Relaxed) || self.failing()
     }
 
-    /// Takes a sled error: an I/O error fails the outbox, once, and starts its healing.
+    /// Takes a sled error: it fails the outbox, once, and starts its healing (an I/O error, or
+    /// one sled does not say more of: reopening the database is the cure for both, and a write
+    /// retried in place would fail alike).
     fn failed(&self, error: sled::Error) -> Error {
         let error = storage_error(error);
-        if error.kind() == ErrorKind::Transient {
-            let mut failure = self.inner.failure.lock().unwrap_or_else(|e| e.into_inner());
-            if failure.is_none() {
-                *failure = Some(error.to_string());
-                tracing::error!(error = %error, "the outbox cannot write: sources wait; reopening it by itself");
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(self.clone().heal());
-                }
+        let mut failure = self.inner.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            *failure = Some(error.to_string());
+            tracing::error!(error = %error, "the outbox cannot write: sources wait; reopening it by itself");
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(self.clone().heal());
             }
         }
         error
@@ -391,8 +397,14 @@ impl Outbox {
         drop(handle.take());
         let (tree, db) = open_tree(&self.inner.config)?;
         // A write or removal just before the failure may or may not be there: memory says
-        // what waits.
-        tree.clear().map_err(storage_error)?;
+        // what waits. Every key goes in one atomic batch (sled's `clear` removes them one at a
+        // time, and a crash in the middle could leave newer entries without the older ones,
+        // and a position past a batch that is gone).
+        let mut every = sled::Batch::default();
+        for key in tree.iter().keys() {
+            every.remove(key.map_err(storage_error)?);
+        }
+        tree.apply_batch(every).map_err(storage_error)?;
         let mut state = self.lock();
         state.written_below = state
             .entries
@@ -448,15 +460,15 @@ impl Outbox {
     }
 
     /// Starts the task that writes what waited too long, once, from a push (on its runtime).
+    /// With `write_after` zero it writes what a push could not (a full disk, a failure), once
+    /// the outbox can write again.
     fn start_writer(&self) {
-        if self.inner.config.write_after.is_zero()
-            || self.inner.writer.swap(true, Ordering::Relaxed)
-        {
+        if self.inner.writer.swap(true, Ordering::Relaxed) {
             return;
         }
-        let inner = Arc::downgrade(&self.inner);
+        let running = WriterRunning(Arc::downgrade(&self.inner));
         let versions = self.inner.version.subscribe();
-        tokio::spawn(write_when_due(inner, versions));
+        tokio::spawn(write_when_due(running, versions));
     }
 
     /// Adds a batch at the end of the outbox, waiting while the outbox is full or cannot write.
@@ -513,8 +525,9 @@ impl Outbox {
         loop {
             if !self.stalled() {
                 // The tree before the state: the same order as a reopen takes them.
+                // Without it (being reopened) the batch waits in memory for the writer.
                 let tree = if write_through {
-                    Some(self.tree()?)
+                    self.tree().ok()
                 } else {
                     None
                 };
@@ -551,11 +564,11 @@ impl Outbox {
                 }
             }
             tracing::debug!(stream = %batch.stream, "outbox full or cannot write: the source waits");
-            self.lock().blocked += 1;
+            let blocked = Blocked::new(self);
             // Room comes with a removal or a healed disk, each of which bumps the version; a
             // stalled outbox is also looked at again each second.
             let changed = tokio::time::timeout(Duration::from_secs(1), versions.changed()).await;
-            self.lock().blocked -= 1;
+            drop(blocked);
             if let Ok(changed) = changed {
                 changed.map_err(|_| Error::Bug("the outbox is gone".into()))?;
             }
@@ -571,7 +584,13 @@ impl Outbox {
     /// the outbox, whose healing writes the disk anew from memory (a crash before that only
     /// sends the batch again, to be acknowledged as a replay).
     pub fn remove(&self, key: u64) -> Result<(), Error> {
-        let tree = self.tree().ok();
+        // Taken without waiting (see `tree`): when it is being reopened, the reopened database
+        // is written anew from memory, without this entry.
+        let tree = if self.failing() {
+            None
+        } else {
+            self.tree().ok()
+        };
         let mut state = self.lock();
         let Some(held) = state.entries.remove(&key) else {
             return Ok(());
@@ -770,11 +789,10 @@ impl Drop for Inner {
 
 /// The task writing batches that waited too long: it sleeps until the oldest batch not on disk
 /// is due, or until a push when none waits, and ends with the outbox.
-async fn write_when_due(inner: Weak<Inner>, mut versions: watch::Receiver<u64>) {
-    let _running = WriterRunning(inner.clone());
+async fn write_when_due(running: WriterRunning, mut versions: watch::Receiver<u64>) {
     loop {
         versions.borrow_and_update();
-        let next = match inner.upgrade() {
+        let next = match running.0.upgrade() {
             Some(inner) => Outbox { inner }.write_due(),
             None => return,
         };
@@ -792,8 +810,24 @@ async fn write_when_due(inner: Weak<Inner>, mut versions: watch::Receiver<u64>) 
     }
 }
 
-/// Marks the writer gone when its task ends, or is dropped with its runtime: the next push
-/// starts another.
+/// A push waiting for room, counted while it waits (also when the wait is cancelled).
+struct Blocked<'a>(&'a Outbox);
+
+impl<'a> Blocked<'a> {
+    fn new(outbox: &'a Outbox) -> Self {
+        outbox.lock().blocked += 1;
+        Blocked(outbox)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.lock().blocked -= 1;
+    }
+}
+
+/// Marks the writer gone when its task ends, or is dropped with its runtime (also before it
+/// first ran): the next push starts another.
 struct WriterRunning(Weak<Inner>);
 
 impl Drop for WriterRunning {
@@ -1026,6 +1060,51 @@ mod tests {
         assert_eq!(on_disk(&outbox).len(), 1, "the pushed one is not due yet");
     }
 
+    /// Polls `done` every 10 ms until it holds, for 30 s at most.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_outbox_stalls_pushes_delivers_from_memory_and_heals_by_writing_memory_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = OutboxConfig::new(dir.path());
+        config.write_after = Duration::from_millis(50);
+        let outbox = Outbox::open(&config).unwrap();
+        let acked = outbox.push(&batch("a", 0, 10)).await.unwrap();
+        let waits = outbox.push(&batch("a", 1, 10)).await.unwrap();
+        outbox.flush().unwrap();
+        assert_eq!(on_disk(&outbox).len(), 2);
+
+        outbox.failed(sled::Error::Io(std::io::Error::other("the disk went away")));
+        // Acks and deliveries go on from memory; the removal reaches the disk once it heals.
+        outbox.remove(acked).unwrap();
+        assert_eq!(outbox.entries(0, 10).unwrap().len(), 1);
+        let pushed = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.push(&batch("a", 2, 10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!pushed.is_finished(), "a failed outbox took a push");
+        assert_eq!(outbox.blocked_pushes(), 1);
+
+        // It reopens by itself (after 1 s), writes what waits anew, and takes the push.
+        let newest = tokio::time::timeout(Duration::from_secs(30), pushed)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        eventually("what waits is on disk again", || {
+            on_disk(&outbox) == [(waits, 1), (newest, 2)]
+        })
+        .await;
+        assert_eq!(outbox.written(), 2);
+    }
+
     /// An outbox in `dir` with room for `batches` batches of 1,000 bytes of payload.
     fn holding(dir: &std::path::Path, batches: u64) -> Outbox {
         let mut out = BytesMut::new();
@@ -1084,6 +1163,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(waited, Err(Error::Cancelled)), "{waited:?}");
+        assert_eq!(
+            outbox.blocked_pushes(),
+            0,
+            "a cancelled wait is not counted"
+        );
         // Room again, and the token already cancelled: still nothing is written.
         outbox.remove(0).unwrap();
         let pushed = outbox

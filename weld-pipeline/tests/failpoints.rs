@@ -30,6 +30,8 @@ const CONTROLLER_DIR: &str = "WELD_CONTROLLER_DIR";
 const WORKER_DIR: &str = "WELD_WORKER_DIR";
 /// The failpoint inside an outbox's write to disk.
 const WRITING_THE_OUTBOX: &str = "outbox::in_the_middle_of_a_write";
+/// The failpoint between a batch's ack and its removal from the outbox.
+const BETWEEN_ACK_AND_REMOVAL: &str = "worker::between_ack_and_outbox_removal";
 /// The child aborts the third time its failpoint is reached: some batches got through first.
 const CRASH_ON_HIT: usize = 3;
 
@@ -63,8 +65,9 @@ fn failpoint_child() {
     let transport = MemoryTransport::new();
     let controller = ControllerProcess::start(Path::new(&controller_dir), &transport);
     let mut config = worker_config(Path::new(&worker_dir));
-    if failpoint == WRITING_THE_OUTBOX {
-        // Each batch written as it is pushed, so that the writes come while the run goes on.
+    if [WRITING_THE_OUTBOX, BETWEEN_ACK_AND_REMOVAL].contains(&failpoint.as_str()) {
+        // Each batch written as it is pushed: the writes come while the run goes on, and an
+        // acknowledged batch is on disk when the crash comes, to be resent and replayed.
         config.outbox.write_after = Duration::ZERO;
     }
     let worker = WorkerProcess::start(config, &transport, CountingSources::new());
@@ -173,7 +176,7 @@ fn a_crash_between_commit_and_ack_is_a_redelivery_stored_once() {
 
 #[test]
 fn a_crash_between_the_ack_and_the_outbox_removal_is_resent_and_replayed() {
-    survives_a_crash_at("worker::between_ack_and_outbox_removal");
+    survives_a_crash_at(BETWEEN_ACK_AND_REMOVAL);
 }
 
 #[test]
