@@ -48,9 +48,14 @@ impl Batch {
         }
     }
 
-    /// Approximate encoded size in bytes, for buffer budgets.
+    /// The most bytes its encoding takes (exact but for the epoch, lease and repair fields,
+    /// counted whether they are written or not): a buffer of this capacity is never grown, and
+    /// a batch of 100 KiB is not copied again near its end.
     pub fn encoded_len(&self) -> usize {
-        64 + self.cursor.as_bytes().len()
+        // Stream (str8), run, seq, flags, epoch, repaired, lease, cursor (bytes32), count.
+        let header = 1 + self.stream.as_str().len() + 8 + 8 + 1 + 3 * 8 + 4 + 4;
+        header
+            + self.cursor.as_bytes().len()
             + self.records.iter().map(Record::encoded_len).sum::<usize>()
     }
 }

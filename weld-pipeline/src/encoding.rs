@@ -889,6 +889,19 @@ mod tests {
             prop_assert_eq!(decode_batch(out.freeze()).unwrap(), batch);
         }
 
+        /// `encoded_len` bounds the encoding: a buffer sized by it is never grown (growing a
+        /// 100 KiB batch's buffer near its end copied it all again).
+        #[test]
+        fn encoded_len_bounds_the_encoding(batch in batch()) {
+            let mut out = BytesMut::new();
+            encode_batch(&batch, &mut out);
+            prop_assert!(out.len() <= batch.encoded_len(), "{} > {}", out.len(), batch.encoded_len());
+            let with_flags = Batch { epoch: 1, lease: 1, repaired: 1, ..batch };
+            let mut out = BytesMut::new();
+            encode_batch(&with_flags, &mut out);
+            prop_assert_eq!(out.len(), with_flags.encoded_len());
+        }
+
         #[test]
         fn message_encoding_round_trips(message in message()) {
             prop_assert_eq!(decode_message(encoded(&message)).unwrap(), message);

@@ -69,9 +69,10 @@ impl Record {
         }
     }
 
-    /// The number of bytes this record takes in a batch's encoding, near enough for budgets.
+    /// The number of bytes this record takes in a batch's encoding: its id and data, each
+    /// after a 4-byte length, its time (8) and flags (1).
     pub fn encoded_len(&self) -> usize {
-        self.id.len() + self.data.len() + 16
+        4 + self.id.len() + 8 + 1 + 4 + self.data.len()
     }
 }
 
