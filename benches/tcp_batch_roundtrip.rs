@@ -27,6 +27,10 @@ use weld_pipeline::encoding::encode_message;
 use weld_pipeline::{Hello, Listener, Message, Request, Transport};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
+/// The allocator the reference services run on, for the transport and the raw socket alike.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const BATCHES: u64 = 64;
 const IN_FLIGHT: usize = 16;
 
