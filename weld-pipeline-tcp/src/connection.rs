@@ -8,12 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
-use std::io::IoSlice;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::encoding::decode_message;
 use weld_pipeline::transport::kit::{self, Pending};
@@ -124,18 +120,8 @@ pub(crate) fn spawn(
         closed: closed.clone(),
         max_frame: config.max_frame_bytes,
     });
-    // The socket's halves apart (no lock shared between reader and writer); the reader keeps
-    // the codec, and what it had read past the handshake.
-    let parts = wire.into_parts();
-    let (read_half, write_half) = parts.io.into_split();
-    let mut stream = FramedRead::new(read_half, parts.codec);
-    *stream.read_buffer_mut() = parts.read_buf;
-    tokio::spawn(write(
-        write_half,
-        queue,
-        closed.clone(),
-        config.heartbeat_timeout,
-    ));
+    let (sink, stream) = wire.split();
+    tokio::spawn(write(sink, queue, closed.clone(), config.heartbeat_timeout));
     tokio::spawn(read(
         stream,
         shared.clone(),
@@ -150,15 +136,12 @@ pub(crate) fn spawn(
     }
 }
 
-/// The most frames one write takes: two slices each, well under the system's `IOV_MAX`.
-const BURST: usize = 64;
-
-/// Writes queued frames, a burst at a time in one vectored write, until the connection closes;
-/// then writes what is still queued (a refusal, last responses) and shuts the socket down. A
-/// peer that stops reading cannot hold it: a write that makes no progress for the heartbeat
-/// timeout closes the connection, and so does `close`.
+/// Writes queued frames, flushing once per burst, until the connection closes; then writes what
+/// is still queued (a refusal, last responses) and shuts the socket down. A peer that stops
+/// reading cannot hold it: a write that makes no progress for the heartbeat timeout closes the
+/// connection, and so does `close`.
 async fn write(
-    mut socket: OwnedWriteHalf,
+    mut sink: futures::stream::SplitSink<Wire, Bytes>,
     mut queue: mpsc::Receiver<Bytes>,
     closed: CancellationToken,
     stall: std::time::Duration,
@@ -166,35 +149,31 @@ async fn write(
     let result: Result<(), std::io::Error> = async {
         let stalled =
             || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer stopped reading");
-        let mut burst = Vec::with_capacity(BURST);
         loop {
             let frame = tokio::select! {
                 frame = queue.recv() => frame,
                 () = closed.cancelled() => None,
             };
             let Some(frame) = frame else { break };
-            burst.push(frame);
-            while burst.len() < BURST {
-                let Ok(frame) = queue.try_recv() else { break };
-                burst.push(frame);
-            }
-            tokio::select! {
-                written = tokio::time::timeout(stall, write_frames(&mut socket, &burst)) => {
-                    written.map_err(|_| stalled())??;
+            let burst = async {
+                sink.feed(frame).await?;
+                while let Ok(frame) = queue.try_recv() {
+                    sink.feed(frame).await?;
                 }
+                sink.flush().await
+            };
+            tokio::select! {
+                written = tokio::time::timeout(stall, burst) => written.map_err(|_| stalled())??,
                 () = closed.cancelled() => break,
             }
-            burst.clear();
         }
         queue.close();
         // The last words get a second.
         let drain = async {
-            burst.clear();
             while let Ok(frame) = queue.try_recv() {
-                burst.push(frame);
+                sink.feed(frame).await?;
             }
-            write_frames(&mut socket, &burst).await?;
-            socket.shutdown().await
+            sink.close().await
         };
         tokio::time::timeout(std::time::Duration::from_secs(1), drain)
             .await
@@ -207,40 +186,10 @@ async fn write(
     closed.cancel();
 }
 
-/// Writes `frames` as the codec frames them (a 4-byte big-endian length, then the payload),
-/// from their own buffers: a 100 KiB batch is not copied into a write buffer first.
-async fn write_frames(socket: &mut OwnedWriteHalf, frames: &[Bytes]) -> std::io::Result<()> {
-    let lengths: Vec<[u8; 4]> = frames
-        .iter()
-        .map(|frame| {
-            // Every frame was checked against the frame limit, far below 4 GiB, when queued.
-            u32::try_from(frame.len())
-                .map(u32::to_be_bytes)
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "a frame over 4 GiB")
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    let mut slices: Vec<IoSlice<'_>> = lengths
-        .iter()
-        .zip(frames)
-        .flat_map(|(length, frame)| [IoSlice::new(length), IoSlice::new(frame)])
-        .collect();
-    let mut unwritten = &mut slices[..];
-    while !unwritten.is_empty() {
-        let written = socket.write_vectored(unwritten).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut unwritten, written);
-    }
-    Ok(())
-}
-
 /// Reads frames until the connection closes, the peer goes quiet past the heartbeat timeout, or
 /// it breaks the protocol (which is answered with a refusal, then the connection is closed).
 async fn read(
-    mut stream: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    mut stream: futures::stream::SplitStream<Wire>,
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     config: Arc<TcpConfig>,
