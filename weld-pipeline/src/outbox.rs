@@ -1027,39 +1027,6 @@ mod tests {
         assert_eq!(outbox.written(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_outbox_still_writes_what_waits_and_delivers_from_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = holding(dir.path(), 2);
-        for seq in 0..2 {
-            outbox.push(&batch("a", seq, 1_000)).await.unwrap();
-        }
-        let blocked = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.push(&batch("a", 2, 1_000)).await })
-        };
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(
-            on_disk(&outbox).len(),
-            2,
-            "a controller outage leaves them on disk"
-        );
-        let seqs: Vec<u64> = outbox
-            .entries(0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.batch.seq)
-            .collect();
-        assert_eq!(seqs, [0, 1]);
-        outbox.remove(0).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), blocked)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(on_disk(&outbox).len(), 1, "the pushed one is not due yet");
-    }
-
     /// Polls `done` every 10 ms until it holds, for 30 s at most.
     async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1128,6 +1095,15 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!blocked.is_finished(), "a full outbox took another batch");
         assert_eq!(outbox.len(), 3);
+        // What waits (a controller away) is on disk, and still delivered from memory.
+        assert_eq!(on_disk(&outbox).len(), 3);
+        let seqs: Vec<u64> = outbox
+            .entries(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.batch.seq)
+            .collect();
+        assert_eq!(seqs, [0, 1, 2]);
         outbox.remove(0).unwrap();
         let key = tokio::time::timeout(Duration::from_secs(5), blocked)
             .await
@@ -1136,6 +1112,11 @@ mod tests {
             .unwrap();
         assert_eq!(key, 3);
         assert_eq!(outbox.len(), 3);
+        assert_eq!(
+            on_disk(&outbox).len(),
+            2,
+            "the acknowledged one left the disk; the one just pushed is not due yet"
+        );
     }
 
     #[tokio::test(start_paused = true)]
