@@ -1051,10 +1051,7 @@ mod tests {
         // Acks and deliveries go on from memory; the removal reaches the disk once it heals.
         outbox.remove(acked).unwrap();
         assert_eq!(outbox.entries(0, 10).unwrap().len(), 1);
-        let pushed = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.push(&batch("a", 2, 10)).await })
-        };
+        let pushed = push_in_background(&outbox, batch("a", 2, 10));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!pushed.is_finished(), "a failed outbox took a push");
         assert_eq!(outbox.blocked_pushes(), 1);
@@ -1070,6 +1067,15 @@ mod tests {
         })
         .await;
         assert_eq!(outbox.written(), 2);
+    }
+
+    /// Pushes `batch` on a task of its own, which waits while the outbox is full or stalled.
+    fn push_in_background(
+        outbox: &Outbox,
+        batch: Batch,
+    ) -> tokio::task::JoinHandle<Result<u64, Error>> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.push(&batch).await })
     }
 
     /// An outbox in `dir` with room for `batches` batches of 1,000 bytes of payload.
@@ -1088,10 +1094,7 @@ mod tests {
         for seq in 0..3 {
             outbox.push(&batch("a", seq, 1_000)).await.unwrap();
         }
-        let blocked = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.push(&batch("a", 3, 1_000)).await })
-        };
+        let blocked = push_in_background(&outbox, batch("a", 3, 1_000));
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!blocked.is_finished(), "a full outbox took another batch");
         assert_eq!(outbox.len(), 3);
