@@ -183,6 +183,7 @@ pub(crate) async fn run(
     }
     let body = json!({"source": source, "interval_secs": 86_400});
     let started = Instant::now();
+    let wall = weld_pipeline::Timestamp::now();
     let answer = http
         .post(format!("{api}/streams/throughput/start"))
         .json(&body)
@@ -192,18 +193,21 @@ pub(crate) async fn run(
         return Err(format!("the start was refused: {}", answer.text().await?).into());
     }
     let timeout = Duration::from_secs(3_600);
-    loop {
+    let finished = loop {
         let status = get("/streams/throughput".into()).await?;
         let done = status["last_run"]["state"] == "succeeded";
         if done && status["records"].as_u64() >= Some(args.records) {
-            break;
+            let at = status["last_run"]["finished_at"]
+                .as_str()
+                .unwrap_or_default();
+            break weld_pipeline::Timestamp::parse_rfc3339(at)?;
         }
         if started.elapsed() > timeout {
             return Err(format!("not synced within {timeout:?}: {status}").into());
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
+        tokio::time::sleep(super::STATUS_POLL).await;
+    };
+    let elapsed = super::run_time(wall, finished, started.elapsed());
     // The mean size of a stored record's JSON, from a page of them.
     let page = get("/streams/throughput/records?limit=1000".into()).await?;
     let records = page["records"].as_array().cloned().unwrap_or_default();
