@@ -7,9 +7,10 @@
 //! [releases](Leases::release) it on a clean shutdown. A replica that dies or freezes stops
 //! renewing: its leases lapse after their time-to-live and another replica claims them. Every
 //! fresh claim grows the epoch, so a frozen replica that wakes holding an old epoch can be told
-//! apart from the new holder ([`Leases::holds`], checked under a share lock, so a claim cannot
-//! slip in until the checking transaction ends). Times are the database's own clock
-//! (`now()`): the replicas' clocks never have to agree.
+//! apart from the new holder ([`Leases::holds`], checked under `FOR KEY SHARE`, so a claim, which
+//! moves the epoch, a key of the row, cannot slip in until the checking transaction ends, while
+//! the holder's own renewal, release and choice of worker, which change no key, never wait for
+//! it). Times are the database's own clock (`now()`): the replicas' clocks never have to agree.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,8 +59,8 @@ impl Fence {
 
     /// Refuses a commit of `stream` unless this replica holds its lease, unexpired, at the
     /// epoch `lease` the batch was made under (or, for a batch that names none, the epoch the
-    /// replica believes): checked in the commit's transaction `tx`, under a share lock of the
-    /// lease, so the lease cannot move before the commit ends.
+    /// replica believes): checked in the commit's transaction `tx`, under a key-share lock of
+    /// the lease, so the lease cannot move to another epoch before the commit ends.
     pub(crate) async fn check(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -291,8 +292,8 @@ impl Leases {
     }
 
     /// Whether this replica holds `stream`'s lease at `epoch`, unexpired. Run inside a
-    /// transaction that writes on the lease's behalf, it locks the lease row shared: until that
-    /// transaction ends, no claim can move the lease.
+    /// transaction that writes on the lease's behalf, it key-share-locks the lease row: until
+    /// that transaction ends, no claim can move the lease to another epoch (renewals go on).
     ///
     /// # Errors
     ///
@@ -499,13 +500,12 @@ impl Leasing for Leases {
     }
 }
 
-/// Whether `replica` holds `stream`'s lease at `epoch`, unexpired; the row locked shared until
-/// `client`'s transaction ends.
-/// Whether `replica` holds `stream`'s lease at `epoch`, the row share-locked until the
-/// transaction ends: no claim can move it meanwhile.
+/// Whether `replica` holds `stream`'s lease at `epoch`, unexpired; the row key-share-locked until
+/// the transaction ends: no claim can move it to another epoch meanwhile (the epoch is a key of
+/// the row), and the holder's renewals, which change no key, do not wait for it.
 const HOLDS: &str = "SELECT 1 FROM weld.leases
      WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-     FOR SHARE";
+     FOR KEY SHARE";
 
 async fn holds<Q>(
     client: &impl tokio_postgres::GenericClient,

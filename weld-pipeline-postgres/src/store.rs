@@ -25,7 +25,7 @@ const TYPED: &str = "_typed";
 /// How long the database lets a connection of ours sit idle inside a transaction before it ends
 /// the session. Our transactions send their statements back to back: one idle this long
 /// belongs to a process that froze (SIGSTOP, a VM paused) mid-commit, and its locks (a lease's
-/// share lock among them) must not keep another replica from taking its streams.
+/// key-share lock among them) must not keep another replica from taking its streams.
 const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A stored time as milliseconds since the epoch, exactly.

@@ -1,7 +1,8 @@
 //! Leases on a real throw-away PostgreSQL cluster: replicas claiming at once never share a
 //! stream, a lease renews at its epoch, a lapsed one goes to another replica at the next
-//! epoch and is lost to its old holder, a released one is free at once, and a store fenced by a
-//! replica's leases refuses its commits once the lease is another's.
+//! epoch and is lost to its old holder, a released one is free at once, a commit under way holds
+//! off a claim but not its holder's renewal, and a store fenced by a replica's leases refuses its
+//! commits once the lease is another's.
 
 use std::time::Duration;
 
@@ -171,6 +172,44 @@ async fn a_check_under_way_keeps_the_lease_where_it_is_until_its_transaction_end
     assert!(b.claim(&wanted, 1).await.unwrap().is_empty());
     transaction.commit().await.unwrap();
     // Once a's transaction ends, b takes the lapsed lease.
+    assert_eq!(b.claim(&wanted, 1).await.unwrap()[0].epoch, 2);
+    drop(client);
+    let _ = connection.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_under_way_does_not_hold_up_its_holders_renewal_worker_or_release() {
+    let Some((store, url)) = store("leases_key_share").await else {
+        return;
+    };
+    let (a, b) = (store.leases("a", TTL), store.leases("b", TTL));
+    let wanted = streams(1);
+    assert_eq!(a.claim(&wanted, 1).await.unwrap().len(), 1);
+    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // a commits on the lease's behalf, one commit after another, as an ingesting stream does:
+    // its check locks the lease row until the commit.
+    let transaction = client.transaction().await.unwrap();
+    assert!(a.holds(&transaction, &wanted[0], 1).await.unwrap());
+    // Meanwhile a renews its lease and names its worker without waiting for that commit (under
+    // a plain share lock each waited until the transaction ended).
+    let prompt = Duration::from_secs(5);
+    let renewed = tokio::time::timeout(prompt, a.renew())
+        .await
+        .expect("the renewal waited for the commit under way")
+        .unwrap();
+    assert_eq!((names(&renewed), renewed[0].epoch), (vec!["s00"], 1));
+    tokio::time::timeout(prompt, a.run_on(&wanted[0], Some("w1")))
+        .await
+        .expect("naming the worker waited for the commit under way")
+        .unwrap();
+    // It can even give the stream up: b still cannot take it until the commit ends.
+    tokio::time::timeout(prompt, a.release(&wanted[0]))
+        .await
+        .expect("the release waited for the commit under way")
+        .unwrap();
+    assert!(b.claim(&wanted, 1).await.unwrap().is_empty());
+    transaction.commit().await.unwrap();
     assert_eq!(b.claim(&wanted, 1).await.unwrap()[0].epoch, 2);
     drop(client);
     let _ = connection.await;
