@@ -146,17 +146,6 @@ CREATE TABLE weld.replicas (
 );
 "#,
     ),
-    (
-        6,
-        r#"
--- The epoch made a key of the lease row. A commit checks its lease under FOR KEY SHARE, which
--- blocks only an update of a key: a claim, which moves the epoch. Its holder's renewal, release
--- and choice of worker change no key and no longer wait for the commits in flight (under the
--- share lock before, a renewal waited 0.8 s on average and 2.6 s at worst behind the commits
--- of one ingesting stream, and could wait past the lease).
-CREATE UNIQUE INDEX leases_stream_epoch ON weld.leases (stream, epoch);
-"#,
-    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

@@ -1,8 +1,8 @@
 //! Leases on a real throw-away PostgreSQL cluster: replicas claiming at once never share a
 //! stream, a lease renews at its epoch, a lapsed one goes to another replica at the next
 //! epoch and is lost to its old holder, a released one is free at once, a commit under way holds
-//! off a claim but not its holder's renewal, and a store fenced by a replica's leases refuses its
-//! commits once the lease is another's.
+//! off a claim and a release but not its holder's renewal, and a store fenced by a replica's
+//! leases refuses its commits once the lease is another's.
 
 use std::time::Duration;
 
@@ -178,7 +178,7 @@ async fn a_check_under_way_keeps_the_lease_where_it_is_until_its_transaction_end
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_under_way_does_not_hold_up_its_holders_renewal_worker_or_release() {
+async fn a_check_under_way_does_not_hold_up_its_holders_renewal_but_does_its_release() {
     let Some((store, url)) = store("leases_key_share").await else {
         return;
     };
@@ -203,13 +203,24 @@ async fn a_check_under_way_does_not_hold_up_its_holders_renewal_worker_or_releas
         .await
         .expect("naming the worker waited for the commit under way")
         .unwrap();
-    // It can even give the stream up: b still cannot take it until the commit ends.
-    tokio::time::timeout(prompt, a.release(&wanted[0]))
-        .await
-        .expect("the release waited for the commit under way")
-        .unwrap();
+    // Its release waits for the commit: once a stream is given up, no commit of its old holder
+    // can still land. Nor can b take it meanwhile.
+    let release = tokio::spawn({
+        let (a, stream) = (a.clone(), wanted[0].clone());
+        async move { a.release(&stream).await }
+    });
     assert!(b.claim(&wanted, 1).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !release.is_finished(),
+        "the release did not wait for the commit"
+    );
     transaction.commit().await.unwrap();
+    tokio::time::timeout(prompt, release)
+        .await
+        .expect("the release went on waiting after the commit")
+        .unwrap()
+        .unwrap();
     assert_eq!(b.claim(&wanted, 1).await.unwrap()[0].epoch, 2);
     drop(client);
     let _ = connection.await;
