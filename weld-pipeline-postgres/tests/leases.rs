@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use tokio_postgres::NoTls;
 use weld_pipeline::store::StreamStore;
 use weld_pipeline::{
@@ -31,10 +33,21 @@ fn streams(n: usize) -> Vec<StreamName> {
         .collect()
 }
 
+/// A connection of the test's own to the database at `url`, and the task driving it (awaited
+/// once the client is dropped).
+async fn connect(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
 /// Runs `sql` on the database at `url`: what a test does to the clock of a lease.
 async fn sql(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (client, connection) = connect(url).await;
     client.batch_execute(sql).await.unwrap();
     drop(client);
     let _ = connection.await;
@@ -98,9 +111,7 @@ async fn a_lapsed_lease_goes_to_another_replica_at_the_next_epoch_and_is_lost_to
     assert_eq!(a.renew().await.unwrap(), held);
     // Another replica finds it taken.
     assert!(b.claim(&wanted, 10).await.unwrap().is_empty());
-    let client = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    let connection = tokio::spawn(client.1);
-    let client = client.0;
+    let (client, connection) = connect(&url).await;
     assert!(a.holds(&client, s0, 1).await.unwrap());
     assert!(!b.holds(&client, s0, 1).await.unwrap());
 
@@ -161,8 +172,7 @@ async fn a_check_under_way_keeps_the_lease_where_it_is_until_its_transaction_end
     let (a, b) = (store.leases("a", lapse), store.leases("b", TTL));
     let wanted = streams(1);
     assert_eq!(a.claim(&wanted, 1).await.unwrap().len(), 1);
-    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = connect(&url).await;
     // a commits on the lease's behalf: its check locks the lease row until the commit.
     let transaction = client.transaction().await.unwrap();
     assert!(a.holds(&transaction, &wanted[0], 1).await.unwrap());
@@ -185,8 +195,7 @@ async fn a_check_under_way_does_not_hold_up_its_holders_renewal_but_does_its_rel
     let (a, b) = (store.leases("a", TTL), store.leases("b", TTL));
     let wanted = streams(1);
     assert_eq!(a.claim(&wanted, 1).await.unwrap().len(), 1);
-    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = connect(&url).await;
     // a commits on the lease's behalf, one commit after another, as an ingesting stream does:
     // its check locks the lease row until the commit.
     let transaction = client.transaction().await.unwrap();
