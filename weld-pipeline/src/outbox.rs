@@ -932,13 +932,7 @@ mod tests {
         assert_eq!(outbox.len(), 3);
         outbox.remove(1).unwrap();
         assert_eq!(outbox.tree().unwrap().len(), 2, "every piece removed");
-        let seqs: Vec<u64> = outbox
-            .entries(0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.batch.seq)
-            .collect();
-        assert_eq!(seqs, [0, 2]);
+        assert_eq!(waiting(&outbox), [0, 2]);
         outbox.remove(0).unwrap();
         outbox.remove(2).unwrap();
         assert_eq!(outbox.bytes(), 0);
@@ -959,13 +953,7 @@ mod tests {
             // Dropped without a flush: a clean exit writes what waits.
         }
         let outbox = Outbox::open(&config).unwrap();
-        let seqs: Vec<u64> = outbox
-            .entries(0, 100)
-            .unwrap()
-            .iter()
-            .map(|e| e.batch.seq)
-            .collect();
-        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(waiting(&outbox), [1, 2, 3, 4]);
         assert_eq!(
             outbox.position(&StreamName::new("a").unwrap(), 0, 0),
             Some(Checkpoint::from_bytes("4"))
@@ -976,6 +964,16 @@ mod tests {
     }
 
     /// What the outbox's tree holds, joined: keys and sequence numbers.
+    /// The seqs of the batches the outbox holds, in order.
+    fn waiting(outbox: &Outbox) -> Vec<u64> {
+        outbox
+            .entries(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.batch.seq)
+            .collect()
+    }
+
     fn on_disk(outbox: &Outbox) -> Vec<(u64, u64)> {
         join_pieces(outbox.tree().unwrap().iter())
             .unwrap()
@@ -1100,13 +1098,7 @@ mod tests {
         assert_eq!(outbox.len(), 3);
         // What waits (a controller away) is on disk, and still delivered from memory.
         assert_eq!(on_disk(&outbox).len(), 3);
-        let seqs: Vec<u64> = outbox
-            .entries(0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.batch.seq)
-            .collect();
-        assert_eq!(seqs, [0, 1, 2]);
+        assert_eq!(waiting(&outbox), [0, 1, 2]);
         outbox.remove(0).unwrap();
         let key = tokio::time::timeout(Duration::from_secs(5), blocked)
             .await
