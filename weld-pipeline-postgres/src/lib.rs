@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, its epoch |
 //! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, the cursor it reached, and the replica that committed it (when several share the database) |
-//! | `weld.runs` | the run history, one JSON document per run (and the figures of its folded ledger rows) |
+//! | `weld.runs` | the run history, one JSON document per run (and the figures of its summed and of its folded ledger rows) |
 //! | `weld.totals` | per stream, the count deltas of folded ledger rows |
 //! | `weld.leases` | per stream, which data-streams replica holds its lease, until when, the lease's epoch, and the worker the replica runs it on (see [`Leases`]) |
 //! | `weld.migrations` | the schema versions applied |
@@ -86,10 +86,19 @@
 //! batches of the stream's current epoch (a resync or a delete raises it). So commits of one
 //! stream in flight at once wait for each other only where they write the same record.
 //!
+//! A status does not sum a whole run: every 64th batch of a run (`seq` 63, 127, ...), its commit
+//! adds the run's committed rows up to the first still missing to the run's `summed_*` figures
+//! in its `weld.runs` row (locking that row, which no other commit of the run touches), and
+//! counts and the run history sum only the rows past them: fewer than 64 plus the batches in
+//! flight, whatever the run's size (at 1M records, 10,000 rows a run, a status summed them all).
+//! A run left with a gap for good (a batch dropped with its stopped stream) is summed up to the
+//! gap; its rows past it are read until it is folded.
+//!
 //! The ledger does not grow with a stream's age: when a run's first batch commits, the rows of
 //! older runs whose last batch committed over an hour ago are folded in the same transaction,
-//! their count deltas into `weld.totals` and their run's figures into its `weld.runs` row.
-//! Counts and the run history read the folded figures with the rows that remain.
+//! their count deltas into `weld.totals` and their run's figures (summed or not) into its
+//! `weld.runs` row. Counts and the run history read the folded figures with the rows that
+//! remain.
 
 //! # Choices
 //!

@@ -146,6 +146,21 @@ CREATE TABLE weld.replicas (
 );
 "#,
     ),
+    (
+        6,
+        r#"
+-- A run's ledger rows summed as its commits go: the figures of its batches 0..=summed_seq
+-- (all committed), so a status sums only the rows past them, not the whole run's.
+ALTER TABLE weld.runs
+    ADD COLUMN summed_seq bigint,
+    ADD COLUMN summed_records bigint,
+    ADD COLUMN summed_repaired bigint,
+    ADD COLUMN summed_live bigint,
+    ADD COLUMN summed_archived bigint,
+    ADD COLUMN summed_last_seq bigint,
+    ADD COLUMN summed_done_at timestamptz;
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

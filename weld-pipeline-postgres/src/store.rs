@@ -547,6 +547,9 @@ impl PostgresStore {
             // Once per run: the ledger of the runs it supersedes is folded.
             fold_older(&tx, stream, run_id).await?;
         }
+        if (seq + 1) % SUM_EVERY == 0 {
+            sum_committed(&tx, stream, run_id).await?;
+        }
         tx.commit().await.map_err(database)?;
         Ok(Commit::Stored {
             records: moved.written,
@@ -919,26 +922,56 @@ const FOLD_AFTER_SECS: f64 = 3_600.0;
 
 /// Folds the ledger rows of the stream's runs older than `run_id` whose last batch committed
 /// more than [`FOLD_AFTER_SECS`] ago: their count deltas are added to `weld.totals`, their
-/// run's figures to its `weld.runs` row, and the rows are deleted, in one statement. The
-/// checkpoint never reads them (it is the newest run's), and counts and the run history read
-/// the folded figures with the rows that remain. A batch of a folded run delivered again
-/// would be written again, harmlessly: its records are no newer than what is stored.
+/// run's figures (its summed ones with those of its rows past them) to its `weld.runs` row, and
+/// the rows are deleted. The checkpoint never reads them (it is the newest run's), and counts
+/// and the run history read the folded figures with the rows that remain. A batch of a folded
+/// run delivered again would be written again, harmlessly: its records are no newer than what
+/// is stored.
 async fn fold_older(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(), Error> {
+    // The runs' rows locked first, as `sum_committed` does: the fold then reads them, and their
+    // ledger, after any summing of them committed, and no row is counted twice.
+    let due: Vec<i64> = tx
+        .query(
+            "SELECT run_id FROM weld.runs WHERE stream = $1 AND run_id IN (
+                 SELECT run_id FROM weld.batches WHERE stream = $1 AND run_id < $2
+                 GROUP BY run_id
+                 HAVING max(committed_at) < now() - make_interval(secs => $3))
+             ORDER BY run_id FOR UPDATE",
+            &[&stream, &run_id, &FOLD_AFTER_SECS],
+        )
+        .await
+        .map_err(database)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
     tx.execute(
-        "WITH due AS (
-             SELECT run_id FROM weld.batches WHERE stream = $1 AND run_id < $2
-             GROUP BY run_id
-             HAVING max(committed_at) < now() - make_interval(secs => $3)
-         ), old AS (
-             DELETE FROM weld.batches b USING due WHERE b.stream = $1 AND b.run_id = due.run_id
+        "WITH old AS (
+             DELETE FROM weld.batches b WHERE b.stream = $1 AND b.run_id = ANY($2)
              RETURNING b.run_id, b.seq, b.last, b.records, b.repaired, b.live_delta,
                        b.archived_delta, b.committed_at
+         ), unsummed AS (
+             SELECT o.run_id, count(*) AS batches, sum(o.records)::bigint AS records,
+                    sum(o.repaired)::bigint AS repaired, max(o.seq) AS top,
+                    max(o.seq) FILTER (WHERE o.last) AS last_seq, max(o.committed_at) AS done_at,
+                    sum(o.live_delta)::bigint AS live, sum(o.archived_delta)::bigint AS archived
+             FROM old o JOIN weld.runs r ON r.stream = $1 AND r.run_id = o.run_id
+             WHERE o.seq > coalesce(r.summed_seq, -1)
+             GROUP BY o.run_id
          ), per_run AS (
-             SELECT run_id, count(*) AS batches, sum(records)::bigint AS records,
-                    sum(repaired)::bigint AS repaired, max(seq) AS top,
-                    max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at,
-                    sum(live_delta)::bigint AS live, sum(archived_delta)::bigint AS archived
-             FROM old GROUP BY run_id
+             SELECT r.run_id,
+                    coalesce(u.batches, 0) + coalesce(r.summed_seq + 1, 0) AS batches,
+                    coalesce(u.records, 0) + coalesce(r.summed_records, 0) AS records,
+                    coalesce(u.repaired, 0) + coalesce(r.summed_repaired, 0) AS repaired,
+                    greatest(u.top, r.summed_seq) AS top,
+                    coalesce(u.last_seq, r.summed_last_seq) AS last_seq,
+                    greatest(u.done_at, r.summed_done_at) AS done_at,
+                    coalesce(u.live, 0) + coalesce(r.summed_live, 0) AS live,
+                    coalesce(u.archived, 0) + coalesce(r.summed_archived, 0) AS archived
+             FROM weld.runs r LEFT JOIN unsummed u ON u.run_id = r.run_id
+             WHERE r.stream = $1 AND r.run_id = ANY($2)
          ), folded AS (
              UPDATE weld.runs r SET
                  folded_batches = coalesce(r.folded_batches, 0) + p.batches,
@@ -946,7 +979,10 @@ async fn fold_older(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(
                  folded_repaired = coalesce(r.folded_repaired, 0) + p.repaired,
                  folded_top = greatest(r.folded_top, p.top),
                  folded_last_seq = coalesce(p.last_seq, r.folded_last_seq),
-                 folded_done_at = greatest(r.folded_done_at, p.done_at)
+                 folded_done_at = greatest(r.folded_done_at, p.done_at),
+                 summed_seq = NULL, summed_records = NULL, summed_repaired = NULL,
+                 summed_live = NULL, summed_archived = NULL, summed_last_seq = NULL,
+                 summed_done_at = NULL
              FROM per_run p WHERE r.stream = $1 AND r.run_id = p.run_id
          )
          INSERT INTO weld.totals (stream, live, archived)
@@ -954,7 +990,58 @@ async fn fold_older(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(
          HAVING count(*) > 0
          ON CONFLICT (stream) DO UPDATE SET live = weld.totals.live + EXCLUDED.live,
              archived = weld.totals.archived + EXCLUDED.archived",
-        &[&stream, &run_id, &FOLD_AFTER_SECS],
+        &[&stream, &due],
+    )
+    .await
+    .map_err(database)?;
+    Ok(())
+}
+
+/// Every this many batches of a run (at `seq`s 63, 127, ...), the commit sums the run's
+/// committed ledger rows into its `weld.runs` row ([`sum_committed`]): a status then sums at
+/// most about as many rows, plus those in flight, whatever the run's size.
+const SUM_EVERY: i64 = 64;
+
+/// Adds to the run's summed figures its ledger rows past `summed_seq` up to the first gap (a
+/// batch not committed yet), and moves `summed_seq` to the last of them. Rows once committed
+/// never change until they are folded or the stream deleted, so the sums stay true.
+async fn sum_committed(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(), Error> {
+    // The run's row locked first: the rows are then read in a snapshot taken after any other
+    // summing or folding of the run committed, so none is summed twice.
+    let Some(row) = tx
+        .query_opt(
+            "SELECT summed_seq FROM weld.runs WHERE stream = $1 AND run_id = $2 FOR UPDATE",
+            &[&stream, &run_id],
+        )
+        .await
+        .map_err(database)?
+    else {
+        return Ok(());
+    };
+    let from: i64 = row.get::<_, Option<i64>>(0).unwrap_or(-1);
+    // The k-th row past `from` continues the run of contiguous seqs exactly when seq = from + k.
+    tx.execute(
+        "WITH next AS (
+             SELECT seq, records, repaired, live_delta, archived_delta, last, committed_at,
+                    seq - row_number() OVER (ORDER BY seq) AS shift
+             FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq > $3
+         ), prefix AS (
+             SELECT count(*) AS n, max(seq) AS top, sum(records)::bigint AS records,
+                    sum(repaired)::bigint AS repaired, sum(live_delta)::bigint AS live,
+                    sum(archived_delta)::bigint AS archived,
+                    max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at
+             FROM next WHERE shift = $3
+         )
+         UPDATE weld.runs r SET
+             summed_seq = p.top,
+             summed_records = coalesce(r.summed_records, 0) + p.records,
+             summed_repaired = coalesce(r.summed_repaired, 0) + p.repaired,
+             summed_live = coalesce(r.summed_live, 0) + p.live,
+             summed_archived = coalesce(r.summed_archived, 0) + p.archived,
+             summed_last_seq = coalesce(p.last_seq, r.summed_last_seq),
+             summed_done_at = greatest(r.summed_done_at, p.done_at)
+         FROM prefix p WHERE r.stream = $1 AND r.run_id = $2 AND p.n > 0",
+        &[&stream, &run_id, &from],
     )
     .await
     .map_err(database)?;
@@ -1194,11 +1281,23 @@ impl StreamStore for PostgresStore {
             .client()
             .await?
             .query_one(
-                "SELECT coalesce(sum(live_delta), 0)::bigint
+                // The runs with ledger rows (every row has its run's row, written with it):
+                // each one's summed deltas and those of its rows past them, and the totals of
+                // the rows folded.
+                "SELECT coalesce(sum(coalesce(r.summed_live, 0) + coalesce(a.live, 0)), 0)::bigint
                             + coalesce((SELECT live FROM weld.totals WHERE stream = $1), 0),
-                        coalesce(sum(archived_delta), 0)::bigint
+                        coalesce(sum(coalesce(r.summed_archived, 0) + coalesce(a.archived, 0)),
+                                 0)::bigint
                             + coalesce((SELECT archived FROM weld.totals WHERE stream = $1), 0)
-                 FROM weld.batches WHERE stream = $1",
+                 FROM weld.runs r
+                 LEFT JOIN LATERAL (
+                     SELECT sum(live_delta) AS live, sum(archived_delta) AS archived
+                     FROM weld.batches b
+                     WHERE b.stream = r.stream AND b.run_id = r.run_id
+                       AND b.seq > coalesce(r.summed_seq, -1)
+                 ) a ON true
+                 WHERE r.stream = $1
+                   AND r.run_id >= (SELECT min(run_id) FROM weld.batches WHERE stream = $1)",
                 &[&stream.as_str()],
             )
             .await
@@ -1266,18 +1365,23 @@ impl StreamStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT r.run::text, a.batches + coalesce(r.folded_batches, 0),
-                        a.records + coalesce(r.folded_records, 0),
-                        a.repaired + coalesce(r.folded_repaired, 0),
-                        greatest(a.top, r.folded_top),
-                        coalesce(a.last_seq, r.folded_last_seq),
-                        (extract(epoch FROM greatest(a.done_at, r.folded_done_at)) * 1000)::bigint
+                "SELECT r.run::text,
+                        a.batches + coalesce(r.summed_seq + 1, 0) + coalesce(r.folded_batches, 0),
+                        a.records + coalesce(r.summed_records, 0) + coalesce(r.folded_records, 0),
+                        a.repaired + coalesce(r.summed_repaired, 0)
+                            + coalesce(r.folded_repaired, 0),
+                        greatest(a.top, r.summed_seq, r.folded_top),
+                        coalesce(a.last_seq, r.summed_last_seq, r.folded_last_seq),
+                        (extract(epoch FROM greatest(a.done_at, r.summed_done_at,
+                                                     r.folded_done_at)) * 1000)::bigint
                  FROM weld.runs r
                  LEFT JOIN LATERAL (
                      SELECT count(*) AS batches, coalesce(sum(records), 0)::bigint AS records,
                             coalesce(sum(repaired), 0)::bigint AS repaired, max(seq) AS top,
                             max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at
-                     FROM weld.batches b WHERE b.stream = r.stream AND b.run_id = r.run_id
+                     FROM weld.batches b
+                     WHERE b.stream = r.stream AND b.run_id = r.run_id
+                       AND b.seq > coalesce(r.summed_seq, -1)
                  ) a ON true
                  WHERE r.stream = $1 ORDER BY r.run_id DESC LIMIT $2",
                 &[&stream.as_str(), &(limit as i64)],

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 use weld_pipeline::source::{Field, FieldKind, Schema};
-use weld_pipeline::store::{Desired, StreamEntry, StreamStore};
+use weld_pipeline::store::{Desired, RunState, StreamEntry, StreamStore};
 use weld_pipeline::{
     Batch, Checkpoint, Json, Pipeline, Record, RunContext, RunId, RunOutcome, Sink, StreamName,
     Timestamp,
@@ -700,4 +700,101 @@ async fn the_ledger_of_runs_long_superseded_is_folded_and_nothing_read_from_it_c
         .unwrap()
         .get(0);
     assert_eq!(totals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
+    let Some((store, client)) = warehouse("summed").await else {
+        return;
+    };
+    let stream = StreamName::new("contacts").unwrap();
+    // Batch `seq` of a run: one record, every tenth archived, `seq % 3` repaired.
+    let commit = |run: u64, seq: u64, last: bool| {
+        let (store, stream) = (store.clone(), stream.clone());
+        async move {
+            let id = format!("{run}-{seq}");
+            let mut batch = Batch {
+                run_id: RunId(run),
+                last,
+                repaired: seq % 3,
+                ..batch(&stream, seq, &[(&id, 1, serde_json::json!({"n": seq}))])
+            };
+            batch.records[0].archived = seq % 10 == 0;
+            Sink::commit(&store, &batch).await.unwrap();
+        }
+    };
+    // What the store reads, and the same figures summed from every ledger row of the run.
+    let read = || async {
+        let counts = store.counts(&stream).await.unwrap();
+        let run = store.runs(&stream, 1).await.unwrap().remove(0);
+        (
+            counts.live,
+            counts.archived,
+            run.batches,
+            run.records,
+            run.repaired,
+            run.progress.contiguous,
+            run.state,
+        )
+    };
+    let summed_seq = || async {
+        client
+            .query_one("SELECT summed_seq FROM weld.runs WHERE run_id = 1", &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i64>>(0)
+    };
+
+    // Batch 40 arrives late: the sum at batch 63 stops before it.
+    for seq in (0..=63).filter(|s| *s != 40) {
+        commit(1, seq, false).await;
+    }
+    assert_eq!(summed_seq().await, Some(39));
+    let gapped = read().await;
+    assert_eq!((gapped.2, gapped.3), (63, 63), "63 batches committed");
+    assert_eq!(gapped.6, RunState::Running);
+    commit(1, 40, false).await;
+    for seq in 64..200 {
+        commit(1, seq, seq == 199).await;
+    }
+    assert_eq!(summed_seq().await, Some(191));
+    let whole = read().await;
+    let repaired: u64 = (0..200).map(|s| s % 3).sum();
+    assert_eq!(
+        whole,
+        (180, 20, 200, 200, repaired, Some(199), RunState::Succeeded)
+    );
+    let ledger: (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT sum(live_delta)::bigint, sum(archived_delta)::bigint FROM weld.batches",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(ledger, (180, 20), "every ledger row is still there");
+
+    // A later run folds it: nothing read changes, the summed rows counted once.
+    client
+        .batch_execute("UPDATE weld.batches SET committed_at = now() - interval '2 hours'")
+        .await
+        .unwrap();
+    commit(2, 0, false).await;
+    let counts = store.counts(&stream).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (180, 21));
+    let runs = store.runs(&stream, 2).await.unwrap();
+    let folded = &runs[1];
+    assert_eq!(
+        (
+            folded.batches,
+            folded.records,
+            folded.repaired,
+            folded.progress.contiguous,
+            folded.state
+        ),
+        (200, 200, repaired, Some(199), RunState::Succeeded)
+    );
+    assert_eq!(summed_seq().await, None, "folded");
 }
