@@ -88,7 +88,8 @@
 //!
 //! A status does not sum a whole run: every 64th batch of a run (`seq` 63, 127, ...), its commit
 //! adds the run's committed rows up to the first still missing to the run's `summed_*` figures
-//! in its `weld.runs` row (locking that row, which no other commit of the run touches), and
+//! in its `weld.runs` row (the commits of the run in flight meanwhile wait for it where they
+//! meet that row until it commits, once every 64 batches), and
 //! counts and the run history sum only the rows past them: fewer than 64 plus the batches in
 //! flight, whatever the run's size (at 1M records, 10,000 rows a run, a status summed them all).
 //! A run left with a gap for good (a batch dropped with its stopped stream) is summed up to the

@@ -929,14 +929,15 @@ const FOLD_AFTER_SECS: f64 = 3_600.0;
 /// is stored.
 async fn fold_older(tx: &Transaction<'_>, stream: &str, run_id: i64) -> Result<(), Error> {
     // The runs' rows locked first, as `sum_committed` does: the fold then reads them, and their
-    // ledger, after any summing of them committed, and no row is counted twice.
+    // ledger, after any summing of them committed, and no row is counted twice. Newest first,
+    // the order `abandon_older` locks them in, so the two never wait for each other in a cycle.
     let due: Vec<i64> = tx
         .query(
             "SELECT run_id FROM weld.runs WHERE stream = $1 AND run_id IN (
                  SELECT run_id FROM weld.batches WHERE stream = $1 AND run_id < $2
                  GROUP BY run_id
                  HAVING max(committed_at) < now() - make_interval(secs => $3))
-             ORDER BY run_id FOR UPDATE",
+             ORDER BY run_id DESC FOR UPDATE",
             &[&stream, &run_id, &FOLD_AFTER_SECS],
         )
         .await

@@ -752,6 +752,11 @@ async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
     assert_eq!(summed_seq().await, Some(39));
     let gapped = read().await;
     assert_eq!((gapped.2, gapped.3), (63, 63), "63 batches committed");
+    assert_eq!(
+        (gapped.0, gapped.1),
+        (57, 6),
+        "seqs 0-63 but 40, every tenth archived"
+    );
     assert_eq!(gapped.6, RunState::Running);
     commit(1, 40, false).await;
     for seq in 64..200 {
