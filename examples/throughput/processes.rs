@@ -197,6 +197,15 @@ pub(crate) async fn run(
         let status = get("/streams/throughput".into()).await?;
         let done = status["last_run"]["state"] == "succeeded";
         if done && status["records"].as_u64() >= Some(args.records) {
+            // Exactly the records sent, in the stream's count and in its run's: a count off at
+            // this scale is a bug the figures must not hide.
+            let counted = (
+                status["records"].as_u64(),
+                status["last_run"]["records"].as_u64(),
+            );
+            if counted != (Some(args.records), Some(args.records)) {
+                return Err(format!("{} records sent, counted {counted:?}", args.records).into());
+            }
             let at = status["last_run"]["finished_at"]
                 .as_str()
                 .unwrap_or_default();
