@@ -28,8 +28,35 @@ const TYPED: &str = "_typed";
 /// key-share lock among them) must not keep another replica from taking its streams.
 const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A stored time as milliseconds since the epoch, exactly.
-const MS: &str = "(extract(epoch FROM updated_at) * 1000)::bigint";
+/// A stored `timestamptz` as milliseconds since the Unix epoch, read from PostgreSQL's binary
+/// form (microseconds since 2000-01-01) here rather than computed in SQL: `extract(epoch ...)`
+/// works in `numeric`, and took a tenth of a records page's time on the database (0.2-0.3 of
+/// 2.6 ms, 1,000 rows). Exact for every time the store writes (whole milliseconds).
+struct Millis(i64);
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix milliseconds.
+const POSTGRES_EPOCH_MS: i64 = 946_684_800_000;
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Millis {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let micros = i64::from_be_bytes(raw.try_into()?);
+        Ok(Millis(micros.div_euclid(1000) + POSTGRES_EPOCH_MS))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::TIMESTAMPTZ
+    }
+}
+
+impl Millis {
+    /// The time of column `index` of `row`.
+    fn of(row: &tokio_postgres::Row, index: usize) -> Timestamp {
+        Timestamp::from_millis(row.get::<_, Millis>(index).0)
+    }
+}
 
 /// The store of a controller, on PostgreSQL. Cheap to clone; clones share the pool.
 #[derive(Clone)]
@@ -148,8 +175,8 @@ impl PostgresStore {
     }
 
     /// A page of `stream`'s rows after the token `after`, at most `limit` of those `filter`
-    /// admits, in key order: `id`, its time in ms, `archived`, and `document` (a column
-    /// expression), with the token of the next page. Keyset paging on the key order: every
+    /// admits, in key order: `id`, its time (`updated_at`, read as [`Millis`]), `archived`, and
+    /// `document` (a column expression), with the token of the next page. Keyset paging on the key order: every
     /// record that exists from the first page to the last is visited once, in its latest
     /// version, while commits go on. A stream without a table (never written, or deleted
     /// meanwhile) has no rows.
@@ -166,7 +193,7 @@ impl PostgresStore {
             return Ok((Vec::new(), None));
         };
         let sql = format!(
-            "SELECT id, {MS}, archived, {document} FROM {table}
+            "SELECT id, updated_at, archived, {document} FROM {table}
              WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
                AND {filter}
              ORDER BY octet_length(id), id LIMIT $2"
@@ -685,7 +712,7 @@ async fn heads(
         "NULL::text"
     };
     let sql = format!(
-        "SELECT id, {MS}, archived, {document} FROM {table} WHERE id = ANY($1)
+        "SELECT id, updated_at, archived, {document} FROM {table} WHERE id = ANY($1)
          ORDER BY id FOR UPDATE"
     );
     let statement = prepared(tx, &sql).await.map_err(database)?;
@@ -697,7 +724,7 @@ async fn heads(
             (
                 row.get(0),
                 Stored {
-                    updated_at: Timestamp::from_millis(row.get(1)),
+                    updated_at: Millis::of(&row, 1),
                     archived: row.get(2),
                     data: data.map(|d| Json::from_checked_bytes(d.into_bytes().into())),
                 },
@@ -1330,7 +1357,7 @@ impl StreamStore for PostgresStore {
                 let data: String = row.get(3);
                 Record {
                     id: row.get(0),
-                    updated_at: Timestamp::from_millis(row.get(1)),
+                    updated_at: Millis::of(&row, 1),
                     archived: row.get(2),
                     amend: false,
                     data: Json::from_checked_bytes(data.into_bytes().into()),
@@ -1353,7 +1380,7 @@ impl StreamStore for PostgresStore {
             .into_iter()
             .map(|row| Held {
                 id: row.get(0),
-                updated_at: Timestamp::from_millis(row.get(1)),
+                updated_at: Millis::of(&row, 1),
                 archived: row.get(2),
             })
             .collect();
@@ -1469,7 +1496,25 @@ fn decode_entry(value: &str) -> Result<StreamEntry, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_nul;
+    use super::{without_nul, Millis};
+    use tokio_postgres::types::{FromSql, Type};
+
+    #[test]
+    fn a_timestamptz_reads_as_unix_milliseconds_flooring_its_microseconds() {
+        let millis = |micros: i64| {
+            Millis::from_sql(&Type::TIMESTAMPTZ, &micros.to_be_bytes())
+                .unwrap()
+                .0
+        };
+        // 2000-01-01T00:00:00Z, PostgreSQL's epoch; the Unix epoch; a time before both.
+        assert_eq!(millis(0), 946_684_800_000);
+        assert_eq!(millis(-946_684_800_000_000), 0);
+        assert_eq!(millis(-946_684_800_000_001), -1);
+        assert_eq!(millis(1_234_567), 946_684_801_234);
+        assert!(Millis::from_sql(&Type::TIMESTAMPTZ, &[0; 4]).is_err());
+        assert!(<Millis as FromSql>::accepts(&Type::TIMESTAMPTZ));
+        assert!(!<Millis as FromSql>::accepts(&Type::INT8));
+    }
 
     #[test]
     fn a_nul_in_a_string_becomes_u_fffd_and_nothing_else_changes() {
