@@ -208,7 +208,7 @@ async fn raw_copy(client: &tokio_postgres::Client, batch: &Batch) {
                  synced_at)
              SELECT id, to_timestamp(0) + ms * interval '1 millisecond',
                     to_timestamp(0) + ms * interval '1 millisecond', archived,
-                    data::jsonb -> 'properties', data::jsonb, 1, now()
+                    data::jsonb -> 'properties', data::json, 1, now()
              FROM staging
              ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,
                  created_at = EXCLUDED.created_at, archived = EXCLUDED.archived,

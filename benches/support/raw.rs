@@ -129,7 +129,7 @@ impl RawSled {
 pub(crate) const POSTGRES_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS raw (id text COLLATE \"C\" PRIMARY KEY,
     updated_at timestamptz NOT NULL, created_at timestamptz, archived boolean NOT NULL,
-    archived_at timestamptz, properties jsonb, data jsonb NOT NULL, run_id bigint NOT NULL,
+    archived_at timestamptz, properties jsonb, data json NOT NULL, run_id bigint NOT NULL,
     synced_at timestamptz NOT NULL)";
 
 /// One transaction: the batch's rows in one multi-row upsert into [`POSTGRES_TABLE`].
@@ -153,8 +153,9 @@ pub(crate) async fn postgres_upsert(client: &tokio_postgres::Client, batch: &Bat
                  synced_at)
              SELECT id, to_timestamp(0) + ms * interval '1 millisecond',
                     to_timestamp(0) + ms * interval '1 millisecond', archived,
-                    doc -> 'properties', doc, 1, now()
-             FROM (SELECT id, ms, archived, data::jsonb AS doc
+                    properties, data, 1, now()
+             FROM (SELECT id, ms, archived, data::json AS data,
+                          data::jsonb -> 'properties' AS properties
                    FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[])
                         AS u(id, ms, archived, data)) AS u
              ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at,

@@ -57,12 +57,12 @@ SELECT t.id, a.key, l ->> 'id', coalesce(ty ->> 'category', ''),
        coalesce(CASE WHEN ty ->> 'typeId' ~ '^-?[0-9]{{1,9}}$' THEN (ty ->> 'typeId')::integer END, 0),
        ty ->> 'label'
 FROM {table} t
-CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(t.data -> 'associations') = 'object'
-                                   THEN t.data -> 'associations' ELSE '{{}}'::jsonb END) a
-CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.value) = 'array'
-                                             THEN a.value ELSE '[]'::jsonb END) l
-LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(l -> 'types') = 'array'
-                                            THEN l -> 'types' ELSE '[]'::jsonb END) ty ON true
+CROSS JOIN LATERAL json_each(CASE WHEN json_typeof(t.data::json -> 'associations') = 'object'
+                                   THEN t.data::json -> 'associations' ELSE '{{}}'::json END) a
+CROSS JOIN LATERAL json_array_elements(CASE WHEN json_typeof(a.value) = 'array'
+                                             THEN a.value ELSE '[]'::json END) l
+LEFT JOIN LATERAL json_array_elements(CASE WHEN json_typeof(l -> 'types') = 'array'
+                                            THEN l -> 'types' ELSE '[]'::json END) ty ON true
 WHERE t.id = ANY($1::text[]) AND l ->> 'id' IS NOT NULL
 ON CONFLICT DO NOTHING"#
     )

@@ -161,6 +161,35 @@ ALTER TABLE weld.runs
     ADD COLUMN summed_done_at timestamptz;
 "#,
     ),
+    (
+        7,
+        r#"
+-- A record's whole document is kept as the JSON text it came as (`json`), no longer parsed
+-- into `jsonb`: a records page prints it back as stored instead of rebuilding the text from
+-- jsonb's binary form, most of a page's time in the database. `properties` stays `jsonb`.
+-- Each records table is rewritten once; one that cannot be (a view, an index or a constraint
+-- of the user's own needs `data` in jsonb) keeps `jsonb`, which every statement of the store
+-- reads and writes as well.
+DO $$
+DECLARE
+    records regclass;
+BEGIN
+    FOR records IN
+        SELECT to_regclass(records_table) FROM weld.streams
+        WHERE to_regclass(records_table) IS NOT NULL
+    LOOP
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN data TYPE json USING data::json',
+                           records);
+        EXCEPTION WHEN feature_not_supported OR undefined_object OR undefined_function
+                       OR datatype_mismatch OR dependent_objects_still_exist THEN
+            RAISE WARNING 'weld: %.data stays jsonb: %', records, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

@@ -872,10 +872,11 @@ fn rows_sql(table: &str, first: usize, run: usize, update: bool) -> String {
         "INSERT INTO {table} AS t
              (id, updated_at, archived, data, properties, created_at, archived_at,
               _weld_run_id, _weld_synced_at)
-         SELECT u.id, to_timestamp(0) + u.ms * interval '1 millisecond', u.archived, u.doc,
-                u.doc -> 'properties', to_timestamp(0) + u.created * interval '1 millisecond',
+         SELECT u.id, to_timestamp(0) + u.ms * interval '1 millisecond', u.archived, u.data,
+                u.properties, to_timestamp(0) + u.created * interval '1 millisecond',
                 to_timestamp(0) + u.gone * interval '1 millisecond', ${run}::bigint, now()
-         FROM (SELECT id, ms, archived, data::jsonb AS doc, created, gone
+         FROM (SELECT id, ms, archived, data::json AS data,
+                      data::jsonb -> 'properties' AS properties, created, gone
                FROM unnest(${a}::text[], ${b}::bigint[], ${c}::bool[], ${d}::text[],
                            ${e}::bigint[], ${f}::bigint[])
                     AS x(id, ms, archived, data, created, gone)) AS u

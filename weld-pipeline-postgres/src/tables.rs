@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     archived boolean NOT NULL,
     archived_at timestamptz,
     properties jsonb,
-    data jsonb NOT NULL,
+    data json NOT NULL,
     _weld_run_id bigint NOT NULL,
     _weld_synced_at timestamptz NOT NULL DEFAULT now()
 );

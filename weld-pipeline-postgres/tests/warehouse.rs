@@ -803,3 +803,102 @@ async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
     );
     assert_eq!(summed_seq().await, None, "folded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_is_kept_as_it_came_and_an_older_jsonb_table_is_migrated_to_it() {
+    let Some((store, client)) = warehouse("documents").await else {
+        return;
+    };
+    // Keys out of jsonb's order, a repeated key, a number as written: `jsonb` prints
+    // `{"id": "1", "zeta": 1.50, ...}`; the store serves the document byte for byte, as sled does.
+    let document = r#"{"zeta":1.50,"id":"1","properties":{"b":"2","a":"1","a":"3"}}"#;
+    let printed = r#"{"id": "1", "zeta": 1.50, "properties": {"a": "3", "b": "2"}}"#;
+    let plain = StreamName::new("plain").unwrap();
+    let viewed = StreamName::new("viewed").unwrap();
+    for stream in [&plain, &viewed] {
+        commit_document(&store, stream, 0, document).await;
+    }
+    assert_eq!(first_document(&store, &plain).await, document);
+    let plain_table = records_table(&client, &plain).await;
+    let viewed_table = records_table(&client, &viewed).await;
+    let (kind, a) = document_column(&client, &plain_table).await;
+    assert_eq!(kind, "json");
+    // `properties` is still `jsonb`: of a repeated key, the last, as jsonb keeps it.
+    assert_eq!(a, "3");
+
+    // A database of the version before: both tables' documents in `jsonb`, one of them read by
+    // a view of the user's own, under which the column's type cannot change.
+    drop(store);
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {plain_table} ALTER COLUMN data TYPE jsonb USING data::jsonb;
+             ALTER TABLE {viewed_table} ALTER COLUMN data TYPE jsonb USING data::jsonb;
+             CREATE VIEW public.mine AS SELECT data -> 'zeta' AS zeta FROM {viewed_table};
+             DELETE FROM weld.migrations WHERE version = 7;"
+        ))
+        .await
+        .unwrap();
+    let url = testing::shared().unwrap().url("documents");
+    let store = PostgresStore::open(&PostgresConfig::new(&url))
+        .await
+        .unwrap();
+    assert_eq!(document_column(&client, &plain_table).await.0, "json");
+    assert_eq!(document_column(&client, &viewed_table).await.0, "jsonb");
+    // What was stored as jsonb reads as jsonb printed it; what is written now, as it came. The
+    // table left in jsonb takes and serves the same documents.
+    for stream in [&plain, &viewed] {
+        assert_eq!(first_document(&store, stream).await, printed);
+        commit_document(&store, stream, 1, document).await;
+    }
+    assert_eq!(first_document(&store, &plain).await, document);
+    assert_eq!(first_document(&store, &viewed).await, printed);
+    let zeta: String = client
+        .query_one("SELECT zeta::text FROM public.mine", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(zeta, "1.50");
+}
+
+/// Commits `document` as record `1`, version `seq + 1`, in run 1's batch `seq`.
+async fn commit_document(store: &PostgresStore, stream: &StreamName, seq: u64, document: &str) {
+    let mut batch = batch(stream, seq, &[]);
+    batch.records = vec![Record::new(
+        "1",
+        Timestamp::from_millis(seq as i64 + 1),
+        Json::parse(document.as_bytes().to_vec()).unwrap(),
+    )];
+    store.commit(&batch).await.unwrap();
+}
+
+/// The document of the stream's first record, as a records page serves it.
+async fn first_document(store: &PostgresStore, stream: &StreamName) -> String {
+    let page = store
+        .records(stream, None, 10, weld_pipeline::store::Archived::All)
+        .await
+        .unwrap();
+    String::from_utf8(page.records[0].data.as_bytes().to_vec()).unwrap()
+}
+
+async fn records_table(client: &tokio_postgres::Client, stream: &StreamName) -> String {
+    client
+        .query_one(
+            "SELECT records_table FROM weld.streams WHERE name = $1",
+            &[&stream.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The type of the table's `data` column, and its first row's property `a`.
+async fn document_column(client: &tokio_postgres::Client, table: &str) -> (String, String) {
+    let row = client
+        .query_one(
+            &format!("SELECT pg_typeof(data)::text, properties ->> 'a' FROM {table} LIMIT 1"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
