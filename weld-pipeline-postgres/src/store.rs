@@ -179,7 +179,8 @@ impl PostgresStore {
     /// `document` (a column expression), with the token of the next page. Keyset paging on the key order: every
     /// record that exists from the first page to the last is visited once, in its latest
     /// version, while commits go on. A stream without a table (never written, or deleted
-    /// meanwhile) has no rows.
+    /// meanwhile) has no rows. When `registered`, nor has one without a registry entry in the
+    /// statement's snapshot: a row read proves the stream exists.
     async fn keyset(
         &self,
         stream: &StreamName,
@@ -187,26 +188,35 @@ impl PostgresStore {
         limit: usize,
         document: &str,
         filter: &str,
+        registered: bool,
     ) -> Result<(Vec<tokio_postgres::Row>, Option<String>), Error> {
         let after = after.map(decode_token).transpose()?;
         let Some(table) = self.table(stream).await? else {
             return Ok((Vec::new(), None));
         };
+        let entry = if registered {
+            "AND EXISTS (SELECT FROM weld.streams WHERE name = $3 AND entry IS NOT NULL)"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT id, updated_at, archived, {document} FROM {table}
              WHERE ($1::text IS NULL OR (octet_length(id), id) > (octet_length($1::text), $1::text))
-               AND {filter}
+               AND {filter} {entry}
              ORDER BY octet_length(id), id LIMIT $2"
         );
         let limit = limit.max(1);
+        let rows_past = limit as i64 + 1;
+        let name = stream.as_str();
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if registered {
+            &[&after, &rows_past, &name]
+        } else {
+            &[&after, &rows_past]
+        };
         let client = self.client().await?;
         let statement = prepared(&client, &sql).await;
         let rows = match statement {
-            Ok(statement) => {
-                client
-                    .query(&statement, &[&after, &(limit as i64 + 1)])
-                    .await
-            }
+            Ok(statement) => client.query(&statement, params).await,
             Err(error) => Err(error),
         };
         let mut rows = match rows {
@@ -220,6 +230,39 @@ impl PostgresStore {
             .then(|| rows.last().map(|row| encode_token(row.get(0))))
             .flatten();
         Ok((rows, next))
+    }
+
+    /// A page of records with their documents (see `keyset`).
+    async fn page(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+        archived: Archived,
+        registered: bool,
+    ) -> Result<RecordPage, Error> {
+        let filter = match archived {
+            Archived::Live => "NOT archived",
+            Archived::Only => "archived",
+            Archived::All => "true",
+        };
+        let (rows, next) = self
+            .keyset(stream, after, limit, "data::text", filter, registered)
+            .await?;
+        let records = rows
+            .into_iter()
+            .map(|row| {
+                let data: String = row.get(3);
+                Record {
+                    id: row.get(0),
+                    updated_at: Millis::of(&row, 1),
+                    archived: row.get(2),
+                    amend: false,
+                    data: Json::from_checked_bytes(data.into_bytes().into()),
+                }
+            })
+            .collect();
+        Ok(RecordPage { records, next })
     }
 
     /// This store, its commits checked by `fence`.
@@ -1344,28 +1387,23 @@ impl StreamStore for PostgresStore {
         limit: usize,
         archived: Archived,
     ) -> Result<RecordPage, Error> {
-        let filter = match archived {
-            Archived::Live => "NOT archived",
-            Archived::Only => "archived",
-            Archived::All => "true",
-        };
-        let (rows, next) = self
-            .keyset(stream, after, limit, "data::text", filter)
-            .await?;
-        let records = rows
-            .into_iter()
-            .map(|row| {
-                let data: String = row.get(3);
-                Record {
-                    id: row.get(0),
-                    updated_at: Millis::of(&row, 1),
-                    archived: row.get(2),
-                    amend: false,
-                    data: Json::from_checked_bytes(data.into_bytes().into()),
-                }
-            })
-            .collect();
-        Ok(RecordPage { records, next })
+        self.page(stream, after, limit, archived, false).await
+    }
+
+    async fn existing_records(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+        archived: Archived,
+    ) -> Result<Option<RecordPage>, Error> {
+        // One statement for a page that has records: they prove the stream exists (see
+        // `keyset`). Only an empty page asks the registry whether there is a stream at all.
+        let page = self.page(stream, after, limit, archived, true).await?;
+        if page.records.is_empty() && self.stream(stream).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(page))
     }
 
     /// Ids, versions and archived flags only, in key order: the reconciliation's inventory
@@ -1376,7 +1414,9 @@ impl StreamStore for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<HeldPage, Error> {
-        let (rows, next) = self.keyset(stream, after, limit, "NULL", "true").await?;
+        let (rows, next) = self
+            .keyset(stream, after, limit, "NULL", "true", false)
+            .await?;
         let records = rows
             .into_iter()
             .map(|row| Held {

@@ -228,12 +228,13 @@ pub(crate) async fn list_records(
             )))
         }
     };
-    let stream = existing_stream(&api, &name).await?;
+    let stream = stream_name(&name)?;
     let page = api
         .streams
         .store()
-        .records(&stream, query.after.as_deref(), limit, archived)
-        .await?;
+        .existing_records(&stream, query.after.as_deref(), limit, archived)
+        .await?
+        .ok_or_else(|| ApiError::no_stream(&name))?;
     // Up to 1,000 records written out: off the runtime's threads, which carry the workers' deliveries.
     let body = tokio::task::spawn_blocking(move || record_list(&page))
         .await
@@ -302,10 +303,10 @@ fn stream_name(name: &str) -> Answer<StreamName> {
     })
 }
 
-/// The stream of this name, when it exists: its data is read without the registry, which alone
-/// tells a deleted stream from an empty one. Its registry entry only: a whole status costs a
-/// store its run and counts aggregates (on PostgreSQL they grow with the ledger), which a page
-/// of records does not show.
+/// The stream of this name, when it exists: its runs are read without the registry, which alone
+/// tells a deleted stream from one without runs. Its registry entry only: a whole status costs
+/// a store its run and counts aggregates (on PostgreSQL they grow with the ledger), which a page
+/// of runs does not show. (A records page asks the store for both at once.)
 async fn existing_stream(api: &Api, name: &str) -> Answer<StreamName> {
     let stream = stream_name(name)?;
     match api.streams.store().stream(&stream).await? {

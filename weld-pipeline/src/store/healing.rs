@@ -318,6 +318,21 @@ impl StreamStore for Healing {
         self.observe(read)
     }
 
+    async fn existing_records(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+        archived: Archived,
+    ) -> Result<Option<RecordPage>, Error> {
+        let read = self
+            .current()
+            .await?
+            .existing_records(stream, after, limit, archived)
+            .await;
+        self.observe(read)
+    }
+
     async fn held(
         &self,
         stream: &StreamName,

@@ -134,6 +134,23 @@ pub trait StreamStore: Sink + std::fmt::Debug {
         archived: Archived,
     ) -> Result<RecordPage, Error>;
 
+    /// [`StreamStore::records`] of a stream that exists, `None` when there is no such stream:
+    /// what a records page of the API asks. The default reads the registry entry, then the
+    /// page; a store that learns both from one read (PostgreSQL: one statement, not two) should
+    /// say so here.
+    async fn existing_records(
+        &self,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: usize,
+        archived: Archived,
+    ) -> Result<Option<RecordPage>, Error> {
+        if self.stream(stream).await?.is_none() {
+            return Ok(None);
+        }
+        self.records(stream, after, limit, archived).await.map(Some)
+    }
+
     /// At most `limit` of the stream's records after `after`, live and archived, without their
     /// documents: what a source's reconciliation compares (see
     /// [`Inventory`](crate::source::Inventory)). The default pages with

@@ -173,6 +173,14 @@ async fn versions(store: &dyn StreamStore) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// How many records the API's first page of the stream holds, `None` for no such stream.
+async fn page(store: &dyn StreamStore) -> Option<usize> {
+    let page = store
+        .existing_records(&stream(), None, 10, Archived::All)
+        .await;
+    page.unwrap().map(|page| page.records.len())
+}
+
 async fn commit(store: &dyn StreamStore, batch: &Batch) -> Commit {
     store.commit(batch).await.expect("the commit succeeds")
 }
@@ -436,8 +444,14 @@ pub async fn deleting_a_stream_removes_its_entry_and_all_its_data(under: &impl S
     kept.stream = other.clone();
     commit(&*store, &kept).await;
 
+    assert_eq!(
+        page(&*store).await,
+        Some(2),
+        "the API's page of an existing stream"
+    );
     store.delete_stream(&stream()).await.unwrap();
     assert_eq!(store.stream(&stream()).await.unwrap(), None);
+    assert_eq!(page(&*store).await, None, "no such stream");
     assert_eq!(
         store.counts(&stream()).await.unwrap(),
         crate::store::Counts::default()
@@ -448,9 +462,12 @@ pub async fn deleting_a_stream_removes_its_entry_and_all_its_data(under: &impl S
     // A batch of the deleted stream, still on its way, stores its records into a new stream of
     // the name but cannot move its checkpoint: the delete raised the epoch.
     assert_eq!(commit(&*store, &b).await, Commit::Stored { records: 2 });
+    assert_eq!(page(&*store).await, None, "records are no stream");
     let resume = store.resume(&stream()).await.unwrap();
     assert_eq!(resume.epoch, 1);
     assert!(resume.checkpoint.is_start());
+    store.put_stream(&entry(Desired::Running)).await.unwrap();
+    assert_eq!(page(&*store).await, Some(2));
     assert_eq!(
         store.counts(&other).await.unwrap().live,
         1,
