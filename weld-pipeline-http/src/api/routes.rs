@@ -213,7 +213,7 @@ pub(crate) async fn delete_stream(
     ))]
 pub(crate) async fn list_records(
     State(api): Shared,
-    StreamPath(name, _): StreamPath,
+    StreamPath(name, stream): StreamPath,
     ApiQuery(query): ApiQuery<RecordsQuery>,
 ) -> Answer<impl IntoResponse> {
     let limit = limit(query.limit.as_deref(), 100)?;
@@ -228,7 +228,6 @@ pub(crate) async fn list_records(
             )))
         }
     };
-    let stream = stream_name(&name)?;
     let page = api
         .streams
         .store()
