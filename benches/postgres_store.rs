@@ -4,7 +4,7 @@
 //!
 //! - `raw_insert_on_conflict_8_in_flight`: per batch, one transaction holding one `INSERT ...
 //!   SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` of its rows into a table of the same
-//!   columns as the store's (`properties` and `data` jsonb among them), eight at once on eight
+//!   columns as the store's (`properties` jsonb and `data` json among them), eight at once on eight
 //!   connections;
 //! - `store_commit_8_in_flight`: `PostgresStore::commit` of eight batches of one run at once
 //!   (records, ledger, run, checkpoint and counts in one transaction each);

@@ -49,7 +49,8 @@ pub(crate) fn clear_sql(links: &str) -> String {
 }
 
 /// The statement writing the links of the stored records whose ids are in `$1`, read from
-/// their documents. A member of the wrong shape contributes no link rather than an error.
+/// their documents, each read once as `jsonb` (whichever of `json` and `jsonb` its table keeps
+/// it in). A member of the wrong shape contributes no link rather than an error.
 pub(crate) fn fill_sql(links: &str, table: &str) -> String {
     format!(
         r#"INSERT INTO {links} (from_id, to_type, to_id, category, type_id, label)
@@ -57,12 +58,13 @@ SELECT t.id, a.key, l ->> 'id', coalesce(ty ->> 'category', ''),
        coalesce(CASE WHEN ty ->> 'typeId' ~ '^-?[0-9]{{1,9}}$' THEN (ty ->> 'typeId')::integer END, 0),
        ty ->> 'label'
 FROM {table} t
-CROSS JOIN LATERAL json_each(CASE WHEN json_typeof(t.data::json -> 'associations') = 'object'
-                                   THEN t.data::json -> 'associations' ELSE '{{}}'::json END) a
-CROSS JOIN LATERAL json_array_elements(CASE WHEN json_typeof(a.value) = 'array'
-                                             THEN a.value ELSE '[]'::json END) l
-LEFT JOIN LATERAL json_array_elements(CASE WHEN json_typeof(l -> 'types') = 'array'
-                                            THEN l -> 'types' ELSE '[]'::json END) ty ON true
+CROSS JOIN LATERAL (SELECT t.data::jsonb -> 'associations' AS links) d
+CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(d.links) = 'object'
+                                   THEN d.links ELSE '{{}}'::jsonb END) a
+CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.value) = 'array'
+                                             THEN a.value ELSE '[]'::jsonb END) l
+LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(l -> 'types') = 'array'
+                                            THEN l -> 'types' ELSE '[]'::jsonb END) ty ON true
 WHERE t.id = ANY($1::text[]) AND l ->> 'id' IS NOT NULL
 ON CONFLICT DO NOTHING"#
     )

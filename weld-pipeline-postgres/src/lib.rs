@@ -117,9 +117,12 @@
 //!   came as, and a records page serves it byte for byte, as the sled store does: printing
 //!   `jsonb` back as text was most of a page's time in the database (2.2 ms of 2.6 for 1,000
 //!   records of 1 KiB). `properties`, what SQL queries, is `jsonb`, indexable; cast `data` to
-//!   `jsonb` for its operators. Tables made before (migration 7) are rewritten once at start;
-//!   one that cannot be (a view of the user's own reads its `data`) keeps `jsonb`, with a
-//!   warning in PostgreSQL's log, and works as before.
+//!   `jsonb` for its operators. Tables made before (migration 7) are rewritten once at start,
+//!   without a statement timeout; one that cannot be (the user's own view, index or
+//!   constraint holds it to `jsonb`) keeps `jsonb`, with a warning in PostgreSQL's log, and
+//!   works as before. Rows written as `jsonb` are served as PostgreSQL prints `jsonb` (keys
+//!   reordered) until they are written again. Data-streams of the version before must be
+//!   stopped first: they read association links with `jsonb` functions.
 //! - `jsonb` cannot hold a NUL character: a `\u0000` in a string of a record is stored as
 //!   U+FFFD (the rest of the document as it came) rather than refusing the commit for good.
 //! - **TLS** with `sslmode=require` in the URL: rustls (ring), through tokio-postgres-rustls,

@@ -167,9 +167,11 @@ ALTER TABLE weld.runs
 -- A record's whole document is kept as the JSON text it came as (`json`), no longer parsed
 -- into `jsonb`: a records page prints it back as stored instead of rebuilding the text from
 -- jsonb's binary form, most of a page's time in the database. `properties` stays `jsonb`.
--- Each records table is rewritten once; one that cannot be (a view, an index or a constraint
--- of the user's own needs `data` in jsonb) keeps `jsonb`, which every statement of the store
--- reads and writes as well.
+-- Each records table is rewritten once, as long as copying it takes: without the store's
+-- statement timeout, which a large warehouse would exceed at every start. One that cannot be
+-- rewritten (a view, an index or a constraint of the user's own needs `data` in jsonb, another
+-- role owns it) keeps `jsonb`, which every statement of the store reads and writes as well.
+SET LOCAL statement_timeout = 0;
 DO $$
 DECLARE
     records regclass;
@@ -181,8 +183,7 @@ BEGIN
         BEGIN
             EXECUTE format('ALTER TABLE %s ALTER COLUMN data TYPE json USING data::json',
                            records);
-        EXCEPTION WHEN feature_not_supported OR undefined_object OR undefined_function
-                       OR datatype_mismatch OR dependent_objects_still_exist THEN
+        EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'weld: %.data stays jsonb: %', records, SQLERRM;
         END;
     END LOOP;

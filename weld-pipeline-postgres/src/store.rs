@@ -1397,13 +1397,19 @@ impl StreamStore for PostgresStore {
         limit: usize,
         archived: Archived,
     ) -> Result<Option<RecordPage>, Error> {
-        // One statement for a page that has records: they prove the stream exists (see
-        // `keyset`). Only an empty page asks the registry whether there is a stream at all.
-        let page = self.page(stream, after, limit, archived, true).await?;
-        if page.records.is_empty() && self.stream(stream).await?.is_none() {
-            return Ok(None);
+        // One statement for a page that has records, once the stream's table is known: they
+        // prove the stream exists (see `keyset`). Only an empty page, or a token this store did
+        // not make, asks the registry whether there is a stream at all: no such stream comes
+        // first, as it does where the registry is asked first.
+        match self.page(stream, after, limit, archived, true).await {
+            Ok(page) if !page.records.is_empty() => Ok(Some(page)),
+            Ok(page) => Ok(self.stream(stream).await?.map(|_| page)),
+            Err(error @ Error::Invalid(_)) => match self.stream(stream).await? {
+                Some(_) => Err(error),
+                None => Ok(None),
+            },
+            Err(error) => Err(error),
         }
-        Ok(Some(page))
     }
 
     /// Ids, versions and archived flags only, in key order: the reconciliation's inventory

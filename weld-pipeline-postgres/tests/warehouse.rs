@@ -816,6 +816,19 @@ async fn a_document_is_kept_as_it_came_and_an_older_jsonb_table_is_migrated_to_i
     let plain = StreamName::new("plain").unwrap();
     let viewed = StreamName::new("viewed").unwrap();
     for stream in [&plain, &viewed] {
+        store
+            .put_stream(&StreamEntry {
+                name: stream.clone(),
+                config: serde_json::from_value(serde_json::json!({
+                    "source": {"kind": "hubspot", "object": "contacts"},
+                    "interval_secs": 300,
+                }))
+                .unwrap(),
+                desired: Desired::Running,
+                last_error: None,
+            })
+            .await
+            .unwrap();
         commit_document(&store, stream, 0, document).await;
     }
     assert_eq!(first_document(&store, &plain).await, document);
@@ -858,6 +871,18 @@ async fn a_document_is_kept_as_it_came_and_an_older_jsonb_table_is_migrated_to_i
         .unwrap()
         .get(0);
     assert_eq!(zeta, "1.50");
+    // Links are read from either type of document.
+    let linked = r#"{"id":"1","associations":{"companies":[{"id":"7","types":[{"category":"HUBSPOT_DEFINED","typeId":1,"label":null}]}]}}"#;
+    for (stream, table) in [(&plain, &plain_table), (&viewed, &viewed_table)] {
+        commit_document(&store, stream, 2, linked).await;
+        let links = format!("{}_associations\"", table.trim_end_matches('"'));
+        let to: String = client
+            .query_one(&format!("SELECT to_id FROM {links}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(to, "7", "{links}");
+    }
 }
 
 /// Commits `document` as record `1`, version `seq + 1`, in run 1's batch `seq`.
@@ -871,12 +896,13 @@ async fn commit_document(store: &PostgresStore, stream: &StreamName, seq: u64, d
     store.commit(&batch).await.unwrap();
 }
 
-/// The document of the stream's first record, as a records page serves it.
+/// The document of the stream's first record, as the API's records page serves it.
 async fn first_document(store: &PostgresStore, stream: &StreamName) -> String {
     let page = store
-        .records(stream, None, 10, weld_pipeline::store::Archived::All)
+        .existing_records(stream, None, 10, weld_pipeline::store::Archived::All)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the stream exists");
     String::from_utf8(page.records[0].data.as_bytes().to_vec()).unwrap()
 }
 

@@ -136,8 +136,8 @@ pub trait StreamStore: Sink + std::fmt::Debug {
 
     /// [`StreamStore::records`] of a stream that exists, `None` when there is no such stream:
     /// what a records page of the API asks. The default reads the registry entry, then the
-    /// page; a store that learns both from one read (PostgreSQL: one statement, not two) should
-    /// say so here.
+    /// page; a store that can learn both from one read (PostgreSQL: one statement, not two)
+    /// should. No such stream comes before an invalid token.
     async fn existing_records(
         &self,
         stream: &StreamName,

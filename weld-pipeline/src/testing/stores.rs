@@ -14,7 +14,9 @@ use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::message::{Commit, RunOutcome, StreamConfig};
 use crate::record::{Json, Record, Timestamp};
-use crate::store::{Archived, Desired, LastError, RunState, StreamEntry, StreamStore};
+use crate::store::{
+    encode_token, Archived, Desired, LastError, RunState, StreamEntry, StreamStore,
+};
 use crate::stream::{RunId, StreamName};
 use crate::ErrorKind;
 
@@ -93,6 +95,7 @@ macro_rules! store_conformance {
             commits_in_flight_at_once_keep_the_newest_versions_and_count_exactly,
             the_inventory_lists_every_record_once_in_key_order_without_documents,
             the_registry_keeps_its_entries_across_a_restart,
+            a_page_tells_no_stream_from_a_stream_without_records,
         );
     };
     (@each $store:expr; $($case:ident),* $(,)?) => {$(
@@ -684,4 +687,59 @@ pub async fn the_registry_keeps_its_entries_across_a_restart(under: &impl StoreU
             .unwrap(),
         None
     );
+}
+
+/// The API's page of a stream: `None` for no such stream (whatever its token), an empty page
+/// for a stream without records or without those asked for, its records otherwise, also from a
+/// store opened anew.
+pub async fn a_page_tells_no_stream_from_a_stream_without_records(under: &impl StoreUnderTest) {
+    let unknown = StreamName::new("unknown").unwrap();
+    {
+        let store = under.open().await;
+        let store = &*store;
+        assert_eq!(
+            ids(store, &unknown, None, Archived::All).await.unwrap(),
+            None
+        );
+        let bad = Some("not a token");
+        assert_eq!(
+            ids(store, &unknown, bad, Archived::All).await.unwrap(),
+            None
+        );
+        store.put_stream(&entry(Desired::Running)).await.unwrap();
+        assert_eq!(
+            ids(store, &stream(), None, Archived::All).await.unwrap(),
+            Some(vec![]),
+            "a stream never written"
+        );
+        assert!(matches!(
+            ids(store, &stream(), bad, Archived::All).await,
+            Err(crate::Error::Invalid(_))
+        ));
+        commit(
+            store,
+            &batch(1, 0, true, vec![record(1, 1, true), record(2, 1, false)]),
+        )
+        .await;
+        let live = ids(store, &stream(), None, Archived::Live).await.unwrap();
+        assert_eq!(live, Some(vec!["2".to_string()]));
+        let archived = ids(store, &stream(), None, Archived::Only).await.unwrap();
+        assert_eq!(archived, Some(vec!["1".to_string()]));
+        let past = ids(store, &stream(), Some(&encode_token("2")), Archived::All).await;
+        assert_eq!(past.unwrap(), Some(vec![]), "a page past the last record");
+    }
+    let store = under.open().await;
+    let all = ids(&*store, &stream(), None, Archived::All).await.unwrap();
+    assert_eq!(all, Some(vec!["1".to_string(), "2".to_string()]));
+}
+
+/// The ids of the API's first page of `stream` after `after`, `None` for no such stream.
+async fn ids(
+    store: &dyn StreamStore,
+    stream: &StreamName,
+    after: Option<&str>,
+    archived: Archived,
+) -> Result<Option<Vec<String>>, crate::Error> {
+    let page = store.existing_records(stream, after, 10, archived).await?;
+    Ok(page.map(|page| page.records.into_iter().map(|r| r.id).collect()))
 }
