@@ -26,19 +26,7 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
         .await
         .unwrap();
     let stream = StreamName::new("contacts").unwrap();
-    store
-        .put_stream(&StreamEntry {
-            name: stream.clone(),
-            config: serde_json::from_value(serde_json::json!({
-                "source": {"kind": "hubspot", "object": "contacts"},
-                "interval_secs": 300,
-            }))
-            .unwrap(),
-            desired: Desired::Running,
-            last_error: None,
-        })
-        .await
-        .unwrap();
+    store.put_stream(&contacts_entry(&stream)).await.unwrap();
 
     let fake = FakeHubSpot::start(
         "127.0.0.1:0",
@@ -259,6 +247,20 @@ async fn a_nul_in_a_value_is_stored_as_u_fffd_instead_of_refusing_the_commit() {
         .unwrap();
     let stored: serde_json::Value = page.records[0].data.decode().unwrap();
     assert_eq!(stored["properties"]["note"], "a\u{fffd}b");
+}
+
+/// A running stream of HubSpot contacts named `stream`.
+fn contacts_entry(stream: &StreamName) -> StreamEntry {
+    StreamEntry {
+        name: stream.clone(),
+        config: serde_json::from_value(serde_json::json!({
+            "source": {"kind": "hubspot", "object": "contacts"},
+            "interval_secs": 300,
+        }))
+        .unwrap(),
+        desired: Desired::Running,
+        last_error: None,
+    }
 }
 
 /// A database of its own on the shared cluster, its store and a client for a user's SQL.
@@ -816,19 +818,7 @@ async fn a_document_is_kept_as_it_came_and_an_older_jsonb_table_is_migrated_to_i
     let plain = StreamName::new("plain").unwrap();
     let viewed = StreamName::new("viewed").unwrap();
     for stream in [&plain, &viewed] {
-        store
-            .put_stream(&StreamEntry {
-                name: stream.clone(),
-                config: serde_json::from_value(serde_json::json!({
-                    "source": {"kind": "hubspot", "object": "contacts"},
-                    "interval_secs": 300,
-                }))
-                .unwrap(),
-                desired: Desired::Running,
-                last_error: None,
-            })
-            .await
-            .unwrap();
+        store.put_stream(&contacts_entry(stream)).await.unwrap();
         commit_document(&store, stream, 0, document).await;
     }
     assert_eq!(first_document(&store, &plain).await, document);
