@@ -132,6 +132,11 @@ impl Transport for TcpTransport {
     type Peer = TcpPeer;
     type Listener = TcpAcceptor;
 
+    /// [`TcpConfig::max_frame_bytes`].
+    fn max_message_bytes(&self) -> usize {
+        self.config.max_frame_bytes
+    }
+
     async fn listen(&self, handler: Arc<dyn Handler>) -> Result<TcpAcceptor, Error> {
         let (listener, local) = self.addr.bind().await?;
         let stop = CancellationToken::new();

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::message::{RunFinished, RunOutcome};
+use crate::record::Record;
 use crate::scheduler::Job;
 use crate::sink::Sink;
 use crate::source::{RunContext, Source};
@@ -29,6 +31,8 @@ pub struct Pipeline<So, Si> {
     source: So,
     sink: Si,
     transform: Option<Arc<dyn Transform>>,
+    /// The most bytes one committed batch may take encoded (see [`Pipeline::with_max_batch_bytes`]).
+    max_batch_bytes: usize,
 }
 
 impl<So, Si> std::fmt::Debug for Pipeline<So, Si> {
@@ -85,7 +89,24 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
             source,
             sink,
             transform: None,
+            max_batch_bytes: usize::MAX,
         }
+    }
+
+    /// Commits no batch larger than `bytes` encoded ([`Batch::encoded_len`]): a page whose
+    /// batch would be is committed as several, its records spread over them in order. A worker
+    /// sets this under its transport's message limit, so that a page of any size reaches the
+    /// controller (200 emails with HTML bodies of 85 KB make a page of 17 MB).
+    ///
+    /// Every piece but the last carries the checkpoint from before the page and is not `last`:
+    /// a run that stops between them fetches the page again from there, and the records
+    /// already committed are upserted again, harmlessly. Pieces are numbered on from the
+    /// batch's `seq`, and the batches after them renumbered, so a run's numbers stay without
+    /// gaps. A single record too large for a batch of its own ends the run with a permanent
+    /// error naming it: it can never be delivered, and the stream's status says so.
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
     }
 
     /// Applies `transform` to every batch before it is committed.
@@ -147,6 +168,9 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
             error: error.to_string(),
         };
         let mut batches = self.source.batches(run, from);
+        // How many pieces beyond one the batches so far were split into: later batches' numbers
+        // move on by as many.
+        let mut added_seqs = 0;
         loop {
             let next = tokio::select! {
                 biased;
@@ -179,38 +203,106 @@ impl<So: Source, Si: Sink> Pipeline<So, Si> {
                     return failed(&error);
                 }
             }
-            match self.sink.commit(&batch).await {
-                Ok(commit) => {
-                    telemetry::BatchCommitted {
-                        stream: &run.stream,
-                        run_id: run.run_id,
-                        seq: batch.seq,
-                        commit,
-                        repaired: batch.repaired,
-                    }
-                    .emit();
-                    // Only now, with the batch committed, does the run's position move.
-                    report.checkpoint = batch.cursor;
-                    report.batches += 1;
-                    report.records += batch.records.len() as u64;
-                    if batch.last {
-                        return RunOutcome::Succeeded;
-                    }
-                }
-                Err(Error::Cancelled) => return RunOutcome::Cancelled,
+            batch.seq += added_seqs;
+            let pieces = match split(batch, self.max_batch_bytes, &report.checkpoint) {
+                Ok(pieces) => pieces,
                 Err(error) => {
-                    telemetry::BatchCommitFailed {
+                    telemetry::PageFetchFailed {
                         stream: &run.stream,
                         run_id: run.run_id,
-                        seq: batch.seq,
                         error: &error,
                     }
                     .emit();
                     return failed(&error);
                 }
+            };
+            added_seqs += pieces.len() as u64 - 1;
+            for batch in pieces {
+                match self.sink.commit(&batch).await {
+                    Ok(commit) => {
+                        telemetry::BatchCommitted {
+                            stream: &run.stream,
+                            run_id: run.run_id,
+                            seq: batch.seq,
+                            commit,
+                            repaired: batch.repaired,
+                        }
+                        .emit();
+                        // Only now, with the batch committed, does the run's position move.
+                        report.checkpoint = batch.cursor;
+                        report.batches += 1;
+                        report.records += batch.records.len() as u64;
+                        if batch.last {
+                            return RunOutcome::Succeeded;
+                        }
+                    }
+                    Err(Error::Cancelled) => return RunOutcome::Cancelled,
+                    Err(error) => {
+                        telemetry::BatchCommitFailed {
+                            stream: &run.stream,
+                            run_id: run.run_id,
+                            seq: batch.seq,
+                            error: &error,
+                        }
+                        .emit();
+                        return failed(&error);
+                    }
+                }
             }
         }
     }
+}
+
+/// `batch` as batches of at most `max_bytes` encoded each (see
+/// [`Pipeline::with_max_batch_bytes`]): itself when it fits, else pieces numbered from its
+/// `seq`, all but the last at `before` (the checkpoint before it) and not `last`; the last
+/// carries its cursor, `last` flag and repair count.
+fn split(batch: Batch, max_bytes: usize, before: &Checkpoint) -> Result<Vec<Batch>, Error> {
+    if batch.encoded_len() <= max_bytes {
+        return Ok(vec![batch]);
+    }
+    let empty = Batch {
+        records: Vec::new(),
+        ..batch.clone()
+    };
+    // The header of every piece: the larger of the two cursors it may carry.
+    let header = empty.encoded_len() + before.as_bytes().len();
+    let mut pieces: Vec<Batch> = Vec::new();
+    let mut current: Vec<Record> = Vec::new();
+    let mut used = header;
+    for record in batch.records {
+        let len = record.encoded_len();
+        if header + len > max_bytes {
+            return Err(Error::Invalid(format!(
+                "record {} of stream {} takes {len} bytes, more than a batch may carry \
+                 ({max_bytes} bytes, under the transport's message limit): it cannot be delivered",
+                record.id, batch.stream
+            )));
+        }
+        if used + len > max_bytes {
+            pieces.push(Batch {
+                records: std::mem::take(&mut current),
+                ..empty.clone()
+            });
+            used = header;
+        }
+        used += len;
+        current.push(record);
+    }
+    pieces.push(Batch {
+        records: current,
+        ..empty
+    });
+    let count = pieces.len();
+    for (i, piece) in pieces.iter_mut().enumerate() {
+        piece.seq = batch.seq + i as u64;
+        if i + 1 < count {
+            piece.last = false;
+            piece.repaired = 0;
+            piece.cursor = before.clone();
+        }
+    }
+    Ok(pieces)
 }
 
 /// A [`Pipeline`] as a scheduled [`Job`]: each run starts where the previous one's last commit

@@ -194,6 +194,11 @@ impl Transport for HttpTransport {
     type Peer = HttpPeer;
     type Listener = HttpAcceptor;
 
+    /// [`HttpConfig::max_body_bytes`].
+    fn max_message_bytes(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
     async fn listen(&self, handler: Arc<dyn Handler>) -> Result<HttpAcceptor, Error> {
         server::listen(&self.addr, handler, self.config.clone()).await
     }

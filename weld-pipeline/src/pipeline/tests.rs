@@ -1,5 +1,7 @@
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::*;
@@ -219,5 +221,104 @@ fn runs_and_commits_are_counted() {
             &[("stream", "contacts"), ("outcome", "succeeded")]
         ),
         1
+    );
+}
+
+/// A memory sink that also keeps what each committed batch looked like.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: MemorySink,
+    /// `(seq, encoded_len, records, last, cursor)` of each commit, in order.
+    batches: Arc<Mutex<Vec<(u64, usize, usize, bool, Checkpoint)>>>,
+}
+
+#[async_trait]
+impl Sink for Recording {
+    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
+        self.batches.lock().unwrap().push((
+            batch.seq,
+            batch.encoded_len(),
+            batch.records.len(),
+            batch.last,
+            batch.cursor.clone(),
+        ));
+        self.inner.commit(batch).await
+    }
+
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
+        Sink::checkpoint(&self.inner, stream).await
+    }
+}
+
+/// The encoded size of one generated page of ten records.
+async fn one_page_bytes() -> usize {
+    let mut batches = generated(10).batches(&run(), Checkpoint::start());
+    batches.next().await.unwrap().unwrap().encoded_len()
+}
+
+#[tokio::test]
+async fn a_page_over_the_batch_byte_limit_is_committed_in_pieces_that_fit_and_loses_nothing() {
+    let limit = one_page_bytes().await / 3;
+    let sink = Recording::default();
+    let pipeline = Pipeline::new(generated(95), sink.clone()).with_max_batch_bytes(limit);
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(report.records, 95);
+    assert_eq!(sink.inner.live_count(&stream()), 95);
+    let end = Checkpoint::from_position(&95u64).unwrap();
+    assert_eq!(sink.inner.checkpoint(&stream()), end);
+    let batches = sink.batches.lock().unwrap().clone();
+    assert!(
+        batches.len() >= 30,
+        "ten pages in three pieces or more each"
+    );
+    assert_eq!(report.batches, batches.len() as u64);
+    // Numbered without gaps; each fits; only the very last is last.
+    for (i, (seq, bytes, records, last, _)) in batches.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert!(*bytes <= limit, "batch {seq}: {bytes} > {limit}");
+        assert!(*records > 0);
+        assert_eq!(*last, i + 1 == batches.len());
+    }
+    // A piece before a page's last carries the position from before the page: a run stopped
+    // there fetches the page again. The first pieces of the first page are at the start.
+    assert_eq!(batches[0].4, Checkpoint::start());
+    assert_eq!(batches.last().unwrap().4, end);
+    let cursors: Vec<&Checkpoint> = batches.iter().map(|b| &b.4).collect();
+    let distinct: std::collections::BTreeSet<Vec<u8>> =
+        cursors.iter().map(|c| c.as_bytes().to_vec()).collect();
+    assert_eq!(distinct.len(), 11, "the start and the ten pages' cursors");
+}
+
+#[tokio::test]
+async fn a_batch_that_fits_is_committed_whole() {
+    let sink = Recording::default();
+    // Later pages have longer ids than the first: twice its size fits every one.
+    let limit = 2 * one_page_bytes().await;
+    let pipeline = Pipeline::new(generated(95), sink.clone()).with_max_batch_bytes(limit);
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(report.batches, 10);
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_any_batch_fails_the_run_permanently_naming_it() {
+    let sink = Recording::default();
+    let pipeline = Pipeline::new(generated(95), sink.clone()).with_max_batch_bytes(120);
+    let report = pipeline.run(&run(), Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert_eq!(*kind, ErrorKind::Permanent);
+    assert!(
+        error.contains("record 1 of stream contacts takes")
+            && error.contains("cannot be delivered"),
+        "{error}"
+    );
+    assert_eq!(report.checkpoint, Checkpoint::start());
+    assert!(
+        sink.batches.lock().unwrap().is_empty(),
+        "nothing of the page committed"
     );
 }

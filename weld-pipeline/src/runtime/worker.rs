@@ -532,7 +532,12 @@ impl<T: Transport> Job for StreamJob<T> {
             epoch: self.epoch,
             lease: self.lease,
         };
-        let mut pipeline = Pipeline::new(self.source.clone(), sink);
+        let max_batch_bytes = worker
+            .transport
+            .max_message_bytes()
+            .saturating_sub(crate::transport::MESSAGE_HEADROOM);
+        let mut pipeline =
+            Pipeline::new(self.source.clone(), sink).with_max_batch_bytes(max_batch_bytes);
         if !self.transforms.is_empty() {
             pipeline = pipeline.with_transform(self.transforms.clone());
         }

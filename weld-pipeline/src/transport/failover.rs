@@ -76,6 +76,15 @@ impl<T: Transport> Transport for Failover<T> {
         self.transports[0].listen(handler).await
     }
 
+    /// The smallest of its transports' limits: a batch cut to it fits whichever one answers.
+    fn max_message_bytes(&self) -> usize {
+        self.transports
+            .iter()
+            .map(Transport::max_message_bytes)
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
     /// # Errors
     ///
     /// When no controller answers: a permanent error (a refused hello) if one did, otherwise

@@ -147,7 +147,20 @@ pub trait Transport: Send + Sync + 'static {
     ///
     /// Dropping the future abandons the connection attempt; a half-made connection is closed.
     async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<Self::Peer, Error>;
+
+    /// The largest message it carries, in bytes (its frame or body limit): a worker cuts its
+    /// batches to fit, [`MESSAGE_HEADROOM`] under it, so a page of any size is delivered
+    /// ([`Pipeline::with_max_batch_bytes`](crate::Pipeline::with_max_batch_bytes)). Unbounded
+    /// unless the transport says otherwise.
+    fn max_message_bytes(&self) -> usize {
+        usize::MAX
+    }
 }
+
+/// The most bytes a message adds around the batch it delivers (its version, tag and framing:
+/// a few dozen), with room to spare: a batch this much under a transport's
+/// [`max_message_bytes`](Transport::max_message_bytes) always fits it.
+pub const MESSAGE_HEADROOM: usize = 4 * 1024;
 
 /// Accepts workers.
 #[async_trait]
