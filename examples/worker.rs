@@ -70,6 +70,14 @@ struct Args {
     #[arg(long, env = "HUBSPOT_SEARCHES_PER_SECOND", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     hubspot_searches_per_second: u32,
+    /// The largest answer read from HubSpot, in bytes: a longer one fails its call, naming it.
+    #[arg(long, env = "HUBSPOT_MAX_BODY_BYTES", default_value_t = weld_pipeline_http::hubspot::MAX_BODY_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    hubspot_max_body_bytes: u64,
+    /// The most properties a stream without its own list reads; an object defining more fails
+    /// its runs with a clear error.
+    #[arg(long, env = "HUBSPOT_MAX_PROPERTIES", default_value_t = weld_pipeline_http::hubspot::MAX_DISCOVERED_PROPERTIES)]
+    hubspot_max_properties: usize,
 }
 
 #[tokio::main]
@@ -84,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         settle_delay: Duration::from_secs(args.hubspot_settle_secs),
         per_ten_seconds: args.hubspot_per_ten_seconds,
         searches_per_second: args.hubspot_searches_per_second,
+        max_body_bytes: usize::try_from(args.hubspot_max_body_bytes).unwrap_or(usize::MAX),
+        max_properties: args.hubspot_max_properties,
         ..HubSpotAccount::new(
             &args.hubspot_base_url,
             Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),

@@ -1330,3 +1330,87 @@ async fn archived_records_of_a_portal_with_hundreds_of_properties_are_read_by_id
         "{calls} calls, where a list split four ways takes 26"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_ends_the_call_at_the_body_limit_naming_it_and_loses_nothing() {
+    let fake = fake(FakeConfig {
+        contacts: 50,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.account.max_body_bytes = 4 * 1024 * 1024;
+    let sink = MemorySink::new();
+    // The run's first non-search call: the property definitions.
+    fake.inject(FaultPlan {
+        fault: Fault::Endless,
+        count: 1,
+        only: Some("list".into()),
+    });
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = &first.outcome else {
+        panic!("{:?}", first.outcome)
+    };
+    assert_eq!(*kind, weld_pipeline::ErrorKind::Permanent);
+    assert!(
+        error.contains(
+            "answer to GET /crm/v3/properties/contacts is longer than the 4194304-byte limit"
+        ),
+        "{error}"
+    );
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_object_equals_the_fake(&fake, &sink, "contacts", None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_length_says_it_is_past_the_limit_is_refused_unread() {
+    let fake = fake(FakeConfig {
+        contacts: 10,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    // Smaller than the definitions of 300 custom properties, which come with their length.
+    config.account.max_body_bytes = 1_000;
+    let report = run(&config, &MemorySink::new(), Checkpoint::start()).await;
+    let RunOutcome::Failed { error, .. } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(
+        error.contains("is longer than the 1000-byte limit"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_defining_more_properties_than_the_bound_fails_before_any_page_clearly() {
+    let fake = fake(FakeConfig {
+        contacts: 20,
+        custom_properties: 300,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.account.max_properties = 100;
+    let sink = MemorySink::new();
+    let report = run(&config, &sink, Checkpoint::start()).await;
+    let RunOutcome::Failed { kind, error } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(*kind, weld_pipeline::ErrorKind::Permanent);
+    assert!(
+        error.contains("contacts defines") && error.contains("more than the 100 a stream reads"),
+        "{error}"
+    );
+    assert_eq!(
+        fake.stats().requests,
+        1,
+        "no page is read, none of the account's budget spent on one"
+    );
+    // A stream that lists its properties reads them whatever the portal defines.
+    config.object.properties = Some(vec!["email".into(), "firstname".into()]);
+    let listed = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(listed.outcome, RunOutcome::Succeeded);
+    assert_eq!(sink.live_count(&stream()), 20);
+}

@@ -56,6 +56,29 @@ pub(crate) enum Call {
     },
 }
 
+impl Call {
+    /// The call as an error names it: its method and path, without the query (which may list
+    /// hundreds of properties).
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Call::List { object_type, .. } => format!("GET /crm/v3/objects/{object_type}"),
+            Call::Search { object_type, .. } => {
+                format!("POST /crm/v3/objects/{object_type}/search")
+            }
+            Call::Properties { object_type } => format!("GET /crm/v3/properties/{object_type}"),
+            Call::Schemas => "GET /crm/v3/schemas".into(),
+            Call::Owners { .. } => "GET /crm/v3/owners".into(),
+            Call::Pipelines { object_type } => format!("GET /crm/v3/pipelines/{object_type}"),
+            Call::BatchRead { object_type, .. } => {
+                format!("POST /crm/v3/objects/{object_type}/batch/read")
+            }
+            Call::Associations { from, to, .. } => {
+                format!("POST /crm/v4/associations/{from}/{to}/batch/read")
+            }
+        }
+    }
+}
+
 /// Sends calls to HubSpot and turns its answers into bodies or classified errors, feeding the
 /// budget pacer from the rate-limit headers it reads.
 #[derive(Clone, Debug)]
@@ -215,17 +238,65 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         observe_budget(&self.budget, &headers);
-        let body = response.bytes().await.map_err(|e| {
-            Box::new(Error::from(HubSpotError::Request(format!(
-                "reading the body: {e}"
-            )))) as BoxError
-        })?;
+        let body = read_bounded(response, self.account.max_body_bytes, &call, timeout).await?;
         // 207: a batch read answered in part (some of its ids have nothing to read); the body
         // says which, and the caller reads it.
         if status == 200 || status == 207 {
             return Ok(body);
         }
         Err(Box::new(Error::from(refusal(status, &headers, &body))))
+    }
+}
+
+/// The body of `response`, read chunk by chunk up to `limit` bytes: an answer that says (by
+/// `Content-Length`) or turns out to be longer is abandoned there, its connection dropped, so
+/// no answer holds more than `limit` bytes of the worker's memory, however long or endless it
+/// is. A body that stops arriving is ended by the request's deadline, which covers the body.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+    call: &Call,
+    timeout: Duration,
+) -> Result<Bytes, BoxError> {
+    let too_large = || -> BoxError {
+        Box::new(Error::from(HubSpotError::TooLarge {
+            call: call.name(),
+            limit,
+        }))
+    };
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // Chunks kept as they came and joined once at the end: a growing buffer would double past
+    // the limit, and copy itself at every doubling.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0;
+    loop {
+        let chunk = response.chunk().await.map_err(|e| -> BoxError {
+            if e.is_timeout() {
+                Box::new(Error::Timeout {
+                    operation: "HubSpot request",
+                    after: timeout,
+                })
+            } else {
+                Box::new(Error::from(HubSpotError::Request(format!(
+                    "reading the body of {}: {e}",
+                    call.name()
+                ))))
+            }
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(match chunks.len() {
+                1 => chunks.remove(0),
+                _ => Bytes::from(chunks.concat()),
+            });
+        };
+        read += chunk.len();
+        if read > limit {
+            return Err(too_large());
+        }
+        chunks.push(chunk);
     }
 }
 

@@ -54,6 +54,18 @@ pub struct HubSpotAccount {
     pub per_ten_seconds: u32,
     /// Search calls per second: HubSpot allows 5; the source stays at 4 to leave a margin.
     pub searches_per_second: u32,
+    /// The largest answer body read from HubSpot; a longer one (by `Content-Length` or as it
+    /// arrives) ends the call with [`HubSpotError::TooLarge`](super::HubSpotError::TooLarge)
+    /// naming the call, after reading at most this much. Default 64 MiB: a real page is a few MiB
+    /// at most (200 search results of 85 KB email bodies each are 17 MB), and the bound keeps a
+    /// broken or hostile answer (an endless body) from taking the worker's memory.
+    pub max_body_bytes: usize,
+    /// The most properties a stream reads when it discovers them (no `properties` list): an
+    /// object defining more fails the run with a clear error before any page is read. HubSpot
+    /// lets an account define 1,000 custom properties per object beside its few hundred own, so
+    /// the default 4,000 is never reached by a real portal; past it, every list page would
+    /// take dozens of calls of the account's shared budget, holding up its other streams.
+    pub max_properties: usize,
 }
 
 impl HubSpotAccount {
@@ -69,9 +81,17 @@ impl HubSpotAccount {
             timeout: Duration::from_secs(30),
             per_ten_seconds: 100,
             searches_per_second: 4,
+            max_body_bytes: MAX_BODY_BYTES,
+            max_properties: MAX_DISCOVERED_PROPERTIES,
         }
     }
 }
+
+/// The default of [`HubSpotAccount::max_body_bytes`]: 64 MiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default of [`HubSpotAccount::max_properties`]: 4,000.
+pub const MAX_DISCOVERED_PROPERTIES: usize = 4_000;
 
 /// What one stream reads from its account: an object type, its properties, and the types
 /// its records' associations are read to.

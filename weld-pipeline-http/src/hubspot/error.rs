@@ -35,6 +35,18 @@ pub enum HubSpotError {
     /// A 200 whose body is not the page HubSpot documents.
     #[error("HubSpot page does not parse: {0}")]
     Unparseable(String),
+    /// An answer longer than [`HubSpotAccount::max_body_bytes`](super::HubSpotAccount::max_body_bytes):
+    /// the call is abandoned once that much was read (or at once, when its `Content-Length`
+    /// says so). Permanent: the same call would bring the same answer.
+    #[error(
+        "HubSpot's answer to {call} is longer than the {limit}-byte limit (HUBSPOT_MAX_BODY_BYTES)"
+    )]
+    TooLarge {
+        /// The call, as `GET /crm/v3/properties/contacts` (without its query).
+        call: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 impl Classify for HubSpotError {
@@ -46,7 +58,7 @@ impl Classify for HubSpotError {
                 _ => ErrorKind::Permanent,
             },
             HubSpotError::RateLimited { .. } | HubSpotError::Request(_) => ErrorKind::Transient,
-            HubSpotError::Unparseable(_) => ErrorKind::Permanent,
+            HubSpotError::Unparseable(_) | HubSpotError::TooLarge { .. } => ErrorKind::Permanent,
         }
     }
 

@@ -111,7 +111,10 @@ mod sources;
 mod split;
 mod sweep;
 
-pub use config::{HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, SWEEP_EVERY};
+pub use config::{
+    HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, MAX_BODY_BYTES,
+    MAX_DISCOVERED_PROPERTIES, SWEEP_EVERY,
+};
 pub use error::HubSpotError;
 pub use limits::AccountLimits;
 pub use pages::HubSpotPages;

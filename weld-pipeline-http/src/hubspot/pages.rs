@@ -203,9 +203,11 @@ impl HubSpotPages {
         let body = self
             .meta
             .clone()
-            .oneshot(Call::Properties { object_type })
+            .oneshot(Call::Properties {
+                object_type: object_type.clone(),
+            })
             .await?;
-        parse_definitions(&body)
+        parse_definitions(&body, &object_type, self.account.max_properties)
     }
 
     /// Tells the store the fields of the stream's records, when it can be told. The records do

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Deserialize;
 use weld_pipeline::source::{Field, FieldKind, Schema};
-use weld_pipeline::BoxError;
+use weld_pipeline::{BoxError, Error};
 
 use super::parse::unparseable;
 
@@ -108,12 +108,24 @@ impl Definition {
     }
 }
 
-/// The properties of a `GET /crm/v3/properties/{objectType}` answer, each with its type.
-pub(super) fn parse_definitions(body: &Bytes) -> Result<Schema, BoxError> {
+/// The properties of a `GET /crm/v3/properties/{objectType}` answer, each with its type; at
+/// most `max` of them (see [`HubSpotAccount::max_properties`](super::HubSpotAccount::max_properties)).
+pub(super) fn parse_definitions(
+    body: &Bytes,
+    object_type: &str,
+    max: usize,
+) -> Result<Schema, BoxError> {
     let definitions: Definitions = serde_json::from_slice(body)
         .map_err(|e| unparseable(format!("the property definitions: {e}")))?;
     if definitions.results.is_empty() {
         return Err(unparseable("the object type defines no properties"));
+    }
+    if definitions.results.len() > max {
+        return Err(Box::new(Error::Invalid(format!(
+            "{object_type} defines {} properties, more than the {max} a stream reads by discovery \
+             (HUBSPOT_MAX_PROPERTIES): list the ones to read in the stream's `properties`",
+            definitions.results.len()
+        ))));
     }
     Ok(Schema::new(
         definitions.results.into_iter().map(Definition::field),
@@ -153,7 +165,7 @@ mod tests {
                 {"name":"later","type":"object_coordinates","fieldType":"text"}
             ]}"#,
         );
-        let kinds: Vec<(String, FieldKind)> = parse_definitions(&body)
+        let kinds: Vec<(String, FieldKind)> = parse_definitions(&body, "contacts", 10)
             .unwrap()
             .fields
             .into_iter()
@@ -178,7 +190,15 @@ mod tests {
                 .map(|(n, k)| (n.to_string(), *k))
                 .collect::<Vec<_>>()
         );
-        assert!(parse_definitions(&Bytes::from_static(br#"{"results":[]}"#)).is_err());
-        assert!(parse_definitions(&Bytes::from_static(b"<html>")).is_err());
+        let too_many = parse_definitions(&body, "contacts", 9).unwrap_err();
+        assert!(
+            too_many
+                .to_string()
+                .contains("contacts defines 10 properties, more than the 9"),
+            "{too_many}"
+        );
+        let empty = Bytes::from_static(br#"{"results":[]}"#);
+        assert!(parse_definitions(&empty, "contacts", 10).is_err());
+        assert!(parse_definitions(&Bytes::from_static(b"<html>"), "contacts", 10).is_err());
     }
 }

@@ -93,6 +93,8 @@ pub enum Fault {
     Garbage,
     /// A 200 whose JSON body is cut short.
     Truncated,
+    /// A 200 whose chunked body never ends: the page's JSON opened, then padding forever.
+    Endless,
 }
 
 /// A fault and how many requests it hits, and which (`list`, `search` or any).

@@ -38,7 +38,7 @@
 //!   a time leaves most of the rate budget unused.
 //! - Faults, by configuration or at run time (`POST /_admin/faults`): a status (5xx, 429 with or
 //!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
-//!   or invalid JSON; each for the next N requests.
+//!   or invalid JSON, a body that never ends; each for the next N requests.
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
 //!   (archiving does not bump the modification time, as in HubSpot; the changed records carry
 //!   times up to a millisecond a record before the change becomes visible, as HubSpot's search
@@ -310,7 +310,11 @@ fn router(state: Shared) -> Router {
             get(properties::schemas_route),
         )
         .route("/_admin/faults", post(admin::admin_faults))
-        .route("/_admin/mutate", post(admin::admin_mutate))
+        // A mutation may set a value of tens of MB: what a test of huge pages needs.
+        .route(
+            "/_admin/mutate",
+            post(admin::admin_mutate).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .route("/_admin/latency", post(admin::admin_latency))
         .route("/_admin/stats", get(admin::admin_stats))
         .route("/_admin/dump", get(admin::admin_dump))
@@ -388,6 +392,24 @@ async fn respond(
     fault: Option<Fault>,
     headers: HeaderMap,
 ) -> Response {
+    if fault == Some(Fault::Endless) {
+        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        *fake.stats.by_status.entry(200).or_default() += 1;
+        drop(fake);
+        use futures::StreamExt;
+        let opening = futures::stream::once(async {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"results\":[\""))
+        });
+        let padding =
+            futures::stream::repeat_with(|| Ok(bytes::Bytes::from(vec![b'x'; 64 * 1024])));
+        let mut response = Response::new(Body::from_stream(opening.chain(padding)));
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+        response.headers_mut().extend(headers);
+        return response;
+    }
     let body = match fault {
         Some(Fault::Slow { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
