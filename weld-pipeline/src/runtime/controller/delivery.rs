@@ -58,6 +58,14 @@ impl<P: Peer> Controller<P> {
         }
         match self.store.commit(&batch).await {
             Ok(commit) => {
+                let released = self.lock().release(&batch.stream);
+                if let Some(refusals) = released {
+                    tracing::info!(stream = %batch.stream, refusals, "the stream's batches are committed again");
+                }
+                // A run complete: an error of an earlier one is history (the run list keeps it).
+                if batch.last && entry.last_error.is_some() {
+                    self.clear_error(&batch.stream).await;
+                }
                 telemetry::BatchCommitted {
                     stream: &batch.stream,
                     run_id: batch.run_id,
@@ -80,6 +88,37 @@ impl<P: Peer> Controller<P> {
                 metrics::counter!("weld_deliveries_refused_unleased_total").increment(1);
                 Response::refused(&error)
             }
+            Err(error) if error.kind() != crate::ErrorKind::Transient => {
+                // The worker drops the stream on this refusal: take it back, and hold it back
+                // (1 s doubling to 5 min) before it is offered again from the committed
+                // checkpoint: the same batch would be refused again at once. Said once per hold,
+                // in the log at its first and in the stream's status with the next attempt.
+                let hold = self.lock().hold_back(&batch.stream, &from.worker_id);
+                if let Some(hold) = hold {
+                    if hold.refusals == 1 {
+                        telemetry::BatchCommitFailed {
+                            stream: &batch.stream,
+                            run_id: batch.run_id,
+                            seq: batch.seq,
+                            error: &error,
+                        }
+                        .emit();
+                    } else {
+                        tracing::debug!(stream = %batch.stream, refusals = hold.refusals, error = %error, "a batch refused again");
+                    }
+                    self.record_error(
+                        &batch.stream,
+                        format!(
+                            "a batch could not be committed ({} time{} in a row; next attempt at {}): {error}",
+                            hold.refusals,
+                            if hold.refusals == 1 { "" } else { "s" },
+                            hold.until_wall
+                        ),
+                    )
+                    .await;
+                }
+                Response::refused(&error)
+            }
             Err(error) => {
                 // A failure that failed the store was told once, by the store; the deliveries in
                 // flight with it are not told again.
@@ -91,16 +130,6 @@ impl<P: Peer> Controller<P> {
                         error: &error,
                     }
                     .emit();
-                }
-                if error.kind() != crate::ErrorKind::Transient {
-                    // The worker drops the stream on this refusal: take it back, so that it is
-                    // offered again (from the committed checkpoint), and say why in its status.
-                    self.lock().unassign(&batch.stream, &from.worker_id);
-                    self.record_error(
-                        &batch.stream,
-                        format!("a batch could not be committed: {error}"),
-                    )
-                    .await;
                 }
                 Response::refused(&error)
             }

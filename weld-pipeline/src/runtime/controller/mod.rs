@@ -88,9 +88,11 @@ pub struct StreamStatus {
     pub counts: Counts,
     /// Its newest run, running or ended.
     pub last_run: Option<RunRecord>,
-    /// When its next run is due (its last run's start plus its interval), while it runs.
+    /// When its next run is due (its last run's start plus its interval), while it runs; while
+    /// it is held back after the store refused its batches, when it is offered to a worker again.
     pub next_run_at: Option<Timestamp>,
-    /// The latest error its runs reported, kept until a newer one replaces it.
+    /// The latest error its runs reported, kept until a newer one replaces it or a run of it
+    /// completes (its last batch committed).
     pub last_error: Option<LastError>,
 }
 
@@ -513,6 +515,17 @@ impl<P: Peer> Controller<P> {
         }
     }
 
+    /// Clears a stream's recorded error: a run of it completed since.
+    async fn clear_error(&self, stream: &StreamName) {
+        if let Ok(Some(mut entry)) = self.store.stream(stream).await {
+            if entry.last_error.take().is_some() {
+                if let Err(error) = self.store.put_stream(&entry).await {
+                    tracing::error!(stream = %stream, error = %error, "cannot clear a stream's error");
+                }
+            }
+        }
+    }
+
     /// Creates or updates a stream and runs it: at once if a worker can take it, else it waits
     /// in state pending. Idempotent; a changed configuration applies from the next run. The
     /// source is checked against the registered kinds and stored with its defaults written in.
@@ -535,6 +548,8 @@ impl<P: Peer> Controller<P> {
             last_error: previous.as_ref().and_then(|e| e.last_error.clone()),
         };
         let changed = previous.as_ref() != Some(&entry);
+        // Started by hand: a hold after refused batches ends (the user may have fixed the cause).
+        self.lock().release(name);
         if changed {
             self.store.put_stream(&entry).await?;
         }
@@ -670,7 +685,10 @@ impl<P: Peer> Controller<P> {
             (Desired::Running, None) => StreamState::Pending,
         };
         let last_run = self.store.runs(name, 1).await?.into_iter().next();
+        let hold = self.lock().hold_of(name);
         let next_run_at = match (state, &last_run) {
+            // Held back after its batches were refused: when it is offered again.
+            (StreamState::Pending, _) if hold.is_some() => hold.map(|h| h.until_wall),
             (StreamState::Running, Some(run)) => {
                 let interval = i64::try_from(entry.config.interval_secs.saturating_mul(1000))
                     .unwrap_or(i64::MAX);
