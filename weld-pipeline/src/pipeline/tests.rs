@@ -224,12 +224,15 @@ fn runs_and_commits_are_counted() {
     );
 }
 
+/// What a committed batch looked like: `(seq, encoded_len, records, last, cursor)`.
+type Committed = (u64, usize, usize, bool, Checkpoint);
+
 /// A memory sink that also keeps what each committed batch looked like.
 #[derive(Clone, Default)]
 struct Recording {
     inner: MemorySink,
-    /// `(seq, encoded_len, records, last, cursor)` of each commit, in order.
-    batches: Arc<Mutex<Vec<(u64, usize, usize, bool, Checkpoint)>>>,
+    /// Each commit, in order.
+    batches: Arc<Mutex<Vec<Committed>>>,
 }
 
 #[async_trait]
