@@ -45,7 +45,9 @@
 //! Every cast is safe: a value that does not read as its type, and `''`, reads as `NULL`. The
 //! table's own columns come first, then the properties by name; a property named like one of
 //! them is `property_<name>`; one whose name passes 63 bytes, and those past 1,500 columns, are
-//! left out (they stay in `properties`, and a warning says so). The view is replaced in place
+//! left out (they stay in `properties`, and a warning says so). Names reach the view's
+//! statement quoted whatever the server's settings (`E'...'` literals, `"..."` identifiers),
+//! and the statement runs alone: a name is a column, never SQL. The view is replaced in place
 //! when its columns keep their places, else dropped and made again in one transaction; a view
 //! of the user's own built on it keeps the old one, and `describe` says why.
 //!
@@ -152,6 +154,7 @@ mod error;
 mod leases;
 pub mod migrations;
 mod registry;
+mod sql;
 mod store;
 mod tables;
 #[cfg(feature = "testing")]

@@ -17,8 +17,14 @@
 //! of those columns is `property_<name>`; one whose name is longer than PostgreSQL's 63-byte
 //! identifiers, and those past 1,500 columns, are left out of the view (they stay in
 //! `properties`).
+//!
+//! Property names are written by a portal's users: each reaches the statement only through
+//! [`sql::identifier`] and [`sql::literal`], and the statement runs alone on the extended
+//! protocol (see [`sql`]).
 
 use weld_pipeline::source::{FieldKind, Schema};
+
+use crate::sql;
 
 /// The table's own columns, first in the view.
 const COLUMNS: [&str; 7] = [
@@ -51,11 +57,16 @@ pub(crate) fn create_sql(
         } else {
             field.name.clone()
         };
-        if column.len() > 63 || properties == MAX_COLUMNS || column.contains('\0') {
+        let quoted = (sql::identifier(&column), sql::literal(&field.name));
+        let (Ok(name), Ok(key)) = quoted else {
+            left_out += 1;
+            continue;
+        };
+        if column.len() > 63 || properties == MAX_COLUMNS {
             left_out += 1;
             continue;
         }
-        let value = format!("properties ->> {}", literal(&field.name));
+        let value = format!("properties ->> {key}");
         let expression = match field.kind {
             FieldKind::Text => value,
             FieldKind::Number => format!("weld.to_numeric({value})"),
@@ -64,7 +75,7 @@ pub(crate) fn create_sql(
             FieldKind::DateTime => format!("weld.to_timestamptz({value})"),
             FieldKind::List => format!("weld.to_list({value})"),
         };
-        columns.push(format!("{expression} AS {}", identifier(&column)));
+        columns.push(format!("{expression} AS {name}"));
         properties += 1;
     }
     let verb = if replace {
@@ -77,16 +88,6 @@ pub(crate) fn create_sql(
         columns.join(",\n    ")
     );
     (sql, left_out)
-}
-
-/// `text` as a quoted SQL identifier.
-fn identifier(text: &str) -> String {
-    format!("\"{}\"", text.replace('"', "\"\""))
-}
-
-/// `text` as a SQL string literal.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -108,16 +109,18 @@ mod tests {
             field("amount", FieldKind::Number),
             field("id", FieldKind::Text),
             field("it's \"odd\"", FieldKind::Text),
+            field(r"back\slash\'", FieldKind::Text),
             field(&"x".repeat(64), FieldKind::Text),
             field("closedate", FieldKind::DateTime),
         ]);
         let (sql, left_out) = create_sql("t", "v", &schema, true);
         assert_eq!(left_out, 1);
         assert!(sql.starts_with("CREATE OR REPLACE VIEW v AS SELECT id,"));
-        assert!(sql.contains(r#"weld.to_numeric(properties ->> 'amount') AS "amount""#));
-        assert!(sql.contains(r#"weld.to_timestamptz(properties ->> 'closedate') AS "closedate""#));
-        assert!(sql.contains(r#"properties ->> 'id' AS "property_id""#));
-        assert!(sql.contains(r#"properties ->> 'it''s "odd"' AS "it's ""odd""""#));
+        assert!(sql.contains(r#"weld.to_numeric(properties ->> E'amount') AS "amount""#));
+        assert!(sql.contains(r#"weld.to_timestamptz(properties ->> E'closedate') AS "closedate""#));
+        assert!(sql.contains(r#"properties ->> E'id' AS "property_id""#));
+        assert!(sql.contains(r#"properties ->> E'it''s "odd"' AS "it's ""odd""""#));
+        assert!(sql.contains(r#"properties ->> E'back\\slash\\''' AS "back\slash\'""#));
         assert!(sql.ends_with("FROM t"));
     }
 }
