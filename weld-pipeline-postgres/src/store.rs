@@ -1318,7 +1318,7 @@ impl StreamStore for PostgresStore {
         }
         let left_out = self.make_view(&table, &view, schema).await?;
         if left_out > 0 {
-            tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their names pass 63 bytes, or the view has 1,500 columns; they stay in the properties column");
+            tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their columns would pass 63 bytes, their names hold a NUL or repeat, or the view has 1,500 columns; they stay in the properties column");
         }
         tracing::info!(stream = %stream, view, fields = schema.fields.len(), "typed view made");
         self.views

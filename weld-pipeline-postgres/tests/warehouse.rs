@@ -1057,3 +1057,61 @@ async fn a_property_name_is_a_column_and_never_sql_even_with_standard_conforming
         "{comment}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_named_like_the_views_own_columns_or_empty_each_get_a_column_of_their_own() {
+    let Some((store, client)) = warehouse("collisions").await else {
+        return;
+    };
+    let colliding = ["property_id", "", "id", "updated_at"];
+    let record = serde_json::json!({"properties": {
+        "property_id": "a", "": "b", "id": "c", "updated_at": "d", "email": "e"}});
+    // A stream whose first schema collides, and one whose view was made before it did.
+    let fresh = StreamName::new("fresh").unwrap();
+    let older = StreamName::new("older").unwrap();
+    store
+        .describe(&older, &Schema::new([field("email", FieldKind::Text)]))
+        .await
+        .unwrap();
+    let with_collisions = Schema::new(
+        colliding
+            .iter()
+            .chain(&["email"])
+            .map(|n| field(n, FieldKind::Text)),
+    );
+    for stream in [&fresh, &older] {
+        Sink::commit(&store, &batch(stream, 0, &[("1", 1, record.clone())]))
+            .await
+            .unwrap();
+        store.describe(stream, &with_collisions).await.unwrap();
+        let view = format!("{stream}_typed");
+        let columns = view_columns(&client, "weld_records", &view).await;
+        assert_eq!(
+            columns[7..],
+            // By property name: "", "email", "id", "property_id", "updated_at".
+            [
+                "property_",
+                "email",
+                "property_id",
+                "property_property_id",
+                "property_updated_at",
+            ],
+            "{stream}"
+        );
+        let got = view_row(
+            &client,
+            &format!("weld_records.{view}"),
+            &[
+                "id",
+                "property_",
+                "property_id",
+                "property_property_id",
+                "property_updated_at",
+                "email",
+            ],
+        )
+        .await;
+        let want = ["1", "b", "c", "a", "d", "e"].map(|v| Some(v.to_string()));
+        assert_eq!(got, want, "{stream}");
+    }
+}
