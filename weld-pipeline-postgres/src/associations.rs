@@ -19,18 +19,25 @@
 //! as it keeps its document's other members). Rows are deleted here, unlike records: a link
 //! removed at the source is gone from the record's document too.
 
+use weld_pipeline::Error;
+
 use crate::tables;
 
 /// The link table beside `table`.
-pub(crate) fn table_of(table: &str) -> String {
+///
+/// # Errors
+///
+/// As [`tables::beside`].
+pub(crate) fn table_of(table: &str) -> Result<String, Error> {
     tables::beside(table, "_associations")
 }
 
-/// The statements that create the link table `links` if it is missing.
-pub(crate) fn create(links: &str) -> String {
+/// The statements, in order, that create the link table `links` (quoted) if it is missing.
+pub(crate) fn create(links: &str) -> [String; 2] {
     let index = format!("weld_links_{:016x}", tables::fnv(links));
-    format!(
-        r#"CREATE TABLE IF NOT EXISTS {links} (
+    [
+        format!(
+            r#"CREATE TABLE IF NOT EXISTS {links} (
     from_id text COLLATE "C" NOT NULL,
     to_type text COLLATE "C" NOT NULL,
     to_id text COLLATE "C" NOT NULL,
@@ -38,9 +45,10 @@ pub(crate) fn create(links: &str) -> String {
     type_id integer NOT NULL,
     label text,
     PRIMARY KEY (from_id, to_type, to_id, category, type_id)
-);
-CREATE INDEX IF NOT EXISTS {index} ON {links} (to_type, to_id);"#
-    )
+)"#
+        ),
+        format!("CREATE INDEX IF NOT EXISTS {index} ON {links} (to_type, to_id)"),
+    ]
 }
 
 /// The statement removing the links of the records whose ids are in `$1`.

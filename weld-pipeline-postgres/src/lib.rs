@@ -43,11 +43,23 @@
 //! | list | `text[]` | `weld.to_list` (values joined by `;`) |
 //!
 //! Every cast is safe: a value that does not read as its type, and `''`, reads as `NULL`. The
-//! table's own columns come first, then the properties by name; a property named like one of
-//! them is `property_<name>`; one whose name passes 63 bytes, and those past 1,500 columns, are
-//! left out (they stay in `properties`, and a warning says so). The view is replaced in place
-//! when its columns keep their places, else dropped and made again in one transaction; a view
-//! of the user's own built on it keeps the old one, and `describe` says why.
+//! table's own columns come first, then the properties by name, each column named so that no
+//! two ever meet:
+//!
+//! | property name | column |
+//! |---|---|
+//! | empty | `property_` |
+//! | one of the table's own columns (`id`, `updated_at`, ...) | `property_<name>` (`property_id`) |
+//! | starting with `property_` | `property_<name>` (`property_property_id`) |
+//! | any other | the name as it is |
+//!
+//! One whose column would pass 63 bytes, one whose name holds a NUL, and those past 1,500
+//! columns are left out (they stay in `properties`, and a warning says so). Names reach the
+//! view's statement quoted whatever the server's settings (`E'...'` literals, `"..."`
+//! identifiers), and the statement runs alone: a name is a column, never SQL. The view is
+//! replaced in place when its columns keep their places, else dropped and made again in one
+//! transaction; a view of the user's own built on it keeps the old one, and `describe` says
+//! why.
 //!
 //! ## The link table
 //!
@@ -152,6 +164,7 @@ mod error;
 mod leases;
 pub mod migrations;
 mod registry;
+mod sql;
 mod store;
 mod tables;
 #[cfg(feature = "testing")]

@@ -17,7 +17,7 @@ use weld_pipeline::{
 };
 
 use crate::error::{database, pool as pool_error};
-use crate::{associations, migrations, tables, tls, typed_view, PostgresConfig};
+use crate::{associations, migrations, sql, tables, tls, typed_view, PostgresConfig};
 
 /// The suffix of a stream's typed view.
 const TYPED: &str = "_typed";
@@ -328,7 +328,7 @@ impl PostgresStore {
                  RETURNING records_table",
                 &[
                     &stream.as_str(),
-                    &tables::records_table(stream, kind).as_str(),
+                    &tables::records_table(stream, kind)?.as_str(),
                 ],
             )
             .await
@@ -359,22 +359,26 @@ impl PostgresStore {
         )
         .await
         .map_err(database)?;
+        // Each statement alone, on the extended protocol: it carries the names of properties
+        // a portal's users wrote, and the protocol refuses a second statement (see `sql`).
         let (replace, left_out) = typed_view::create_sql(table, view, schema, true);
         let savepoint = tx.savepoint("replace").await.map_err(database)?;
-        match savepoint.batch_execute(&replace).await {
-            Ok(()) => savepoint.commit().await.map_err(database)?,
+        match savepoint.execute(replace.as_str(), &[]).await {
+            Ok(_) => savepoint.commit().await.map_err(database)?,
             Err(e) if e.code().map(|c| c.code()) == Some("42P16") => {
                 savepoint.rollback().await.map_err(database)?;
                 let (create, _) = typed_view::create_sql(table, view, schema, false);
-                tx.batch_execute(&format!("DROP VIEW IF EXISTS {view}; {create}"))
+                let dependents = |e: tokio_postgres::Error| match e.code().map(|c| c.code()) {
+                    Some("2BP01") => Error::Invalid(format!(
+                        "the typed view {view} cannot change: other objects depend on it ({})",
+                        e.as_db_error().map_or("", |d| d.message())
+                    )),
+                    _ => database(e),
+                };
+                tx.execute(format!("DROP VIEW IF EXISTS {view}").as_str(), &[])
                     .await
-                    .map_err(|e| match e.code().map(|c| c.code()) {
-                        Some("2BP01") => Error::Invalid(format!(
-                            "the typed view {view} cannot change: other objects depend on it ({})",
-                            e.as_db_error().map_or("", |d| d.message())
-                        )),
-                        _ => database(e),
-                    })?;
+                    .map_err(dependents)?;
+                tx.execute(create.as_str(), &[]).await.map_err(database)?;
             }
             Err(e) if e.code().map(|c| c.code()) == Some("42809") => {
                 return Err(Error::Invalid(format!(
@@ -383,12 +387,12 @@ impl PostgresStore {
             }
             Err(e) => return Err(database(e)),
         }
-        tx.batch_execute(&format!(
-            "COMMENT ON VIEW {view} IS 'The properties of {table}, each cast to its type; made by weld-pipeline from the source''s property definitions.'",
-            table = table.replace('\'', "''"),
-        ))
-        .await
-        .map_err(database)?;
+        let comment = sql::literal(&format!(
+            "The properties of {table}, each cast to its type; made by weld-pipeline from the source's property definitions."
+        ))?;
+        tx.execute(format!("COMMENT ON VIEW {view} IS {comment}").as_str(), &[])
+            .await
+            .map_err(database)?;
         tx.commit().await.map_err(database)?;
         Ok(left_out)
     }
@@ -403,7 +407,7 @@ impl PostgresStore {
         table: &str,
         records: &[Record],
     ) -> Result<Option<String>, Error> {
-        let links = associations::table_of(table);
+        let links = associations::table_of(table)?;
         let known = self
             .links
             .lock()
@@ -629,17 +633,24 @@ impl PostgresStore {
 
 /// Creates a records table if it is missing.
 async fn create_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {
-    create_table_with(client, &tables::create(table)).await
+    create_table_with(client, &tables::create(table)?).await
 }
 
-/// Runs `statements` that create a table if it is missing. Two processes creating one at once
-/// race on the catalog: the loser's table is the winner's.
-async fn create_table_with(client: &tokio_postgres::Client, statements: &str) -> Result<(), Error> {
-    match client.batch_execute(statements).await {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => Ok(()),
-        Err(e) => Err(database(e)),
+/// Runs `statements` that create a table if it is missing, in order, each alone. Two processes
+/// creating one at once race on the catalog: the loser's schema, table or index is the
+/// winner's, and it goes on to the next statement.
+async fn create_table_with(
+    client: &tokio_postgres::Client,
+    statements: &[String],
+) -> Result<(), Error> {
+    for statement in statements {
+        match client.execute(statement.as_str(), &[]).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => {}
+            Err(e) => return Err(database(e)),
+        }
     }
+    Ok(())
 }
 
 fn id_i64(value: u64) -> Result<i64, Error> {
@@ -1224,7 +1235,7 @@ impl StreamStore for PostgresStore {
     async fn put_stream(&self, entry: &StreamEntry) -> Result<(), Error> {
         let value = serde_json::to_string(entry)
             .map_err(|e| Error::Bug(format!("a registry entry does not encode: {e}")))?;
-        let table = tables::records_table(&entry.name, Some(&entry.config.source.kind));
+        let table = tables::records_table(&entry.name, Some(&entry.config.source.kind))?;
         let client = self.client().await?;
         let table: String = client
             .query_one(
@@ -1248,13 +1259,13 @@ impl StreamStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(database)?;
         let stream = name.as_str();
-        tx.batch_execute(&format!(
-            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {table}",
-            tables::beside(&table, TYPED),
-            associations::table_of(&table),
-        ))
-        .await
-        .map_err(database)?;
+        for drop in [
+            format!("DROP VIEW IF EXISTS {}", tables::beside(&table, TYPED)?),
+            format!("DROP TABLE IF EXISTS {}", associations::table_of(&table)?),
+            format!("DROP TABLE IF EXISTS {table}"),
+        ] {
+            tx.execute(drop.as_str(), &[]).await.map_err(database)?;
+        }
         for sql in [
             "DELETE FROM weld.batches WHERE stream = $1",
             "DELETE FROM weld.runs WHERE stream = $1",
@@ -1289,7 +1300,7 @@ impl StreamStore for PostgresStore {
         schema: &weld_pipeline::source::Schema,
     ) -> Result<(), Error> {
         let table = self.ensure(stream, None).await?;
-        let view = tables::beside(&table, TYPED);
+        let view = tables::beside(&table, TYPED)?;
         let fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -1307,7 +1318,7 @@ impl StreamStore for PostgresStore {
         }
         let left_out = self.make_view(&table, &view, schema).await?;
         if left_out > 0 {
-            tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their names pass 63 bytes, or the view has 1,500 columns; they stay in the properties column");
+            tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their columns would pass 63 bytes, their names hold a NUL or repeat, or the view has 1,500 columns; they stay in the properties column");
         }
         tracing::info!(stream = %stream, view, fields = schema.fields.len(), "typed view made");
         self.views

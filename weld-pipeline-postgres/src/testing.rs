@@ -288,8 +288,9 @@ impl TestCluster {
                 .await
                 .expect("a connection to the test cluster");
         let connection = tokio::spawn(connection);
+        let name = crate::sql::identifier(name).expect("a database name without NUL");
         client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .execute(format!("CREATE DATABASE {name}").as_str(), &[])
             .await
             .expect("CREATE DATABASE");
         drop(client);

@@ -918,3 +918,200 @@ async fn document_column(client: &tokio_postgres::Client, table: &str) -> (Strin
         .unwrap();
     (row.get(0), row.get(1))
 }
+
+/// A property name as a SQL identifier, for a user's query of the typed view.
+fn quoted(column: &str) -> String {
+    format!("\"{}\"", column.replace('"', "\"\""))
+}
+
+/// The typed view's columns, in order.
+async fn view_columns(client: &tokio_postgres::Client, schema: &str, view: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[&schema, &view],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Whether the relation `name` (schema-qualified) exists.
+async fn exists(client: &tokio_postgres::Client, name: &str) -> bool {
+    client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The one row of `view` with the columns `columns` (properties' own names, quoted here), as text.
+async fn view_row(
+    client: &tokio_postgres::Client,
+    view: &str,
+    columns: &[&str],
+) -> Vec<Option<String>> {
+    let list: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
+    let row = client
+        .query_one(&format!("SELECT {} FROM {view}", list.join(", ")), &[])
+        .await
+        .unwrap();
+    (0..columns.len()).map(|i| row.get(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_property_name_is_a_column_and_never_sql_even_with_standard_conforming_strings_off() {
+    let Some(cluster) = testing::shared() else {
+        return;
+    };
+    // The setting under which a `\'` in a plain '...' literal escapes the quote that would end
+    // it: set before the store connects, so every connection of its pool has it.
+    cluster.create_database("nonconforming").await;
+    let url = cluster.url("nonconforming");
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER DATABASE nonconforming SET standard_conforming_strings = off;
+             ALTER DATABASE nonconforming SET escape_string_warning = off;
+             CREATE SCHEMA hubspot; CREATE TABLE hubspot.x (a int)",
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::open(&PostgresConfig::new(&url))
+        .await
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let setting: String = client
+        .query_one("SHOW standard_conforming_strings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "off");
+    let stream = StreamName::new("contacts").unwrap();
+    store.put_stream(&contacts_entry(&stream)).await.unwrap();
+
+    // The attack sorts after `email`, so that in a plain literal what it leaves after its `--`
+    // is a comment and the statement parses as three: it is described first with `email` only.
+    let attack = r"~\' AS z FROM hubspot.contacts;DROP TABLE hubspot.x;--";
+    let first = [attack, "email"];
+    let ascii = [
+        attack,
+        "email",
+        r"back\slash",
+        r"ends in \",
+        "it's",
+        r#"say "hi""#,
+        "$$ dollar $$",
+        "$tag$ x $tag$",
+        "new\nline",
+        "-- comment",
+        "/* open",
+    ];
+    let unicode = ["ünïcødé ✓", "日本語\\'"];
+    let mut properties = serde_json::Map::new();
+    for (i, name) in ascii.iter().chain(&unicode).enumerate() {
+        properties.insert((*name).into(), format!("v{i} '\\\" $$").into());
+    }
+    let record = serde_json::json!({ "properties": properties });
+    Sink::commit(&store, &batch(&stream, 0, &[("1", 1, record)]))
+        .await
+        .unwrap();
+
+    for names in [&first[..], &ascii[..], &[&ascii[..], &unicode[..]].concat()] {
+        let schema = Schema::new(names.iter().map(|n| field(n, FieldKind::Text)));
+        store.describe(&stream, &schema).await.unwrap();
+        assert!(
+            exists(&client, "hubspot.x").await,
+            "a property name dropped a table"
+        );
+        let columns = view_columns(&client, "hubspot", "contacts_typed").await;
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(
+            columns[7..],
+            sorted,
+            "each property is a column of its name"
+        );
+        let got = view_row(&client, "hubspot.contacts_typed", &sorted).await;
+        let want: Vec<Option<String>> = sorted
+            .iter()
+            .map(|n| properties[*n].as_str().map(String::from))
+            .collect();
+        assert_eq!(got, want, "each column reads its property's value");
+    }
+    let comment: String = client
+        .query_one(
+            "SELECT obj_description('hubspot.contacts_typed'::regclass, 'pg_class')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.contains("source's property definitions"),
+        "{comment}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_named_like_the_views_own_columns_or_empty_each_get_a_column_of_their_own() {
+    let Some((store, client)) = warehouse("collisions").await else {
+        return;
+    };
+    let colliding = ["property_id", "", "id", "updated_at"];
+    let record = serde_json::json!({"properties": {
+        "property_id": "a", "": "b", "id": "c", "updated_at": "d", "email": "e"}});
+    // A stream whose first schema collides, and one whose view was made before it did.
+    let fresh = StreamName::new("fresh").unwrap();
+    let older = StreamName::new("older").unwrap();
+    store
+        .describe(&older, &Schema::new([field("email", FieldKind::Text)]))
+        .await
+        .unwrap();
+    let with_collisions = Schema::new(
+        colliding
+            .iter()
+            .chain(&["email"])
+            .map(|n| field(n, FieldKind::Text)),
+    );
+    for stream in [&fresh, &older] {
+        Sink::commit(&store, &batch(stream, 0, &[("1", 1, record.clone())]))
+            .await
+            .unwrap();
+        store.describe(stream, &with_collisions).await.unwrap();
+        let view = format!("{stream}_typed");
+        let columns = view_columns(&client, "weld_records", &view).await;
+        assert_eq!(
+            columns[7..],
+            // By property name: "", "email", "id", "property_id", "updated_at".
+            [
+                "property_",
+                "email",
+                "property_id",
+                "property_property_id",
+                "property_updated_at",
+            ],
+            "{stream}"
+        );
+        let got = view_row(
+            &client,
+            &format!("weld_records.{view}"),
+            &[
+                "id",
+                "property_",
+                "property_id",
+                "property_property_id",
+                "property_updated_at",
+                "email",
+            ],
+        )
+        .await;
+        let want = ["1", "b", "c", "a", "d", "e"].map(|v| Some(v.to_string()));
+        assert_eq!(got, want, "{stream}");
+    }
+}
