@@ -44,6 +44,8 @@ pub struct HubSpotPages {
     discovered: Arc<std::sync::Mutex<Option<PropertySet>>>,
     /// Whether a listed property set's definitions were read (once per source).
     listed_described: Arc<AtomicBool>,
+    /// Whether the store refused the stream's fields at the last try (told once, not per run).
+    describe_failing: Arc<AtomicBool>,
     /// The object type as URLs name it: the configured one, or a custom object's
     /// `objectTypeId` found by its name.
     resolved: Arc<std::sync::Mutex<Option<Arc<str>>>>,
@@ -114,6 +116,7 @@ impl HubSpotPages {
             object,
             discovered: Arc::default(),
             listed_described: Arc::default(),
+            describe_failing: Arc::default(),
             sweeping: Arc::default(),
             resolved: Arc::default(),
             lookahead: Arc::default(),
@@ -216,8 +219,18 @@ impl HubSpotPages {
         let Some(catalog) = &request.catalog else {
             return;
         };
-        if let Err(error) = catalog.describe(&request.stream, schema).await {
-            tracing::warn!(stream = %request.stream, error = %error, "the store cannot be told the stream's fields; the next run tells it again");
+        // Said once when it begins failing and once when it heals, not at every run.
+        match catalog.describe(&request.stream, schema).await {
+            Err(error) if !self.describe_failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(stream = %request.stream, error = %error, "the store cannot be told the stream's fields; each run tells it again");
+            }
+            Err(error) => {
+                tracing::debug!(stream = %request.stream, error = %error, "the store still cannot be told the stream's fields");
+            }
+            Ok(()) if self.describe_failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(stream = %request.stream, "the store was told the stream's fields again");
+            }
+            Ok(()) => {}
         }
     }
 
