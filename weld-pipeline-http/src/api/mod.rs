@@ -18,7 +18,8 @@
 //! | `DELETE /streams/{name}` | stop, then delete configuration and data |
 //!
 //! Every error is `{"error":{"code","message"}}`: 400 `malformed_json` for a body that is not
-//! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 404
+//! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 429
+//! `too_many_wrong_tokens` with `Retry-After` for a client shut out for guessing (below), 404
 //! `stream_not_found`, 413 `body_too_large` past [`BODY_LIMIT`], 422 `invalid_value` for JSON
 //! the API does not take (an unknown field, a name, a limit or an interval out of range), 409
 //! `source_changed` for a start naming another source than its existing stream reads, 404
@@ -33,6 +34,24 @@
 //!
 //! The listener's limits (connections, header, idle, body and request timeouts) are those of
 //! [`listener`](crate::listener); the reference service uses its defaults.
+//!
+//! # Limits
+//!
+//! Besides the listener's, with a token configured:
+//!
+//! | limit | default | checked | on breach |
+//! |---|---|---|---|
+//! | the token's length, [`MIN_TOKEN_BYTES`] | 16 bytes | [`ApiToken::new`], so at the service's start | `Error::Invalid` saying how to make a token; the example services exit with status 2 |
+//! | wrong tokens in a row per client (its IP; an IPv6 one by its /64) | 4 free | each request with a `Bearer` token but a wrong one, and each dashboard login; shared by the clones of one [`ApiToken`] | the client is shut out for 1 s, doubling per further wrong token to 60 s: 429 `too_many_wrong_tokens` with `Retry-After`, its token not looked at; a right token, or 15 min without a wrong one, clears the count |
+//! | clients remembered | 10,000 (under 1 MiB) | when a new client fails | those quiet 15 min go first, then the tenth that failed longest ago |
+//! | the log of wrong tokens | 1 line per 30 s | each wrong token | the first of a period is logged (`warn`, with its client), the others counted and their number logged with the next one after 30 s |
+//! | security headers | always | every answer | `X-Frame-Options: DENY`, `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`, `X-Content-Type-Options: nosniff`, `Cache-Control: no-store` |
+//!
+//! A request with no token at all is answered 401 and not counted: it guesses nothing. The
+//! client is the peer address the listener gives in the request's `ConnectInfo<SocketAddr>`;
+//! requests without one (a router called with `oneshot`) count as one client together. Metrics:
+//! `weld_token_failures_total` and `weld_token_throttled_total`, labelled `via` (`api` or
+//! `dashboard`).
 //!
 //! The API knows no source: a start body's `source` is checked by the controller's
 //! [`SourceKinds`], and a start without one gets the first kind registered there.

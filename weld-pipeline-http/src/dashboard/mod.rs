@@ -26,13 +26,21 @@
 //! With [`DashboardConfig::token`] set (the API's `WELD_API_TOKEN`), every page but the login
 //! answers 401 with the login form until the token is given there; the login sets an `HttpOnly`,
 //! `SameSite=Strict` cookie of a session derived from the token (it lasts 12 hours; changing the
-//! token ends every session), and every button's form carries the session's CSRF token, without
+//! token ends every session; a logout ends its own, copies of the cookie included, recorded in
+//! [`DashboardConfig::logouts`]). A wrong token at the login counts against the client as a
+//! wrong Bearer token does, in the same throttle (the [API's limits](crate::api#limits)): a
+//! client shut out is answered 429 with `Retry-After` and the login form saying how long to
+//! wait. Every button's form carries the session's CSRF token, without
 //! which a POST is refused with 403. With a token or without, a POST that a browser marks as
 //! coming from another site (`Sec-Fetch-Site`, or an `Origin` other than the `Host`) is refused
 //! with 403: a page elsewhere cannot press the buttons. The pages are served on the API's listener and under its
 //! limits (connections, header, idle and request timeouts); a form's body is at most
 //! [`FORM_LIMIT`] (4 KiB, a 413 past it), and only the login's is read before the session is
-//! checked. Behind TLS, terminate it in front as for the API.
+//! checked; logouts are remembered up to [`MAX_ENDED`] at once, each until its session would
+//! have expired. Every page carries `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
+//! `Cache-Control: no-store` and a `Content-Security-Policy` that lets it load nothing but its
+//! inline style sheet, run no script, post only to itself and show in no frame. Behind TLS,
+//! terminate it in front as for the API.
 //!
 //! ```
 //! use std::sync::Arc;
