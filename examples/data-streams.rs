@@ -18,7 +18,6 @@ use clap::Parser;
 use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Controller};
 use weld_pipeline::store::{Healing, StreamStore};
-use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::api::{ApiConfig, ApiToken};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
@@ -74,11 +73,17 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::init_tracing();
-    let secret = common::configured(args.shared_secret.clone()).map(Secret::new);
+    // Checked before anything is opened or bound: a weak secret or token stops the start.
+    let secret = common::shared_secret(args.shared_secret.clone())
+        .unwrap_or_else(|e| common::refuse_to_start(e));
+    let token = common::configured(args.api_token.clone())
+        .map(ApiToken::new)
+        .transpose()
+        .unwrap_or_else(|e| common::refuse_to_start(e));
     let addr = args.transport_addr.clone();
     common::with_transport!(args.transport, addr, secret, |transport| {
         let local_addr = transport.clone();
-        serve(transport, move || local_addr.local_addr(), args).await
+        serve(transport, move || local_addr.local_addr(), args, token).await
     })
 }
 
@@ -86,6 +91,7 @@ async fn serve<T: Transport>(
     transport: T,
     local_addr: impl Fn() -> Option<SocketAddr>,
     args: Args,
+    token: Option<ApiToken>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let database_url = common::configured(args.database_url.clone());
     let replica = args.replica_id.clone().unwrap_or_else(common::host_and_pid);
@@ -98,7 +104,7 @@ async fn serve<T: Transport>(
     let config = DataStreamsConfig {
         http_addr: args.http_addr,
         api: ApiConfig {
-            token: common::configured(args.api_token).map(ApiToken::new),
+            token,
             metrics: Some(metrics),
         },
         ..DataStreamsConfig::new(args.data_dir, common::source_kinds())

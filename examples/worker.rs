@@ -15,7 +15,6 @@ use clap::Parser;
 use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline::source::Sources;
-use weld_pipeline::transport::Secret;
 use weld_pipeline::Transport;
 use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
 
@@ -103,7 +102,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker_id = args.worker_id.clone().unwrap_or_else(common::host_and_pid);
     let mut config = WorkerConfig::new(&worker_id, &args.data_dir);
     config.outbox.write_after = Duration::from_millis(args.outbox_write_after_ms);
-    let secret = common::configured(args.shared_secret).map(Secret::new);
+    let secret =
+        common::shared_secret(args.shared_secret).unwrap_or_else(|e| common::refuse_to_start(e));
     let addr = args.controller_addr;
     common::with_transport!(dial args.transport, addr, secret, |transport| {
         run(transport, config, sources).await

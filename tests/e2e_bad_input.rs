@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::*;
 
-const API_TOKEN: &str = "e2e-api-token";
+const API_TOKEN: &str = "e2e-api-token-of-16";
 
 /// Asserts the stream does not exist (a refused request created nothing).
 async fn assert_absent(api: &Api, name: &str) {
@@ -52,7 +52,7 @@ async fn malformed_json_is_400_and_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_or_wrong_token_is_401_and_health_needs_none() {
+async fn missing_or_wrong_token_is_401_then_429_and_health_needs_none() {
     let dir = temp_dir();
     let data_streams = start_data_streams(DataStreamsOpts {
         api_token: Some(API_TOKEN.into()),
@@ -63,6 +63,10 @@ async fn missing_or_wrong_token_is_401_and_health_needs_none() {
     let anonymous = Api::new(&data_streams.api_url, None);
     let wrong = Api::new(&data_streams.api_url, Some("not-the-token"));
 
+    // A missing token is no guess: never throttled. Wrong ones are: the first five are
+    // answered 401, then the client is shut out (429, Retry-After) before its token is looked at.
+    let mut wrong_tokens = 0;
+    let mut retry_after = None;
     for (who, api) in [("no token", &anonymous), ("a wrong token", &wrong)] {
         for (method, path) in [
             (Method::GET, "/streams"),
@@ -76,9 +80,48 @@ async fn missing_or_wrong_token_is_401_and_health_needs_none() {
             (Method::GET, "/openapi.json"),
         ] {
             let context = format!("{method} {path} with {who}");
-            let (status, body) = send(api.request(method, path)).await;
-            assert_error(status, &body, 401, &context);
+            if who == "no token" {
+                let (status, body) = send(api.request(method, path)).await;
+                assert_error(status, &body, 401, &context);
+                continue;
+            }
+            wrong_tokens += 1;
+            let response = api.request(method, path).send().await.unwrap();
+            let wait = response.headers().get("retry-after").cloned();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            // Past the fifth, a slow machine may let a delay (1 s, then 2 s, 4 s...) pass
+            // between two requests: a 401 then is right too, and doubles the next delay.
+            if wrong_tokens <= 5 || status == StatusCode::UNAUTHORIZED {
+                assert_error(status, &body, 401, &context);
+            } else {
+                assert_error(status, &body, 429, &context);
+                assert_eq!(body["error"]["code"], "too_many_wrong_tokens", "{context}");
+                retry_after = wait.map(|w| w.to_str().unwrap().parse::<u64>().unwrap());
+            }
         }
+    }
+    let retry_after = retry_after.expect("a wrong token past the fifth was answered 429");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // The right token waits out the delay like any other from that client, and then passes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(70);
+    loop {
+        let response = authorized
+            .request(Method::GET, "/streams")
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(response.status(), StatusCode::OK);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still shut out");
+        let wait = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(wait)).await;
     }
     // Another scheme than Bearer is no token either.
     let request = anonymous
@@ -263,7 +306,7 @@ async fn worker_with_a_wrong_secret_is_refused_while_the_right_one_syncs() {
 
     let _wrong = start_worker(WorkerOpts {
         id: "wrong-secret".into(),
-        shared_secret: Some("not-the-secret".into()),
+        shared_secret: Some("not-the-shared-secret".into()),
         ..WorkerOpts::new(&data_streams.transport_addr, &fake.url, wrong_dir.path())
     })
     .await;
@@ -290,4 +333,39 @@ async fn worker_with_a_wrong_secret_is_refused_while_the_right_one_syncs() {
     wait_synced(&api, STREAM, &fake.contacts().await).await;
     assert_eq!(api.status(STREAM).await["worker"], "right-secret");
     assert_eq!(api.workers().await, 1, "the wrong worker never counts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_refuses_to_start_on_a_token_or_secret_under_16_bytes() {
+    let dir = temp_dir();
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    for (binary, variable) in [
+        ("data-streams", "WELD_API_TOKEN"),
+        ("data-streams", "WELD_SHARED_SECRET"),
+        ("worker", "WELD_SHARED_SECRET"),
+    ] {
+        let env = [
+            ("WELD_DATA_DIR", data_dir.clone()),
+            ("WELD_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("WELD_TRANSPORT_ADDR", "127.0.0.1:0".to_owned()),
+            ("WELD_CONTROLLER_ADDR", "127.0.0.1:9".to_owned()),
+            (variable, "ci-token".to_owned()),
+        ];
+        let mut process = Process::spawn(binary, &env);
+        let status = process.wait_exit(Duration::from_secs(30)).await;
+        let logs = process.logs();
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{binary} with a short {variable}: {logs}"
+        );
+        assert!(
+            logs.contains(variable) && logs.contains("has 8 bytes, and must have at least 16"),
+            "{binary} says why it refused: {logs}"
+        );
+        assert!(
+            !logs.contains("ci-token"),
+            "{binary} never prints it: {logs}"
+        );
+    }
 }

@@ -102,6 +102,35 @@ pub(crate) fn configured(value: Option<String>) -> Option<String> {
     value.filter(|value| !value.is_empty())
 }
 
+/// The shared secret (`WELD_SHARED_SECRET`), when set. Held to the API token's minimum
+/// ([`MIN_TOKEN_BYTES`](weld_pipeline_http::api::MIN_TOKEN_BYTES)): the transports throttle no
+/// guesses of their own, so a short secret would be found by whoever can reach the port.
+///
+/// # Errors
+///
+/// A message for the operator when it is shorter.
+pub(crate) fn shared_secret(
+    value: Option<String>,
+) -> Result<Option<weld_pipeline::transport::Secret>, String> {
+    let min = weld_pipeline_http::api::MIN_TOKEN_BYTES;
+    match configured(value) {
+        Some(secret) if secret.len() < min => Err(format!(
+            "the shared secret (WELD_SHARED_SECRET) has {} bytes, and must have at least {min}: \
+             make one with `openssl rand -hex 32`",
+            secret.len()
+        )),
+        secret => Ok(secret.map(weld_pipeline::transport::Secret::new)),
+    }
+}
+
+/// Stops a service that cannot start on its configuration: the reason on stderr, as clap says
+/// what it refuses (not the `Debug` of an error that `main` returning `Err` would print), and
+/// exit status 2.
+pub(crate) fn refuse_to_start(reason: impl std::fmt::Display) -> ! {
+    eprintln!("error: {reason}");
+    std::process::exit(2)
+}
+
 /// The host's name and this process's id: unique on a network, not stable across restarts (a
 /// worker's or a replica's default id; set `WELD_WORKER_ID` / `WELD_REPLICA_ID` for that).
 pub(crate) fn host_and_pid() -> String {

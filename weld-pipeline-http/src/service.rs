@@ -38,7 +38,8 @@ use crate::listener::{self, Limits};
 /// How to run data-streams.
 #[derive(Clone, Debug)]
 pub struct DataStreamsConfig {
-    /// The controller's database (store and registry).
+    /// The controller's database (store and registry), and the dashboard's logouts
+    /// (the file `dashboard-logouts`) when it has a login.
     pub data_dir: PathBuf,
     /// Where the HTTP API listens (`WELD_HTTP_ADDR`); port 0 picks a free one.
     pub http_addr: String,
@@ -77,6 +78,23 @@ pub struct DataStreams<T: Transport> {
     shutdown: CancellationToken,
 }
 
+/// The dashboard's logouts, in [`LOGOUTS_FILE`] of the data directory (made when missing: a
+/// service on PostgreSQL may have none yet).
+#[cfg(feature = "dashboard")]
+fn dashboard_logouts(data_dir: &std::path::Path) -> Result<crate::dashboard::Logouts, Error> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot make the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    crate::dashboard::Logouts::open(data_dir.join(LOGOUTS_FILE))
+}
+
+/// The file in the data directory that keeps the dashboard's logouts.
+#[cfg(feature = "dashboard")]
+pub const LOGOUTS_FILE: &str = "dashboard-logouts";
+
 /// How long requests still in progress at a shutdown may take before they are abandoned: a stop
 /// waits for a worker's page boundary (seconds); a client that sends half a request and then
 /// nothing must not keep the service from exiting.
@@ -88,7 +106,8 @@ impl<T: Transport> DataStreams<T> {
     ///
     /// # Errors
     ///
-    /// When the database cannot be opened or an address cannot be bound.
+    /// When the database or the dashboard's logouts cannot be opened, or an address cannot be
+    /// bound.
     pub async fn start(
         transport: &T,
         config: DataStreamsConfig,
@@ -102,12 +121,12 @@ impl<T: Transport> DataStreams<T> {
     }
 
     /// The same over a controller built by the caller, on any store
-    /// (`Controller::new(Arc::new(store), kinds)`); `config.data_dir` and `config.sources` are
-    /// the controller's business then, and unused here.
+    /// (`Controller::new(Arc::new(store), kinds)`); `config.sources` is the controller's
+    /// business then, and `config.data_dir` keeps only the dashboard's logouts.
     ///
     /// # Errors
     ///
-    /// When an address cannot be bound.
+    /// When an address cannot be bound, or the dashboard's logouts cannot be read or written.
     pub async fn with_controller(
         transport: &T,
         controller: Arc<Controller<T::Peer>>,
@@ -126,9 +145,16 @@ impl<T: Transport> DataStreams<T> {
         let mut tasks = JoinSet::new();
         tasks.spawn(controller.clone().serve(listener, shutdown.clone()));
         #[cfg(feature = "dashboard")]
-        let dashboard = config.dashboard.then(|| crate::dashboard::DashboardConfig {
-            token: config.api.token.clone(),
-        });
+        let dashboard = match (config.dashboard, &config.api.token) {
+            (false, _) => None,
+            // Without a token there is no login, so nothing to log out of.
+            (true, None) => Some(crate::dashboard::DashboardConfig::default()),
+            (true, Some(token)) => Some(crate::dashboard::DashboardConfig {
+                // A clone: the API and the dashboard share one throttle of wrong tokens.
+                token: Some(token.clone()),
+                logouts: dashboard_logouts(&config.data_dir)?,
+            }),
+        };
         let app = api::router(controller.clone(), config.api);
         #[cfg(feature = "dashboard")]
         let app = match dashboard {

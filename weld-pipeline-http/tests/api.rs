@@ -1,9 +1,12 @@
 //! The data-streams HTTP API, called without a socket against a real controller on sled files:
 //! every route, status code and error body of the services' contract.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
@@ -11,7 +14,7 @@ use tower::ServiceExt;
 use weld_pipeline::runtime::{Controller, ControllerConfig};
 use weld_pipeline::source::{GeneratorSources, SourceKinds};
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
-use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT};
+use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT, MIN_TOKEN_BYTES};
 use weld_pipeline_http::hubspot::HubSpotKind;
 use weld_pipeline_http::transport::HttpPeer;
 
@@ -509,12 +512,25 @@ async fn bad_bodies_and_values_are_answered_with_400_413_and_422() {
     );
 }
 
+/// The API token of these tests.
+const TOKEN: &str = "s3cret-of-16-bytes";
+
+/// The app with [`TOKEN`].
+fn guarded() -> App {
+    app(ApiConfig {
+        token: Some(ApiToken::new(TOKEN).unwrap()),
+        ..ApiConfig::default()
+    })
+}
+
+/// A request from `ip`, as the listener marks it (`ConnectInfo`).
+fn from(ip: [u8; 4], request: axum::http::request::Builder) -> axum::http::request::Builder {
+    request.extension(ConnectInfo(SocketAddr::from((ip, 40_000))))
+}
+
 #[tokio::test]
 async fn a_token_guards_every_route_but_health() {
-    let app = app(ApiConfig {
-        token: Some(ApiToken::new("s3cret")),
-        ..ApiConfig::default()
-    });
+    let app = guarded();
     let (status, body) = app.call(Method::GET, "/health", None).await;
     assert_eq!(
         (status, body),
@@ -523,16 +539,22 @@ async fn a_token_guards_every_route_but_health() {
             json!({"status": "ok", "workers": 0, "storage": "ok"})
         )
     );
+    let wrong_bearer = format!("Bearer {TOKEN} ");
+    let mut client = 0u8;
     for (method, path) in CONTRACT.iter().filter(|(_, path)| *path != "/health") {
         let uri = path.replace("{name}", "s1");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         for authorization in [
             None,
             Some("Bearer wrong"),
-            Some("s3cret"),
-            Some("Bearer s3cret "),
+            Some(TOKEN),
+            Some(wrong_bearer.as_str()),
         ] {
-            let mut request = Request::builder().method(method.clone()).uri(&uri);
+            // A client each: the wrong tokens of one would shut it out (429), see below.
+            client += 1;
+            let mut request = from([10, 0, 0, client], Request::builder())
+                .method(method.clone())
+                .uri(&uri);
             if let Some(value) = authorization {
                 request = request.header(header::AUTHORIZATION, value);
             }
@@ -543,13 +565,222 @@ async fn a_token_guards_every_route_but_health() {
             );
         }
     }
-    for authorization in ["Bearer s3cret", "bearer s3cret"] {
+    for authorization in [format!("Bearer {TOKEN}"), format!("bearer {TOKEN}")] {
         let request = Request::builder()
             .method(Method::POST)
             .uri("/streams/s1/start")
             .header(header::AUTHORIZATION, authorization);
         let (status, body) = app.send(request, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+/// `GET /metrics` from `ip` with `token` as Bearer: the status and `Retry-After`. A route that
+/// touches no storage, so that the paused clock moves only when a test moves it.
+async fn metrics_from(app: &App, ip: [u8; 4], token: &str) -> (StatusCode, Option<u64>) {
+    let request = from(ip, Request::get("/metrics"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (response.status(), retry_after)
+}
+
+const GUESSER: [u8; 4] = [192, 0, 2, 1];
+const BYSTANDER: [u8; 4] = [192, 0, 2, 2];
+
+#[tokio::test(start_paused = true)]
+async fn wrong_tokens_shut_their_client_out_with_429_until_the_delay_passes_and_no_one_else() {
+    let app = guarded();
+    for guess in 1..=5 {
+        assert_eq!(
+            metrics_from(&app, GUESSER, &format!("guess-number-{guess:04}")).await,
+            (StatusCode::UNAUTHORIZED, None),
+            "guess {guess}"
+        );
+    }
+    // The fifth wrong token shut the guesser out for a second: even the right one waits.
+    assert_eq!(
+        metrics_from(&app, GUESSER, TOKEN).await,
+        (StatusCode::TOO_MANY_REQUESTS, Some(1))
+    );
+    let request = from(GUESSER, Request::get("/streams"))
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    assert_error(
+        app.send(request, None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_wrong_tokens",
+    );
+    // Another client is not affected, neither its right token nor its own wrong one.
+    assert_eq!(
+        metrics_from(&app, BYSTANDER, TOKEN).await,
+        (StatusCode::OK, None)
+    );
+    assert_eq!(
+        metrics_from(&app, BYSTANDER, "not-the-token-either").await,
+        (StatusCode::UNAUTHORIZED, None)
+    );
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(
+        metrics_from(&app, GUESSER, TOKEN).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        metrics_from(&app, GUESSER, TOKEN).await,
+        (StatusCode::OK, None)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_doubles_with_each_wrong_token_up_to_a_minute() {
+    let app = guarded();
+    for _ in 1..=4 {
+        assert_eq!(
+            metrics_from(&app, GUESSER, "wrong-token-wrong").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for delay in [1, 2, 4, 8, 16, 32, 60, 60] {
+        assert_eq!(
+            metrics_from(&app, GUESSER, "wrong-token-wrong").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // While shut out, tries are not checked: they neither count nor extend the delay.
+        for _ in 0..3 {
+            assert_eq!(
+                metrics_from(&app, GUESSER, "wrong-token-wrong").await,
+                (StatusCode::TOO_MANY_REQUESTS, Some(delay))
+            );
+        }
+        tokio::time::advance(Duration::from_secs(delay)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_right_token_clears_its_client_count() {
+    let app = guarded();
+    for _ in 0..3 {
+        for _ in 1..=4 {
+            assert_eq!(
+                metrics_from(&app, GUESSER, "a-mistyped-token").await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // Without the reset, the fifth wrong token of the second round would shut it out.
+        assert_eq!(metrics_from(&app, GUESSER, TOKEN).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_is_no_guess() {
+    let app = guarded();
+    for _ in 0..20 {
+        let request = from(GUESSER, Request::get("/metrics"));
+        assert_error(
+            app.send(request, None).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
+    assert_eq!(metrics_from(&app, GUESSER, TOKEN).await.0, StatusCode::OK);
+}
+
+/// The log lines written while `f` runs on this thread, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self, containing: &str) -> Vec<String> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(containing))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guessing_run_is_logged_once_then_counted() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = guarded();
+    // 200 guesses from 50 addresses, four each: every one checked, none shut out.
+    for client in 0..50u8 {
+        for _ in 0..4 {
+            metrics_from(&app, [198, 51, 100, client], "guess-guess-guess").await;
+        }
+    }
+    let told = captured.lines("a wrong API token was presented");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("client=198.51.100.0"), "{}", told[0]);
+    assert!(captured.lines("more wrong API tokens").is_empty());
+    // The next failure after the period tells the count of the others, and itself in full.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    metrics_from(&app, [198, 51, 100, 200], "guess-guess-guess").await;
+    let counted = captured.lines("more wrong API tokens");
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(counted[0].contains("failures=199"), "{}", counted[0]);
+    assert_eq!(captured.lines("a wrong API token was presented").len(), 2);
+}
+
+#[tokio::test]
+async fn a_token_shorter_than_the_minimum_is_refused_with_how_to_make_one() {
+    assert_eq!(MIN_TOKEN_BYTES, 16);
+    let message = ApiToken::new("s3cret").unwrap_err().to_string();
+    assert!(
+        message.contains("WELD_API_TOKEN") && message.contains("at least 16"),
+        "{message}"
+    );
+    assert!(ApiToken::new("x".repeat(MIN_TOKEN_BYTES)).is_ok());
+}
+
+#[tokio::test]
+async fn every_answer_forbids_framing_sniffing_and_caching() {
+    let app = guarded();
+    for request in [
+        Request::get("/health").body(Body::empty()).unwrap(),
+        Request::get("/streams").body(Body::empty()).unwrap(),
+        Request::get("/nowhere")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/openapi.json")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+    ] {
+        let uri = request.uri().clone();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; frame-ancestors 'none'",
+            "{uri}"
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{uri}");
     }
 }
 

@@ -13,10 +13,10 @@ use weld_pipeline::runtime::{Controller, ControllerConfig};
 use weld_pipeline::source::{GeneratorSources, SourceKinds};
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, StreamName, Timestamp};
 use weld_pipeline_http::api::{self, ApiConfig, ApiToken};
-use weld_pipeline_http::dashboard::{self, DashboardConfig};
+use weld_pipeline_http::dashboard::{self, DashboardConfig, Logouts};
 use weld_pipeline_http::transport::HttpPeer;
 
-const TOKEN: &str = "dashboard-token";
+const TOKEN: &str = "dashboard-token-of-16";
 
 struct App {
     router: Router,
@@ -25,11 +25,16 @@ struct App {
 }
 
 fn app(token: Option<&str>) -> App {
+    app_with(token, Logouts::in_memory())
+}
+
+/// The API and the dashboard, sharing one token, with the logouts given.
+fn app_with(token: Option<&str>, logouts: Logouts) -> App {
     let dir = tempfile::tempdir().unwrap();
     let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
     let controller =
         Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
-    let token = token.map(ApiToken::new);
+    let token = token.map(|token| ApiToken::new(token).unwrap());
     let router = api::router(
         controller.clone(),
         ApiConfig {
@@ -39,7 +44,7 @@ fn app(token: Option<&str>) -> App {
     )
     .merge(dashboard::router(
         controller.clone(),
-        DashboardConfig { token },
+        DashboardConfig { token, logouts },
     ));
     App {
         router,
@@ -233,6 +238,108 @@ async fn a_wrong_token_is_refused_and_the_right_one_sets_a_strict_http_only_cook
         .contains("Max-Age=0"));
 }
 
+/// Logs out of the session of `cookie`; asserts it went.
+async fn log_out(app: &App, cookie: &str) {
+    let page = app.get("/", Some(cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = csrf_of(&page.body);
+    let page = app
+        .post_form("/ui/logout", Some(cookie), &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+}
+
+#[tokio::test]
+async fn a_copied_cookie_is_refused_once_its_session_logged_out() {
+    let app = app(Some(TOKEN));
+    let session = app.login().await;
+    let copied = session.clone();
+    let other = app.login().await;
+    log_out(&app, &session).await;
+    let page = app.get("/", Some(&copied)).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("Log in"), "{}", page.body);
+    // Nor can the copy press a button: it has no session to take a CSRF token from.
+    let page = app
+        .post_form("/ui/streams/s1/stop", Some(&copied), "")
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    // Another session of the same token is not ended.
+    assert_eq!(app.get("/", Some(&other)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_logout_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-logouts");
+    let before = app_with(Some(TOKEN), Logouts::open(&path).unwrap());
+    let session = before.login().await;
+    let kept = before.login().await;
+    log_out(&before, &session).await;
+    drop(before);
+    let after = app_with(Some(TOKEN), Logouts::open(&path).unwrap());
+    assert_eq!(
+        after.get("/", Some(&session)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(after.get("/", Some(&kept)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn logins_share_the_api_throttle_of_wrong_tokens() {
+    let app = app(Some(TOKEN));
+    // Wrong bearer tokens on the API count against the login too (one client here: the
+    // requests carry no address).
+    for _ in 0..4 {
+        let request = Request::get("/streams")
+            .header(header::AUTHORIZATION, "Bearer guess-guess-guess")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(request).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let page = app
+        .post_form("/ui/login", None, "token=guess-guess-guess")
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = app
+        .post_form("/ui/login", None, &format!("token={TOKEN}"))
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(page.headers[header::RETRY_AFTER], "1");
+    assert!(page.body.contains("try again in 1 s"), "{}", page.body);
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    let page = app
+        .post_form("/ui/login", None, &format!("token={TOKEN}"))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn every_page_forbids_framing_sniffing_and_caching() {
+    let app = app(Some(TOKEN));
+    let session = app.login().await;
+    for (uri, cookie) in [
+        ("/", None),
+        ("/", Some(session.as_str())),
+        ("/ui/workers", Some(session.as_str())),
+    ] {
+        let page = app.get(uri, cookie).await;
+        let policy = page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    }
+    let page = app
+        .post_form("/ui/login", None, &format!("token={TOKEN}"))
+        .await;
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+}
+
 #[tokio::test]
 async fn a_button_without_its_csrf_token_is_refused_with_403_and_does_nothing() {
     let app = app(Some(TOKEN));
@@ -384,7 +491,8 @@ async fn a_nested_dashboard_links_and_redirects_under_its_path() {
         dashboard::router(
             controller,
             DashboardConfig {
-                token: Some(ApiToken::new(TOKEN)),
+                token: Some(ApiToken::new(TOKEN).unwrap()),
+                ..DashboardConfig::default()
             },
         ),
     );

@@ -13,6 +13,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds the client should wait before it tries again (`Retry-After`), for a 429.
+    retry_after: Option<u64>,
 }
 
 /// The longest message answered: a message may quote a request's input, and must never echo
@@ -39,6 +41,7 @@ impl ApiError {
             status,
             code,
             message: cut_to(&message.into(), MAX_MESSAGE),
+            retry_after: None,
         }
     }
 
@@ -77,6 +80,21 @@ impl ApiError {
             "unauthorized",
             "this endpoint needs the header `Authorization: Bearer <WELD_API_TOKEN>`",
         )
+    }
+
+    /// 429: the client presented too many wrong tokens and is shut out for `wait`.
+    pub(crate) fn throttled(wait: std::time::Duration) -> Self {
+        let secs = super::guesses::Verdict::retry_after_secs(wait);
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_wrong_tokens",
+                format!(
+                    "too many wrong tokens from this address: the token is not checked for {secs} s"
+                ),
+            )
+        }
     }
 
     /// 413: the body is over the limit.
@@ -118,6 +136,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut response = (
             self.status,
@@ -133,6 +152,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -18,7 +18,8 @@
 //! | `DELETE /streams/{name}` | stop, then delete configuration and data |
 //!
 //! Every error is `{"error":{"code","message"}}`: 400 `malformed_json` for a body that is not
-//! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 404
+//! JSON, 401 `unauthorized` when [`ApiConfig::token`] is set and the request lacks it, 429
+//! `too_many_wrong_tokens` with `Retry-After` for a client shut out for guessing (below), 404
 //! `stream_not_found`, 413 `body_too_large` past [`BODY_LIMIT`], 422 `invalid_value` for JSON
 //! the API does not take (an unknown field, a name, a limit or an interval out of range), 409
 //! `source_changed` for a start naming another source than its existing stream reads, 404
@@ -33,6 +34,24 @@
 //!
 //! The listener's limits (connections, header, idle, body and request timeouts) are those of
 //! [`listener`](crate::listener); the reference service uses its defaults.
+//!
+//! # Limits
+//!
+//! Besides the listener's, with a token configured:
+//!
+//! | limit | default | checked | on breach |
+//! |---|---|---|---|
+//! | the token's length, [`MIN_TOKEN_BYTES`] | 16 bytes | [`ApiToken::new`], so at the service's start | `Error::Invalid` saying how to make a token; the example services exit with status 2 |
+//! | wrong tokens in a row per client (its IP; an IPv6 one by its /64) | 4 free | each request with a `Bearer` token but a wrong one, and each dashboard login; shared by the clones of one [`ApiToken`] | the client is shut out for 1 s, doubling per further wrong token to 60 s: 429 `too_many_wrong_tokens` with `Retry-After`, its token not looked at; a right token, or 15 min without a wrong one, clears the count |
+//! | clients remembered | 10,000 (under 1 MiB) | when a new client fails | those quiet 15 min go first, then the tenth that failed longest ago |
+//! | the log of wrong tokens | 1 line per 30 s | each wrong token | the first of a period is logged (`warn`, with its client), the others counted and their number logged with the next one after 30 s |
+//! | security headers | always | every answer | `X-Frame-Options: DENY`, `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`, `X-Content-Type-Options: nosniff`, `Cache-Control: no-store` |
+//!
+//! A request with no token at all is answered 401 and not counted: it guesses nothing. The
+//! client is the peer address the listener gives in the request's `ConnectInfo<SocketAddr>`;
+//! requests without one (a router called with `oneshot`) count as one client together. Metrics:
+//! `weld_token_failures_total` and `weld_token_throttled_total`, labelled `via` (`api` or
+//! `dashboard`).
 //!
 //! The API knows no source: a start body's `source` is checked by the controller's
 //! [`SourceKinds`], and a start without one gets the first kind registered there.
@@ -52,8 +71,11 @@
 //! ```
 
 mod error;
+mod guesses;
+mod headers;
 mod model;
 mod routes;
+mod token;
 
 use std::sync::Arc;
 
@@ -65,7 +87,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 pub use metrics_exporter_prometheus::PrometheusHandle;
-use sha2::{Digest, Sha256};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -78,6 +99,9 @@ use weld_pipeline::transport::Peer;
 use weld_pipeline::{Error, StreamName};
 
 use error::ApiError;
+pub(crate) use guesses::{Client, Verdict, Via};
+pub(crate) use headers::secure;
+pub use token::{ApiToken, MIN_TOKEN_BYTES};
 
 /// The largest request body taken: a start request is well under 1 KiB; 64 KiB leaves room for
 /// long property lists and transforms without letting a client make the service buffer much.
@@ -175,42 +199,6 @@ pub struct ApiConfig {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// The API's bearer token. Never printed; compared by SHA-256 digest, in time that tells nothing
-/// about the token (neither where a guess differs nor how long the token is).
-#[derive(Clone)]
-pub struct ApiToken([u8; 32]);
-
-impl ApiToken {
-    /// Wraps the token.
-    pub fn new(token: impl AsRef<str>) -> Self {
-        ApiToken(Sha256::digest(token.as_ref().as_bytes()).into())
-    }
-
-    /// Whether `presented` is the token.
-    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented).into();
-        self.0
-            .iter()
-            .zip(presented)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
-    }
-}
-
-impl ApiToken {
-    /// The token's SHA-256 digest: a key for what is derived from the token (the dashboard's
-    /// sessions), never the token itself.
-    pub(crate) fn digest(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiToken(<redacted>)")
-    }
-}
-
 /// The API's shared state.
 struct Api {
     streams: Arc<dyn Streams>,
@@ -294,25 +282,33 @@ pub fn router(streams: Arc<dyn Streams>, config: ApiConfig) -> Router {
         document,
     });
     let (router, _) = routes().split_for_parts();
-    router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(api)
+        .with_state(api);
+    secure(router, headers::API_POLICY)
 }
 
-/// Lets a request through when no token is configured, it is `/health`, or it carries the token.
+/// Lets a request through when no token is configured, it is `/health`, or it carries the token
+/// and its client is not shut out for guessing (see the [limits](self#limits)). A request with no
+/// token at all is no guess, and is answered 401 without counting.
 async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     if let Some(token) = &api.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| bearer(value.as_bytes()));
-        let allowed =
-            request.uri().path() == "/health" || presented.is_some_and(|p| token.matches(p));
-        if !allowed {
-            return ApiError::unauthorized().into_response();
+        if request.uri().path() != "/health" {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| bearer(value.as_bytes()));
+            let Some(presented) = presented else {
+                return ApiError::unauthorized().into_response();
+            };
+            match token.check(Client::of(request.extensions()), Via::Api, presented) {
+                Verdict::Allowed => {}
+                Verdict::Wrong => return ApiError::unauthorized().into_response(),
+                Verdict::Throttled(wait) => return ApiError::throttled(wait).into_response(),
+            }
         }
     }
     next.run(request).await

@@ -66,6 +66,7 @@ pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
     ))]
 pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
     let text = match &api.metrics {
@@ -82,6 +83,7 @@ pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
     responses(
         (status = 200, description = "This document", body = Object),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
     ))]
 pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
     (
@@ -97,6 +99,7 @@ pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
         (status = 200, description = "Started (or already running); its status", body = Status),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 409, description = "The stream exists and reads another source", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Invalid name, source or interval", body = ErrorBody),
@@ -122,6 +125,7 @@ pub(crate) async fn start_stream(
     responses(
         (status = 200, description = "Stopped: no source request starts after this answer", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ))]
@@ -140,6 +144,7 @@ pub(crate) async fn stop_stream(
     responses(
         (status = 200, description = "The next run reads the whole source again (a full sync), then goes on incrementally; nothing stored is dropped first. A run in flight is stopped at its page boundary first. A stopped stream stays stopped.", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
         (status = 503, description = "Storage cannot be written right now", body = ErrorBody),
@@ -158,6 +163,7 @@ pub(crate) async fn resync_stream(
     responses(
         (status = 200, description = "Every stream, by name", body = StreamList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
     ))]
 pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>> {
     let streams = api.streams.streams().await?;
@@ -171,6 +177,7 @@ pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>>
     responses(
         (status = 200, description = "Its status", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ))]
@@ -189,6 +196,7 @@ pub(crate) async fn get_stream(
     responses(
         (status = 204, description = "Stopped, and its configuration and data deleted"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ))]
@@ -208,6 +216,7 @@ pub(crate) async fn delete_stream(
     responses(
         (status = 200, description = "A page of stored records; `next` pages on, each record once", body = RecordList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name, limit, token or archived", body = ErrorBody),
     ))]
@@ -246,6 +255,7 @@ pub(crate) async fn list_records(
     responses(
         (status = 200, description = "Its runs, newest first", body = RunList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name or limit", body = ErrorBody),
     ))]

@@ -26,13 +26,21 @@
 //! With [`DashboardConfig::token`] set (the API's `WELD_API_TOKEN`), every page but the login
 //! answers 401 with the login form until the token is given there; the login sets an `HttpOnly`,
 //! `SameSite=Strict` cookie of a session derived from the token (it lasts 12 hours; changing the
-//! token ends every session), and every button's form carries the session's CSRF token, without
+//! token ends every session; a logout ends its own, copies of the cookie included, recorded in
+//! [`DashboardConfig::logouts`]). A wrong token at the login counts against the client as a
+//! wrong Bearer token does, in the same throttle (the [API's limits](crate::api#limits)): a
+//! client shut out is answered 429 with `Retry-After` and the login form saying how long to
+//! wait. Every button's form carries the session's CSRF token, without
 //! which a POST is refused with 403. With a token or without, a POST that a browser marks as
 //! coming from another site (`Sec-Fetch-Site`, or an `Origin` other than the `Host`) is refused
 //! with 403: a page elsewhere cannot press the buttons. The pages are served on the API's listener and under its
 //! limits (connections, header, idle and request timeouts); a form's body is at most
 //! [`FORM_LIMIT`] (4 KiB, a 413 past it), and only the login's is read before the session is
-//! checked. Behind TLS, terminate it in front as for the API.
+//! checked; logouts are remembered up to [`MAX_ENDED`] at once, each until its session would
+//! have expired. Every page carries `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
+//! `Cache-Control: no-store` and a `Content-Security-Policy` that lets it load nothing but its
+//! inline style sheet, run no script, post only to itself and show in no frame. Behind TLS,
+//! terminate it in front as for the API.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -51,6 +59,7 @@
 //! ```
 
 mod format;
+mod logouts;
 mod render;
 mod session;
 
@@ -68,7 +77,8 @@ use serde::Deserialize;
 use weld_pipeline::store::Archived;
 use weld_pipeline::{StreamName, Timestamp};
 
-use crate::api::{ApiToken, Streams};
+use crate::api::{ApiToken, Client, Streams, Verdict, Via};
+pub use logouts::{Logouts, MAX_ENDED};
 use render::Frame;
 use session::{Session, COOKIE, SESSION_LIFETIME_MS};
 
@@ -80,16 +90,27 @@ const RECORDS_PER_PAGE: usize = 25;
 /// Runs shown on a stream's page.
 const RUNS_SHOWN: usize = 20;
 
+/// The dashboard's `Content-Security-Policy`: its pages load nothing but their own inline style
+/// sheet, run no script, post forms only to itself, and show in no frame.
+const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
 /// How the dashboard is served.
 #[derive(Clone, Debug, Default)]
 pub struct DashboardConfig {
-    /// When set, the pages need a login with this token (the API's `WELD_API_TOKEN`).
+    /// When set, the pages need a login with this token (the API's `WELD_API_TOKEN`). Give it a
+    /// clone of the API's token: the two then share one throttle of wrong tokens.
     pub token: Option<ApiToken>,
+    /// The sessions ended by a logout. The default keeps them in memory only; the data-streams
+    /// service keeps them in a file of its data directory ([`Logouts::open`]), so that a restart
+    /// does not bring a logged-out cookie back.
+    pub logouts: Logouts,
 }
 
 struct Dashboard {
     streams: Arc<dyn Streams>,
     token: Option<ApiToken>,
+    logouts: Logouts,
 }
 
 type Shared = State<Arc<Dashboard>>;
@@ -99,8 +120,9 @@ pub fn router(streams: Arc<dyn Streams>, config: DashboardConfig) -> Router {
     let dashboard = Arc::new(Dashboard {
         streams,
         token: config.token,
+        logouts: config.logouts,
     });
-    Router::new()
+    let router = Router::new()
         .route("/", get(streams_page))
         .route("/ui/workers", get(workers_page))
         .route("/ui/streams/{name}", get(stream_page))
@@ -116,7 +138,8 @@ pub fn router(streams: Arc<dyn Streams>, config: DashboardConfig) -> Router {
             guard,
         ))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
-        .with_state(dashboard)
+        .with_state(dashboard);
+    crate::api::secure(router, POLICY)
 }
 
 /// Where the dashboard is mounted: the path it is nested under, `""` at the root.
@@ -131,9 +154,19 @@ fn base(nested: Option<&NestedPath>) -> String {
 struct Viewer {
     base: String,
     csrf: Option<String>,
+    session: Option<Session>,
 }
 
 impl Viewer {
+    /// A visitor with no session.
+    fn anonymous(base: String) -> Self {
+        Viewer {
+            base,
+            csrf: None,
+            session: None,
+        }
+    }
+
     /// A path of the dashboard, under where it is mounted.
     fn link(&self, path: &str) -> String {
         render::link(&self.base, path)
@@ -164,7 +197,7 @@ impl Viewer {
 async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Response {
     let base = base(request.extensions().get::<NestedPath>());
     if request.method() == Method::POST && cross_site(request.headers()) {
-        let viewer = Viewer { base, csrf: None };
+        let viewer = Viewer::anonymous(base);
         return problem(
             &viewer,
             StatusCode::FORBIDDEN,
@@ -172,32 +205,37 @@ async fn guard(State(dashboard): Shared, mut request: Request, next: Next) -> Re
             "A form of another site cannot press this dashboard's buttons.",
         );
     }
-    let csrf = match &dashboard.token {
-        None => None,
+    let (csrf, session) = match &dashboard.token {
+        None => (None, None),
         Some(token) => {
             let session = request
                 .headers()
                 .get(header::COOKIE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|cookies| session::cookie(cookies, COOKIE))
-                .and_then(|cookie| Session::verify(token, cookie, Timestamp::now()));
+                .and_then(|cookie| Session::verify(token, cookie, Timestamp::now()))
+                .filter(|session| !dashboard.logouts.has_ended(session.nonce()));
             let path = request.uri().path();
             match session {
-                Some(session) => Some(session.csrf(token)),
+                Some(session) => (Some(session.csrf(token)), Some(session)),
                 // The path with the mount point stripped: exactly the login's.
-                None if path == "/ui/login" => None,
+                None if path == "/ui/login" => (None, None),
                 None => {
-                    let viewer = Viewer { base, csrf: None };
+                    let viewer = Viewer::anonymous(base);
                     return (
                         StatusCode::UNAUTHORIZED,
-                        html(render::login(&viewer.frame(), false)),
+                        html(render::login(&viewer.frame(), render::Login::Form)),
                     )
                         .into_response();
                 }
             }
         }
     };
-    request.extensions_mut().insert(Viewer { base, csrf });
+    request.extensions_mut().insert(Viewer {
+        base,
+        csrf,
+        session,
+    });
     next.run(request).await
 }
 
@@ -397,7 +435,7 @@ async fn delete(
 }
 
 async fn login_page(viewer: axum::Extension<Viewer>) -> Response {
-    html(render::login(&viewer.frame(), false)).into_response()
+    html(render::login(&viewer.frame(), render::Login::Form)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -405,10 +443,12 @@ struct LoginForm {
     token: String,
 }
 
-/// Checks the token; sets the session cookie and goes to the streams.
+/// Checks the token, through the throttle of wrong tokens the API's bearer check shares; sets
+/// the session cookie and goes to the streams.
 async fn login(
     State(dashboard): Shared,
     viewer: axum::Extension<Viewer>,
+    ConnectedClient(client): ConnectedClient,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Some(token) = &dashboard.token else {
@@ -422,12 +462,28 @@ async fn login(
             return problem(&viewer, status, "Refused", &rejection.body_text());
         }
     };
-    if !token.matches(presented.as_bytes()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            html(render::login(&viewer.frame(), true)),
-        )
-            .into_response();
+    match token.check(client, Via::Dashboard, presented.as_bytes()) {
+        Verdict::Allowed => {}
+        Verdict::Wrong => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                html(render::login(&viewer.frame(), render::Login::Wrong)),
+            )
+                .into_response()
+        }
+        Verdict::Throttled(wait) => {
+            let secs = Verdict::retry_after_secs(wait);
+            let page = html(render::login(
+                &viewer.frame(),
+                render::Login::Throttled(secs),
+            ));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from(secs))],
+                page,
+            )
+                .into_response();
+        }
     }
     let session = Session::issue(token, Timestamp::now());
     redirect_setting(&viewer, "/", &session, SESSION_LIFETIME_MS / 1_000)
@@ -436,19 +492,29 @@ async fn login(
 /// A redirect to the dashboard's `path` that sets the session cookie to `value` for `max_age`
 /// seconds (0 clears it).
 fn redirect_setting(viewer: &Viewer, path: &str, value: &str, max_age: i64) -> Response {
+    let mut answer = Redirect::to(&viewer.link(path)).into_response();
+    set_cookie(viewer, &mut answer, value, max_age);
+    answer
+}
+
+fn set_cookie(viewer: &Viewer, answer: &mut Response, value: &str, max_age: i64) {
     let cookie = format!(
         "{COOKIE}={value}; Path={}; HttpOnly; SameSite=Strict; Max-Age={max_age}",
         viewer.cookie_path()
     );
-    let mut answer = Redirect::to(&viewer.link(path)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         answer.headers_mut().insert(header::SET_COOKIE, value);
     }
-    answer
 }
 
-/// Ends the session: the cookie is cleared.
+fn clear_cookie(viewer: &Viewer, answer: &mut Response) {
+    set_cookie(viewer, answer, "", 0);
+}
+
+/// Ends the session: recorded among the logouts, so that a copy of the cookie is refused too,
+/// and the cookie cleared.
 async fn logout(
+    State(dashboard): Shared,
     viewer: axum::Extension<Viewer>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
@@ -466,5 +532,38 @@ async fn logout(
             "Reload the page and log out again.",
         );
     }
+    if let Some(session) = &viewer.session {
+        if let Err(error) = dashboard
+            .logouts
+            .end(session.nonce(), session.expires())
+            .await
+        {
+            // Ended in memory all the same; the operator must know it would not outlive a restart.
+            tracing::error!(error = %error, "a dashboard logout could not be saved: the session stays ended until the service restarts");
+            let mut answer = problem(
+                &viewer,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Logged out until a restart",
+                "The logout could not be saved: this session is ended until the service restarts. Log out again later to make it last.",
+            );
+            clear_cookie(&viewer, &mut answer);
+            return answer;
+        }
+    }
     redirect_setting(&viewer, "/ui/login", "", 0)
+}
+
+/// The client of a request, as the listener gave it (`ConnectInfo`); [`Client::Unknown`] when it
+/// gave none, so that a router called without a socket (a test, `oneshot`) still answers.
+struct ConnectedClient(Client);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectedClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ConnectedClient(Client::of(&parts.extensions)))
+    }
 }

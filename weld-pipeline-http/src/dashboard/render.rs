@@ -383,12 +383,31 @@ pub(super) fn workers(frame: &Frame<'_>, workers: &[ConnectedWorker]) -> Markup 
     page(frame, "Workers", true, body)
 }
 
+/// What the login page says above its form.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Login {
+    /// Nothing: the first visit.
+    Form,
+    /// The last attempt's token was wrong.
+    Wrong,
+    /// Too many wrong tokens came from this address: the next is not checked for these seconds.
+    Throttled(u64),
+}
+
 /// The login form, with why the last attempt failed.
-pub(super) fn login(frame: &Frame<'_>, failed: bool) -> Markup {
+pub(super) fn login(frame: &Frame<'_>, said: Login) -> Markup {
     let body = html! {
         h1 { "Log in" }
         p { "This data-streams needs its API token (" code { "WELD_API_TOKEN" } ")." }
-        @if failed { p.bad id="login-failed" { "That is not the token." } }
+        @match said {
+            Login::Form => {},
+            Login::Wrong => { p.bad id="login-failed" { "That is not the token." } },
+            Login::Throttled(secs) => {
+                p.bad id="login-throttled" {
+                    "Too many wrong tokens came from your address: try again in " (secs) " s."
+                }
+            },
+        }
         form method="post" action=(frame.link("/ui/login")) {
             p { label { "Token" br; input type="password" name="token" autocomplete="current-password" autofocus; } }
             p { button type="submit" { "Log in" } }

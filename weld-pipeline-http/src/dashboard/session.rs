@@ -5,7 +5,8 @@
 //! epoch) and a SHA-256 over the token's digest, the nonce and the time. Only a holder of the token
 //! can make one; none says anything about the token; it lasts [`SESSION_LIFETIME_MS`]. The CSRF
 //! token of a session's forms is another digest of the token's and the nonce: a page of another
-//! site can neither read it nor compute it. Changing `WELD_API_TOKEN` ends every session.
+//! site can neither read it nor compute it. Changing `WELD_API_TOKEN` ends every session; a
+//! logout ends one, recorded by its nonce in the [logouts](super::logouts).
 
 use sha2::{Digest, Sha256};
 use weld_pipeline::Timestamp;
@@ -21,6 +22,8 @@ pub(super) const SESSION_LIFETIME_MS: i64 = 12 * 3_600 * 1_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Session {
     nonce: String,
+    /// When the cookie stops being good by itself.
+    expires: Timestamp,
 }
 
 impl Session {
@@ -47,10 +50,22 @@ impl Session {
         if !same(&mac(token, nonce, issued), presented) {
             return None;
         }
-        let age = now.as_millis().checked_sub(issued.parse::<i64>().ok()?)?;
+        let issued = issued.parse::<i64>().ok()?;
+        let age = now.as_millis().checked_sub(issued)?;
         (0..SESSION_LIFETIME_MS).contains(&age).then(|| Session {
             nonce: nonce.to_owned(),
+            expires: Timestamp::from_millis(issued.saturating_add(SESSION_LIFETIME_MS)),
         })
+    }
+
+    /// The session's random nonce: what a logout records.
+    pub(super) fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// When the cookie would stop being good by itself: until then a logout is remembered.
+    pub(super) fn expires(&self) -> Timestamp {
+        self.expires
     }
 
     /// The CSRF token of this session's forms.
@@ -98,9 +113,13 @@ pub(super) fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn token() -> ApiToken {
+        ApiToken::new("a-secret-of-16-bytes").unwrap()
+    }
+
     #[test]
     fn a_session_verifies_until_it_expires_and_only_with_its_token() {
-        let token = ApiToken::new("secret");
+        let token = token();
         let now = Timestamp::from_millis(1_700_000_000_000);
         let cookie = Session::issue(&token, now);
         let session = Session::verify(&token, &cookie, now).expect("verifies");
@@ -111,7 +130,10 @@ mod tests {
         );
         let expired = Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME_MS);
         assert_eq!(Session::verify(&token, &cookie, expired), None);
-        assert_eq!(Session::verify(&ApiToken::new("other"), &cookie, now), None);
+        assert_eq!(
+            Session::verify(&ApiToken::new("another-token-of-16").unwrap(), &cookie, now),
+            None
+        );
         // Another session has another CSRF token.
         let other = Session::verify(&token, &Session::issue(&token, now), now).expect("verifies");
         assert_ne!(session.csrf(&token), other.csrf(&token));
@@ -119,7 +141,7 @@ mod tests {
 
     #[test]
     fn forged_and_malformed_cookies_are_refused() {
-        let token = ApiToken::new("secret");
+        let token = token();
         let now = Timestamp::from_millis(1_700_000_000_000);
         let cookie = Session::issue(&token, now);
         let (head, _) = cookie.rsplit_once('.').expect("four parts");
