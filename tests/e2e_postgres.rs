@@ -294,3 +294,60 @@ async fn on_postgres_a_worker_killed_mid_run_resumes_and_a_stop_holds() {
     wait_synced(&cluster.api, STREAM, &changed).await;
     assert_table_equals(&url, &changed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_batch_refused_for_good_holds_its_stream_back_and_says_so_once() {
+    let Some(url) = postgres_database("e2e_refused").await else {
+        return;
+    };
+    let cluster = Cluster::start_on(50, "tcp", Some(url.clone())).await;
+    // A value 100,000 arrays deep on every search page: sled stores it, PostgreSQL refuses it
+    // every time (`stack depth limit exceeded`).
+    cluster
+        .fake
+        .inject(json!({"kind": "nested", "depth": 100_000, "count": 1_000_000, "only": "search"}))
+        .await;
+    let api = &cluster.api;
+    api.start_stream(STREAM, contacts_stream(1)).await;
+    let error = wait_for(
+        "the refusal in the stream's status",
+        CONVERGE_WITHIN,
+        || async {
+            let status = api.status(STREAM).await;
+            status["last_error"]["message"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(error.contains("could not be committed"), "{error}");
+    let searches = cluster.fake.stats().await["searches"].as_u64().unwrap();
+    let logged = cluster
+        .data_streams
+        .process
+        .lines_logged_during(Duration::from_secs(20))
+        .await;
+    let refetched = cluster.fake.stats().await["searches"].as_u64().unwrap() - searches;
+    let told = cluster
+        .data_streams
+        .process
+        .logs()
+        .lines()
+        .filter(|line| line.contains("batch commit failed"))
+        .count();
+    eprintln!(
+        "in 20 s after the first refusal: {refetched} page fetches, {} lines logged; refusals told in all: {told}",
+        logged.len()
+    );
+    // Held back 1 s doubling (half jittered): a few attempts in 20 s, where each refusal used to
+    // bring the stream back at once (80 fetches of the page in 30 s).
+    assert!(
+        refetched <= 15,
+        "{refetched} fetches of the refused page in 20 s"
+    );
+    assert_eq!(
+        told, 1,
+        "the refusal told once, the repeats counted in the status"
+    );
+    let status = api.status(STREAM).await;
+    let message = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("in a row; next attempt at"), "{status}");
+}

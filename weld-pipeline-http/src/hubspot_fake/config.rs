@@ -95,6 +95,12 @@ pub enum Fault {
     Truncated,
     /// A 200 whose chunked body never ends: the page's JSON opened, then padding forever.
     Endless,
+    /// A 200 whose first result carries, among its properties, a value nested `depth` arrays
+    /// deep (`"nested":[[[...]]]`): valid JSON some databases cannot take.
+    Nested {
+        /// How many arrays deep.
+        depth: usize,
+    },
 }
 
 /// A fault and how many requests it hits, and which (`list`, `search` or any).

@@ -38,7 +38,8 @@
 //!   a time leaves most of the rate budget unused.
 //! - Faults, by configuration or at run time (`POST /_admin/faults`): a status (5xx, 429 with or
 //!   without `Retry-After`, a `DAILY` 429), a response slower than the client's timeout, truncated
-//!   or invalid JSON, a body that never ends; each for the next N requests.
+//!   or invalid JSON, a body that never ends, a value nested thousands of arrays deep; each for
+//!   the next N requests.
 //! - Changes between runs (`POST /_admin/mutate`): records modified, created or archived
 //!   (archiving does not bump the modification time, as in HubSpot; the changed records carry
 //!   times up to a millisecond a record before the change becomes visible, as HubSpot's search
@@ -417,6 +418,7 @@ async fn respond(
         }
         Some(Fault::Garbage) => b"<html><body>502 Bad Gateway</body></html>".to_vec(),
         Some(Fault::Truncated) => body[..body.len() / 2].to_vec(),
+        Some(Fault::Nested { depth }) => nested(body, depth),
         _ => body,
     };
     let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -429,6 +431,23 @@ async fn respond(
     );
     response.headers_mut().extend(headers);
     response
+}
+
+/// `body` with a value `depth` arrays deep first among its first result's properties.
+fn nested(body: Vec<u8>, depth: usize) -> Vec<u8> {
+    let anchor = b"\"properties\":{";
+    let Some(at) = body.windows(anchor.len()).position(|w| w == anchor) else {
+        return body;
+    };
+    let at = at + anchor.len();
+    let mut out = Vec::with_capacity(body.len() + 2 * depth + 16);
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(b"\"nested\":");
+    out.extend(std::iter::repeat_n(b'[', depth));
+    out.extend(std::iter::repeat_n(b']', depth));
+    out.push(b',');
+    out.extend_from_slice(&body[at..]);
+    out
 }
 
 fn count_status(state: &Shared, response: &Response) {
