@@ -96,6 +96,18 @@
 //! wait until midnight: longer than the retry layer waits, so the run fails with that error and
 //! the next scheduled run tries again. 429 (other policies), 5xx, timeouts and resets are
 //! retried; 400, 401, 403, 404, 414 and a page that does not parse fail the run at once.
+//! A call retried a third time is told in the log once.
+//!
+//! # Bounds on what HubSpot sends
+//!
+//! | bound | default | checked | past it |
+//! |---|---|---|---|
+//! | [`HubSpotAccount::max_body_bytes`] | 64 MiB | on `Content-Length`, then as each chunk arrives | the call fails permanently ([`HubSpotError::TooLarge`], naming it) having held no more than the bound; the connection is dropped |
+//! | [`HubSpotAccount::timeout`] | 30 s | over the whole call, body included | a timeout: retried |
+//! | [`HubSpotAccount::max_properties`] | 4,000 | on the definitions of a stream that discovers its properties | the run fails before any page, saying to list the properties |
+//!
+//! A page larger than the transport carries in one message is no error: the worker's pipeline
+//! cuts its batch in pieces that fit.
 
 mod associations;
 mod client;

@@ -62,6 +62,9 @@ impl<B: Backoff> RetryPolicy<B> {
     }
 }
 
+/// The retry of one call at which its failures are told in the log: by then it is no blip.
+const WARN_AT_RETRY: u32 = 3;
+
 impl<B, Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy<B>
 where
     B: Backoff,
@@ -74,7 +77,13 @@ where
         let error = result.as_ref().err()?;
         let wait = self.wait_for(error.as_dyn_error())?;
         self.retries += 1;
-        tracing::debug!(retry = self.retries, wait_ms = wait.as_millis() as u64, error = %error.as_dyn_error(), "retrying");
+        // A call that keeps failing (a slow-drip answer timing out, a service down) is said
+        // once, at its third retry, rather than only when its last retry gives up minutes later.
+        if self.retries == WARN_AT_RETRY {
+            tracing::warn!(retry = self.retries, max_retries = self.max_retries, wait_ms = wait.as_millis() as u64, error = %error.as_dyn_error(), "a call keeps failing; retrying");
+        } else {
+            tracing::debug!(retry = self.retries, wait_ms = wait.as_millis() as u64, error = %error.as_dyn_error(), "retrying");
+        }
         Some(tokio::time::sleep(wait))
     }
 
