@@ -3,7 +3,7 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`Limits::max_connections`] | 1,024 | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
+//! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport: 406 each at a limit of 1,024) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
 //! | [`Limits::max_per_client`] | 256 (a quarter of the cap) | at accept, per client IP address | the client gives up its own oldest idle connection; with none idle, its new connection is closed at once: one address cannot hold the places of the others |
 //! | idle under pressure | [`Limits::header_timeout`] up to half the places taken, then shorter as they fill, linearly, down to 1 s at the cap | every 250 ms | idle connections (no request in progress) past it are closed |
 //! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
@@ -22,8 +22,11 @@
 //! limit for a session, 4 KiB before one), so what a client can make the service hold is at most
 //! `max_connections` times that, for at most `request_timeout`.
 
+mod descriptors;
 mod places;
 mod refusals;
+
+pub use descriptors::{Descriptors, RESERVE};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +128,11 @@ pub async fn serve(
                     })
             },
         ));
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client.min(limits.max_connections),
+        "HTTP listener's connection places"
+    );
     let places = Places::new(
         limits.max_connections,
         limits.max_per_client,

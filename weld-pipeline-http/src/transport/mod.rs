@@ -49,8 +49,10 @@
 //! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |
 //! | [`HttpConfig::request_timeout`] | 60 s | each client request | the session is closed; the worker reconnects |
 //!
-//! The listener's own limits (connections, header, idle, body and request timeouts) are those of
-//! [`listener`](crate::listener).
+//! The listener's own limits (connections, per client, header, idle, body and request timeouts)
+//! are those of [`listener`](crate::listener); its connection cap is at most its share of the
+//! descriptor limit ([`Descriptors`](crate::listener::Descriptors), which raises the process's
+//! soft limit to the hard one on the first listen).
 //!
 //! A session ends when the worker stops polling, when either side closes it, or when a request
 //! fails on the network; the worker runtime then reconnects and resends its outbox.

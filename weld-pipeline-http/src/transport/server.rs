@@ -176,12 +176,12 @@ pub(super) async fn listen(
         .with_state(app.clone());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(crate::listener::serve(
-        listener,
-        router,
-        config.limits.clone(),
-        stopped,
-    ));
+    // Under the descriptor limit: see `listener::Descriptors`.
+    let limits = config
+        .limits
+        .clone()
+        .capped_at(crate::listener::Descriptors::of_this_process().per_listener);
+    tokio::spawn(crate::listener::serve(listener, router, limits, stopped));
     tokio::spawn(reap(app, stop.clone()));
     tracing::info!(%local, "listening for workers over HTTP");
     Ok(HttpAcceptor {
