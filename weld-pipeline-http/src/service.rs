@@ -45,7 +45,9 @@ pub struct DataStreamsConfig {
     pub http_addr: String,
     /// The API's token and metrics.
     pub api: ApiConfig,
-    /// The API listener's connection cap and timeouts.
+    /// The API listener's connection cap and timeouts. The cap is lowered to the API's share
+    /// of the descriptor limit at start ([`Descriptors`](crate::listener::Descriptors), which
+    /// also raises the soft limit to the hard one).
     pub limits: Limits,
     /// The source kinds streams may name; the first is the default of a start without a source.
     pub sources: SourceKinds,
@@ -133,6 +135,8 @@ impl<T: Transport> DataStreams<T> {
         config: DataStreamsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
+        // The descriptors are shared out (and the soft limit raised) before anything listens.
+        let _ = listener::Descriptors::of_this_process();
         let listener = transport.listen(controller.clone()).await?;
         let http = tokio::net::TcpListener::bind(&config.http_addr)
             .await
@@ -161,7 +165,12 @@ impl<T: Transport> DataStreams<T> {
             Some(dashboard) => app.merge(crate::dashboard::router(controller.clone(), dashboard)),
             None => app,
         };
-        tasks.spawn(listener::serve(http, app, config.limits, shutdown.clone()).map(Ok));
+        // Under the descriptor limit, with room for the store and the transport: idle sockets
+        // on the API must never take the descriptor a commit needs.
+        let limits = config
+            .limits
+            .capped_at(listener::Descriptors::of_this_process().per_listener);
+        tasks.spawn(listener::serve(http, app, limits, shutdown.clone()).map(Ok));
         Ok(DataStreams {
             controller,
             api_addr,

@@ -297,3 +297,90 @@ async fn a_session_route_without_a_session_is_refused_before_its_body_is_read() 
         assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
     }
 }
+
+/// Posts valid hellos as fast as the controller answers them, over one keep-alive connection,
+/// never answering a challenge, until `stop`; how many it posted.
+async fn hello_flood(addr: std::net::SocketAddr, stop: tokio_util::sync::CancellationToken) -> u64 {
+    let mut body = bytes::BytesMut::new();
+    weld_pipeline::encoding::encode_message(
+        &weld_pipeline::Message::Hello(Hello::new("flood", vec![])),
+        &mut body,
+    );
+    let body = body.freeze();
+    let http = reqwest::Client::new();
+    let mut posted = 0;
+    while !stop.is_cancelled() {
+        let sent = http
+            .post(format!("http://{addr}/v1/hello"))
+            .body(body.clone())
+            .send()
+            .await;
+        if let Ok(answer) = sent {
+            let _ = answer.bytes().await;
+        }
+        posted += 1;
+    }
+    posted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_the_secret_gets_in_during_a_flood_of_unanswered_hellos() {
+    let config = HttpConfig {
+        secret: Some(Secret::new("right")),
+        // No challenge of the flood expires while the worker tries: only making room can let
+        // it in.
+        session_timeout: DEADLINE * 3,
+        ..quick_config()
+    };
+    let mut listener = controller(config.clone()).await;
+    let addr = listener.local_addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let floods: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(hello_flood(addr, stop.clone())))
+        .collect();
+    // Long enough for the flood to take every challenge place many times over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = tokio::time::Instant::now();
+    let transport = HttpTransport::with_config(addr.to_string(), config);
+    // As the worker runtime does: dial again after a transient refusal.
+    let joined = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match transport
+                .connect(Hello::new("real", vec![]), Arc::new(Answering))
+                .await
+            {
+                Ok(peer) => return peer,
+                Err(error) => {
+                    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .await;
+    let waited = started.elapsed();
+    stop.cancel();
+    let mut posted = 0;
+    for flood in floods {
+        posted += flood.await.unwrap();
+    }
+    let flooded_for = waited + Duration::from_millis(500);
+    eprintln!(
+        "a worker waited {waited:?} (got in: {}) during a flood of {posted} hellos in {flooded_for:?} ({:.0}/s)",
+        joined.is_ok(),
+        posted as f64 / flooded_for.as_secs_f64()
+    );
+    let peer = joined.expect("the worker got in during the flood");
+    let accepted = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let accepted = listener.accept().await.unwrap();
+            if accepted.hello().worker_id == "real" {
+                return accepted;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    still_flowing(&peer).await;
+    still_flowing(&accepted).await;
+}

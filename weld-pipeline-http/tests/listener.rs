@@ -1,6 +1,7 @@
 //! The HTTP listener's limits, over real sockets on 127.0.0.1: a slow head, an idle keep-alive
 //! connection, a body shorter than its length, an endless trickle of chunks, one connection
-//! past the cap. Each is cut within its limit, and the listener goes on serving.
+//! past a cap of busy ones, one client holding idle sockets past the cap, idle connections at
+//! the cap. Each is cut within its limit, and the listener goes on serving.
 
 use std::time::Duration;
 
@@ -27,10 +28,15 @@ impl Drop for Served {
 }
 
 async fn serve(limits: Limits) -> Served {
-    let router = Router::new().route("/", get(|| async { "ok" })).route(
-        "/echo",
-        post(|body: Bytes| async move { body.len().to_string() }),
-    );
+    let router = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/health", get(|| async { "ok" }))
+        // A request that stays in progress: its connection is busy, never cut to make room.
+        .route("/hold", get(std::future::pending::<&'static str>))
+        .route(
+            "/echo",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -159,9 +165,10 @@ async fn an_endless_trickle_of_chunks_is_cut_at_the_request_timeout() {
 }
 
 #[tokio::test]
-async fn a_connection_past_the_cap_is_closed_at_once_and_the_others_are_served() {
+async fn a_connection_past_a_cap_of_busy_connections_is_closed_at_once_and_the_others_are_served() {
     let served = serve(Limits {
         max_connections: 2,
+        max_per_client: 2,
         header_timeout: Duration::from_secs(5),
         ..Limits::default()
     })
@@ -169,25 +176,31 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_the_others_are_served()
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut socket = TcpStream::connect(served.addr).await.unwrap();
-        // A complete request: the connection is surely accepted and counted.
+        // A request that stays in progress: the connection is busy, it keeps its place.
         socket
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .write_all(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        let mut buffer = [0u8; 256];
-        let n = socket.read(&mut buffer).await.unwrap();
-        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
         held.push(socket);
     }
-    let mut third = TcpStream::connect(served.addr).await.unwrap();
-    let _ = third.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-    let answer = until_closed(&mut third).await;
-    assert!(
-        answer.is_empty(),
-        "past the cap, nothing is served: {answer}"
-    );
+    // Both requests surely reached their handler: a place past them is refused.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut third = TcpStream::connect(served.addr).await.unwrap();
+        let _ = third
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await;
+        if until_closed(&mut third).await.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "past a cap of busy connections, nothing is served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(held);
-    // The slots are given back once those connections close.
+    // The places are given back once those connections close.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let mut socket = TcpStream::connect(served.addr).await.unwrap();
@@ -200,10 +213,122 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_the_others_are_served()
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the slots came back"
+            "the places came back"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A connection from `from` (any 127.0.0.0/8 address reaches loopback on Linux).
+async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into())?;
+    socket.connect(to).await
+}
+
+/// `GET /health` on a new connection from 127.0.0.1; whether it answered 200.
+async fn health(served: &Served) -> bool {
+    let Ok(mut socket) = TcpStream::connect(served.addr).await else {
+        return false;
+    };
+    if socket
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    until_closed(&mut socket).await.starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holding_idle_sockets_past_the_cap_leaves_room_for_another() {
+    let cap = 64;
+    let served = serve(Limits {
+        max_connections: cap,
+        max_per_client: cap / 4,
+        // Nothing is cut by the idle timeout during the test: only the places' rules hold.
+        header_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    })
+    .await;
+    // The attacker, from 127.0.0.2, dials idle sockets up to and past the cap, and keeps
+    // dialing while the honest client asks.
+    let stop = CancellationToken::new();
+    let attacker = {
+        let (stop, addr) = (stop.clone(), served.addr);
+        tokio::spawn(async move {
+            let mut idle = Vec::new();
+            let mut dialed = 0;
+            while !stop.is_cancelled() {
+                if let Ok(socket) = connect_from([127, 0, 0, 2], addr).await {
+                    idle.push(socket);
+                    dialed += 1;
+                }
+                if dialed >= 3 * cap {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            dialed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asks = 20;
+    let answered = tokio::time::timeout(DEADLINE, async {
+        let mut answered = 0;
+        for _ in 0..asks {
+            if health(&served).await {
+                answered += 1;
+            }
+        }
+        answered
+    })
+    .await
+    .expect("every /health was answered or refused in time");
+    stop.cancel();
+    let dialed = attacker.await.unwrap();
+    eprintln!("/health answered {answered} of {asks} while one client dialed {dialed} idle sockets at a cap of {cap}");
+    assert_eq!(answered, asks, "the honest client is served every time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_sooner_as_the_places_fill() {
+    let cap = 16;
+    let served = serve(Limits {
+        max_connections: cap,
+        max_per_client: cap,
+        header_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..cap {
+        idle.push(TcpStream::connect(served.addr).await.unwrap());
+    }
+    // At the cap, an idle connection is kept about a second, not the header timeout (120 s):
+    // the oldest are closed until the places are no longer near the cap.
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let mut closed = 0;
+            for socket in &mut idle {
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(Duration::from_millis(10), socket.read(&mut byte)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+                    Ok(Ok(_)) => panic!("an idle connection got an answer"),
+                    Err(_) => {}
+                }
+            }
+            if closed > 0 {
+                return closed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("idle connections at the cap were closed long before the header timeout");
+    eprintln!("{closed} of {cap} idle connections at the cap closed within the deadline");
+    still_serving(&served).await;
 }
 
 /// The JSON body of an answer, with its status line.

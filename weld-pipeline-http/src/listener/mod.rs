@@ -3,7 +3,9 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`Limits::max_connections`] | 1,024 | at accept | the connection is closed at once; the first is logged, then one line per 30 s counts the others |
+//! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport: 409 each at a limit of 1,024 with 14 open, 102 of them per client) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
+//! | [`Limits::max_per_client`] | 256 (a quarter of the cap) | at accept, per client IP address | the client gives up its own oldest idle connection; with none idle, its new connection is closed at once: one address cannot hold the places of the others |
+//! | idle under pressure | [`Limits::header_timeout`] up to half the places taken, then shorter as they fill, linearly, down to 1 s at the cap | every 250 ms | idle connections (no request in progress) past it are closed |
 //! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
 //! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431 `headers_too_large`, closed |
 //! | [`Limits::body_timeout`] | 10 s | between two frames of a request body (a length that lies, a stalled upload) | the request fails (400/408), closed |
@@ -13,11 +15,18 @@
 //! the 408 above, and what hyper refuses before any handler runs (400 `malformed_request` for a
 //! request line or header that is not HTTP/1.1, 414 `uri_too_long`, the 431).
 //!
+//! Idle means no request in progress: a held poll or a stop waiting for its page boundary is
+//! never cut to make room. See `places.rs` for the reasoning.
+//!
 //! Every body is also bounded in size by its route (64 KiB for the API, the transport's body
 //! limit for a session, 4 KiB before one), so what a client can make the service hold is at most
 //! `max_connections` times that, for at most `request_timeout`.
 
+mod descriptors;
+mod places;
 mod refusals;
+
+pub use descriptors::{Descriptors, RESERVE};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,17 +36,24 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use weld_pipeline::telemetry::Tally;
 
+use places::{NoPlace, Places};
+
 /// The limits of an HTTP listener; see the module docs for where each is checked.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections open at once; one more is closed as soon as it is accepted.
+    /// Connections open at once. One more takes the place of the oldest idle connection of the
+    /// client holding the most, or is closed as soon as it is accepted when none is idle. Keep
+    /// it well under the process's descriptor limit (`ulimit -n`): each is a descriptor.
     pub max_connections: usize,
+    /// Connections one client IP address may hold at once (at most `max_connections`). One
+    /// more takes the place of that client's own oldest idle connection, or is closed when all
+    /// of its connections have a request in progress. Many clients behind one NAT share it.
+    pub max_per_client: usize,
     /// The longest a request's head may take to arrive, and the longest a keep-alive connection
     /// may wait idle for its next request.
     pub header_timeout: Duration,
@@ -50,10 +66,25 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
+impl Limits {
+    /// These limits with at most `max_connections` connections, and a quarter of them per
+    /// client at most: how the data-streams service fits its listeners under the descriptor
+    /// limit.
+    pub fn capped_at(self, max_connections: usize) -> Self {
+        let max_connections = self.max_connections.min(max_connections).max(1);
+        Limits {
+            max_per_client: self.max_per_client.min((max_connections / 4).max(1)),
+            max_connections,
+            ..self
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_per_client: 256,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             body_timeout: Duration::from_secs(10),
@@ -61,6 +92,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// How often idle connections are checked against the idle limit under pressure.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// How often a count of refused connections is logged while they keep coming.
 const SUMMARY_EVERY: Duration = Duration::from_secs(30);
@@ -94,8 +128,29 @@ pub async fn serve(
                     })
             },
         ));
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (refused, failed) = (Tally::default(), Tally::default());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client.min(limits.max_connections),
+        "HTTP listener's connection places"
+    );
+    let places = Places::new(
+        limits.max_connections,
+        limits.max_per_client,
+        limits.header_timeout,
+    );
+    let (refused, failed, shared) = (Tally::default(), Tally::default(), Tally::default());
+    // Idle connections closed to make room: the first of every 30 s is logged, the others
+    // counted.
+    let made_room = Tally::default();
+    let room_made = |closed: usize| {
+        for _ in 0..closed {
+            if made_room.record() {
+                tracing::warn!(limit = limits.max_connections, per_client = limits.max_per_client, "idle connections are closed to make room (a client past its share, or the places near the cap); more are counted");
+            }
+        }
+    };
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connections = JoinSet::new();
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,12 +167,24 @@ pub async fn serve(
                 if more > 0 {
                     tracing::warn!(failed = more, "more accepts failed in the last 30 s");
                 }
+                let more = shared.take();
+                if more > 0 {
+                    tracing::warn!(refused = more, limit = limits.max_per_client, "more connections refused at a client's share in the last 30 s");
+                }
+                let closed = made_room.take();
+                if closed > 0 {
+                    tracing::warn!(closed, taken = places.taken(), limit = limits.max_connections, "more idle connections closed to make room in the last 30 s");
+                }
+                continue;
+            }
+            _ = sweep.tick() => {
+                room_made(places.sweep());
                 continue;
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
+        let (socket, remote) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, say: wait a moment rather than spin; told once per
                 // 30 s, however long its cause lasts.
@@ -128,16 +195,43 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if refused.record() {
-                tracing::warn!(limit = limits.max_connections, "connection limit reached: connections are closed at once until one ends (more are counted)");
+        let ticket = match places.enter(remote.ip()) {
+            Ok((ticket, made_room)) => {
+                room_made(usize::from(made_room));
+                Arc::new(ticket)
             }
-            drop(socket);
-            continue;
+            Err(NoPlace::Full) => {
+                if refused.record() {
+                    tracing::warn!(limit = limits.max_connections, "connection limit reached with every connection busy: new ones are closed at once until one ends (more are counted)");
+                }
+                drop(socket);
+                continue;
+            }
+            Err(NoPlace::ClientShare) => {
+                if shared.record() {
+                    tracing::warn!(client = %remote.ip(), limit = limits.max_per_client, "a client holds its share of connections, every one busy: its new ones are closed at once (more are counted)");
+                }
+                drop(socket);
+                continue;
+            }
         };
         let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
         connections.spawn(async move {
-            let _slot = slot;
+            // A request in progress marks its connection busy: only idle ones make room.
+            let service = {
+                let ticket = ticket.clone();
+                tower::service_fn(
+                    move |request: axum::extract::Request<hyper::body::Incoming>| {
+                        let busy = ticket.busy();
+                        let answered = tower::ServiceExt::oneshot(router.clone(), request);
+                        async move {
+                            let answer = answered.await;
+                            drop(busy);
+                            answer
+                        }
+                    },
+                )
+            };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -145,7 +239,7 @@ pub async fn serve(
                 .max_header_size(limits.max_header_bytes);
             let connection = builder.serve_connection(
                 TokioIo::new(refusals::Refusals::new(socket)),
-                TowerToHyperService::new(router),
+                TowerToHyperService::new(service),
             );
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -157,6 +251,15 @@ pub async fn serve(
                 () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
+                }
+                // Idle, and its place was taken back to make room: closed now, by dropping it
+                // (hyper's graceful shutdown waits for a first request that an idle socket
+                // never sends). A request that raced in is still answered first.
+                () = ticket.closed() => {
+                    if ticket.is_busy() {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(limits.request_timeout, connection).await;
+                    }
                 }
             }
         });

@@ -98,51 +98,7 @@ pub(super) async fn connect(
         .pool_idle_timeout(config.limits.header_timeout / 2)
         .build()
         .map_err(|e| Error::Bug(format!("cannot build the HTTP client: {e}")))?;
-    let (status, body) = post(
-        &http,
-        format!("{base}/v1/hello"),
-        encoded(&Message::Hello(hello.clone())),
-        &[],
-        &config,
-    )
-    .await?;
-    if status != 200 {
-        return Err(failure(status, &body));
-    }
-    let greeting: Greeting = serde_json::from_slice(&body)
-        .map_err(|e| Error::Invalid(format!("a hello answer that does not parse: {e}")))?;
-    let session = match (greeting.session, greeting.challenge, greeting.pending) {
-        (Some(session), _, _) => session,
-        (None, Some(challenge), Some(pending)) => {
-            let challenge = unhex(&challenge)
-                .filter(|c| c.len() == CHALLENGE_LEN)
-                .ok_or_else(|| Error::Invalid("a malformed challenge".into()))?;
-            let secret = config.secret.as_ref().ok_or_else(|| {
-                Error::Invalid("authentication failed: the controller requires a shared secret and none is configured".into())
-            })?;
-            let answer = serde_json::json!({"pending": pending, "proof": hex(&secret.prove(&challenge, &hello.worker_id))});
-            let (status, body) = post(
-                &http,
-                format!("{base}/v1/answer"),
-                Bytes::from(answer.to_string()),
-                &[("content-type", "application/json".into())],
-                &config,
-            )
-            .await?;
-            if status != 200 {
-                return Err(failure(status, &body));
-            }
-            serde_json::from_slice::<Greeting>(&body)
-                .ok()
-                .and_then(|g| g.session)
-                .ok_or_else(|| Error::Invalid("an answer without a session".into()))?
-        }
-        _ => {
-            return Err(Error::Invalid(
-                "a hello answer without a session or a challenge".into(),
-            ))
-        }
-    };
+    let session = handshake(&http, &base, &hello, &config).await?;
     let client = ClientSide {
         inner: Arc::new(Inner {
             http,
@@ -155,6 +111,91 @@ pub(super) async fn connect(
     };
     tokio::spawn(poll_loop(client.clone(), handler));
     Ok(client)
+}
+
+/// How many times a hello is said at once when its challenge was lost before the answer came
+/// (pushed out by a flood of newer hellos, see the server's challenge places): each try is a
+/// new place at the front, and the worker runtime's backoff covers what these do not.
+const HANDSHAKE_TRIES: usize = 8;
+
+/// Hello, and with a secret the answer to its challenge: the session's token.
+async fn handshake(
+    http: &reqwest::Client,
+    base: &str,
+    hello: &Hello,
+    config: &HttpConfig,
+) -> Result<String, Error> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match greet(http, base, hello, config).await? {
+            Greeted::Session(session) => return Ok(session),
+            Greeted::ChallengeLost(error) if tries >= HANDSHAKE_TRIES => return Err(error),
+            Greeted::ChallengeLost(error) => {
+                tracing::debug!(error = %error, tries, "challenge lost before the answer; saying hello again");
+            }
+        }
+    }
+}
+
+/// What one hello came to.
+enum Greeted {
+    Session(String),
+    /// The controller no longer held the challenge when the answer came (401): say hello again.
+    ChallengeLost(Error),
+}
+
+async fn greet(
+    http: &reqwest::Client,
+    base: &str,
+    hello: &Hello,
+    config: &HttpConfig,
+) -> Result<Greeted, Error> {
+    let (status, body) = post(
+        http,
+        format!("{base}/v1/hello"),
+        encoded(&Message::Hello(hello.clone())),
+        &[],
+        config,
+    )
+    .await?;
+    if status != 200 {
+        return Err(failure(status, &body));
+    }
+    let greeting: Greeting = serde_json::from_slice(&body)
+        .map_err(|e| Error::Invalid(format!("a hello answer that does not parse: {e}")))?;
+    match (greeting.session, greeting.challenge, greeting.pending) {
+        (Some(session), _, _) => Ok(Greeted::Session(session)),
+        (None, Some(challenge), Some(pending)) => {
+            let challenge = unhex(&challenge)
+                .filter(|c| c.len() == CHALLENGE_LEN)
+                .ok_or_else(|| Error::Invalid("a malformed challenge".into()))?;
+            let secret = config.secret.as_ref().ok_or_else(|| {
+                Error::Invalid("authentication failed: the controller requires a shared secret and none is configured".into())
+            })?;
+            let answer = serde_json::json!({"pending": pending, "proof": hex(&secret.prove(&challenge, &hello.worker_id))});
+            let (status, body) = post(
+                http,
+                format!("{base}/v1/answer"),
+                Bytes::from(answer.to_string()),
+                &[("content-type", "application/json".into())],
+                config,
+            )
+            .await?;
+            match status {
+                200 => serde_json::from_slice::<Greeting>(&body)
+                    .ok()
+                    .and_then(|g| g.session)
+                    .map(Greeted::Session)
+                    .ok_or_else(|| Error::Invalid("an answer without a session".into())),
+                401 => Ok(Greeted::ChallengeLost(failure(status, &body))),
+                _ => Err(failure(status, &body)),
+            }
+        }
+        _ => Err(Error::Invalid(
+            "a hello answer without a session or a challenge".into(),
+        )),
+    }
 }
 
 /// Polls for the controller's requests and events until the session ends. A failed poll ends

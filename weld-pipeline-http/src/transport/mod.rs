@@ -43,18 +43,21 @@
 //! |---|---|---|---|
 //! | [`HttpConfig::max_body_bytes`] | 16 MiB | by the server on a session's bodies, read only once the session is known; by the client before sending | 413, the request fails (permanent); a client-side refusal is a permanent error |
 //! | pre-auth body | 4 KiB | `POST /v1/hello` and `/v1/answer`, from `Content-Length` before reading | 413 |
-//! | pending challenges | 128 | at hello, with a secret; each expires after `session_timeout` | 503, transient |
+//! | pending challenges | 128 | at hello, with a secret; each expires after `session_timeout` | the oldest challenge is forgotten to make room: hellos never answered (a flood) cycle through the places while a worker, answering within a round trip, gets in; an answer to a forgotten challenge gets 401 (transient) and the worker says hello again at once (8 tries, then the runtime's backoff); one log line per 30 s counts them |
 //! | [`HttpConfig::max_sessions`] | 1,024 | at hello | 503, transient |
 //! | [`HttpConfig::poll_wait`] | 2 s | how long a poll is held | an empty 204 |
 //! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |
 //! | [`HttpConfig::request_timeout`] | 60 s | each client request | the session is closed; the worker reconnects |
 //!
-//! The listener's own limits (connections, header, idle, body and request timeouts) are those of
-//! [`listener`](crate::listener).
+//! The listener's own limits (connections, per client, header, idle, body and request timeouts)
+//! are those of [`listener`](crate::listener); its connection cap is at most its share of the
+//! descriptor limit ([`Descriptors`](crate::listener::Descriptors), which raises the process's
+//! soft limit to the hard one on the first listen).
 //!
 //! A session ends when the worker stops polling, when either side closes it, or when a request
 //! fails on the network; the worker runtime then reconnects and resends its outbox.
 
+mod challenges;
 mod client;
 mod server;
 

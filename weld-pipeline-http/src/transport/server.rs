@@ -22,6 +22,7 @@ use weld_pipeline::transport::kit::{self, Pending};
 use weld_pipeline::transport::{check_hello, random_bytes, Handler, Listener};
 use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
 
+use super::challenges::Challenges;
 use super::{hex, unhex, HttpConfig, HttpPeer, CORRELATION, POLLED_EVENT, POLLED_REQUEST, SESSION};
 
 /// Events of one session queued for its handler before the worker's posts wait: a run's reports
@@ -30,10 +31,6 @@ const EVENTS_QUEUED: usize = 64;
 
 /// The largest body taken before a session exists (a hello, an answer to a challenge).
 pub(super) const PRE_AUTH_BODY_LIMIT: usize = 4 * 1024;
-
-/// Hellos waiting for their answer at once: as many as the TCP transport's handshakes. One more
-/// is refused (503, transient) rather than remembered.
-const MAX_CHALLENGES: usize = 128;
 
 /// A worker's session, as the controller holds it.
 #[derive(Debug)]
@@ -112,18 +109,18 @@ impl ServerSide {
     }
 }
 
-/// A hello waiting for its answer: the hello, its challenge, when it came.
-type Challenged = (Hello, [u8; 32], Instant);
-
 struct App {
     handler: Arc<dyn Handler>,
     config: Arc<HttpConfig>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// Hellos waiting for their answer: the hello and its challenge.
-    challenged: Mutex<HashMap<String, Challenged>>,
+    /// Hellos waiting for their answer, the oldest pushed out to make room.
+    challenged: Mutex<Challenges>,
     arrivals: mpsc::Sender<HttpPeer>,
     /// Hellos refused for a wrong secret: the first of every 30 s is logged, the others counted.
     wrong_secrets: Tally,
+    /// Challenges pushed out by newer hellos (a hello flood): the first of every 30 s is
+    /// logged, the others counted.
+    evicted_challenges: Tally,
 }
 
 /// A controller's HTTP listener: [`Listener::accept`] yields workers whose hello was accepted.
@@ -165,6 +162,7 @@ pub(super) async fn listen(
         challenged: Mutex::default(),
         arrivals: arrive,
         wrong_secrets: Tally::default(),
+        evicted_challenges: Tally::default(),
     });
     let router = Router::new()
         // Before a session, bodies are small (see `pre_auth_body`); a session's routes read
@@ -178,12 +176,12 @@ pub(super) async fn listen(
         .with_state(app.clone());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(crate::listener::serve(
-        listener,
-        router,
-        config.limits.clone(),
-        stopped,
-    ));
+    // Under the descriptor limit: see `listener::Descriptors`.
+    let limits = config
+        .limits
+        .clone()
+        .capped_at(crate::listener::Descriptors::of_this_process().per_listener);
+    tokio::spawn(crate::listener::serve(listener, router, limits, stopped));
     tokio::spawn(reap(app, stop.clone()));
     tracing::info!(%local, "listening for workers over HTTP");
     Ok(HttpAcceptor {
@@ -222,7 +220,7 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
         app.challenged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, _, at)| at.elapsed() < timeout);
+            .expire(timeout);
         if summarised.elapsed() >= SUMMARY_EVERY {
             summarised = tokio::time::Instant::now();
             let more = app.wrong_secrets.take();
@@ -230,6 +228,13 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
                 tracing::warn!(
                     refused = more,
                     "more hellos with a wrong secret refused in the last 30 s"
+                );
+            }
+            let more = app.evicted_challenges.take();
+            if more > 0 {
+                tracing::warn!(
+                    evicted = more,
+                    "more pending challenges pushed out by newer hellos in the last 30 s (hellos never answered)"
                 );
             }
         }
@@ -311,15 +316,16 @@ async fn hello(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> H
     }
     let challenge = random_bytes();
     let pending = hex(&random_bytes());
-    {
-        let mut challenged = app.challenged.lock().unwrap_or_else(|e| e.into_inner());
-        if challenged.len() >= MAX_CHALLENGES {
-            return refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many handshakes at once; try again",
-            );
-        }
-        challenged.insert(pending.clone(), (hello, challenge, Instant::now()));
+    // Every hello gets a place: when all are taken, the oldest goes (see `challenges`).
+    let evicted = app
+        .challenged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pending.clone(), hello, challenge);
+    if evicted && app.evicted_challenges.record() {
+        tracing::warn!(
+            "pending challenges all taken: the oldest are pushed out by newer hellos, never answered (a hello flood?); more in the next 30 s are counted, not logged"
+        );
     }
     Json(json!({"challenge": hex(&challenge), "pending": pending})).into_response()
 }
@@ -343,15 +349,17 @@ async fn answer(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
         },
         Err(refusal) => return refusal,
     };
-    let Some((hello, challenge, _)) = app
+    let Some((hello, challenge)) = app
         .challenged
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&answer.pending)
+        .take(&answer.pending)
     else {
+        // Expired, or pushed out by newer hellos: nothing is wrong with the worker, which says
+        // hello again (401 is transient to the client).
         return refused(
-            StatusCode::FORBIDDEN,
-            "authentication failed: no such challenge",
+            StatusCode::UNAUTHORIZED,
+            "no such challenge (expired, or pushed out by newer hellos): say hello again",
         );
     };
     let secret = app
