@@ -31,6 +31,14 @@ async fn serve(limits: Limits) -> Served {
     let router = Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/health", get(|| async { "ok" }))
+        .route(
+            "/whoami",
+            get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >| async move { peer.ip().to_string() },
+            ),
+        )
         // A request that stays in progress: its connection is busy, never cut to make room.
         .route("/hold", get(std::future::pending::<&'static str>))
         .route(
@@ -373,4 +381,22 @@ async fn what_hyper_refuses_itself_is_answered_in_the_apis_error_shape() {
         assert!(body["error"]["message"].is_string(), "{answer}");
     }
     still_serving(&served).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_knows_its_client_address() {
+    let served = serve(quick()).await;
+    for from in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        let mut socket = connect_from(from, served.addr).await.unwrap();
+        socket
+            .write_all(b"GET /whoami HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = until_closed(&mut socket).await;
+        let address = std::net::Ipv4Addr::from(from).to_string();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with(&address),
+            "{answer}"
+        );
+    }
 }

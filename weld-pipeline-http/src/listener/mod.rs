@@ -221,7 +221,11 @@ pub async fn serve(
             let service = {
                 let ticket = ticket.clone();
                 tower::service_fn(
-                    move |request: axum::extract::Request<hyper::body::Incoming>| {
+                    move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                        // Who the client is, for what is counted per client (token guesses).
+                        request
+                            .extensions_mut()
+                            .insert(axum::extract::ConnectInfo(remote));
                         let busy = ticket.busy();
                         let answered = tower::ServiceExt::oneshot(router.clone(), request);
                         async move {
