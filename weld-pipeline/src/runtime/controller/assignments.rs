@@ -85,12 +85,19 @@ impl<P: Peer> Assignments<P> {
         Some(hold)
     }
 
-    /// Ends a stream's hold once a batch of it was committed; returns the refusals it had.
-    pub(super) fn release(&mut self, stream: &StreamName) -> Option<u32> {
-        if self.held.is_empty() {
+    /// Ends a stream's hold once a batch of it was committed by `worker_id`, the worker it is
+    /// assigned to again (a batch of the refused run, still in flight when the hold began, ends
+    /// nothing); returns the refusals it had.
+    pub(super) fn release(&mut self, stream: &StreamName, worker_id: &str) -> Option<u32> {
+        if self.held.is_empty() || self.worker_of(stream).map(String::as_str) != Some(worker_id) {
             return None;
         }
         self.held.remove(stream).map(|h| h.refusals)
+    }
+
+    /// Ends a stream's hold whoever runs it: the user started it by hand.
+    pub(super) fn forget_hold(&mut self, stream: &StreamName) {
+        self.held.remove(stream);
     }
 
     /// The hold of a stream, while it lasts.
@@ -286,8 +293,11 @@ mod tests {
         }
         // Six refusals in a row spread over more than half a minute, not six in a few ms.
         assert!(waits.iter().sum::<Duration>() >= Duration::from_secs(31));
+        // A batch of the refused run, still in flight, committed: the hold stays.
+        assert_eq!(assignments.release(&stream, "w"), None);
+        assert!(assignments.held.contains_key(&stream));
         assert!(assignments.assign(&stream, "generator").is_some());
-        assert_eq!(assignments.release(&stream), Some(6));
+        assert_eq!(assignments.release(&stream, "w"), Some(6));
         assert!(assignments
             .hold_back(&stream, "w")
             .is_some_and(|h| h.refusals == 1));

@@ -58,7 +58,9 @@ impl<P: Peer> Controller<P> {
         }
         match self.store.commit(&batch).await {
             Ok(commit) => {
-                let released = self.lock().release(&batch.stream);
+                // Only a commit of the stream where it runs now ends a hold: batches of the
+                // refused run still in flight may commit after the refusal.
+                let released = self.lock().release(&batch.stream, &from.worker_id);
                 if let Some(refusals) = released {
                     tracing::info!(stream = %batch.stream, refusals, "the stream's batches are committed again");
                 }

@@ -151,6 +151,10 @@ pub struct Controller<P: Peer> {
     /// Per stream: held while a Start or a Stop is sent for it (or a change heard from another
     /// replica decided), so that two never cross on the way to one worker.
     commands: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per stream: held across each read and write back of its registry entry (a start, a
+    /// stop, an error recorded or cleared), so that none writes back what another just changed
+    /// (an error recorded as a stop lands must not put `running` back).
+    entries: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
     /// Streams whose lease this replica held at the last period with no worker of its own
     /// running them: given up if that is still so at the next.
     idle: Mutex<HashSet<StreamName>>,
@@ -227,6 +231,7 @@ impl<P: Peer> Controller<P> {
             overdue: Mutex::default(),
             replicas: Mutex::default(),
             commands: Mutex::default(),
+            entries: Mutex::default(),
             idle: Mutex::default(),
             assigning: AtomicBool::new(false),
         })
@@ -279,6 +284,11 @@ impl<P: Peer> Controller<P> {
     fn command_lock(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
         let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
         commands.entry(stream.clone()).or_default().clone()
+    }
+
+    fn entry_lock(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.entry(stream.clone()).or_default().clone()
     }
 
     fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
@@ -416,9 +426,15 @@ impl<P: Peer> Controller<P> {
                 return;
             }
         };
+        // A stream held back after refused batches waits out its hold unclaimed.
         let waiting: Vec<&StreamEntry> = entries
             .iter()
-            .filter(|e| e.desired == Desired::Running && self.lock().worker_of(&e.name).is_none())
+            .filter(|e| {
+                let assignments = self.lock();
+                e.desired == Desired::Running
+                    && assignments.worker_of(&e.name).is_none()
+                    && assignments.hold_of(&e.name).is_none()
+            })
             .collect();
         let (waiting, limit) = self.share(&entries, waiting, tick).await;
         for entry in self.claim(waiting, limit).await {
@@ -504,6 +520,8 @@ impl<P: Peer> Controller<P> {
     }
 
     async fn record_error(&self, stream: &StreamName, message: String) {
+        let lock = self.entry_lock(stream);
+        let _writing = lock.lock().await;
         if let Ok(Some(mut entry)) = self.store.stream(stream).await {
             entry.last_error = Some(LastError {
                 at: Timestamp::now(),
@@ -517,6 +535,8 @@ impl<P: Peer> Controller<P> {
 
     /// Clears a stream's recorded error: a run of it completed since.
     async fn clear_error(&self, stream: &StreamName) {
+        let lock = self.entry_lock(stream);
+        let _writing = lock.lock().await;
         if let Ok(Some(mut entry)) = self.store.stream(stream).await {
             if entry.last_error.take().is_some() {
                 if let Err(error) = self.store.put_stream(&entry).await {
@@ -540,6 +560,8 @@ impl<P: Peer> Controller<P> {
         mut config: StreamConfig,
     ) -> Result<StreamStatus, Error> {
         config.source = self.sources.check(&config.source)?;
+        let lock = self.entry_lock(name);
+        let writing = lock.lock().await;
         let previous = self.store.stream(name).await?;
         let entry = StreamEntry {
             name: name.clone(),
@@ -549,10 +571,11 @@ impl<P: Peer> Controller<P> {
         };
         let changed = previous.as_ref() != Some(&entry);
         // Started by hand: a hold after refused batches ends (the user may have fixed the cause).
-        self.lock().release(name);
+        self.lock().forget_hold(name);
         if changed {
             self.store.put_stream(&entry).await?;
         }
+        drop(writing);
         // A stream already assigned gets the new configuration through a repeated Start. A
         // replica runs it only once it holds its lease; else the one that does hears of it.
         if changed || self.lock().worker_of(name).is_none() {
@@ -571,6 +594,8 @@ impl<P: Peer> Controller<P> {
     ///
     /// When the registry cannot be written.
     pub async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
+        let lock = self.entry_lock(name);
+        let writing = lock.lock().await;
         let Some(mut entry) = self.store.stream(name).await? else {
             return Ok(None);
         };
@@ -578,6 +603,7 @@ impl<P: Peer> Controller<P> {
             entry.desired = Desired::Stopped;
             self.store.put_stream(&entry).await?;
         }
+        drop(writing);
         self.stop_on_worker(name).await;
         // Another replica may run it: the stop is acknowledged once it no longer does.
         self.wait_released(name).await;

@@ -111,7 +111,12 @@ impl<P: Peer> Controller<P> {
         let idle: HashSet<StreamName> = held
             .into_iter()
             .map(|lease| lease.stream)
-            .filter(|stream| self.lock().worker_of(stream).is_none())
+            // A stream held back after refused batches keeps its lease here for the hold:
+            // given up, another replica would run it at once.
+            .filter(|stream| {
+                let assignments = self.lock();
+                assignments.worker_of(stream).is_none() && assignments.hold_of(stream).is_none()
+            })
             .collect();
         let before = std::mem::replace(&mut *lock(&self.idle), idle.clone());
         for stream in idle.intersection(&before) {
