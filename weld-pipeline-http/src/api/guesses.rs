@@ -42,8 +42,10 @@ use weld_pipeline::telemetry::Tally;
 pub(crate) const FREE_FAILURES: u32 = 4;
 /// The delay after the first failure past the free ones; it doubles with each further one.
 pub(crate) const FIRST_DELAY: Duration = Duration::from_secs(1);
-/// The longest delay: a minute keeps guessing hopeless, and a person who shares an address with
-/// a guesser (a NAT, a proxy) waits at most that long between tries.
+/// The longest delay: a minute keeps guessing hopeless. A person who shares an address with a
+/// guesser (a NAT) is shut out with him for as long as he keeps guessing; behind a reverse
+/// proxy, name it in the listener's trusted proxies (`WELD_TRUSTED_PROXIES`), so that each
+/// client counts as itself.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A client with no failure for this long starts again from nothing: longer than any delay, so
 /// that waiting out a delay never clears a count.
@@ -73,13 +75,7 @@ impl Client {
 
 impl From<IpAddr> for Client {
     fn from(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Client::Ip(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client::Ip(IpAddr::V4(v4)),
-                None => Client::Ip(IpAddr::V6((u128::from(v6) & !0u128 << 64).into())),
-            },
-        }
+        Client::Ip(crate::listener::client_of(ip))
     }
 }
 

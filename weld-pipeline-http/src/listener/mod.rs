@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport: 409 each at a limit of 1,024 with 14 open, 102 of them per client) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
 //! | [`Limits::max_per_client`] | 256 (a quarter of the cap) | at accept, per client IP address | the client gives up its own oldest idle connection; with none idle, its new connection is closed at once: one address cannot hold the places of the others |
+//! | [`Limits::trusted_proxies`] | none | at accept and per request | a trusted proxy's connections are held to no per-client share, and each request it forwards counts against the client its `X-Forwarded-For` names (the rightmost address not itself a trusted proxy) |
 //! | idle under pressure | [`Limits::header_timeout`] up to half the places taken, then shorter as they fill, linearly, down to 1 s at the cap | every 250 ms | idle connections (no request in progress) past it are closed |
 //! | [`Limits::header_timeout`] | 10 s | from the first wait for a request's head to its end: a slow head (slowloris) and an idle keep-alive connection alike | the connection is closed |
 //! | [`Limits::max_header_bytes`] | 16 KiB | request line and headers | 431 `headers_too_large`, closed |
@@ -28,6 +29,7 @@ mod refusals;
 
 pub use descriptors::{Descriptors, RESERVE};
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,12 @@ pub struct Limits {
     /// The longest a whole request may take, its body and its handler. Longer than anything
     /// the API waits for (a stop waits up to 60 s for a page boundary).
     pub request_timeout: Duration,
+    /// The addresses of reverse proxies in front of the listener (empty: none). A request from
+    /// one counts against the client its `X-Forwarded-For` names (the rightmost address there
+    /// that is not itself a trusted proxy), for what is counted per client (token guesses); its
+    /// connections, made on behalf of many clients, are held to no per-client share. Without
+    /// this, every client behind a proxy is one client: one guesser shuts all of them out.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Limits {
@@ -89,6 +97,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -98,6 +107,37 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// How often a count of refused connections is logged while they keep coming.
 const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+/// The client a peer address counts as, wherever something is counted per client (the
+/// listener's places, the API's token guesses): an IPv4 address as it is (an IPv4-mapped IPv6
+/// one too), an IPv6 address by its /64, the block one host is given.
+pub(crate) fn client_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !0u128 << 64).into()),
+        },
+    }
+}
+
+/// The client a trusted proxy forwards for: the rightmost address of `X-Forwarded-For` (every
+/// such header, in order) that is not itself one of the `trusted` proxies. The addresses left of
+/// it were written by the client, and prove nothing.
+fn forwarded_client(headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|entry| entry.trim().parse::<IpAddr>())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map_while(Result::ok)
+        .find(|ip| !trusted.contains(ip))
+}
 
 /// Serves `router` on `listener` within `limits` until `shutdown`; then stops accepting, lets
 /// each connection finish the request it is in, and returns when all have closed (the caller
@@ -195,7 +235,8 @@ pub async fn serve(
                 continue;
             }
         };
-        let ticket = match places.enter(remote.ip()) {
+        let proxied = limits.trusted_proxies.contains(&remote.ip());
+        let ticket = match places.enter(client_of(remote.ip()), proxied) {
             Ok((ticket, made_room)) => {
                 room_made(usize::from(made_room));
                 Arc::new(ticket)
@@ -216,6 +257,7 @@ pub async fn serve(
             }
         };
         let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
+        let trusted = limits.trusted_proxies.clone();
         connections.spawn(async move {
             // A request in progress marks its connection busy: only idle ones make room.
             let service = {
@@ -223,9 +265,15 @@ pub async fn serve(
                 tower::service_fn(
                     move |mut request: axum::extract::Request<hyper::body::Incoming>| {
                         // Who the client is, for what is counted per client (token guesses).
+                        let client = if proxied {
+                            forwarded_client(request.headers(), &trusted)
+                                .map_or(remote, |ip| SocketAddr::new(ip, 0))
+                        } else {
+                            remote
+                        };
                         request
                             .extensions_mut()
-                            .insert(axum::extract::ConnectInfo(remote));
+                            .insert(axum::extract::ConnectInfo(client));
                         let busy = ticket.busy();
                         let answered = tower::ServiceExt::oneshot(router.clone(), request);
                         async move {

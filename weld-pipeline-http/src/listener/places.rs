@@ -85,11 +85,16 @@ impl Places {
 
     /// A place for a new connection from `client`, closing an idle one to make room if need be
     /// (then `true` comes with it).
-    pub(super) fn enter(self: &Arc<Self>, client: IpAddr) -> Result<(Ticket, bool), NoPlace> {
+    /// A `shared` client (a trusted proxy, on behalf of many) is held to no share of its own.
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        client: IpAddr,
+        shared: bool,
+    ) -> Result<(Ticket, bool), NoPlace> {
         let mut taken = self.lock();
         let of_client = taken.places.values().filter(|p| p.client == client).count();
         let mut made_room = false;
-        if of_client >= self.per_client {
+        if of_client >= self.per_client && !shared {
             let oldest =
                 oldest_idle(&taken.places, |p| p.client == client).ok_or(NoPlace::ClientShare)?;
             close(&mut taken, oldest);
@@ -259,10 +264,10 @@ mod tests {
     #[test]
     fn a_client_past_its_share_gives_up_its_own_oldest_idle_connection() {
         let places = Places::new(8, 2, Duration::from_secs(10));
-        let (other, _) = places.enter(ip(1)).unwrap();
-        let (first, _) = places.enter(ip(2)).unwrap();
-        let (second, _) = places.enter(ip(2)).unwrap();
-        let (third, made_room) = places.enter(ip(2)).unwrap();
+        let (other, _) = places.enter(ip(1), false).unwrap();
+        let (first, _) = places.enter(ip(2), false).unwrap();
+        let (second, _) = places.enter(ip(2), false).unwrap();
+        let (third, made_room) = places.enter(ip(2), false).unwrap();
         assert!(made_room);
         assert!(first.close.is_cancelled(), "its oldest made room");
         assert!(!second.close.is_cancelled() && !third.close.is_cancelled());
@@ -271,15 +276,20 @@ mod tests {
         // Busy, they are kept: the newest is refused instead.
         let (_a, _b) = (Arc::new(second), Arc::new(third));
         let (_busy_a, _busy_b) = (_a.busy(), _b.busy());
-        assert_eq!(places.enter(ip(2)).unwrap_err(), NoPlace::ClientShare);
+        assert_eq!(
+            places.enter(ip(2), false).unwrap_err(),
+            NoPlace::ClientShare
+        );
     }
 
     #[test]
     fn at_the_cap_the_biggest_holder_gives_up_an_idle_connection() {
         let places = Places::new(3, 3, Duration::from_secs(10));
-        let (small, _) = places.enter(ip(1)).unwrap();
-        let big: Vec<_> = (0..2).map(|_| places.enter(ip(2)).unwrap().0).collect();
-        let (newcomer, made_room) = places.enter(ip(3)).unwrap();
+        let (small, _) = places.enter(ip(1), false).unwrap();
+        let big: Vec<_> = (0..2)
+            .map(|_| places.enter(ip(2), false).unwrap().0)
+            .collect();
+        let (newcomer, made_room) = places.enter(ip(3), false).unwrap();
         assert!(made_room);
         assert!(big[0].close.is_cancelled());
         assert!(!small.close.is_cancelled() && !newcomer.close.is_cancelled());
@@ -288,7 +298,7 @@ mod tests {
             .map(Arc::new)
             .collect();
         let _busy: Vec<_> = held.iter().map(Ticket::busy).collect();
-        assert_eq!(places.enter(ip(4)).unwrap_err(), NoPlace::Full);
+        assert_eq!(places.enter(ip(4), false).unwrap_err(), NoPlace::Full);
     }
 
     #[test]

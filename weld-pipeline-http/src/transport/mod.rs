@@ -43,7 +43,7 @@
 //! |---|---|---|---|
 //! | [`HttpConfig::max_body_bytes`] | 16 MiB | by the server on a session's bodies, read only once the session is known; by the client before sending | 413, the request fails (permanent); a client-side refusal is a permanent error |
 //! | pre-auth body | 4 KiB | `POST /v1/hello` and `/v1/answer`, from `Content-Length` before reading | 413 |
-//! | pending challenges | 128 | at hello, with a secret; each expires after `session_timeout` | the oldest challenge is forgotten to make room: hellos never answered (a flood) cycle through the places while a worker, answering within a round trip, gets in; an answer to a forgotten challenge gets 401 (transient) and the worker says hello again at once (8 tries, then the runtime's backoff); one log line per 30 s counts them |
+//! | pending challenges | 128, at most 8 per client (an address, IPv6 by its /64) | at hello, with a secret; each expires after `session_timeout` | past its 8, a client's own oldest challenge is forgotten, so one flooding address cycles through its own places and never pushes out a worker's; with all 128 taken, the oldest of the client holding most goes; an answer to a forgotten challenge gets 401 (transient) and the worker says hello again at once (8 tries, then the runtime's backoff); one log line per 30 s counts them |
 //! | [`HttpConfig::max_sessions`] | 1,024 | at hello | 503, transient |
 //! | [`HttpConfig::poll_wait`] | 2 s | how long a poll is held | an empty 204 |
 //! | [`HttpConfig::session_timeout`] | 6 s | a session with no poll for this long | closed: the worker is gone |

@@ -290,7 +290,16 @@ async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
     Json(json!({"session": token})).into_response()
 }
 
-async fn hello(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> HttpResponse {
+async fn hello(
+    State(app): State<Arc<App>>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    // The listener says who the client is; a router driven without one counts all as one.
+    let client = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| {
+        crate::listener::client_of(info.0 .0.ip())
+    });
     let body = match pre_auth_body(&headers, body).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
@@ -316,12 +325,13 @@ async fn hello(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> H
     }
     let challenge = random_bytes();
     let pending = hex(&random_bytes());
-    // Every hello gets a place: when all are taken, the oldest goes (see `challenges`).
+    // Every hello gets a place: its client's oldest goes past its share, the oldest of the
+    // client holding most when all are taken (see `challenges`).
     let evicted = app
         .challenged
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(pending.clone(), hello, challenge);
+        .insert(pending.clone(), client, hello, challenge);
     if evicted && app.evicted_challenges.record() {
         tracing::warn!(
             "pending challenges all taken: the oldest are pushed out by newer hellos, never answered (a hello flood?); more in the next 30 s are counted, not logged"
