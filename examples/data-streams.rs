@@ -67,6 +67,10 @@ struct Args {
     /// fifth of it): how long the streams of a replica that died wait for another.
     #[arg(long, env = "WELD_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_secs: u64,
+    /// Addresses of reverse proxies in front of the API, comma-separated: a request from one
+    /// counts against the client its X-Forwarded-For names, for the token-guess throttle.
+    #[arg(long, env = "WELD_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[tokio::main]
@@ -101,7 +105,7 @@ async fn serve<T: Transport>(
         metrics = metrics.add_global_label("replica", &replica);
     }
     let metrics = metrics.install_recorder()?;
-    let config = DataStreamsConfig {
+    let mut config = DataStreamsConfig {
         http_addr: args.http_addr,
         api: ApiConfig {
             token,
@@ -109,6 +113,7 @@ async fn serve<T: Transport>(
         },
         ..DataStreamsConfig::new(args.data_dir, common::source_kinds())
     };
+    config.limits.trusted_proxies = args.trusted_proxies;
     let shutdown = shutdown_on_signals();
     let service = match database_url {
         None => DataStreams::start(&transport, config, shutdown).await?,

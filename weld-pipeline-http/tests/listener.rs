@@ -400,3 +400,33 @@ async fn every_request_knows_its_client_address() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_forwards_its_clients_addresses_and_others_cannot_forge_one() {
+    let served = serve(Limits {
+        trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 3])],
+        ..quick()
+    })
+    .await;
+    let whoami = |from: [u8; 4], forwarded: &'static str| {
+        let addr = served.addr;
+        async move {
+            let mut socket = connect_from(from, addr).await.unwrap();
+            let request = format!(
+                "GET /whoami HTTP/1.1\r\nhost: x\r\nx-forwarded-for: {forwarded}\r\nconnection: close\r\n\r\n"
+            );
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let answer = until_closed(&mut socket).await;
+            answer.rsplit("\r\n").next().unwrap_or_default().to_owned()
+        }
+    };
+    // Through the proxy: the client it appended, not what the client wrote before it.
+    assert_eq!(
+        whoami([127, 0, 0, 3], "10.9.9.9, 192.0.2.7").await,
+        "192.0.2.7"
+    );
+    // From anyone else the header proves nothing.
+    assert_eq!(whoami([127, 0, 0, 4], "192.0.2.7").await, "127.0.0.4");
+    // A proxy that forwards nothing parseable is its own client.
+    assert_eq!(whoami([127, 0, 0, 3], "garbage").await, "127.0.0.3");
+}

@@ -250,7 +250,8 @@ impl Client {
 
 /// The body of `response`, read chunk by chunk up to `limit` bytes: an answer that says (by
 /// `Content-Length`) or turns out to be longer is abandoned there, its connection dropped, so
-/// no answer holds more than `limit` bytes of the worker's memory, however long or endless it
+/// no answer holds more than `limit` bytes of the worker's memory (twice that for the moment an
+/// answer read in chunks is joined into one buffer), however long or endless it
 /// is. A body that stops arriving is ended by the request's deadline, which covers the body.
 async fn read_bounded(
     mut response: reqwest::Response,

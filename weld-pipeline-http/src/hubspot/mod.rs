@@ -102,7 +102,7 @@
 //!
 //! | bound | default | checked | past it |
 //! |---|---|---|---|
-//! | [`HubSpotAccount::max_body_bytes`] | 64 MiB | on `Content-Length`, then as each chunk arrives | the call fails permanently ([`HubSpotError::TooLarge`], naming it) having held no more than the bound; the connection is dropped |
+//! | [`HubSpotAccount::max_body_bytes`] | 64 MiB | on `Content-Length`, then as each chunk arrives | the call fails permanently ([`HubSpotError::TooLarge`], naming it) having read no more than the bound (held twice over only while a good answer is joined); the connection is dropped |
 //! | [`HubSpotAccount::timeout`] | 30 s | over the whole call, body included | a timeout: retried |
 //! | [`HubSpotAccount::max_properties`] | 4,000 | on the definitions of a stream that discovers its properties | the run fails before any page, saying to list the properties |
 //!
