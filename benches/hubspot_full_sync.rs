@@ -14,8 +14,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weld_pipeline::{
     Batch, Checkpoint, Commit, Error, Pipeline, RunContext, RunOutcome, Sink, StreamName,
 };
-use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, Token};
 
 const CONTACTS: usize = 100_000;
 

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use weld_pipeline::{Checkpoint, MemorySink, Pipeline, RunContext, RunOutcome, StreamName};
-use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, HubSpotSource, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, HubSpotSource, Token};
 
 const ROUND_TRIP: Duration = Duration::from_millis(150);
 const PER_TEN_SECONDS: u32 = 190;

@@ -10,7 +10,7 @@ mod common;
 
 use clap::Parser;
 use weld_pipeline::runtime::shutdown_on_signals;
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot};
 
 /// A HubSpot CRM v3 stand-in with rate limits and faults on demand.
 #[derive(Parser)]

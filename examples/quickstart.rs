@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline_http::api::ApiConfig;
-use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_hubspot::{HubSpotAccount, Token};
 use weld_pipeline_tcp::TcpTransport;
 
 type BoxError = Box<dyn std::error::Error>;

@@ -16,7 +16,7 @@ use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline::source::Sources;
 use weld_pipeline::Transport;
-use weld_pipeline_http::hubspot::{HubSpotAccount, Token};
+use weld_pipeline_hubspot::{HubSpotAccount, Token};
 
 /// jemalloc, configured in `.cargo/config.toml`, as data-streams.
 #[global_allocator]
@@ -70,12 +70,12 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     hubspot_searches_per_second: u32,
     /// The largest answer read from HubSpot, in bytes: a longer one fails its call, naming it.
-    #[arg(long, env = "HUBSPOT_MAX_BODY_BYTES", default_value_t = weld_pipeline_http::hubspot::MAX_BODY_BYTES as u64,
+    #[arg(long, env = "HUBSPOT_MAX_BODY_BYTES", default_value_t = weld_pipeline_hubspot::MAX_BODY_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     hubspot_max_body_bytes: u64,
     /// The most properties a stream without its own list reads; an object defining more fails
     /// its runs with a clear error.
-    #[arg(long, env = "HUBSPOT_MAX_PROPERTIES", default_value_t = weld_pipeline_http::hubspot::MAX_DISCOVERED_PROPERTIES)]
+    #[arg(long, env = "HUBSPOT_MAX_PROPERTIES", default_value_t = weld_pipeline_hubspot::MAX_DISCOVERED_PROPERTIES)]
     hubspot_max_properties: usize,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 use weld_pipeline::source::{GeneratorSources, SourceKinds, Sources};
-use weld_pipeline_http::hubspot::{HubSpotAccount, HubSpotKind, HubSpotSources};
+use weld_pipeline_hubspot::{HubSpotAccount, HubSpotKind, HubSpotSources};
 
 /// `WELD_TRANSPORT`: how data-streams and its workers talk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

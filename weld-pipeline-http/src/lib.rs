@@ -1,33 +1,26 @@
-//! The HTTP side of weld-pipeline: the HubSpot source, a HubSpot fake, the HTTP transport and
-//! the data-streams HTTP API. One folder and one feature each, every one compiling alone:
+//! The HTTP side of weld-pipeline: the HTTP transport, the listener it and the API serve on, the
+//! data-streams HTTP API and dashboard, and the one-call data-streams service. One folder and one
+//! feature each, every one compiling alone (sources live in their own crates:
+//! `weld-pipeline-hubspot` for HubSpot):
 //!
 //! | module | feature | what it is |
 //! |---|---|---|
-//! | `hubspot` | `hubspot` (default) | the source that syncs a HubSpot CRM object type, fully then incrementally, paced by HubSpot's rate-limit headers, retrying only what retrying can fix; its source kind (`HubSpotKind`, for data-streams) and factory (`HubSpotSources`, for workers) |
 //! | `transport` | `transport` (default) | the core `Transport` over HTTP/1.1, for networks where only HTTP passes |
 //! | `api`, `service` | `api` (default) | the data-streams HTTP API as an axum router over a controller (OpenAPI document, Prometheus metrics, bearer token, error bodies), and a data-streams service in one call |
+//! | `dashboard` | `dashboard` (default) | server-rendered pages of the streams and workers, with buttons, behind the API's token |
 //! | `listener` | `listener` (with `api` or `transport`) | the HTTP/1.1 listener both serve on, with a connection cap and header, idle, body and request timeouts |
-//! | `hubspot_fake` | `hubspot-fake` | a HubSpot CRM v3 stand-in that answers list and search as the real API does, with its rate limits, errors and faults on demand, so that the source is tested against the behaviour it will meet |
 //!
 //! ```
-//! # #[cfg(feature = "hubspot-fake")]
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot};
+//! use weld_pipeline_http::listener::Limits;
 //!
-//! let fake = FakeHubSpot::start("127.0.0.1:0", FakeConfig { contacts: 10, ..FakeConfig::default() }).await?;
-//! assert_eq!(fake.dump("contacts").len(), 10);
-//! # Ok::<_, std::io::Error>(())
-//! # }).unwrap();
+//! let limits = Limits { max_connections: 256, ..Limits::default() };
+//! assert!(limits.max_per_client <= limits.max_connections);
 //! ```
 
 #[cfg(feature = "api")]
 pub mod api;
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
-#[cfg(feature = "hubspot")]
-pub mod hubspot;
-#[cfg(feature = "hubspot-fake")]
-pub mod hubspot_fake;
 #[cfg(feature = "listener")]
 pub mod listener;
 #[cfg(feature = "api")]

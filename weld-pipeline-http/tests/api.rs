@@ -15,8 +15,8 @@ use weld_pipeline::runtime::{Controller, ControllerConfig};
 use weld_pipeline::source::{GeneratorSources, SourceKinds};
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT, MIN_TOKEN_BYTES};
-use weld_pipeline_http::hubspot::HubSpotKind;
 use weld_pipeline_http::transport::HttpPeer;
+use weld_pipeline_hubspot::HubSpotKind;
 
 struct App {
     router: Router,

@@ -11,8 +11,8 @@ use weld_pipeline::{
     Batch, Checkpoint, Json, Pipeline, Record, RunContext, RunId, RunOutcome, Sink, StreamName,
     Timestamp,
 };
-use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, Token};
 use weld_pipeline_postgres::{testing, PostgresConfig, PostgresStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn a_hubspot_sync_lands_in_hubspot_contacts_where_sql_reads_it() {
         .await
         .unwrap();
     assert_eq!(typed.len(), truth.len());
-    let value = |truth: &weld_pipeline_http::hubspot_fake::Dumped, name: &str| {
+    let value = |truth: &weld_pipeline_hubspot::fake::Dumped, name: &str| {
         truth
             .properties
             .get(name)

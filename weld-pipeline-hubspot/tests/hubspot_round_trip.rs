@@ -8,8 +8,8 @@ use std::time::Duration;
 use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, RunContext, RunOutcome, StreamName, Timestamp,
 };
-use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, HubSpotSource, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, HubSpotSource, Token};
 
 const CONTACTS: usize = 3_000;
 

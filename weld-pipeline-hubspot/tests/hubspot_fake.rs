@@ -1,7 +1,7 @@
 //! The fake's search answers HubSpot's `total` exactly, on its quick path too: a search only
 //! "after this id" counts the live records past it from an index that every change drops.
 
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
 
 async fn total_after(http: &reqwest::Client, fake: &FakeHubSpot, id: u64) -> (u64, Vec<u64>) {
     let body = serde_json::json!({

@@ -9,8 +9,8 @@ use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, Record, RunContext, RunOutcome, RunReport, StreamName,
     Timestamp,
 };
-use weld_pipeline_http::hubspot::{self, HubSpotAccount, HubSpotObject, Token};
-use weld_pipeline_http::hubspot_fake::{FakeConfig, FakeHubSpot, Fault, FaultPlan, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Fault, FaultPlan, Mutation};
+use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, Token};
 
 fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()

@@ -1,4 +1,21 @@
-//! The HubSpot source: the code that talks to `api.hubapi.com` (or to the fake).
+//! The HubSpot connector of weld-pipeline: the source that talks to `api.hubapi.com`, and
+//! ([`fake`], feature `fake`) a HubSpot stand-in that answers as the real API does, faults
+//! included, to test it against. The two share no code: each is an oracle for the other, and
+//! HubSpot's official Python client judges the fake in CI.
+//!
+//! A connector is a crate of its own: a worker that syncs HubSpot depends on this one beside the
+//! core and a transport, and the next connector is a sibling crate shaped like it (a source
+//! kind for data-streams, a factory of sources for workers, the source's pages behind the core's
+//! layers).
+//!
+//! ```
+//! use weld_pipeline_hubspot::{HubSpotAccount, HubSpotObject, Token};
+//!
+//! let account = HubSpotAccount::new("https://api.hubapi.com", Token::new("pat-..."));
+//! let contacts = weld_pipeline_hubspot::source(account, HubSpotObject::new("contacts"))?;
+//! # let _ = contacts;
+//! # Ok::<_, weld_pipeline::Error>(())
+//! ```
 //!
 //! # What a stream reads
 //!
@@ -113,6 +130,8 @@ mod associations;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod limits;
 mod lookahead;
 mod pages;

@@ -139,7 +139,7 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
 ///
 /// ```
 /// use weld_pipeline::source::SourceKind;
-/// use weld_pipeline_http::hubspot::HubSpotKind;
+/// use weld_pipeline_hubspot::HubSpotKind;
 ///
 /// let spec = serde_json::from_str(r#"{"kind":"hubspot"}"#)?;
 /// assert_eq!(HubSpotKind.check(&spec)?.params["object"], "contacts");
@@ -215,7 +215,7 @@ impl SourceKind for HubSpotKind {
 /// ```
 /// use std::sync::Arc;
 /// use weld_pipeline::source::Sources;
-/// use weld_pipeline_http::hubspot::{HubSpotAccount, HubSpotSources, Token};
+/// use weld_pipeline_hubspot::{HubSpotAccount, HubSpotSources, Token};
 ///
 /// let account = HubSpotAccount::new("https://api.hubapi.com", Token::new("pat-..."));
 /// let sources = Sources::new().with(Arc::new(HubSpotSources::new(account)));
