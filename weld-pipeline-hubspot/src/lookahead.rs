@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
+use weld_pipeline::sync::Locked;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -91,12 +92,12 @@ pub(super) struct Lookahead {
 impl Lookahead {
     /// Keeps `ahead` for the next page, in place of anything kept before.
     pub(super) fn keep(&self, ahead: impl IntoIterator<Item = Ahead>) {
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = ahead.into_iter().collect();
+        *self.kept.locked() = ahead.into_iter().collect();
     }
 
     /// Drops everything kept: a run's first page takes nothing an earlier run read.
     pub(super) fn clear(&self) {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.kept.locked().clear();
     }
 
     /// The answer to `call`: the one read ahead when it is this very call and fresh, otherwise
@@ -110,7 +111,7 @@ impl Lookahead {
 
     /// `call` read ahead, when it was and is still fresh.
     pub(super) fn take(&self, call: &Call) -> Option<Ahead> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.kept.locked();
         kept.retain(Ahead::usable);
         kept.iter()
             .position(|ahead| &ahead.call == call)

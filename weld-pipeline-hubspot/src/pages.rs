@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use weld_pipeline::sync::Locked;
 
 use bytes::Bytes;
 use serde_json::json;
@@ -131,12 +132,7 @@ impl HubSpotPages {
 
     /// The object type as URLs name it (see [`object_type_in_urls`]), resolved once.
     pub(super) async fn object_type(&self) -> Result<Arc<str>, BoxError> {
-        if let Some(resolved) = self
-            .resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(resolved) = self.resolved.locked().clone() {
             return Ok(resolved);
         }
         let configured = self.object.object_type.as_str();
@@ -146,7 +142,7 @@ impl HubSpotPages {
             let body = self.meta.clone().oneshot(Call::Schemas).await?;
             custom_object_id(&body, configured)?.into()
         };
-        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some(resolved.clone());
+        *self.resolved.locked() = Some(resolved.clone());
         Ok(resolved)
     }
 
@@ -185,18 +181,13 @@ impl HubSpotPages {
             return Ok((set, schema));
         }
         if !fresh {
-            if let Some(set) = self
-                .discovered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
+            if let Some(set) = self.discovered.locked().clone() {
                 return Ok((set, None));
             }
         }
         let schema = self.definitions().await?;
         let set = PropertySet::new(schema.fields.iter().map(|f| f.name.clone()).collect());
-        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+        *self.discovered.locked() = Some(set.clone());
         Ok((set, Some(schema)))
     }
 
@@ -446,11 +437,7 @@ impl HubSpotPages {
             self.lookahead.clear();
         }
         if fresh && self.object.properties.is_none() && !self.sweep_starts(&at, &request, now) {
-            let previous = self
-                .discovered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let previous = self.discovered.locked().clone();
             if let Some(previous) = previous {
                 return self.page_guessing(previous, at, &request, now).await;
             }
@@ -478,7 +465,7 @@ impl HubSpotPages {
         let (schema, page) = futures::join!(self.definitions(), guess);
         let schema = schema?;
         let set = PropertySet::new(schema.fields.iter().map(|f| f.name.clone()).collect());
-        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+        *self.discovered.locked() = Some(set.clone());
         self.describe(request, &schema).await;
         if set == previous {
             return page;

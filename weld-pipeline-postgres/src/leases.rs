@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weld_pipeline::sync::Locked;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -52,11 +53,7 @@ impl Fence {
     }
 
     fn epoch_of(&self, stream: &StreamName) -> Option<u64> {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .copied()
+        self.held.locked().get(stream).copied()
     }
 
     /// Refuses a commit of `stream` unless this replica holds its lease, unexpired, at the
@@ -136,7 +133,7 @@ impl Leases {
 
     /// The leases held, as the last claim or renewal said.
     pub fn held(&self) -> Vec<Lease> {
-        let held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = self.fence.held.locked();
         let mut leases: Vec<Lease> = held
             .iter()
             .map(|(stream, epoch)| Lease {
@@ -207,7 +204,7 @@ impl Leases {
             .into_iter()
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
-        let mut held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.fence.held.locked();
         for stream in wanted {
             held.remove(stream);
         }
@@ -226,12 +223,7 @@ impl Leases {
     pub async fn renew(&self) -> Result<Vec<Lease>, Error> {
         // What was held when the renewal left: a claim that completes while it is on its way is
         // not undone by its answer, which may not include it.
-        let before = self
-            .fence
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let before = self.fence.held.locked().clone();
         let rows = self
             .store
             .client()
@@ -249,7 +241,7 @@ impl Leases {
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
         leases.sort_by(|a, b| a.stream.cmp(&b.stream));
-        let mut held = self.fence.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.fence.held.locked();
         let renewed: HashMap<&StreamName, u64> =
             leases.iter().map(|l| (&l.stream, l.epoch)).collect();
         held.retain(|stream, epoch| {
@@ -270,11 +262,7 @@ impl Leases {
     ///
     /// When the database cannot be reached: the leases then lapse by themselves.
     pub async fn release_all(&self) -> Result<u64, Error> {
-        self.fence
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.fence.held.locked().clear();
         let client = self.store.client().await?;
         client
             .execute(
@@ -411,11 +399,7 @@ impl Leases {
     ///
     /// When the database cannot be reached: the lease then lapses by itself.
     pub async fn release(&self, stream: &StreamName) -> Result<(), Error> {
-        self.fence
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stream);
+        self.fence.held.locked().remove(stream);
         self.store
             .client()
             .await?

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use weld_pipeline::sync::Locked;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -303,13 +304,13 @@ impl PostgresStore {
     }
 
     fn cached(&self, stream: &StreamName) -> Option<Arc<str>> {
-        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let tables = self.tables.locked();
         tables.get(stream).cloned()
     }
 
     fn remember(&self, stream: &StreamName, table: String) -> Arc<str> {
         let table: Arc<str> = table.into();
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tables = self.tables.locked();
         tables.insert(stream.clone(), table.clone());
         table
     }
@@ -408,12 +409,7 @@ impl PostgresStore {
         records: &[Record],
     ) -> Result<Option<String>, Error> {
         let links = associations::table_of(table)?;
-        let known = self
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .copied();
+        let known = self.links.locked().get(stream).copied();
         let exists = match known {
             Some(true) => true,
             Some(false) | None
@@ -434,10 +430,7 @@ impl PostgresStore {
                 .map_err(database)?
                 .get(0),
         };
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream.clone(), exists);
+        self.links.locked().insert(stream.clone(), exists);
         Ok(exists.then_some(links))
     }
 
@@ -1279,18 +1272,9 @@ impl StreamStore for PostgresStore {
         // Delivered with the commit, and only if it commits.
         crate::registry::announce(&*tx, name).await?;
         tx.commit().await.map_err(database)?;
-        self.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        self.views
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.tables.locked().remove(name);
+        self.links.locked().remove(name);
+        self.views.locked().remove(name);
         Ok(())
     }
 
@@ -1307,12 +1291,7 @@ impl StreamStore for PostgresStore {
             (&*table, schema).hash(&mut hasher);
             hasher.finish()
         };
-        let made = self
-            .views
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .copied();
+        let made = self.views.locked().get(stream).copied();
         if made == Some(fingerprint) {
             return Ok(());
         }
@@ -1321,10 +1300,7 @@ impl StreamStore for PostgresStore {
             tracing::warn!(stream = %stream, view, left_out, "properties left out of the typed view: their columns would pass 63 bytes, their names hold a NUL or repeat, or the view has 1,500 columns; they stay in the properties column");
         }
         tracing::info!(stream = %stream, view, fields = schema.fields.len(), "typed view made");
-        self.views
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream.clone(), fingerprint);
+        self.views.locked().insert(stream.clone(), fingerprint);
         Ok(())
     }
 

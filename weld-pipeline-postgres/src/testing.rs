@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use weld_pipeline::sync::Locked;
 
 use async_trait::async_trait;
 use weld_pipeline::store::StreamStore;
@@ -204,7 +205,7 @@ impl TestCluster {
             .stdin(Stdio::piped())
             .spawn()
             .expect("the server starts");
-        *self.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        *self.watchdog.locked() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
@@ -259,12 +260,7 @@ impl TestCluster {
     }
 
     fn order(&self, line: &[u8]) {
-        if let Some(mut child) = self
-            .watchdog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(mut child) = self.watchdog.locked().take() {
             if let Some(mut stdin) = child.stdin.take() {
                 let _ = stdin.write_all(line);
             }
@@ -333,11 +329,7 @@ impl StoreUnderTest for PostgresUnderTest {
 
     async fn open(&self) -> Arc<dyn StreamStore> {
         let cluster = shared().expect("a cluster: `available` said so");
-        let existing = self
-            .database
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let existing = self.database.locked().clone();
         let database = match existing {
             Some(database) => database,
             None => {
@@ -345,7 +337,7 @@ impl StoreUnderTest for PostgresUnderTest {
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let database = format!("case_{}_{n}", std::process::id());
                 cluster.create_database(&database).await;
-                *self.database.lock().unwrap_or_else(|e| e.into_inner()) = Some(database.clone());
+                *self.database.locked() = Some(database.clone());
                 database
             }
         };

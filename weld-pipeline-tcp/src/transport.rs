@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use weld_pipeline::sync::Locked;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -46,7 +47,7 @@ impl Handshakes {
     fn enter(&self) -> (u64, CancellationToken) {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = CancellationToken::new();
-        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        let mut places = self.places.locked();
         if places.len() >= MAX_HANDSHAKES {
             if let Some((_, oldest)) = places.pop_front() {
                 oldest.cancel();
@@ -60,7 +61,7 @@ impl Handshakes {
 
     /// Gives a place back.
     fn leave(&self, id: u64) {
-        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        let mut places = self.places.locked();
         places.retain(|(place, _)| *place != id);
     }
 }

@@ -92,6 +92,7 @@ pub mod sink;
 pub mod source;
 pub mod store;
 pub mod stream;
+pub mod sync;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -57,6 +57,7 @@
 //! `fdatasync`, for the reason a crash may lose batches at all: the checkpoint on the
 //! controller covers them.
 
+use crate::sync::Locked;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -332,11 +333,7 @@ impl Outbox {
     }
 
     fn failing(&self) -> bool {
-        self.inner
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.inner.failure.locked().is_some()
     }
 
     /// Whether pushes wait: the outbox cannot write what waits.
@@ -349,7 +346,7 @@ impl Outbox {
     /// retried in place would fail alike).
     fn failed(&self, error: sled::Error) -> Error {
         let error = storage_error(error);
-        let mut failure = self.inner.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failure = self.inner.failure.locked();
         if failure.is_none() {
             *failure = Some(error.to_string());
             tracing::error!(error = %error, "the outbox cannot write: sources wait; reopening it by itself");
@@ -376,7 +373,7 @@ impl Outbox {
                 .unwrap_or_else(|e| Err(Error::Bug(format!("reopening the outbox panicked: {e}"))));
             match reopened {
                 Ok(()) => {
-                    *self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    *self.inner.failure.locked() = None;
                     self.inner.version.send_modify(|v| *v += 1);
                     tracing::info!(attempts, after = ?started.elapsed(), "the outbox writes again");
                     return;
@@ -418,7 +415,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.state.locked()
     }
 
     /// Writes the entries not on disk yet that are due by `due` (all when `None`), if the disk

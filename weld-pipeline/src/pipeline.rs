@@ -1,5 +1,6 @@
 //! The runner: drives one run from a source, through transforms, into a sink.
 
+use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -340,13 +341,9 @@ impl<So: Source, Si: Sink> PipelineJob<So, Si> {
 #[async_trait]
 impl<So: Source, Si: Sink> Job for PipelineJob<So, Si> {
     async fn run(&self, run: RunContext) {
-        let from = self
-            .checkpoint
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let from = self.checkpoint.locked().clone();
         let report = self.pipeline.run(&run, from).await;
-        *self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = report.checkpoint.clone();
+        *self.checkpoint.locked() = report.checkpoint.clone();
         self.reports.send_replace(Some(report));
     }
 }

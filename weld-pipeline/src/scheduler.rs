@@ -11,6 +11,7 @@
 //!   is over, so no source call starts after it returns;
 //! - starting a running stream again changes its interval and job from the next run on.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub struct Scheduler {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = self.streams.locked();
         f.debug_struct("Scheduler")
             .field("streams", &streams.keys().collect::<Vec<_>>())
             .finish()
@@ -91,7 +92,7 @@ impl Scheduler {
             interval: interval.max(MIN_INTERVAL),
             job,
         };
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         if let Some(scheduled) = streams.get(&stream) {
             // A stream being stopped gets a new task below: its old one is about to exit.
             if !scheduled.cancel.is_cancelled() && !scheduled.ended.is_cancelled() {
@@ -132,7 +133,7 @@ impl Scheduler {
     /// abandoned.
     pub async fn stop(&self, stream: &StreamName) -> bool {
         let ended = {
-            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let streams = self.streams.locked();
             let Some(scheduled) = streams.get(stream) else {
                 return false;
             };
@@ -140,7 +141,7 @@ impl Scheduler {
             scheduled.ended.clone()
         };
         ended.cancelled().await;
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         // Only forget the entry if no start replaced it meanwhile.
         if streams.get(stream).is_some_and(|s| s.ended.is_cancelled()) {
             streams.remove(stream);
@@ -151,7 +152,7 @@ impl Scheduler {
     /// Cancels a stream's schedule without waiting for its run to end (for callers that must
     /// not wait, and will not start a source call themselves). Returns whether it was scheduled.
     pub fn cancel(&self, stream: &StreamName) -> bool {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = self.streams.locked();
         streams.get(stream).is_some_and(|scheduled| {
             scheduled.cancel.cancel();
             true
@@ -166,7 +167,7 @@ impl Scheduler {
     /// As for [`Scheduler::stop`]: every stream is stopped even if this future is dropped.
     pub async fn stop_all(&self) {
         let names: Vec<_> = {
-            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let streams = self.streams.locked();
             for scheduled in streams.values() {
                 scheduled.cancel.cancel();
             }
@@ -177,7 +178,7 @@ impl Scheduler {
 
     /// Whether a stream is scheduled (and not stopped).
     pub fn is_scheduled(&self, stream: &StreamName) -> bool {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = self.streams.locked();
         streams
             .get(stream)
             .is_some_and(|s| !s.cancel.is_cancelled() && !s.ended.is_cancelled())

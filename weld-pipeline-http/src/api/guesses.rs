@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
+use weld_pipeline::sync::Locked;
 
 use axum::extract::ConnectInfo;
 use axum::http::Extensions;
@@ -188,7 +189,7 @@ struct Table {
 impl Guesses {
     /// Judges a token from `client`, `right` or not, at `now`, and keeps the count.
     pub(crate) fn judge(&self, client: Client, via: Via, right: bool, now: Instant) -> Verdict {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.table.locked();
         let limits = self.limits;
         let entry = table
             .clients

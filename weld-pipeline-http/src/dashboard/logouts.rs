@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use weld_pipeline::sync::Locked;
 
 use weld_pipeline::{Error, Timestamp};
 
@@ -116,13 +117,9 @@ impl Logouts {
         let inner = self.inner.clone();
         let line = format!("{nonce} {}\n", expires.as_millis());
         tokio::task::spawn_blocking(move || {
-            let mut lines = inner.lines.lock().unwrap_or_else(|e| e.into_inner());
+            let mut lines = inner.lines.locked();
             if *lines + 1 > 2 * live + 64 {
-                let snapshot = inner
-                    .ended
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let snapshot = inner.ended.locked().clone();
                 *lines = rewrite(&path, &snapshot)?;
                 return Ok(());
             }
@@ -142,7 +139,7 @@ impl Logouts {
     }
 
     fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.inner.ended.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.ended.locked()
     }
 }
 

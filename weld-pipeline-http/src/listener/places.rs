@@ -26,6 +26,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weld_pipeline::sync::Locked;
 
 use tokio_util::sync::CancellationToken;
 
@@ -80,7 +81,7 @@ impl Places {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Taken> {
-        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+        self.taken.locked()
     }
 
     /// A place for a new connection from `client`, closing an idle one to make room if need be

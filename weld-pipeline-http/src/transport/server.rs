@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weld_pipeline::sync::Locked;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -70,11 +71,7 @@ impl ServerSide {
 
     fn push(&self, frame: Bytes) -> Result<(), Error> {
         kit::check_size(frame.len(), self.session.max_body)?;
-        self.session
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(frame);
+        self.session.queue.locked().push_back(frame);
         self.session.ready.notify_one();
         Ok(())
     }
@@ -198,7 +195,7 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => {
-                for session in app.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                for session in app.sessions.locked().values() {
                     session.closed.cancel();
                 }
                 return;
@@ -206,8 +203,8 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let timeout = app.config.session_timeout;
-        app.sessions.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, session| {
-            let quiet = session.last_poll.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        app.sessions.locked().retain(|_, session| {
+            let quiet = session.last_poll.locked().elapsed();
             if quiet > timeout || session.closed.is_cancelled() {
                 if !session.closed.is_cancelled() {
                     tracing::warn!(worker_id = %session.hello.worker_id, "no poll for {quiet:?}: session closed");
@@ -217,10 +214,7 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
             }
             true
         });
-        app.challenged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .expire(timeout);
+        app.challenged.locked().expire(timeout);
         if summarised.elapsed() >= SUMMARY_EVERY {
             summarised = tokio::time::Instant::now();
             let more = app.wrong_secrets.take();
@@ -253,7 +247,7 @@ fn binary(body: Bytes) -> HttpResponse {
 }
 
 async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
-    if app.sessions.lock().unwrap_or_else(|e| e.into_inner()).len() >= app.config.max_sessions {
+    if app.sessions.locked().len() >= app.config.max_sessions {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
     }
     let token = hex(&random_bytes());
@@ -274,10 +268,7 @@ async fn open_session(app: &Arc<App>, hello: Hello) -> HttpResponse {
         last_poll: Mutex::new(Instant::now()),
         max_body: app.config.max_body_bytes,
     });
-    app.sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(token.clone(), session.clone());
+    app.sessions.locked().insert(token.clone(), session.clone());
     tracing::info!(worker_id = %session.hello.worker_id, "worker authenticated over HTTP");
     if app
         .arrivals
@@ -329,8 +320,7 @@ async fn hello(
     // client holding most when all are taken (see `challenges`).
     let evicted = app
         .challenged
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .locked()
         .insert(pending.clone(), client, hello, challenge);
     if evicted && app.evicted_challenges.record() {
         tracing::warn!(
@@ -359,12 +349,7 @@ async fn answer(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
         },
         Err(refusal) => return refusal,
     };
-    let Some((hello, challenge)) = app
-        .challenged
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take(&answer.pending)
-    else {
+    let Some((hello, challenge)) = app.challenged.locked().take(&answer.pending) else {
         // Expired, or pushed out by newer hellos: nothing is wrong with the worker, which says
         // hello again (401 is transient to the client).
         return refused(
@@ -399,7 +384,7 @@ fn session(app: &App, headers: &HeaderMap) -> Option<Arc<Session>> {
         .get(SESSION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let sessions = app.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let sessions = app.sessions.locked();
     sessions
         .get(token)
         .filter(|s| !s.closed.is_cancelled())
@@ -485,16 +470,11 @@ async fn poll(State(app): State<Arc<App>>, headers: HeaderMap) -> HttpResponse {
     let Some(session) = session(&app, &headers) else {
         return no_session();
     };
-    *session.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    *session.last_poll.locked() = Instant::now();
     let deadline = tokio::time::Instant::now() + app.config.poll_wait;
     loop {
         let ready = session.ready.notified();
-        if let Some(frame) = session
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-        {
+        if let Some(frame) = session.queue.locked().pop_front() {
             return binary(frame);
         }
         tokio::select! {

@@ -4,6 +4,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use weld_pipeline::sync::Locked;
 use weld_pipeline::Timestamp;
 
 use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
@@ -164,11 +165,7 @@ pub(super) async fn admin_faults(
     State(state): State<Shared>,
     Json(plans): Json<Vec<FaultPlan>>,
 ) -> StatusCode {
-    state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .faults
-        .extend(plans);
+    state.locked().faults.extend(plans);
     StatusCode::NO_CONTENT
 }
 
@@ -182,11 +179,7 @@ pub(super) async fn admin_latency(
     State(state): State<Shared>,
     Json(latency): Json<Latency>,
 ) -> StatusCode {
-    state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .config
-        .latency = std::time::Duration::from_millis(latency.ms);
+    state.locked().config.latency = std::time::Duration::from_millis(latency.ms);
     StatusCode::NO_CONTENT
 }
 
@@ -194,20 +187,11 @@ pub(super) async fn admin_mutate(
     State(state): State<Shared>,
     Json(mutation): Json<Mutation>,
 ) -> Json<Vec<u64>> {
-    Json(mutate(
-        &mut state.lock().unwrap_or_else(|e| e.into_inner()),
-        &mutation,
-    ))
+    Json(mutate(&mut state.locked(), &mutation))
 }
 
 pub(super) async fn admin_stats(State(state): State<Shared>) -> Json<Stats> {
-    Json(
-        state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stats
-            .clone(),
-    )
+    Json(state.locked().stats.clone())
 }
 
 /// The query of `GET /_admin/dump`: which object type.
@@ -220,8 +204,5 @@ pub(super) async fn admin_dump(
     State(state): State<Shared>,
     Query(query): Query<DumpQuery>,
 ) -> Json<Vec<Dumped>> {
-    Json(dump(
-        &state.lock().unwrap_or_else(|e| e.into_inner()),
-        &query.object,
-    ))
+    Json(dump(&state.locked(), &query.object))
 }

@@ -68,6 +68,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weld_pipeline::sync::Locked;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue};
@@ -196,7 +197,7 @@ impl FakeHubSpot {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Fake> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Injects faults into the next matching requests.
@@ -339,17 +340,12 @@ async fn answer(
     build: impl FnOnce(&mut Fake) -> Result<list::Built, Refusal>,
 ) -> Response {
     // Half the round trip on the way in, half on the way out.
-    let half = state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .config
-        .latency
-        / 2;
+    let half = state.locked().config.latency / 2;
     if !half.is_zero() {
         tokio::time::sleep(half).await;
     }
     let built = {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fake = state.locked();
         build(&mut fake)
     };
     if !half.is_zero() {
@@ -394,7 +390,7 @@ async fn respond(
     headers: HeaderMap,
 ) -> Response {
     if fault == Some(Fault::Endless) {
-        let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fake = state.locked();
         *fake.stats.by_status.entry(200).or_default() += 1;
         drop(fake);
         use futures::StreamExt;
@@ -421,7 +417,7 @@ async fn respond(
         Some(Fault::Nested { depth }) => nested(body, depth),
         _ => body,
     };
-    let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fake = state.locked();
     fake.stats.records_served += records;
     *fake.stats.by_status.entry(200).or_default() += 1;
     let mut response = Response::new(Body::from(body));
@@ -451,7 +447,7 @@ fn nested(body: Vec<u8>, depth: usize) -> Vec<u8> {
 }
 
 fn count_status(state: &Shared, response: &Response) {
-    let mut fake = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fake = state.locked();
     *fake
         .stats
         .by_status

@@ -1,5 +1,6 @@
 //! The worker: runs the streams it is given and delivers their batches through its outbox.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -348,7 +349,7 @@ impl<T: Transport> Worker<T> {
     /// a position past batches about to be dropped).
     fn refused(&self, key: u64, id: &BatchId, error: &Error) -> Result<(), Error> {
         let stream = &id.stream;
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         let fresh = streams.get(stream).and_then(|held| held.fresh);
         if fresh.is_some_and(|since| id.run_id < since) {
             // A batch of a run from before the Start that placed the stream at the controller's
@@ -384,7 +385,7 @@ impl<T: Transport> Worker<T> {
         // replica that claimed the stream anew), starts from its checkpoint, whatever is held:
         // what waits in the outbox is of the older epoch or lease, and will be refused.
         // Held until the run is scheduled: a refusal's drop of the stream comes before or after.
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         let checkpoint = {
             let held = streams
                 .get(&start.stream)
@@ -451,11 +452,7 @@ impl<T: Transport> Handler for WorkerHandler<T> {
             Request::Start(start) => self.0.start(start).await,
             Request::Stop { stream } => {
                 self.0.scheduler.stop(&stream).await;
-                self.0
-                    .streams
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&stream);
+                self.0.streams.locked().remove(&stream);
                 self.0.outbox.forget_position(&stream);
                 Response::Stopped
             }
@@ -521,11 +518,7 @@ impl<T: Transport> Job for StreamJob<T> {
                 at: Timestamp::now(),
             })
             .await;
-        let from = self
-            .checkpoint
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let from = self.checkpoint.locked().clone();
         let sink = OutboxSink {
             outbox: worker.outbox.clone(),
             cancel: run.cancel.clone(),
@@ -542,7 +535,7 @@ impl<T: Transport> Job for StreamJob<T> {
             pipeline = pipeline.with_transform(self.transforms.clone());
         }
         let report = pipeline.run(&run, from).await;
-        *self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = report.checkpoint.clone();
+        *self.checkpoint.locked() = report.checkpoint.clone();
         worker.notify(Event::RunFinished(report.finished())).await;
     }
 }

@@ -1,5 +1,6 @@
 //! A sink that keeps everything in memory: for tests, demos and the in-process pipeline.
 
+use crate::sync::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -49,7 +50,7 @@ impl MemorySink {
     /// Removes a record behind the pipeline's back, as a write lost by a disk that lied about
     /// its sync would: for tests of reconciliation. Returns what it removed.
     pub fn forget(&self, stream: &StreamName, id: &str) -> Option<Record> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         let data = streams.get_mut(stream)?;
         let removed = data.records.remove(id)?;
         if !removed.archived {
@@ -80,7 +81,7 @@ impl MemorySink {
     }
 
     fn with<T: Default>(&self, stream: &StreamName, f: impl FnOnce(&StreamData) -> T) -> T {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = self.streams.locked();
         streams.get(stream).map(f).unwrap_or_default()
     }
 }
@@ -89,7 +90,7 @@ impl MemorySink {
 impl Sink for MemorySink {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
         // Everything happens under one lock: the atomic step.
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         let data = streams.entry(batch.stream.clone()).or_default();
         if !data.committed.insert((batch.run_id, batch.seq)) {
             return Ok(Commit::Replayed);
@@ -146,7 +147,7 @@ impl crate::source::Catalog for MemorySink {
         stream: &StreamName,
         schema: &crate::source::Schema,
     ) -> Result<(), Error> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.locked();
         streams.entry(stream.clone()).or_default().schema = Some(schema.clone());
         Ok(())
     }

@@ -20,6 +20,7 @@
 //! many attempts), and at most one summary every 30 s in between. The gauge
 //! `weld_store_healthy` reads 1 or 0.
 
+use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,7 @@ impl Healing {
     }
 
     fn failure(&self) -> std::sync::MutexGuard<'_, Option<Failure>> {
-        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.failure.locked()
     }
 
     async fn current(&self) -> Result<Arc<dyn StreamStore>, Error> {

@@ -1,5 +1,6 @@
 //! A tower service that answers from a script.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -46,7 +47,7 @@ impl<T: Clone + Send + 'static> Scripted<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ScriptState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// How many calls were made.

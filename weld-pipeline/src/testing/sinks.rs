@@ -1,5 +1,6 @@
 //! A sink that fails on demand.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -32,30 +33,22 @@ impl FailingSink {
 
     /// The next commit fails with `error`, without writing anything.
     pub fn fail_next(&self, error: Error) {
-        self.fail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(error);
+        self.fail.locked().push_back(error);
     }
 
     /// Every commit of a batch with this `seq` fails with `error()`.
     pub fn fail_seq(&self, seq: u64, error: fn() -> Error) {
-        *self.fail_at_seq.lock().unwrap_or_else(|e| e.into_inner()) = Some((seq, error));
+        *self.fail_at_seq.locked() = Some((seq, error));
     }
 }
 
 #[async_trait]
 impl Sink for FailingSink {
     async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
-        if let Some(error) = self
-            .fail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-        {
+        if let Some(error) = self.fail.locked().pop_front() {
             return Err(error);
         }
-        if let Some((seq, error)) = *self.fail_at_seq.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some((seq, error)) = *self.fail_at_seq.locked() {
             if batch.seq == seq {
                 return Err(error());
             }

@@ -1,5 +1,6 @@
 //! A source that counts what it is asked for, and its factory.
 
+use crate::sync::Locked;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,12 +54,12 @@ impl CountingSource {
     /// Per run that was given the store's inventory, how many records it held at the run's
     /// start (read through it page by page, as a reconciling source would).
     pub fn held_at_starts(&self) -> Vec<usize> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.held.locked().clone()
     }
 
     /// When the last page request started.
     pub fn last_start(&self) -> Option<Instant> {
-        *self.last_start.lock().unwrap_or_else(|e| e.into_inner())
+        *self.last_start.locked()
     }
 }
 
@@ -88,7 +89,7 @@ impl Source for CountingSource {
                     Err(error) => return Some(Err(error)),
                 }
             }
-            held.lock().unwrap_or_else(|e| e.into_inner()).push(count);
+            held.locked().push(count);
             None
         })
         .filter_map(std::future::ready);
@@ -104,7 +105,7 @@ impl Source for CountingSource {
                     return None;
                 }
                 started.fetch_add(1, Ordering::SeqCst);
-                *last_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                *last_start.locked() = Some(Instant::now());
                 tokio::time::sleep(delay).await;
                 let next = inner.next().await?;
                 Some((next, inner))
@@ -130,14 +131,14 @@ impl CountingSources {
 
     /// Page requests started by every source it built.
     pub fn pages_started(&self) -> usize {
-        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let built = self.built.locked();
         built.iter().map(CountingSource::pages_started).sum()
     }
 
     /// What the stores held at the starts of the runs given an inventory, by every source it
     /// built.
     pub fn held_at_starts(&self) -> Vec<usize> {
-        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let built = self.built.locked();
         built
             .iter()
             .flat_map(CountingSource::held_at_starts)
@@ -203,10 +204,7 @@ impl crate::source::SourceFactory for CountingSources {
     ) -> Result<Arc<dyn Source>, Error> {
         let (params, delay) = Self::params(spec)?;
         let source = CountingSource::new(params.records, params.page_size, delay);
-        self.built
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(source.clone());
+        self.built.locked().push(source.clone());
         Ok(Arc::new(source))
     }
 }

@@ -12,6 +12,7 @@
 //! | [`check_size`] | a message the other side would refuse is refused here, permanently, before it is sent: sent, it would close the connection, and its resend close it again |
 //! | [`ListenAddr`] | a listener restarted on port 0 binds the port it had, so workers that knew it reconnect |
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -52,7 +53,7 @@ pub struct Pending {
 
 impl Pending {
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.locked()
     }
 
     /// Registers a request under a fresh id (never 0, which stands for "no request").
@@ -202,7 +203,7 @@ impl ListenAddr {
 
     /// The address bound, once it has been.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner())
+        *self.bound.locked()
     }
 
     /// Binds a listening socket there and remembers the address.
@@ -224,7 +225,7 @@ impl ListenAddr {
             .await
             .map_err(permanent)?;
         let local = listener.local_addr().map_err(permanent)?;
-        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+        *self.bound.locked() = Some(local);
         Ok((listener, local))
     }
 }

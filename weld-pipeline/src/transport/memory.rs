@@ -1,5 +1,6 @@
 //! A transport inside one process, over channels.
 
+use crate::sync::Locked;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -200,15 +201,14 @@ impl Transport for MemoryTransport {
                 }
             }
         });
-        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepted);
+        *self.listener.locked() = Some(accepted);
         Ok(MemoryListener { arrivals })
     }
 
     async fn connect(&self, hello: Hello, handler: Arc<dyn Handler>) -> Result<MemoryPeer, Error> {
         let listener = self
             .listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .clone()
             .ok_or_else(|| Error::Unavailable("nobody is listening".into()))?;
         check_hello(&hello)?;

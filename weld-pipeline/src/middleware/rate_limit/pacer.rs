@@ -1,5 +1,6 @@
 //! Pacers: who may start when.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -90,7 +91,7 @@ impl TokenBucket {
 
 impl Pacer for TokenBucket {
     fn reserve(&self, now: Instant) -> Instant {
-        let mut full_at = self.full_at.lock().unwrap_or_else(|e| e.into_inner());
+        let mut full_at = self.full_at.locked();
         // Taking a token pushes the full time one refill later. A call may start as soon as the
         // bucket holds a token, i.e. once the full time is at most `capacity` refills away.
         let base = full_at.map_or(now, |t| t.max(now));
@@ -142,7 +143,7 @@ impl BudgetPacer {
 
     /// The budget this pacer works to (after what the service reported).
     pub fn budget(&self) -> (u32, Duration) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.locked();
         (state.max, state.interval)
     }
 }
@@ -162,7 +163,7 @@ impl BudgetState {
 
 impl Pacer for BudgetPacer {
     fn reserve(&self, now: Instant) -> Instant {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         // Spread evenly, unless the spacing is finer than the timer can wait for (a budget of
         // thousands a second): then the rolling window alone keeps the count.
         let spacing = state.window() / state.max;
@@ -187,7 +188,7 @@ impl Pacer for BudgetPacer {
     }
 
     fn observe(&self, now: Instant, budget: Budget) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         if budget.max > 0 && !budget.interval.is_zero() {
             state.max = budget.max;
             state.interval = budget.interval;

@@ -1,5 +1,6 @@
 //! How long to wait before a retry.
 
+use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ impl Backoff for ExponentialBackoff {
     fn delay(&self, retry: u32) -> Duration {
         let ceiling = self.ceiling(retry);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rng = self.rng.locked();
         Duration::from_nanos(rng.u64(0..=nanos))
     }
 }

@@ -12,6 +12,7 @@ mod assignments;
 mod delivery;
 mod replicas;
 
+use crate::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -248,7 +249,7 @@ impl<P: Peer> Controller<P> {
     }
 
     fn started_as(&self, stream: &StreamName) -> Option<Started> {
-        lock(&self.started).get(stream).cloned()
+        self.started.locked().get(stream).cloned()
     }
 
     /// Opens a controller on the embedded sled store in `config.data_dir`, wrapped in
@@ -278,21 +279,21 @@ impl<P: Peer> Controller<P> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Assignments<P>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn command_lock(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
-        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let mut commands = self.commands.locked();
         commands.entry(stream.clone()).or_default().clone()
     }
 
     fn entry_lock(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         entries.entry(stream.clone()).or_default().clone()
     }
 
     fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
-        let mut lifecycles = self.lifecycles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lifecycles = self.lifecycles.locked();
         lifecycles.entry(stream.clone()).or_default().clone()
     }
 
@@ -494,7 +495,7 @@ impl<P: Peer> Controller<P> {
             lease: started.lease,
         });
         // Known before the worker answers: a lease period meanwhile must see what was sent.
-        lock(&self.started).insert(entry.name.clone(), started);
+        self.started.locked().insert(entry.name.clone(), started);
         match command(&peer, start, "start").await {
             Ok(_) => {
                 tracing::info!(stream = %entry.name, worker_id, replica = self.replica(), "stream assigned");
@@ -507,7 +508,7 @@ impl<P: Peer> Controller<P> {
             Err(error) => {
                 tracing::warn!(stream = %entry.name, worker_id, error = %error, "worker did not take the stream");
                 self.lock().unassign(&entry.name, &worker_id);
-                lock(&self.started).remove(&entry.name);
+                self.started.locked().remove(&entry.name);
                 if error.kind() == ErrorKind::Permanent {
                     self.record_error(
                         &entry.name,
@@ -631,7 +632,7 @@ impl<P: Peer> Controller<P> {
                 }
             }
             self.lock().unassign(name, &worker_id);
-            lock(&self.started).remove(name);
+            self.started.locked().remove(name);
         }
     }
 
@@ -754,12 +755,6 @@ impl<P: Peer> Controller<P> {
         }
         Ok(statuses)
     }
-}
-
-/// Locks one of the controller's maps, poisoned or not: each change to them is one insert or
-/// removal, so a panic elsewhere cannot leave one half made.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends a command to a worker and waits for its answer, at most [`COMMAND_TIMEOUT`]; a refusal

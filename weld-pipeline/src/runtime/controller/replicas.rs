@@ -15,10 +15,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{lock, Controller, COMMAND_TIMEOUT};
+use super::{Controller, COMMAND_TIMEOUT};
 use crate::lease::{Holder, Leasing, RegistryChange};
 use crate::store::{Desired, StreamEntry};
 use crate::stream::StreamName;
+use crate::sync::Locked;
 use crate::transport::Peer;
 
 /// How often a replica renews its leases and looks for streams to claim: a fifth of the
@@ -39,7 +40,7 @@ impl<P: Peer> Controller<P> {
         let workers = self.workers();
         if let Ok(replicas) = leases.heartbeat(workers).await {
             metrics::gauge!("weld_replicas_alive").set(replicas.len() as f64);
-            *lock(&self.replicas) = replicas;
+            *self.replicas.locked() = replicas;
         }
         let held = match leases.renew().await {
             Ok(held) => {
@@ -76,7 +77,7 @@ impl<P: Peer> Controller<P> {
             .collect();
         for stream in lost {
             // Told once: the stop waits for the worker's page boundary, over several periods.
-            if !lock(&self.stopping).insert(stream.clone()) {
+            if !self.stopping.locked().insert(stream.clone()) {
                 continue;
             }
             tracing::warn!(replica = leases.replica(), %stream, "lease lost: another replica runs the stream now; stopping it here");
@@ -84,7 +85,7 @@ impl<P: Peer> Controller<P> {
             let controller = self.clone();
             tokio::spawn(async move {
                 controller.stop_on_worker(&stream).await;
-                lock(&controller.stopping).remove(&stream);
+                controller.stopping.locked().remove(&stream);
             });
         }
         metrics::gauge!("weld_leases_held").set(self.lock().assigned().len() as f64);
@@ -118,7 +119,7 @@ impl<P: Peer> Controller<P> {
                 assignments.worker_of(stream).is_none() && assignments.hold_of(stream).is_none()
             })
             .collect();
-        let before = std::mem::replace(&mut *lock(&self.idle), idle.clone());
+        let before = std::mem::replace(&mut *self.idle.locked(), idle.clone());
         for stream in idle.intersection(&before) {
             if !leases.is_held(stream) {
                 continue;
@@ -153,7 +154,7 @@ impl<P: Peer> Controller<P> {
             .filter(|e| holders.get(&e.name).is_none_or(|h| h.owner == me))
             .collect();
         let late = tick && {
-            let mut overdue = lock(&self.overdue);
+            let mut overdue = self.overdue.locked();
             let late = waiting.iter().any(|e| overdue.contains(&e.name));
             *overdue = waiting.iter().map(|e| e.name.clone()).collect();
             late
@@ -166,7 +167,9 @@ impl<P: Peer> Controller<P> {
             .filter(|e| e.desired == Desired::Running)
             .count();
         let here = self.workers();
-        let elsewhere: usize = lock(&self.replicas)
+        let elsewhere: usize = self
+            .replicas
+            .locked()
             .iter()
             .filter(|r| r.id != me)
             .map(|r| r.workers)

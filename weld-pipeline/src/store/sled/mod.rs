@@ -62,6 +62,7 @@ mod keys;
 mod registry;
 mod sync;
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,7 @@ impl SledStore {
     }
 
     fn writer(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<()>> {
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writers = self.writers.locked();
         writers.entry(stream.clone()).or_default().clone()
     }
 

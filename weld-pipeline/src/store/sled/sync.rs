@@ -1,5 +1,6 @@
 //! Group commit: one flush and one `fdatasync` shared by every commit waiting for it.
 
+use crate::sync::Locked;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -101,18 +102,12 @@ impl GroupSync {
     pub(super) async fn sync(&self) -> Result<(), Error> {
         let mut rounds = self.shared.rounds.subscribe();
         let ticket = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.locked();
             state.requested += 1;
             state.requested
         };
         loop {
-            if let Some(failed) = &self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .failed
-            {
+            if let Some(failed) = &self.shared.state.locked().failed {
                 return Err(Error::Unavailable(format!(
                     "the store stopped acknowledging after a failed sync ({failed}); restart it"
                 )));
@@ -137,26 +132,18 @@ impl GroupSync {
 
     /// Syncs requested so far (one per commit, replays included).
     pub(super) fn requests(&self) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .requested
+        self.shared.state.locked().requested
     }
 
     /// Sync rounds started so far.
     pub(super) fn rounds(&self) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rounds
+        self.shared.state.locked().rounds
     }
 
     /// Starts a round on its own task unless one is running.
     fn lead_if_idle(&self) {
         let covered = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.locked();
             if state.running {
                 return;
             }
@@ -177,7 +164,7 @@ impl GroupSync {
             if let Some(error) = &error {
                 tracing::error!(error = %error, "store sync failed; nothing more is acknowledged until the store is reopened");
             }
-            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = shared.state.locked();
             if state.failed.is_none() {
                 state.failed.clone_from(&error);
             }
