@@ -148,6 +148,7 @@ async fn unknown_stream_is_404_on_every_route() {
     for (method, path) in [
         (Method::GET, "/streams/nope"),
         (Method::POST, "/streams/nope/stop"),
+        (Method::POST, "/streams/nope/resync"),
         (Method::GET, "/streams/nope/records"),
         (Method::GET, "/streams/nope/runs"),
         (Method::DELETE, "/streams/nope"),
@@ -158,7 +159,7 @@ async fn unknown_stream_is_404_on_every_route() {
     }
     assert!(
         api.list_streams().await.is_empty(),
-        "a stop or delete created nothing"
+        "a stop, resync or delete created nothing"
     );
 }
 

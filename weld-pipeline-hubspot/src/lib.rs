@@ -106,7 +106,8 @@
 //!
 //! # Rate limits and errors
 //!
-//! Every call goes through the core's layers, outermost first: retry (transient errors only,
+//! Every call goes through the core's layers, outermost first: telemetry (`weld_calls_total` by
+//! service, a call retried counting once), retry (transient errors only,
 //! full-jitter backoff, `Retry-After` honoured up to 5 minutes), rate limit (list calls paced
 //! from the `X-HubSpot-RateLimit-*` headers by a [`BudgetPacer`](weld_pipeline::middleware::BudgetPacer);
 //! search calls by a token bucket under HubSpot's 5 per second), timeout. A `DAILY` 429 asks to

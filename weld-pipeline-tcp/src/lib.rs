@@ -4,7 +4,7 @@
 //! [`TcpTransport`] implements [`weld_pipeline::Transport`]: a controller
 //! [`listen`](weld_pipeline::Transport::listen)s, a worker
 //! [`connect`](weld_pipeline::Transport::connect)s. Non-goals: encryption (run it on a private
-//! network, or behind a TLS tunnel, until the roadmap's TLS lands), cross-version negotiation
+//! network, or behind a TLS tunnel: the transport has no TLS of its own yet), cross-version negotiation
 //! (both sides must speak the same protocol version), and mutual authentication (the controller
 //! checks the worker's proof of the secret; the worker does not check the controller's).
 //!

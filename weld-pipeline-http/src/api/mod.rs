@@ -1,4 +1,4 @@
-//! The HTTP API of data-streams: start, stop, inspect and read streams (feature `service`).
+//! The HTTP API of data-streams: start, stop, inspect and read streams (feature `api`).
 //!
 //! [`router`] builds the whole API as an axum [`Router`] over anything that implements
 //! [`Streams`] (a [`Controller`] does, over any transport), so a service serves it on its own
