@@ -111,7 +111,10 @@ async fn serve<T: Transport>(
             token,
             metrics: Some(metrics),
         },
-        ..DataStreamsConfig::new(args.data_dir, common::source_kinds())
+        ..DataStreamsConfig::new(
+            args.data_dir,
+            common::source_kinds(common::connector_kinds()),
+        )
     };
     config.limits.trusted_proxies = args.trusted_proxies;
     let shutdown = shutdown_on_signals();
@@ -133,7 +136,7 @@ async fn serve<T: Transport>(
             let healing = Healing::open(move || Ok(store.clone()))?;
             let controller = Controller::<T::Peer>::with_leases(
                 Arc::new(healing),
-                common::source_kinds(),
+                common::source_kinds(common::connector_kinds()),
                 leases,
             );
             DataStreams::with_controller(&transport, controller, config, shutdown).await?

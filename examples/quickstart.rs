@@ -46,7 +46,10 @@ async fn main() -> Result<(), BoxError> {
             token: None,
             metrics: Some(metrics),
         },
-        ..DataStreamsConfig::new(data.path().join("data-streams"), common::source_kinds())
+        ..DataStreamsConfig::new(
+            data.path().join("data-streams"),
+            common::source_kinds(common::connector_kinds()),
+        )
     };
     let service = DataStreams::start(&transport, config, shutdown.clone()).await?;
     let controller_addr = transport.local_addr().ok_or("not listening")?;
@@ -55,7 +58,7 @@ async fn main() -> Result<(), BoxError> {
     let worker = Worker::open(
         WorkerConfig::new("quickstart-worker", data.path().join("worker")),
         TcpTransport::new(controller_addr.to_string()),
-        common::sources(account),
+        common::sources(common::connectors(account)),
     )?;
     let worker = tokio::spawn(worker.run(shutdown.clone()));
 

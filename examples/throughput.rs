@@ -280,7 +280,7 @@ async fn controller<P: Peer>(
     url: Option<&str>,
     dir: &tempfile::TempDir,
 ) -> Result<Arc<Controller<P>>, weld_pipeline::Error> {
-    let kinds = common::source_kinds();
+    let kinds = common::source_kinds(common::connector_kinds());
     Ok(match url {
         None => Controller::open(&ControllerConfig::new(dir.path().join("controller"), kinds))?,
         Some(url) => {

@@ -98,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),
         )
     };
-    let sources = common::sources(account);
+    let sources = common::sources(common::connectors(account));
     let worker_id = args.worker_id.clone().unwrap_or_else(common::host_and_pid);
     let mut config = WorkerConfig::new(&worker_id, &args.data_dir);
     config.outbox.write_after = Duration::from_millis(args.outbox_write_after_ms);

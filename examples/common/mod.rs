@@ -66,19 +66,26 @@ pub(crate) fn addresses(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|a| !a.is_empty())
 }
 
-/// The source kinds data-streams accepts: HubSpot (the default of a start without a source) and
-/// the generator, for demos and benchmarks without an account.
-pub(crate) fn source_kinds() -> SourceKinds {
-    SourceKinds::new()
-        .with(Arc::new(HubSpotKind))
-        .with(Arc::new(GeneratorSources))
+/// The source kinds data-streams accepts: the connectors' kinds it is given (the first is the
+/// default of a start without a source), and the generator, for demos and benchmarks without
+/// an account.
+pub(crate) fn source_kinds(connectors: SourceKinds) -> SourceKinds {
+    connectors.with(Arc::new(GeneratorSources))
 }
 
-/// The sources a worker runs: HubSpot from `account`, and the generator.
-pub(crate) fn sources(account: HubSpotAccount) -> Sources {
-    Sources::new()
-        .with(Arc::new(HubSpotSources::new(account)))
-        .with(Arc::new(GeneratorSources))
+/// The sources a worker runs: the connectors' sources it is given, and the generator.
+pub(crate) fn sources(connectors: Sources) -> Sources {
+    connectors.with(Arc::new(GeneratorSources))
+}
+
+/// The connectors of the reference services on data-streams' side: HubSpot.
+pub(crate) fn connector_kinds() -> SourceKinds {
+    SourceKinds::new().with(Arc::new(HubSpotKind))
+}
+
+/// The connectors of the reference worker: HubSpot, reading `account`.
+pub(crate) fn connectors(account: HubSpotAccount) -> Sources {
+    Sources::new().with(Arc::new(HubSpotSources::new(account)))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
