@@ -11,13 +11,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Controller};
-use weld_pipeline::store::{Healing, StreamStore};
+use weld_pipeline::store::Storage;
 use weld_pipeline::Transport;
 use weld_pipeline_http::api::{ApiConfig, ApiToken};
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
@@ -41,7 +40,7 @@ struct Args {
     /// Where workers connect (for `http`, the internal routes are served here).
     #[arg(long, env = "WELD_TRANSPORT_ADDR", default_value = "127.0.0.1:4000")]
     transport_addr: String,
-    /// The sled database: store and registry.
+    /// The sled database (store and registry), and the dashboard's logouts.
     #[arg(long, env = "WELD_DATA_DIR", default_value = "./data/data-streams")]
     data_dir: PathBuf,
     /// When set, every endpoint but /health needs `Authorization: Bearer <token>`.
@@ -105,43 +104,27 @@ async fn serve<T: Transport>(
         metrics = metrics.add_global_label("replica", &replica);
     }
     let metrics = metrics.install_recorder()?;
+    let storage = match database_url {
+        None => Storage::sled(&args.data_dir)?,
+        Some(url) => {
+            let database = PostgresConfig {
+                ca_file: args.database_ca_file,
+                ..PostgresConfig::new(url)
+            };
+            PostgresStore::replica(&database, replica, Duration::from_secs(args.lease_secs))?
+        }
+    };
+    let controller = Controller::new(storage, common::source_kinds(common::connector_kinds()));
     let mut config = DataStreamsConfig {
         http_addr: args.http_addr,
         api: ApiConfig {
             token,
             metrics: Some(metrics),
         },
-        ..DataStreamsConfig::new(
-            args.data_dir,
-            common::source_kinds(common::connector_kinds()),
-        )
+        ..DataStreamsConfig::new(args.data_dir)
     };
     config.limits.trusted_proxies = args.trusted_proxies;
-    let shutdown = shutdown_on_signals();
-    let service = match database_url {
-        None => DataStreams::start(&transport, config, shutdown).await?,
-        Some(url) => {
-            // Made without connecting: while the database is away the service starts, says so
-            // once, answers /health 503, and heals by itself once it is back (the pool
-            // reconnects; Healing acknowledges nothing until a probe commits again).
-            let database = PostgresConfig {
-                ca_file: args.database_ca_file,
-                ..PostgresConfig::new(url)
-            };
-            // Any number of replicas may share the database: each runs the streams it leases,
-            // and its commits are fenced by those leases.
-            let store = PostgresStore::new(&database)?;
-            let leases = Arc::new(store.leases(replica, Duration::from_secs(args.lease_secs)));
-            let store: Arc<dyn StreamStore> = Arc::new(store.fenced_by(&leases));
-            let healing = Healing::open(move || Ok(store.clone()))?;
-            let controller = Controller::<T::Peer>::with_leases(
-                Arc::new(healing),
-                common::source_kinds(common::connector_kinds()),
-                leases,
-            );
-            DataStreams::with_controller(&transport, controller, config, shutdown).await?
-        }
-    };
+    let service = DataStreams::start(&transport, controller, config, shutdown_on_signals()).await?;
     let transport_addr = local_addr().ok_or("the transport is not listening")?;
     let replica = service
         .controller()

@@ -12,7 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
+use weld_pipeline::runtime::{shutdown_on_signals, Controller, Worker, WorkerConfig};
+use weld_pipeline::store::Storage;
 use weld_pipeline_http::api::ApiConfig;
 use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot};
@@ -40,18 +41,18 @@ async fn main() -> Result<(), BoxError> {
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let transport = TcpTransport::new("127.0.0.1:0");
+    let service_dir = data.path().join("data-streams");
     let config = DataStreamsConfig {
         http_addr: "127.0.0.1:0".into(),
         api: ApiConfig {
             token: None,
             metrics: Some(metrics),
         },
-        ..DataStreamsConfig::new(
-            data.path().join("data-streams"),
-            common::source_kinds(common::connector_kinds()),
-        )
+        ..DataStreamsConfig::new(&service_dir)
     };
-    let service = DataStreams::start(&transport, config, shutdown.clone()).await?;
+    let storage = Storage::sled(&service_dir)?;
+    let controller = Controller::new(storage, common::source_kinds(common::connector_kinds()));
+    let service = DataStreams::start(&transport, controller, config, shutdown.clone()).await?;
     let controller_addr = transport.local_addr().ok_or("not listening")?;
 
     let account = HubSpotAccount::new(fake.base_url(), Token::new(&token));

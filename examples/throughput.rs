@@ -45,9 +45,9 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::encoding::encode_message;
-use weld_pipeline::runtime::{Controller, ControllerConfig, Worker, WorkerConfig};
+use weld_pipeline::runtime::{Controller, Worker, WorkerConfig};
 use weld_pipeline::source::{Generator, GeneratorSources, Sources};
-use weld_pipeline::store::{RunState, StreamStore};
+use weld_pipeline::store::{RunState, Storage, StreamStore};
 use weld_pipeline::transport::MemoryTransport;
 use weld_pipeline::{
     Batch, Checkpoint, Message, Peer, Request, RunId, StreamConfig, StreamName, Timestamp,
@@ -282,7 +282,7 @@ async fn controller<P: Peer>(
 ) -> Result<Arc<Controller<P>>, weld_pipeline::Error> {
     let kinds = common::source_kinds(common::connector_kinds());
     Ok(match url {
-        None => Controller::open(&ControllerConfig::new(dir.path().join("controller"), kinds))?,
+        None => Controller::new(Storage::sled(dir.path().join("controller"))?, kinds),
         Some(url) => {
             let store: Arc<dyn StreamStore> =
                 Arc::new(PostgresStore::open(&PostgresConfig::new(url)).await?);

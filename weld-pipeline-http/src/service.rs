@@ -1,19 +1,23 @@
-//! A data-streams service in one call: a [`Controller`] on the sled store, its transport listener
-//! and its HTTP API (feature `api`), with the [dashboard](crate::dashboard) at `/` beside it
-//! (feature `dashboard`).
+//! A data-streams service in one call: a [`Controller`] on any [`Storage`](weld_pipeline::store::Storage)
+//! (sled by default), its transport listener and its HTTP API (feature `api`), with the
+//! [dashboard](crate::dashboard) at `/` beside it (feature `dashboard`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), weld_pipeline::Error> {
 //! use std::sync::Arc;
-//! use weld_pipeline::runtime::shutdown_on_signals;
+//! use weld_pipeline::runtime::{shutdown_on_signals, Controller};
 //! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::store::Storage;
 //! use weld_pipeline::transport::MemoryTransport;
 //! use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 //!
 //! let shutdown = shutdown_on_signals();
 //! let transport = MemoryTransport::new(); // or TCP, or HTTP: any transport
 //! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
-//! let service = DataStreams::start(&transport, DataStreamsConfig::new("./data", kinds), shutdown).await?;
+//! // Or `PostgresStore::replica(..)` (weld-pipeline-postgres), or any store of yours.
+//! let controller = Controller::new(Storage::sled("./data")?, kinds);
+//! let config = DataStreamsConfig::new("./data");
+//! let service = DataStreams::start(&transport, controller, config, shutdown).await?;
 //! println!("API on http://{}", service.api_addr());
 //! service.wait().await // until SIGINT or SIGTERM, then flushed
 //! # }
@@ -26,8 +30,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weld_pipeline::runtime::{Controller, ControllerConfig};
-use weld_pipeline::source::SourceKinds;
+use weld_pipeline::runtime::Controller;
 use weld_pipeline::{Error, Transport};
 
 use futures::FutureExt;
@@ -38,8 +41,9 @@ use crate::listener::{self, Limits};
 /// How to run data-streams.
 #[derive(Clone, Debug)]
 pub struct DataStreamsConfig {
-    /// The controller's database (store and registry), and the dashboard's logouts
-    /// (the file `dashboard-logouts`) when it has a login.
+    /// The service's own files: the dashboard's logouts (the file `dashboard-logouts`) when it
+    /// has a login. The store's files are the [`Storage`](weld_pipeline::store::Storage)'s
+    /// business (the sled store may well live here too).
     pub data_dir: PathBuf,
     /// Where the HTTP API listens (`WELD_HTTP_ADDR`); port 0 picks a free one.
     pub http_addr: String,
@@ -49,23 +53,20 @@ pub struct DataStreamsConfig {
     /// of the descriptor limit at start ([`Descriptors`](crate::listener::Descriptors), which
     /// also raises the soft limit to the hard one).
     pub limits: Limits,
-    /// The source kinds streams may name; the first is the default of a start without a source.
-    pub sources: SourceKinds,
     /// Whether the API's listener serves the [dashboard](crate::dashboard) at `/` too, behind the
     /// API's token (feature `dashboard`; default: yes).
     pub dashboard: bool,
 }
 
 impl DataStreamsConfig {
-    /// Data in `data_dir`, streams of the kinds in `sources`, the API on `127.0.0.1:3000`, no
-    /// token, no metrics.
-    pub fn new(data_dir: impl Into<PathBuf>, sources: SourceKinds) -> Self {
+    /// The service's files in `data_dir`, the API on `127.0.0.1:3000`, no token, no metrics, the
+    /// dashboard beside it.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         DataStreamsConfig {
             data_dir: data_dir.into(),
             http_addr: "127.0.0.1:3000".into(),
             api: ApiConfig::default(),
             limits: Limits::default(),
-            sources,
             dashboard: true,
         }
     }
@@ -103,33 +104,15 @@ pub const LOGOUTS_FILE: &str = "dashboard-logouts";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl<T: Transport> DataStreams<T> {
-    /// Opens the database, listens on `transport` for workers and on `http_addr` for the API,
-    /// and serves both until `shutdown`.
-    ///
-    /// # Errors
-    ///
-    /// When the database or the dashboard's logouts cannot be opened, or an address cannot be
-    /// bound.
-    pub async fn start(
-        transport: &T,
-        config: DataStreamsConfig,
-        shutdown: CancellationToken,
-    ) -> Result<Self, Error> {
-        let controller = Controller::open(&ControllerConfig::new(
-            &config.data_dir,
-            config.sources.clone(),
-        ))?;
-        Self::with_controller(transport, controller, config, shutdown).await
-    }
-
-    /// The same over a controller built by the caller, on any store
-    /// (`Controller::new(Arc::new(store), kinds)`); `config.sources` is the controller's
-    /// business then, and `config.data_dir` keeps only the dashboard's logouts.
+    /// Listens on `transport` for workers of `controller` and on `config.http_addr` for the
+    /// API, and serves both until `shutdown`. The controller keeps its streams in the
+    /// [`Storage`](weld_pipeline::store::Storage) it was made with
+    /// (`Controller::new(storage, kinds)`).
     ///
     /// # Errors
     ///
     /// When an address cannot be bound, or the dashboard's logouts cannot be read or written.
-    pub async fn with_controller(
+    pub async fn start(
         transport: &T,
         controller: Arc<Controller<T::Peer>>,
         config: DataStreamsConfig,

@@ -11,8 +11,9 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::runtime::Controller;
 use weld_pipeline::source::{GeneratorSources, SourceKinds};
+use weld_pipeline::store::Storage;
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, Sink, StreamName, Timestamp};
 use weld_pipeline_http::api::{self, ApiConfig, ApiToken, BODY_LIMIT, MIN_TOKEN_BYTES};
 use weld_pipeline_http::transport::HttpPeer;
@@ -30,8 +31,7 @@ fn app(config: ApiConfig) -> App {
     let kinds = SourceKinds::new()
         .with(Arc::new(HubSpotKind))
         .with(Arc::new(GeneratorSources));
-    let controller =
-        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
+    let controller = Controller::<HttpPeer>::new(Storage::sled(dir.path()).unwrap(), kinds);
     App {
         router: api::router(controller.clone(), config),
         controller,

@@ -9,8 +9,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use tower::ServiceExt;
-use weld_pipeline::runtime::{Controller, ControllerConfig};
+use weld_pipeline::runtime::Controller;
 use weld_pipeline::source::{GeneratorSources, SourceKinds};
+use weld_pipeline::store::Storage;
 use weld_pipeline::{Batch, Checkpoint, Json, Record, RunId, StreamName, Timestamp};
 use weld_pipeline_http::api::{self, ApiConfig, ApiToken};
 use weld_pipeline_http::dashboard::{self, DashboardConfig, Logouts};
@@ -32,8 +33,7 @@ fn app(token: Option<&str>) -> App {
 fn app_with(token: Option<&str>, logouts: Logouts) -> App {
     let dir = tempfile::tempdir().unwrap();
     let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
-    let controller =
-        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
+    let controller = Controller::<HttpPeer>::new(Storage::sled(dir.path()).unwrap(), kinds);
     let token = token.map(|token| ApiToken::new(token).unwrap());
     let router = api::router(
         controller.clone(),
@@ -484,8 +484,7 @@ async fn the_pages_show_counts_with_separators_runs_and_records() {
 async fn a_nested_dashboard_links_and_redirects_under_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
-    let controller =
-        Controller::<HttpPeer>::open(&ControllerConfig::new(dir.path(), kinds)).unwrap();
+    let controller = Controller::<HttpPeer>::new(Storage::sled(dir.path()).unwrap(), kinds);
     let router = Router::new().nest(
         "/admin",
         dashboard::router(

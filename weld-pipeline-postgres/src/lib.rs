@@ -165,6 +165,7 @@ mod leases;
 pub mod migrations;
 mod registry;
 mod sql;
+mod storage;
 mod store;
 mod tables;
 #[cfg(feature = "testing")]

@@ -16,8 +16,8 @@
 //!  A wakes: its renewal returns less; it stops those streams; its commits are fenced
 //! ```
 //!
-//! The [`Controller`](crate::runtime::Controller) runs the loop ([`Controller::with_leases`](
-//! crate::runtime::Controller::with_leases)); a store that can be shared implements
+//! The [`Controller`](crate::runtime::Controller) runs the loop when its storage is a
+//! [replica's](crate::store::Storage::replica); a store that can be shared implements
 //! [`Leasing`], and fences its commits with the same leases, so a replica that lost a lease
 //! cannot commit a batch of its stream even before it has noticed.
 

@@ -12,7 +12,7 @@
 //! | `POST /streams/{name}/start` | create or update, then run; idempotent |
 //! | `POST /streams/{name}/stop` | stop at the next page boundary; idempotent |
 //! | `POST /streams/{name}/resync` | the next run reads the whole source again; nothing stored is dropped |
-//! | `GET /streams`, `GET /streams/{name}` | status; when data-streams runs as several replicas ([`Controller::with_leases`]), `"replica"` names the one whose worker runs the stream |
+//! | `GET /streams`, `GET /streams/{name}` | status; when data-streams runs as several replicas ([`Storage::replica`](weld_pipeline::store::Storage::replica)), `"replica"` names the one whose worker runs the stream |
 //! | `GET /streams/{name}/records` | stored records, paged by token, each once |
 //! | `GET /streams/{name}/runs` | run history, newest first |
 //! | `DELETE /streams/{name}` | stop, then delete configuration and data |
@@ -58,14 +58,15 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use weld_pipeline::runtime::{Controller, ControllerConfig};
+//! use weld_pipeline::runtime::Controller;
 //! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::store::Storage;
 //! use weld_pipeline::transport::MemoryPeer;
 //! use weld_pipeline_http::api::{self, ApiConfig};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
-//! let controller = Controller::<MemoryPeer>::open(&ControllerConfig::new(dir.path(), kinds))?;
+//! let controller = Controller::<MemoryPeer>::new(Storage::sled(dir.path())?, kinds);
 //! let app: axum::Router = api::router(controller, ApiConfig::default());
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```

@@ -44,15 +44,16 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use weld_pipeline::runtime::{Controller, ControllerConfig};
+//! use weld_pipeline::runtime::Controller;
 //! use weld_pipeline::source::{GeneratorSources, SourceKinds};
+//! use weld_pipeline::store::Storage;
 //! use weld_pipeline::transport::MemoryPeer;
 //! use weld_pipeline_http::api::{self, ApiConfig};
 //! use weld_pipeline_http::dashboard::{self, DashboardConfig};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let kinds = SourceKinds::new().with(Arc::new(GeneratorSources));
-//! let controller = Controller::<MemoryPeer>::open(&ControllerConfig::new(dir.path(), kinds))?;
+//! let controller = Controller::<MemoryPeer>::new(Storage::sled(dir.path())?, kinds);
 //! let app: axum::Router = api::router(controller.clone(), ApiConfig::default())
 //!     .merge(dashboard::router(controller, DashboardConfig::default()));
 //! # Ok::<_, Box<dyn std::error::Error>>(())

@@ -23,8 +23,6 @@ mod worker;
 
 pub use signals::shutdown_on_signals;
 
-#[cfg(feature = "sled")]
-pub use controller::ControllerConfig;
 pub use controller::{ConnectedWorker, Controller, OutboxDepth, StreamState, StreamStatus};
 #[cfg(feature = "sled")]
 pub use worker::{Worker, WorkerConfig};

@@ -26,11 +26,13 @@ mod records;
 mod runs;
 #[cfg(feature = "sled")]
 mod sled;
+mod storage;
 
 pub use entry::{Desired, LastError, StreamEntry};
 pub use healing::{Healing, OpenStore};
 pub use records::{decode_token, encode_token, upsert_counts, Archived, Counts, RecordPage};
 pub use runs::{RunProgress, RunRecord, RunState};
+pub use storage::Storage;
 
 #[cfg(feature = "sled")]
 pub use sled::{SledStore, SledStoreConfig, DISK_MARGIN};

@@ -27,37 +27,13 @@ use crate::lease::{Holder, Leasing};
 use crate::message::{Request, Response, Start, StreamConfig};
 use crate::record::Timestamp;
 use crate::source::SourceKinds;
-use crate::store::{Counts, Desired, LastError, RunRecord, StoreHealth, StreamEntry, StreamStore};
+use crate::store::{
+    Counts, Desired, LastError, RunRecord, Storage, StoreHealth, StreamEntry, StreamStore,
+};
 use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Listener, Peer};
 use assignments::Assignments;
-
-/// How to open a [`Controller`] on the embedded sled store.
-#[cfg(feature = "sled")]
-#[derive(Clone, Debug)]
-pub struct ControllerConfig {
-    /// The directory of the controller's sled database (registry and store).
-    pub data_dir: std::path::PathBuf,
-    /// sled's page cache for that database: reads beyond it go to disk.
-    pub cache_bytes: u64,
-    /// The source kinds streams may name; the first is the default of a start without a source.
-    pub sources: SourceKinds,
-}
-
-#[cfg(feature = "sled")]
-impl ControllerConfig {
-    /// A controller keeping its data in `data_dir`, with the store's default cache, accepting
-    /// the source kinds `sources`.
-    pub fn new(data_dir: impl Into<std::path::PathBuf>, sources: SourceKinds) -> Self {
-        let data_dir = data_dir.into();
-        ControllerConfig {
-            cache_bytes: crate::store::SledStoreConfig::new(&data_dir).cache_bytes,
-            data_dir,
-            sources,
-        }
-    }
-}
 
 /// Where a stream stands, as the API shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,7 +59,7 @@ pub struct StreamStatus {
     /// The id of the worker running it, while one does.
     pub worker: Option<String>,
     /// The replica whose worker runs it, when the controller is one of several replicas
-    /// ([`Controller::with_leases`]); `None` for a controller on its own.
+    /// ([`Storage::replica`]); `None` for a controller on its own.
     pub replica: Option<String>,
     /// Live and archived records stored.
     pub counts: Counts,
@@ -194,23 +170,17 @@ impl<P: Peer> std::fmt::Debug for Controller<P> {
 }
 
 impl<P: Peer> Controller<P> {
-    /// A controller over `store`, accepting streams of the source kinds in `sources` (the first
-    /// is the default of a start without a source).
-    pub fn new(store: Arc<dyn StreamStore>, sources: SourceKinds) -> Arc<Self> {
-        Self::build(store, sources, None)
-    }
-
-    /// A controller that is one replica of several on one shared `store`: it runs only the
-    /// streams whose lease it holds in `leases` (claimed when one of its workers can run them,
-    /// renewed every fifth of the lease's time-to-live, given up when it stops running them),
-    /// and hears the others' registry changes. The store should fence its commits with the
-    /// same leases, so that a replica that lost a lease cannot commit for its stream.
-    pub fn with_leases(
-        store: Arc<dyn StreamStore>,
-        sources: SourceKinds,
-        leases: Arc<dyn Leasing>,
-    ) -> Arc<Self> {
-        Self::build(store, sources, Some(leases))
+    /// A controller over `storage` (a [`Storage`], or an `Arc` of any [`StreamStore`]),
+    /// accepting streams of the source kinds in `sources` (the first is the default of a start
+    /// without a source).
+    ///
+    /// When the storage is a [replica's](Storage::replica), the controller is one replica of
+    /// several on one shared store: it runs only the streams whose lease it holds (claimed when
+    /// one of its workers can run them, renewed every fifth of the lease's time-to-live, given up
+    /// when it stops running them), and hears the others' registry changes.
+    pub fn new(storage: impl Into<Storage>, sources: SourceKinds) -> Arc<Self> {
+        let (store, leases) = storage.into().into_parts();
+        Self::build(store, sources, leases)
     }
 
     fn build(
@@ -238,7 +208,7 @@ impl<P: Peer> Controller<P> {
         })
     }
 
-    /// This replica's id, when it is one of several ([`Controller::with_leases`]).
+    /// This replica's id, when it is one of several ([`Storage::replica`]).
     pub fn replica(&self) -> Option<&str> {
         self.leases.as_deref().map(Leasing::replica)
     }
@@ -250,22 +220,6 @@ impl<P: Peer> Controller<P> {
 
     fn started_as(&self, stream: &StreamName) -> Option<Started> {
         self.started.locked().get(stream).cloned()
-    }
-
-    /// Opens a controller on the embedded sled store in `config.data_dir`, wrapped in
-    /// [`Healing`](crate::store::Healing): a store that fails (a full disk, a failed sync, no
-    /// descriptors left) is reopened by itself until it commits again.
-    ///
-    /// # Errors
-    ///
-    /// When the database cannot be opened.
-    #[cfg(feature = "sled")]
-    pub fn open(config: &ControllerConfig) -> Result<Arc<Self>, Error> {
-        let store = crate::store::Healing::open(crate::store::SledStoreConfig {
-            path: config.data_dir.clone(),
-            cache_bytes: config.cache_bytes,
-        })?;
-        Ok(Self::new(Arc::new(store), config.sources.clone()))
     }
 
     /// The store, for reads.
@@ -308,7 +262,7 @@ impl<P: Peer> Controller<P> {
     }
 
     /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
-    /// when it goes away its streams go to others. A replica ([`Controller::with_leases`]) also
+    /// when it goes away its streams go to others. A [replica](Storage::replica) also
     /// keeps its leases here, hears the other replicas' registry changes, and gives its leases
     /// up when `shutdown` comes, so that another replica takes its streams at once.
     ///
