@@ -16,17 +16,13 @@ use weld_pipeline::{Batch, Checkpoint, RunId, StreamName};
 
 fn batch() -> Batch {
     let generator = Generator::contacts(100).record_bytes(1024);
-    Batch {
-        stream: StreamName::new("contacts").expect("valid name"),
-        run_id: RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes("100"),
-        records: (1..=100).map(|i| generator.record(i)).collect(),
-    }
+    Batch::new(
+        StreamName::new("contacts").expect("valid name"),
+        RunId(1),
+        0,
+    )
+    .with_records((1..=100).map(|i| generator.record(i)).collect())
+    .with_cursor(Checkpoint::from_bytes("100"))
 }
 
 fn encoding(c: &mut Criterion) {

@@ -25,19 +25,13 @@ const IN_FLIGHT: usize = 8;
 const PAGES: usize = 400;
 
 fn batch(stream: &StreamName, seq: u64, generator: &Generator) -> Batch {
-    Batch {
-        stream: stream.clone(),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(seq.to_string()),
-        records: (seq * PER_BATCH + 1..=seq * PER_BATCH + PER_BATCH)
-            .map(|i| generator.record(i))
-            .collect(),
-    }
+    Batch::new(stream.clone(), RunId(1), seq)
+        .with_records(
+            (seq * PER_BATCH + 1..=seq * PER_BATCH + PER_BATCH)
+                .map(|i| generator.record(i))
+                .collect(),
+        )
+        .with_cursor(Checkpoint::from_bytes(seq.to_string()))
 }
 
 /// Commits `batches` batches of `stream`, `IN_FLIGHT` at once, until done or `stop` is set.

@@ -35,19 +35,13 @@ use weld_pipeline_postgres::{testing, PostgresConfig, PostgresStore};
 const IN_FLIGHT: u64 = 8;
 
 fn batch(seq: u64, generator: &Generator) -> Batch {
-    Batch {
-        stream: StreamName::new("contacts").expect("valid"),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(seq.to_string()),
-        records: (seq * 100 + 1..=seq * 100 + 100)
-            .map(|i| generator.record(i))
-            .collect(),
-    }
+    Batch::new(StreamName::new("contacts").expect("valid"), RunId(1), seq)
+        .with_records(
+            (seq * 100 + 1..=seq * 100 + 100)
+                .map(|i| generator.record(i))
+                .collect(),
+        )
+        .with_cursor(Checkpoint::from_bytes(seq.to_string()))
 }
 
 fn postgres(c: &mut Criterion) {

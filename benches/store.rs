@@ -19,18 +19,14 @@ use weld_pipeline::{Batch, Checkpoint, RunId, Sink, StreamName};
 fn batches(count: u64) -> Vec<Batch> {
     let generator = Generator::contacts(count * 100).record_bytes(1024);
     (0..count)
-        .map(|seq| Batch {
-            stream: StreamName::new("contacts").expect("valid"),
-            run_id: RunId(1),
-            seq,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: false,
-            cursor: Checkpoint::from_bytes(seq.to_string()),
-            records: (seq * 100 + 1..=seq * 100 + 100)
-                .map(|i| generator.record(i))
-                .collect(),
+        .map(|seq| {
+            Batch::new(StreamName::new("contacts").expect("valid"), RunId(1), seq)
+                .with_records(
+                    (seq * 100 + 1..=seq * 100 + 100)
+                        .map(|i| generator.record(i))
+                        .collect(),
+                )
+                .with_cursor(Checkpoint::from_bytes(seq.to_string()))
         })
         .collect()
 }

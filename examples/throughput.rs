@@ -391,17 +391,10 @@ fn delivery_us(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<f64> {
 fn batch_of(generator: &Generator, seq: u64, size: u64, records: u64) -> Batch {
     let first = seq * size + 1;
     let last = (first + size - 1).min(records);
-    Batch {
-        stream: StreamName::new("throughput").expect("valid"),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: last == records,
-        cursor: Checkpoint::from_bytes(last.to_string()),
-        records: (first..=last).map(|i| generator.record(i)).collect(),
-    }
+    Batch::new(StreamName::new("throughput").expect("valid"), RunId(1), seq)
+        .with_records((first..=last).map(|i| generator.record(i)).collect())
+        .with_cursor(Checkpoint::from_bytes(last.to_string()))
+        .with_last(last == records)
 }
 
 /// Raw sled of the same records, batch by batch: `apply_batch`, `flush`, and `fdatasync` when

@@ -30,17 +30,9 @@ impl Handler for AckAtOnce {
 /// 100 contacts of about 1 KiB.
 pub(crate) fn batch() -> Batch {
     let generator = Generator::contacts(100).record_bytes(1024);
-    Batch {
-        stream: StreamName::new("contacts").expect("valid"),
-        run_id: RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes("100"),
-        records: (1..=100).map(|i| generator.record(i)).collect(),
-    }
+    Batch::new(StreamName::new("contacts").expect("valid"), RunId(1), 0)
+        .with_records((1..=100).map(|i| generator.record(i)).collect())
+        .with_cursor(Checkpoint::from_bytes("100"))
 }
 
 /// Delivers `count` copies of `batch` (numbered) through `peer`, `in_flight` at a time, each

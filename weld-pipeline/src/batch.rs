@@ -39,6 +39,78 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch at position `seq` of run `run_id` of `stream`: epoch and lease 0, nothing
+    /// repaired, not the run's last, reaching the start checkpoint. The `with_*` methods set the
+    /// rest, so a batch written in a test or a bench names only what matters to it:
+    ///
+    /// ```
+    /// use weld_pipeline::record::{Json, Timestamp};
+    /// use weld_pipeline::{Batch, Checkpoint, Record, RunId, StreamName};
+    ///
+    /// let record = Record::new("1", Timestamp::from_millis(1), Json::parse("{}")?);
+    /// let batch = Batch::new(StreamName::new("contacts")?, RunId(1), 0)
+    ///     .with_records(vec![record])
+    ///     .with_cursor(Checkpoint::from_bytes("1"))
+    ///     .with_last(true);
+    /// assert_eq!(batch.records.len(), 1);
+    /// # Ok::<_, weld_pipeline::Error>(())
+    /// ```
+    pub fn new(stream: StreamName, run_id: RunId, seq: u64) -> Self {
+        Batch {
+            stream,
+            run_id,
+            seq,
+            epoch: 0,
+            lease: 0,
+            repaired: 0,
+            last: false,
+            cursor: Checkpoint::start(),
+            records: Vec::new(),
+        }
+    }
+
+    /// The same batch carrying `records`.
+    #[must_use]
+    pub fn with_records(mut self, records: Vec<Record>) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// The same batch reaching `cursor` once committed.
+    #[must_use]
+    pub fn with_cursor(mut self, cursor: Checkpoint) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    /// The same batch, the run's last or not.
+    #[must_use]
+    pub fn with_last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+
+    /// The same batch at the stream's epoch `epoch`.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The same batch made under the lease epoch `lease`.
+    #[must_use]
+    pub fn with_lease(mut self, lease: u64) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The same batch, `repaired` of its records repairing the store.
+    #[must_use]
+    pub fn with_repaired(mut self, repaired: u64) -> Self {
+        self.repaired = repaired;
+        self
+    }
+
     /// The batch's identity.
     pub fn id(&self) -> BatchId {
         BatchId {

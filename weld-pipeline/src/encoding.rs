@@ -498,17 +498,13 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
             data,
         });
     }
-    Ok(Batch {
-        stream,
-        run_id,
-        seq,
-        epoch,
-        lease,
-        repaired,
-        last,
-        cursor,
-        records,
-    })
+    Ok(Batch::new(stream, run_id, seq)
+        .with_records(records)
+        .with_cursor(cursor)
+        .with_epoch(epoch)
+        .with_lease(lease)
+        .with_repaired(repaired)
+        .with_last(last))
 }
 
 fn put_batch_id(out: &mut BytesMut, id: &BatchId) {
@@ -640,17 +636,9 @@ mod tests {
 
     #[test]
     fn the_stream_of_an_encoded_batch_is_read_without_the_rest() {
-        let batch = Batch {
-            stream: StreamName::new("contacts").unwrap(),
-            run_id: RunId(1),
-            seq: 0,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: true,
-            cursor: Checkpoint::from_bytes("c"),
-            records: vec![],
-        };
+        let batch = Batch::new(StreamName::new("contacts").unwrap(), RunId(1), 0)
+            .with_cursor(Checkpoint::from_bytes("c"))
+            .with_last(true);
         let mut out = BytesMut::new();
         encode_batch(&batch, &mut out);
         assert_eq!(batch_stream(&out).unwrap(), batch.stream);
@@ -943,17 +931,7 @@ mod tests {
 
     #[test]
     fn an_epoch_follows_the_flags_only_when_it_is_not_0() {
-        let mut batch = Batch {
-            stream: StreamName::new("s").unwrap(),
-            run_id: RunId(1),
-            seq: 0,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: true,
-            cursor: Checkpoint::start(),
-            records: vec![],
-        };
+        let mut batch = Batch::new(StreamName::new("s").unwrap(), RunId(1), 0).with_last(true);
         let mut without = BytesMut::new();
         encode_batch(&batch, &mut without);
         batch.epoch = 7;
@@ -970,17 +948,9 @@ mod tests {
 
     #[test]
     fn a_lease_follows_the_epoch_and_repaired_only_when_it_is_not_0() {
-        let mut batch = Batch {
-            stream: StreamName::new("s").unwrap(),
-            run_id: RunId(1),
-            seq: 0,
-            epoch: 7,
-            lease: 0,
-            repaired: 2,
-            last: false,
-            cursor: Checkpoint::start(),
-            records: vec![],
-        };
+        let mut batch = Batch::new(StreamName::new("s").unwrap(), RunId(1), 0)
+            .with_epoch(7)
+            .with_repaired(2);
         let mut without = BytesMut::new();
         encode_batch(&batch, &mut without);
         batch.lease = 3;
@@ -999,17 +969,7 @@ mod tests {
     fn a_record_count_larger_than_the_input_is_refused_before_allocating() {
         let mut out = BytesMut::new();
         encode_batch(
-            &Batch {
-                stream: StreamName::new("s").unwrap(),
-                run_id: RunId(1),
-                seq: 0,
-                epoch: 0,
-                lease: 0,
-                repaired: 0,
-                last: false,
-                cursor: Checkpoint::start(),
-                records: vec![],
-            },
+            &Batch::new(StreamName::new("s").unwrap(), RunId(1), 0),
             &mut out,
         );
         let len = out.len();
@@ -1025,21 +985,12 @@ mod tests {
 
     #[test]
     fn decoded_record_data_shares_the_input_buffer() {
-        let batch = Batch {
-            stream: StreamName::new("s").unwrap(),
-            run_id: RunId(1),
-            seq: 0,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: false,
-            cursor: Checkpoint::start(),
-            records: vec![Record::new(
+        let batch =
+            Batch::new(StreamName::new("s").unwrap(), RunId(1), 0).with_records(vec![Record::new(
                 "1",
                 Timestamp::EPOCH,
                 Json::parse(&b"{\"x\":1}"[..]).unwrap(),
-            )],
-        };
+            )]);
         let mut out = BytesMut::new();
         encode_batch(&batch, &mut out);
         let input = out.freeze();

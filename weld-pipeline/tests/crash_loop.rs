@@ -37,17 +37,9 @@ fn batch(seq: u64) -> Batch {
             )
         })
         .collect();
-    Batch {
-        stream: stream(),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_position(&((seq + 1) * PER_BATCH)).unwrap(),
-        records,
-    }
+    Batch::new(stream(), RunId(1), seq)
+        .with_records(records)
+        .with_cursor(Checkpoint::from_position(&((seq + 1) * PER_BATCH)).unwrap())
 }
 
 /// The child: commit from the checkpoint on, forever, printing each ack.

@@ -205,21 +205,13 @@ fn group_commit_shares_one_sync_round_among_waiting_commits() {
     let commits: Vec<_> = (0..64u64)
         .map(|seq| {
             let store = store.clone();
-            let batch = Batch {
-                stream: stream(),
-                run_id: RunId(1),
-                seq,
-                epoch: 0,
-                lease: 0,
-                repaired: 0,
-                last: false,
-                cursor: Checkpoint::from_bytes(seq.to_string()),
-                records: vec![Record::new(
+            let batch = Batch::new(stream(), RunId(1), seq)
+                .with_records(vec![Record::new(
                     (seq + 1).to_string(),
                     Timestamp::from_millis(1),
                     Json::parse(format!("{{\"n\":{seq}}}").into_bytes()).unwrap(),
-                )],
-            };
+                )])
+                .with_cursor(Checkpoint::from_bytes(seq.to_string()));
             runtime.spawn(async move { store.commit(&batch).await })
         })
         .collect();

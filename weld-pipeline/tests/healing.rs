@@ -115,28 +115,22 @@ fn stream() -> StreamName {
 }
 
 fn batch(seq: u64) -> Batch {
-    Batch {
-        stream: stream(),
-        run_id: RunId(7),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(format!("c{seq}")),
-        records: (0..10)
-            .map(|i| {
-                let id = seq * 10 + i;
-                Record {
-                    id: id.to_string(),
-                    updated_at: Timestamp::from_millis(1),
-                    archived: false,
-                    amend: false,
-                    data: Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
-                }
-            })
-            .collect(),
-    }
+    Batch::new(stream(), RunId(7), seq)
+        .with_records(
+            (0..10)
+                .map(|i| {
+                    let id = seq * 10 + i;
+                    Record {
+                        id: id.to_string(),
+                        updated_at: Timestamp::from_millis(1),
+                        archived: false,
+                        amend: false,
+                        data: Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
+                    }
+                })
+                .collect(),
+        )
+        .with_cursor(Checkpoint::from_bytes(format!("c{seq}")))
 }
 
 async fn wait_for_health(store: &Healing, healthy: bool) {

@@ -314,17 +314,7 @@ async fn a_refused_delivery_carries_its_kind_to_the_runner() {
         .await
         .unwrap();
     let sink = PeerSink { peer };
-    let batch = Batch {
-        stream: stream(),
-        run_id: weld_pipeline::RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: true,
-        cursor: Checkpoint::start(),
-        records: vec![],
-    };
+    let batch = Batch::new(stream(), weld_pipeline::RunId(1), 0).with_last(true);
     let error = sink.commit(&batch).await.unwrap_err();
     assert_eq!(error.kind(), weld_pipeline::ErrorKind::Permanent);
 }
