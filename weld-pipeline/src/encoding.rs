@@ -229,36 +229,8 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let message = match get_u8(input, "tag")? {
-        tag::START => {
-            let stream = get_stream(input)?;
-            let config = get_bytes32(input, "config")?;
-            let config = serde_json::from_slice(&config).map_err(|e| DecodeError::Invalid {
-                field: "config",
-                reason: e.to_string(),
-            })?;
-            let checkpoint = Checkpoint::from_bytes(get_bytes32(input, "checkpoint")?);
-            Message::Request(Request::Start(Start {
-                stream,
-                config,
-                checkpoint,
-                epoch: get_u64(input, "epoch")?,
-                lease: get_u64(input, "lease")?,
-            }))
-        }
-        tag::HELLO => {
-            let worker_id = get_str16(input, "worker_id")?;
-            let protocol_version = get_u16(input, "protocol_version")?;
-            let count = get_u16(input, "sources")?;
-            let mut sources = Vec::new();
-            for _ in 0..count {
-                sources.push(get_str16(input, "source")?);
-            }
-            Message::Hello(Hello {
-                worker_id,
-                protocol_version,
-                sources,
-            })
-        }
+        tag::HELLO => Message::Hello(get_hello(input)?),
+        tag::START => Message::Request(Request::Start(get_start(input)?)),
         tag::STOP => Message::Request(Request::Stop {
             stream: get_stream(input)?,
         }),
@@ -272,70 +244,15 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
                 limit: get_u32(input, "limit")?,
             })
         }
-        tag::DESCRIBE => {
-            let stream = get_stream(input)?;
-            let count = get_u32(input, "count")? as usize;
-            // Each takes at least 3 bytes: a count the input cannot hold is a lie.
-            const MIN_FIELD: usize = 1 + 2;
-            if count.saturating_mul(MIN_FIELD) > input.remaining() {
-                return Err(DecodeError::Truncated {
-                    field: "fields",
-                    needed: count.saturating_mul(MIN_FIELD) - input.remaining(),
-                });
-            }
-            let mut fields = Vec::with_capacity(count);
-            for _ in 0..count {
-                let code = get_u8(input, "field kind")?;
-                let kind = FieldKind::from_code(code)
-                    .ok_or_else(|| invalid("field kind", format!("unknown kind {code}")))?;
-                fields.push(Field {
-                    name: get_str16(input, "field name")?,
-                    kind,
-                });
-            }
-            Message::Request(Request::Describe {
-                stream,
-                schema: Schema { fields },
-            })
-        }
+        tag::DESCRIBE => Message::Request(Request::Describe {
+            stream: get_stream(input)?,
+            schema: get_schema(input)?,
+        }),
         tag::DESCRIBED => Message::Response(Response::Described),
-        tag::HELD => {
-            let count = get_u32(input, "count")? as usize;
-            // Each takes at least 11 bytes: a count the input cannot hold is a lie.
-            const MIN_HELD: usize = 2 + 8 + 1;
-            if count.saturating_mul(MIN_HELD) > input.remaining() {
-                return Err(DecodeError::Truncated {
-                    field: "held",
-                    needed: count.saturating_mul(MIN_HELD) - input.remaining(),
-                });
-            }
-            let mut records = Vec::with_capacity(count);
-            for _ in 0..count {
-                records.push(Held {
-                    id: get_str16(input, "held id")?,
-                    updated_at: Timestamp::from_millis(get_i64(input, "updated_at")?),
-                    archived: get_u8(input, "held flags")? & 1 == 1,
-                });
-            }
-            let next = get_str16(input, "next")?;
-            Message::Response(Response::Inventory(HeldPage {
-                records,
-                next: (!next.is_empty()).then_some(next),
-            }))
-        }
+        tag::HELD => Message::Response(Response::Inventory(get_held_page(input)?)),
         tag::STARTED => Message::Response(Response::Started),
         tag::STOPPED => Message::Response(Response::Stopped),
-        tag::ACK => {
-            let batch = get_batch_id(input)?;
-            let outcome = get_u8(input, "commit")?;
-            let records = get_u64(input, "records")?;
-            let commit = match outcome {
-                0 => Commit::Stored { records },
-                1 => Commit::Replayed,
-                other => return Err(invalid("commit", format!("unknown outcome {other}"))),
-            };
-            Message::Response(Response::Ack { batch, commit })
-        }
+        tag::ACK => Message::Response(get_ack(input)?),
         tag::REFUSED => Message::Response(Response::Refused {
             kind: get_kind(input)?,
             message: get_str16(input, "message")?,
@@ -345,28 +262,7 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
             run_id: RunId(get_u64(input, "run_id")?),
             at: Timestamp::from_millis(get_i64(input, "at")?),
         }),
-        tag::RUN_FINISHED => {
-            let stream = get_stream(input)?;
-            let run_id = RunId(get_u64(input, "run_id")?);
-            let outcome = get_u8(input, "outcome")?;
-            let kind = get_kind(input)?;
-            let error = get_str16(input, "error")?;
-            let outcome = match outcome {
-                0 => RunOutcome::Succeeded,
-                1 => RunOutcome::Failed { kind, error },
-                2 => RunOutcome::Cancelled,
-                other => return Err(invalid("outcome", format!("unknown outcome {other}"))),
-            };
-            Message::Event(Event::RunFinished(RunFinished {
-                stream,
-                run_id,
-                outcome,
-                batches: get_u64(input, "batches")?,
-                records: get_u64(input, "records")?,
-                duration_ms: get_u64(input, "duration_ms")?,
-                fetch_errors: get_u64(input, "fetch_errors")?,
-            }))
-        }
+        tag::RUN_FINISHED => Message::Event(Event::RunFinished(get_run_finished(input)?)),
         tag::OUTBOX_DEPTH => Message::Event(Event::OutboxDepth {
             batches: get_u64(input, "batches")?,
             bytes: get_u64(input, "bytes")?,
@@ -377,6 +273,126 @@ pub fn decode_message(mut input: Bytes) -> Result<Message, DecodeError> {
         return Err(DecodeError::Trailing(input.remaining()));
     }
     Ok(message)
+}
+
+fn get_hello(input: &mut Bytes) -> Result<Hello, DecodeError> {
+    let worker_id = get_str16(input, "worker_id")?;
+    let protocol_version = get_u16(input, "protocol_version")?;
+    let count = get_u16(input, "sources")?;
+    let mut sources = Vec::new();
+    for _ in 0..count {
+        sources.push(get_str16(input, "source")?);
+    }
+    Ok(Hello {
+        worker_id,
+        protocol_version,
+        sources,
+    })
+}
+
+fn get_start(input: &mut Bytes) -> Result<Start, DecodeError> {
+    let stream = get_stream(input)?;
+    let config = get_bytes32(input, "config")?;
+    let config = serde_json::from_slice(&config).map_err(|e| DecodeError::Invalid {
+        field: "config",
+        reason: e.to_string(),
+    })?;
+    let checkpoint = Checkpoint::from_bytes(get_bytes32(input, "checkpoint")?);
+    Ok(Start {
+        stream,
+        config,
+        checkpoint,
+        epoch: get_u64(input, "epoch")?,
+        lease: get_u64(input, "lease")?,
+    })
+}
+
+/// Refuses a count of `min_each`-byte items that the rest of the input cannot hold: a lie that
+/// would otherwise reserve memory for nothing.
+fn check_count(
+    input: &Bytes,
+    field: &'static str,
+    count: usize,
+    min_each: usize,
+) -> Result<(), DecodeError> {
+    if count.saturating_mul(min_each) > input.remaining() {
+        return Err(DecodeError::Truncated {
+            field,
+            needed: count.saturating_mul(min_each) - input.remaining(),
+        });
+    }
+    Ok(())
+}
+
+fn get_schema(input: &mut Bytes) -> Result<Schema, DecodeError> {
+    let count = get_u32(input, "count")? as usize;
+    // Each takes at least 3 bytes: a kind and a name's length.
+    check_count(input, "fields", count, 1 + 2)?;
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        let code = get_u8(input, "field kind")?;
+        let kind = FieldKind::from_code(code)
+            .ok_or_else(|| invalid("field kind", format!("unknown kind {code}")))?;
+        fields.push(Field {
+            name: get_str16(input, "field name")?,
+            kind,
+        });
+    }
+    Ok(Schema { fields })
+}
+
+fn get_held_page(input: &mut Bytes) -> Result<HeldPage, DecodeError> {
+    let count = get_u32(input, "count")? as usize;
+    // Each takes at least 11 bytes: an id's length, a time and the flags.
+    check_count(input, "held", count, 2 + 8 + 1)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(Held {
+            id: get_str16(input, "held id")?,
+            updated_at: Timestamp::from_millis(get_i64(input, "updated_at")?),
+            archived: get_u8(input, "held flags")? & 1 == 1,
+        });
+    }
+    let next = get_str16(input, "next")?;
+    Ok(HeldPage {
+        records,
+        next: (!next.is_empty()).then_some(next),
+    })
+}
+
+fn get_ack(input: &mut Bytes) -> Result<Response, DecodeError> {
+    let batch = get_batch_id(input)?;
+    let outcome = get_u8(input, "commit")?;
+    let records = get_u64(input, "records")?;
+    let commit = match outcome {
+        0 => Commit::Stored { records },
+        1 => Commit::Replayed,
+        other => return Err(invalid("commit", format!("unknown outcome {other}"))),
+    };
+    Ok(Response::Ack { batch, commit })
+}
+
+fn get_run_finished(input: &mut Bytes) -> Result<RunFinished, DecodeError> {
+    let stream = get_stream(input)?;
+    let run_id = RunId(get_u64(input, "run_id")?);
+    let outcome = get_u8(input, "outcome")?;
+    let kind = get_kind(input)?;
+    let error = get_str16(input, "error")?;
+    let outcome = match outcome {
+        0 => RunOutcome::Succeeded,
+        1 => RunOutcome::Failed { kind, error },
+        2 => RunOutcome::Cancelled,
+        other => return Err(invalid("outcome", format!("unknown outcome {other}"))),
+    };
+    Ok(RunFinished {
+        stream,
+        run_id,
+        outcome,
+        batches: get_u64(input, "batches")?,
+        records: get_u64(input, "records")?,
+        duration_ms: get_u64(input, "duration_ms")?,
+        fetch_errors: get_u64(input, "fetch_errors")?,
+    })
 }
 
 /// Appends the encoding of a batch (without a message header) to `out`: for stores and outboxes
@@ -474,15 +490,8 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
     };
     let cursor = Checkpoint::from_bytes(get_bytes32(input, "cursor")?);
     let count = get_u32(input, "count")? as usize;
-    // Each record takes at least 17 bytes, so a count the input cannot hold is a lie: refuse it
-    // before reserving room for it.
-    const MIN_RECORD: usize = 4 + 8 + 1 + 4;
-    if count.saturating_mul(MIN_RECORD) > input.remaining() {
-        return Err(DecodeError::Truncated {
-            field: "records",
-            needed: count.saturating_mul(MIN_RECORD) - input.remaining(),
-        });
-    }
+    // Each record takes at least 17 bytes: an id's length, a time, the flags, a body's length.
+    check_count(input, "records", count, 4 + 8 + 1 + 4)?;
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
         let id = get_text(get_bytes32(input, "record id")?, "record id")?;
