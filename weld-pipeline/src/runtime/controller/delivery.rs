@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use super::Controller;
 use crate::batch::Batch;
 use crate::error::Error;
-use crate::message::{Event, Hello, Request, Response, RunOutcome};
+use crate::message::{Commit, Event, Hello, Request, Response, RunOutcome};
 use crate::source::{Catalog, Inventory, Schema, MAX_HELD_PER_PAGE};
-use crate::store::{Desired, StoreHealth};
+use crate::store::{Desired, StoreHealth, StreamEntry};
 use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Handler, Peer};
@@ -26,64 +26,12 @@ impl<P: Peer> Controller<P> {
         }
         let lifecycle = self.lifecycle(&batch.stream);
         let _delivering = lifecycle.read().await;
-        let entry = match self.store.stream(&batch.stream).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                return Response::refused(&Error::Invalid(format!(
-                    "stream {} does not exist",
-                    batch.stream
-                )));
-            }
-            Err(error) => {
-                return Response::refused(&Error::Unavailable(format!("registry: {error}")))
-            }
+        let entry = match self.admit(from, &batch).await {
+            Ok(entry) => entry,
+            Err(refusal) => return refusal,
         };
-        if entry.desired == Desired::Stopped {
-            return Response::refused(&Error::Invalid(format!(
-                "stream {} is stopped",
-                batch.stream
-            )));
-        }
-        if let Some(refusal) = self.refuse_unless_leased(&batch).await {
-            return refusal;
-        }
-        let assigned = self.lock().worker_of(&batch.stream).cloned();
-        if let Some(owner) = assigned {
-            if owner != from.worker_id {
-                return Response::refused(&Error::Invalid(format!(
-                    "stream {} is assigned to worker {owner}, not {}",
-                    batch.stream, from.worker_id
-                )));
-            }
-        }
         match self.store.commit(&batch).await {
-            Ok(commit) => {
-                // Only a commit of the stream where it runs now ends a hold: batches of the
-                // refused run still in flight may commit after the refusal.
-                let released = self.lock().release(&batch.stream, &from.worker_id);
-                if let Some(refusals) = released {
-                    tracing::info!(stream = %batch.stream, refusals, "the stream's batches are committed again");
-                }
-                // A run complete: an error of an earlier one is history (the run list keeps it).
-                if batch.last && entry.last_error.is_some() {
-                    self.clear_error(&batch.stream).await;
-                }
-                telemetry::BatchCommitted {
-                    stream: &batch.stream,
-                    run_id: batch.run_id,
-                    seq: batch.seq,
-                    commit,
-                    repaired: batch.repaired,
-                }
-                .emit();
-                fail::fail_point!("controller::between_commit_and_ack", |_| Response::refused(
-                    &Error::Unavailable("failpoint: crashed between the commit and the ack".into())
-                ));
-                Response::Ack {
-                    batch: batch.id(),
-                    commit,
-                }
-            }
+            Ok(commit) => self.committed(from, &batch, &entry, commit).await,
             Err(error @ Error::NotLeased(_)) => {
                 // The lease moved (or its renewal is late) since this replica last looked: the
                 // worker holds the batch, and the next lease period settles it.
@@ -91,51 +39,115 @@ impl<P: Peer> Controller<P> {
                 Response::refused(&error)
             }
             Err(error) if error.kind() != crate::ErrorKind::Transient => {
-                // The worker drops the stream on this refusal: take it back, and hold it back
-                // (1 s doubling to 5 min) before it is offered again from the committed
-                // checkpoint: the same batch would be refused again at once. Said once per hold,
-                // in the log at its first and in the stream's status with the next attempt.
-                let hold = self.lock().hold_back(&batch.stream, &from.worker_id);
-                if let Some(hold) = hold {
-                    if hold.refusals == 1 {
-                        telemetry::BatchCommitFailed {
-                            stream: &batch.stream,
-                            run_id: batch.run_id,
-                            seq: batch.seq,
-                            error: &error,
-                        }
-                        .emit();
-                    } else {
-                        tracing::debug!(stream = %batch.stream, refusals = hold.refusals, error = %error, "a batch refused again");
-                    }
-                    self.record_error(
-                        &batch.stream,
-                        format!(
-                            "a batch could not be committed ({} time{} in a row; next attempt at {}): {error}",
-                            hold.refusals,
-                            if hold.refusals == 1 { "" } else { "s" },
-                            hold.until_wall
-                        ),
-                    )
-                    .await;
-                }
+                self.refused_for_good(from, &batch, &error).await;
                 Response::refused(&error)
             }
             Err(error) => {
                 // A failure that failed the store was told once, by the store; the deliveries in
                 // flight with it are not told again.
                 if self.store.health() == StoreHealth::Ok {
-                    telemetry::BatchCommitFailed {
-                        stream: &batch.stream,
-                        run_id: batch.run_id,
-                        seq: batch.seq,
-                        error: &error,
-                    }
-                    .emit();
+                    commit_failed(&batch, &error);
                 }
                 Response::refused(&error)
             }
         }
+    }
+
+    /// The stream's entry, when a batch of it from `from` may be committed: the stream exists,
+    /// should run, is leased here (on a replica) and is assigned to that worker.
+    async fn admit(&self, from: &Hello, batch: &Batch) -> Result<StreamEntry, Response> {
+        let entry = match self.store.stream(&batch.stream).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                return Err(Response::refused(&Error::Invalid(format!(
+                    "stream {} does not exist",
+                    batch.stream
+                ))));
+            }
+            Err(error) => {
+                return Err(Response::refused(&Error::Unavailable(format!(
+                    "registry: {error}"
+                ))))
+            }
+        };
+        if entry.desired == Desired::Stopped {
+            return Err(Response::refused(&Error::Invalid(format!(
+                "stream {} is stopped",
+                batch.stream
+            ))));
+        }
+        if let Some(refusal) = self.refuse_unless_leased(batch).await {
+            return Err(refusal);
+        }
+        let assigned = self.lock().worker_of(&batch.stream).cloned();
+        if let Some(owner) = assigned {
+            if owner != from.worker_id {
+                return Err(Response::refused(&Error::Invalid(format!(
+                    "stream {} is assigned to worker {owner}, not {}",
+                    batch.stream, from.worker_id
+                ))));
+            }
+        }
+        Ok(entry)
+    }
+
+    /// After a commit: a hold ended, an earlier run's error cleared, the commit told, the ack.
+    async fn committed(
+        &self,
+        from: &Hello,
+        batch: &Batch,
+        entry: &StreamEntry,
+        commit: Commit,
+    ) -> Response {
+        // Only a commit of the stream where it runs now ends a hold: batches of the refused run
+        // still in flight may commit after the refusal.
+        let released = self.lock().release(&batch.stream, &from.worker_id);
+        if let Some(refusals) = released {
+            tracing::info!(stream = %batch.stream, refusals, "the stream's batches are committed again");
+        }
+        // A run complete: an error of an earlier one is history (the run list keeps it).
+        if batch.last && entry.last_error.is_some() {
+            self.clear_error(&batch.stream).await;
+        }
+        telemetry::BatchCommitted {
+            stream: &batch.stream,
+            run_id: batch.run_id,
+            seq: batch.seq,
+            commit,
+            repaired: batch.repaired,
+        }
+        .emit();
+        fail::fail_point!("controller::between_commit_and_ack", |_| Response::refused(
+            &Error::Unavailable("failpoint: crashed between the commit and the ack".into())
+        ));
+        Response::Ack {
+            batch: batch.id(),
+            commit,
+        }
+    }
+
+    /// After the store refused a batch for good: the worker drops the stream on this refusal,
+    /// so take it back, and hold it back (1 s doubling to 5 min) before it is offered again
+    /// from the committed checkpoint: the same batch would be refused again at once. Said once
+    /// per hold, in the log at its first and in the stream's status with the next attempt.
+    async fn refused_for_good(&self, from: &Hello, batch: &Batch, error: &Error) {
+        let hold = self.lock().hold_back(&batch.stream, &from.worker_id);
+        let Some(hold) = hold else { return };
+        if hold.refusals == 1 {
+            commit_failed(batch, error);
+        } else {
+            tracing::debug!(stream = %batch.stream, refusals = hold.refusals, error = %error, "a batch refused again");
+        }
+        self.record_error(
+            &batch.stream,
+            format!(
+                "a batch could not be committed ({} time{} in a row; next attempt at {}): {error}",
+                hold.refusals,
+                if hold.refusals == 1 { "" } else { "s" },
+                hold.until_wall
+            ),
+        )
+        .await;
     }
 
     /// On a replica: refuses a delivery of a stream whose lease it does not hold. Permanently
@@ -292,4 +304,15 @@ impl<P: Peer> Handler for Controller<P> {
             );
         }
     }
+}
+
+/// Tells that a batch could not be committed.
+fn commit_failed(batch: &Batch, error: &Error) {
+    telemetry::BatchCommitFailed {
+        stream: &batch.stream,
+        run_id: batch.run_id,
+        seq: batch.seq,
+        error,
+    }
+    .emit();
 }
