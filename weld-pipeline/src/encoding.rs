@@ -110,22 +110,11 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
     match message {
         Message::Hello(hello) => {
             out.put_u8(tag::HELLO);
-            put_str16(out, &hello.worker_id);
-            out.put_u16(hello.protocol_version);
-            out.put_u16(u16::try_from(hello.sources.len()).expect("more than 65535 sources"));
-            for source in &hello.sources {
-                put_str16(out, source);
-            }
+            put_hello(out, hello);
         }
         Message::Request(Request::Start(start)) => {
             out.put_u8(tag::START);
-            put_str8(out, start.stream.as_str());
-            // A config always serializes: it holds only strings, numbers and JSON values.
-            let config = serde_json::to_vec(&start.config).unwrap_or_default();
-            put_bytes32(out, &config);
-            put_bytes32(out, start.checkpoint.as_bytes());
-            out.put_u64(start.epoch);
-            out.put_u64(start.lease);
+            put_start(out, start);
         }
         Message::Request(Request::Stop { stream }) => {
             out.put_u8(tag::STOP);
@@ -148,38 +137,24 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
         Message::Request(Request::Describe { stream, schema }) => {
             out.put_u8(tag::DESCRIBE);
             put_str8(out, stream.as_str());
-            out.put_u32(len_u32(schema.fields.len()));
-            for field in &schema.fields {
-                out.put_u8(field.kind.code());
-                put_str16(out, &field.name);
-            }
+            put_schema(out, schema);
         }
         Message::Response(Response::Described) => out.put_u8(tag::DESCRIBED),
         Message::Response(Response::Inventory(page)) => {
             out.put_u8(tag::HELD);
-            out.put_u32(len_u32(page.records.len()));
-            for held in &page.records {
-                put_str16(out, &held.id);
-                out.put_i64(held.updated_at.as_millis());
-                out.put_u8(u8::from(held.archived));
-            }
-            put_str16(out, page.next.as_deref().unwrap_or(""));
+            put_held_page(out, page);
         }
         Message::Response(Response::Started) => out.put_u8(tag::STARTED),
         Message::Response(Response::Stopped) => out.put_u8(tag::STOPPED),
         Message::Response(Response::Ack { batch, commit }) => {
             out.put_u8(tag::ACK);
             put_batch_id(out, batch);
-            match commit {
-                Commit::Stored { records } => {
-                    out.put_u8(0);
-                    out.put_u64(*records);
-                }
-                Commit::Replayed => {
-                    out.put_u8(1);
-                    out.put_u64(0);
-                }
-            }
+            let (outcome, records) = match commit {
+                Commit::Stored { records } => (0, *records),
+                Commit::Replayed => (1, 0),
+            };
+            out.put_u8(outcome);
+            out.put_u64(records);
         }
         Message::Response(Response::Refused { kind, message }) => {
             out.put_u8(tag::REFUSED);
@@ -194,20 +169,7 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
         }
         Message::Event(Event::RunFinished(finished)) => {
             out.put_u8(tag::RUN_FINISHED);
-            put_str8(out, finished.stream.as_str());
-            out.put_u64(finished.run_id.0);
-            let (outcome, kind, error) = match &finished.outcome {
-                RunOutcome::Succeeded => (0, ErrorKind::Permanent, ""),
-                RunOutcome::Failed { kind, error } => (1, *kind, error.as_str()),
-                RunOutcome::Cancelled => (2, ErrorKind::Permanent, ""),
-            };
-            out.put_u8(outcome);
-            out.put_u8(kind_to_u8(kind));
-            put_str16(out, error);
-            out.put_u64(finished.batches);
-            out.put_u64(finished.records);
-            out.put_u64(finished.duration_ms);
-            out.put_u64(finished.fetch_errors);
+            put_run_finished(out, finished);
         }
         Message::Event(Event::OutboxDepth { batches, bytes }) => {
             out.put_u8(tag::OUTBOX_DEPTH);
@@ -215,6 +177,60 @@ pub fn encode_message(message: &Message, out: &mut BytesMut) {
             out.put_u64(*bytes);
         }
     }
+}
+
+fn put_hello(out: &mut BytesMut, hello: &Hello) {
+    put_str16(out, &hello.worker_id);
+    out.put_u16(hello.protocol_version);
+    out.put_u16(u16::try_from(hello.sources.len()).expect("more than 65535 sources"));
+    for source in &hello.sources {
+        put_str16(out, source);
+    }
+}
+
+fn put_start(out: &mut BytesMut, start: &Start) {
+    put_str8(out, start.stream.as_str());
+    // A config always serializes: it holds only strings, numbers and JSON values.
+    let config = serde_json::to_vec(&start.config).unwrap_or_default();
+    put_bytes32(out, &config);
+    put_bytes32(out, start.checkpoint.as_bytes());
+    out.put_u64(start.epoch);
+    out.put_u64(start.lease);
+}
+
+fn put_schema(out: &mut BytesMut, schema: &Schema) {
+    out.put_u32(len_u32(schema.fields.len()));
+    for field in &schema.fields {
+        out.put_u8(field.kind.code());
+        put_str16(out, &field.name);
+    }
+}
+
+fn put_held_page(out: &mut BytesMut, page: &HeldPage) {
+    out.put_u32(len_u32(page.records.len()));
+    for held in &page.records {
+        put_str16(out, &held.id);
+        out.put_i64(held.updated_at.as_millis());
+        out.put_u8(u8::from(held.archived));
+    }
+    put_str16(out, page.next.as_deref().unwrap_or(""));
+}
+
+fn put_run_finished(out: &mut BytesMut, finished: &RunFinished) {
+    put_str8(out, finished.stream.as_str());
+    out.put_u64(finished.run_id.0);
+    let (outcome, kind, error) = match &finished.outcome {
+        RunOutcome::Succeeded => (0, ErrorKind::Permanent, ""),
+        RunOutcome::Failed { kind, error } => (1, *kind, error.as_str()),
+        RunOutcome::Cancelled => (2, ErrorKind::Permanent, ""),
+    };
+    out.put_u8(outcome);
+    out.put_u8(kind_to_u8(kind));
+    put_str16(out, error);
+    out.put_u64(finished.batches);
+    out.put_u64(finished.records);
+    out.put_u64(finished.duration_ms);
+    out.put_u64(finished.fetch_errors);
 }
 
 /// Decodes one whole message; record data is sliced out of `input` without a copy.
