@@ -368,3 +368,57 @@ async fn heads(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weld_pipeline::{Checkpoint, Record, RunId, StreamName};
+
+    /// Every value the commit binds is used by its statement, under the placeholder it was
+    /// given, and the statement names no placeholder it was not given: what the positional
+    /// `$13..$25` left to a reader's count.
+    #[test]
+    fn the_commits_statement_uses_each_bound_value_once_bound() {
+        let batch = Batch {
+            stream: StreamName::new("contacts").unwrap(),
+            run_id: RunId(7),
+            seq: 3,
+            epoch: 1,
+            lease: 0,
+            repaired: 0,
+            last: false,
+            cursor: Checkpoint::from_bytes("c3"),
+            records: vec![Record::new(
+                "1",
+                Timestamp::from_millis(1),
+                Json::parse(b"{}".to_vec()).unwrap(),
+            )],
+        };
+        let versions = Versions::of(&batch.records);
+        let plan = Plan::of(&versions, &HashMap::new());
+        let ledger = LedgerRow::of(&batch, Key::of(&batch).unwrap(), &plan.moved, None).unwrap();
+        let (updates, inserts) = (Columns::of(&plan.updates), Columns::of(&plan.inserts));
+        let mut params = Params::default();
+        let sql = write_sql(
+            "weld_records.contacts",
+            &updates,
+            &inserts,
+            &ledger,
+            &mut params,
+        );
+        let bound = params.values().len();
+        assert_eq!(bound, 3 + ledger.columns().len() + 2 * 6);
+        let named: std::collections::BTreeSet<usize> = sql
+            .split('$')
+            .skip(1)
+            .map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().expect("a placeholder")
+            })
+            .collect();
+        assert_eq!(named, (1..=bound).collect());
+        for (column, _) in ledger.columns() {
+            assert!(sql.contains(column), "{column}");
+        }
+    }
+}
