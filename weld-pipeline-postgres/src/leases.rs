@@ -15,10 +15,7 @@
 //! have to agree.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weld_pipeline::sync::Locked;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -27,7 +24,8 @@ use weld_pipeline::lease::{Holder, Lease, Leasing, RegistryChange, Replica};
 use weld_pipeline::{Error, StreamName};
 
 use crate::error::database;
-use crate::PostgresStore;
+use crate::fence::{holds, Fence, HOLDS};
+use crate::store::PostgresStore;
 
 /// One replica's leases on a database. Cheap to clone; clones share what they hold.
 #[derive(Clone, Debug)]
@@ -37,58 +35,6 @@ pub struct Leases {
     fence: Fence,
 }
 
-/// What a replica holds, as its last claim or renewal said, shared by its [`Leases`] and the
-/// store its commits go through ([`PostgresStore::fenced_by`]).
-#[derive(Clone, Debug)]
-pub(crate) struct Fence {
-    replica: Arc<str>,
-    held: Arc<Mutex<HashMap<StreamName, u64>>>,
-    refused: Arc<AtomicU64>,
-}
-
-impl Fence {
-    /// The replica whose leases these are.
-    pub(crate) fn replica(&self) -> &str {
-        &self.replica
-    }
-
-    fn epoch_of(&self, stream: &StreamName) -> Option<u64> {
-        self.held.locked().get(stream).copied()
-    }
-
-    /// Refuses a commit of `stream` unless this replica holds its lease, unexpired, at the
-    /// epoch `lease` the batch was made under (or, for a batch that names none, the epoch the
-    /// replica believes): checked in the commit's transaction `tx`, under a key-share lock of
-    /// the lease, so the lease cannot be claimed or released before the commit ends.
-    pub(crate) async fn check(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        stream: &StreamName,
-        lease: u64,
-    ) -> Result<(), Error> {
-        let epoch = match lease {
-            0 => self.epoch_of(stream),
-            lease => Some(lease),
-        };
-        let held = match epoch {
-            Some(epoch) => {
-                let statement = crate::store::prepared(tx, HOLDS).await.map_err(database)?;
-                holds(&**tx, &statement, &self.replica, stream, epoch).await?
-            }
-            None => false,
-        };
-        if held {
-            return Ok(());
-        }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(replica = %self.replica, %stream, "commit refused: the stream's lease is not this replica's");
-        Err(Error::NotLeased(format!(
-            "replica {} does not hold the lease of stream {stream}: the commit is refused",
-            self.replica
-        )))
-    }
-}
-
 impl PostgresStore {
     /// The leases of replica `replica` on this database, each lasting `ttl` from its last claim
     /// or renewal.
@@ -96,11 +42,7 @@ impl PostgresStore {
         Leases {
             store: self.clone(),
             ttl,
-            fence: Fence {
-                replica: replica.into().into(),
-                held: Arc::default(),
-                refused: Arc::default(),
-            },
+            fence: Fence::new(replica.into()),
         }
     }
 
@@ -128,12 +70,12 @@ fn lease(stream: String, epoch: i64) -> Result<Lease, Error> {
 impl Leases {
     /// This replica's id.
     pub fn replica(&self) -> &str {
-        &self.fence.replica
+        self.fence.replica()
     }
 
     /// The leases held, as the last claim or renewal said.
     pub fn held(&self) -> Vec<Lease> {
-        let held = self.fence.held.locked();
+        let held = self.fence.held();
         let mut leases: Vec<Lease> = held
             .iter()
             .map(|(stream, epoch)| Lease {
@@ -148,7 +90,7 @@ impl Leases {
     /// Commits refused by the fence of a store [`fenced_by`](PostgresStore::fenced_by) these
     /// leases.
     pub fn refused_commits(&self) -> u64 {
-        self.fence.refused.load(Ordering::Relaxed)
+        self.fence.refused()
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -204,7 +146,7 @@ impl Leases {
             .into_iter()
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
-        let mut held = self.fence.held.locked();
+        let mut held = self.fence.held();
         for stream in wanted {
             held.remove(stream);
         }
@@ -223,7 +165,7 @@ impl Leases {
     pub async fn renew(&self) -> Result<Vec<Lease>, Error> {
         // What was held when the renewal left: a claim that completes while it is on its way is
         // not undone by its answer, which may not include it.
-        let before = self.fence.held.locked().clone();
+        let before = self.fence.held().clone();
         let rows = self
             .store
             .client()
@@ -241,7 +183,7 @@ impl Leases {
             .map(|row| lease(row.get(0), row.get(1)))
             .collect::<Result<_, _>>()?;
         leases.sort_by(|a, b| a.stream.cmp(&b.stream));
-        let mut held = self.fence.held.locked();
+        let mut held = self.fence.held();
         let renewed: HashMap<&StreamName, u64> =
             leases.iter().map(|l| (&l.stream, l.epoch)).collect();
         held.retain(|stream, epoch| {
@@ -262,7 +204,7 @@ impl Leases {
     ///
     /// When the database cannot be reached: the leases then lapse by themselves.
     pub async fn release_all(&self) -> Result<u64, Error> {
-        self.fence.held.locked().clear();
+        self.fence.held().clear();
         let client = self.store.client().await?;
         client
             .execute(
@@ -399,7 +341,7 @@ impl Leases {
     ///
     /// When the database cannot be reached: the lease then lapses by itself.
     pub async fn release(&self, stream: &StreamName) -> Result<(), Error> {
-        self.fence.held.locked().remove(stream);
+        self.fence.held().remove(stream);
         self.store
             .client()
             .await?
@@ -494,30 +436,3 @@ const RELEASE_ALL: &str = "WITH mine AS (
      )
      UPDATE weld.leases l SET owner = NULL, expires_at = NULL, worker = NULL
      FROM mine WHERE l.stream = mine.stream";
-
-/// Whether `replica` holds `stream`'s lease at `epoch`, unexpired; the row key-share-locked until
-/// the transaction ends: no claim or release, each of which locks the row `FOR UPDATE` first,
-/// can move it meanwhile, and the holder's renewals, plain updates of a non-key column, do not
-/// wait for it (under `FOR SHARE` a renewal waited behind an ingesting stream's commits: 0.8 s
-/// on average, 2.6 s at worst, at a million records).
-const HOLDS: &str = "SELECT 1 FROM weld.leases
-     WHERE stream = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-     FOR KEY SHARE";
-
-async fn holds<Q>(
-    client: &impl tokio_postgres::GenericClient,
-    query: &Q,
-    replica: &str,
-    stream: &StreamName,
-    epoch: u64,
-) -> Result<bool, Error>
-where
-    Q: tokio_postgres::ToStatement + Sync + Send + ?Sized,
-{
-    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-    let row = client
-        .query_opt(query, &[&stream.as_str(), &replica, &epoch])
-        .await
-        .map_err(database)?;
-    Ok(row.is_some())
-}

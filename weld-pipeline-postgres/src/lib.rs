@@ -160,11 +160,14 @@
 
 mod associations;
 mod config;
+mod connection;
 mod error;
+mod fence;
 mod leases;
 pub mod migrations;
 mod registry;
 mod sql;
+mod statements;
 mod storage;
 mod store;
 mod tables;

@@ -2,8 +2,9 @@
 //!
 //! Each change of a stream's registry entry (put, resync, delete) notifies channel
 //! `weld_registry` with the stream's name, in the same transaction as the change (delivered
-//! when, and only if, it commits). [`PostgresStore::watch_registry`] listens on a connection of
-//! its own and hands the names on. PostgreSQL delivers a notification only to connections
+//! when, and only if, it commits).
+//! [`PostgresStore::watch_registry`](crate::PostgresStore::watch_registry) listens on a
+//! connection of its own and hands the names on. PostgreSQL delivers a notification only to connections
 //! listening when it is sent: after the listening connection is lost and made again, it says
 //! [`RegistryChange::Reconnected`], and whoever watches reads the whole registry again; a
 //! periodic re-read covers the rest, so a lost notification only delays.
@@ -16,8 +17,8 @@ use tokio_postgres::AsyncMessage;
 use weld_pipeline::lease::RegistryChange;
 use weld_pipeline::{Error, StreamName};
 
+use crate::connection::Dial;
 use crate::error::database;
-use crate::PostgresStore;
 
 /// The channel of registry changes.
 const CHANNEL: &str = "weld_registry";
@@ -58,43 +59,40 @@ pub(crate) async fn announce(
     Ok(())
 }
 
-impl PostgresStore {
-    /// Listens for the registry changes of every replica on this database (this one's too), on
-    /// a connection of its own, made again with backoff (0.5 s doubling to 30 s) when lost.
-    pub fn watch_registry(&self) -> RegistryChanges {
-        let (tell, changes) = mpsc::channel(256);
-        let dial = self.dial.clone();
-        let task = tokio::spawn(async move {
-            let mut backoff = FIRST_BACKOFF;
-            let mut first = true;
-            loop {
-                let listened = match &dial.tls {
-                    Some(tls) => match dial.config.connect(tls.clone()).await {
-                        Ok((client, connection)) => {
-                            listen(client, connection, &tell, &mut first, &mut backoff).await
-                        }
-                        Err(error) => Err(database(error)),
-                    },
-                    None => match dial.config.connect(tokio_postgres::NoTls).await {
-                        Ok((client, connection)) => {
-                            listen(client, connection, &tell, &mut first, &mut backoff).await
-                        }
-                        Err(error) => Err(database(error)),
-                    },
-                };
-                match listened {
-                    // The watcher was dropped.
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::debug!(%error, ?backoff, "registry listener lost; connecting again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MOST_BACKOFF);
+/// Listens for the registry changes of every replica on the database `dial` reaches, on a
+/// connection of its own, made again with backoff (0.5 s doubling to 30 s) when lost.
+pub(crate) fn watch(dial: Dial) -> RegistryChanges {
+    let (tell, changes) = mpsc::channel(256);
+    let task = tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        let mut first = true;
+        loop {
+            let listened = match &dial.tls {
+                Some(tls) => match dial.config.connect(tls.clone()).await {
+                    Ok((client, connection)) => {
+                        listen(client, connection, &tell, &mut first, &mut backoff).await
                     }
+                    Err(error) => Err(database(error)),
+                },
+                None => match dial.config.connect(tokio_postgres::NoTls).await {
+                    Ok((client, connection)) => {
+                        listen(client, connection, &tell, &mut first, &mut backoff).await
+                    }
+                    Err(error) => Err(database(error)),
+                },
+            };
+            match listened {
+                // The watcher was dropped.
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::debug!(%error, ?backoff, "registry listener lost; connecting again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MOST_BACKOFF);
                 }
             }
-        });
-        RegistryChanges { changes, task }
-    }
+        }
+    });
+    RegistryChanges { changes, task }
 }
 
 /// Listens on one connection until it fails (an error) or nobody watches (`Ok`).

@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use weld_pipeline::store::StreamStore;
 use weld_pipeline::testing::stores::StoreUnderTest;
 
-use crate::{PostgresConfig, PostgresStore};
+use crate::config::PostgresConfig;
+use crate::store::PostgresStore;
 
 /// A running throw-away cluster. Dropping it stops the server and removes its files.
 #[derive(Debug)]

@@ -1,0 +1,153 @@
+//! What a batch writes against the stored versions of its records: for each id, the version
+//! that wins (if any) and how the live and archived counts move, decided in Rust from the heads
+//! the commit read and locked.
+
+use std::collections::{BTreeMap, HashMap};
+
+use weld_pipeline::store::upsert_counts;
+use weld_pipeline::{Json, Record, Timestamp};
+
+/// What a batch wrote: records, and how the live and archived counts moved.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Moved {
+    pub(super) written: u64,
+    pub(super) live: i64,
+    pub(super) archived: i64,
+}
+
+impl Moved {
+    /// Adds what `other` moved.
+    pub(super) fn add(&mut self, other: &Moved) {
+        self.written += other.written;
+        self.live += other.live;
+        self.archived += other.archived;
+    }
+
+    /// Takes back what `other` moved.
+    pub(super) fn take(&mut self, other: &Moved) {
+        self.written -= other.written;
+        self.live -= other.live;
+        self.archived -= other.archived;
+    }
+}
+
+/// The stored head of a record (and its document, when an amendment needs it).
+#[derive(Clone)]
+pub(super) struct Stored {
+    pub(super) updated_at: Timestamp,
+    pub(super) archived: bool,
+    pub(super) data: Option<Json>,
+}
+
+/// A batch's records by id, each id's versions in batch order.
+pub(super) struct Versions<'a> {
+    pub(super) by_id: BTreeMap<&'a str, Vec<&'a Record>>,
+    /// Whether any version amends its stored record (the heads are then read with documents).
+    pub(super) amends: bool,
+}
+
+impl<'a> Versions<'a> {
+    pub(super) fn of(records: &'a [Record]) -> Self {
+        let mut by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for record in records {
+            by_id.entry(record.id.as_str()).or_default().push(record);
+        }
+        Versions {
+            by_id,
+            amends: records.iter().any(|r| r.amend),
+        }
+    }
+
+    /// The batch's ids, in order.
+    pub(super) fn ids(&self) -> Vec<&'a str> {
+        self.by_id.keys().copied().collect()
+    }
+}
+
+/// What the versions of one id in a batch (in batch order) do against the stored one: the
+/// version to write, if any wins, and how the counts move.
+pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Moved) {
+    let mut moved = Moved::default();
+    let mut head = stored;
+    let mut written: Option<Record> = None;
+    for record in versions {
+        let held = head.as_ref().map(|h| (h.updated_at, h.archived));
+        let Some((live, archived)) = upsert_counts(held, record) else {
+            continue;
+        };
+        moved.live += live;
+        moved.archived += archived;
+        let version = match (&head, record.amend) {
+            (
+                Some(Stored {
+                    updated_at,
+                    archived,
+                    data: Some(data),
+                }),
+                true,
+            ) => Record {
+                id: record.id.clone(),
+                updated_at: *updated_at,
+                archived: *archived,
+                amend: false,
+                data: data.clone(),
+            }
+            .amended_by(record),
+            _ => Record {
+                amend: false,
+                ..(*record).clone()
+            },
+        };
+        head = Some(Stored {
+            updated_at: version.updated_at,
+            archived: version.archived,
+            data: Some(version.data.clone()),
+        });
+        moved.written += 1;
+        written = Some(version);
+    }
+    (written, moved)
+}
+
+/// What a batch writes against the stored versions: the rows to update (they exist, locked),
+/// the rows to insert, and how the counts move, in all and per id.
+pub(super) struct Plan<'a> {
+    pub(super) updates: Vec<Record>,
+    pub(super) inserts: Vec<Record>,
+    pub(super) moved: Moved,
+    pub(super) moves: HashMap<&'a str, Moved>,
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn of(versions: &Versions<'a>, stored: &HashMap<String, Stored>) -> Self {
+        let mut plan = Plan {
+            updates: Vec::new(),
+            inserts: Vec::new(),
+            moved: Moved::default(),
+            moves: HashMap::new(),
+        };
+        for (id, versions) in &versions.by_id {
+            let head = stored.get(*id).cloned();
+            let exists = head.is_some();
+            let (version, moved) = decide(head, versions);
+            let Some(version) = version else { continue };
+            if exists {
+                plan.updates.push(version);
+            } else {
+                plan.inserts.push(version);
+            }
+            plan.moved.add(&moved);
+            plan.moves.insert(*id, moved);
+        }
+        plan
+    }
+
+    /// The ids of every record the plan writes.
+    pub(super) fn written(&self) -> Vec<&str> {
+        self.updates
+            .iter()
+            .chain(&self.inserts)
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+}
