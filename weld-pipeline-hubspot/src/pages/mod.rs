@@ -185,75 +185,65 @@ impl HubSpotPages {
         let properties = set.fingerprint_with(&self.reader.object.associations);
         let (at, why) = self.rules(properties, request).start(at, now);
         self.tell(why, &set);
+        self.read(at, &set, properties, request).await
+    }
+
+    /// The page at `at`, read by its phase's reader.
+    async fn read(
+        &self,
+        at: Position,
+        set: &PropertySet,
+        properties: u64,
+        request: &PageRequest,
+    ) -> Result<Page, BoxError> {
         let reader = &self.reader;
-        match at {
-            Position::Full {
-                last_id,
-                started_at,
-                ..
-            } => {
-                reader
-                    .full_page(last_id, started_at, &set, properties)
-                    .await
-            }
-            Position::FullArchived {
-                after, started_at, ..
-            } => {
-                let page = reader.full_archived_page(after, started_at, &set, properties);
+        let window = Window::of(&at, properties);
+        match (at, window) {
+            (
+                Position::Full {
+                    last_id,
+                    started_at,
+                    ..
+                },
+                _,
+            ) => reader.full_page(last_id, started_at, set, properties).await,
+            (
+                Position::FullArchived {
+                    after, started_at, ..
+                },
+                _,
+            ) => {
+                let page = reader.full_archived_page(after, started_at, set, properties);
                 page.await
             }
-            Position::Window {
-                from,
-                until,
-                last_id,
-                full_at,
-                swept_at,
-                ..
-            } => {
-                let window = Window {
-                    from,
-                    until,
-                    full_at,
-                    swept_at,
-                };
-                reader.window_page(window, last_id, &set, properties).await
+            (Position::Window { last_id, .. }, Some(window)) => {
+                reader.window_page(window, last_id, set).await
             }
-            Position::WindowArchived {
-                from,
-                until,
-                after,
-                full_at,
-                swept_at,
-                ..
-            } => {
-                let window = Window {
-                    from,
-                    until,
-                    full_at,
-                    swept_at,
-                };
-                let page = reader.window_archived_page(window, after, &set, properties);
-                page.await
+            (Position::WindowArchived { after, .. }, Some(window)) => {
+                reader.window_archived_page(window, after, set).await
             }
-            Position::Sweep {
-                until,
-                started_at,
-                stage,
-                full_at,
-                ..
-            } => {
+            (
+                Position::Sweep {
+                    until,
+                    started_at,
+                    stage,
+                    full_at,
+                    ..
+                },
+                _,
+            ) => {
                 let sweep = sweep::Sweep {
                     until,
                     started_at,
                     properties,
                     full_at,
                 };
-                let page = reader.sweep_page(&self.sweeping, sweep, stage, &set, request);
+                let page = reader.sweep_page(&self.sweeping, sweep, stage, set, request);
                 page.await
             }
-            Position::FullLive { .. } | Position::Reference { .. } | Position::Done { .. } => {
-                // The first two have fingerprint 0, never a set's: restarted as `Full`; a
-                // finished run is followed by a window (see `next`).
+            _ => {
+                // `FullLive` and `Reference` have fingerprint 0, never a set's: restarted as
+                // `Full`; a finished run is followed by a window (see `next`).
                 Err(Box::new(Error::Bug(
                     "a position of another kind of sync is restarted, not read".into(),
                 )))

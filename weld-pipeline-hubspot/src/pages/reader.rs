@@ -109,6 +109,28 @@ impl Reader {
             .collect()
     }
 
+    /// Reads the links of `records` to every type the stream asks for, and writes them into
+    /// each (see `associations`); nothing when it asks for none.
+    pub(super) async fn attach_links(
+        &self,
+        object_type: &Arc<str>,
+        records: &mut [(Record, Option<i64>)],
+    ) -> Result<(), BoxError> {
+        if self.object.associations.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = records.iter().map(|(r, _)| r.id.clone()).collect();
+        let links = associations::read(
+            &self.calls.links,
+            object_type,
+            &self.object.associations,
+            &ids,
+        )
+        .await?;
+        associations::attach(records.iter_mut().map(|(r, _)| r), &links);
+        Ok(())
+    }
+
     /// Records by id, with every property of `set` (and their links, and the amendments of the
     /// records merged into them), 100 a call.
     pub(super) async fn read_by_id(
@@ -130,16 +152,8 @@ impl Reader {
                 body: json!({"properties": set.names(), "inputs": inputs}),
             };
             let mut listed = parse(&self.calls.list.clone().oneshot(call).await?)?;
-            if !archived && !self.object.associations.is_empty() {
-                let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
-                let links = associations::read(
-                    &self.calls.links,
-                    &object_type,
-                    &self.object.associations,
-                    &ids,
-                )
-                .await?;
-                associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
+            if !archived {
+                self.attach_links(&object_type, &mut listed.records).await?;
             }
             records.extend(listed.records.into_iter().map(|(r, _)| r));
             records.extend(listed.merges.iter().map(|m| m.amendment()));

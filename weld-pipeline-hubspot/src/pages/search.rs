@@ -6,7 +6,6 @@ use serde_json::Value;
 use weld_pipeline::BoxError;
 
 use super::reader::Reader;
-use crate::associations;
 use crate::calls::search_after;
 use crate::client::Call;
 use crate::lookahead::beside;
@@ -60,19 +59,8 @@ impl Reader {
         };
         // The next calls are sent, or wait for their turn after this page's own.
         let mut ahead = self.ahead(next);
-        if self.object.associations.is_empty() {
-            beside(&mut ahead, std::future::ready(())).await;
-        } else {
-            let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
-            let reading = associations::read(
-                &self.calls.links,
-                &object_type,
-                &self.object.associations,
-                &ids,
-            );
-            let links = beside(&mut ahead, reading).await?;
-            associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
-        }
+        let linking = self.attach_links(&object_type, &mut listed.records);
+        beside(&mut ahead, linking).await?;
         self.lookahead.keep(ahead);
         // The records merged into those of the page are archived with `merged_into` (after the
         // last id is taken: theirs are not positions in this listing).

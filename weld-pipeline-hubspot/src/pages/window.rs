@@ -12,14 +12,79 @@ use super::reader::{page, Reader};
 use crate::position::Position;
 use crate::properties::PropertySet;
 
-/// An incremental window: modification times `[from, until]`, and when the last full read and
-/// the last sweep began.
+/// An incremental window: modification times `[from, until]`, the fingerprint of the property
+/// set it is read with, and when the last full read and the last sweep began.
 #[derive(Clone, Copy)]
 pub(super) struct Window {
-    pub(super) from: i64,
-    pub(super) until: i64,
-    pub(super) full_at: i64,
-    pub(super) swept_at: i64,
+    from: i64,
+    until: i64,
+    properties: u64,
+    full_at: i64,
+    swept_at: i64,
+}
+
+impl Window {
+    /// The window a `Window` or `WindowArchived` position stands in, read with the property
+    /// set of fingerprint `properties`.
+    pub(super) fn of(at: &Position, properties: u64) -> Option<Window> {
+        match *at {
+            Position::Window {
+                from,
+                until,
+                full_at,
+                swept_at,
+                ..
+            }
+            | Position::WindowArchived {
+                from,
+                until,
+                full_at,
+                swept_at,
+                ..
+            } => Some(Window {
+                from,
+                until,
+                properties,
+                full_at,
+                swept_at,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Its search, after id `last_id`.
+    fn searching(self, last_id: u64) -> Position {
+        Position::Window {
+            from: self.from,
+            until: self.until,
+            last_id,
+            properties: self.properties,
+            full_at: self.full_at,
+            swept_at: self.swept_at,
+        }
+    }
+
+    /// Its archived pass, from `after`.
+    fn archived(self, after: Option<String>) -> Position {
+        Position::WindowArchived {
+            from: self.from,
+            until: self.until,
+            after,
+            properties: self.properties,
+            full_at: self.full_at,
+            swept_at: self.swept_at,
+        }
+    }
+
+    /// Done: the next run's window starts at its end.
+    fn done(self) -> Position {
+        Position::Done {
+            until: self.until,
+            properties: self.properties,
+            full_at: self.full_at,
+            swept_at: self.swept_at,
+        }
+    }
 }
 
 impl Reader {
@@ -29,20 +94,14 @@ impl Reader {
         window: Window,
         last_id: u64,
         set: &PropertySet,
-        properties: u64,
     ) -> Result<Page, BoxError> {
-        let Window {
-            from,
-            until,
-            full_at,
-            swept_at,
-        } = window;
         let modified = self.object.modified_property();
+        let (from, until) = (window.from.to_string(), window.until.to_string());
         let (listed, last) = self
             .search(
                 vec![
-                    json!({"propertyName": modified, "operator": "GTE", "value": from.to_string()}),
-                    json!({"propertyName": modified, "operator": "LTE", "value": until.to_string()}),
+                    json!({"propertyName": modified, "operator": "GTE", "value": from}),
+                    json!({"propertyName": modified, "operator": "LTE", "value": until}),
                 ],
                 last_id,
                 set,
@@ -51,22 +110,8 @@ impl Reader {
             .await?;
         // The window ends when a page comes back with nothing after it.
         let next = match last {
-            Some(last_id) => Position::Window {
-                from,
-                until,
-                last_id,
-                properties,
-                full_at,
-                swept_at,
-            },
-            None => Position::WindowArchived {
-                from,
-                until,
-                after: None,
-                properties,
-                full_at,
-                swept_at,
-            },
+            Some(last_id) => window.searching(last_id),
+            None => window.archived(None),
         };
         page(listed.records, &next)
     }
@@ -77,30 +122,12 @@ impl Reader {
         window: Window,
         after: Option<String>,
         set: &PropertySet,
-        properties: u64,
     ) -> Result<Page, BoxError> {
-        let Window {
-            from,
-            until,
-            full_at,
-            swept_at,
-        } = window;
-        let listed = self.archived_page(after, set, Some((from, until))).await?;
+        let within = Some((window.from, window.until));
+        let listed = self.archived_page(after, set, within).await?;
         let next = match listed.next {
-            Some(after) => Position::WindowArchived {
-                from,
-                until,
-                after: Some(after),
-                properties,
-                full_at,
-                swept_at,
-            },
-            None => Position::Done {
-                until,
-                properties,
-                full_at,
-                swept_at,
-            },
+            Some(after) => window.archived(Some(after)),
+            None => window.done(),
         };
         page(listed.records, &next)
     }
