@@ -67,7 +67,8 @@ const DEAL_DEFAULTS: &[&str] = &[
     "pipeline",
 ];
 
-/// The custom object the fake's portal defines (see [`CUSTOM_OBJECT`]).
+/// The `objectTypeId` of the custom object the fake's portal defines (its names are
+/// `properties::CUSTOM_OBJECT_NAMES`).
 pub(crate) const CUSTOM_OBJECT_TYPE_ID: &str = "2-1234567";
 
 /// The CRM object types the fake serves beside contacts, companies and deals, each with the
