@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use weld_pipeline::{BoxError, Json, Record};
 
+use super::calls::CallService;
 use super::client::Call;
-use super::pages::CallService;
 use super::parse::{unparseable, Paging};
 #[cfg(doc)]
 use super::HubSpotObject;

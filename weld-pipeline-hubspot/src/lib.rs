@@ -128,6 +128,7 @@
 //! cuts its batch in pieces that fit.
 
 mod associations;
+mod calls;
 mod client;
 mod config;
 mod error;
@@ -141,7 +142,6 @@ mod position;
 mod properties;
 mod sources;
 mod split;
-mod sweep;
 
 pub use config::{
     HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, MAX_BODY_BYTES,

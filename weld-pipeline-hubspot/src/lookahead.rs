@@ -31,8 +31,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use weld_pipeline::BoxError;
 
+use super::calls::CallService;
 use super::client::Call;
-use super::pages::CallService;
 
 /// How long a call read ahead stays good for the page that asked for it: a bound on how old an
 /// answer a page may take (a run's first page drops everything kept anyway).

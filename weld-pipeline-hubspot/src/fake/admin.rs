@@ -7,7 +7,7 @@ use serde::Deserialize;
 use weld_pipeline::sync::Locked;
 use weld_pipeline::Timestamp;
 
-use super::{data, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
+use super::{wire, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
 
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     // Every change to the records is made below: what was counted of them is counted again.
@@ -152,7 +152,7 @@ pub(super) fn dump(fake: &Fake, object: &str) -> Vec<Dumped> {
                 .values()
                 .map(|o| Dumped {
                     id: o.id.to_string(),
-                    updated_at: data::iso(o.updated_at),
+                    updated_at: wire::iso(o.updated_at),
                     archived: o.archived_at.is_some(),
                     properties: o.properties.clone(),
                 })

@@ -26,8 +26,7 @@ use serde_json::{json, Value};
 use weld_pipeline::Timestamp;
 
 use super::admission::{admit, batch_body, unknown_object};
-use super::data::iso;
-use super::list::Built;
+use super::wire::{iso, Built};
 use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use weld_pipeline::Timestamp;
 
-use super::properties::Definition;
+use super::definitions::Definition;
+use super::wire::iso;
 
 /// One CRM object as the fake keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +67,8 @@ const DEAL_DEFAULTS: &[&str] = &[
     "pipeline",
 ];
 
-/// The custom object the fake's portal defines (see [`CUSTOM_OBJECT`]).
+/// The `objectTypeId` of the custom object the fake's portal defines (its names are
+/// `properties::CUSTOM_OBJECT_NAMES`).
 pub(crate) const CUSTOM_OBJECT_TYPE_ID: &str = "2-1234567";
 
 /// The CRM object types the fake serves beside contacts, companies and deals, each with the
@@ -218,12 +219,16 @@ const LAST: [&str; 8] = [
     "Gleason",
 ];
 
-/// An ISO-8601 time as HubSpot writes it (`2025-07-07T20:27:17.947Z`).
-pub(crate) fn iso(millis: i64) -> String {
-    Timestamp::from_millis(millis).to_string()
-}
-
 impl ObjectSet {
+    /// The properties a list or search asked for (`asked`, comma-separated), or the type's
+    /// defaults when it named none.
+    pub(crate) fn properties_or_defaults(&self, asked: Option<&str>) -> Vec<String> {
+        match asked {
+            Some(list) if !list.is_empty() => list.split(',').map(str::to_string).collect(),
+            _ => self.defaults.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// Of the properties `asked`, those the type knows, in order: an answer leaves the others
     /// out, as HubSpot does.
     pub(crate) fn known_of(&self, asked: Vec<String>) -> Vec<String> {

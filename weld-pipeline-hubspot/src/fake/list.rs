@@ -3,11 +3,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
-use serde::Serialize;
 
 use super::admission::{admit, error, unknown_object};
-use super::data::{Answer, ObjectSet};
-use super::{answer, search, Fake, Fault, Refusal, Shared};
+use super::data::Answer;
+use super::wire::{Built, Listing, Next, Paging};
+use super::{answer, Fake, Refusal, Shared};
 
 #[derive(Default)]
 struct ListQuery {
@@ -43,13 +43,6 @@ impl ListQuery {
     }
 }
 
-pub(super) fn properties_or_defaults(set: &ObjectSet, asked: Option<&str>) -> Vec<String> {
-    match asked {
-        Some(list) if !list.is_empty() => list.split(',').map(str::to_string).collect(),
-        _ => set.defaults.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
 pub(super) async fn list(
     State(state): State<Shared>,
     Path(object): Path<String>,
@@ -62,31 +55,6 @@ pub(super) async fn list(
         build_list(fake, &object, &uri.to_string(), &headers, &query)
     })
     .await
-}
-
-/// A page built: its body, the records in it, a fault for the answer, the rate-limit headers.
-pub(super) type Built = (Vec<u8>, u64, Option<Fault>, HeaderMap);
-
-/// A page of list or search results, as HubSpot writes it.
-#[derive(Serialize)]
-pub(crate) struct Listing<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) total: Option<usize>,
-    pub(crate) results: Vec<Answer<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) paging: Option<Paging>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct Paging {
-    pub(crate) next: Next,
-}
-
-#[derive(Serialize)]
-pub(crate) struct Next {
-    pub(crate) after: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) link: Option<String>,
 }
 
 fn build_list(
@@ -129,7 +97,7 @@ fn build_list(
     let Some(set) = fake.objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };
-    let properties = set.known_of(properties_or_defaults(set, query.properties.as_deref()));
+    let properties = set.known_of(set.properties_or_defaults(query.properties.as_deref()));
     let mut page: Vec<Answer<'_>> = Vec::with_capacity(limit);
     let mut next = None;
     for object in set
@@ -164,17 +132,4 @@ fn build_list(
         fault,
         limit_headers,
     ))
-}
-
-pub(super) async fn search_route(
-    State(state): State<Shared>,
-    Path(object): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    answer(&state, |fake| {
-        search::build(fake, &object, &uri.to_string(), &headers, &body)
-    })
-    .await
 }

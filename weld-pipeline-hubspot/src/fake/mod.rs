@@ -57,10 +57,12 @@ mod associations;
 mod batch;
 mod config;
 mod data;
+mod definitions;
 mod list;
 mod properties;
 mod reference;
 mod search;
+mod wire;
 
 pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Mutation, Stats};
 
@@ -286,7 +288,10 @@ impl FakeHubSpot {
 fn router(state: Shared) -> Router {
     Router::new()
         .route("/crm/v3/objects/{object}", get(list::list))
-        .route("/crm/v3/objects/{object}/search", post(list::search_route))
+        .route(
+            "/crm/v3/objects/{object}/search",
+            post(search::search_route),
+        )
         .route(
             "/crm/v3/objects/{object}/batch/read",
             post(batch::batch_read_route),
@@ -337,7 +342,7 @@ pub(crate) fn canonical(object: &str) -> &str {
 /// (with its fault, counted) or the refusal it met (counted).
 async fn answer(
     state: &Shared,
-    build: impl FnOnce(&mut Fake) -> Result<list::Built, Refusal>,
+    build: impl FnOnce(&mut Fake) -> Result<wire::Built, Refusal>,
 ) -> Response {
     // Half the round trip on the way in, half on the way out.
     let half = state.locked().config.latency / 2;
@@ -366,7 +371,7 @@ async fn answer(
 /// of its inputs had nothing to read.
 async fn answer_batch(
     state: &Shared,
-    build: impl FnOnce(&mut Fake) -> Result<(list::Built, bool), Refusal>,
+    build: impl FnOnce(&mut Fake) -> Result<(wire::Built, bool), Refusal>,
 ) -> Response {
     let mut partial = false;
     let mut response = answer(state, |fake| {

@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::admission::{admit, error, unknown_object};
-use super::data::iso;
-use super::list::Built;
+use super::wire::{iso, Built};
 use super::{answer, Fake, Refusal, Shared};
 
 /// One owner, as HubSpot lists it.

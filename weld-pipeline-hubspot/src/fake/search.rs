@@ -2,15 +2,17 @@
 
 use std::cmp::Ordering;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 use weld_pipeline::Timestamp;
 
 use super::admission::{admit, error, unknown_object};
 use super::data::{Answer, Object};
-use super::list::{properties_or_defaults, Built, Listing, Next, Paging};
-use super::{Fake, Refusal};
+use super::wire::{Built, Listing, Next, Paging};
+use super::{answer, Fake, Refusal, Shared};
 
 /// HubSpot refuses to page past this many search results.
 const SEARCH_CAP: usize = 10_000;
@@ -361,7 +363,7 @@ pub(super) fn build(
     };
     search.order(&mut found, rng);
     let properties = set.known_of(if search.body.properties.is_empty() {
-        properties_or_defaults(set, None)
+        set.properties_or_defaults(None)
     } else {
         search.body.properties.clone()
     });
@@ -389,4 +391,17 @@ pub(super) fn build(
         fault,
         limit_headers,
     ))
+}
+
+pub(super) async fn search_route(
+    State(state): State<Shared>,
+    Path(object): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    answer(&state, |fake| {
+        build(fake, &object, &uri.to_string(), &headers, &body)
+    })
+    .await
 }

@@ -30,21 +30,19 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::json;
+use tokio::sync::Mutex;
 use tower::ServiceExt;
 use weld_pipeline::source::{Held, Inventory, Page, PageRequest, MAX_HELD_PER_PAGE};
 use weld_pipeline::{BoxError, Error, Json, Record, StreamName, Timestamp};
 
-use super::associations;
-use super::client::Call;
-use super::pages::{id_after, HubSpotPages};
-use super::parse::{parse, Listed};
-use super::position::{checkpoint, Position, SweepStage};
-use super::properties::PropertySet;
+use super::reader::Reader;
+use crate::calls::search_after;
+use crate::client::Call;
+use crate::parse::{parse, Listed};
+use crate::position::{checkpoint, Position, SweepStage};
+use crate::properties::PropertySet;
 #[cfg(doc)]
-use super::HubSpotObject;
-
-/// The most ids one batch read takes (HubSpot's limit).
-const BATCH_READ: usize = 100;
+use crate::HubSpotObject;
 /// The most archived records the store lacks that one page reads.
 const MISSING_PER_PAGE: usize = 1_000;
 
@@ -82,6 +80,13 @@ struct Repaired {
     read_again: u64,
     archived: u64,
     deleted: u64,
+}
+
+/// The store a sweep compares with: its inventory of the stream.
+#[derive(Clone, Copy)]
+struct Store<'a> {
+    inventory: &'a dyn Inventory,
+    stream: &'a StreamName,
 }
 
 impl State {
@@ -184,10 +189,11 @@ impl Plan {
     }
 }
 
-impl HubSpotPages {
-    /// One page of a sweep.
+impl Reader {
+    /// One page of a sweep, its state kept in `sweeping` from page to page.
     pub(super) async fn sweep_page(
         &self,
+        sweeping: &Mutex<Option<State>>,
         sweep: Sweep,
         stage: SweepStage,
         set: &PropertySet,
@@ -196,7 +202,7 @@ impl HubSpotPages {
         let inventory = request.inventory.clone().ok_or_else(|| {
             Box::new(Error::Bug("a sweep without a store to compare with".into())) as BoxError
         })?;
-        let mut sweeping = self.sweeping.lock().await;
+        let mut sweeping = sweeping.lock().await;
         // A sweep whose state was lost (a worker restarted) starts over.
         let stage = match &*sweeping {
             Some(state) if state.started_at == sweep.started_at => stage,
@@ -210,54 +216,16 @@ impl HubSpotPages {
             .ok_or_else(|| Box::new(Error::Bug("no sweep state".into())) as BoxError)?;
         let (records, next) = match stage {
             SweepStage::Archived { after } => {
-                let listed = self.archived_ids(after).await?;
-                state.archived.extend(
-                    listed
-                        .records
-                        .iter()
-                        .filter_map(|(r, at)| Some((r.id.parse().ok()?, *at))),
-                );
-                let next = match listed.next {
-                    Some(after) => SweepStage::Archived { after: Some(after) },
-                    None => SweepStage::Live { last_id: 0 },
-                };
-                (Vec::new(), Some(next))
+                (Vec::new(), Some(self.sweep_archived(state, after).await?))
             }
             SweepStage::Live { last_id } => {
-                let (live, more) = self.live_ids(last_id).await?;
-                // The range compared: up to this page's last id, or to the end on the last page.
-                let upper = if more {
-                    live.keys().last().copied()
-                } else {
-                    None
+                let store = Store {
+                    inventory: &*inventory,
+                    stream: &request.stream,
                 };
-                let held = held_through(state, &*inventory, &request.stream, upper).await?;
-                let plan = compare(&live, held, &state.archived, &mut state.seen_archived);
-                state.repaired.archived += plan.archive.len() as u64;
-                state.repaired.deleted += plan.deleted.len() as u64;
-                state.repaired.read_again += plan.read_again.len() as u64;
-                let mut records = self.read_by_id(false, &plan.read_again, set).await?;
-                records.extend(plan.amendments(Timestamp::now()));
-                let next = match upper {
-                    Some(last_id) => SweepStage::Live { last_id },
-                    None => SweepStage::Missing,
-                };
-                (records, Some(next))
+                self.sweep_live(state, store, last_id, set).await?
             }
-            SweepStage::Missing => {
-                let missing: Vec<u64> = state
-                    .archived
-                    .keys()
-                    .filter(|id| !state.seen_archived.contains(id))
-                    .take(MISSING_PER_PAGE)
-                    .copied()
-                    .collect();
-                state.seen_archived.extend(&missing);
-                state.repaired.read_again += missing.len() as u64;
-                let records = self.read_by_id(true, &missing, set).await?;
-                let next = (missing.len() == MISSING_PER_PAGE).then_some(SweepStage::Missing);
-                (records, next)
-            }
+            SweepStage::Missing => self.sweep_missing(state, set).await?,
         };
         let next = match next {
             Some(stage) => Position::Sweep {
@@ -297,66 +265,98 @@ impl HubSpotPages {
         })
     }
 
+    /// Stage 1: a page of HubSpot's archived ids, kept; the stage after it.
+    async fn sweep_archived(
+        &self,
+        state: &mut State,
+        after: Option<String>,
+    ) -> Result<SweepStage, BoxError> {
+        let listed = self.archived_ids(after).await?;
+        state.archived.extend(
+            listed
+                .records
+                .iter()
+                .filter_map(|(r, at)| Some((r.id.parse().ok()?, *at))),
+        );
+        Ok(match listed.next {
+            Some(after) => SweepStage::Archived { after: Some(after) },
+            None => SweepStage::Live { last_id: 0 },
+        })
+    }
+
+    /// Stage 2: a page of HubSpot's live ids after `last_id` compared with what the store
+    /// holds in their range; the records to repair, and the stage after it.
+    async fn sweep_live(
+        &self,
+        state: &mut State,
+        store: Store<'_>,
+        last_id: u64,
+        set: &PropertySet,
+    ) -> Result<(Vec<Record>, Option<SweepStage>), BoxError> {
+        let (live, more) = self.live_ids(last_id).await?;
+        // The range compared: up to this page's last id, or to the end on the last page.
+        let upper = if more {
+            live.keys().last().copied()
+        } else {
+            None
+        };
+        let held = held_through(state, store.inventory, store.stream, upper).await?;
+        let plan = compare(&live, held, &state.archived, &mut state.seen_archived);
+        state.repaired.archived += plan.archive.len() as u64;
+        state.repaired.deleted += plan.deleted.len() as u64;
+        state.repaired.read_again += plan.read_again.len() as u64;
+        let mut records = self.read_by_id(false, &plan.read_again, set).await?;
+        records.extend(plan.amendments(Timestamp::now()));
+        let next = match upper {
+            Some(last_id) => SweepStage::Live { last_id },
+            None => SweepStage::Missing,
+        };
+        Ok((records, Some(next)))
+    }
+
+    /// Stage 3: a page of the archived records the store lacks; the records, and the stage
+    /// after it (none once they are all read).
+    async fn sweep_missing(
+        &self,
+        state: &mut State,
+        set: &PropertySet,
+    ) -> Result<(Vec<Record>, Option<SweepStage>), BoxError> {
+        let missing: Vec<u64> = state
+            .archived
+            .keys()
+            .filter(|id| !state.seen_archived.contains(id))
+            .take(MISSING_PER_PAGE)
+            .copied()
+            .collect();
+        state.seen_archived.extend(&missing);
+        state.repaired.read_again += missing.len() as u64;
+        let records = self.read_by_id(true, &missing, set).await?;
+        let next = (missing.len() == MISSING_PER_PAGE).then_some(SweepStage::Missing);
+        Ok((records, next))
+    }
+
     /// A page of HubSpot's archived ids (with their archive times).
     async fn archived_ids(&self, after: Option<String>) -> Result<Listed, BoxError> {
         let call = self.archived_ids_call(after).await?;
-        parse(&self.list.clone().oneshot(call).await?)
+        parse(&self.calls.list.clone().oneshot(call).await?)
     }
 
     /// A page of HubSpot's live ids after `last_id` with their modification times, and whether
     /// more follow.
     async fn live_ids(&self, last_id: u64) -> Result<(BTreeMap<u64, Timestamp>, bool), BoxError> {
-        let body = json!({
-            "filterGroups": [{"filters": [id_after(last_id)]}],
-            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-            "properties": ["hs_object_id", self.object.modified_property()],
-            "limit": self.account.search_limit,
-        });
+        let properties = json!(["hs_object_id", self.object.modified_property()]);
+        let body = search_after(vec![], last_id, properties, self.account.search_limit);
         let call = Call::Search {
             object_type: self.object_type().await?,
             body,
         };
-        let listed = parse(&self.search.clone().oneshot(call).await?)?;
+        let listed = parse(&self.calls.search.clone().oneshot(call).await?)?;
         let live = listed
             .records
             .iter()
             .filter_map(|(r, _)| Some((r.id.parse().ok()?, r.updated_at)))
             .collect();
         Ok((live, listed.next.is_some()))
-    }
-
-    /// Records by id, with every property of `set` (and their links, and the amendments of the
-    /// records merged into them), 100 a call.
-    pub(super) async fn read_by_id(
-        &self,
-        archived: bool,
-        ids: &[u64],
-        set: &PropertySet,
-    ) -> Result<Vec<Record>, BoxError> {
-        let object_type = self.object_type().await?;
-        let mut records = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_READ) {
-            let inputs: Vec<_> = chunk
-                .iter()
-                .map(|id| json!({"id": id.to_string()}))
-                .collect();
-            let call = Call::BatchRead {
-                object_type: object_type.clone(),
-                archived,
-                body: json!({"properties": set.names(), "inputs": inputs}),
-            };
-            let mut listed = parse(&self.list.clone().oneshot(call).await?)?;
-            if !archived && !self.object.associations.is_empty() {
-                let ids: Vec<String> = listed.records.iter().map(|(r, _)| r.id.clone()).collect();
-                let links =
-                    associations::read(&self.links, &object_type, &self.object.associations, &ids)
-                        .await?;
-                associations::attach(listed.records.iter_mut().map(|(r, _)| r), &links);
-            }
-            records.extend(listed.records.into_iter().map(|(r, _)| r));
-            records.extend(listed.merges.iter().map(|m| m.amendment()));
-        }
-        Ok(records)
     }
 }
 

@@ -1,0 +1,198 @@
+//! What vanishes from HubSpot's listings, against the fake over 127.0.0.1: records merged away,
+//! deleted for good or lost by the store (the reconciliation sweep), and archived records of a
+//! portal whose property list a list URL cannot hold.
+
+mod support;
+
+use std::time::Duration;
+
+use weld_pipeline::{Checkpoint, MemorySink, RunOutcome};
+use weld_pipeline_hubspot as hubspot;
+use weld_pipeline_hubspot::fake::{FakeConfig, Mutation};
+
+use support::{
+    assert_equals_the_fake, assert_gone_are_archived_and_the_rest_equals_the_fake, config, fake,
+    run, run_reconciling, stream, Ladder,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_away_record_is_archived_with_merged_into_keeping_what_was_stored() {
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let climbed = Ladder::new(&fake, &config, &sink)
+        .waiting(Duration::from_millis(50))
+        .climb(Mutation {
+            object: "contacts".into(),
+            merge: 4,
+            ..Mutation::default()
+        })
+        .await;
+    let second = climbed.second;
+    assert_eq!(
+        second.records, 8,
+        "the four survivors, modified, and the four merged away"
+    );
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &sink);
+    let merged = fake.merged("contacts");
+    assert_eq!(merged.len(), 4);
+    assert_eq!(gone.len(), 4);
+    for (secondary, primary) in merged {
+        assert_eq!(gone[&secondary]["merged_into"], primary.as_str());
+    }
+    assert_eq!(sink.live_count(&stream()), 296);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_hard_deletes_and_repairs_what_the_store_lost_behind_the_pipeline() {
+    let fake = fake(FakeConfig {
+        contacts: 1_000,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let sink = MemorySink::new();
+    // A window ends before its `until`'s millisecond (the next window takes that one): a run
+    // started within the archiving's millisecond leaves them to the next run.
+    let climbed = Ladder::new(&fake, &config, &sink)
+        .waiting(Duration::from_millis(50))
+        .reconciling()
+        .climb(Mutation {
+            object: "contacts".into(),
+            archive: 10,
+            ..Mutation::default()
+        })
+        .await;
+    let second = climbed.second;
+    assert_equals_the_fake(&fake, &sink, None);
+
+    // Deleted for good at the source: no listing shows them again, no window sees them.
+    let deleted = fake.mutate(&Mutation {
+        object: "contacts".into(),
+        delete: 6,
+        ..Mutation::default()
+    });
+    // Lost by the store behind the pipeline's back (what a disk that lied about its syncs
+    // did): 25 live records and 2 archived ones.
+    let stored = sink.records(&stream());
+    let lost: Vec<String> = stored
+        .iter()
+        .filter(|r| !r.archived && !deleted.contains(&r.id.parse().unwrap()))
+        .step_by(37)
+        .take(25)
+        .chain(stored.iter().filter(|r| r.archived).take(2))
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(lost.len(), 27);
+    for id in &lost {
+        sink.forget(&stream(), id);
+    }
+    let quiet = run_reconciling(&config, &sink, second.checkpoint).await;
+    assert_eq!(quiet.records, 0, "no window sees either");
+
+    config.object.sweep_every = Duration::from_millis(100);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = fake.stats().requests;
+    let sweep = run_reconciling(&config, &sink, quiet.checkpoint).await;
+    let calls = fake.stats().requests - before;
+    assert_eq!(sweep.outcome, RunOutcome::Succeeded, "{:?}", sweep.outcome);
+    assert_eq!(sweep.records, 33, "27 read again, 6 archived as deleted");
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &sink);
+    assert_eq!(gone.len(), 6);
+    for id in &deleted {
+        assert_eq!(gone[&id.to_string()]["deleted_permanently"], true);
+    }
+    // Cheap: the definitions, one archived page, five pages of ids and modification times
+    // (200 a call), and a batch read for each page that had something to read again (the lost
+    // are spread over all five) and one for the archived.
+    eprintln!(
+        "a sweep of 1,000 contacts: {calls} calls, {} records repaired",
+        sweep.records
+    );
+    assert!(calls <= 1 + 1 + 5 + 5 + 1 + 1, "{calls} calls");
+
+    // Then incremental again, and the next sweep finds nothing to repair.
+    config.object.sweep_every = hubspot::SWEEP_EVERY;
+    let after = run_reconciling(&config, &sink, sweep.checkpoint.clone()).await;
+    assert_eq!(after.records, 0);
+    config.object.sweep_every = Duration::from_millis(1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = run_reconciling(&config, &sink, after.checkpoint).await;
+    assert_eq!(again.records, 0, "nothing left to repair");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_to_compare_with_the_sweep_is_skipped() {
+    let fake = fake(FakeConfig {
+        contacts: 50,
+        custom_properties: 0,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.object.sweep_every = Duration::from_millis(1);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(second.records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_records_of_a_portal_with_hundreds_of_properties_are_read_by_id_only_in_the_window(
+) {
+    // 300 custom properties: a list URL would be split four ways.
+    let fake = fake(FakeConfig {
+        contacts: 2_000,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    for archive in [500, 20] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        fake.mutate(&Mutation {
+            object: "contacts".into(),
+            archive,
+            ..Mutation::default()
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The window holds the 520 archived: every one read with every property.
+    let before = fake.stats().requests;
+    let second = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_equals_the_fake(&fake, &sink, None);
+    let calls = fake.stats().requests - before;
+    // The definitions, one search, the first page whole (four parts), then five pages of ids
+    // and five batch reads of 100 at most.
+    assert!(calls <= 1 + 1 + 4 + 5 + 5, "{calls} calls");
+
+    // Twenty more archived: past the first page, the ids of the rest are listed, and only the
+    // twenty read, by a batch read on each page of ids that holds some.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        archive: 20,
+        ..Mutation::default()
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before = fake.stats().requests;
+    let third = run(&config, &sink, second.checkpoint).await;
+    assert_eq!(third.records, 20);
+    assert_equals_the_fake(&fake, &sink, None);
+    let calls = fake.stats().requests - before;
+    assert!(
+        calls <= 1 + 1 + 4 + 5 + 5,
+        "{calls} calls, where a list split four ways takes 26"
+    );
+}
