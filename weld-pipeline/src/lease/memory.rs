@@ -384,7 +384,7 @@ mod tests {
         let table = LeaseTable::new();
         let (a, b) = (table.leases("a", TTL), table.leases("b", TTL));
         let s = stream("s");
-        let claimed = a.claim(&[s.clone()], 10).await.unwrap();
+        let claimed = a.claim(std::slice::from_ref(&s), 10).await.unwrap();
         assert_eq!(
             claimed,
             [Lease {
@@ -393,7 +393,10 @@ mod tests {
             }]
         );
         assert!(
-            b.claim(&[s.clone()], 10).await.unwrap().is_empty(),
+            b.claim(std::slice::from_ref(&s), 10)
+                .await
+                .unwrap()
+                .is_empty(),
             "held by a"
         );
         assert_eq!(b.holder(&s).await.unwrap().unwrap().owner, "a");
@@ -402,13 +405,16 @@ mod tests {
         assert_eq!(a.renew().await.unwrap().len(), 1);
         tokio::time::sleep(TTL / 2).await;
         assert!(
-            b.claim(&[s.clone()], 10).await.unwrap().is_empty(),
+            b.claim(std::slice::from_ref(&s), 10)
+                .await
+                .unwrap()
+                .is_empty(),
             "renewed"
         );
 
         tokio::time::sleep(TTL).await;
         assert_eq!(b.holder(&s).await.unwrap(), None, "lapsed");
-        let taken = b.claim(&[s.clone()], 10).await.unwrap();
+        let taken = b.claim(std::slice::from_ref(&s), 10).await.unwrap();
         assert_eq!(
             taken,
             [Lease {
