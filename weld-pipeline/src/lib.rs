@@ -79,6 +79,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod encoding;
 pub mod error;
+mod heal;
 pub mod lease;
 pub mod message;
 pub mod middleware;

@@ -20,9 +20,8 @@
 //! many attempts), and at most one summary every 30 s in between. The gauge
 //! `weld_store_healthy` reads 1 or 0.
 
-use crate::sync::Locked;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -32,6 +31,7 @@ use super::{
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
+use crate::heal::{Failing, HealBackoff, Lines};
 use crate::message::{Commit, RunOutcome};
 use crate::record::Timestamp;
 use crate::sink::Sink;
@@ -69,12 +69,6 @@ where
     }
 }
 
-/// How often the healer tries: the first reopen after `first`, doubling up to `max`.
-const FIRST_ATTEMPT: Duration = Duration::from_secs(1);
-const MAX_WAIT: Duration = Duration::from_secs(30);
-/// A failure that lasts gets one log line per this long, with its count of attempts.
-const SUMMARY_EVERY: Duration = Duration::from_secs(30);
-
 /// A [`StreamStore`] that reopens the store it wraps when storage fails, and refuses writes
 /// (transiently) until it has. Cheap to clone; clones share the store and its state.
 #[derive(Clone)]
@@ -88,16 +82,16 @@ struct Inner {
     /// while it drops the old handle and opens the new one, so a read waits for it (a few
     /// milliseconds) instead of failing.
     store: tokio::sync::RwLock<Option<Arc<dyn StreamStore>>>,
-    failure: Mutex<Option<Failure>>,
-    first: Duration,
-    max: Duration,
+    failing: Failing,
+    backoff: HealBackoff,
 }
 
-#[derive(Clone, Debug)]
-struct Failure {
-    since: Timestamp,
-    reason: String,
-}
+/// What the healer says: a failure that lasts is also summarised every 30 s.
+const LINES: Lines = Lines {
+    healed: "storage healed: acknowledging again",
+    still_failing: "storage still failing",
+    summary: true,
+};
 
 impl std::fmt::Debug for Healing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,9 +115,8 @@ impl Healing {
             inner: Arc::new(Inner {
                 opener: Arc::new(opener),
                 store: tokio::sync::RwLock::new(Some(store)),
-                failure: Mutex::new(None),
-                first: FIRST_ATTEMPT,
-                max: MAX_WAIT,
+                failing: Failing::default(),
+                backoff: HealBackoff::default(),
             }),
         })
     }
@@ -137,13 +130,11 @@ impl Healing {
     #[must_use]
     pub fn with_backoff(mut self, first: Duration, max: Duration) -> Self {
         let inner = Arc::get_mut(&mut self.inner).expect("with_backoff before the store is shared");
-        inner.first = first;
-        inner.max = max.max(first);
+        inner.backoff = HealBackoff {
+            first,
+            max: max.max(first),
+        };
         self
-    }
-
-    fn failure(&self) -> std::sync::MutexGuard<'_, Option<Failure>> {
-        self.inner.failure.locked()
     }
 
     async fn current(&self) -> Result<Arc<dyn StreamStore>, Error> {
@@ -153,15 +144,16 @@ impl Healing {
 
     fn unavailable(&self) -> Error {
         let reason = self
+            .inner
+            .failing
             .failure()
-            .as_ref()
-            .map_or_else(|| "reopening".to_string(), |f| f.reason.clone());
+            .map_or_else(|| "reopening".to_string(), |f| f.reason);
         Error::Unavailable(format!("storage is failing, healing by itself: {reason}"))
     }
 
     /// The store, for a write: refused while the store is failed.
     async fn writable(&self) -> Result<Arc<dyn StreamStore>, Error> {
-        if self.failure().is_some() {
+        if self.inner.failing.is_failing() {
             return Err(self.unavailable());
         }
         self.current().await
@@ -180,15 +172,8 @@ impl Healing {
 
     /// Enters the failed state, once, and starts healing.
     fn fail(&self, reason: String) {
-        {
-            let mut failure = self.failure();
-            if failure.is_some() {
-                return;
-            }
-            *failure = Some(Failure {
-                since: Timestamp::now(),
-                reason: reason.clone(),
-            });
+        if !self.inner.failing.begin(reason.clone()) {
+            return;
         }
         metrics::gauge!("weld_store_healthy").set(0.0);
         tracing::error!(error = %reason, "storage failed: acknowledging nothing until it is reopened; healing by itself");
@@ -198,33 +183,12 @@ impl Healing {
 
     /// Reopens the store until a probe write and sync succeed through the new handle.
     async fn heal(self) {
-        let started = Instant::now();
-        let mut last_summary = Instant::now();
-        let mut wait = self.inner.first;
-        let mut attempts: u64 = 0;
-        loop {
-            tokio::time::sleep(wait).await;
-            wait = wait.saturating_mul(2).min(self.inner.max);
-            attempts += 1;
-            match self.reopen().await {
-                Ok(()) => {
-                    *self.failure() = None;
-                    metrics::gauge!("weld_store_healthy").set(1.0);
-                    tracing::info!(attempts, after = ?started.elapsed(), "storage healed: acknowledging again");
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(attempts, error = %error, "storage still failing");
-                    if let Some(failure) = self.failure().as_mut() {
-                        failure.reason = error.to_string();
-                    }
-                    if last_summary.elapsed() >= SUMMARY_EVERY {
-                        last_summary = Instant::now();
-                        tracing::warn!(attempts, since = ?started.elapsed(), error = %error, "storage still failing");
-                    }
-                }
-            }
-        }
+        let healed = || metrics::gauge!("weld_store_healthy").set(1.0);
+        let inner = &self.inner;
+        inner
+            .failing
+            .heal(inner.backoff, LINES, || self.reopen(), healed)
+            .await;
     }
 
     /// One attempt: when the cause looks gone, drop the failed handle (its file lock goes with
@@ -393,11 +357,11 @@ impl StreamStore for Healing {
     }
 
     fn health(&self) -> StoreHealth {
-        match self.failure().as_ref() {
+        match self.inner.failing.failure() {
             None => StoreHealth::Ok,
             Some(failure) => StoreHealth::Failed {
                 since: failure.since,
-                reason: failure.reason.clone(),
+                reason: failure.reason,
             },
         }
     }

@@ -13,8 +13,7 @@ mod delivery;
 mod replicas;
 
 use crate::sync::Locked;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Listener, Peer};
 use assignments::Assignments;
+use replicas::ReplicaState;
 
 /// Where a stream stands, as the API shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -116,15 +116,8 @@ pub struct Controller<P: Peer> {
     /// Per stream assigned here: what the Start it was given said, so a change made on another
     /// replica can be told from a repeat, and a lease claimed anew from the one it runs under.
     started: Mutex<HashMap<StreamName, Started>>,
-    /// Whether lease renewals fail now (said once, not at every tick).
-    renewals_failing: AtomicBool,
-    /// Streams whose lease was lost, while their worker here is being told to stop.
-    stopping: Mutex<HashSet<StreamName>>,
-    /// Streams that waited for a replica at the last lease period: nobody took them since, so
-    /// this replica takes them whatever its share.
-    overdue: Mutex<HashSet<StreamName>>,
-    /// The replicas alive at the last heartbeat, with their workers.
-    replicas: Mutex<Vec<crate::lease::Replica>>,
+    /// What a replica keeps between its lease periods (nothing is kept in it without leases).
+    replica: ReplicaState,
     /// Per stream: held while a Start or a Stop is sent for it (or a change heard from another
     /// replica decided), so that two never cross on the way to one worker.
     commands: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
@@ -132,11 +125,6 @@ pub struct Controller<P: Peer> {
     /// stop, an error recorded or cleared), so that none writes back what another just changed
     /// (an error recorded as a stop lands must not put `running` back).
     entries: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
-    /// Streams whose lease this replica held at the last period with no worker of its own
-    /// running them: given up if that is still so at the next.
-    idle: Mutex<HashSet<StreamName>>,
-    /// Whether a pass claiming and assigning waiting streams runs now (one at a time).
-    assigning: AtomicBool,
 }
 
 /// What a stream's latest Start said.
@@ -197,14 +185,9 @@ impl<P: Peer> Controller<P> {
             lifecycles: Mutex::default(),
             leases,
             started: Mutex::default(),
-            renewals_failing: AtomicBool::new(false),
-            stopping: Mutex::default(),
-            overdue: Mutex::default(),
-            replicas: Mutex::default(),
+            replica: ReplicaState::default(),
             commands: Mutex::default(),
             entries: Mutex::default(),
-            idle: Mutex::default(),
-            assigning: AtomicBool::new(false),
         })
     }
 

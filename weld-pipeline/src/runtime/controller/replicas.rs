@@ -11,8 +11,8 @@
 //! tick.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Controller, COMMAND_TIMEOUT};
@@ -33,21 +33,61 @@ pub(super) fn lease_every(leases: &dyn Leasing) -> Duration {
 /// for the replica running it.
 const HOLDER_POLL: Duration = Duration::from_millis(100);
 
+/// What a replica keeps from one lease period to the next, besides its leases (which the
+/// controller's other rooms read too: an assignment takes its lease epoch, a commit is fenced
+/// by it, a status names its holder). Empty, and never read, on a controller without leases.
+#[derive(Debug, Default)]
+pub(super) struct ReplicaState {
+    /// Whether lease renewals fail now (said once, not at every tick).
+    renewals_failing: AtomicBool,
+    /// Streams whose lease was lost, while their worker here is being told to stop.
+    stopping: Mutex<HashSet<StreamName>>,
+    /// Streams that waited for a replica at the last lease period: nobody took them since, so
+    /// this replica takes them whatever its share.
+    overdue: Mutex<HashSet<StreamName>>,
+    /// The replicas alive at the last heartbeat, with their workers.
+    alive: Mutex<Vec<crate::lease::Replica>>,
+    /// Streams whose lease this replica held at the last period with no worker of its own
+    /// running them: given up if that is still so at the next.
+    idle: Mutex<HashSet<StreamName>>,
+    /// Whether a pass claiming and assigning waiting streams runs now (one at a time).
+    assigning: AtomicBool,
+}
+
 impl<P: Peer> Controller<P> {
     /// One lease period: renew, stop what was lost, claim and assign what waits, give up what
     /// runs nowhere here.
     pub(super) async fn keep_leases(self: &Arc<Self>, leases: &Arc<dyn Leasing>) {
-        let workers = self.workers();
-        if let Ok(replicas) = leases.heartbeat(workers).await {
-            metrics::gauge!("weld_replicas_alive").set(replicas.len() as f64);
-            *self.replicas.locked() = replicas;
+        let held = self.renew(leases.as_ref()).await;
+        self.stop_lost(leases.as_ref());
+        metrics::gauge!("weld_leases_held").set(self.lock().assigned().len() as f64);
+        metrics::counter!("weld_lease_commits_refused_total").absolute(leases.refused_commits());
+        // Claiming and starting wait on workers (a Start, a Stop at a page boundary): on a task
+        // of their own, one pass at a time, so that renewals never wait for a worker.
+        if self.replica.assigning.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let held = match leases.renew().await {
+        let (controller, leases) = (self.clone(), leases.clone());
+        tokio::spawn(async move {
+            controller.assign_waiting(true).await;
+            if let Some(held) = held {
+                controller.give_up_idle(&leases, held).await;
+            }
+            controller.replica.assigning.store(false, Ordering::Release);
+        });
+    }
+
+    /// Says this replica is alive, with its workers, and renews its leases: those it still
+    /// holds, `None` when the renewal failed (said once while it fails).
+    async fn renew(&self, leases: &dyn Leasing) -> Option<Vec<crate::lease::Lease>> {
+        if let Ok(replicas) = leases.heartbeat(self.workers()).await {
+            metrics::gauge!("weld_replicas_alive").set(replicas.len() as f64);
+            *self.replica.alive.locked() = replicas;
+        }
+        let failing = &self.replica.renewals_failing;
+        match leases.renew().await {
             Ok(held) => {
-                if self
-                    .renewals_failing
-                    .swap(false, std::sync::atomic::Ordering::Relaxed)
-                {
+                if failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(replica = leases.replica(), "lease renewals succeed again");
                 }
                 Some(held)
@@ -55,17 +95,18 @@ impl<P: Peer> Controller<P> {
             Err(error) => {
                 // Said once: the database's failure is the store's to tell, and its leases
                 // lapse by themselves if it lasts.
-                if !self
-                    .renewals_failing
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                if !failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(replica = leases.replica(), %error, "cannot renew the leases; they lapse unless a renewal succeeds in time");
                 }
                 None
             }
-        };
-        // Lost: no longer held, or held anew at another epoch than its worker runs it under (it
-        // lapsed and was claimed again); stopped here, the next period starts it afresh.
+        }
+    }
+
+    /// Stops on their worker here the streams whose lease was lost: no longer held, or held
+    /// anew at another epoch than its worker runs it under (it lapsed and was claimed again).
+    /// The next period starts them afresh.
+    fn stop_lost(self: &Arc<Self>, leases: &dyn Leasing) {
         let lost: Vec<StreamName> = self
             .lock()
             .assigned()
@@ -77,7 +118,7 @@ impl<P: Peer> Controller<P> {
             .collect();
         for stream in lost {
             // Told once: the stop waits for the worker's page boundary, over several periods.
-            if !self.stopping.locked().insert(stream.clone()) {
+            if !self.replica.stopping.locked().insert(stream.clone()) {
                 continue;
             }
             tracing::warn!(replica = leases.replica(), %stream, "lease lost: another replica runs the stream now; stopping it here");
@@ -85,24 +126,9 @@ impl<P: Peer> Controller<P> {
             let controller = self.clone();
             tokio::spawn(async move {
                 controller.stop_on_worker(&stream).await;
-                controller.stopping.locked().remove(&stream);
+                controller.replica.stopping.locked().remove(&stream);
             });
         }
-        metrics::gauge!("weld_leases_held").set(self.lock().assigned().len() as f64);
-        metrics::counter!("weld_lease_commits_refused_total").absolute(leases.refused_commits());
-        // Claiming and starting wait on workers (a Start, a Stop at a page boundary): on a task
-        // of their own, one pass at a time, so that renewals never wait for a worker.
-        if self.assigning.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (controller, leases) = (self.clone(), leases.clone());
-        tokio::spawn(async move {
-            controller.assign_waiting(true).await;
-            if let Some(held) = held {
-                controller.give_up_idle(&leases, held).await;
-            }
-            controller.assigning.store(false, Ordering::Release);
-        });
     }
 
     /// Gives up the leases of `held` that no worker here has run for a whole period (stopped,
@@ -119,7 +145,7 @@ impl<P: Peer> Controller<P> {
                 assignments.worker_of(stream).is_none() && assignments.hold_of(stream).is_none()
             })
             .collect();
-        let before = std::mem::replace(&mut *self.idle.locked(), idle.clone());
+        let before = std::mem::replace(&mut *self.replica.idle.locked(), idle.clone());
         for stream in idle.intersection(&before) {
             if !leases.is_held(stream) {
                 continue;
@@ -154,7 +180,7 @@ impl<P: Peer> Controller<P> {
             .filter(|e| holders.get(&e.name).is_none_or(|h| h.owner == me))
             .collect();
         let late = tick && {
-            let mut overdue = self.overdue.locked();
+            let mut overdue = self.replica.overdue.locked();
             let late = waiting.iter().any(|e| overdue.contains(&e.name));
             *overdue = waiting.iter().map(|e| e.name.clone()).collect();
             late
@@ -168,7 +194,8 @@ impl<P: Peer> Controller<P> {
             .count();
         let here = self.workers();
         let elsewhere: usize = self
-            .replicas
+            .replica
+            .alive
             .locked()
             .iter()
             .filter(|r| r.id != me)

@@ -20,6 +20,16 @@
 //! [replica's](crate::store::Storage::replica); a store that can be shared implements
 //! [`Leasing`], and fences its commits with the same leases, so a replica that lost a lease
 //! cannot commit a batch of its stream even before it has noticed.
+//!
+//! `MemoryLeases` (feature `testing`) are the same leases in one process's memory, on tokio's
+//! clock: several controllers of one test share a `LeaseTable`, and a paused clock drives
+//! their expiry.
+
+#[cfg(any(test, feature = "testing"))]
+mod memory;
+
+#[cfg(any(test, feature = "testing"))]
+pub use memory::{LeaseTable, MemoryLeases};
 
 use std::collections::HashMap;
 use std::time::Duration;
