@@ -6,7 +6,8 @@ use std::time::Duration;
 use weld_pipeline::store::{Healing, Storage, StreamStore};
 use weld_pipeline::Error;
 
-use crate::{PostgresConfig, PostgresStore};
+use crate::config::PostgresConfig;
+use crate::store::PostgresStore;
 
 impl PostgresStore {
     /// The database at `config.url` as the storage of the controller replica `replica` (its id

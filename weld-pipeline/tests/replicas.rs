@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weld_pipeline::lease::{LeaseTable, Leasing, MemoryLeases};
 use weld_pipeline::runtime::{Controller, StreamState};
-use weld_pipeline::store::{SledStore, SledStoreConfig, StreamStore};
+use weld_pipeline::store::{SledStore, SledStoreConfig, Storage, StreamStore};
 use weld_pipeline::testing::CountingSources;
 use weld_pipeline::transport::{MemoryPeer, MemoryTransport};
 use weld_pipeline::{Error, Event, Handler, Hello, Request, Response, StreamName, Transport};
@@ -89,8 +89,8 @@ impl Replica {
     async fn start(id: &'static str, store: &Arc<dyn StreamStore>, table: &LeaseTable) -> Self {
         let leases = table.leases(id, TTL);
         let sources = CountingSources::new();
-        let controller =
-            Controller::with_leases(store.clone(), sources.kinds(), Arc::new(leases.clone()));
+        let storage = Storage::replica(store.clone(), Arc::new(leases.clone()));
+        let controller = Controller::new(storage, sources.kinds());
         let transport = MemoryTransport::new();
         let listener = transport.listen(controller.clone()).await.unwrap();
         let shutdown = CancellationToken::new();
