@@ -805,17 +805,10 @@ async fn records_page_once_each_by_token_and_runs_list_newest_first() {
         .start_run(&stream, run_id, Timestamp::from_millis(1_700_000_000_000))
         .await
         .unwrap();
-    let batch = Batch {
-        stream: stream.clone(),
-        run_id,
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: true,
-        cursor: Checkpoint::default(),
-        records: (0..25).map(|id| record(id, id % 5 == 0)).collect(),
-    };
+    let batch = Batch::new(stream.clone(), run_id, 0)
+        .with_records((0..25).map(|id| record(id, id % 5 == 0)).collect())
+        .with_cursor(Checkpoint::default())
+        .with_last(true);
     app.controller.store().commit(&batch).await.unwrap();
 
     let page_all = |archived: &'static str| {

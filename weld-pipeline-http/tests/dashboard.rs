@@ -124,17 +124,10 @@ impl App {
             .start_run(&stream, run_id, Timestamp::now())
             .await
             .unwrap();
-        let batch = Batch {
-            stream,
-            run_id,
-            seq: 0,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: true,
-            cursor: Checkpoint::default(),
-            records,
-        };
+        let batch = Batch::new(stream, run_id, 0)
+            .with_records(records)
+            .with_cursor(Checkpoint::default())
+            .with_last(true);
         store.commit(&batch).await.unwrap();
     }
 }

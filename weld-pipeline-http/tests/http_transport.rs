@@ -119,17 +119,10 @@ async fn an_oversized_body_is_refused_and_the_server_stays_up() {
     let mut listener = controller(small.clone()).await;
     let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
     let (big, _b) = worker(&mut listener, quick_config(), "big").await.unwrap();
-    let batch = weld_pipeline::Batch {
-        stream: StreamName::new("s0").unwrap(),
-        run_id: weld_pipeline::RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: true,
-        cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),
-        records: vec![],
-    };
+    let batch =
+        weld_pipeline::Batch::new(StreamName::new("s0").unwrap(), weld_pipeline::RunId(1), 0)
+            .with_cursor(weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]))
+            .with_last(true);
     let error = big.request(Request::Deliver(batch)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
     assert!(error.to_string().contains("413"), "{error}");

@@ -236,17 +236,9 @@ async fn a_check_under_way_does_not_hold_up_its_holders_renewal_but_does_its_rel
 }
 
 fn batch(stream: &StreamName, seq: u64, ids: std::ops::Range<u32>) -> Batch {
-    Batch {
-        stream: stream.clone(),
-        run_id: RunId(7),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(format!("after-{seq}").into_bytes()),
-        records: ids
-            .map(|id| {
+    Batch::new(stream.clone(), RunId(7), seq)
+        .with_records(
+            ids.map(|id| {
                 Record::new(
                     id.to_string(),
                     Timestamp::from_millis(1_700_000_000_000),
@@ -254,7 +246,8 @@ fn batch(stream: &StreamName, seq: u64, ids: std::ops::Range<u32>) -> Batch {
                 )
             })
             .collect(),
-    }
+        )
+        .with_cursor(Checkpoint::from_bytes(format!("after-{seq}").into_bytes()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

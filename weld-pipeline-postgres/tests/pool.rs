@@ -12,25 +12,19 @@ use weld_pipeline_postgres::{testing, PostgresConfig, PostgresStore};
 const WITHIN: Duration = Duration::from_secs(15);
 
 fn batch(stream: &StreamName, seq: u64) -> Batch {
-    Batch {
-        stream: stream.clone(),
-        run_id: RunId(3),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(format!("after-{seq}").into_bytes()),
-        records: (seq * 10..seq * 10 + 10)
-            .map(|id| {
-                Record::new(
-                    id.to_string(),
-                    Timestamp::from_millis(1_700_000_000_000),
-                    Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
-                )
-            })
-            .collect(),
-    }
+    Batch::new(stream.clone(), RunId(3), seq)
+        .with_records(
+            (seq * 10..seq * 10 + 10)
+                .map(|id| {
+                    Record::new(
+                        id.to_string(),
+                        Timestamp::from_millis(1_700_000_000_000),
+                        Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
+                    )
+                })
+                .collect(),
+        )
+        .with_cursor(Checkpoint::from_bytes(format!("after-{seq}").into_bytes()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

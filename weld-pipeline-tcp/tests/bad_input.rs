@@ -150,17 +150,10 @@ async fn a_message_too_large_for_the_peer_is_refused_before_it_is_sent() {
     };
     let (_t, mut listener) = controller(config.clone()).await;
     let (peer, _a) = worker(&mut listener, config, "w").await.unwrap();
-    let batch = weld_pipeline::Batch {
-        stream: StreamName::new("s0").unwrap(),
-        run_id: weld_pipeline::RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: true,
-        cursor: weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]),
-        records: vec![],
-    };
+    let batch =
+        weld_pipeline::Batch::new(StreamName::new("s0").unwrap(), weld_pipeline::RunId(1), 0)
+            .with_cursor(weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]))
+            .with_last(true);
     // Permanent: sending it again can never work, and it must not cost the connection.
     let error = peer.request(Request::Deliver(batch)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");

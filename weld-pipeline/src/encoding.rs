@@ -711,6 +711,8 @@ mod tests {
             prop_oneof![Just(0u64), any::<u64>()],
         )
             .prop_map(
+                // Every field written out: a field added to Batch must be added here, so that
+                // its encoding is round-tripped too.
                 |(stream, run, seq, last, cursor, records, epoch, repaired)| Batch {
                     stream,
                     run_id: RunId(run),

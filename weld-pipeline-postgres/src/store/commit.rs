@@ -379,21 +379,14 @@ mod tests {
     /// `$13..$25` left to a reader's count.
     #[test]
     fn the_commits_statement_uses_each_bound_value_once_bound() {
-        let batch = Batch {
-            stream: StreamName::new("contacts").unwrap(),
-            run_id: RunId(7),
-            seq: 3,
-            epoch: 1,
-            lease: 0,
-            repaired: 0,
-            last: false,
-            cursor: Checkpoint::from_bytes("c3"),
-            records: vec![Record::new(
+        let batch = Batch::new(StreamName::new("contacts").unwrap(), RunId(7), 3)
+            .with_records(vec![Record::new(
                 "1",
                 Timestamp::from_millis(1),
                 Json::parse(b"{}".to_vec()).unwrap(),
-            )],
-        };
+            )])
+            .with_cursor(Checkpoint::from_bytes("c3"))
+            .with_epoch(1);
         let versions = Versions::of(&batch.records);
         let plan = Plan::of(&versions, &HashMap::new());
         let ledger = LedgerRow::of(&batch, Key::of(&batch).unwrap(), &plan.moved, None).unwrap();

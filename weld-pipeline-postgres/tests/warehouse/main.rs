@@ -60,26 +60,20 @@ async fn warehouse(name: &str) -> Option<(PostgresStore, tokio_postgres::Client)
 
 /// A batch of `records` (`(id, version, document)`) as run 1's batch `seq`.
 fn batch(stream: &StreamName, seq: u64, records: &[(&str, i64, serde_json::Value)]) -> Batch {
-    Batch {
-        stream: stream.clone(),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(format!("c{seq}")),
-        records: records
-            .iter()
-            .map(|(id, at, data)| {
-                Record::new(
-                    *id,
-                    Timestamp::from_millis(*at),
-                    Json::parse(data.to_string().into_bytes()).unwrap(),
-                )
-            })
-            .collect(),
-    }
+    Batch::new(stream.clone(), RunId(1), seq)
+        .with_records(
+            records
+                .iter()
+                .map(|(id, at, data)| {
+                    Record::new(
+                        *id,
+                        Timestamp::from_millis(*at),
+                        Json::parse(data.to_string().into_bytes()).unwrap(),
+                    )
+                })
+                .collect(),
+        )
+        .with_cursor(Checkpoint::from_bytes(format!("c{seq}")))
 }
 
 fn field(name: &str, kind: FieldKind) -> Field {

@@ -238,21 +238,14 @@ async fn a_nul_in_a_value_is_stored_as_u_fffd_instead_of_refusing_the_commit() {
     let data =
         weld_pipeline::Json::parse(br#"{"id":"1","properties":{"note":"a\u0000b"}}"#.to_vec())
             .unwrap();
-    let batch = weld_pipeline::Batch {
-        stream: stream.clone(),
-        run_id: weld_pipeline::RunId(1),
-        seq: 0,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: true,
-        cursor: Checkpoint::from_bytes("done"),
-        records: vec![weld_pipeline::Record::new(
+    let batch = weld_pipeline::Batch::new(stream.clone(), weld_pipeline::RunId(1), 0)
+        .with_records(vec![weld_pipeline::Record::new(
             "1",
             Timestamp::from_millis(1),
             data,
-        )],
-    };
+        )])
+        .with_cursor(Checkpoint::from_bytes("done"))
+        .with_last(true);
     let commit = weld_pipeline::Sink::commit(&store, &batch).await.unwrap();
     assert_eq!(commit, weld_pipeline::Commit::Stored { records: 1 });
     let page = store

@@ -13,21 +13,13 @@ use crate::record::{Json, Record, Timestamp};
 use crate::stream::{RunId, StreamName};
 
 fn batch(stream: &str, seq: u64, payload: usize) -> Batch {
-    Batch {
-        stream: StreamName::new(stream).unwrap(),
-        run_id: RunId(1),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last: false,
-        cursor: Checkpoint::from_bytes(format!("{seq}")),
-        records: vec![Record::new(
+    Batch::new(StreamName::new(stream).unwrap(), RunId(1), seq)
+        .with_records(vec![Record::new(
             seq.to_string(),
             Timestamp::EPOCH,
             Json::from_serialize(&"x".repeat(payload)).unwrap(),
-        )],
-    }
+        )])
+        .with_cursor(Checkpoint::from_bytes(format!("{seq}")))
 }
 
 #[tokio::test]

@@ -199,17 +199,9 @@ mod tests {
     }
 
     fn batch(seq: u64, records: Vec<Record>) -> Batch {
-        Batch {
-            stream: StreamName::new("s").unwrap(),
-            run_id: RunId(7),
-            seq,
-            epoch: 0,
-            lease: 0,
-            repaired: 0,
-            last: false,
-            cursor: Checkpoint::from_bytes(format!("c{seq}")),
-            records,
-        }
+        Batch::new(StreamName::new("s").unwrap(), RunId(7), seq)
+            .with_records(records)
+            .with_cursor(Checkpoint::from_bytes(format!("c{seq}")))
     }
 
     #[tokio::test]

@@ -58,17 +58,9 @@ use crate::stream::StreamName;
 ///
 /// # tokio_test_block_on(async {
 /// let sink = MemorySink::new();
-/// let batch = Batch {
-///     stream: StreamName::new("contacts")?,
-///     run_id: RunId(1),
-///     seq: 0,
-///     epoch: 0,
-///     lease: 0,
-///     repaired: 0,
-///     last: true,
-///     cursor: Checkpoint::from_bytes("after-page-1"),
-///     records: vec![],
-/// };
+/// let batch = Batch::new(StreamName::new("contacts")?, RunId(1), 0)
+///     .with_cursor(Checkpoint::from_bytes("after-page-1"))
+///     .with_last(true);
 /// assert_eq!(sink.commit(&batch).await?, Commit::Stored { records: 0 });
 /// assert_eq!(sink.commit(&batch).await?, Commit::Replayed);
 /// assert_eq!(Sink::checkpoint(&sink, &batch.stream).await?, batch.cursor);

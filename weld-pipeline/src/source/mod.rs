@@ -113,17 +113,11 @@ impl RunContext {
 ///
 /// impl Source for Fixed {
 ///     fn batches(&self, run: &RunContext, _from: Checkpoint) -> BatchStream {
-///         let batch = Batch {
-///             stream: run.stream.clone(),
-///             run_id: run.run_id,
-///             seq: 0,
-///             epoch: run.epoch,
-///             lease: 0,
-///             repaired: 0,
-///             last: true,
-///             cursor: Checkpoint::from_bytes("done"),
-///             records: self.0.clone(),
-///         };
+///         let batch = Batch::new(run.stream.clone(), run.run_id, 0)
+///             .with_epoch(run.epoch)
+///             .with_records(self.0.clone())
+///             .with_cursor(Checkpoint::from_bytes("done"))
+///             .with_last(true);
 ///         stream::iter([Ok(batch)]).boxed()
 ///     }
 /// }

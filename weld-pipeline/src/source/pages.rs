@@ -78,17 +78,12 @@ where
                     return Some((Err(Error::from_boxed(error.into())), state));
                 }
             };
-            let batch = Batch {
-                stream: state.run.stream.clone(),
-                run_id: state.run.run_id,
-                seq: state.seq,
-                epoch: state.run.epoch,
-                lease: 0,
-                repaired: page.repaired,
-                last: page.last,
-                cursor: page.cursor.clone(),
-                records: page.records,
-            };
+            let batch = Batch::new(state.run.stream.clone(), state.run.run_id, state.seq)
+                .with_records(page.records)
+                .with_cursor(page.cursor.clone())
+                .with_epoch(state.run.epoch)
+                .with_repaired(page.repaired)
+                .with_last(page.last);
             state.seq += 1;
             state.cursor = page.cursor;
             state.done = page.last;

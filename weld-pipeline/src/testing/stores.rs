@@ -124,17 +124,10 @@ fn record(id: u64, at: i64, archived: bool) -> Record {
 }
 
 fn batch(run: u64, seq: u64, last: bool, records: Vec<Record>) -> Batch {
-    Batch {
-        stream: stream(),
-        run_id: RunId(run),
-        seq,
-        epoch: 0,
-        lease: 0,
-        repaired: 0,
-        last,
-        cursor: Checkpoint::from_bytes(format!("{run}/{seq}")),
-        records,
-    }
+    Batch::new(stream(), RunId(run), seq)
+        .with_records(records)
+        .with_cursor(Checkpoint::from_bytes(format!("{run}/{seq}")))
+        .with_last(last)
 }
 
 fn entry(desired: Desired) -> StreamEntry {
