@@ -71,6 +71,7 @@
 //! ```
 
 mod error;
+mod extract;
 mod guesses;
 mod headers;
 mod model;
