@@ -96,23 +96,6 @@ impl Handler for Answering {
     }
 }
 
-/// Reads from a raw socket until the other side closes it, with a deadline; returns what came.
-pub async fn read_until_closed(socket: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closes the connection");
-    got
-}
-
 /// A fault proxy in front of a controller: forwards both directions, and in the direction of
 /// acks (controller to worker) can delay, stop forwarding, or cut the connection.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@
 //! | [`ControllerProcess`], [`WorkerProcess`], [`Network`] (feature `sled`) | each runtime in its own tokio runtime, as if in its own process, on any transport |
 //! | [`flows`] and [`runtime_flows!`](crate::runtime_flows) (feature `sled`) | the runtime flows every transport must pass |
 //! | [`stores`] and [`store_conformance!`](crate::store_conformance) | the conformance suite every [`StreamStore`](crate::store::StreamStore) must pass |
+//! | [`bad_input`] and [`transport_bad_input!`](crate::transport_bad_input) | the bad input every network transport must survive |
 
 mod metrics;
 #[cfg(feature = "sled")]
@@ -17,6 +18,7 @@ mod scripted;
 mod sinks;
 mod sources;
 
+pub mod bad_input;
 #[cfg(feature = "sled")]
 pub mod flows;
 pub mod stores;
