@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use support::quick_config;
+use weld_pipeline::testing::{still_flowing, Answering};
 use weld_pipeline::transport::Secret;
 use weld_pipeline::{
     ErrorKind, Event, Handler, Hello, Listener, Peer, Request, Response, StreamName, Transport,
@@ -16,28 +17,9 @@ use weld_pipeline_http::transport::{HttpAcceptor, HttpConfig, HttpPeer, HttpTran
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Answers every stop after a delay named by the stream (`s<ms>`), echoing the name.
-struct Answering;
-
-#[async_trait]
-impl Handler for Answering {
-    async fn request(&self, _from: &Hello, request: Request) -> Response {
-        let Request::Stop { stream } = request else {
-            return Response::Started;
-        };
-        let ms: u64 = stream.as_str()[1..].parse().unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Response::Refused {
-            kind: ErrorKind::Permanent,
-            message: stream.to_string(),
-        }
-    }
-    async fn event(&self, _from: &Hello, _event: Event) {}
-}
-
 async fn controller(config: HttpConfig) -> HttpAcceptor {
     HttpTransport::with_config("127.0.0.1:0", config)
-        .listen(Arc::new(Answering))
+        .listen(Arc::new(Answering::default()))
         .await
         .unwrap()
 }
@@ -48,7 +30,7 @@ async fn worker(
     id: &str,
 ) -> Result<(HttpPeer, HttpPeer), weld_pipeline::Error> {
     let peer = HttpTransport::with_config(listener.local_addr().to_string(), config)
-        .connect(Hello::new(id, vec![]), Arc::new(Answering))
+        .connect(Hello::new(id, vec![]), Arc::new(Answering::default()))
         .await?;
     let accepted = tokio::time::timeout(DEADLINE, listener.accept())
         .await
@@ -57,21 +39,13 @@ async fn worker(
     Ok((peer, accepted))
 }
 
-async fn still_flowing(peer: &HttpPeer) {
-    let stream = StreamName::new("s0").unwrap();
-    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
-}
-
 #[tokio::test]
 async fn both_directions_carry_requests_and_answers() {
     let mut listener = controller(quick_config()).await;
     let (peer, accepted) = worker(&mut listener, quick_config(), "w").await.unwrap();
-    still_flowing(&peer).await;
+    still_flowing(&peer, DEADLINE).await;
     // The controller's request reaches the worker through its poll, and its reply comes back.
-    still_flowing(&accepted).await;
+    still_flowing(&accepted, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -97,7 +71,7 @@ async fn an_oversized_body_is_refused_and_the_server_stays_up() {
     let error = big.request(Request::Deliver(batch)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
     assert!(error.to_string().contains("413"), "{error}");
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -291,7 +265,7 @@ async fn a_worker_with_the_secret_gets_in_during_a_flood_of_unanswered_hellos() 
     let joined = tokio::time::timeout(DEADLINE, async {
         loop {
             match transport
-                .connect(Hello::new("real", vec![]), Arc::new(Answering))
+                .connect(Hello::new("real", vec![]), Arc::new(Answering::default()))
                 .await
             {
                 Ok(peer) => return peer,
@@ -326,6 +300,6 @@ async fn a_worker_with_the_secret_gets_in_during_a_flood_of_unanswered_hellos() 
     })
     .await
     .unwrap();
-    still_flowing(&peer).await;
-    still_flowing(&accepted).await;
+    still_flowing(&peer, DEADLINE).await;
+    still_flowing(&accepted, DEADLINE).await;
 }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use support::{quick_config, Answering, DEADLINE};
+use support::{quick_config, DEADLINE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use weld_pipeline::testing::bad_input::{read_until_closed, Garbage, Settings, Wire};
+use weld_pipeline::testing::{still_flowing, Answering};
 use weld_pipeline::{ErrorKind, Hello, Listener, Peer, Request, Response, StreamName, Transport};
 use weld_pipeline_tcp::{Secret, TcpAcceptor, TcpConfig, TcpPeer, TcpTransport};
 
@@ -40,15 +41,6 @@ async fn worker(
         .unwrap()
         .unwrap();
     Ok((peer, accepted))
-}
-
-/// Asserts a connection still answers.
-async fn still_flowing(peer: &TcpPeer) {
-    let stream = StreamName::new("s0").unwrap();
-    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
 }
 
 /// Sends raw bytes on a fresh connection and returns what the server wrote back before closing.
@@ -181,7 +173,7 @@ async fn an_oversized_frame_after_the_handshake_closes_that_connection_only() {
         refusal_code(&answer).is_none_or(|code| code == 1),
         "refused on its length header"
     );
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -195,7 +187,7 @@ async fn a_frame_that_lies_about_its_length_is_dropped_at_the_handshake_timeout(
         String::from_utf8_lossy(&answer).contains("handshake timed out"),
         "{answer:?}"
     );
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -206,7 +198,7 @@ async fn a_truncated_frame_then_a_close_is_harmless() {
     let mut socket = TcpStream::connect(listener.local_addr()).await.unwrap();
     socket.write_all(&hello[..hello.len() - 2]).await.unwrap();
     drop(socket);
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -230,7 +222,7 @@ async fn a_slowloris_sending_one_byte_at_a_time_is_dropped() {
         String::from_utf8_lossy(&answer).contains("handshake timed out"),
         "{answer:?}"
     );
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -244,7 +236,7 @@ async fn a_hello_that_never_answers_the_challenge_is_dropped_at_the_handshake_ti
     let answer = raw(&listener, &hello).await;
     assert_eq!(answer[5], 2, "a challenge came, then the close");
     let (good, _a) = worker(&mut listener, server, "good").await.unwrap();
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -254,7 +246,7 @@ async fn a_frame_of_another_encoding_version_is_refused() {
     foreign[4] = 9;
     assert_eq!(refusal_code(&raw(&listener, &foreign).await), Some(2));
     let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -295,7 +287,7 @@ async fn an_idle_healthy_connection_is_kept_alive_by_heartbeats() {
             .is_err(),
         "the controller dropped a live worker"
     );
-    still_flowing(&peer).await;
+    still_flowing(&peer, DEADLINE).await;
 }
 
 /// Holds every request until all 32 have arrived, then answers them last-asked first.
@@ -395,7 +387,7 @@ async fn a_hundred_concurrent_connections_all_flow() {
                 )
                 .await
                 .unwrap();
-            still_flowing(&peer).await;
+            still_flowing(&peer, DEADLINE).await;
             peer
         }
     });
@@ -432,7 +424,7 @@ async fn connections_past_the_limit_are_refused_as_busy() {
         error.to_string().contains("too many connections"),
         "{error}"
     );
-    still_flowing(&a).await;
+    still_flowing(&a, DEADLINE).await;
 }
 
 proptest! {
@@ -448,7 +440,7 @@ proptest! {
             let _ = socket.write_all(&bytes).await;
             drop(socket);
             let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-            still_flowing(&good).await;
+            still_flowing(&good, DEADLINE).await;
         });
     }
 }

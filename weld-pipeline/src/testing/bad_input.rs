@@ -20,16 +20,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
-use crate::message::{Event, Hello, Request, Response};
+use crate::message::{Hello, Request};
 use crate::stream::{RunId, StreamName};
-use crate::transport::{Handler, Listener, Peer, Secret, Transport};
+use crate::transport::{Listener, Peer, Secret, Transport};
+
+use super::Answering;
 
 /// Every wait of the suite ends by this.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -83,33 +84,16 @@ pub struct Garbage {
     pub refused: fn(&[u8]) -> bool,
 }
 
-/// Answers every stop by refusing it, echoing the stream's name: a request that is answered.
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl Handler for Echo {
-    async fn request(&self, _from: &Hello, request: Request) -> Response {
-        let message = match request {
-            Request::Stop { stream } => stream.to_string(),
-            _ => String::new(),
-        };
-        Response::Refused {
-            kind: ErrorKind::Permanent,
-            message,
-        }
-    }
-
-    async fn event(&self, _from: &Hello, _event: Event) {}
-}
-
 type ListenerOf<W> = <<W as Wire>::Transport as Transport>::Listener;
 type PeerOf<W> = <<W as Wire>::Transport as Transport>::Peer;
 
 /// A controller listening on a free port with `settings`: its listener and its address.
 async fn listen<W: Wire>(wire: &W, settings: &Settings) -> (ListenerOf<W>, SocketAddr) {
     let transport = wire.transport("127.0.0.1:0", settings);
-    let listener = transport.listen(Arc::new(Echo)).await.unwrap();
+    let listener = transport
+        .listen(Arc::new(Answering::default()))
+        .await
+        .unwrap();
     let addr = W::local_addr(&transport).expect("it listens");
     (listener, addr)
 }
@@ -128,7 +112,7 @@ async fn join<W: Wire>(
 ) -> Result<(PeerOf<W>, PeerOf<W>), Error> {
     let transport = wire.transport(&addr.to_string(), settings);
     let peer = transport
-        .connect(Hello::new(id, vec![]), Arc::new(Echo))
+        .connect(Hello::new(id, vec![]), Arc::new(Answering::default()))
         .await?;
     let accepted = tokio::time::timeout(DEADLINE, listener.accept())
         .await
@@ -154,13 +138,9 @@ async fn refused<W: Wire>(
     }
 }
 
-/// Asserts that `peer`'s connection still answers.
+/// Asserts that `peer`'s connection still answers, by the suite's deadline.
 async fn still_flowing(peer: &impl Peer) {
-    let stream = StreamName::new("s0").unwrap();
-    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
-        .await
-        .expect("an answer before the deadline");
-    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
+    super::still_flowing(peer, DEADLINE).await;
 }
 
 /// Reads from a raw socket until the other side closes it (or resets it), with the suite's
@@ -220,7 +200,7 @@ pub async fn an_unknown_protocol_version_is_refused_permanently<W: Wire>(wire: &
     hello.protocol_version = 99;
     let connected = wire
         .transport(&addr.to_string(), &settings)
-        .connect(hello, Arc::new(Echo))
+        .connect(hello, Arc::new(Answering::default()))
         .await;
     let Err(error) = connected else {
         panic!("a hello of version 99 got in")
