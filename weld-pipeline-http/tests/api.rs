@@ -346,6 +346,36 @@ async fn whole_numbers_written_as_floats_are_integers_and_null_means_the_default
 }
 
 #[tokio::test]
+async fn every_stream_route_documents_the_name_it_checks() {
+    let app = app(ApiConfig::default());
+    let (_, doc) = app.call(Method::GET, "/openapi.json", None).await;
+    let mut routes = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.contains("{name}") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let names: Vec<_> = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["name"] == "name")
+                .collect();
+            assert_eq!(names.len(), 1, "{method} {path}");
+            assert_eq!(names[0]["in"], "path", "{method} {path}");
+            assert_eq!(names[0]["required"], true, "{method} {path}");
+            assert_eq!(
+                names[0]["schema"]["pattern"],
+                StreamName::PATTERN,
+                "{method} {path}"
+            );
+            routes += 1;
+        }
+    }
+    assert_eq!(routes, 7, "every stream route");
+}
+
+#[tokio::test]
 async fn the_document_describes_the_source_kinds_this_service_runs() {
     let app = app(ApiConfig::default());
     let (_, doc) = app.call(Method::GET, "/openapi.json", None).await;

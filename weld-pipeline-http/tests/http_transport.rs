@@ -1,4 +1,5 @@
-//! The HTTP transport's handshake, limits and bad input, over real sockets on 127.0.0.1.
+//! The HTTP transport's handshake, limits and its own bad input, over real sockets on 127.0.0.1
+//! (what every transport must survive is in `bad_input.rs`, from the shared suite).
 
 mod support;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use support::quick_config;
+use weld_pipeline::testing::{still_flowing, Answering};
 use weld_pipeline::transport::Secret;
 use weld_pipeline::{
     ErrorKind, Event, Handler, Hello, Listener, Peer, Request, Response, StreamName, Transport,
@@ -15,28 +17,9 @@ use weld_pipeline_http::transport::{HttpAcceptor, HttpConfig, HttpPeer, HttpTran
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Answers every stop after a delay named by the stream (`s<ms>`), echoing the name.
-struct Answering;
-
-#[async_trait]
-impl Handler for Answering {
-    async fn request(&self, _from: &Hello, request: Request) -> Response {
-        let Request::Stop { stream } = request else {
-            return Response::Started;
-        };
-        let ms: u64 = stream.as_str()[1..].parse().unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Response::Refused {
-            kind: ErrorKind::Permanent,
-            message: stream.to_string(),
-        }
-    }
-    async fn event(&self, _from: &Hello, _event: Event) {}
-}
-
 async fn controller(config: HttpConfig) -> HttpAcceptor {
     HttpTransport::with_config("127.0.0.1:0", config)
-        .listen(Arc::new(Answering))
+        .listen(Arc::new(Answering::default()))
         .await
         .unwrap()
 }
@@ -47,7 +30,7 @@ async fn worker(
     id: &str,
 ) -> Result<(HttpPeer, HttpPeer), weld_pipeline::Error> {
     let peer = HttpTransport::with_config(listener.local_addr().to_string(), config)
-        .connect(Hello::new(id, vec![]), Arc::new(Answering))
+        .connect(Hello::new(id, vec![]), Arc::new(Answering::default()))
         .await?;
     let accepted = tokio::time::timeout(DEADLINE, listener.accept())
         .await
@@ -56,58 +39,13 @@ async fn worker(
     Ok((peer, accepted))
 }
 
-async fn still_flowing(peer: &HttpPeer) {
-    let stream = StreamName::new("s0").unwrap();
-    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
-}
-
 #[tokio::test]
 async fn both_directions_carry_requests_and_answers() {
     let mut listener = controller(quick_config()).await;
     let (peer, accepted) = worker(&mut listener, quick_config(), "w").await.unwrap();
-    still_flowing(&peer).await;
+    still_flowing(&peer, DEADLINE).await;
     // The controller's request reaches the worker through its poll, and its reply comes back.
-    still_flowing(&accepted).await;
-}
-
-#[tokio::test]
-async fn wrong_or_missing_secret_is_refused_and_the_server_stays_up() {
-    let server = HttpConfig {
-        secret: Some(Secret::new("right")),
-        ..quick_config()
-    };
-    let mut listener = controller(server.clone()).await;
-    let wrong = HttpConfig {
-        secret: Some(Secret::new("wrong")),
-        ..quick_config()
-    };
-    let error = worker(&mut listener, wrong, "intruder").await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    assert!(error.to_string().contains("authentication"), "{error}");
-    let error = worker(&mut listener, quick_config(), "no-secret")
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    let (good, _a) = worker(&mut listener, server, "good").await.unwrap();
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn an_unknown_protocol_version_is_refused() {
-    let mut listener = controller(quick_config()).await;
-    let mut hello = Hello::new("w", vec![]);
-    hello.protocol_version = 99;
-    let error = HttpTransport::with_config(listener.local_addr().to_string(), quick_config())
-        .connect(hello, Arc::new(Answering))
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    assert!(error.to_string().contains("99"), "{error}");
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    still_flowing(&good).await;
+    still_flowing(&accepted, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -126,26 +64,7 @@ async fn an_oversized_body_is_refused_and_the_server_stays_up() {
     let error = big.request(Request::Deliver(batch)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
     assert!(error.to_string().contains("413"), "{error}");
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn garbage_bodies_are_refused_and_the_server_stays_up() {
-    let mut listener = controller(quick_config()).await;
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", listener.local_addr());
-    for route in ["hello", "request", "event", "poll", "reply", "answer"] {
-        let status = http
-            .post(format!("{base}/v1/{route}"))
-            .body("\u{0}garbage")
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_client_error(), "{route}: {status}");
-    }
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -339,7 +258,7 @@ async fn a_worker_with_the_secret_gets_in_during_a_flood_of_unanswered_hellos() 
     let joined = tokio::time::timeout(DEADLINE, async {
         loop {
             match transport
-                .connect(Hello::new("real", vec![]), Arc::new(Answering))
+                .connect(Hello::new("real", vec![]), Arc::new(Answering::default()))
                 .await
             {
                 Ok(peer) => return peer,
@@ -374,6 +293,6 @@ async fn a_worker_with_the_secret_gets_in_during_a_flood_of_unanswered_hellos() 
     })
     .await
     .unwrap();
-    still_flowing(&peer).await;
-    still_flowing(&accepted).await;
+    still_flowing(&peer, DEADLINE).await;
+    still_flowing(&accepted, DEADLINE).await;
 }

@@ -68,6 +68,7 @@
 //! | the same, outgoing | 16 MiB | before a request or event is sent | a permanent error to the sender; the connection goes on |
 //! | [`TcpConfig::handshake_timeout`] | 5 s | from accept (or dial) to welcome | `refused: protocol` (handshake timed out), closed |
 //! | handshakes at once | 128 | on accept | the oldest handshake still in progress is closed to make room: silent sockets cycle through the places, a real worker (a round trip) gets in; one log line per 30 s counts them |
+//! | a failed accept (out of descriptors) | retried after 50 ms (`weld_pipeline::transport::kit::RETRY_AFTER`) | at accept | the first of each 30 s is logged, the others counted in one line; the listener keeps going |
 //! | [`TcpConfig::max_connections`] | 1,024 | after a successful handshake, before the welcome | `refused: busy` (transient), closed |
 //! | [`TcpConfig::max_in_flight`] | 64 | per connection, on each incoming request | the request is answered `Refused` (transient); the connection goes on |
 //! | [`TcpConfig::heartbeat_interval`] | 2 s | each side pings | - |

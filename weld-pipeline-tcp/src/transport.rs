@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use weld_pipeline::telemetry::Tally;
-use weld_pipeline::transport::kit::ListenAddr;
+use weld_pipeline::transport::kit::{Accepted, Accepts, ListenAddr};
 use weld_pipeline::transport::{Handler, Listener, Transport};
 use weld_pipeline::{Error, Hello};
 
@@ -26,9 +26,6 @@ use crate::handshake::{self, refusal, Wire};
 /// hold (at most 4 KiB of frame each). When all are taken, the oldest is closed to make room
 /// (see [`Handshakes`]).
 const MAX_HANDSHAKES: usize = 128;
-
-/// How often a count of handshakes closed to make room is logged while it goes on.
-const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The handshakes in progress, oldest first. A new socket always gets a place: when all
 /// [`MAX_HANDSHAKES`] are taken, the oldest is closed. Silent sockets, which never finish, are
@@ -204,38 +201,16 @@ async fn accept_loop(
         failures: Arc::new(Tally::default()),
     };
     let handshakes = Arc::new(Handshakes::default());
-    let accept_failures = Tally::default();
-    let mut summary = tokio::time::interval(SUMMARY_EVERY);
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut accepts = Accepts::new(listener);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-            _ = summary.tick() => {
-                let evicted = handshakes.evicted.swap(0, std::sync::atomic::Ordering::Relaxed);
-                if evicted > 0 {
-                    tracing::warn!(evicted, "handshakes closed to make room for newer ones in the last 30 s (silent or slow clients)");
-                }
-                let failed = admission.failures.take();
-                if failed > 0 {
-                    tracing::warn!(failed, "more handshakes failed in the last 30 s; the first was logged");
-                }
-                let failed = accept_failures.take();
-                if failed > 0 {
-                    tracing::warn!(failed, "more accepts failed in the last 30 s");
-                }
-                continue;
-            }
+            accepted = accepts.next() => accepted,
         };
         let (socket, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, say: wait a moment rather than spin; told once per
-                // 30 s, however long its cause lasts.
-                if accept_failures.record() {
-                    tracing::warn!(error = %error, "accept failed (out of descriptors?); retrying every 50 ms, more are counted");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Accepted::Socket(socket, remote) => (socket, remote),
+            Accepted::Summary => {
+                summarise(&handshakes, &admission.failures);
                 continue;
             }
         };
@@ -248,6 +223,27 @@ async fn accept_loop(
             admission.admit(socket, remote, evicted).await;
             handshakes.leave(place);
         });
+    }
+}
+
+/// Logs what was counted in the last summary period: handshakes closed to make room, and
+/// handshakes that failed past the first.
+fn summarise(handshakes: &Handshakes, failures: &Tally) {
+    let evicted = handshakes
+        .evicted
+        .swap(0, std::sync::atomic::Ordering::Relaxed);
+    if evicted > 0 {
+        tracing::warn!(
+            evicted,
+            "handshakes closed to make room for newer ones in the last 30 s (silent or slow clients)"
+        );
+    }
+    let failed = failures.take();
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "more handshakes failed in the last 30 s; the first was logged"
+        );
     }
 }
 

@@ -1,15 +1,20 @@
 //! Bad input never takes the server down: each kind closes its own connection with a logged
-//! reason, and a worker connected beside it keeps flowing. Real sockets on 127.0.0.1.
+//! reason, and a worker connected beside it keeps flowing. Real sockets on 127.0.0.1. What every
+//! transport must survive runs from the shared suite (`weld_pipeline::transport_bad_input!`);
+//! the cases below it are the TCP framing's own.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use support::{quick_config, read_until_closed, Answering, DEADLINE};
+use support::{quick_config, DEADLINE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use weld_pipeline::testing::bad_input::{read_until_closed, Garbage, Settings, Wire};
+use weld_pipeline::testing::{still_flowing, Answering};
 use weld_pipeline::{ErrorKind, Hello, Listener, Peer, Request, Response, StreamName, Transport};
 use weld_pipeline_tcp::{Secret, TcpAcceptor, TcpConfig, TcpPeer, TcpTransport};
 
@@ -36,15 +41,6 @@ async fn worker(
         .unwrap()
         .unwrap();
     Ok((peer, accepted))
-}
-
-/// Asserts a connection still answers.
-async fn still_flowing(peer: &TcpPeer) {
-    let stream = StreamName::new("s0").unwrap();
-    let answer = tokio::time::timeout(DEADLINE, peer.request(Request::Stop { stream }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Ok(Response::Refused { .. })), "{answer:?}");
 }
 
 /// Sends raw bytes on a fresh connection and returns what the server wrote back before closing.
@@ -84,25 +80,63 @@ fn minimal_hello() -> Vec<u8> {
     vec![1, 4, 0, 1, b'w', high, low, 0, 0]
 }
 
-#[tokio::test]
-async fn oversized_frame_is_refused_before_it_is_read() {
-    let config = TcpConfig {
-        max_frame_bytes: 4096,
-        ..quick_config()
-    };
-    let (_t, mut listener) = controller(config.clone()).await;
-    let (good, _accepted) = worker(&mut listener, config.clone(), "good").await.unwrap();
-    // A length header announcing 1 GiB: refused on the header, nothing more read.
-    let mut bytes = (1u32 << 30).to_be_bytes().to_vec();
-    bytes.extend_from_slice(&[0u8; 64]);
-    let answer = raw(&listener, &bytes).await;
-    assert_eq!(
-        refusal_code(&answer),
-        Some(1),
-        "a protocol refusal, then the close"
-    );
-    still_flowing(&good).await;
+/// The TCP transport under the bad-input suite every transport passes.
+struct TcpWire;
+
+impl Wire for TcpWire {
+    type Transport = TcpTransport;
+
+    fn transport(&self, addr: &str, settings: &Settings) -> TcpTransport {
+        let quick = quick_config();
+        TcpTransport::with_config(
+            addr,
+            TcpConfig {
+                secret: settings.secret.clone(),
+                max_frame_bytes: settings.max_message_bytes.unwrap_or(quick.max_frame_bytes),
+                ..quick
+            },
+        )
+    }
+
+    fn local_addr(transport: &TcpTransport) -> Option<SocketAddr> {
+        transport.local_addr()
+    }
+
+    fn garbage(&self) -> Vec<Garbage> {
+        // A length header announcing 1 GiB: refused on the header, nothing more read.
+        let mut huge = (1u32 << 30).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0u8; 64]);
+        vec![
+            Garbage {
+                what: "bytes that are no frame",
+                bytes: b"\x00\x00\x00\x0e\xde\xad\xbe\xef garbage!!".to_vec(),
+                refused: |answer| refusal_code(answer).is_some(),
+            },
+            Garbage {
+                what: "an HTTP request",
+                bytes: b"GET /streams HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+                refused: |answer| refusal_code(answer) == Some(1),
+            },
+            Garbage {
+                what: "an unknown frame type",
+                bytes: frame(77, 0, b""),
+                refused: |answer| refusal_code(answer) == Some(1),
+            },
+            Garbage {
+                what: "a well-formed stop request as the first frame, before the handshake",
+                bytes: frame(6, 1, &[1, 2, 1, b'a']),
+                refused: |answer| refusal_code(answer) == Some(1),
+            },
+            Garbage {
+                what: "a frame over the limit (a protocol refusal, then the close)",
+                bytes: huge,
+                refused: |answer| refusal_code(answer) == Some(1),
+            },
+        ]
+    }
 }
+
+weld_pipeline::transport_bad_input!(TcpWire);
 
 /// A raw client through the handshake (no secret): returns its socket after the welcome.
 async fn raw_worker(listener: &TcpAcceptor) -> TcpStream {
@@ -139,47 +173,7 @@ async fn an_oversized_frame_after_the_handshake_closes_that_connection_only() {
         refusal_code(&answer).is_none_or(|code| code == 1),
         "refused on its length header"
     );
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn a_message_too_large_for_the_peer_is_refused_before_it_is_sent() {
-    let config = TcpConfig {
-        max_frame_bytes: 4096,
-        ..quick_config()
-    };
-    let (_t, mut listener) = controller(config.clone()).await;
-    let (peer, _a) = worker(&mut listener, config, "w").await.unwrap();
-    let batch =
-        weld_pipeline::Batch::new(StreamName::new("s0").unwrap(), weld_pipeline::RunId(1), 0)
-            .with_cursor(weld_pipeline::Checkpoint::from_bytes(vec![b'x'; 10_000]))
-            .with_last(true);
-    // Permanent: sending it again can never work, and it must not cost the connection.
-    let error = peer.request(Request::Deliver(batch)).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
-    still_flowing(&peer).await;
-}
-
-#[tokio::test]
-async fn garbage_bytes_are_refused() {
-    let (_t, mut listener) = controller(quick_config()).await;
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    let answer = raw(&listener, b"\x00\x00\x00\x0e\xde\xad\xbe\xef garbage!!").await;
-    assert!(refusal_code(&answer).is_some());
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn an_http_request_is_refused() {
-    let (_t, mut listener) = controller(quick_config()).await;
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    let answer = raw(
-        &listener,
-        b"GET /streams HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
-    assert_eq!(refusal_code(&answer), Some(1));
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -193,7 +187,7 @@ async fn a_frame_that_lies_about_its_length_is_dropped_at_the_handshake_timeout(
         String::from_utf8_lossy(&answer).contains("handshake timed out"),
         "{answer:?}"
     );
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -204,27 +198,7 @@ async fn a_truncated_frame_then_a_close_is_harmless() {
     let mut socket = TcpStream::connect(listener.local_addr()).await.unwrap();
     socket.write_all(&hello[..hello.len() - 2]).await.unwrap();
     drop(socket);
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn an_unknown_frame_type_is_refused() {
-    let (_t, mut listener) = controller(quick_config()).await;
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    let answer = raw(&listener, &frame(77, 0, b"")).await;
-    assert_eq!(refusal_code(&answer), Some(1));
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn a_command_before_the_handshake_is_refused() {
-    let (_t, mut listener) = controller(quick_config()).await;
-    let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    // A well-formed Stop request, but as the first frame.
-    let stop = frame(6, 1, &[1, 2, 1, b'a']);
-    let answer = raw(&listener, &stop).await;
-    assert_eq!(refusal_code(&answer), Some(1));
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -248,74 +222,31 @@ async fn a_slowloris_sending_one_byte_at_a_time_is_dropped() {
         String::from_utf8_lossy(&answer).contains("handshake timed out"),
         "{answer:?}"
     );
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
-async fn wrong_secret_is_refused_and_never_sent() {
+async fn a_hello_that_never_answers_the_challenge_is_dropped_at_the_handshake_timeout() {
     let server = TcpConfig {
         secret: Some(Secret::new("right")),
         ..quick_config()
     };
     let (_t, mut listener) = controller(server.clone()).await;
-    let (good, _a) = worker(&mut listener, server.clone(), "good").await.unwrap();
-    let wrong = TcpConfig {
-        secret: Some(Secret::new("wrong")),
-        ..quick_config()
-    };
-    let transport = TcpTransport::with_config(listener.local_addr().to_string(), wrong);
-    let error = transport
-        .connect(
-            Hello::new("intruder", vec![]),
-            Arc::new(Answering::default()),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    assert!(error.to_string().contains("authentication"), "{error}");
-    assert!(!format!("{:?}", Secret::new("right")).contains("right"));
-    still_flowing(&good).await;
-}
-
-#[tokio::test]
-async fn a_missing_secret_is_refused() {
-    let server = TcpConfig {
-        secret: Some(Secret::new("right")),
-        ..quick_config()
-    };
-    let (_t, mut listener) = controller(server.clone()).await;
-    let transport = TcpTransport::with_config(listener.local_addr().to_string(), quick_config());
-    let error = transport
-        .connect(Hello::new("w", vec![]), Arc::new(Answering::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    // And one that sends no answer at all is dropped at the handshake timeout.
     let hello = frame(1, 0, &minimal_hello());
     let answer = raw(&listener, &hello).await;
     assert_eq!(answer[5], 2, "a challenge came, then the close");
     let (good, _a) = worker(&mut listener, server, "good").await.unwrap();
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
-async fn an_unknown_protocol_version_is_refused() {
+async fn a_frame_of_another_encoding_version_is_refused() {
     let (_t, mut listener) = controller(quick_config()).await;
-    let transport = TcpTransport::with_config(listener.local_addr().to_string(), quick_config());
-    let mut hello = Hello::new("w", vec![]);
-    hello.protocol_version = 99;
-    let error = transport
-        .connect(hello, Arc::new(Answering::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Permanent);
-    assert!(error.to_string().contains("99"), "{error}");
-    // A frame of another version is refused as such too.
     let mut foreign = frame(1, 0, b"");
     foreign[4] = 9;
     assert_eq!(refusal_code(&raw(&listener, &foreign).await), Some(2));
     let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-    still_flowing(&good).await;
+    still_flowing(&good, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -356,7 +287,7 @@ async fn an_idle_healthy_connection_is_kept_alive_by_heartbeats() {
             .is_err(),
         "the controller dropped a live worker"
     );
-    still_flowing(&peer).await;
+    still_flowing(&peer, DEADLINE).await;
 }
 
 /// Holds every request until all 32 have arrived, then answers them last-asked first.
@@ -456,7 +387,7 @@ async fn a_hundred_concurrent_connections_all_flow() {
                 )
                 .await
                 .unwrap();
-            still_flowing(&peer).await;
+            still_flowing(&peer, DEADLINE).await;
             peer
         }
     });
@@ -493,7 +424,7 @@ async fn connections_past_the_limit_are_refused_as_busy() {
         error.to_string().contains("too many connections"),
         "{error}"
     );
-    still_flowing(&a).await;
+    still_flowing(&a, DEADLINE).await;
 }
 
 proptest! {
@@ -509,7 +440,7 @@ proptest! {
             let _ = socket.write_all(&bytes).await;
             drop(socket);
             let (good, _a) = worker(&mut listener, quick_config(), "good").await.unwrap();
-            still_flowing(&good).await;
+            still_flowing(&good, DEADLINE).await;
         });
     }
 }

@@ -22,6 +22,9 @@ use crate::batch::{Batch, BatchId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
 use crate::record::Timestamp;
+/// A source kind and its parameters: defined with the source kinds that read it, and said here
+/// too, since every stream's configuration carries one.
+pub use crate::source::SourceSpec;
 use crate::source::{HeldPage, Schema};
 use crate::stream::{RunId, StreamName};
 use crate::transform::FieldTransform;
@@ -54,17 +57,6 @@ impl Hello {
             sources,
         }
     }
-}
-
-/// Where a stream's records come from: a source kind and its parameters, as the API takes them
-/// (`{"kind":"hubspot","object":"contacts","properties":["email"]}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SourceSpec {
-    /// The kind of source, which picks the implementation on the worker.
-    pub kind: String,
-    /// Everything else, read by that source.
-    #[serde(flatten)]
-    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A stream's configuration: what to pull, how often, and what to change on the way.

@@ -8,13 +8,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::record::Timestamp;
 
-/// The name of a stream: `^[a-z0-9][a-z0-9_-]{0,62}$`, so it is safe in a URL path, a file name
-/// and a storage key. Cheap to clone.
+/// The name of a stream, matching [`PATTERN`](Self::PATTERN), so it is safe in a URL path, a
+/// file name and a storage key. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StreamName(Arc<str>);
 
 impl StreamName {
+    /// What a name matches, as a regular expression: lower-case letters, digits, `_` and `-`,
+    /// starting with a letter or digit, at most [`MAX_LEN`](Self::MAX_LEN) bytes. Error messages
+    /// and the HTTP API's document quote it.
+    pub const PATTERN: &'static str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+
     /// The longest name allowed, in bytes.
     pub const MAX_LEN: usize = 63;
 
@@ -22,7 +27,7 @@ impl StreamName {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] when the name does not match `^[a-z0-9][a-z0-9_-]{0,62}$`.
+    /// [`Error::Invalid`] when the name does not match [`PATTERN`](Self::PATTERN).
     pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
         let name = name.as_ref();
         let mut chars = name.chars();
@@ -35,7 +40,8 @@ impl StreamName {
             Ok(StreamName(name.into()))
         } else {
             Err(Error::Invalid(format!(
-                "stream name {name:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+                "stream name {name:?} must match {}",
+                Self::PATTERN
             )))
         }
     }

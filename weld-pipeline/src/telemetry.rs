@@ -338,6 +338,10 @@ impl DeliveryAnswered {
     }
 }
 
+/// How often the counts of a [`Tally`] are summarised in the log while its events keep coming:
+/// often enough to show a flood as it goes on, seldom enough that the summaries are no flood.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
 /// A kind of event that can come in floods (connections refused at a limit, handshakes that
 /// fail): the first of a period is told in full, the others are counted and told in one
 /// summary line per period, so that an attacker cannot grow the log by one line per attempt.

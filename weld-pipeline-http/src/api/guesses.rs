@@ -37,7 +37,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Extensions;
 use metrics::counter;
 use tokio::time::Instant;
-use weld_pipeline::telemetry::Tally;
+use weld_pipeline::telemetry::{Tally, SUMMARY_EVERY};
 
 /// Wrong tokens in a row that cost a client nothing.
 pub(crate) const FREE_FAILURES: u32 = 4;
@@ -53,8 +53,6 @@ pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Clients the table holds: each takes under 100 bytes.
 pub(crate) const MAX_CLIENTS: usize = 10_000;
-/// How often a count of further wrong tokens is logged while they keep coming.
-pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
 /// Who presented a token: an address as the throttle counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

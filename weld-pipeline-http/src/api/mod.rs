@@ -72,6 +72,7 @@
 //! ```
 
 mod error;
+mod extract;
 mod guesses;
 mod headers;
 mod model;

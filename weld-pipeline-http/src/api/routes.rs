@@ -4,18 +4,17 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use weld_pipeline::message::StreamConfig;
 use weld_pipeline::store::Archived;
 use weld_pipeline::StreamName;
 
 use super::error::{cut, ApiError};
+use super::extract::{ApiQuery, StreamPath};
 use super::model::{
     record_list, ErrorBody, Health, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
     Status, StreamList,
@@ -93,7 +92,7 @@ pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
 }
 
 #[utoipa::path(post, path = "/streams/{name}/start", tag = "streams",
-    params(("name" = String, Path, description = "The stream: `^[a-z0-9][a-z0-9_-]{0,62}$`", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(StreamPath),
     request_body(content = Option<StartRequest>, description = "Optional; defaults: the service's default source (HubSpot contacts in the reference service), every 300 s"),
     responses(
         (status = 200, description = "Started (or already running); its status", body = Status),
@@ -121,7 +120,7 @@ pub(crate) async fn start_stream(
 }
 
 #[utoipa::path(post, path = "/streams/{name}/stop", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(StreamPath),
     responses(
         (status = 200, description = "Stopped: no source request starts after this answer", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -140,7 +139,7 @@ pub(crate) async fn stop_stream(
 }
 
 #[utoipa::path(post, path = "/streams/{name}/resync", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(StreamPath),
     responses(
         (status = 200, description = "The next run reads the whole source again (a full sync), then goes on incrementally; nothing stored is dropped first. A run in flight is stopped at its page boundary first. A stopped stream stays stopped.", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -173,7 +172,7 @@ pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>>
 }
 
 #[utoipa::path(get, path = "/streams/{name}", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(StreamPath),
     responses(
         (status = 200, description = "Its status", body = Status),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -192,7 +191,7 @@ pub(crate) async fn get_stream(
 }
 
 #[utoipa::path(delete, path = "/streams/{name}", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(StreamPath),
     responses(
         (status = 204, description = "Stopped, and its configuration and data deleted"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -212,7 +211,7 @@ pub(crate) async fn delete_stream(
 }
 
 #[utoipa::path(get, path = "/streams/{name}/records", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), RecordsQuery),
+    params(StreamPath, RecordsQuery),
     responses(
         (status = 200, description = "A page of stored records; `next` pages on, each record once", body = RecordList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -251,7 +250,7 @@ pub(crate) async fn list_records(
 }
 
 #[utoipa::path(get, path = "/streams/{name}/runs", tag = "streams",
-    params(("name" = String, Path, description = "The stream", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), RunsQuery),
+    params(StreamPath, RunsQuery),
     responses(
         (status = 200, description = "Its runs, newest first", body = RunList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -261,66 +260,26 @@ pub(crate) async fn list_records(
     ))]
 pub(crate) async fn list_runs(
     State(api): Shared,
-    StreamPath(name, _): StreamPath,
+    path: StreamPath,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Answer<Json<RunList>> {
     let limit = limit(query.limit.as_deref(), 20)?;
-    let stream = existing_stream(&api, &name).await?;
+    let stream = existing_stream(&api, path).await?;
     let runs = api.streams.store().runs(&stream, limit).await?;
     Ok(Json(RunList {
         runs: runs.into_iter().map(Into::into).collect(),
     }))
 }
 
-/// The `{name}` of a stream route, as written and checked. A name that is not a stream name is
-/// a 422 on every route, also where it could only be unknown: the caller learns what is wrong.
-pub(crate) struct StreamPath(String, StreamName);
-
-impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        let stream = stream_name(&name)?;
-        Ok(StreamPath(name, stream))
-    }
-}
-
-/// A query string read into `T`, its rejections (a repeated key, bad percent-encoding) answered
-/// in the API's shape.
-pub(crate) struct ApiQuery<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Query(query) = Query::<T>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        Ok(ApiQuery(query))
-    }
-}
-
-fn stream_name(name: &str) -> Answer<StreamName> {
-    StreamName::new(name).map_err(|_| {
-        ApiError::invalid(format!(
-            "{:?} is not a stream name (^[a-z0-9][a-z0-9_-]{{0,62}}$)",
-            cut(name)
-        ))
-    })
-}
-
-/// The stream of this name, when it exists: its runs are read without the registry, which alone
+/// The stream of this path, when it exists: its runs are read without the registry, which alone
 /// tells a deleted stream from one without runs. Its registry entry only: a whole status costs
 /// a store its run and counts aggregates (on PostgreSQL they grow with the ledger), which a page
 /// of runs does not show. (A records page asks the store for both at once.)
-async fn existing_stream(api: &Api, name: &str) -> Answer<StreamName> {
-    let stream = stream_name(name)?;
+async fn existing_stream(api: &Api, path: StreamPath) -> Answer<StreamName> {
+    let StreamPath(name, stream) = path;
     match api.streams.store().stream(&stream).await? {
         Some(_) => Ok(stream),
-        None => Err(ApiError::no_stream(name)),
+        None => Err(ApiError::no_stream(&name)),
     }
 }
 

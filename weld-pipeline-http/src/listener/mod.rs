@@ -4,6 +4,7 @@
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
 //! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport: 409 each at a limit of 1,024 with 14 open, 102 of them per client) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
+//! | a failed accept (out of descriptors) | retried after 50 ms ([`RETRY_AFTER`](weld_pipeline::transport::kit::RETRY_AFTER)) | at accept | the first of each 30 s is logged, the others counted in one line; the listener keeps going |
 //! | [`Limits::max_per_client`] | 256 (a quarter of the cap) | at accept, per client IP address | the client gives up its own oldest idle connection; with none idle, its new connection is closed at once: one address cannot hold the places of the others |
 //! | [`Limits::trusted_proxies`] | none | at accept and per request | a trusted proxy's connections are held to no per-client share, and each request it forwards counts against the client its `X-Forwarded-For` names (the rightmost address not itself a trusted proxy) |
 //! | idle under pressure | [`Limits::header_timeout`] up to half the places taken, then shorter as they fill, linearly, down to 1 s at the cap | every 250 ms | idle connections (no request in progress) past it are closed |
@@ -37,13 +38,14 @@ use axum::http::StatusCode;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use weld_pipeline::telemetry::Tally;
+use weld_pipeline::transport::kit::{Accepted, Accepts};
 
-use places::{NoPlace, Places};
+use places::{NoPlace, Places, Ticket};
 
 /// The limits of an HTTP listener; see the module docs for where each is checked.
 #[derive(Clone, Debug)]
@@ -105,9 +107,6 @@ impl Default for Limits {
 /// How often idle connections are checked against the idle limit under pressure.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-/// How often a count of refused connections is logged while they keep coming.
-const SUMMARY_EVERY: Duration = Duration::from_secs(30);
-
 /// The client a peer address counts as, wherever something is counted per client (the
 /// listener's places, the API's token guesses): an IPv4 address as it is (an IPv4-mapped IPv6
 /// one too), an IPv6 address by its /64, the block one host is given.
@@ -152,8 +151,59 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client.min(limits.max_connections),
+        "HTTP listener's connection places"
+    );
+    let places = Places::new(
+        limits.max_connections,
+        limits.max_per_client,
+        limits.header_timeout,
+    );
+    let served = Served {
+        router: with_time_limits(router, &limits),
+        limits,
+        shutdown,
+    };
+    let counts = Counts::default();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connections = JoinSet::new();
+    let mut accepts = Accepts::new(listener);
+    loop {
+        let accepted = tokio::select! {
+            () = served.shutdown.cancelled() => break,
+            accepted = accepts.next() => accepted,
+            _ = sweep.tick() => {
+                counts.room_made(places.sweep(), &served.limits);
+                continue;
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (socket, remote) = match accepted {
+            Accepted::Socket(socket, remote) => (socket, remote),
+            Accepted::Summary => {
+                counts.summarise(&places, &served.limits);
+                continue;
+            }
+        };
+        let proxied = served.limits.trusted_proxies.contains(&remote.ip());
+        let Some(ticket) = counts.enter(&places, remote, proxied, &served.limits) else {
+            drop(socket);
+            continue;
+        };
+        connections.spawn(served.clone().connection(socket, remote, proxied, ticket));
+    }
+    drop(accepts);
+    while connections.join_next().await.is_some() {}
+}
+
+/// `router` with the listener's time limits: on each body's frames, and on each whole request
+/// (answered 408 in the API's shape).
+fn with_time_limits(router: Router, limits: &Limits) -> Router {
     let request_timeout = limits.request_timeout;
-    let router = router
+    router
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -167,155 +217,168 @@ pub async fn serve(
                         )
                     })
             },
-        ));
-    tracing::info!(
-        max_connections = limits.max_connections,
-        max_per_client = limits.max_per_client.min(limits.max_connections),
-        "HTTP listener's connection places"
-    );
-    let places = Places::new(
-        limits.max_connections,
-        limits.max_per_client,
-        limits.header_timeout,
-    );
-    let (refused, failed, shared) = (Tally::default(), Tally::default(), Tally::default());
-    // Idle connections closed to make room: the first of every 30 s is logged, the others
-    // counted.
-    let made_room = Tally::default();
-    let room_made = |closed: usize| {
+        ))
+}
+
+/// What the listener counts between two summaries: the first of each kind in a period is
+/// logged in full, the others counted and logged in one line when the period ends.
+#[derive(Default)]
+struct Counts {
+    /// Connections closed at once: every place taken, every connection busy.
+    refused: Tally,
+    /// Connections closed at once: the client holds its share, every one busy.
+    shared: Tally,
+    /// Idle connections closed to make room.
+    made_room: Tally,
+}
+
+impl Counts {
+    /// A place for a connection from `remote`, or `None` when it is to be closed at once.
+    fn enter(
+        &self,
+        places: &Arc<Places>,
+        remote: SocketAddr,
+        proxied: bool,
+        limits: &Limits,
+    ) -> Option<Arc<Ticket>> {
+        match places.enter(client_of(remote.ip()), proxied) {
+            Ok((ticket, made_room)) => {
+                self.room_made(usize::from(made_room), limits);
+                Some(Arc::new(ticket))
+            }
+            Err(NoPlace::Full) => {
+                if self.refused.record() {
+                    tracing::warn!(limit = limits.max_connections, "connection limit reached with every connection busy: new ones are closed at once until one ends (more are counted)");
+                }
+                None
+            }
+            Err(NoPlace::ClientShare) => {
+                if self.shared.record() {
+                    tracing::warn!(client = %remote.ip(), limit = limits.max_per_client, "a client holds its share of connections, every one busy: its new ones are closed at once (more are counted)");
+                }
+                None
+            }
+        }
+    }
+
+    /// Counts `closed` idle connections closed to make room.
+    fn room_made(&self, closed: usize, limits: &Limits) {
         for _ in 0..closed {
-            if made_room.record() {
+            if self.made_room.record() {
                 tracing::warn!(limit = limits.max_connections, per_client = limits.max_per_client, "idle connections are closed to make room (a client past its share, or the places near the cap); more are counted");
             }
         }
-    };
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut connections = JoinSet::new();
-    let mut summary = tokio::time::interval(SUMMARY_EVERY);
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-            _ = summary.tick() => {
-                let more = refused.take();
-                if more > 0 {
-                    tracing::warn!(refused = more, limit = limits.max_connections, "more connections refused at the connection limit in the last 30 s");
-                }
-                let more = failed.take();
-                if more > 0 {
-                    tracing::warn!(failed = more, "more accepts failed in the last 30 s");
-                }
-                let more = shared.take();
-                if more > 0 {
-                    tracing::warn!(refused = more, limit = limits.max_per_client, "more connections refused at a client's share in the last 30 s");
-                }
-                let closed = made_room.take();
-                if closed > 0 {
-                    tracing::warn!(closed, taken = places.taken(), limit = limits.max_connections, "more idle connections closed to make room in the last 30 s");
-                }
-                continue;
-            }
-            _ = sweep.tick() => {
-                room_made(places.sweep());
-                continue;
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (socket, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, say: wait a moment rather than spin; told once per
-                // 30 s, however long its cause lasts.
-                if failed.record() {
-                    tracing::warn!(error = %error, "accept failed (out of descriptors?); retrying every 50 ms, more are counted");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let proxied = limits.trusted_proxies.contains(&remote.ip());
-        let ticket = match places.enter(client_of(remote.ip()), proxied) {
-            Ok((ticket, made_room)) => {
-                room_made(usize::from(made_room));
-                Arc::new(ticket)
-            }
-            Err(NoPlace::Full) => {
-                if refused.record() {
-                    tracing::warn!(limit = limits.max_connections, "connection limit reached with every connection busy: new ones are closed at once until one ends (more are counted)");
-                }
-                drop(socket);
-                continue;
-            }
-            Err(NoPlace::ClientShare) => {
-                if shared.record() {
-                    tracing::warn!(client = %remote.ip(), limit = limits.max_per_client, "a client holds its share of connections, every one busy: its new ones are closed at once (more are counted)");
-                }
-                drop(socket);
-                continue;
-            }
-        };
-        let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
-        let trusted = limits.trusted_proxies.clone();
-        connections.spawn(async move {
-            // A request in progress marks its connection busy: only idle ones make room.
-            let service = {
-                let ticket = ticket.clone();
-                tower::service_fn(
-                    move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                        // Who the client is, for what is counted per client (token guesses).
-                        let client = if proxied {
-                            forwarded_client(request.headers(), &trusted)
-                                .map_or(remote, |ip| SocketAddr::new(ip, 0))
-                        } else {
-                            remote
-                        };
-                        request
-                            .extensions_mut()
-                            .insert(axum::extract::ConnectInfo(client));
-                        let busy = ticket.busy();
-                        let answered = tower::ServiceExt::oneshot(router.clone(), request);
-                        async move {
-                            let answer = answered.await;
-                            drop(busy);
-                            answer
-                        }
-                    },
-                )
-            };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_header_size(limits.max_header_bytes);
-            let connection = builder.serve_connection(
-                TokioIo::new(refusals::Refusals::new(socket)),
-                TowerToHyperService::new(service),
-            );
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                served = connection.as_mut() => {
-                    if let Err(error) = served {
-                        tracing::debug!(error = %error, "HTTP connection ended");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-                // Idle, and its place was taken back to make room: closed now, by dropping it
-                // (hyper's graceful shutdown waits for a first request that an idle socket
-                // never sends). A request that raced in is still answered first.
-                () = ticket.closed() => {
-                    if ticket.is_busy() {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(limits.request_timeout, connection).await;
-                    }
-                }
-            }
-        });
     }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+
+    /// Logs what was counted in the period that ended.
+    fn summarise(&self, places: &Places, limits: &Limits) {
+        let more = self.refused.take();
+        if more > 0 {
+            tracing::warn!(
+                refused = more,
+                limit = limits.max_connections,
+                "more connections refused at the connection limit in the last 30 s"
+            );
+        }
+        let more = self.shared.take();
+        if more > 0 {
+            tracing::warn!(
+                refused = more,
+                limit = limits.max_per_client,
+                "more connections refused at a client's share in the last 30 s"
+            );
+        }
+        let closed = self.made_room.take();
+        if closed > 0 {
+            tracing::warn!(
+                closed,
+                taken = places.taken(),
+                limit = limits.max_connections,
+                "more idle connections closed to make room in the last 30 s"
+            );
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+#[derive(Clone)]
+struct Served {
+    /// The router, with the listener's time limits.
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+impl Served {
+    /// Serves one connection from `remote` in its place (`ticket`) until it closes, the
+    /// listener shuts down, or its place is taken back while it is idle.
+    async fn connection(
+        self,
+        socket: TcpStream,
+        remote: SocketAddr,
+        proxied: bool,
+        ticket: Arc<Ticket>,
+    ) {
+        let Served {
+            router,
+            limits,
+            shutdown,
+        } = self;
+        let trusted = limits.trusted_proxies.clone();
+        // A request in progress marks its connection busy: only idle ones make room.
+        let service = {
+            let ticket = ticket.clone();
+            tower::service_fn(
+                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                    // Who the client is, for what is counted per client (token guesses).
+                    let client = if proxied {
+                        forwarded_client(request.headers(), &trusted)
+                            .map_or(remote, |ip| SocketAddr::new(ip, 0))
+                    } else {
+                        remote
+                    };
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(client));
+                    let busy = ticket.busy();
+                    let answered = tower::ServiceExt::oneshot(router.clone(), request);
+                    async move {
+                        let answer = answered.await;
+                        drop(busy);
+                        answer
+                    }
+                },
+            )
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes);
+        let connection = builder.serve_connection(
+            TokioIo::new(refusals::Refusals::new(socket)),
+            TowerToHyperService::new(service),
+        );
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(error = %error, "HTTP connection ended");
+                }
+            }
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+            // Idle, and its place was taken back to make room: closed now, by dropping it
+            // (hyper's graceful shutdown waits for a first request that an idle socket
+            // never sends). A request that raced in is still answered first.
+            () = ticket.closed() => {
+                if ticket.is_busy() {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.request_timeout, connection).await;
+                }
+            }
+        }
+    }
 }

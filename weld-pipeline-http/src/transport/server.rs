@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use weld_pipeline::sync::Locked;
 
 use axum::body::{Body, Bytes};
@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use weld_pipeline::encoding::{decode_message, encode_message};
-use weld_pipeline::telemetry::Tally;
+use weld_pipeline::telemetry::{Tally, SUMMARY_EVERY};
 use weld_pipeline::transport::kit::{self, Pending};
 use weld_pipeline::transport::{check_hello, random_bytes, Handler, Listener};
 use weld_pipeline::{Error, Event, Hello, Message, Request, Response};
@@ -234,9 +234,6 @@ async fn reap(app: Arc<App>, stop: CancellationToken) {
         }
     }
 }
-
-/// How often counted refusals are summarised in the log.
-const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
 fn refused(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     (status, Json(json!({"error": message.into()}))).into_response()

@@ -128,6 +128,9 @@ pub struct Stats {
     pub requests: u64,
     /// Of which search requests.
     pub searches: u64,
+    /// Of which calls of an object's archived listing (`archived=true`), each part of a page
+    /// split across several URLs counted.
+    pub archived_lists: u64,
     /// Responses by status.
     pub by_status: BTreeMap<u16, u64>,
     /// 429 responses (the rate limits and injected ones).

@@ -94,6 +94,9 @@ fn build_list(
         .archived
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("true"));
+    if archived {
+        fake.stats.archived_lists += 1;
+    }
     let Some(set) = fake.objects.get(super::canonical(object)) else {
         return Err(unknown_object(fake, object));
     };

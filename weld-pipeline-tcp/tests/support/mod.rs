@@ -1,5 +1,5 @@
-//! Test support for the TCP transport: a network for the runtime flows, raw sockets for bad
-//! input, handlers, and a fault proxy.
+//! Test support for the TCP transport: a network for the runtime flows, short limits, and a
+//! fault proxy.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses part of it
 
@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weld_pipeline::testing::Network;
-use weld_pipeline::{Event, Handler, Hello, Request, Response};
 use weld_pipeline_tcp::{TcpConfig, TcpTransport};
 
 /// Every wait in these tests ends by this.
@@ -63,54 +61,6 @@ pub fn quick_config() -> TcpConfig {
         heartbeat_timeout: Duration::from_millis(1_500),
         ..TcpConfig::default()
     }
-}
-
-/// A handler that answers every `Stop` with `Stopped`, after a delay taken from the stream's
-/// name (`s<ms>`), and counts events.
-#[derive(Default, Debug)]
-pub struct Answering {
-    pub events: AtomicU64,
-}
-
-#[async_trait]
-impl Handler for Answering {
-    async fn request(&self, _from: &Hello, request: Request) -> Response {
-        if let Request::Stop { stream } = &request {
-            if let Some(ms) = stream
-                .as_str()
-                .strip_prefix('s')
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            return Response::Refused {
-                kind: weld_pipeline::ErrorKind::Permanent,
-                message: stream.to_string(),
-            };
-        }
-        Response::Started
-    }
-
-    async fn event(&self, _from: &Hello, _event: Event) {
-        self.events.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Reads from a raw socket until the other side closes it, with a deadline; returns what came.
-pub async fn read_until_closed(socket: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closes the connection");
-    got
 }
 
 /// A fault proxy in front of a controller: forwards both directions, and in the direction of

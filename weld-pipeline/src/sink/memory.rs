@@ -6,13 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::Sink;
+use super::{RunProgress, Sink};
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::message::Commit;
 use crate::record::Record;
-use crate::store::RunProgress;
 use crate::stream::{RunId, StreamName};
 
 /// A [`Sink`] in memory, with the same atomicity, idempotence, newest-wins and checkpoint

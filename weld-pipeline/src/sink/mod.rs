@@ -6,8 +6,10 @@
 //! any two steps leaves either the whole batch with its checkpoint, or neither.
 
 mod memory;
+mod progress;
 
 pub use memory::MemorySink;
+pub use progress::RunProgress;
 
 use async_trait::async_trait;
 
@@ -28,7 +30,7 @@ use crate::stream::StreamName;
 ///   earlier batch of its run is committed, and, when the batch closes a gap, on to the cursor
 ///   of the highest batch committed without a gap after it. Batches arrive out of order when
 ///   several are in flight; a checkpoint that jumped past one still in flight would lose its
-///   records if that one were lost. [`RunProgress`](crate::store::RunProgress) implements the
+///   records if that one were lost. [`RunProgress`] implements the
 ///   rule.
 /// - **Idempotent**: a batch whose identity was already committed returns
 ///   [`Commit::Replayed`] and writes nothing. A replay is an acknowledgement, not an error.
@@ -45,7 +47,7 @@ use crate::stream::StreamName;
 ///   means [`Commit::Replayed`], and the transaction is rolled back), upserts the records with
 ///   `ON CONFLICT (stream, id) DO UPDATE ... WHERE stored.updated_at <= excluded.updated_at`,
 ///   reads the run's progress row `FOR UPDATE`, applies
-///   [`RunProgress::commit`](crate::store::RunProgress::commit) (reading early batches' cursors
+///   [`RunProgress::commit`] (reading early batches' cursors
 ///   from the ledger) and writes the checkpoint row only when it allows; `COMMIT` is the
 ///   durability point.
 /// - **An embedded store** (sled): one batch of writes covering records, identity and

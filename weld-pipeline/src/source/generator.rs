@@ -221,7 +221,7 @@ impl GeneratorParams {
     /// # Errors
     ///
     /// [`Error::Invalid`] for an unknown parameter or a value out of range.
-    pub fn from_spec(spec: &crate::SourceSpec) -> Result<Self, Error> {
+    pub fn from_spec(spec: &super::SourceSpec) -> Result<Self, Error> {
         let params: GeneratorParams =
             serde_json::from_value(serde_json::Value::Object(spec.params.clone()))
                 .map_err(|e| Error::Invalid(format!("generator source: {e}")))?;
@@ -257,14 +257,14 @@ impl super::SourceKind for GeneratorSources {
         "generator"
     }
 
-    fn check(&self, spec: &crate::SourceSpec) -> Result<crate::SourceSpec, Error> {
+    fn check(&self, spec: &super::SourceSpec) -> Result<super::SourceSpec, Error> {
         let params = GeneratorParams::from_spec(spec)?;
         let serde_json::Value::Object(params) = serde_json::to_value(params)
             .map_err(|e| Error::Bug(format!("generator parameters do not encode: {e}")))?
         else {
             return Err(Error::Bug("generator parameters are not an object".into()));
         };
-        Ok(crate::SourceSpec {
+        Ok(super::SourceSpec {
             kind: spec.kind.clone(),
             params,
         })
@@ -289,8 +289,8 @@ impl super::SourceKind for GeneratorSources {
 impl super::SourceFactory for GeneratorSources {
     fn source(
         &self,
-        _stream: &crate::StreamName,
-        spec: &crate::SourceSpec,
+        _stream: &crate::stream::StreamName,
+        spec: &super::SourceSpec,
     ) -> Result<std::sync::Arc<dyn super::Source>, Error> {
         let generator = GeneratorParams::from_spec(spec)?.generator();
         Ok(std::sync::Arc::new(super::Pages::new(generator)))

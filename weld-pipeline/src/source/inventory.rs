@@ -5,16 +5,13 @@
 //!
 //! The runtime hands a source its stream's inventory in [`RunContext::inventory`]: on a worker,
 //! the controller's store, asked over the transport ([`Request::Inventory`](crate::Request));
-//! in one process, the store itself (every [`StreamStore`] is one, and so is a
+//! in one process, the store itself (every [`StreamStore`](crate::store::StreamStore) is one, and so is a
 //! [`MemorySink`](crate::MemorySink)).
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::Error;
 use crate::record::Timestamp;
-use crate::store::StreamStore;
 use crate::stream::StreamName;
 
 #[cfg(doc)]
@@ -58,28 +55,4 @@ pub trait Inventory: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<HeldPage, Error>;
-}
-
-#[async_trait]
-impl<S: StreamStore + ?Sized + 'static> Inventory for S {
-    async fn held(
-        &self,
-        stream: &StreamName,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<HeldPage, Error> {
-        StreamStore::held(self, stream, after, limit.min(MAX_HELD_PER_PAGE)).await
-    }
-}
-
-#[async_trait]
-impl Inventory for Arc<dyn StreamStore> {
-    async fn held(
-        &self,
-        stream: &StreamName,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<HeldPage, Error> {
-        (**self).held(stream, after, limit).await
-    }
 }

@@ -36,10 +36,22 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::Source;
 use crate::error::Error;
-use crate::message::SourceSpec;
 use crate::stream::StreamName;
+
+/// Where a stream's records come from: a source kind and its parameters, as the API takes them
+/// (`{"kind":"hubspot","object":"contacts","properties":["email"]}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    /// The kind of source, which picks the implementation on the worker.
+    pub kind: String,
+    /// Everything else, read by that source.
+    #[serde(flatten)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
 
 /// One kind of source, as data-streams knows it: its name and how its parameters are checked.
 ///

@@ -21,7 +21,7 @@ mod schema;
 
 pub use generator::{Generator, GeneratorParams, GeneratorSources};
 pub use inventory::{Held, HeldPage, Inventory, MAX_HELD_PER_PAGE};
-pub use kinds::{Registry, SourceFactory, SourceKind, SourceKinds, Sources};
+pub use kinds::{Registry, SourceFactory, SourceKind, SourceKinds, SourceSpec, Sources};
 pub use pages::Pages;
 pub use schema::{Catalog, Field, FieldKind, Schema};
 

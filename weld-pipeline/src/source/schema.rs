@@ -6,16 +6,13 @@
 //!
 //! The runtime hands a source its stream's catalog in [`RunContext::catalog`]: on a worker, the
 //! controller's store, told over the transport ([`Request::Describe`](crate::Request)); in one
-//! process, the store itself (every [`StreamStore`] is one, and so is a
+//! process, the store itself (every [`StreamStore`](crate::store::StreamStore) is one, and so is a
 //! [`MemorySink`](crate::MemorySink)). A source describes its stream when it learns the fields,
 //! typically once per run; describing the same schema again changes nothing.
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::Error;
-use crate::store::StreamStore;
 use crate::stream::StreamName;
 
 #[cfg(doc)]
@@ -106,20 +103,6 @@ pub trait Catalog: Send + Sync + std::fmt::Debug + 'static {
     /// When the store cannot be reached (transient) or cannot use the schema. A source logs the
     /// error and goes on: its records do not depend on it.
     async fn describe(&self, stream: &StreamName, schema: &Schema) -> Result<(), Error>;
-}
-
-#[async_trait]
-impl<S: StreamStore + ?Sized + 'static> Catalog for S {
-    async fn describe(&self, stream: &StreamName, schema: &Schema) -> Result<(), Error> {
-        StreamStore::describe(self, stream, schema).await
-    }
-}
-
-#[async_trait]
-impl Catalog for Arc<dyn StreamStore> {
-    async fn describe(&self, stream: &StreamName, schema: &Schema) -> Result<(), Error> {
-        (**self).describe(stream, schema).await
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! it as it is: `Controller::new(Arc::new(your_store), kinds)`.
 
 mod entry;
+mod for_sources;
 mod healing;
 mod records;
 mod runs;
@@ -28,10 +29,12 @@ mod runs;
 mod sled;
 mod storage;
 
+/// The contiguity rule, at its old path: it is the [`Sink`] contract's, and lives in [`crate::sink`].
+pub use crate::sink::RunProgress;
 pub use entry::{Desired, LastError, StreamEntry};
 pub use healing::{Healing, OpenStore};
 pub use records::{decode_token, encode_token, upsert_counts, Archived, Counts, RecordPage};
-pub use runs::{RunProgress, RunRecord, RunState};
+pub use runs::{RunRecord, RunState};
 pub use storage::Storage;
 
 #[cfg(feature = "sled")]

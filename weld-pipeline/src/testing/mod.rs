@@ -9,19 +9,24 @@
 //! | [`ControllerProcess`], [`WorkerProcess`], [`Network`] (feature `sled`) | each runtime in its own tokio runtime, as if in its own process, on any transport |
 //! | [`flows`] and [`runtime_flows!`](crate::runtime_flows) (feature `sled`) | the runtime flows every transport must pass |
 //! | [`stores`] and [`store_conformance!`](crate::store_conformance) | the conformance suite every [`StreamStore`](crate::store::StreamStore) must pass |
+//! | [`Answering`], [`still_flowing`] | a handler that answers, and the check that a connection still carries requests |
+//! | [`bad_input`] and [`transport_bad_input!`](crate::transport_bad_input) | the bad input every network transport must survive |
 
 mod metrics;
+mod peers;
 #[cfg(feature = "sled")]
 mod processes;
 mod scripted;
 mod sinks;
 mod sources;
 
+pub mod bad_input;
 #[cfg(feature = "sled")]
 pub mod flows;
 pub mod stores;
 
 pub use self::metrics::{counter_value, global_counters, with_metrics, CounterValue};
+pub use peers::{still_flowing, Answering};
 #[cfg(feature = "sled")]
 pub use processes::{stored_ids, ControllerProcess, Network, PeerOf, WorkerProcess};
 pub use scripted::Scripted;

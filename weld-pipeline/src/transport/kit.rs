@@ -1,7 +1,7 @@
 //! The plumbing every network transport needs, written once: requests waiting for their
 //! responses by correlation id, the panic-safe handler call, the in-order event pump, the size
-//! check before sending, and the listening socket that binds the same port again after a
-//! restart. The TCP and HTTP transports are built on it; a new transport (RabbitMQ, say) only
+//! check before sending, the listening socket that binds the same port again after a restart,
+//! and the accept loop's common part. The TCP and HTTP transports are built on it; a new transport (RabbitMQ, say) only
 //! writes its framing and its connection handling.
 //!
 //! | piece | what it guarantees |
@@ -11,6 +11,7 @@
 //! | [`event_pump`] | [`Handler::event`] is called one event at a time, in the order received, as its contract promises, however the events arrived |
 //! | [`check_size`] | a message the other side would refuse is refused here, permanently, before it is sent: sent, it would close the connection, and its resend close it again |
 //! | [`ListenAddr`] | a listener restarted on port 0 binds the port it had, so workers that knew it reconnect |
+//! | [`Accepts`] | an accept loop that rides out a lack of descriptors (a retry every [`RETRY_AFTER`], one log line a period) and marks each period for the listener's own summaries |
 
 use crate::sync::Locked;
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+pub use super::accept::{Accepted, Accepts, RETRY_AFTER};
 
 use super::Handler;
 use crate::error::{Error, ErrorKind};
@@ -299,7 +302,7 @@ mod tests {
             &*handler,
             &hello,
             Request::Stop {
-                stream: crate::StreamName::new("s").unwrap(),
+                stream: crate::stream::StreamName::new("s").unwrap(),
             },
         )
         .await;

@@ -36,6 +36,7 @@
 //!   the broker only after the [`Handler`] answered, so a crash redelivers it, and the batch
 //!   identity makes that harmless. Connection loss closes the peer; the worker's outbox resends.
 
+mod accept;
 mod auth;
 mod failover;
 pub mod kit;
