@@ -353,6 +353,33 @@ fn json_string(body: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(body, text);
 }
 
+/// The answers of every route behind the API's token, beside its own.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Named for the OpenAPI document only.
+pub(crate) enum Guarded {
+    /// The token is missing or wrong.
+    #[response(status = 401, description = "Missing or wrong token")]
+    Unauthorized(ErrorBody),
+    /// The client is shut out for a while after wrong tokens.
+    #[response(
+        status = 429,
+        description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed"
+    )]
+    Throttled(ErrorBody),
+}
+
+/// The answers of a route on one stream when the name is not one.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Named for the OpenAPI document only.
+pub(crate) enum NamedStream {
+    /// No stream has this name.
+    #[response(status = 404, description = "No such stream")]
+    NotFound(ErrorBody),
+    /// The name cannot be a stream's.
+    #[response(status = 422, description = "Invalid name")]
+    InvalidName(ErrorBody),
+}
+
 /// Every error: `{"error":{"code":"<snake_case>","message":"<human text>"}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorBody {

@@ -16,8 +16,8 @@ use weld_pipeline::StreamName;
 use super::error::{cut, ApiError};
 use super::extract::{ApiQuery, StreamPath};
 use super::model::{
-    record_list, ErrorBody, Health, RecordList, RecordsQuery, RunList, RunsQuery, StartRequest,
-    Status, StreamList,
+    record_list, ErrorBody, Guarded, Health, NamedStream, RecordList, RecordsQuery, RunList,
+    RunsQuery, StartRequest, Status, StreamList,
 };
 use super::{Api, BODY_LIMIT};
 use weld_pipeline::source::SourceKinds;
@@ -64,8 +64,7 @@ pub(crate) async fn health(State(api): Shared) -> (StatusCode, Json<Health>) {
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
     ))]
 pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
     let text = match &api.metrics {
@@ -81,8 +80,7 @@ pub(crate) async fn metrics(State(api): Shared) -> impl IntoResponse {
 #[utoipa::path(get, path = "/openapi.json", tag = "service",
     responses(
         (status = 200, description = "This document", body = Object),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
     ))]
 pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
     (
@@ -97,8 +95,7 @@ pub(crate) async fn openapi(State(api): Shared) -> impl IntoResponse {
     responses(
         (status = 200, description = "Started (or already running); its status", body = Status),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
         (status = 409, description = "The stream exists and reads another source", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Invalid name, source or interval", body = ErrorBody),
@@ -123,10 +120,8 @@ pub(crate) async fn start_stream(
     params(StreamPath),
     responses(
         (status = 200, description = "Stopped: no source request starts after this answer", body = Status),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
-        (status = 404, description = "No such stream", body = ErrorBody),
-        (status = 422, description = "Invalid name", body = ErrorBody),
+        Guarded,
+        NamedStream,
     ))]
 pub(crate) async fn stop_stream(
     State(api): Shared,
@@ -142,10 +137,8 @@ pub(crate) async fn stop_stream(
     params(StreamPath),
     responses(
         (status = 200, description = "The next run reads the whole source again (a full sync), then goes on incrementally; nothing stored is dropped first. A run in flight is stopped at its page boundary first. A stopped stream stays stopped.", body = Status),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
-        (status = 404, description = "No such stream", body = ErrorBody),
-        (status = 422, description = "Invalid name", body = ErrorBody),
+        Guarded,
+        NamedStream,
         (status = 503, description = "Storage cannot be written right now", body = ErrorBody),
     ))]
 pub(crate) async fn resync_stream(
@@ -161,8 +154,7 @@ pub(crate) async fn resync_stream(
 #[utoipa::path(get, path = "/streams", tag = "streams",
     responses(
         (status = 200, description = "Every stream, by name", body = StreamList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
     ))]
 pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>> {
     let streams = api.streams.streams().await?;
@@ -175,10 +167,8 @@ pub(crate) async fn list_streams(State(api): Shared) -> Answer<Json<StreamList>>
     params(StreamPath),
     responses(
         (status = 200, description = "Its status", body = Status),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
-        (status = 404, description = "No such stream", body = ErrorBody),
-        (status = 422, description = "Invalid name", body = ErrorBody),
+        Guarded,
+        NamedStream,
     ))]
 pub(crate) async fn get_stream(
     State(api): Shared,
@@ -194,10 +184,8 @@ pub(crate) async fn get_stream(
     params(StreamPath),
     responses(
         (status = 204, description = "Stopped, and its configuration and data deleted"),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
-        (status = 404, description = "No such stream", body = ErrorBody),
-        (status = 422, description = "Invalid name", body = ErrorBody),
+        Guarded,
+        NamedStream,
     ))]
 pub(crate) async fn delete_stream(
     State(api): Shared,
@@ -214,8 +202,7 @@ pub(crate) async fn delete_stream(
     params(StreamPath, RecordsQuery),
     responses(
         (status = 200, description = "A page of stored records; `next` pages on, each record once", body = RecordList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name, limit, token or archived", body = ErrorBody),
     ))]
@@ -253,8 +240,7 @@ pub(crate) async fn list_records(
     params(StreamPath, RunsQuery),
     responses(
         (status = 200, description = "Its runs, newest first", body = RunList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this client: not checked until `Retry-After` seconds have passed", body = ErrorBody),
+        Guarded,
         (status = 404, description = "No such stream", body = ErrorBody),
         (status = 422, description = "Invalid name or limit", body = ErrorBody),
     ))]
