@@ -3,7 +3,7 @@
 //!
 //! # What a commit does
 //!
-//! [`SledStore::commit`] (the [`Sink`] implementation) writes, in **one** sled batch (atomic: after
+//! [`SledStore::commit`] (the [`Sink`](crate::sink::Sink) implementation) writes, in **one** sled batch (atomic: after
 //! a crash all of it or none of it is there):
 //! - each record, upserted by id unless the stored version is newer, with the live and archived
 //!   counts adjusted in the same write (so counting is O(1));
@@ -58,9 +58,15 @@
 //! The stream registry is a second tree of the same database (`registry`, one JSON entry per
 //! stream name), so a registry write is made durable by the same group sync as the commits.
 
+mod commit;
+mod disk;
 mod keys;
 mod registry;
+mod runs;
 mod sync;
+
+pub use disk::DISK_MARGIN;
+pub(crate) use disk::{can_write_beside, open_db, short_of_room};
 
 use crate::sync::Locked;
 use std::collections::HashMap;
@@ -71,15 +77,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::records::{decode_token, encode_token};
-use super::{Archived, Counts, RecordPage, Resume, RunRecord, RunState, StreamEntry, StreamStore};
-use crate::batch::Batch;
+use super::{Archived, Counts, RecordPage, Resume, RunRecord, StreamEntry, StreamStore};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind};
-use crate::message::{Commit, RunOutcome};
-use crate::record::{Record, Timestamp};
-use crate::sink::Sink;
+use crate::message::RunOutcome;
+use crate::record::Timestamp;
 use crate::stream::{RunId, StreamName};
-use keys::{RecordHead, BATCH, CHECKPOINT, COUNTS, EPOCH, RECORD, RUN};
+use keys::{BATCH, CHECKPOINT, COUNTS, EPOCH, RECORD, RUN};
 use sync::GroupSync;
 
 /// How to open a [`SledStore`].
@@ -297,71 +301,6 @@ impl SledStore {
         })
     }
 
-    /// The stream's runs, newest first.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be read.
-    pub fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.tree
-            .scan_prefix(keys::stream_prefix(RUN, stream))
-            .rev()
-            .take(limit)
-            .map(|entry| {
-                let (_, value) = entry.map_err(storage_error)?;
-                serde_json::from_slice(&value)
-                    .map_err(|e| Error::Bug(format!("a stored run does not decode: {e}")))
-            })
-            .collect()
-    }
-
-    /// Records that a run started (a worker's report), unless it is already known. Runs of the
-    /// stream still marked running are older and will never finish: they are marked failed.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written.
-    pub async fn start_run(
-        &self,
-        stream: &StreamName,
-        run_id: RunId,
-        at: Timestamp,
-    ) -> Result<(), Error> {
-        let writer = self.writer(stream);
-        let _writing = writer.lock().await;
-        let mut batch = sled::Batch::default();
-        if self.load_run(stream, run_id)?.is_none() {
-            self.open_run(stream, run_id, at, &mut batch)?;
-        }
-        self.tree.apply_batch(batch).map_err(storage_error)
-    }
-
-    /// Records how a run ended (a worker's report). A run already succeeded stays so: its last
-    /// batch is committed, whatever the report says.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written.
-    pub async fn finish_run(
-        &self,
-        stream: &StreamName,
-        run_id: RunId,
-        outcome: &RunOutcome,
-    ) -> Result<(), Error> {
-        let writer = self.writer(stream);
-        let _writing = writer.lock().await;
-        let mut run = self
-            .load_run(stream, run_id)?
-            .unwrap_or_else(|| RunRecord::started(run_id, Timestamp::now()));
-        if !run.finish(outcome, Timestamp::now()) {
-            return Ok(());
-        }
-        self.tree
-            .insert(keys::run_key(stream, run_id), encode_run(&run)?)
-            .map_err(storage_error)?;
-        Ok(())
-    }
-
     /// Deletes everything of a stream: records, ledger, checkpoint, counts and runs, then its
     /// registry entry. A crash half way leaves a registered stream without data, which its next
     /// run fetches again from the start; never data that a new stream of the name would resume
@@ -414,297 +353,11 @@ impl SledStore {
     pub fn sync_rounds(&self) -> u64 {
         self.sync.rounds()
     }
-
-    fn load_run(&self, stream: &StreamName, run_id: RunId) -> Result<Option<RunRecord>, Error> {
-        let value = self
-            .tree
-            .get(keys::run_key(stream, run_id))
-            .map_err(storage_error)?;
-        value
-            .map(|v| {
-                serde_json::from_slice(&v)
-                    .map_err(|e| Error::Bug(format!("a stored run does not decode: {e}")))
-            })
-            .transpose()
-    }
-
-    /// Adds a new run to `batch`, closing the older runs still marked running.
-    fn open_run(
-        &self,
-        stream: &StreamName,
-        run_id: RunId,
-        at: Timestamp,
-        batch: &mut sled::Batch,
-    ) -> Result<RunRecord, Error> {
-        for mut older in self.runs(stream, 8)? {
-            if older.id < run_id && older.abandon(at) {
-                batch.insert(keys::run_key(stream, older.id), encode_run(&older)?);
-            }
-        }
-        let run = RunRecord::started(run_id, at);
-        batch.insert(keys::run_key(stream, run_id), encode_run(&run)?);
-        Ok(run)
-    }
-
-    /// Adds a batch's records to `write`, each unless the stored version is newer, and moves
-    /// `counts` with them. Returns how many it wrote.
-    fn upsert(
-        &self,
-        batch: &Batch,
-        counts: &mut Counts,
-        write: &mut sled::Batch,
-    ) -> Result<u64, Error> {
-        let stream = &batch.stream;
-        // Versions written earlier in this same batch: a batch may carry one id twice.
-        let mut pending: HashMap<&str, RecordHead> = HashMap::new();
-        // Whole versions written earlier in this batch, kept only when it holds amendments (one
-        // may follow a version of its id).
-        let amends = batch.records.iter().any(|r| r.amend);
-        let mut amended: HashMap<&str, Record> = HashMap::new();
-        let mut written: u64 = 0;
-        for record in &batch.records {
-            let key = keys::record_key(stream, &record.id);
-            let stored = match pending.get(record.id.as_str()) {
-                Some(head) => Some(*head),
-                None => self
-                    .tree
-                    .get(&key)
-                    .map_err(storage_error)?
-                    .map(|v| keys::decode_head(&v))
-                    .transpose()?,
-            };
-            let held = stored.map(|head| (head.updated_at, head.archived));
-            let Some((live, archived)) = super::upsert_counts(held, record) else {
-                continue;
-            };
-            counts.live = counts.live.saturating_add_signed(live);
-            counts.archived = counts.archived.saturating_add_signed(archived);
-            pending.insert(
-                &record.id,
-                RecordHead {
-                    updated_at: record.updated_at,
-                    archived: record.archived,
-                },
-            );
-            if record.amend && stored.is_some() {
-                let whole = match amended.remove(record.id.as_str()) {
-                    Some(version) => version,
-                    None => self
-                        .tree
-                        .get(&key)
-                        .map_err(storage_error)?
-                        .map(|v| keys::decode_record(record.id.clone(), v))
-                        .transpose()?
-                        .ok_or_else(|| Error::Bug("an amended record vanished".into()))?,
-                };
-                let version = whole.amended_by(record);
-                write.insert(key, keys::encode_record(&version));
-                amended.insert(&record.id, version);
-            } else {
-                write.insert(key, keys::encode_record(record));
-                if amends {
-                    amended.insert(&record.id, record.clone());
-                }
-            }
-            written += 1;
-        }
-        Ok(written)
-    }
-
-    /// Writes a batch (not yet durable). Returns what a commit acknowledges.
-    fn write(&self, batch: &Batch) -> Result<Commit, Error> {
-        let stream = &batch.stream;
-        if self.is_committed(stream, batch.run_id, batch.seq)? {
-            return Ok(Commit::Replayed);
-        }
-        let mut write = sled::Batch::default();
-        let mut counts = self.counts(stream)?;
-        let written = self.upsert(batch, &mut counts, &mut write)?;
-        let now = Timestamp::now();
-        let mut run = match self.load_run(stream, batch.run_id)? {
-            Some(run) => run,
-            None => self.open_run(stream, batch.run_id, now, &mut write)?,
-        };
-        run.records += batch.records.len() as u64;
-        run.batches += 1;
-        run.repaired += batch.repaired;
-        let tree = &self.tree;
-        let moved = run
-            .progress
-            .commit(batch.seq, batch.last, batch.cursor.to_bytes(), |seq| {
-                // A batch that arrived early, after the gap this one may close: its ledger entry
-                // holds the cursor it reached.
-                let entry = tree
-                    .get(keys::batch_key(stream, batch.run_id, seq))
-                    .map_err(storage_error)?;
-                Ok(entry.map(|e| bytes::Bytes::copy_from_slice(e.get(8..).unwrap_or_default())))
-            })?;
-        // A batch fetched before the stream's latest resync keeps its records, not its cursor.
-        let fenced = batch.epoch < self.epoch(stream)?;
-        if let (Some(cursor), false) = (moved, fenced) {
-            write.insert(keys::stream_key(CHECKPOINT, stream), &cursor[..]);
-        }
-        if run.progress.is_complete() {
-            run.state = RunState::Succeeded;
-            run.finished_at = Some(now);
-            run.error = None;
-        }
-        write.insert(keys::run_key(stream, batch.run_id), encode_run(&run)?);
-        let mut ledger = written.to_be_bytes().to_vec();
-        ledger.extend_from_slice(batch.cursor.as_bytes());
-        write.insert(keys::batch_key(stream, batch.run_id, batch.seq), ledger);
-        write.insert(
-            keys::stream_key(COUNTS, stream),
-            &keys::encode_counts(counts),
-        );
-        fail::fail_point!("store::before_write", |_| Err(Error::Unavailable(
-            "failpoint: crashed before the write".into()
-        )));
-        self.tree.apply_batch(write).map_err(storage_error)?;
-        Ok(Commit::Stored { records: written })
-    }
-}
-
-/// The sled store's opener, for [`Healing`](super::Healing).
-impl super::OpenStore for SledStoreConfig {
-    fn open(&self) -> Result<Arc<dyn StreamStore>, Error> {
-        Ok(Arc::new(SledStore::open(self)?))
-    }
-
-    /// Writes and syncs 1 MiB beside the database, then removes it: a full disk or an exhausted
-    /// descriptor table fails here, without touching the store.
-    fn ready(&self) -> Result<(), Error> {
-        if let Some(free) = short_of_room(&self.path, DISK_MARGIN) {
-            return Err(Error::new(
-                ErrorKind::Transient,
-                format!("No space left on device: {free} bytes free beside the store"),
-            ));
-        }
-        can_write_beside(&self.path)
-    }
-}
-
-/// The room a write to a sled database leaves free on its disk, beyond twice its size (its log
-/// entry, and a later rewrite of its segment). sled must not meet a full disk: after a write
-/// that failed with ENOSPC, dropping the database waits forever for that write to become stable
-/// (sled 0.34), so a failed database could not be reopened in place. The store refuses a commit,
-/// and the outbox holds a push, that would leave less.
-pub const DISK_MARGIN: u64 = 1024 * 1024;
-
-/// The free bytes on `dir`'s disk when fewer than a write of `len` bytes needs
-/// (`2 * len + DISK_MARGIN`); `None` when there is room, or when the free space cannot be read
-/// (the write then tells).
-pub(crate) fn short_of_room(dir: &Path, len: u64) -> Option<u64> {
-    let free = fs2::available_space(dir).ok()?;
-    (free < len.saturating_mul(2).saturating_add(DISK_MARGIN)).then_some(free)
-}
-
-/// Writes and syncs 1 MiB in `dir`, then removes it: whether a database there could write again
-/// after a failure (a full disk or an exhausted descriptor table fails here), checked without
-/// touching the database. The store's and the outbox's healing both ask it before reopening.
-///
-/// # Errors
-///
-/// Transient: why the write failed.
-pub(crate) fn can_write_beside(dir: &Path) -> Result<(), Error> {
-    use std::io::Write;
-    let path = dir.join(".weld-ready-check");
-    let written = (|| {
-        let mut file = std::fs::File::create(&path)?;
-        file.write_all(&vec![0u8; 1024 * 1024])?;
-        file.sync_all()
-    })();
-    let _ = std::fs::remove_file(&path);
-    written.map_err(|e| Error::new(ErrorKind::Transient, e))
-}
-
-/// How long opening a database waits for a previous holder to let go of its lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its lock.
-///
-/// sled releases a database's file lock from its background threads once they finish after the
-/// last handle is dropped, so a process restarted at once (or a test reopening a store) can find
-/// it still held for a moment. That wait is bounded; a lock held longer is another process
-/// using the database, which is refused.
-pub(crate) fn open_db(
-    path: &Path,
-    cache_bytes: u64,
-    flush_every_ms: Option<u64>,
-    what: &str,
-) -> Result<sled::Db, Error> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(flush_every_ms)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            // sled reports a held lock as an `Other` I/O error naming it.
-            Err(sled::Error::Io(io))
-                if io.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Permanent,
-                    format!("cannot open the {what} in {}: {e}", path.display()),
-                ))
-            }
-        }
-    }
-}
-
-fn encode_run(run: &RunRecord) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(run).map_err(|e| Error::Bug(format!("a run does not encode: {e}")))
 }
 
 /// The most records one page request examines, whatever its filter: keeps a request on a large
 /// stream to milliseconds.
 const MAX_SCANNED_PER_PAGE: usize = 10_000;
-
-#[async_trait]
-impl Sink for SledStore {
-    async fn commit(&self, batch: &Batch) -> Result<Commit, Error> {
-        // sled must not meet a full disk (see [`DISK_MARGIN`]): refused before it is written,
-        // transiently, and the healing store says why.
-        let len = batch.encoded_len() as u64;
-        if let Some(free) = short_of_room(&self.dir, len) {
-            return Err(Error::new(
-                ErrorKind::Transient,
-                format!(
-                    "No space left on device: {free} bytes free beside the store, a commit of \
-                     {len} bytes keeps {DISK_MARGIN} more free"
-                ),
-            ));
-        }
-        let commit = {
-            let writer = self.writer(&batch.stream);
-            let _writing = writer.lock().await;
-            // A batch's reads and writes take sled a millisecond or so: off the runtime's
-            // threads, which carry the API's requests and the other deliveries meanwhile.
-            let (store, batch) = (self.clone(), batch.clone());
-            tokio::task::spawn_blocking(move || store.write(&batch))
-                .await
-                .map_err(|e| Error::Bug(format!("a commit's write panicked: {e}")))??
-        };
-        // The writer lock is released before the sync, so the next batch's write joins this
-        // sync round. A replay waits for a sync too: its first commit may still be waiting.
-        fail::fail_point!("store::between_write_and_sync", |_| Err(
-            Error::Unavailable("failpoint: crashed between the write and its sync".into())
-        ));
-        self.sync.sync().await?;
-        Ok(commit)
-    }
-
-    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, Error> {
-        SledStore::checkpoint(self, stream)
-    }
-}
 
 impl SledStore {
     /// The stream's epoch and checkpoint, read together (no commit or resync in between).

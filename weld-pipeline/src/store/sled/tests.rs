@@ -3,7 +3,11 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::batch::Batch;
+use crate::message::Commit;
 use crate::record::{Json, Record};
+use crate::sink::Sink;
+use crate::store::RunState;
 
 fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
