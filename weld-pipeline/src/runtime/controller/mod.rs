@@ -1,7 +1,9 @@
 //! The controller: the stream lifecycle (start, stop, delete, status) over a [`StreamStore`],
 //! the assignment of streams to connected workers, and the commit of what they deliver.
 //!
-//! - `mod.rs`: the [`Controller`] and its stream operations;
+//! - `mod.rs`: the [`Controller`], serving workers and assigning them streams;
+//! - `lifecycle.rs`: a stream started, stopped, resynced and deleted, its last error recorded;
+//! - `status.rs`: what it tells of its streams and workers;
 //! - `assignments.rs`: which connected worker runs which stream;
 //! - `delivery.rs`: the transport [`Handler`](crate::transport::Handler): deliveries committed
 //!   and acknowledged, run reports recorded;
@@ -10,7 +12,11 @@
 
 mod assignments;
 mod delivery;
+mod lifecycle;
 mod replicas;
+mod status;
+
+pub use status::{ConnectedWorker, OutboxDepth, StreamState, StreamStatus};
 
 use crate::sync::Locked;
 use std::collections::HashMap;
@@ -18,84 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind};
-use crate::lease::{Holder, Leasing};
+use crate::lease::Leasing;
 use crate::message::{Request, Response, Start, StreamConfig};
-use crate::record::Timestamp;
 use crate::source::SourceKinds;
-use crate::store::{
-    Counts, Desired, LastError, RunRecord, Storage, StoreHealth, StreamEntry, StreamStore,
-};
+use crate::store::{Desired, Storage, StoreHealth, StreamEntry, StreamStore};
 use crate::stream::StreamName;
 use crate::telemetry;
 use crate::transport::{Listener, Peer};
 use assignments::Assignments;
 use replicas::ReplicaState;
-
-/// Where a stream stands, as the API shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamState {
-    /// Assigned to a connected worker, which runs it every interval.
-    Running,
-    /// Should run, but no connected worker can take it yet.
-    Pending,
-    /// Stopped; its data stays.
-    Stopped,
-}
-
-/// A stream's status: its registry entry, where it runs, and what its store holds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StreamStatus {
-    /// The stream's name.
-    pub name: StreamName,
-    /// Whether it runs, waits for a worker, or is stopped.
-    pub state: StreamState,
-    /// Its configuration, with its source's defaults written in.
-    pub config: StreamConfig,
-    /// The id of the worker running it, while one does.
-    pub worker: Option<String>,
-    /// The replica whose worker runs it, when the controller is one of several replicas
-    /// ([`Storage::replica`]); `None` for a controller on its own.
-    pub replica: Option<String>,
-    /// Live and archived records stored.
-    pub counts: Counts,
-    /// Its newest run, running or ended.
-    pub last_run: Option<RunRecord>,
-    /// When its next run is due (its last run's start plus its interval), while it runs; while
-    /// it is held back after the store refused its batches, when it is offered to a worker again.
-    pub next_run_at: Option<Timestamp>,
-    /// The latest error its runs reported, kept until a newer one replaces it or a run of it
-    /// completes (its last batch committed).
-    pub last_error: Option<LastError>,
-}
-
-/// A worker connected now, as the controller sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectedWorker {
-    /// Its id ([`Hello::worker_id`](crate::message::Hello)).
-    pub id: String,
-    /// The source kinds it runs.
-    pub sources: Vec<String>,
-    /// The streams assigned to it, by name.
-    pub streams: Vec<StreamName>,
-    /// When this connection began.
-    pub since: Timestamp,
-    /// What its outbox held at its latest report (every few seconds), `None` before the first.
-    pub outbox: Option<OutboxDepth>,
-}
-
-/// How much a worker's outbox holds: batches waiting for their ack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OutboxDepth {
-    /// Batches waiting for their ack.
-    pub batches: u64,
-    /// Their encoded size in bytes.
-    pub bytes: u64,
-}
 
 /// The logic of data-streams: it keeps the registry and the records in a [`StreamStore`],
 /// assigns running streams to connected workers that can run their source kind (and re-assigns
@@ -232,16 +172,6 @@ impl<P: Peer> Controller<P> {
     fn lifecycle(&self, stream: &StreamName) -> Arc<tokio::sync::RwLock<()>> {
         let mut lifecycles = self.lifecycles.locked();
         lifecycles.entry(stream.clone()).or_default().clone()
-    }
-
-    /// The number of connected workers.
-    pub fn workers(&self) -> usize {
-        self.lock().workers()
-    }
-
-    /// The workers connected now, by id, with their sources, streams and outbox depth.
-    pub fn connected_workers(&self) -> Vec<ConnectedWorker> {
-        self.lock().connected()
     }
 
     /// Accepts workers until `shutdown`; each is given the pending streams it can run, and
@@ -455,242 +385,6 @@ impl<P: Peer> Controller<P> {
                 }
             }
         }
-    }
-
-    async fn record_error(&self, stream: &StreamName, message: String) {
-        let lock = self.entry_lock(stream);
-        let _writing = lock.lock().await;
-        if let Ok(Some(mut entry)) = self.store.stream(stream).await {
-            entry.last_error = Some(LastError {
-                at: Timestamp::now(),
-                message,
-            });
-            if let Err(error) = self.store.put_stream(&entry).await {
-                tracing::error!(stream = %stream, error = %error, "cannot record a stream's error");
-            }
-        }
-    }
-
-    /// Clears a stream's recorded error: a run of it completed since.
-    async fn clear_error(&self, stream: &StreamName) {
-        let lock = self.entry_lock(stream);
-        let _writing = lock.lock().await;
-        if let Ok(Some(mut entry)) = self.store.stream(stream).await {
-            if entry.last_error.take().is_some() {
-                if let Err(error) = self.store.put_stream(&entry).await {
-                    tracing::error!(stream = %stream, error = %error, "cannot clear a stream's error");
-                }
-            }
-        }
-    }
-
-    /// Creates or updates a stream and runs it: at once if a worker can take it, else it waits
-    /// in state pending. Idempotent; a changed configuration applies from the next run. The
-    /// source is checked against the registered kinds and stored with its defaults written in.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a source of an unknown kind or with parameters its kind does not
-    /// take; otherwise when the registry cannot be written.
-    pub async fn start_stream(
-        &self,
-        name: &StreamName,
-        mut config: StreamConfig,
-    ) -> Result<StreamStatus, Error> {
-        config.source = self.sources.check(&config.source)?;
-        let lock = self.entry_lock(name);
-        let writing = lock.lock().await;
-        let previous = self.store.stream(name).await?;
-        let entry = StreamEntry {
-            name: name.clone(),
-            config,
-            desired: Desired::Running,
-            last_error: previous.as_ref().and_then(|e| e.last_error.clone()),
-        };
-        let changed = previous.as_ref() != Some(&entry);
-        // Started by hand: a hold after refused batches ends (the user may have fixed the cause).
-        self.lock().forget_hold(name);
-        if changed {
-            self.store.put_stream(&entry).await?;
-        }
-        drop(writing);
-        // A stream already assigned gets the new configuration through a repeated Start. A
-        // replica runs it only once it holds its lease; else the one that does hears of it.
-        if changed || self.lock().worker_of(name).is_none() {
-            self.take(&entry).await;
-        }
-        self.status(name)
-            .await?
-            .ok_or_else(|| Error::Bug("a started stream has no status".into()))
-    }
-
-    /// Stops a stream: its worker stops at the next page boundary, and this returns once it
-    /// has, so no source request starts after it returns. Idempotent. `None` for a stream that
-    /// does not exist.
-    ///
-    /// # Errors
-    ///
-    /// When the registry cannot be written.
-    pub async fn stop_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
-        let lock = self.entry_lock(name);
-        let writing = lock.lock().await;
-        let Some(mut entry) = self.store.stream(name).await? else {
-            return Ok(None);
-        };
-        if entry.desired != Desired::Stopped {
-            entry.desired = Desired::Stopped;
-            self.store.put_stream(&entry).await?;
-        }
-        drop(writing);
-        self.stop_on_worker(name).await;
-        // Another replica may run it: the stop is acknowledged once it no longer does.
-        self.wait_released(name).await;
-        self.status(name).await
-    }
-
-    async fn stop_on_worker(&self, name: &StreamName) {
-        let command = self.command_lock(name);
-        let _sending = command.lock().await;
-        self.stop_now(name).await;
-    }
-
-    /// [`Controller::stop_on_worker`], its stream's command lock held by the caller.
-    async fn stop_now(&self, name: &StreamName) {
-        let assigned = self.lock().peer_of(name);
-        if let Some((worker_id, peer)) = assigned {
-            let stop = Request::Stop {
-                stream: name.clone(),
-            };
-            match command(&peer, stop, "stop").await {
-                Ok(_) => tracing::info!(stream = %name, worker_id, "stream stopped"),
-                // A worker that is gone runs nothing; one that comes back is not given it.
-                Err(error) => {
-                    tracing::warn!(stream = %name, worker_id, error = %error, "stop not confirmed")
-                }
-            }
-            self.lock().unassign(name, &worker_id);
-            self.started.locked().remove(name);
-        }
-    }
-
-    /// Makes a stream's next run read its whole source again, from the start: a full sync, after
-    /// which it goes on incrementally. Nothing stored is dropped first; records are upserted.
-    /// A run in flight is stopped at its page boundary first, and the batches it left in the
-    /// worker's outbox commit their records but cannot move the checkpoint back (the resync
-    /// raises the stream's epoch). A stopped stream stays stopped and resyncs when it starts.
-    /// `None` for a stream that does not exist.
-    ///
-    /// # Errors
-    ///
-    /// When the store cannot be written.
-    pub async fn resync_stream(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
-        let Some(entry) = self.store.stream(name).await? else {
-            return Ok(None);
-        };
-        self.stop_on_worker(name).await;
-        let epoch = self.store.resync(name).await?;
-        tracing::info!(stream = %name, epoch, "resync: the next run reads the whole source again");
-        if entry.desired == Desired::Running && self.lock().worker_of(name).is_none() {
-            self.take(&entry).await;
-        }
-        self.status(name).await
-    }
-
-    /// Stops a stream and deletes its configuration and data. Returns whether it existed.
-    ///
-    /// # Errors
-    ///
-    /// When the registry or store cannot be written.
-    pub async fn delete_stream(&self, name: &StreamName) -> Result<bool, Error> {
-        if self.stop_stream(name).await?.is_none() {
-            return Ok(false);
-        }
-        let lifecycle = self.lifecycle(name);
-        let _deleting = lifecycle.write().await;
-        self.store.delete_stream(name).await?;
-        Ok(true)
-    }
-
-    /// A stream's status, `None` if it does not exist.
-    ///
-    /// # Errors
-    ///
-    /// When the registry or store cannot be read.
-    pub async fn status(&self, name: &StreamName) -> Result<Option<StreamStatus>, Error> {
-        let Some(entry) = self.store.stream(name).await? else {
-            return Ok(None);
-        };
-        let holder = match &self.leases {
-            Some(leases) => leases.holder(name).await?,
-            None => None,
-        };
-        self.status_of(entry, holder.as_ref()).await.map(Some)
-    }
-
-    async fn status_of(
-        &self,
-        mut entry: StreamEntry,
-        holder: Option<&Holder>,
-    ) -> Result<StreamStatus, Error> {
-        // While storage fails, a stream that should run says why it does not move.
-        if let (Desired::Running, StoreHealth::Failed { since, reason }) =
-            (entry.desired, self.store.health())
-        {
-            entry.last_error = Some(LastError {
-                at: since,
-                message: format!("storage is failing (healing by itself): {reason}"),
-            });
-        }
-        let name = &entry.name;
-        let (worker, replica) = self.placement(name, holder);
-        let state = match (entry.desired, &worker) {
-            (Desired::Stopped, _) => StreamState::Stopped,
-            (Desired::Running, Some(_)) => StreamState::Running,
-            (Desired::Running, None) => StreamState::Pending,
-        };
-        let last_run = self.store.runs(name, 1).await?.into_iter().next();
-        let hold = self.lock().hold_of(name);
-        let next_run_at = match (state, &last_run) {
-            // Held back after its batches were refused: when it is offered again.
-            (StreamState::Pending, _) if hold.is_some() => hold.map(|h| h.until_wall),
-            (StreamState::Running, Some(run)) => {
-                let interval = i64::try_from(entry.config.interval_secs.saturating_mul(1000))
-                    .unwrap_or(i64::MAX);
-                Some(Timestamp::from_millis(
-                    run.started_at.as_millis().saturating_add(interval),
-                ))
-            }
-            _ => None,
-        };
-        Ok(StreamStatus {
-            counts: self.store.counts(name).await?,
-            name: entry.name,
-            state,
-            config: entry.config,
-            worker,
-            replica,
-            last_run,
-            next_run_at,
-            last_error: entry.last_error,
-        })
-    }
-
-    /// Every stream's status, by name.
-    ///
-    /// # Errors
-    ///
-    /// When the registry or store cannot be read.
-    pub async fn streams(&self) -> Result<Vec<StreamStatus>, Error> {
-        let holders = match &self.leases {
-            Some(leases) => leases.holders().await?,
-            None => HashMap::new(),
-        };
-        let mut statuses = Vec::new();
-        for entry in self.store.streams().await? {
-            let holder = holders.get(&entry.name);
-            statuses.push(self.status_of(entry, holder).await?);
-        }
-        Ok(statuses)
     }
 }
 
