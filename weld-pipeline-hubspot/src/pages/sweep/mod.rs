@@ -27,13 +27,15 @@
 //! without one it is skipped. Its memory holds HubSpot's archived ids and one inventory page;
 //! a sweep interrupted (a worker restart) starts over at its next page.
 
+mod plan;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::json;
 use tokio::sync::Mutex;
 use tower::ServiceExt;
 use weld_pipeline::source::{Held, Inventory, Page, PageRequest, MAX_HELD_PER_PAGE};
-use weld_pipeline::{BoxError, Error, Json, Record, StreamName, Timestamp};
+use weld_pipeline::{BoxError, Error, Record, StreamName, Timestamp};
 
 use super::reader::Reader;
 use crate::calls::search_after;
@@ -43,6 +45,8 @@ use crate::position::{checkpoint, Position, SweepStage};
 use crate::properties::PropertySet;
 #[cfg(doc)]
 use crate::HubSpotObject;
+use plan::compare;
+
 /// The most archived records the store lacks that one page reads.
 const MISSING_PER_PAGE: usize = 1_000;
 
@@ -100,92 +104,6 @@ impl State {
             held_done: false,
             repaired: Repaired::default(),
         }
-    }
-}
-
-/// What one page of the comparison found.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Plan {
-    /// Ids to read again: missing from the store, stale there, or archived there but live.
-    pub(super) read_again: Vec<u64>,
-    /// Ids live in the store but archived at HubSpot, with the time to archive them at.
-    pub(super) archive: Vec<(u64, Timestamp, Option<i64>)>,
-    /// Ids live in the store that HubSpot no longer has at all, with the stored version.
-    pub(super) deleted: Vec<(u64, Timestamp)>,
-}
-
-/// Compares HubSpot's live ids of one range (with their modification times) with what the store
-/// holds in that range. `archived` is HubSpot's archived ids; those found are added to `seen`.
-pub(super) fn compare(
-    live: &BTreeMap<u64, Timestamp>,
-    held: impl IntoIterator<Item = (u64, Held)>,
-    archived: &BTreeMap<u64, Option<i64>>,
-    seen: &mut HashSet<u64>,
-) -> Plan {
-    let mut plan = Plan::default();
-    let mut found = HashSet::new();
-    for (id, held) in held {
-        found.insert(id);
-        match (live.get(&id), archived.get(&id)) {
-            (Some(at), _) => {
-                if held.archived || held.updated_at < *at {
-                    plan.read_again.push(id);
-                }
-            }
-            (None, Some(archived_at)) => {
-                seen.insert(id);
-                if !held.archived {
-                    plan.archive.push((id, held.updated_at, *archived_at));
-                }
-            }
-            (None, None) => {
-                if !held.archived {
-                    plan.deleted.push((id, held.updated_at));
-                }
-            }
-        }
-    }
-    plan.read_again
-        .extend(live.keys().filter(|id| !found.contains(id)));
-    plan.read_again.sort_unstable();
-    plan
-}
-
-/// An amendment archiving record `id`: `members` written over what is stored of it.
-fn amendment(id: u64, at: Timestamp, members: serde_json::Value) -> Record {
-    Record {
-        id: id.to_string(),
-        updated_at: at,
-        archived: true,
-        amend: true,
-        // A JSON value always serializes.
-        data: Json::from_checked_bytes(serde_json::to_vec(&members).unwrap_or_default().into()),
-    }
-}
-
-impl Plan {
-    /// The amendments of the archived and the deleted, stamped no earlier than the version
-    /// stored (a store never lets an older version win).
-    fn amendments(&self, now: Timestamp) -> Vec<Record> {
-        let archived = self.archive.iter().map(|(id, held_at, archived_at)| {
-            let at = archived_at
-                .map_or(now, Timestamp::from_millis)
-                .max(*held_at);
-            let archived_at = archived_at.map(|ms| Timestamp::from_millis(ms).to_string());
-            amendment(
-                *id,
-                at,
-                json!({"archived": true, "archivedAt": archived_at}),
-            )
-        });
-        let deleted = self.deleted.iter().map(|(id, held_at)| {
-            amendment(
-                *id,
-                now.max(*held_at),
-                json!({"archived": true, "deleted_permanently": true}),
-            )
-        });
-        archived.chain(deleted).collect()
     }
 }
 
@@ -392,54 +310,4 @@ async fn held_through(
         taken.extend(state.held.pop_front());
     }
     Ok(taken)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn held(id: u64, at: i64, archived: bool) -> (u64, Held) {
-        (
-            id,
-            Held {
-                id: id.to_string(),
-                updated_at: Timestamp::from_millis(at),
-                archived,
-            },
-        )
-    }
-
-    #[test]
-    fn the_comparison_reads_again_what_is_missing_or_stale_and_archives_what_is_gone() {
-        let live = BTreeMap::from([
-            (1, Timestamp::from_millis(10)),
-            (2, Timestamp::from_millis(20)),
-            (3, Timestamp::from_millis(30)),
-            (4, Timestamp::from_millis(40)),
-        ]);
-        let archived = BTreeMap::from([(5, Some(55)), (6, None), (9, Some(99))]);
-        let mut seen = HashSet::new();
-        let plan = compare(
-            &live,
-            [
-                held(1, 10, false), // the same: nothing to do
-                held(2, 15, false), // stale
-                held(3, 30, true),  // archived here, live there
-                // 4 missing
-                held(5, 50, false), // archived there
-                held(6, 60, true),  // archived on both sides
-                held(7, 70, false), // gone for good
-                held(8, 80, true),  // gone, already archived here
-            ],
-            &archived,
-            &mut seen,
-        );
-        assert_eq!(plan.read_again, vec![2, 3, 4]);
-        assert_eq!(
-            plan.archive,
-            vec![(5, Timestamp::from_millis(50), Some(55))]
-        );
-        assert_eq!(plan.deleted, vec![(7, Timestamp::from_millis(70))]);
-        assert_eq!(seen, HashSet::from([5, 6]));
-    }
 }
