@@ -117,6 +117,21 @@ impl Error {
         }
     }
 
+    /// The error of a blocking task (`spawn_blocking`) that did not return, `what` naming its
+    /// work. A panic is a bug. A task cancelled before it ran is not: its runtime is shutting
+    /// down, and the work may well succeed on the next try (after a restart, elsewhere), so it
+    /// is transient. Called a bug, a commit cut short by a controller's shutdown was refused for
+    /// good, and its worker dropped the stream and cancelled its run until the next interval.
+    pub fn from_join(what: &str, error: tokio::task::JoinError) -> Self {
+        if error.is_cancelled() {
+            Error::Unavailable(format!(
+                "{what} was cancelled: the runtime is shutting down"
+            ))
+        } else {
+            Error::Bug(format!("{what} panicked: {error}"))
+        }
+    }
+
     /// Turns a boxed error from a middleware stack back into an [`Error`], keeping its kind.
     pub fn from_boxed(error: BoxError) -> Self {
         match error.downcast::<Error>() {

@@ -232,7 +232,7 @@ pub(crate) async fn list_records(
     // Up to 1,000 records written out: off the runtime's threads, which carry the workers' deliveries.
     let body = tokio::task::spawn_blocking(move || record_list(&page))
         .await
-        .map_err(|e| weld_pipeline::Error::Bug(format!("a records page panicked: {e}")))?;
+        .map_err(|e| weld_pipeline::Error::from_join("a records page", e))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 

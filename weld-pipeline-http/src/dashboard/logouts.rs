@@ -135,7 +135,7 @@ impl Logouts {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Bug(format!("the logout's write panicked: {e}")))?
+        .map_err(|e| Error::from_join("the logout's write", e))?
     }
 
     fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {

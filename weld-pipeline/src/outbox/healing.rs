@@ -69,9 +69,7 @@ impl Outbox {
             async move {
                 tokio::task::spawn_blocking(move || outbox.reopen())
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(Error::Bug(format!("reopening the outbox panicked: {e}")))
-                    })
+                    .unwrap_or_else(|e| Err(Error::from_join("reopening the outbox", e)))
             }
         };
         let healed = || self.inner.version.send_modify(|v| *v += 1);

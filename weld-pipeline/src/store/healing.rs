@@ -197,14 +197,14 @@ impl Healing {
         let opener = self.inner.opener.clone();
         tokio::task::spawn_blocking(move || opener.ready())
             .await
-            .map_err(|e| Error::Bug(format!("checking the storage panicked: {e}")))??;
+            .map_err(|e| Error::from_join("checking the storage", e))??;
         let store = {
             let mut current = self.inner.store.write().await;
             drop(current.take());
             let opener = self.inner.opener.clone();
             let opened = tokio::task::spawn_blocking(move || opener.open())
                 .await
-                .map_err(|e| Error::Bug(format!("reopening the store panicked: {e}")))??;
+                .map_err(|e| Error::from_join("reopening the store", e))??;
             // Reads are served by the new handle from here, probe or not.
             *current = Some(opened.clone());
             opened

@@ -254,6 +254,13 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
         .unwrap()
         .entries(0, 1_000)
         .unwrap();
+    let earlier_runs: Vec<_> = controller
+        .store
+        .runs(&stream(), 100)
+        .unwrap()
+        .into_iter()
+        .map(|run| run.id)
+        .collect();
     let sources = CountingSources::new();
     let worker = WorkerProcess::start(worker_config(&dirs), net, sources.clone());
     assert!(
@@ -272,10 +279,20 @@ pub fn a_worker_restarted_mid_run_resends_its_outbox_instead_of_refetching<N: Ne
         live(&controller) == 2_000
     });
     assert_exactly(&controller, 2_000);
+    // The restarted worker's first run (a Start runs at once) begins once the outbox's batches
+    // are acknowledged, so it may still be fetching when the last of them is committed: its
+    // pages are counted once it has ended.
+    wait_until("the restarted worker's first run ends", DEADLINE, || {
+        controller
+            .store
+            .runs(&stream(), 100)
+            .unwrap()
+            .iter()
+            .any(|run| !earlier_runs.contains(&run.id) && run.state != RunState::Running)
+    });
     // The batches from the outbox were resent, not fetched again: the restarted worker fetched
     // exactly the pages past the newest of them. When the outbox held the run to its last batch,
-    // the restarted worker's first run (a Start runs at once) begins at the end and fetches one
-    // page, which finds nothing new.
+    // that first run begins at the end and fetches one page, which finds nothing new.
     let expected = if kept.last().unwrap().batch.last {
         1
     } else {

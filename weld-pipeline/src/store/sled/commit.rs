@@ -161,7 +161,7 @@ impl Sink for SledStore {
             let (store, batch) = (self.clone(), batch.clone());
             tokio::task::spawn_blocking(move || store.write(&batch))
                 .await
-                .map_err(|e| Error::Bug(format!("a commit's write panicked: {e}")))??
+                .map_err(|e| Error::from_join("a commit's write", e))??
         };
         // The writer lock is released before the sync, so the next batch's write joins this
         // sync round. A replay waits for a sync too: its first commit may still be waiting.

@@ -416,7 +416,7 @@ impl StreamStore for SledStore {
             store.records(&stream, after.as_deref(), limit, archived)
         })
         .await
-        .map_err(|e| Error::Bug(format!("a records read panicked: {e}")))?
+        .map_err(|e| Error::from_join("a records read", e))?
     }
 
     async fn runs(&self, stream: &StreamName, limit: usize) -> Result<Vec<RunRecord>, Error> {

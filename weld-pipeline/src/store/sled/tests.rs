@@ -74,6 +74,28 @@ async fn redelivered_batch_is_idempotent_stored_once_and_acked_twice() {
     assert_eq!(store.runs(&stream(), 10).unwrap()[0].batches, 1);
 }
 
+/// A controller whose runtime is shutting down (a restart, a kill) still answers the deliveries
+/// it was committing: their writes, refused by the runtime's blocking pool, must be refused
+/// transiently, so that the worker holds the batches for the next controller. Called a bug, the
+/// refusal was for good: the worker dropped the stream's waiting batches and cancelled its run.
+#[test]
+fn a_commit_cut_short_by_its_runtime_shutting_down_is_refused_transiently() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    runtime.shutdown_background();
+    let _in_the_runtime = handle.enter();
+    let error =
+        futures::executor::block_on(store.commit(&batch(1, 0, false, vec![record(1, 10, false)])))
+            .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert_eq!(store.counts(&stream()).unwrap(), Counts::default());
+}
+
 #[tokio::test]
 async fn checkpoint_moves_with_its_batch_and_a_newer_version_always_wins() {
     let dir = tempfile::tempdir().unwrap();
