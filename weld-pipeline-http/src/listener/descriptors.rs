@@ -27,9 +27,20 @@ pub struct Descriptors {
     pub raised_from: Option<u64>,
     /// Descriptors already open when they were shared out.
     pub open: u64,
-    /// The most connections each listener holds: its share of
-    /// `limit - open - `[`RESERVE`], at least 8.
+    /// The most connections each listener holds open: its share of
+    /// `limit - open - `[`RESERVE`] less the eighth of it that connections closed to make room
+    /// may hold until they are gone, at least 8.
     pub per_listener: usize,
+}
+
+/// The largest cap whose connections, with the eighth more that closed ones may hold until
+/// they are gone ([`Places`](super::places)), fit in `share` descriptors.
+fn cap_within(share: usize) -> usize {
+    let mut cap = share / 9 * 8 + share % 9;
+    while cap > 0 && cap + cap.div_ceil(8) > share {
+        cap -= 1;
+    }
+    cap
 }
 
 impl Descriptors {
@@ -41,8 +52,7 @@ impl Descriptors {
             raised_from: None,
             open,
             // At least a few places, however low the limit: a listener with none serves no one.
-            per_listener: usize::try_from(left / LISTENERS)
-                .unwrap_or(usize::MAX)
+            per_listener: cap_within(usize::try_from(left / LISTENERS).unwrap_or(usize::MAX))
                 .max(8),
         }
     }
@@ -88,9 +98,11 @@ mod tests {
     #[test]
     fn the_caps_sit_under_the_limit_with_the_reserve_kept() {
         let shared = Descriptors::share(1024, 20);
-        assert_eq!(shared.per_listener, 406);
-        assert!(shared.per_listener as u64 * LISTENERS + RESERVE + 20 <= 1024);
-        assert_eq!(Descriptors::share(256, 20).per_listener, 22);
+        assert_eq!(shared.per_listener, 360);
+        let held = |cap: usize| (cap + cap.div_ceil(8)) as u64;
+        assert!(held(shared.per_listener) * LISTENERS + RESERVE + 20 <= 1024);
+        assert_eq!(Descriptors::share(256, 20).per_listener, 19);
+        assert!(held(19) * LISTENERS + RESERVE + 20 <= 256);
         assert_eq!(Descriptors::share(64, 20).per_listener, 8);
         assert!(Descriptors::share(1 << 20, 20).per_listener > 1024);
     }

@@ -3,7 +3,8 @@
 //!
 //! | limit | default | checked | on breach |
 //! |---|---|---|---|
-//! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport: 409 each at a limit of 1,024 with 14 open, 102 of them per client) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
+//! | [`Limits::max_connections`] | 1,024, and at most the listener's share of the descriptor limit where the data-streams service or the HTTP transport sizes it ([`Descriptors`]: the soft limit raised to the hard one, less those open and a reserve of 192, halved between the API and the transport, less an eighth for connections still closing: 363 each at a limit of 1,024 with 14 open, 90 of them per client) | at accept | the client holding the most places gives up its oldest idle connection to make room; with none idle anywhere, the new connection is closed at once; the first of each is logged, then one line per 30 s counts the others |
+//! | connections closed and not gone yet | an eighth of the cap beyond it (a connection closed to make room holds its socket until its task lets it go) | at accept | while open and closing ones reach the cap and its eighth, a new connection is closed at once: a flood cannot pile up sockets faster than closed ones let go of theirs |
 //! | a failed accept (out of descriptors) | retried after 50 ms ([`RETRY_AFTER`](weld_pipeline::transport::kit::RETRY_AFTER)) | at accept | the first of each 30 s is logged, the others counted in one line; the listener keeps going |
 //! | [`Limits::max_per_client`] | 256 (a quarter of the cap) | at accept, per client IP address | the client gives up its own oldest idle connection; with none idle, its new connection is closed at once: one address cannot hold the places of the others |
 //! | [`Limits::trusted_proxies`] | none | at accept and per request | a trusted proxy's connections are held to no per-client share, and each request it forwards counts against the client its `X-Forwarded-For` names (the rightmost address not itself a trusted proxy) |
@@ -249,6 +250,12 @@ impl Counts {
             Err(NoPlace::Full) => {
                 if self.refused.record() {
                     tracing::warn!(limit = limits.max_connections, "connection limit reached with every connection busy: new ones are closed at once until one ends (more are counted)");
+                }
+                None
+            }
+            Err(NoPlace::Closing) => {
+                if self.refused.record() {
+                    tracing::warn!(limit = limits.max_connections, "connections closed to make room still hold their sockets: new ones are closed at once until they are gone (more are counted)");
                 }
                 None
             }

@@ -13,6 +13,12 @@
 //!    [`Limits::header_timeout`]: the fuller, the sooner, down to [`PRESSURE_IDLE_FLOOR`] at
 //!    the cap ([`Places::idle_limit`]).
 //!
+//! A connection closed to make room keeps its descriptor until its task has let its socket go,
+//! which a flood of accepts can outrun: so until it is gone it still counts, and while closing
+//! ones and open ones together reach the cap and an eighth ([`Places::slack`]), a new
+//! connection is closed as soon as it is accepted. The descriptors a listener holds stay under
+//! that sum, whatever the flood.
+//!
 //! Idle means no request in progress: a connection just accepted that has sent nothing yet,
 //! or a keep-alive connection between requests. A request in progress (a held poll, a stop
 //! waiting for a page boundary) is never cut to make room. Closing an idle HTTP/1.1
@@ -21,7 +27,7 @@
 //! [`Limits::max_per_client`]: super::Limits::max_per_client
 //! [`Limits::header_timeout`]: super::Limits::header_timeout
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +48,9 @@ pub(super) enum NoPlace {
     ClientShare,
     /// Every place is taken by a connection with a request in progress.
     Full,
+    /// Connections closed to make room have not let their sockets go yet, and with them the
+    /// listener holds the cap and its slack.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -57,6 +66,9 @@ struct Place {
 #[derive(Debug, Default)]
 struct Taken {
     places: HashMap<u64, Place>,
+    /// Connections closed (to make room, or idle too long) whose tickets are not dropped yet:
+    /// each still holds its socket.
+    closing: HashSet<u64>,
     next: u64,
 }
 
@@ -93,6 +105,9 @@ impl Places {
         shared: bool,
     ) -> Result<(Ticket, bool), NoPlace> {
         let mut taken = self.lock();
+        if taken.places.len() + taken.closing.len() >= self.max + self.slack() {
+            return Err(NoPlace::Closing);
+        }
         let of_client = taken.places.values().filter(|p| p.client == client).count();
         let mut made_room = false;
         if of_client >= self.per_client && !shared {
@@ -178,6 +193,12 @@ impl Places {
     pub(super) fn taken(&self) -> usize {
         self.lock().places.len()
     }
+
+    /// How many connections closed and not gone yet may stand beyond the cap: an eighth of it,
+    /// at least one.
+    pub(super) fn slack(&self) -> usize {
+        self.max.div_ceil(8)
+    }
 }
 
 /// The oldest idle place among those `matching`.
@@ -192,6 +213,7 @@ fn oldest_idle(places: &HashMap<u64, Place>, matching: impl Fn(&Place) -> bool) 
 /// Gives a place up at once (it counts as free from now on) and tells its connection to close.
 fn close(taken: &mut Taken, id: u64) {
     if let Some(place) = taken.places.remove(&id) {
+        taken.closing.insert(id);
         place.close.cancel();
     }
 }
@@ -231,7 +253,9 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.places.lock().places.remove(&self.id);
+        let mut taken = self.places.lock();
+        taken.places.remove(&self.id);
+        taken.closing.remove(&self.id);
     }
 }
 
@@ -260,6 +284,25 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn connections_closed_to_make_room_count_until_their_tickets_go() {
+        let places = Places::new(8, 8, Duration::from_secs(10));
+        assert_eq!(places.slack(), 1);
+        let tickets: Vec<Ticket> = (0..8)
+            .map(|_| places.enter(ip(1), false).unwrap().0)
+            .collect();
+        let (_ninth, made_room) = places.enter(ip(2), false).unwrap();
+        assert!(made_room, "the oldest idle one made room");
+        assert!(tickets[0].close.is_cancelled());
+        // The closed one has not let its socket go: one more would pass the cap and its slack.
+        assert_eq!(places.enter(ip(3), false).unwrap_err(), NoPlace::Closing);
+        drop(tickets);
+        assert!(
+            places.enter(ip(3), false).is_ok(),
+            "gone, it no longer counts"
+        );
     }
 
     #[test]
