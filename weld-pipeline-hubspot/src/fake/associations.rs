@@ -23,10 +23,9 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weld_pipeline::Timestamp;
 
 use super::admission::{admit, batch_body, unknown_object};
-use super::wire::{iso, Built};
+use super::wire::{batch_answer, Built};
 use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.
@@ -254,18 +253,8 @@ fn batch_read(
         }
         results.push(result);
     }
-    let now = iso(Timestamp::now().as_millis());
-    let mut answer = json!({
-        "status": "COMPLETE",
-        "results": results,
-        "startedAt": now,
-        "completedAt": now,
-    });
     let partial = !errors.is_empty();
-    if partial {
-        answer["numErrors"] = json!(errors.len());
-        answer["errors"] = Value::Array(errors);
-    }
+    let answer = batch_answer(results, errors);
     Ok((
         (
             answer.to_string().into_bytes(),

@@ -13,10 +13,9 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weld_pipeline::Timestamp;
 
 use super::admission::{admit, batch_body, unknown_object};
-use super::wire::{iso, Built};
+use super::wire::{batch_answer, Built};
 use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.
@@ -91,25 +90,20 @@ fn batch_read(
     }
     let results: Vec<Value> = results.into_iter().filter_map(Result::ok).collect();
     let served = results.len() as u64;
-    let now = iso(Timestamp::now().as_millis());
-    let mut answer = json!({
-        "status": "COMPLETE",
-        "results": results,
-        "startedAt": now,
-        "completedAt": now,
-    });
     let partial = !missing.is_empty();
-    if partial {
-        answer["numErrors"] = json!(1);
-        answer["errors"] = json!([{
+    let errors = if partial {
+        vec![json!({
             "status": "error",
             "category": "OBJECT_NOT_FOUND",
             "message": "Could not get some objects, they may be deleted or not exist.",
             "context": {"ids": missing},
             "errors": [],
             "links": {},
-        }]);
-    }
+        })]
+    } else {
+        Vec::new()
+    };
+    let answer = batch_answer(results, errors);
     Ok((
         (
             answer.to_string().into_bytes(),

@@ -13,6 +13,26 @@ pub(crate) fn iso(millis: i64) -> String {
     Timestamp::from_millis(millis).to_string()
 }
 
+/// A batch endpoint's answer, as HubSpot writes it: `COMPLETE` with its results, and with
+/// `numErrors` and `errors` when some of what was asked could not be answered (a 207).
+pub(super) fn batch_answer(
+    results: Vec<serde_json::Value>,
+    errors: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let now = iso(Timestamp::now().as_millis());
+    let mut answer = serde_json::json!({
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": now,
+        "completedAt": now,
+    });
+    if !errors.is_empty() {
+        answer["numErrors"] = serde_json::json!(errors.len());
+        answer["errors"] = serde_json::Value::Array(errors);
+    }
+    answer
+}
+
 /// A page built: its body, the records in it, a fault for the answer, the rate-limit headers.
 pub(super) type Built = (Vec<u8>, u64, Option<Fault>, HeaderMap);
 
