@@ -182,9 +182,11 @@ async fn create_table(client: &tokio_postgres::Client, table: &str) -> Result<()
     create_table_with(client, &tables::create(table)?).await
 }
 
-/// Runs `statements` that create a table if it is missing, in order, each alone. Two processes
-/// creating one at once race on the catalog: the loser's schema, table or index is the
-/// winner's, and it goes on to the next statement.
+/// Runs `statements` that create a table if it is missing, in order, each alone. Two sessions
+/// creating one at once race on the catalog (`IF NOT EXISTS` checks before it inserts): the
+/// loser fails with a unique violation (23505), a duplicate table (42P07) or a duplicate type,
+/// the table's row type (42710), whichever catalog row it reached second. Its schema, table or
+/// index is then the winner's, and it goes on to the next statement.
 pub(super) async fn create_table_with(
     client: &tokio_postgres::Client,
     statements: &[String],
@@ -192,7 +194,11 @@ pub(super) async fn create_table_with(
     for statement in statements {
         match client.execute(statement.as_str(), &[]).await {
             Ok(_) => {}
-            Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => {}
+            Err(e)
+                if matches!(
+                    e.code().map(|c| c.code()),
+                    Some("23505" | "42P07" | "42710")
+                ) => {}
             Err(e) => return Err(database(e)),
         }
     }
