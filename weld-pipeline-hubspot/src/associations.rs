@@ -266,6 +266,7 @@ mod tests {
             updated_at: Timestamp::from_millis(1),
             archived,
             amend: false,
+            purge: false,
             data: Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
         };
         let mut records = vec![record("1", false), record("2", true)];

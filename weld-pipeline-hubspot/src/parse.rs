@@ -93,6 +93,7 @@ fn record_and_merges(
             updated_at,
             archived: head.archived,
             amend: false,
+            purge: false,
             data: Json::from_raw(raw),
         },
         archived_at,
@@ -134,6 +135,7 @@ impl Merge {
             updated_at: self.at,
             archived: true,
             amend: true,
+            purge: false,
             // A JSON value always serializes.
             data: Json::from_checked_bytes(serde_json::to_vec(&data).unwrap_or_default().into()),
         }

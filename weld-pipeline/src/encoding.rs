@@ -38,7 +38,7 @@
 //! batch    := stream:str8 run_id:u64 seq:u64 flags:u8 (bit 0: last, bit 1: epoch follows,
 //!             bit 2: repaired follows, bit 3: lease follows) [epoch:u64] [repaired:u64]
 //!             [lease:u64] cursor:bytes32 count:u32 record{count}
-//! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived, bit 1: amend)
+//! record   := id:bytes32 (UTF-8) updated_at:i64 flags:u8 (bit 0: archived, bit 1: amend, bit 2: purge)
 //!             data:bytes32
 //! ```
 //!
@@ -444,7 +444,11 @@ pub fn encode_batch(batch: &Batch, out: &mut BytesMut) {
     for record in &batch.records {
         put_bytes32(out, record.id.as_bytes());
         out.put_i64(record.updated_at.as_millis());
-        out.put_u8(u8::from(record.archived) | (u8::from(record.amend) << 1));
+        out.put_u8(
+            u8::from(record.archived)
+                | (u8::from(record.amend) << 1)
+                | (u8::from(record.purge) << 2),
+        );
         put_bytes32(out, record.data.as_bytes());
     }
 }
@@ -513,13 +517,14 @@ fn decode_batch_from(input: &mut Bytes) -> Result<Batch, DecodeError> {
         let id = get_text(get_bytes32(input, "record id")?, "record id")?;
         let updated_at = Timestamp::from_millis(get_i64(input, "updated_at")?);
         let flags = get_u8(input, "record flags")?;
-        let (archived, amend) = (flags & 1 == 1, flags & 2 == 2);
+        let (archived, amend, purge) = (flags & 1 == 1, flags & 2 == 2, flags & 4 == 4);
         let data = Json::from_checked_bytes(get_bytes32(input, "record data")?);
         records.push(Record {
             id,
             updated_at,
             archived,
             amend,
+            purge,
             data,
         });
     }
@@ -688,12 +693,14 @@ mod tests {
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..300),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(id, at, archived, data, amend)| Record {
+            .prop_map(|(id, at, archived, data, amend, purge)| Record {
                 id,
                 updated_at: Timestamp::from_millis(at),
                 archived,
                 amend,
+                purge,
                 // The envelope carries bytes; whether they are JSON is checked at the source.
                 data: Json::from_checked_bytes(data.into()),
             })

@@ -27,6 +27,11 @@ pub struct Record {
     /// other member, and takes its `archived` and `updated_at` (the usual rule applies: never
     /// over a newer version). With nothing stored, it is stored as it is.
     pub amend: bool,
+    /// Whether this removes the record: the source learned it is gone for good and the stream
+    /// asked that such records leave no trace (a privacy deletion). A store deletes the stored
+    /// record and its links, whatever their versions, and counts it as purged; `data` is empty
+    /// and `archived` is set. With nothing stored, nothing is stored.
+    pub purge: bool,
     /// The record's JSON document.
     pub data: Json,
 }
@@ -39,7 +44,20 @@ impl Record {
             updated_at,
             archived: false,
             amend: false,
+            purge: false,
             data,
+        }
+    }
+
+    /// The removal of record `id`, learned at `at`: a record whose `purge` is set.
+    pub fn purge(id: impl Into<String>, at: Timestamp) -> Self {
+        Record {
+            id: id.into(),
+            updated_at: at,
+            archived: true,
+            amend: false,
+            purge: true,
+            data: Json::from_checked_bytes(Bytes::from_static(b"{}")),
         }
     }
 
@@ -65,6 +83,7 @@ impl Record {
             updated_at: amendment.updated_at,
             archived: amendment.archived,
             amend: false,
+            purge: false,
             data,
         }
     }
@@ -83,6 +102,7 @@ impl fmt::Debug for Record {
             .field("updated_at", &self.updated_at)
             .field("archived", &self.archived)
             .field("amend", &self.amend)
+            .field("purge", &self.purge)
             .field("data", &self.data)
             .finish()
     }

@@ -125,6 +125,7 @@ fn batch(seq: u64) -> Batch {
                         updated_at: Timestamp::from_millis(1),
                         archived: false,
                         amend: false,
+                        purge: false,
                         data: Json::parse(format!(r#"{{"id":"{id}"}}"#).into_bytes()).unwrap(),
                     }
                 })

@@ -98,6 +98,7 @@ impl PostgresStore {
                     updated_at: Millis::of(&row, 1),
                     archived: row.get(2),
                     amend: false,
+                    purge: false,
                     data: Json::from_checked_bytes(data.into_bytes().into()),
                 }
             })

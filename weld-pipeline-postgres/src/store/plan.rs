@@ -90,11 +90,13 @@ pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Re
                 updated_at: *updated_at,
                 archived: *archived,
                 amend: false,
+                purge: false,
                 data: data.clone(),
             }
             .amended_by(record),
             _ => Record {
                 amend: false,
+                purge: false,
                 ..(*record).clone()
             },
         };

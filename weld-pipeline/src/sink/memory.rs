@@ -110,6 +110,7 @@ impl Sink for MemorySink {
                 Some(stored) if record.amend => stored.amended_by(record),
                 _ => Record {
                     amend: false,
+                    purge: false,
                     ..record.clone()
                 },
             };
@@ -193,6 +194,7 @@ mod tests {
             updated_at: Timestamp::from_millis(at),
             archived,
             amend: false,
+            purge: false,
             data: Json::parse(body.as_bytes().to_vec()).unwrap(),
         }
     }

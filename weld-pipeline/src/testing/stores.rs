@@ -119,6 +119,7 @@ fn record(id: u64, at: i64, archived: bool) -> Record {
         updated_at: Timestamp::from_millis(at),
         archived,
         amend: false,
+        purge: false,
         data: Json::parse(format!(r#"{{"id":"{id}","v":{at}}}"#).into_bytes()).expect("JSON"),
     }
 }
@@ -536,6 +537,7 @@ pub async fn an_amendment_keeps_the_stored_document_and_writes_what_it_names(
     };
     let amendment = |id: u64, at: i64| Record {
         amend: true,
+        purge: false,
         data: Json::parse(br#"{"archived":true,"merged_into":"9"}"#.to_vec()).expect("JSON"),
         ..record(id, at, true)
     };

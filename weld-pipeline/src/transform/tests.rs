@@ -12,6 +12,7 @@ fn contact(id: &str, archived: bool) -> Record {
         updated_at: Timestamp::from_millis(1),
         archived,
         amend: false,
+        purge: false,
         data: Json::parse(body.into_bytes()).unwrap(),
     }
 }

@@ -62,6 +62,7 @@ pub(super) fn amendment(id: u64, at: Timestamp, members: serde_json::Value) -> R
         updated_at: at,
         archived: true,
         amend: true,
+        purge: false,
         // A JSON value always serializes.
         data: Json::from_checked_bytes(serde_json::to_vec(&members).unwrap_or_default().into()),
     }

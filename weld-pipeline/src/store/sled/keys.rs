@@ -119,6 +119,7 @@ pub(super) fn decode_record(id: String, value: sled::IVec) -> Result<Record, Err
         updated_at: head.updated_at,
         archived: head.archived,
         amend: false,
+        purge: false,
         data,
     })
 }

@@ -19,6 +19,7 @@ fn record(id: u32, at: i64, archived: bool) -> Record {
         updated_at: Timestamp::from_millis(at),
         archived,
         amend: false,
+        purge: false,
         data: Json::parse(format!(r#"{{"id":"{id}","v":{at}}}"#).into_bytes()).unwrap(),
     }
 }
