@@ -16,7 +16,7 @@ use common::TransportKind;
 use weld_pipeline::runtime::{shutdown_on_signals, Worker, WorkerConfig};
 use weld_pipeline::source::Sources;
 use weld_pipeline::Transport;
-use weld_pipeline_hubspot::{HubSpotAccount, Token};
+use weld_pipeline_hubspot::{ApiVersion, HubSpotAccount, Token};
 
 /// jemalloc, configured in `.cargo/config.toml`, as data-streams.
 #[global_allocator]
@@ -77,6 +77,10 @@ struct Args {
     /// its runs with a clear error.
     #[arg(long, env = "HUBSPOT_MAX_PROPERTIES", default_value_t = weld_pipeline_hubspot::MAX_DISCOVERED_PROPERTIES)]
     hubspot_max_properties: usize,
+    /// HubSpot's API version the streams call: a dated one (`2026-03`, `2026-09`) or `v3`, the
+    /// numbered paths HubSpot serves until 2027.
+    #[arg(long, env = "HUBSPOT_API_VERSION", default_value_t = ApiVersion::default())]
+    hubspot_api_version: ApiVersion,
 }
 
 #[tokio::main]
@@ -93,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         searches_per_second: args.hubspot_searches_per_second,
         max_body_bytes: usize::try_from(args.hubspot_max_body_bytes).unwrap_or(usize::MAX),
         max_properties: args.hubspot_max_properties,
+        api_version: args.hubspot_api_version,
         ..HubSpotAccount::new(
             &args.hubspot_base_url,
             Token::new(args.hubspot_access_token.as_deref().unwrap_or_default()),

@@ -1,5 +1,5 @@
 //! Associations: which records of other types each record of a page is linked to, read through
-//! HubSpot's v4 batch read and written into the record as `data.associations`:
+//! HubSpot's associations batch read and written into the record as `data.associations`:
 //!
 //! ```json
 //! {"companies": [{"id": "456", "types": [{"category": "HUBSPOT_DEFINED", "typeId": 1, "label": "Primary"}]}],
@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Every type the stream asks for is present, empty when the record has none, so a removed link
-//! shows as removed. One call per page and type: `POST /crm/v4/associations/{from}/{to}/batch/read`
+//! shows as removed. One call per page and type: `POST /crm/associations/2026-03/{from}/{to}/batch/read`
 //! with the page's ids (`{"inputs":[{"id":"123"}]}`, at most [`MAX_INPUTS`]: HubSpot refuses more
 //! since February 2025, as its changelog says; a search page holds 200). A record with more links
 //! than one answer holds gets a `paging.next.after` in its result (present only when more

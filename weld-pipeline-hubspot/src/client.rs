@@ -13,8 +13,9 @@ use tower::Service;
 use weld_pipeline::middleware::{Budget, BudgetPacer, Pacer};
 use weld_pipeline::{BoxError, Error, Timestamp};
 
-use super::config::HubSpotAccount;
-use super::error::HubSpotError;
+use super::api_version::{ApiVersion, Endpoint};
+use super::config::{HubSpotAccount, Token};
+use super::error::{HubSpotError, MAX_MESSAGE};
 
 /// One call.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,7 +49,7 @@ pub(crate) enum Call {
         archived: bool,
         body: serde_json::Value,
     },
-    /// The associations of some records to one other type (v4 batch read).
+    /// The associations of some records to one other type (the associations batch read).
     Associations {
         from: Arc<str>,
         to: Arc<str>,
@@ -57,25 +58,28 @@ pub(crate) enum Call {
 }
 
 impl Call {
-    /// The call as an error names it: its method and path, without the query (which may list
-    /// hundreds of properties).
-    pub(crate) fn name(&self) -> String {
+    /// The endpoint the call goes to.
+    fn endpoint(&self) -> Endpoint<'_> {
         match self {
-            Call::List { object_type, .. } => format!("GET /crm/v3/objects/{object_type}"),
-            Call::Search { object_type, .. } => {
-                format!("POST /crm/v3/objects/{object_type}/search")
-            }
-            Call::Properties { object_type } => format!("GET /crm/v3/properties/{object_type}"),
-            Call::Schemas => "GET /crm/v3/schemas".into(),
-            Call::Owners { .. } => "GET /crm/v3/owners".into(),
-            Call::Pipelines { object_type } => format!("GET /crm/v3/pipelines/{object_type}"),
-            Call::BatchRead { object_type, .. } => {
-                format!("POST /crm/v3/objects/{object_type}/batch/read")
-            }
-            Call::Associations { from, to, .. } => {
-                format!("POST /crm/v4/associations/{from}/{to}/batch/read")
-            }
+            Call::List { object_type, .. } => Endpoint::Objects { object_type },
+            Call::Search { object_type, .. } => Endpoint::Search { object_type },
+            Call::Properties { object_type } => Endpoint::Properties { object_type },
+            Call::Schemas => Endpoint::Schemas,
+            Call::Owners { .. } => Endpoint::Owners,
+            Call::Pipelines { object_type } => Endpoint::Pipelines { object_type },
+            Call::BatchRead { object_type, .. } => Endpoint::BatchRead { object_type },
+            Call::Associations { from, to, .. } => Endpoint::LinksBatchRead { from, to },
         }
+    }
+
+    /// The call as an error names it: its method and path in `version`, without the query
+    /// (which may list hundreds of properties).
+    pub(crate) fn name(&self, version: ApiVersion) -> String {
+        let method = match self {
+            Call::Search { .. } | Call::BatchRead { .. } | Call::Associations { .. } => "POST",
+            _ => "GET",
+        };
+        format!("{method} {}", version.path(self.endpoint()))
     }
 }
 
@@ -113,9 +117,9 @@ impl Client {
         properties: &[String],
     ) -> String {
         let mut url = format!(
-            "{}/crm/v3/objects/{}?limit={}&archived={archived}",
+            "{}{}?limit={}&archived={archived}",
             account.base_url.trim_end_matches('/'),
-            object_type,
+            account.api_version.path(Endpoint::Objects { object_type }),
             account.list_limit
         );
         if !properties.is_empty() {
@@ -130,12 +134,54 @@ impl Client {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An error answer's body, of either shape HubSpot sends: today's `{message, correlationId,
+/// category, subCategory, context, errors[]}`, or the rate limiter's legacy `{status, message,
+/// errorType, correlationId, policyName}`. Every member may be missing.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct ErrorBody {
     message: Option<String>,
     category: Option<String>,
+    sub_category: Option<String>,
+    correlation_id: Option<String>,
+    error_type: Option<String>,
     policy_name: Option<String>,
+    errors: Vec<ErrorDetail>,
+}
+
+/// One of the details of a refused request (which field, which input).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ErrorDetail {
+    message: Option<String>,
+}
+
+/// How many of an answer's details its message repeats.
+const DETAILS_SHOWN: usize = 3;
+
+impl ErrorBody {
+    /// The message, its first details after it, with `token` nowhere in it, at most
+    /// [`MAX_MESSAGE`] characters.
+    fn message(&self, body: &[u8], token: &Token) -> String {
+        let mut message = match &self.message {
+            Some(message) => message.clone(),
+            None => String::from_utf8_lossy(&body[..body.len().min(MAX_MESSAGE)]).into_owned(),
+        };
+        let details = self.errors.iter().filter_map(|e| e.message.as_deref());
+        for detail in details.take(DETAILS_SHOWN) {
+            if message.contains(detail) {
+                continue;
+            }
+            message.push_str("; ");
+            message.push_str(detail);
+        }
+        let mut message = token.redact(&message);
+        if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE) {
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        message
+    }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -153,7 +199,21 @@ impl Client {
     /// The HTTP request of a call, with the token and the deadline.
     fn request(&self, call: &Call) -> Result<reqwest::RequestBuilder, BoxError> {
         let account = &self.account;
-        let base = account.base_url.trim_end_matches('/');
+        let url = format!(
+            "{}{}",
+            account.base_url.trim_end_matches('/'),
+            account.api_version.path(call.endpoint())
+        );
+        let json = |body: &serde_json::Value| -> Result<reqwest::RequestBuilder, BoxError> {
+            let bytes = serde_json::to_vec(body).map_err(|e| {
+                Error::Bug(format!("body of {}: {e}", call.name(account.api_version)))
+            })?;
+            Ok(self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(bytes))
+        };
         let request = match call {
             Call::List {
                 object_type,
@@ -167,54 +227,19 @@ impl Client {
                 after.as_deref(),
                 properties,
             )),
-            Call::Search { object_type, body } => self
-                .http
-                .post(format!("{base}/crm/v3/objects/{object_type}/search"))
-                .header("content-type", "application/json")
-                .body(
-                    serde_json::to_vec(body)
-                        .map_err(|e| Error::Bug(format!("search body: {e}")))?,
-                ),
-            Call::Properties { object_type } => self
-                .http
-                .get(format!("{base}/crm/v3/properties/{object_type}")),
-            Call::Schemas => self.http.get(format!("{base}/crm/v3/schemas")),
             Call::Owners { archived, after } => {
-                let mut url = format!(
-                    "{base}/crm/v3/owners?limit={}&archived={archived}",
-                    account.list_limit
-                );
+                let mut url = format!("{url}?limit={}&archived={archived}", account.list_limit);
                 if let Some(after) = after {
                     url.push_str("&after=");
                     url.push_str(after);
                 }
                 self.http.get(url)
             }
-            Call::Pipelines { object_type } => self
-                .http
-                .get(format!("{base}/crm/v3/pipelines/{object_type}")),
-            Call::BatchRead {
-                object_type,
-                archived,
-                body,
-            } => self
-                .http
-                .post(format!(
-                    "{base}/crm/v3/objects/{object_type}/batch/read?archived={archived}"
-                ))
-                .header("content-type", "application/json")
-                .body(
-                    serde_json::to_vec(body)
-                        .map_err(|e| Error::Bug(format!("batch read body: {e}")))?,
-                ),
-            Call::Associations { from, to, body } => self
-                .http
-                .post(format!("{base}/crm/v4/associations/{from}/{to}/batch/read"))
-                .header("content-type", "application/json")
-                .body(
-                    serde_json::to_vec(body)
-                        .map_err(|e| Error::Bug(format!("associations body: {e}")))?,
-                ),
+            Call::Properties { .. } | Call::Schemas | Call::Pipelines { .. } => self.http.get(&url),
+            // HubSpot takes `archived` as a query parameter of a batch read (its own client
+            // sends it so), the ids and properties in the body.
+            Call::BatchRead { archived, body, .. } => json(body)?.query(&[("archived", archived)]),
+            Call::Search { body, .. } | Call::Associations { body, .. } => json(body)?,
         };
         Ok(request
             .header("authorization", account.token.bearer())
@@ -238,13 +263,25 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         observe_budget(&self.budget, &headers);
-        let body = read_bounded(response, self.account.max_body_bytes, &call, timeout).await?;
+        let body = read_bounded(
+            response,
+            self.account.max_body_bytes,
+            &call,
+            self.account.api_version,
+            timeout,
+        )
+        .await?;
         // 207: a batch read answered in part (some of its ids have nothing to read); the body
         // says which, and the caller reads it.
         if status == 200 || status == 207 {
             return Ok(body);
         }
-        Err(Box::new(Error::from(refusal(status, &headers, &body))))
+        Err(Box::new(Error::from(refusal(
+            status,
+            &headers,
+            &body,
+            &self.account.token,
+        ))))
     }
 }
 
@@ -257,11 +294,12 @@ async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
     call: &Call,
+    version: ApiVersion,
     timeout: Duration,
 ) -> Result<Bytes, BoxError> {
     let too_large = || -> BoxError {
         Box::new(Error::from(HubSpotError::TooLarge {
-            call: call.name(),
+            call: call.name(version),
             limit,
         }))
     };
@@ -283,7 +321,7 @@ async fn read_bounded(
             } else {
                 Box::new(Error::from(HubSpotError::Request(format!(
                     "reading the body of {}: {e}",
-                    call.name()
+                    call.name(version)
                 ))))
             }
         })?;
@@ -319,27 +357,32 @@ fn observe_budget(budget: &BudgetPacer, headers: &HeaderMap) {
     }
 }
 
-/// What an answer other than 200 means: a rate limit (with how long to wait) or a status.
-fn refusal(status: u16, headers: &HeaderMap, body: &[u8]) -> HubSpotError {
-    let details: Option<ErrorBody> = serde_json::from_slice(body).ok();
+/// What an answer other than 200 means: a rate limit (with how long to wait) or a status,
+/// with HubSpot's category and correlation id, and never `token`.
+fn refusal(status: u16, headers: &HeaderMap, body: &[u8], token: &Token) -> HubSpotError {
+    let details: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     if status == 429 {
         let policy = details
-            .as_ref()
-            .and_then(|d| d.policy_name.clone())
+            .policy_name
             .unwrap_or_else(|| "TEN_SECONDLY_ROLLING".into());
         let retry_after = if policy == "DAILY" {
             Some(until_midnight())
         } else {
             header_u64(headers, "retry-after").map(Duration::from_secs)
         };
-        return HubSpotError::rate_limited(policy, retry_after);
+        return HubSpotError::RateLimited {
+            policy,
+            correlation_id: details.correlation_id,
+            retry_after,
+            hint: Error::RateLimited { retry_after },
+        };
     }
     HubSpotError::Status {
         status,
-        category: details.as_ref().and_then(|d| d.category.clone()),
-        message: details
-            .and_then(|d| d.message)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+        message: details.message(body, token),
+        category: details.category.or(details.error_type),
+        sub_category: details.sub_category,
+        correlation_id: details.correlation_id,
     }
 }
 
@@ -354,5 +397,106 @@ impl Service<Call> for Client {
 
     fn call(&mut self, call: Call) -> Self::Future {
         Box::pin(self.clone().send(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, body: &str) -> HubSpotError {
+        refusal(
+            status,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &Token::new("pat-na1-secret"),
+        )
+    }
+
+    #[test]
+    fn todays_error_body_gives_its_category_sub_category_and_correlation_id() {
+        let error = refused(
+            403,
+            r#"{"status":"error","message":"This app hasn't been granted all required scopes to make this call.","correlationId":"aeb5f871-7f07-4993-9211-075dc63e7cbf","category":"MISSING_SCOPES","subCategory":"GRANULAR_SCOPES","context":{"requiredGranularScopes":["crm.objects.contacts.read"]},"errors":[{"message":"One or more of the following scopes are required.","context":{"requiredGranularScopes":["crm.objects.contacts.read"]}}],"links":{"scopes":"https://developers.hubspot.com/scopes"}}"#,
+        );
+        assert_eq!(
+            error.to_string(),
+            "HubSpot answered 403 (MISSING_SCOPES/GRANULAR_SCOPES, correlation id \
+             aeb5f871-7f07-4993-9211-075dc63e7cbf): This app hasn't been granted all required \
+             scopes to make this call.; One or more of the following scopes are required."
+        );
+    }
+
+    #[test]
+    fn the_rate_limiters_legacy_body_gives_its_policy_and_correlation_id() {
+        let error = refused(
+            429,
+            r#"{"status":"error","message":"You have reached your secondly limit.","errorType":"RATE_LIMIT","correlationId":"c-1","policyName":"SECONDLY","requestId":"r-1"}"#,
+        );
+        assert!(matches!(&error, HubSpotError::RateLimited { policy, .. } if policy == "SECONDLY"));
+        assert_eq!(
+            error.to_string(),
+            "HubSpot rate limit SECONDLY (correlation id c-1)"
+        );
+        // A legacy body on another status still shows what kind of error it is.
+        let error = refused(
+            400,
+            r#"{"status":"error","message":"bad","errorType":"VALIDATION_ERROR","correlationId":"c-2"}"#,
+        );
+        assert_eq!(
+            error.to_string(),
+            "HubSpot answered 400 (VALIDATION_ERROR, correlation id c-2): bad"
+        );
+    }
+
+    #[test]
+    fn an_answer_never_carries_the_token_into_an_error() {
+        let error = refused(
+            401,
+            r#"{"message":"Authentication credentials not found: pat-na1-secret, sent as Bearer pat-na1-secret","category":"INVALID_AUTHENTICATION"}"#,
+        );
+        let shown = error.to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("Bearer <redacted>"), "{shown}");
+        // Not JSON: the start of the body, redacted as well.
+        let shown = refused(502, "<html>Bearer abc.def proxy error</html>").to_string();
+        assert_eq!(
+            shown,
+            "HubSpot answered 502: <html>Bearer <redacted> proxy error</html>"
+        );
+    }
+
+    #[test]
+    fn a_long_message_is_cut() {
+        let long = "x".repeat(5_000);
+        let body = serde_json::json!({"message": long, "category": "VALIDATION_ERROR"});
+        let HubSpotError::Status { message, .. } = refused(400, &body.to_string()) else {
+            panic!("a status");
+        };
+        assert_eq!(message.chars().count(), MAX_MESSAGE + 3);
+    }
+
+    #[test]
+    fn a_call_is_named_by_its_versions_path() {
+        let call = Call::Associations {
+            from: "contacts".into(),
+            to: "companies".into(),
+            body: serde_json::json!({}),
+        };
+        assert_eq!(
+            call.name(ApiVersion::V2026_03),
+            "POST /crm/associations/2026-03/contacts/companies/batch/read"
+        );
+        assert_eq!(
+            call.name(ApiVersion::V3),
+            "POST /crm/v4/associations/contacts/companies/batch/read"
+        );
+        let properties = Call::Properties {
+            object_type: "contacts".into(),
+        };
+        assert_eq!(
+            properties.name(ApiVersion::default()),
+            "GET /crm/properties/2026-03/contacts"
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::api_version::ApiVersion;
+
 /// A private-app token. Sent as `Authorization: Bearer`; `Debug` shows it redacted, and no
 /// error or log line carries it.
 #[derive(Clone)]
@@ -18,6 +20,26 @@ impl Token {
 
     pub(crate) fn bearer(&self) -> String {
         format!("Bearer {}", self.0)
+    }
+
+    /// `text` with this token, and whatever follows a `Bearer `, replaced by `<redacted>`: for
+    /// text HubSpot (or a proxy before it) wrote, which may echo the request's credentials.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut text = if self.0.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&*self.0, "<redacted>")
+        };
+        let mut from = 0;
+        while let Some(at) = text[from..].find("Bearer ") {
+            let start = from + at + "Bearer ".len();
+            let end = text[start..]
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .map_or(text.len(), |n| start + n);
+            text.replace_range(start..end, "<redacted>");
+            from = start + "<redacted>".len();
+        }
+        text
     }
 }
 
@@ -36,6 +58,8 @@ pub struct HubSpotAccount {
     pub base_url: String,
     /// The private-app token.
     pub token: Token,
+    /// The API version the source calls: a dated one (`2026-03`, the default) or `v3`.
+    pub api_version: ApiVersion,
     /// How far behind now an incremental window ends. HubSpot's search index trails writes by
     /// seconds: a window that reached the present could step past records that become searchable
     /// a moment later. Default 30 s.
@@ -74,6 +98,7 @@ impl HubSpotAccount {
         HubSpotAccount {
             base_url: base_url.into(),
             token,
+            api_version: ApiVersion::default(),
             settle_delay: Duration::from_secs(30),
             list_limit: 100,
             search_limit: 200,

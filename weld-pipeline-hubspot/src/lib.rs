@@ -23,20 +23,31 @@
 //! `quotes`, `calls`, `emails`, `meetings`, `notes`, `tasks` (change tracking:
 //! `lastmodifieddate` for contacts, `hs_lastmodifieddate` for the others), or a custom object
 //! by its `objectTypeId` (`2-1234567`), its fully qualified name (`p1234567_cars`), both of
-//! which URLs take as they are, or its name (`cars`), looked up once in `GET /crm/v3/schemas`.
-//! (HubSpot's own Python client reads schemas at `/crm-object-schemas/v3/schemas`; both paths
-//! answer the same.)
+//! which URLs take as they are, or its name (`cars`), looked up once in the account's schemas
+//! (`GET /crm-object-schemas/2026-03/schemas`).
 //!
 //! Or reference data, read whole on every run (it is small and has no change tracking to
-//! search on), records upserted by id: `owners` (`GET /crm/v3/owners`, 100 a page, then
+//! search on), records upserted by id: `owners` (`GET /crm/owners/2026-03`, 100 a page, then
 //! `archived=true` for the deactivated ones) and `pipelines:<objectType>` (`GET
-//! /crm/v3/pipelines/{objectType}`, each pipeline with its stages: what a deal's `dealstage` id
-//! means).
+//! /crm/pipelines/2026-03/{objectType}`, each pipeline with its stages: what a deal's `dealstage`
+//! id means).
+//!
+//! # HubSpot's API versions
+//!
+//! HubSpot names its API versions by date since March 2026 (`2026-03`, `2026-09`: one every March
+//! and September, each supported 18 months) and stops serving the numbered ones in 2027 (v4,
+//! which associations use, on March 30; v1-v3 in September). The source calls a dated version,
+//! [`ApiVersion::V2026_03`] by default ([`HubSpotAccount::api_version`]; the worker's
+//! `HUBSPOT_API_VERSION`), or [`ApiVersion::V3`], the numbered paths, while HubSpot serves
+//! them. The paths this page names are 2026-03's; [`ApiVersion::path`] gives every endpoint's
+//! path in every version, from one table. The answers differ little: dated results carry a `url`
+//! (and, after a write, an `objectWriteTraceId`), kept in the record's data as sent, and a link's
+//! `toObjectId` may come as text; the source reads both.
 //!
 //! # How a stream is synced
 //!
 //! Each run first reads the object's **property definitions** (`GET
-//! /crm/v3/properties/{objectType}`, one call) and asks for every property, custom ones
+//! /crm/properties/2026-03/{objectType}`, one call) and asks for every property, custom ones
 //! included, unless the stream lists its own ([`HubSpotObject::properties`]). When the set differs from
 //! the one the stored records were read with, the run is a full sync.
 //!
@@ -70,7 +81,7 @@
 //! # Associations, merges, deletions
 //!
 //! A stream that asks for `associations` (`["companies","deals"]`) has each record carry its
-//! links in `data.associations`, read per page through the v4 batch read (the `associations`
+//! links in `data.associations`, read per page through the associations batch read (the `associations`
 //! module). Links change without moving a modification time, so such a stream also reads every
 //! record again once per [`HubSpotObject::associations_refresh`] (a day by default), and any run
 //! that reads a record reads its links as they are.
@@ -116,6 +127,14 @@
 //! retried; 400, 401, 403, 404, 414 and a page that does not parse fail the run at once.
 //! A call retried a third time is told in the log once.
 //!
+//! A refusal's error (and so the stream's `last_error`) says what HubSpot said, read from
+//! either of its error shapes, today's `{message, correlationId, category, subCategory,
+//! context, errors[]}` or the rate limiter's `{status, message, errorType, correlationId,
+//! policyName}`: `HubSpot answered 403 (MISSING_SCOPES, correlation id aeb5f871-...): <message;
+//! its first details>`. The correlation id is what HubSpot's support asks for. The message is
+//! cut at 500 characters, and the account's token, or anything after a `Bearer `, never
+//! appears in it.
+//!
 //! # Bounds on what HubSpot sends
 //!
 //! | bound | default | checked | past it |
@@ -127,6 +146,7 @@
 //! A page larger than the transport carries in one message is no error: the worker's pipeline
 //! cuts its batch in pieces that fit.
 
+mod api_version;
 mod associations;
 mod calls;
 mod client;
@@ -143,6 +163,7 @@ mod properties;
 mod sources;
 mod split;
 
+pub use api_version::{ApiVersion, Endpoint};
 pub use config::{
     HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, MAX_BODY_BYTES,
     MAX_DISCOVERED_PROPERTIES, SWEEP_EVERY,

@@ -12,7 +12,7 @@ use weld_pipeline::{
     Timestamp,
 };
 use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
-use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, Token};
+use weld_pipeline_hubspot::{self as hubspot, ApiVersion, HubSpotAccount, HubSpotObject, Token};
 
 /// Every run of these tests ends by this.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -35,9 +35,21 @@ pub struct Config {
     pub object: HubSpotObject,
 }
 
+/// The API version the suite runs on: `WELD_HUBSPOT_API_VERSION`, or the source's default.
+/// CI runs the suite on the default and again on `v3`.
+pub fn version() -> ApiVersion {
+    match std::env::var("WELD_HUBSPOT_API_VERSION") {
+        Ok(version) => version
+            .parse()
+            .expect("WELD_HUBSPOT_API_VERSION is a version"),
+        Err(_) => ApiVersion::default(),
+    }
+}
+
 pub fn config(fake: &FakeHubSpot) -> Config {
     let mut account = HubSpotAccount::new(fake.base_url(), Token::new("fake-token"));
     account.settle_delay = Duration::ZERO;
+    account.api_version = version();
     Config {
         account,
         object: HubSpotObject::new("contacts"),
