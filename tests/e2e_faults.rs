@@ -1,5 +1,6 @@
-//! End to end, a misbehaving source and the stream controls: 5xx, 429 and unparseable pages
-//! cost no data and show up as errors; stop lets no source request start once it returned;
+//! End to end, a misbehaving source and the stream controls: 5xx, 429, refusals and
+//! unparseable pages cost no data and show up as errors (a refusal with HubSpot's category and
+//! correlation id, never the token); stop lets no source request start once it returned;
 //! start and stop are idempotent; delete removes the stream.
 
 mod support;
@@ -84,6 +85,31 @@ async fn unparseable_pages_fail_the_run_visibly_and_the_next_runs_deliver_everyt
         json!({"kind": "truncated", "count": 1, "only": "search"}),
     ]);
     faults_cost_no_data_and_show(faults, &["parse", "json", "invalid"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_shows_hubspots_category_and_correlation_id_in_the_status_and_never_the_token() {
+    let cluster = Cluster::start(CONTACTS, "tcp").await;
+    // A 403 is not retried: it fails its run at once, and the next run goes on.
+    let faults =
+        after_five_pages(&[json!({"kind": "status", "status": 403, "count": 1, "only": "search"})]);
+    cluster.fake.inject(faults).await;
+    cluster.api.start_stream(STREAM, contacts_stream(1)).await;
+
+    let error = wait_failure_shown(&cluster.api).await;
+    // The fake's correlation ids read `<8 hex>-fake-<4 hex>`.
+    assert!(
+        error.contains("HubSpot answered 403 (INJECTED, correlation id ")
+            && error.contains("-fake-"),
+        "the error says HubSpot's category and correlation id: {error}"
+    );
+    wait_synced(&cluster.api, STREAM, &cluster.fake.contacts().await).await;
+    let shown = format!(
+        "{} {:?}",
+        cluster.api.status(STREAM).await,
+        cluster.api.runs(STREAM).await
+    );
+    assert!(!shown.contains("fake-token"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

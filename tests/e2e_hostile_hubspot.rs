@@ -39,7 +39,7 @@ async fn an_endless_answer_fails_its_call_clearly_with_the_worker_memory_bounded
     .await;
     assert!(
         error.contains(
-            "answer to GET /crm/v3/properties/contacts is longer than the 67108864-byte limit"
+            "answer to GET /crm/properties/2026-03/contacts is longer than the 67108864-byte limit"
         ),
         "{error}"
     );

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use weld_pipeline::{Checkpoint, MemorySink, RunOutcome};
 use weld_pipeline_hubspot::fake::{FakeConfig, Fault, FaultPlan, Mutation};
-use weld_pipeline_hubspot::Token;
+use weld_pipeline_hubspot::{Endpoint, Token};
 
-use support::{assert_equals_the_fake, assert_object_equals_the_fake, config, fake, run, stream};
+use support::{
+    assert_equals_the_fake, assert_object_equals_the_fake, config, fake, run, stream, version,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_and_without_retry_after_is_survived() {
@@ -328,9 +330,12 @@ async fn an_endless_answer_ends_the_call_at_the_body_limit_naming_it_and_loses_n
     };
     assert_eq!(*kind, weld_pipeline::ErrorKind::Permanent);
     assert!(
-        error.contains(
-            "answer to GET /crm/v3/properties/contacts is longer than the 4194304-byte limit"
-        ),
+        error.contains(&format!(
+            "answer to GET {} is longer than the 4194304-byte limit",
+            version().path(Endpoint::Properties {
+                object_type: "contacts"
+            })
+        )),
         "{error}"
     );
     let second = run(&config, &sink, first.checkpoint).await;

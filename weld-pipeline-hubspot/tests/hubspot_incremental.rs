@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use weld_pipeline::MemorySink;
 use weld_pipeline_hubspot::fake::{FakeConfig, Mutation};
+use weld_pipeline_hubspot::Endpoint;
 
-use support::{assert_equals_the_fake, assert_object_equals_the_fake, config, fake, Ladder};
+use support::{
+    assert_equals_the_fake, assert_object_equals_the_fake, config, fake, version, Ladder,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_sync_after_modifications_creations_and_archiving_equals_it() {
@@ -100,8 +103,11 @@ async fn the_fake_refuses_to_page_search_past_10000_results() {
     let http = reqwest::Client::new();
     let search = |after: u64| {
         http.post(format!(
-            "{}/crm/v3/objects/contacts/search",
-            fake.base_url()
+            "{}{}",
+            fake.base_url(),
+            version().path(Endpoint::Search {
+                object_type: "contacts"
+            })
         ))
         .header("authorization", "Bearer fake-token")
         .header("content-type", "application/json")

@@ -9,7 +9,9 @@ use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, RunContext, RunOutcome, StreamName, Timestamp,
 };
 use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
-use weld_pipeline_hubspot::{self as hubspot, HubSpotAccount, HubSpotObject, HubSpotSource, Token};
+use weld_pipeline_hubspot::{
+    self as hubspot, ApiVersion, Endpoint, HubSpotAccount, HubSpotObject, HubSpotSource, Token,
+};
 
 const CONTACTS: usize = 3_000;
 
@@ -143,7 +145,10 @@ async fn the_round_trip_is_set_at_run_time_and_delays_every_answer_by_at_least_i
         .await
         .unwrap();
     assert_eq!(set.status(), 204);
-    let url = format!("{}/crm/v3/objects/contacts?limit=5", fake.base_url());
+    let contacts = ApiVersion::default().path(Endpoint::Objects {
+        object_type: "contacts",
+    });
+    let url = format!("{}{contacts}?limit=5", fake.base_url());
     for token in ["fake-token", "wrong-token"] {
         let started = std::time::Instant::now();
         let answer = http.get(&url).bearer_auth(token).send().await.unwrap();
