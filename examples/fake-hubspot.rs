@@ -3,16 +3,20 @@
 //! Serves a generated CRM (contacts, companies, deals) on `FAKE_HUBSPOT_ADDR`, accepting the
 //! token `FAKE_HUBSPOT_TOKEN`; `-- --help` lists every setting. It prints
 //! `fake HubSpot listening on http://<addr>`: point a worker at it with `HUBSPOT_BASE_URL`.
+//! It serves HubSpot's legacy paths (`/crm/v3/...`, `/crm/v4/...`) and its dated ones
+//! (`/crm/objects/2026-03/...`); `FAKE_HUBSPOT_LEGACY=retired` makes the legacy ones answer 410.
 //! Admin routes: `POST /_admin/faults`, `POST /_admin/mutate`, `POST /_admin/latency`,
-//! `GET /_admin/stats`, `GET /_admin/dump?object=contacts`. Runs until SIGINT or SIGTERM.
+//! `POST /_admin/legacy`, `GET /_admin/stats`, `GET /_admin/dump?object=contacts`. Runs until
+//! SIGINT or SIGTERM.
 
 mod common;
 
 use clap::Parser;
 use weld_pipeline::runtime::shutdown_on_signals;
-use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Legacy};
 
-/// A HubSpot CRM v3 stand-in with rate limits and faults on demand.
+/// A HubSpot CRM stand-in (legacy v3/v4 and dated 2026-03 paths) with rate limits and faults
+/// on demand.
 #[derive(Parser)]
 #[command(after_help = common::LOG_HELP)]
 struct Args {
@@ -39,6 +43,18 @@ struct Args {
     /// to HubSpot).
     #[arg(long, env = "FAKE_HUBSPOT_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// `served`, or `retired`: every legacy path (`/crm/v3/...`, `/crm/v4/...`) answers 410, as
+    /// after HubSpot's sunset (the body is the fake's choice: HubSpot has not published its own).
+    #[arg(long, env = "FAKE_HUBSPOT_LEGACY", default_value = "served", value_parser = legacy)]
+    legacy: Legacy,
+}
+
+fn legacy(value: &str) -> Result<Legacy, String> {
+    match value {
+        "served" => Ok(Legacy::Served),
+        "retired" => Ok(Legacy::Retired),
+        other => Err(format!("`{other}`: expected `served` or `retired`")),
+    }
 }
 
 #[tokio::main]
@@ -53,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         search_per_second: (args.search_per_second > 0).then_some(args.search_per_second),
         custom_properties: args.custom_properties,
         latency: std::time::Duration::from_millis(args.latency_ms),
+        legacy: args.legacy,
         ..FakeConfig::default()
     };
     let fake = FakeHubSpot::start(&args.addr, config).await?;

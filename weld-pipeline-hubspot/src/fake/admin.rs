@@ -7,7 +7,7 @@ use serde::Deserialize;
 use weld_pipeline::sync::Locked;
 use weld_pipeline::Timestamp;
 
-use super::{wire, Dumped, Fake, FaultPlan, Mutation, Shared, Stats};
+use super::{wire, Dumped, Fake, FaultPlan, Legacy, Mutation, Shared, Stats};
 
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     // Every change to the records is made below: what was counted of them is counted again.
@@ -180,6 +180,24 @@ pub(super) async fn admin_latency(
     Json(latency): Json<Latency>,
 ) -> StatusCode {
     state.locked().config.latency = std::time::Duration::from_millis(latency.ms);
+    StatusCode::NO_CONTENT
+}
+
+/// Whether the legacy paths are retired: `{"retired":true}`.
+#[derive(Deserialize)]
+pub(super) struct LegacySwitch {
+    retired: bool,
+}
+
+pub(super) async fn admin_legacy(
+    State(state): State<Shared>,
+    Json(switch): Json<LegacySwitch>,
+) -> StatusCode {
+    state.locked().config.legacy = if switch.retired {
+        Legacy::Retired
+    } else {
+        Legacy::Served
+    };
     StatusCode::NO_CONTENT
 }
 

@@ -6,25 +6,99 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{Fake, Fault, Refusal};
+use super::versions::{Served, DATED};
+use super::{Fake, Fault, Legacy, Refusal};
 
 pub(super) fn correlation_id(fake: &mut Fake) -> String {
     format!("{:08x}-fake-{:04x}", fake.rng.u32(..), fake.rng.u16(..))
 }
 
-/// HubSpot's error body, with every field it documents.
-pub(super) fn error(fake: &mut Fake, status: StatusCode, category: &str, message: &str) -> Refusal {
-    let body = json!({
+/// What went wrong, for HubSpot's error body: its status, category and message, and for dated
+/// paths the details HubSpot's current body carries.
+pub(super) struct Problem<'a> {
+    pub(super) status: StatusCode,
+    pub(super) category: &'a str,
+    pub(super) message: &'a str,
+    /// A finer category, where HubSpot gives one (dated bodies only).
+    pub(super) sub_category: Option<&'a str>,
+    /// Machine-readable details (dated bodies only): the scopes wanted, the ids not found, ...
+    pub(super) context: Value,
+    /// One entry per thing wrong (dated bodies only), each `{message, context?, ...}`.
+    pub(super) errors: Vec<Value>,
+}
+
+impl<'a> Problem<'a> {
+    /// A problem with no details beyond its category and message.
+    pub(super) fn new(status: StatusCode, category: &'a str, message: &'a str) -> Self {
+        Problem {
+            status,
+            category,
+            message,
+            sub_category: None,
+            context: json!({}),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// HubSpot's error body for `problem`, in the shape of the family the request came by:
+///
+/// - legacy: `{status, message, correlationId, category, errors: [], context: {}}`, the shape
+///   HubSpot's v3 client is judged against in CI;
+/// - dated: HubSpot's current shape, `{status, message, correlationId, category, subCategory?,
+///   context, errors[], links}`.
+///
+/// 429s are not built here: they keep the rate limiter's own body on both (see
+/// [`rate_limited`]).
+pub(super) fn refuse(fake: &mut Fake, served: Served, problem: Problem<'_>) -> Refusal {
+    let mut body = json!({
         "status": "error",
-        "message": message,
+        "message": problem.message,
         "correlationId": correlation_id(fake),
-        "category": category,
+        "category": problem.category,
         "errors": [],
         "context": {},
     });
-    Box::new((status, Json(body)).into_response())
+    if served.is_dated() {
+        if let Some(sub_category) = problem.sub_category {
+            body["subCategory"] = json!(sub_category);
+        }
+        body["context"] = problem.context;
+        body["errors"] = Value::Array(problem.errors);
+        body["links"] = json!({
+            "knowledge-base": "https://www.hubspot.com/products/service/knowledge-base"
+        });
+    }
+    Box::new((problem.status, Json(body)).into_response())
+}
+
+/// HubSpot's error body with no details beyond `category` and `message`.
+pub(super) fn error(
+    fake: &mut Fake,
+    served: Served,
+    status: StatusCode,
+    category: &str,
+    message: &str,
+) -> Refusal {
+    refuse(fake, served, Problem::new(status, category, message))
+}
+
+/// What a legacy path answers once [`Legacy::Retired`]. HubSpot has not published what its
+/// retired paths will answer; a 410 in its current error shape is the fake's choice.
+fn retired(fake: &mut Fake) -> Refusal {
+    let problem = Problem {
+        sub_category: Some("LEGACY_API_RETIRED"),
+        context: json!({"versions": DATED}),
+        ..Problem::new(
+            StatusCode::GONE,
+            "API_VERSION_UNSUPPORTED",
+            "This API version is no longer supported; use a date-based version (2026-03 or later).",
+        )
+    };
+    // Always HubSpot's current shape: a client reading it has moved on already.
+    refuse(fake, Served::Dated(DATED[0]), problem)
 }
 
 fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Refusal {
@@ -54,6 +128,7 @@ fn rate_limited(fake: &mut Fake, policy: &str, retry_after: Option<u64>) -> Refu
 /// `max` inputs (`inputs` counts them).
 pub(super) fn batch_body<T: serde::de::DeserializeOwned>(
     fake: &mut Fake,
+    served: Served,
     body: &[u8],
     max: usize,
     inputs: impl Fn(&T) -> usize,
@@ -65,6 +140,7 @@ pub(super) fn batch_body<T: serde::de::DeserializeOwned>(
     };
     Err(error(
         fake,
+        served,
         StatusCode::BAD_REQUEST,
         "VALIDATION_ERROR",
         &message,
@@ -72,9 +148,10 @@ pub(super) fn batch_body<T: serde::de::DeserializeOwned>(
 }
 
 /// HubSpot's 404 for an object type it does not know.
-pub(super) fn unknown_object(fake: &mut Fake, object: &str) -> Refusal {
+pub(super) fn unknown_object(fake: &mut Fake, served: Served, object: &str) -> Refusal {
     error(
         fake,
+        served,
         StatusCode::NOT_FOUND,
         "OBJECT_NOT_FOUND",
         &format!("Unable to infer object type from: {object}"),
@@ -82,32 +159,47 @@ pub(super) fn unknown_object(fake: &mut Fake, object: &str) -> Refusal {
 }
 
 /// Checks what every CRM request goes through, in HubSpot's order: the token, the scope, the
-/// URL length, the rate limits, then injected faults. `Ok` carries a fault to apply to the
-/// answer (slow, garbage, truncated) and the rate-limit headers to send.
+/// URL length, the rate limits, then injected faults; before all of them, whether its family of
+/// paths is still served (see [`Legacy`]). `Ok` carries a fault to apply to the answer (slow,
+/// garbage, truncated) and the rate-limit headers to send.
 pub(super) fn admit(
     fake: &mut Fake,
+    served: Served,
     headers: &HeaderMap,
     uri: &str,
     object: &str,
     searching: bool,
 ) -> Result<(Option<Fault>, HeaderMap), Refusal> {
     fake.stats.requests += 1;
+    match served {
+        Served::Legacy => fake.stats.legacy_requests += 1,
+        Served::Dated(_) => fake.stats.dated_requests += 1,
+    }
+    if served == Served::Legacy && fake.config.legacy == Legacy::Retired {
+        return Err(retired(fake));
+    }
     if searching {
         fake.stats.searches += 1;
     }
-    authorize(fake, headers, uri, object)?;
+    authorize(fake, served, headers, uri, object)?;
     let limit_headers = if searching {
         limit_searches(fake)?;
         HeaderMap::new()
     } else {
         limit_calls(fake)?
     };
-    let fault = take_fault(fake, if searching { "search" } else { "list" })?;
+    let fault = take_fault(fake, served, if searching { "search" } else { "list" })?;
     Ok((fault, limit_headers))
 }
 
 /// The token, the scope and the URL length.
-fn authorize(fake: &mut Fake, headers: &HeaderMap, uri: &str, object: &str) -> Result<(), Refusal> {
+fn authorize(
+    fake: &mut Fake,
+    served: Served,
+    headers: &HeaderMap,
+    uri: &str,
+    object: &str,
+) -> Result<(), Refusal> {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -115,19 +207,37 @@ fn authorize(fake: &mut Fake, headers: &HeaderMap, uri: &str, object: &str) -> R
     if bearer != Some(fake.config.token.as_str()) {
         return Err(error(
             fake,
+            served,
             StatusCode::UNAUTHORIZED,
             "INVALID_AUTHENTICATION",
             "Authentication credentials not found.",
         ));
     }
-    if fake.config.forbidden.iter().any(|f| f == object) {
-        let message = format!("This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes. It requires one of the following scopes: [crm.objects.{object}.read]");
-        return Err(error(
-            fake,
-            StatusCode::FORBIDDEN,
-            "MISSING_SCOPES",
-            &message,
-        ));
+    // Forbidden by either name: `deals` is forbidden under `0-3` too.
+    let name = super::canonical(object);
+    if fake
+        .config
+        .forbidden
+        .iter()
+        .any(|f| f == object || f == name)
+    {
+        // HubSpot grants every custom object by one scope.
+        let scoped = if name.starts_with("2-") {
+            "custom"
+        } else {
+            name
+        };
+        let scope = format!("crm.objects.{scoped}.read");
+        let message = format!("This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes. It requires one of the following scopes: [{scope}]");
+        let problem = Problem {
+            context: json!({"requiredGranularScopes": [scope]}),
+            errors: vec![json!({
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": [scope]},
+            })],
+            ..Problem::new(StatusCode::FORBIDDEN, "MISSING_SCOPES", &message)
+        };
+        return Err(refuse(fake, served, problem));
     }
     if uri.len() > fake.config.max_url_bytes {
         return Err(Box::new(
@@ -200,7 +310,7 @@ fn limit_calls(fake: &mut Fake) -> Result<HeaderMap, Refusal> {
 
 /// The next injected fault planned for this kind of call (`list` or `search`), if any: an error
 /// answer at once, or a fault for the answer.
-fn take_fault(fake: &mut Fake, kind: &str) -> Result<Option<Fault>, Refusal> {
+fn take_fault(fake: &mut Fake, served: Served, kind: &str) -> Result<Option<Fault>, Refusal> {
     let position = fake
         .faults
         .iter()
@@ -217,7 +327,13 @@ fn take_fault(fake: &mut Fake, kind: &str) -> Result<Option<Fault>, Refusal> {
     match fault {
         Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Err(error(fake, status, "INJECTED", "An injected failure."))
+            Err(error(
+                fake,
+                served,
+                status,
+                "INJECTED",
+                "An injected failure.",
+            ))
         }
         Fault::RateLimited { retry_after } => {
             Err(rate_limited(fake, "TEN_SECONDLY_ROLLING", retry_after))

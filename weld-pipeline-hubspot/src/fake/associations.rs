@@ -1,10 +1,13 @@
-//! v4 associations: links between records of two types, kept in both directions, served by
-//! `POST /crm/v4/associations/{from}/{to}/batch/read` in HubSpot's shape.
+//! Associations: links between records of two types, kept in both directions, served by
+//! `POST /crm/v4/associations/{from}/{to}/batch/read` and
+//! `POST /crm/associations/2026-03/{from}/{to}/batch/read` in HubSpot's shape (one record's
+//! links and the link types are in the `links` module).
 //!
 //! - `{"inputs":[{"id":"1"},{"id":"2","after":"500"}]}`, at most 1,000 inputs (more is a 400, as
 //!   HubSpot refuses since February 2025);
 //! - each result `{"from":{"id"},"to":[{"toObjectId":<number>,"associationTypes":[{"category",
-//!   "typeId","label"}]}]}`, with `paging.next.after` only when the record has more links than
+//!   "typeId","label"}]}]}` (`toObjectId` as text on the dated path, as HubSpot's 2026-03 SDK
+//!   types it), with `paging.next.after` only when the record has more links than
 //!   [`FakeConfig::association_page`](super::FakeConfig::association_page);
 //! - an id without links (or unknown) is left out of the results and named in `errors` with
 //!   category `NO_ASSOCIATIONS_FOUND`, and the answer is then a 207 (Multi-Status).
@@ -25,7 +28,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admission::{admit, batch_body, unknown_object};
-use super::wire::{batch_answer, Built};
+use super::versions::Served;
+use super::wire::batch_answer;
 use super::{answer_batch, canonical, Fake, Refusal, Shared};
 
 /// The most inputs one batch read takes.
@@ -151,7 +155,7 @@ pub(crate) fn generate(objects: &HashMap<String, super::data::ObjectSet>) -> Lin
 }
 
 /// HubSpot's type id of links from `from` to `to`.
-fn type_id(from: &str, to: &str) -> u64 {
+pub(super) fn type_id(from: &str, to: &str) -> u64 {
     match (from, to) {
         ("contacts", "companies") => 279,
         ("companies", "contacts") => 280,
@@ -163,6 +167,17 @@ fn type_id(from: &str, to: &str) -> u64 {
         ("contacts", "tickets") => 15,
         _ => 1,
     }
+}
+
+/// The `index`-th link of a `from` record, to `to_id` of type `to`, as HubSpot writes it:
+/// `toObjectId` a number on v4, text on dated paths.
+pub(super) fn linked(served: Served, from: &str, to: &str, to_id: u64, index: usize) -> Value {
+    let to_object_id = if served.is_dated() {
+        json!(to_id.to_string())
+    } else {
+        json!(to_id)
+    };
+    json!({"toObjectId": to_object_id, "associationTypes": types(from, to, index)})
 }
 
 /// The types of the `index`-th link from a `from` record to a `to` record.
@@ -190,41 +205,54 @@ struct Input {
 
 pub(super) async fn batch_read_route(
     State(state): State<Shared>,
+    axum::Extension(served): axum::Extension<Served>,
     Path((from, to)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     answer_batch(&state, |fake| {
-        batch_read(fake, &from, &to, &uri.to_string(), &headers, &body)
+        let (fault, limit_headers) = admit(fake, served, &headers, &uri.to_string(), &from, false)?;
+        let (from, to) = known_pair(fake, served, &from, &to)?;
+        let (body, served_links, partial) = batch_read(fake, served, &from, &to, &body)?;
+        Ok(((body, served_links, fault, limit_headers), partial))
     })
     .await
 }
 
-/// The answer, and whether it is partial (some ids had nothing to read).
-fn batch_read(
+/// The canonical names of `from` and `to`, or HubSpot's 404 for the first it does not know.
+pub(super) fn known_pair(
     fake: &mut Fake,
+    served: Served,
     from: &str,
     to: &str,
-    uri: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Built, bool), Refusal> {
-    let (fault, limit_headers) = admit(fake, headers, uri, from, false)?;
+) -> Result<(String, String), Refusal> {
     let (from, to) = (canonical(from).to_string(), canonical(to).to_string());
     for object in [&from, &to] {
         if !fake.objects.contains_key(object.as_str()) {
-            return Err(unknown_object(fake, object));
+            return Err(unknown_object(fake, served, object));
         }
     }
-    let request: Request = batch_body(fake, body, MAX_INPUTS, |r: &Request| r.inputs.len())?;
+    Ok((from, to))
+}
+
+/// The answer, the links in it, and whether it is partial (some ids had nothing to read).
+fn batch_read(
+    fake: &mut Fake,
+    served: Served,
+    from: &str,
+    to: &str,
+    body: &[u8],
+) -> Result<(Vec<u8>, u64, bool), Refusal> {
+    let request: Request =
+        batch_body(fake, served, body, MAX_INPUTS, |r: &Request| r.inputs.len())?;
     let page = fake.config.association_page.max(1);
-    let (mut results, mut errors, mut served) = (Vec::new(), Vec::new(), 0u64);
+    let (mut results, mut errors, mut served_links) = (Vec::new(), Vec::new(), 0u64);
     for input in &request.inputs {
         let linked = input
             .id
             .parse::<u64>()
-            .map(|id| fake.links.of(&from, id, &to))
+            .map(|id| fake.links.of(from, id, to))
             .unwrap_or(&[]);
         let start: usize = input
             .after
@@ -244,9 +272,9 @@ fn batch_read(
         }
         let end = (start + page).min(linked.len());
         let to_items: Vec<Value> = (start..end)
-            .map(|i| json!({"toObjectId": linked[i], "associationTypes": types(&from, &to, i)}))
+            .map(|i| self::linked(served, from, to, linked[i], i))
             .collect();
-        served += to_items.len() as u64;
+        served_links += to_items.len() as u64;
         let mut result = json!({"from": {"id": input.id}, "to": to_items});
         if end < linked.len() {
             result["paging"] = json!({"next": {"after": end.to_string(), "link": null}});
@@ -255,15 +283,7 @@ fn batch_read(
     }
     let partial = !errors.is_empty();
     let answer = batch_answer(results, errors);
-    Ok((
-        (
-            answer.to_string().into_bytes(),
-            served,
-            fault,
-            limit_headers,
-        ),
-        partial,
-    ))
+    Ok((answer.to_string().into_bytes(), served_links, partial))
 }
 
 #[cfg(test)]

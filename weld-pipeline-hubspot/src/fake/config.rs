@@ -43,6 +43,23 @@ pub struct FakeConfig {
     /// count it on arrival), half before its answer goes out. Zero on loopback; a customer's
     /// cloud sees about 150 ms to HubSpot.
     pub latency: std::time::Duration,
+    /// Whether the legacy paths (`/crm/v3/...`, `/crm/v4/...`) are still served, or answer
+    /// 410 as after HubSpot's sunset (v4 on 2027-03-30, v1-v3 in September 2027). A test that
+    /// must prove a client uses only dated paths retires them; the dated paths are always served.
+    pub legacy: Legacy,
+}
+
+/// Whether the fake still serves HubSpot's legacy paths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Legacy {
+    /// Served as HubSpot serves them until their sunset.
+    #[default]
+    Served,
+    /// Every legacy CRM path answers 410 with HubSpot's error body. HubSpot has not published
+    /// what a retired path will answer: this is the fake's choice, not HubSpot's documented
+    /// behaviour.
+    Retired,
 }
 
 impl Default for FakeConfig {
@@ -64,6 +81,7 @@ impl Default for FakeConfig {
             custom_properties: 300,
             association_page: 500,
             latency: std::time::Duration::ZERO,
+            legacy: Legacy::Served,
         }
     }
 }
@@ -137,6 +155,13 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Records served in list and search results.
     pub records_served: u64,
+    /// Of the requests, those that came by a legacy path (`/crm/v3/...`, `/crm/v4/...`),
+    /// refused ones included: zero proves a client never called one.
+    #[serde(default)]
+    pub legacy_requests: u64,
+    /// Of the requests, those that came by a dated path (`/crm/objects/2026-03/...`, ...).
+    #[serde(default)]
+    pub dated_requests: u64,
 }
 
 /// Changes to make between runs.

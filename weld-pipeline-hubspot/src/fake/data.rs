@@ -465,6 +465,9 @@ pub(crate) struct Answer<'a> {
     pub(crate) archived: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) archived_at: Option<String>,
+    /// The record in HubSpot's app: on dated answers only (`Served::record_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) url: Option<String>,
 }
 
 impl Object {
@@ -484,6 +487,7 @@ impl Object {
             updated_at: iso(self.updated_at),
             archived: self.archived_at.is_some(),
             archived_at: self.archived_at.map(iso),
+            url: None,
         }
     }
 }

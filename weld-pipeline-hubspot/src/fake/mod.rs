@@ -1,7 +1,60 @@
-//! A HubSpot CRM v3 stand-in: an axum server answering list and search exactly as HubSpot's
-//! CRM v3 API does (checked against HubSpot's official Python client in CI), from a seeded, generated data set, with HubSpot's rate limits and faults on demand.
+//! A HubSpot CRM stand-in: an axum server answering list and search exactly as HubSpot's CRM
+//! API does (checked in CI against HubSpot's official Python clients: `hubspot-api-client` on
+//! the legacy paths, `hubspot-sdk` on the dated ones), from a seeded, generated data set, with
+//! HubSpot's rate limits and faults on demand.
 //!
-//! What it does, each as the real API does it:
+//! # Two families of paths, one implementation
+//!
+//! HubSpot moved its CRM API to date-based versions on 2026-03-30; its v4 paths lose support on
+//! 2027-03-30 and v1-v3 in September 2027. The fake serves both families, each route of one
+//! family going to the same handler as its twin (the table is the `versions` module, kept apart
+//! from the source's on purpose):
+//!
+//! | what | legacy | dated (2026-03) |
+//! |---|---|---|
+//! | list, one record, search, batch read | `/crm/v3/objects/{type}`, `.../{id}`, `.../search`, `.../batch/read` | `/crm/objects/2026-03/{type}`, `.../{id}`, `.../search`, `.../batch/read` |
+//! | one record's links | `GET /crm/v4/objects/{type}/{id}/associations/{to}` | `GET /crm/objects/2026-03/{type}/{id}/associations/{to}` |
+//! | links batch read | `POST /crm/v4/associations/{from}/{to}/batch/read` | `POST /crm/associations/2026-03/{from}/{to}/batch/read` |
+//! | link types | `GET /crm/associations/v4/{from}/{to}/labels` | `GET /crm/associations/2026-03/{from}/{to}/labels` |
+//! | properties | `GET /crm/v3/properties/{type}` | `GET /crm/properties/2026-03/{type}` |
+//! | schemas | `GET /crm/v3/schemas`, `GET /crm-object-schemas/v3/schemas` | `GET /crm-object-schemas/2026-03/schemas` |
+//! | owners | `GET /crm/v3/owners` (and `/crm/v3/owners/`) | `GET /crm/owners/2026-03` |
+//! | pipelines | `GET /crm/v3/pipelines/{type}` | `GET /crm/pipelines/2026-03/{type}` |
+//!
+//! What differs is what HubSpot changed: dated records carry `url` (the fake writes no
+//! `objectWriteTraceId`, which HubSpot puts only on writes), dated links carry `toObjectId` as
+//! text (v4: a number), and dated error bodies are HubSpot's current shape (`subCategory` where
+//! there is one, `context`, `errors[]` with details, `links`); 429s keep the rate limiter's
+//! `errorType`/`policyName` body on both, the only 429 body HubSpot has shown. Every path takes
+//! a type's name or its `objectTypeId` (`0-1` contacts, `0-2` companies, `0-3` deals, `0-5`
+//! tickets, ...: HubSpot's own SDK sends deals as `0-3`). Owners carry `type: "PERSON"` and
+//! `userIdIncludingInactive`, stages `writePermissions`, on both families, as HubSpot does.
+//!
+//! [`FakeConfig::legacy`] (or `POST /_admin/legacy {"retired":true}`) retires the legacy
+//! family: each of its paths then answers 410 `API_VERSION_UNSUPPORTED` in HubSpot's current
+//! error shape. HubSpot has not published what a retired path will answer; that 410 is the
+//! fake's choice. [`Stats::legacy_requests`] and [`Stats::dated_requests`] count each family's
+//! requests, so a test proves a client never called a legacy path.
+//!
+//! # Limits
+//!
+//! | limit | default | checked | past it |
+//! |---|---|---|---|
+//! | list `limit` | 10, at most 100 | on each list | 400 `VALIDATION_ERROR` |
+//! | search `limit`; paging | 10, at most 200; `after` below 10,000 | on each search | 400 `VALIDATION_ERROR` |
+//! | batch read inputs | 100 | on the body | 400 `VALIDATION_ERROR` |
+//! | links batch read inputs; links per record | 1,000; [`FakeConfig::association_page`] (500) | on the body; per record, then `paging.next.after` | 400 `VALIDATION_ERROR`; the next page |
+//! | one record's links `limit` | 500, at most 500 | on each call | 400 `VALIDATION_ERROR` |
+//! | owners `limit` | 100, at most 500 | on each call | 400 `VALIDATION_ERROR` |
+//! | request URL | [`FakeConfig::max_url_bytes`] (8,192 bytes) | on each CRM call | 414 |
+//! | `POST /_admin/mutate` body | 64 MiB | as it arrives | 413 |
+//! | calls per 10 s; searches per second | [`FakeConfig::per_ten_seconds`] (none); [`FakeConfig::search_per_second`] (5) | on each call | 429 `TEN_SECONDLY_ROLLING`; 429 `SECONDLY` |
+//!
+//! Other admin bodies take axum's default cap (2 MB, a 413 past it).
+//!
+//! # What it does, each as the real API does it
+//!
+//! (Paths below in their legacy form; the dated twin of each answers the same.)
 //! - `GET /crm/v3/objects/{type}`: `limit` (default 10, max 100), `after` (the next id),
 //!   `properties` (unknown names left out, known empty ones `null`), `archived=true` (only
 //!   archived records); `paging.next` only when more follow.
@@ -10,7 +63,8 @@
 //!   request), `limit` up to 200, `after` an offset; paging past 10,000 results is a 400;
 //!   archived records never appear.
 //! - `POST /crm/v3/objects/{type}/batch/read`: records by id (at most 100), `archived=true` for
-//!   archived ones; ids not found are named in `errors` of a 207.
+//!   archived ones; ids not found are named in `errors` of a 207. `GET /crm/v3/objects/{type}/{id}`:
+//!   one record, a 404 `OBJECT_NOT_FOUND` when there is none.
 //! - `GET /crm/v3/properties/{type}`: the type's property definitions (`name`, `label`,
 //!   `type`, `fieldType`, `groupName`, `options`, `hubspotDefined` on HubSpot's own ones, ...):
 //!   a portal's standard properties and [`FakeConfig::custom_properties`] custom ones of every
@@ -23,7 +77,8 @@
 //!   `cars`, `objectTypeId` `2-1234567`, `fullyQualifiedName` `p1234567_cars`; its records are
 //!   served under the id and the fully qualified name).
 //! - Associations: `POST /crm/v4/associations/{from}/{to}/batch/read` (see the `associations`
-//!   module): every contact linked to a company, every third to a deal, deals to companies,
+//!   module), one record's links and the link types (see the `links` module): every contact
+//!   linked to a company, every third to a deal, deals to companies,
 //!   tickets to contacts; links change at run time without touching modification times.
 //! - Reference data: `GET /crm/v3/owners` (paged by `after`, `archived=true` for the
 //!   deactivated ones; [`FakeConfig::owners`] active, three archived) and
@@ -58,13 +113,16 @@ mod batch;
 mod config;
 mod data;
 mod definitions;
+mod links;
 mod list;
 mod properties;
+mod record;
 mod reference;
 mod search;
+mod versions;
 mod wire;
 
-pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Mutation, Stats};
+pub use config::{Dumped, FakeConfig, Fault, FaultPlan, Legacy, Mutation, Stats};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -79,6 +137,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use data::{generate, ObjectSet};
+use versions::Served;
 use weld_pipeline::Timestamp;
 
 /// An error answer, boxed: it is built rarely and a `Response` is large.
@@ -275,6 +334,11 @@ impl FakeHubSpot {
         self.lock().config.latency = latency;
     }
 
+    /// Serves the legacy paths, or retires them (410) from now on ([`FakeConfig::legacy`]).
+    pub fn set_legacy(&self, legacy: Legacy) {
+        self.lock().config.legacy = legacy;
+    }
+
     /// Changes the rate limits at run time.
     pub fn set_limits(&self, per_ten_seconds: Option<u32>, search_per_second: Option<u32>) {
         let mut fake = self.lock();
@@ -286,36 +350,16 @@ impl FakeHubSpot {
 }
 
 fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/crm/v3/objects/{object}", get(list::list))
-        .route(
-            "/crm/v3/objects/{object}/search",
-            post(search::search_route),
-        )
-        .route(
-            "/crm/v3/objects/{object}/batch/read",
-            post(batch::batch_read_route),
-        )
-        .route(
-            "/crm/v3/properties/{object}",
-            get(properties::properties_route),
-        )
-        .route(
-            "/crm/v4/associations/{from}/{to}/batch/read",
-            post(associations::batch_read_route),
-        )
-        .route("/crm/v3/owners", get(reference::owners_route))
-        .route("/crm/v3/owners/", get(reference::owners_route))
-        .route(
-            "/crm/v3/pipelines/{object}",
-            get(reference::pipelines_route),
-        )
+    let crm = Served::all().fold(Router::new(), |router, served| {
+        router.merge(routes(&served.routes()).layer(axum::Extension(served)))
+    });
+    // Where HubSpot served schemas on v3 beside `/crm-object-schemas/v3/schemas`, and owners
+    // with a trailing slash (its own paging links have one).
+    let legacy_extras = Router::new()
         .route("/crm/v3/schemas", get(properties::schemas_route))
-        // Where HubSpot's own clients read the same schemas.
-        .route(
-            "/crm-object-schemas/v3/schemas",
-            get(properties::schemas_route),
-        )
+        .route("/crm/v3/owners/", get(reference::owners_route))
+        .layer(axum::Extension(Served::Legacy));
+    crm.merge(legacy_extras)
         .route("/_admin/faults", post(admin::admin_faults))
         // A mutation may set a value of tens of MB: what a test of huge pages needs.
         .route(
@@ -323,18 +367,36 @@ fn router(state: Shared) -> Router {
             post(admin::admin_mutate).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
         .route("/_admin/latency", post(admin::admin_latency))
+        .route("/_admin/legacy", post(admin::admin_legacy))
         .route("/_admin/stats", get(admin::admin_stats))
         .route("/_admin/dump", get(admin::admin_dump))
         .with_state(state)
 }
 
-/// The key an object type's records are kept under: a custom object's fully qualified name is
-/// its `objectTypeId`, as HubSpot takes either in a URL.
+/// One family's CRM routes, each to the one handler both families share.
+fn routes(r: &versions::Routes) -> Router<Shared> {
+    Router::new()
+        .route(&r.objects, get(list::list))
+        .route(&r.record, get(record::record_route))
+        .route(&r.search, post(search::search_route))
+        .route(&r.batch_read, post(batch::batch_read_route))
+        .route(&r.record_links, get(links::record_links_route))
+        .route(&r.properties, get(properties::properties_route))
+        .route(&r.schemas, get(properties::schemas_route))
+        .route(&r.owners, get(reference::owners_route))
+        .route(&r.pipelines, get(reference::pipelines_route))
+        .route(&r.links_batch, post(associations::batch_read_route))
+        .route(&r.labels, get(links::labels_route))
+}
+
+/// The key an object type's records are kept under: a standard type's `objectTypeId` (`0-3`)
+/// is its name (`deals`), and a custom object's fully qualified name is its `objectTypeId`, as
+/// HubSpot takes any of them in a URL.
 pub(crate) fn canonical(object: &str) -> &str {
     if object == properties::CUSTOM_OBJECT_NAMES[1] {
         data::CUSTOM_OBJECT_TYPE_ID
     } else {
-        object
+        versions::type_name(object).unwrap_or(object)
     }
 }
 

@@ -1,6 +1,9 @@
-//! Reference data: owners (`GET /crm/v3/owners`, paged, `archived=true` for deactivated ones)
-//! and pipelines with their stages (`GET /crm/v3/pipelines/{objectType}`, deals and tickets),
-//! in HubSpot's shapes.
+//! Reference data: owners (`GET /crm/v3/owners` and `GET /crm/owners/2026-03`, paged,
+//! `archived=true` for deactivated ones) and pipelines with their stages
+//! (`GET /crm/v3/pipelines/{objectType}` and `GET /crm/pipelines/2026-03/{objectType}`, deals
+//! and tickets), in HubSpot's shapes. The answers are the same on both families: owners carry
+//! `type` and `userIdIncludingInactive`, stages `writePermissions`, as HubSpot sends them on v3
+//! too (HubSpot's 2026-03 SDK requires `type` and `writePermissions`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -9,8 +12,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::admission::{admit, error, unknown_object};
+use super::versions::Served;
 use super::wire::{iso, Built};
-use super::{answer, Fake, Refusal, Shared};
+use super::{answer, canonical, Fake, Refusal, Shared};
 
 /// One owner, as HubSpot lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -20,7 +24,13 @@ pub(crate) struct Owner {
     email: String,
     first_name: String,
     last_name: String,
-    user_id: u64,
+    /// `PERSON` for a user; HubSpot's other kind, `QUEUE`, the fake does not generate.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The user's id, still given once deactivated (when `userId` is not: see [`owners`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<u64>,
+    user_id_including_inactive: u64,
     created_at: String,
     updated_at: String,
     pub(crate) archived: bool,
@@ -38,7 +48,10 @@ pub(crate) fn owners(count: usize, now: i64) -> Vec<Owner> {
                 email: format!("{}.{i}@example.com", first.to_lowercase()),
                 first_name: first.to_string(),
                 last_name: format!("Owner{i}"),
-                user_id: 9_000_000 + i as u64,
+                kind: "PERSON",
+                // A deactivated user keeps only `userIdIncludingInactive`, as HubSpot answers.
+                user_id: (i < count).then_some(9_000_000 + i as u64),
+                user_id_including_inactive: 9_000_000 + i as u64,
                 created_at: iso(now - 500 * 86_400_000),
                 updated_at: iso(now - (i as i64 + 1) * 86_400_000),
                 archived: i >= count,
@@ -80,6 +93,7 @@ pub(crate) fn pipelines(object_type: &str, now: i64) -> Vec<serde_json::Value> {
                     };
                     json!({"id": id, "label": label, "displayOrder": order,
                            "metadata": {"isClosed": label.starts_with("Closed").to_string()},
+                           "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT",
                            "archived": false, "createdAt": at, "updatedAt": at})
                 })
                 .collect();
@@ -98,27 +112,30 @@ pub(super) struct OwnersQuery {
 
 pub(super) async fn owners_route(
     State(state): State<Shared>,
+    axum::Extension(served): axum::Extension<Served>,
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<OwnersQuery>,
 ) -> Response {
     answer(&state, |fake| {
-        owners_page(fake, &uri.to_string(), &headers, &query)
+        owners_page(fake, served, &uri.to_string(), &headers, &query)
     })
     .await
 }
 
 fn owners_page(
     fake: &mut Fake,
+    served: Served,
     uri: &str,
     headers: &HeaderMap,
     query: &OwnersQuery,
 ) -> Result<Built, Refusal> {
-    let (fault, limit_headers) = admit(fake, headers, uri, "owners", false)?;
+    let (fault, limit_headers) = admit(fake, served, headers, uri, "owners", false)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(error(
             fake,
+            served,
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
             "limit must be between 1 and 500",
@@ -142,8 +159,13 @@ fn owners_page(
     let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
     let mut body = json!({ "results": page });
     if let Some(after) = next {
+        // HubSpot's v3 links end the path with a slash.
+        let owners = match served {
+            Served::Legacy => "/crm/v3/owners/".to_string(),
+            Served::Dated(_) => served.routes().owners,
+        };
         body["paging"] = json!({"next": {"after": after,
-            "link": format!("https://api.hubapi.com/crm/v3/owners/?after={after}")}});
+            "link": Served::link(&owners, "", &after)}});
     }
     let records = page.len() as u64;
     Ok((body.to_string().into_bytes(), records, fault, limit_headers))
@@ -151,25 +173,27 @@ fn owners_page(
 
 pub(super) async fn pipelines_route(
     State(state): State<Shared>,
+    axum::Extension(served): axum::Extension<Served>,
     Path(object): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     answer(&state, |fake| {
-        pipelines_answer(fake, &object, &uri.to_string(), &headers)
+        pipelines_answer(fake, served, &object, &uri.to_string(), &headers)
     })
     .await
 }
 
 fn pipelines_answer(
     fake: &mut Fake,
+    served: Served,
     object: &str,
     uri: &str,
     headers: &HeaderMap,
 ) -> Result<Built, Refusal> {
-    let (fault, limit_headers) = admit(fake, headers, uri, object, false)?;
-    let Some(pipelines) = fake.pipelines.get(object) else {
-        return Err(unknown_object(fake, object));
+    let (fault, limit_headers) = admit(fake, served, headers, uri, object, false)?;
+    let Some(pipelines) = fake.pipelines.get(canonical(object)) else {
+        return Err(unknown_object(fake, served, object));
     };
     let records = pipelines.len() as u64;
     let body = json!({ "results": pipelines }).to_string().into_bytes();

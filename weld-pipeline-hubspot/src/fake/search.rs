@@ -11,6 +11,7 @@ use weld_pipeline::Timestamp;
 
 use super::admission::{admit, error, unknown_object};
 use super::data::{Answer, Object};
+use super::versions::Served;
 use super::wire::{Built, Listing, Next, Paging};
 use super::{answer, Fake, Refusal, Shared};
 
@@ -320,14 +321,21 @@ impl Search {
 
 pub(super) fn build(
     fake: &mut Fake,
+    served: Served,
     object: &str,
     uri: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Built, Refusal> {
-    let (fault, limit_headers) = admit(fake, headers, uri, object, true)?;
+    let (fault, limit_headers) = admit(fake, served, headers, uri, object, true)?;
     let invalid = |fake: &mut Fake, message: String| {
-        error(fake, StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &message)
+        error(
+            fake,
+            served,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &message,
+        )
     };
     let search = match Search::parse(body) {
         Ok(search) => search,
@@ -335,7 +343,7 @@ pub(super) fn build(
     };
     let Fake { objects, rng, .. } = fake;
     let Some(set) = objects.get_mut(super::canonical(object)) else {
-        return Err(unknown_object(fake, object));
+        return Err(unknown_object(fake, served, object));
     };
     let counted = search
         .only_after_id()
@@ -372,7 +380,10 @@ pub(super) fn build(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|o| o.answer(&properties))
+        .map(|o| Answer {
+            url: served.record_url(&set.object_type, o.id),
+            ..o.answer(&properties)
+        })
         .collect();
     let records = page.len() as u64;
     let answer = Listing {
@@ -395,13 +406,14 @@ pub(super) fn build(
 
 pub(super) async fn search_route(
     State(state): State<Shared>,
+    axum::Extension(served): axum::Extension<Served>,
     Path(object): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     answer(&state, |fake| {
-        build(fake, &object, &uri.to_string(), &headers, &body)
+        build(fake, served, &object, &uri.to_string(), &headers, &body)
     })
     .await
 }
