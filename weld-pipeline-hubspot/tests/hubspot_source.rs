@@ -9,7 +9,8 @@ mod support;
 use std::time::Instant;
 
 use weld_pipeline::{Checkpoint, MemorySink, Record, RunOutcome};
-use weld_pipeline_hubspot::fake::{FakeConfig, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Legacy, Mutation};
+use weld_pipeline_hubspot::ApiVersion;
 
 use support::{assert_equals_the_fake, config, fake, run, stream};
 
@@ -79,15 +80,30 @@ struct Calls {
     list_parts: u64,
 }
 
-async fn full_sync_calls(contacts: usize, properties: usize, archived: bool) -> Calls {
-    let fake = fake(FakeConfig {
-        contacts,
-        // The standard properties the fake defines beside its custom ones.
-        custom_properties: properties.saturating_sub(12),
-        search_per_second: None,
-        ..FakeConfig::default()
-    })
-    .await;
+async fn full_sync_calls(
+    contacts: usize,
+    properties: usize,
+    archived: bool,
+    version: ApiVersion,
+) -> Calls {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts,
+            // The standard properties the fake defines beside its custom ones.
+            custom_properties: properties.saturating_sub(12),
+            search_per_second: None,
+            // The legacy paths answer only a source that calls them.
+            legacy: if version.is_dated() {
+                Legacy::Retired
+            } else {
+                Legacy::Served
+            },
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     if archived {
         fake.mutate(&Mutation {
             object: "contacts".into(),
@@ -97,6 +113,7 @@ async fn full_sync_calls(contacts: usize, properties: usize, archived: bool) -> 
     }
     let mut config = config(&fake);
     config.account.searches_per_second = 1_000;
+    config.account.api_version = version;
     if properties < 11 {
         let some = [
             "createdate",
@@ -127,18 +144,20 @@ async fn full_sync_calls(contacts: usize, properties: usize, archived: bool) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_through_search_costs_fewer_calls_per_record_than_the_list() {
     const CONTACTS: usize = 2_000;
+    let version = support::version();
     for properties in [6, 100, 300] {
-        let search = full_sync_calls(CONTACTS, properties, false).await;
+        let search = full_sync_calls(CONTACTS, properties, false, version).await;
         let (searched, listed) = (
             search.requests,
-            full_sync_calls(CONTACTS, properties, true).await.requests,
+            full_sync_calls(CONTACTS, properties, true, version)
+                .await
+                .requests,
         );
-        let per_100 = |calls: u64| calls as f64 * 100.0 / CONTACTS as f64;
         eprintln!(
-            "{properties} properties, {CONTACTS} contacts: search {searched} calls ({:.2} per 100 \
-             records), list {listed} calls ({:.2} per 100 records)",
-            per_100(searched),
-            per_100(listed)
+            "{version}, {properties} properties, {CONTACTS} contacts: search {searched} calls \
+             ({:.2} per 100 records), list {listed} calls ({:.2} per 100 records)",
+            per_100(searched, CONTACTS),
+            per_100(listed, CONTACTS)
         );
         assert!(searched < listed, "{properties}: {searched} vs {listed}");
         // The floor of search is one call per 200 records; discovery adds one. The archived
@@ -155,6 +174,88 @@ async fn a_full_sync_through_search_costs_fewer_calls_per_record_than_the_list()
             search.list_parts
         );
     }
+}
+
+fn per_100(calls: u64, records: usize) -> f64 {
+    calls as f64 * 100.0 / records as f64
+}
+
+/// The dated paths cost no more calls than the numbered ones: the same search pages, and list
+/// pages split alike (a dated list URL is 5 bytes longer, which a split's margin absorbs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_on_the_dated_paths_costs_no_more_calls_than_on_v3() {
+    const CONTACTS: usize = 2_000;
+    for properties in [6, 100, 300] {
+        let mut per_version = Vec::new();
+        for version in [ApiVersion::V3, ApiVersion::V2026_03] {
+            let live = full_sync_calls(CONTACTS, properties, false, version).await;
+            let archived = full_sync_calls(CONTACTS, properties, true, version).await;
+            eprintln!(
+                "{version}, {properties} properties, {CONTACTS} contacts: {} calls by search \
+                 ({:.2} per 100 records, {} of them archived list parts sent ahead), {} by the \
+                 list ({:.2} per 100 records)",
+                live.requests,
+                per_100(live.requests, CONTACTS),
+                live.archived_lists,
+                archived.requests,
+                per_100(archived.requests, CONTACTS),
+            );
+            // The archived parts sent ahead vary with timing: compared apart.
+            per_version.push((live.requests - live.archived_lists, archived.requests));
+        }
+        let (v3, dated) = (per_version[0], per_version[1]);
+        assert!(
+            dated.0 <= v3.0,
+            "{properties} properties, search: {dated:?} vs {v3:?}"
+        );
+        assert!(
+            dated.1 <= v3.1,
+            "{properties} properties, list: {dated:?} vs {v3:?}"
+        );
+    }
+}
+
+/// A source on its default version calls no legacy path through a whole life: full read with
+/// links, incremental, a sweep, reference data; the fake's legacy paths are retired and count
+/// every call they get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_source_never_calls_a_legacy_path() {
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 450,
+            legacy: Legacy::Retired,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut config = config(&fake);
+    config.account.api_version = ApiVersion::default();
+    config.object = config.object.with_associations(["companies", "deals"]);
+    config.object.sweep_every = std::time::Duration::ZERO;
+    let sink = MemorySink::new();
+    let first = support::run_reconciling(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        modify: 20,
+        archive: 5,
+        delete: 3,
+        ..Mutation::default()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = support::run_reconciling(&config, &sink, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    for object in ["owners", "pipelines:deals", "deals", "p1234567_cars"] {
+        let mut reference = config.clone();
+        reference.object = weld_pipeline_hubspot::HubSpotObject::new(object);
+        let report = run(&reference, &MemorySink::new(), Checkpoint::start()).await;
+        assert_eq!(report.outcome, RunOutcome::Succeeded, "{object}");
+    }
+    let stats = fake.stats();
+    assert_eq!(stats.legacy_requests, 0);
+    assert!(stats.dated_requests > 10, "{}", stats.dated_requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

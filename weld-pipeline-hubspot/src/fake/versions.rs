@@ -13,7 +13,7 @@
 //! `admission::error`). Everything else is the same answer on both.
 
 /// The dated versions the fake serves, oldest first.
-pub(crate) const DATED: &[&str] = &["2026-03"];
+pub(crate) const DATED: &[&str] = &["2026-03", "2026-09"];
 
 /// The portal the fake plays: the number in its custom object's id (`2-1234567`), and in the
 /// `url` of every dated record.

@@ -11,7 +11,7 @@ use weld_pipeline::{
     Checkpoint, MemorySink, Pipeline, Record, RunContext, RunOutcome, RunReport, StreamName,
     Timestamp,
 };
-use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Mutation};
+use weld_pipeline_hubspot::fake::{FakeConfig, FakeHubSpot, Legacy, Mutation};
 use weld_pipeline_hubspot::{self as hubspot, ApiVersion, HubSpotAccount, HubSpotObject, Token};
 
 /// Every run of these tests ends by this.
@@ -21,9 +21,16 @@ pub fn stream() -> StreamName {
     StreamName::new("contacts").unwrap()
 }
 
-/// A fake on a free port of 127.0.0.1.
+/// A fake on a free port of 127.0.0.1. On a dated [`version`] its legacy paths are retired (they
+/// answer 410), so a test proves the source calls none of them; a test that starts a fake in
+/// another way keeps them served.
 pub async fn fake(config: FakeConfig) -> FakeHubSpot {
-    FakeHubSpot::start("127.0.0.1:0", config)
+    let legacy = if version().is_dated() {
+        Legacy::Retired
+    } else {
+        Legacy::Served
+    };
+    FakeHubSpot::start("127.0.0.1:0", FakeConfig { legacy, ..config })
         .await
         .expect("the fake starts")
 }
