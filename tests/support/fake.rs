@@ -13,13 +13,15 @@ pub(crate) struct Fake {
 
 /// Starts the fake with `contacts` contacts, on a free port. Its portal defines 12 custom
 /// properties (a real one has hundreds: the source's own tests sync 300; here every stream reads
-/// them all, and tens of thousands of contacts go through debug builds).
+/// them all, and tens of thousands of contacts go through debug builds). Its legacy paths are
+/// retired: the workers call the dated ones by default, and a call to a legacy one fails.
 pub(crate) async fn start_fake(contacts: usize, extra_env: &[(&str, &str)]) -> Fake {
     let mut env = vec![
         ("FAKE_HUBSPOT_ADDR", "127.0.0.1:0".to_string()),
         ("FAKE_HUBSPOT_TOKEN", HUBSPOT_TOKEN.to_string()),
         ("FAKE_HUBSPOT_CONTACTS", contacts.to_string()),
         ("FAKE_HUBSPOT_CUSTOM_PROPERTIES", "12".to_string()),
+        ("FAKE_HUBSPOT_LEGACY", "retired".to_string()),
     ];
     env.extend(
         extra_env
