@@ -4,9 +4,10 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::*;
 
 /// How soon the first run must begin: "at once", far below the 300 s interval.
@@ -235,6 +236,83 @@ async fn a_resync_reads_the_whole_source_again_and_drops_nothing_first() {
     let (code, answer) = api.resync_stream("nope").await;
     assert_eq!(code, 404, "{answer}");
     assert_eq!(answer["error"]["code"], "stream_not_found", "{answer}");
+}
+
+/// The last run's id of `stream`, once it has one that succeeded.
+async fn last_run_id(api: &Api, stream: &str) -> u64 {
+    wait_for("a succeeded run", CONVERGE_WITHIN, || async {
+        let runs = api.runs(stream).await;
+        runs.iter()
+            .find(|run| run["state"] == "succeeded")
+            .and_then(|run| run["id"].as_str()?.parse::<u64>().ok())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_after_hard_deletes_ends_equal_to_the_source_and_a_purge_stream_keeps_no_trace() {
+    const PURGING: &str = "purging";
+    let cluster = Cluster::start(1_500, "tcp").await;
+    let api = &cluster.api;
+    api.start_stream(STREAM, contacts_stream(1)).await;
+    let mut purging = contacts_stream(1);
+    purging["source"]["on_permanent_delete"] = json!("purge");
+    api.start_stream(PURGING, purging).await;
+    let before = cluster.fake.contacts().await;
+    wait_synced(api, STREAM, &before).await;
+    wait_synced(api, PURGING, &before).await;
+
+    // Seven contacts deleted for good: no listing, live or archived, shows them again.
+    cluster
+        .fake
+        .mutate(json!({"object": "contacts", "delete": 7}))
+        .await;
+    let after = cluster.fake.contacts().await;
+    let gone: Vec<&String> = before
+        .live
+        .keys()
+        .filter(|id| !after.live.contains_key(*id) && !after.archived.contains_key(*id))
+        .collect();
+    assert_eq!(gone.len(), 7);
+
+    for stream in [STREAM, PURGING] {
+        let last = last_run_id(api, stream).await;
+        let (code, status) = api.resync_stream(stream).await;
+        assert_eq!(code, 200, "{status}");
+        let resync = wait_for("the resync's run", CONVERGE_WITHIN, || async {
+            api.runs(stream).await.into_iter().find(|run| {
+                run["id"].as_str().and_then(|id| id.parse::<u64>().ok()) > Some(last)
+                    && run["state"] == "succeeded"
+                    && run["records"].as_u64() >= Some(after.live.len() as u64)
+            })
+        })
+        .await;
+        eprintln!("{stream}: {resync}");
+        // When the resync's run ends, no sweep run: the store's live records are the source's.
+        let live: BTreeSet<String> = api
+            .all_records(stream, false)
+            .await
+            .iter()
+            .map(|record| record["id"].as_str().unwrap().to_string())
+            .collect();
+        let want: BTreeSet<String> = after.live.keys().cloned().collect();
+        assert_eq!(live, want, "{stream}: the live records equal the source's");
+        let archived = api.all_records(stream, true).await;
+        let held: Vec<&Value> = archived
+            .iter()
+            .filter(|record| gone.iter().any(|id| record["id"] == ***id))
+            .collect();
+        if stream == PURGING {
+            assert!(held.is_empty(), "a purged record leaves no trace: {held:?}");
+            assert_eq!(resync["purged"].as_u64(), Some(7), "{resync}");
+        } else {
+            assert_eq!(held.len(), 7, "{held:?}");
+            for record in held {
+                assert_eq!(record["data"]["deleted_permanently"], true, "{record}");
+            }
+            assert_eq!(resync["repaired"].as_u64(), Some(7), "{resync}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
