@@ -1,6 +1,6 @@
 //! What a batch writes against the stored versions of its records: for each id, the version
-//! that wins (if any) and how the live and archived counts move, decided in Rust from the heads
-//! the commit read and locked.
+//! that wins (if any) or its row's deletion (a purge), and how the live and archived counts
+//! move, decided in Rust from the heads the commit read and locked.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +13,8 @@ pub(super) struct Moved {
     pub(super) written: u64,
     pub(super) live: i64,
     pub(super) archived: i64,
+    /// Records a purge removed (stored, or written earlier in the batch).
+    pub(super) purged: u64,
 }
 
 impl Moved {
@@ -21,6 +23,7 @@ impl Moved {
         self.written += other.written;
         self.live += other.live;
         self.archived += other.archived;
+        self.purged += other.purged;
     }
 
     /// Takes back what `other` moved.
@@ -28,6 +31,7 @@ impl Moved {
         self.written -= other.written;
         self.live -= other.live;
         self.archived -= other.archived;
+        self.purged -= other.purged;
     }
 }
 
@@ -64,13 +68,39 @@ impl<'a> Versions<'a> {
     }
 }
 
-/// What the versions of one id in a batch (in batch order) do against the stored one: the
-/// version to write, if any wins, and how the counts move.
-pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Moved) {
+/// What the records of one id in a batch do against the stored version.
+pub(super) struct Decision {
+    /// The version to write, if one wins.
+    pub(super) version: Option<Record>,
+    /// How the counts move.
+    pub(super) moved: Moved,
+    /// Whether a purge comes after every version written: the stored row, if any, is deleted.
+    pub(super) gone: bool,
+}
+
+/// What the records of one id in a batch (in batch order) do against the stored one: the
+/// version to write, if any wins, whether the row goes (a purge, whatever the version it
+/// removes: see `Record::purge`), and how the counts move. A version after a purge is written
+/// as a new record.
+pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> Decision {
     let mut moved = Moved::default();
     let mut head = stored;
     let mut written: Option<Record> = None;
+    let mut gone = false;
     for record in versions {
+        if record.purge {
+            if let Some(removed) = head.take() {
+                if removed.archived {
+                    moved.archived -= 1;
+                } else {
+                    moved.live -= 1;
+                }
+                moved.purged += 1;
+            }
+            written = None;
+            gone = true;
+            continue;
+        }
         let held = head.as_ref().map(|h| (h.updated_at, h.archived));
         let Some((live, archived)) = upsert_counts(held, record) else {
             continue;
@@ -107,15 +137,22 @@ pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Re
         });
         moved.written += 1;
         written = Some(version);
+        gone = false;
     }
-    (written, moved)
+    Decision {
+        version: written,
+        moved,
+        gone,
+    }
 }
 
 /// What a batch writes against the stored versions: the rows to update (they exist, locked),
-/// the rows to insert, and how the counts move, in all and per id.
+/// the rows to insert, the rows to delete (they exist, locked), and how the counts move, in
+/// all and per id.
 pub(super) struct Plan<'a> {
     pub(super) updates: Vec<Record>,
     pub(super) inserts: Vec<Record>,
+    pub(super) deletes: Vec<&'a str>,
     pub(super) moved: Moved,
     pub(super) moves: HashMap<&'a str, Moved>,
 }
@@ -125,21 +162,24 @@ impl<'a> Plan<'a> {
         let mut plan = Plan {
             updates: Vec::new(),
             inserts: Vec::new(),
+            deletes: Vec::new(),
             moved: Moved::default(),
             moves: HashMap::new(),
         };
         for (id, versions) in &versions.by_id {
             let head = stored.get(*id).cloned();
             let exists = head.is_some();
-            let (version, moved) = decide(head, versions);
-            let Some(version) = version else { continue };
-            if exists {
-                plan.updates.push(version);
-            } else {
-                plan.inserts.push(version);
+            let decision = decide(head, versions);
+            match decision.version {
+                Some(version) if exists => plan.updates.push(version),
+                Some(version) => plan.inserts.push(version),
+                None if decision.gone && exists => plan.deletes.push(*id),
+                // Nothing wins, or a purge of a record not stored (perhaps written earlier in
+                // the batch): nothing to write, and no tombstone.
+                None => {}
             }
-            plan.moved.add(&moved);
-            plan.moves.insert(*id, moved);
+            plan.moved.add(&decision.moved);
+            plan.moves.insert(*id, decision.moved);
         }
         plan
     }
