@@ -193,3 +193,67 @@ impl<'a> Plan<'a> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: &str, at: i64) -> Record {
+        Record::new(
+            id,
+            Timestamp::from_millis(at),
+            Json::parse(b"{}".to_vec()).unwrap(),
+        )
+    }
+
+    fn stored(at: i64, archived: bool) -> Stored {
+        Stored {
+            updated_at: Timestamp::from_millis(at),
+            archived,
+            data: None,
+        }
+    }
+
+    /// Per id, in batch order: a purge deletes a stored row of any version; after a version in
+    /// the batch it removes that version (no insert, no row); a version after it is written
+    /// anew; of an id not stored it plans nothing.
+    #[test]
+    fn a_purge_plans_the_rows_deletion_and_a_later_version_its_rewrite() {
+        let purge = |id: &str| Record::purge(id, Timestamp::from_millis(1));
+        let records = vec![
+            purge("1"),
+            version("2", 5),
+            purge("2"),
+            purge("3"),
+            version("3", 2),
+            purge("4"),
+            version("5", 5),
+            purge("5"),
+        ];
+        let versions = Versions::of(&records);
+        let held = HashMap::from([
+            ("1".to_string(), stored(99, true)),
+            ("3".to_string(), stored(99, false)),
+            ("5".to_string(), stored(1, false)),
+        ]);
+        let plan = Plan::of(&versions, &held);
+        assert_eq!(plan.deletes, ["1", "5"]);
+        assert!(plan.inserts.is_empty(), "{:?}", plan.inserts);
+        let updated: Vec<(&str, i64)> = plan
+            .updates
+            .iter()
+            .map(|r| (r.id.as_str(), r.updated_at.as_millis()))
+            .collect();
+        assert_eq!(
+            updated,
+            [("3", 2)],
+            "written anew, older than the row it replaces"
+        );
+        assert!(!plan.updates[0].purge);
+        // Purged: 1, 2 (written then removed), 3 (then written anew) and 5. Counts: 1 leaves
+        // the archived, 5 the live; 2 and 3 come and go.
+        let moved = plan.moved;
+        assert_eq!((moved.purged, moved.live, moved.archived), (4, -1, -1));
+        assert_eq!(moved.written, 3, "the versions of 2, 3 and 5");
+    }
+}
