@@ -898,6 +898,46 @@ async fn records_page_once_each_by_token_and_runs_list_newest_first() {
 }
 
 #[tokio::test]
+async fn a_runs_purged_records_are_in_its_history_and_in_the_document() {
+    let app = app(ApiConfig::default());
+    app.call(Method::POST, "/streams/s1/start", None).await;
+    let stream = StreamName::new("s1").unwrap();
+    let run_id = RunId::generate();
+    let store = app.controller.store();
+    let first = Batch::new(stream.clone(), run_id, 0)
+        .with_records((0..3).map(|id| record(id, false)).collect())
+        .with_cursor(Checkpoint::default());
+    store.commit(&first).await.unwrap();
+    // A privacy deletion of record 1, and of one never stored: one record removed.
+    let purges = vec![
+        Record::purge(format!("{:04}", 1), Timestamp::from_millis(1)),
+        Record::purge("9999", Timestamp::from_millis(1)),
+    ];
+    let second = Batch::new(stream, run_id, 1)
+        .with_records(purges)
+        .with_cursor(Checkpoint::default())
+        .with_last(true);
+    store.commit(&second).await.unwrap();
+
+    let (status, runs) = app.call(Method::GET, "/streams/s1/runs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let run = &runs["runs"][0];
+    assert_eq!(
+        (run["records"].clone(), run["purged"].clone()),
+        (json!(5), json!(1))
+    );
+    let (_, status) = app.call(Method::GET, "/streams/s1", None).await;
+    assert_eq!(status["records"], 2);
+    let (_, doc) = app.call(Method::GET, "/openapi.json", None).await;
+    let run = &doc["components"]["schemas"]["Run"];
+    assert_eq!(run["properties"]["purged"]["type"], "integer", "{run}");
+    assert!(run["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("purged")));
+}
+
+#[tokio::test]
 async fn metrics_render_what_the_recorder_holds_as_prometheus_text() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();

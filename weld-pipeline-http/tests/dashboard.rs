@@ -451,6 +451,11 @@ async fn the_pages_show_counts_with_separators_runs_and_records() {
 
     let stream = app.get("/ui/streams/s1", None).await;
     assert!(stream.body.contains(r#"<table id="runs">"#));
+    assert!(
+        stream.body.contains(r#"<th class="num">purged</th>"#),
+        "the run history shows what each run purged: {}",
+        stream.body
+    );
     assert!(stream.body.contains("c1@example.com"), "{}", stream.body);
     // 25 records a page, the next page by token.
     assert_eq!(stream.body.matches("<tr data-id=").count(), 25);

@@ -17,7 +17,8 @@
 //! transaction: the links of every record a batch writes are replaced by those of the stored
 //! document, so the table always equals the documents (an amendment keeps a record's links,
 //! as it keeps its document's other members). Rows are deleted here, unlike records: a link
-//! removed at the source is gone from the record's document too.
+//! removed at the source is gone from the record's document too. A purged record's links go
+//! with its row, in the same transaction.
 
 use weld_pipeline::Error;
 

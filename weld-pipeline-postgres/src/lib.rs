@@ -12,7 +12,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `weld.streams` | per stream: its registry entry (`entry jsonb`, null once deleted), its records table, its epoch |
-//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, how it moved the counts, the cursor it reached, and the replica that committed it (when several share the database) |
+//! | `weld.batches` | the ledger: `(stream, run_id, seq)` of every committed batch, with its epoch, the records it wrote, those it purged, how it moved the counts, the cursor it reached, and the replica that committed it (when several share the database) |
 //! | `weld.runs` | the run history, one JSON document per run (and the figures of its summed and of its folded ledger rows) |
 //! | `weld.totals` | per stream, the count deltas of folded ledger rows |
 //! | `weld.leases` | per stream, which data-streams replica holds its lease, until when, the lease's epoch, and the worker the replica runs it on (see [`Leases`]) |
@@ -25,7 +25,12 @@
 //! the stream is first registered (a stream committed to before it is registered, as the
 //! conformance suite does, gets schema `weld_records`). Rows are upserted, the newest
 //! `updated_at` winning (an equal one replaces), and never deleted by a sync: an archived
-//! record stays, marked. Deleting the stream drops its table, its view and its link table.
+//! record stays, marked. A purge ([`Record::purge`](weld_pipeline::Record::purge), a privacy
+//! deletion: a HubSpot stream with `on_permanent_delete: purge`) is the one exception: it
+//! deletes the record's row and its rows in the link table in the commit's transaction,
+//! whatever the row's version, and leaves no tombstone; the typed view, a view of the table,
+//! follows. The record's history at the source (`propertiesWithHistory`) lives in its `data`
+//! and goes with the row. Deleting the stream drops its table, its view and its link table.
 //!
 //! ## The typed view
 //!

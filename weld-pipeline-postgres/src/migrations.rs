@@ -191,6 +191,18 @@ END
 $$;
 "#,
     ),
+    (
+        8,
+        r#"
+-- Records a purge removed (a privacy deletion at the source), per batch, and as the run's
+-- figures are summed and folded. Rows of the ledger written before read 0: no purge was
+-- possible then.
+ALTER TABLE weld.batches ADD COLUMN purged bigint NOT NULL DEFAULT 0;
+ALTER TABLE weld.runs
+    ADD COLUMN folded_purged bigint,
+    ADD COLUMN summed_purged bigint;
+"#,
+    ),
 ];
 
 /// Applies the versions the database lacks; returns how many it applied.

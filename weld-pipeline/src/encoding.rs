@@ -1000,6 +1000,21 @@ mod tests {
     }
 
     #[test]
+    fn a_purge_sets_bit_2_of_its_records_flags_and_decodes_as_one() {
+        let purge = Record::purge("12", Timestamp::from_millis(9));
+        let batch =
+            Batch::new(StreamName::new("s").unwrap(), RunId(1), 0).with_records(vec![purge]);
+        let mut out = BytesMut::new();
+        encode_batch(&batch, &mut out);
+        // The record ends the frame: its flags, then data `{}` after its 4-byte length.
+        let flags = out[out.len() - 2 - 4 - 1];
+        assert_eq!(flags, 0b101, "archived and purge");
+        let decoded = decode_batch(out.freeze()).unwrap();
+        assert!(decoded.records[0].purge && !decoded.records[0].amend);
+        assert_eq!(decoded, batch);
+    }
+
+    #[test]
     fn a_record_count_larger_than_the_input_is_refused_before_allocating() {
         let mut out = BytesMut::new();
         encode_batch(

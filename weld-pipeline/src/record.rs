@@ -29,8 +29,10 @@ pub struct Record {
     pub amend: bool,
     /// Whether this removes the record: the source learned it is gone for good and the stream
     /// asked that such records leave no trace (a privacy deletion). A store deletes the stored
-    /// record and its links, whatever their versions, and counts it as purged; `data` is empty
-    /// and `archived` is set. With nothing stored, nothing is stored.
+    /// record and its links, whatever their versions (a purge wins over a newer stored one),
+    /// and counts it as purged; `data` is empty and `archived` is set. With nothing stored,
+    /// nothing is stored. See the [`StreamStore`](crate::store::StreamStore) contract for the
+    /// order within a batch.
     pub purge: bool,
     /// The record's JSON document.
     pub data: Json,

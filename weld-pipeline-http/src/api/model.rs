@@ -208,11 +208,15 @@ pub(crate) struct Run {
     started_at: String,
     /// When it ended (RFC 3339).
     finished_at: Option<String>,
-    /// Records it committed.
+    /// Records it committed: versions, amendments and purges alike.
     records: u64,
     /// Of those, records that repaired the store: a reconciliation sweep found them missing,
     /// stale, or gone for good at the source.
     repaired: u64,
+    /// Of those, purges that removed a record from the store for good: records deleted at the
+    /// source for privacy (a stream with `on_permanent_delete: purge`), of which no trace is
+    /// kept. A purge of a record the store did not hold is not counted here.
+    purged: u64,
     /// Why it failed.
     error: Option<String>,
 }
@@ -226,6 +230,7 @@ impl From<RunRecord> for Run {
             finished_at: run.finished_at.map(rfc3339),
             records: run.records,
             repaired: run.repaired,
+            purged: run.purged,
             error: run.error,
         }
     }

@@ -252,7 +252,7 @@ pub(super) fn stream(
             div.scroll { table id="runs" {
                 thead { tr {
                     th { "started" } th { "outcome" } th { "took" } th.num { "records" }
-                    th.num { "batches" } th.num { "repaired" } th { "error" }
+                    th.num { "batches" } th.num { "repaired" } th.num { "purged" } th { "error" }
                 } }
                 tbody { @for run in runs { tr {
                     td { (frame.time(run.started_at)) }
@@ -261,6 +261,7 @@ pub(super) fn stream(
                     td.num { (number(run.records)) }
                     td.num { (number(run.batches)) }
                     td.num { (number(run.repaired)) }
+                    td.num { (number(run.purged)) }
                     td.error { (run.error.as_deref().unwrap_or("")) }
                 } } }
             } }

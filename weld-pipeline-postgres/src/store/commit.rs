@@ -11,8 +11,9 @@
 //! 4. `COMMIT`.
 //!
 //! A row another commit inserted between 2 and 3 is decided again against it
-//! ([`settle_raced`]), and a stream with a link table has its links refreshed; both add round
-//! trips only when they happen.
+//! ([`settle_raced`]), the rows of records purged are deleted with their links ([`purge`]), and
+//! a stream with a link table has its links refreshed; each adds round trips only when it
+//! happens.
 
 use std::collections::HashMap;
 
@@ -60,6 +61,7 @@ struct LedgerRow<'a> {
     records: i64,
     written: i64,
     repaired: i64,
+    purged: i64,
     live_delta: i64,
     archived_delta: i64,
     cursor: &'a [u8],
@@ -82,6 +84,7 @@ impl<'a> LedgerRow<'a> {
             records: batch.records.len() as i64,
             written: moved.written as i64,
             repaired: id_i64(batch.repaired)?,
+            purged: moved.purged as i64,
             live_delta: moved.live,
             archived_delta: moved.archived,
             cursor: batch.cursor.as_bytes(),
@@ -103,6 +106,7 @@ impl<'a> LedgerRow<'a> {
             ("records", &self.records),
             ("written", &self.written),
             ("repaired", &self.repaired),
+            ("purged", &self.purged),
             ("live_delta", &self.live_delta),
             ("archived_delta", &self.archived_delta),
             ("cursor", &self.cursor),
@@ -148,6 +152,7 @@ impl PostgresStore {
             return Ok(Commit::Replayed);
         };
         let moved = settle_raced(&tx, table, &ledger, &plan, &versions, &written.inserted).await?;
+        purge(&tx, table, links.as_deref(), &plan.deletes).await?;
         if let Some(links) = &links {
             // The links of every record written, again from its stored document.
             links::refresh(&tx, links, table, &plan.written()).await?;
@@ -280,9 +285,10 @@ async fn settle_raced(
     let again = heads(tx, table, &raced, versions.amends).await?;
     let mut updates = Vec::new();
     for id in &raced {
-        let (version, real) = decide(again.get(*id).cloned(), &versions.by_id[id]);
-        moved.add(&real);
-        updates.extend(version);
+        // Never gone: the plan inserts a record only when a version comes after its last purge.
+        let decision = decide(again.get(*id).cloned(), &versions.by_id[id]);
+        moved.add(&decision.moved);
+        updates.extend(decision.version);
     }
     let columns = Columns::of(&updates);
     let mut params = Params::default();
@@ -296,7 +302,8 @@ async fn settle_raced(
     .map_err(database)?;
     let key = &ledger.key;
     tx.execute(
-        "UPDATE weld.batches SET written = $4, live_delta = $5, archived_delta = $6
+        "UPDATE weld.batches SET written = $4, live_delta = $5, archived_delta = $6,
+             purged = $7
          WHERE stream = $1 AND run_id = $2 AND seq = $3",
         &[
             &key.stream,
@@ -305,11 +312,28 @@ async fn settle_raced(
             &(moved.written as i64),
             &moved.live,
             &moved.archived,
+            &(moved.purged as i64),
         ],
     )
     .await
     .map_err(database)?;
     Ok(moved)
+}
+
+/// Deletes the rows of the records `ids` purged (they exist, locked by the look-up) from
+/// `table`, and their links from the link table `links` when the stream keeps one. The typed
+/// view is a view of `table`: it follows.
+async fn purge(tx: &Tx<'_>, table: &str, links: Option<&str>, ids: &[&str]) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let delete = format!("DELETE FROM {table} WHERE id = ANY($1::text[])");
+    tx.execute(&delete, &[&ids]).await.map_err(database)?;
+    if let Some(links) = links {
+        let clear = crate::associations::clear_sql(links);
+        tx.execute(&clear, &[&ids]).await.map_err(database)?;
+    }
+    Ok(())
 }
 
 /// The run bookkeeping a commit does in its transaction: the older runs closed when it

@@ -64,11 +64,12 @@ const DUE: &str = "SELECT run_id FROM weld.runs WHERE stream = $1 AND run_id IN 
 /// to the runs' rows.
 const FOLD: &str = "WITH old AS (
      DELETE FROM weld.batches b WHERE b.stream = $1 AND b.run_id = ANY($2)
-     RETURNING b.run_id, b.seq, b.last, b.records, b.repaired, b.live_delta,
+     RETURNING b.run_id, b.seq, b.last, b.records, b.repaired, b.purged, b.live_delta,
                b.archived_delta, b.committed_at
  ), unsummed AS (
      SELECT o.run_id, count(*) AS batches, sum(o.records)::bigint AS records,
-            sum(o.repaired)::bigint AS repaired, max(o.seq) AS top,
+            sum(o.repaired)::bigint AS repaired, sum(o.purged)::bigint AS purged,
+            max(o.seq) AS top,
             max(o.seq) FILTER (WHERE o.last) AS last_seq, max(o.committed_at) AS done_at,
             sum(o.live_delta)::bigint AS live, sum(o.archived_delta)::bigint AS archived
      FROM old o JOIN weld.runs r ON r.stream = $1 AND r.run_id = o.run_id
@@ -79,6 +80,7 @@ const FOLD: &str = "WITH old AS (
             coalesce(u.batches, 0) + coalesce(r.summed_seq + 1, 0) AS batches,
             coalesce(u.records, 0) + coalesce(r.summed_records, 0) AS records,
             coalesce(u.repaired, 0) + coalesce(r.summed_repaired, 0) AS repaired,
+            coalesce(u.purged, 0) + coalesce(r.summed_purged, 0) AS purged,
             greatest(u.top, r.summed_seq) AS top,
             coalesce(u.last_seq, r.summed_last_seq) AS last_seq,
             greatest(u.done_at, r.summed_done_at) AS done_at,
@@ -91,10 +93,11 @@ const FOLD: &str = "WITH old AS (
          folded_batches = coalesce(r.folded_batches, 0) + p.batches,
          folded_records = coalesce(r.folded_records, 0) + p.records,
          folded_repaired = coalesce(r.folded_repaired, 0) + p.repaired,
+         folded_purged = coalesce(r.folded_purged, 0) + p.purged,
          folded_top = greatest(r.folded_top, p.top),
          folded_last_seq = coalesce(p.last_seq, r.folded_last_seq),
          folded_done_at = greatest(r.folded_done_at, p.done_at),
-         summed_seq = NULL, summed_records = NULL, summed_repaired = NULL,
+         summed_seq = NULL, summed_records = NULL, summed_repaired = NULL, summed_purged = NULL,
          summed_live = NULL, summed_archived = NULL, summed_last_seq = NULL,
          summed_done_at = NULL
      FROM per_run p WHERE r.stream = $1 AND r.run_id = p.run_id
@@ -109,12 +112,13 @@ const FOLD: &str = "WITH old AS (
 /// first gap, and moves `summed_seq` to the last of them. The k-th row past `$3` continues the
 /// run of contiguous seqs exactly when seq = `$3` + k.
 const SUM: &str = "WITH next AS (
-     SELECT seq, records, repaired, live_delta, archived_delta, last, committed_at,
+     SELECT seq, records, repaired, purged, live_delta, archived_delta, last, committed_at,
             seq - row_number() OVER (ORDER BY seq) AS shift
      FROM weld.batches WHERE stream = $1 AND run_id = $2 AND seq > $3
  ), prefix AS (
      SELECT count(*) AS n, max(seq) AS top, sum(records)::bigint AS records,
-            sum(repaired)::bigint AS repaired, sum(live_delta)::bigint AS live,
+            sum(repaired)::bigint AS repaired, sum(purged)::bigint AS purged,
+            sum(live_delta)::bigint AS live,
             sum(archived_delta)::bigint AS archived,
             max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at
      FROM next WHERE shift = $3
@@ -123,6 +127,7 @@ const SUM: &str = "WITH next AS (
      summed_seq = p.top,
      summed_records = coalesce(r.summed_records, 0) + p.records,
      summed_repaired = coalesce(r.summed_repaired, 0) + p.repaired,
+     summed_purged = coalesce(r.summed_purged, 0) + p.purged,
      summed_live = coalesce(r.summed_live, 0) + p.live,
      summed_archived = coalesce(r.summed_archived, 0) + p.archived,
      summed_last_seq = coalesce(p.last_seq, r.summed_last_seq),

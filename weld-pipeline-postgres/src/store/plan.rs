@@ -1,6 +1,6 @@
 //! What a batch writes against the stored versions of its records: for each id, the version
-//! that wins (if any) and how the live and archived counts move, decided in Rust from the heads
-//! the commit read and locked.
+//! that wins (if any) or its row's deletion (a purge), and how the live and archived counts
+//! move, decided in Rust from the heads the commit read and locked.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +13,8 @@ pub(super) struct Moved {
     pub(super) written: u64,
     pub(super) live: i64,
     pub(super) archived: i64,
+    /// Records a purge removed (stored, or written earlier in the batch).
+    pub(super) purged: u64,
 }
 
 impl Moved {
@@ -21,6 +23,7 @@ impl Moved {
         self.written += other.written;
         self.live += other.live;
         self.archived += other.archived;
+        self.purged += other.purged;
     }
 
     /// Takes back what `other` moved.
@@ -28,6 +31,7 @@ impl Moved {
         self.written -= other.written;
         self.live -= other.live;
         self.archived -= other.archived;
+        self.purged -= other.purged;
     }
 }
 
@@ -64,13 +68,39 @@ impl<'a> Versions<'a> {
     }
 }
 
-/// What the versions of one id in a batch (in batch order) do against the stored one: the
-/// version to write, if any wins, and how the counts move.
-pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Record>, Moved) {
+/// What the records of one id in a batch do against the stored version.
+pub(super) struct Decision {
+    /// The version to write, if one wins.
+    pub(super) version: Option<Record>,
+    /// How the counts move.
+    pub(super) moved: Moved,
+    /// Whether a purge comes after every version written: the stored row, if any, is deleted.
+    pub(super) gone: bool,
+}
+
+/// What the records of one id in a batch (in batch order) do against the stored one: the
+/// version to write, if any wins, whether the row goes (a purge, whatever the version it
+/// removes: see `Record::purge`), and how the counts move. A version after a purge is written
+/// as a new record.
+pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> Decision {
     let mut moved = Moved::default();
     let mut head = stored;
     let mut written: Option<Record> = None;
+    let mut gone = false;
     for record in versions {
+        if record.purge {
+            if let Some(removed) = head.take() {
+                if removed.archived {
+                    moved.archived -= 1;
+                } else {
+                    moved.live -= 1;
+                }
+                moved.purged += 1;
+            }
+            written = None;
+            gone = true;
+            continue;
+        }
         let held = head.as_ref().map(|h| (h.updated_at, h.archived));
         let Some((live, archived)) = upsert_counts(held, record) else {
             continue;
@@ -107,15 +137,22 @@ pub(super) fn decide(stored: Option<Stored>, versions: &[&Record]) -> (Option<Re
         });
         moved.written += 1;
         written = Some(version);
+        gone = false;
     }
-    (written, moved)
+    Decision {
+        version: written,
+        moved,
+        gone,
+    }
 }
 
 /// What a batch writes against the stored versions: the rows to update (they exist, locked),
-/// the rows to insert, and how the counts move, in all and per id.
+/// the rows to insert, the rows to delete (they exist, locked), and how the counts move, in
+/// all and per id.
 pub(super) struct Plan<'a> {
     pub(super) updates: Vec<Record>,
     pub(super) inserts: Vec<Record>,
+    pub(super) deletes: Vec<&'a str>,
     pub(super) moved: Moved,
     pub(super) moves: HashMap<&'a str, Moved>,
 }
@@ -125,21 +162,24 @@ impl<'a> Plan<'a> {
         let mut plan = Plan {
             updates: Vec::new(),
             inserts: Vec::new(),
+            deletes: Vec::new(),
             moved: Moved::default(),
             moves: HashMap::new(),
         };
         for (id, versions) in &versions.by_id {
             let head = stored.get(*id).cloned();
             let exists = head.is_some();
-            let (version, moved) = decide(head, versions);
-            let Some(version) = version else { continue };
-            if exists {
-                plan.updates.push(version);
-            } else {
-                plan.inserts.push(version);
+            let decision = decide(head, versions);
+            match decision.version {
+                Some(version) if exists => plan.updates.push(version),
+                Some(version) => plan.inserts.push(version),
+                None if decision.gone && exists => plan.deletes.push(*id),
+                // Nothing wins, or a purge of a record not stored (perhaps written earlier in
+                // the batch): nothing to write, and no tombstone.
+                None => {}
             }
-            plan.moved.add(&moved);
-            plan.moves.insert(*id, moved);
+            plan.moved.add(&decision.moved);
+            plan.moves.insert(*id, decision.moved);
         }
         plan
     }
@@ -151,5 +191,69 @@ impl<'a> Plan<'a> {
             .chain(&self.inserts)
             .map(|r| r.id.as_str())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: &str, at: i64) -> Record {
+        Record::new(
+            id,
+            Timestamp::from_millis(at),
+            Json::parse(b"{}".to_vec()).unwrap(),
+        )
+    }
+
+    fn stored(at: i64, archived: bool) -> Stored {
+        Stored {
+            updated_at: Timestamp::from_millis(at),
+            archived,
+            data: None,
+        }
+    }
+
+    /// Per id, in batch order: a purge deletes a stored row of any version; after a version in
+    /// the batch it removes that version (no insert, no row); a version after it is written
+    /// anew; of an id not stored it plans nothing.
+    #[test]
+    fn a_purge_plans_the_rows_deletion_and_a_later_version_its_rewrite() {
+        let purge = |id: &str| Record::purge(id, Timestamp::from_millis(1));
+        let records = vec![
+            purge("1"),
+            version("2", 5),
+            purge("2"),
+            purge("3"),
+            version("3", 2),
+            purge("4"),
+            version("5", 5),
+            purge("5"),
+        ];
+        let versions = Versions::of(&records);
+        let held = HashMap::from([
+            ("1".to_string(), stored(99, true)),
+            ("3".to_string(), stored(99, false)),
+            ("5".to_string(), stored(1, false)),
+        ]);
+        let plan = Plan::of(&versions, &held);
+        assert_eq!(plan.deletes, ["1", "5"]);
+        assert!(plan.inserts.is_empty(), "{:?}", plan.inserts);
+        let updated: Vec<(&str, i64)> = plan
+            .updates
+            .iter()
+            .map(|r| (r.id.as_str(), r.updated_at.as_millis()))
+            .collect();
+        assert_eq!(
+            updated,
+            [("3", 2)],
+            "written anew, older than the row it replaces"
+        );
+        assert!(!plan.updates[0].purge);
+        // Purged: 1, 2 (written then removed), 3 (then written anew) and 5. Counts: 1 leaves
+        // the archived, 5 the live; 2 and 3 come and go.
+        let moved = plan.moved;
+        assert_eq!((moved.purged, moved.live, moved.archived), (4, -1, -1));
+        assert_eq!(moved.written, 3, "the versions of 2, 3 and 5");
     }
 }

@@ -16,6 +16,7 @@ const HISTORY: &str = "SELECT r.run::text,
         a.records + coalesce(r.summed_records, 0) + coalesce(r.folded_records, 0),
         a.repaired + coalesce(r.summed_repaired, 0)
             + coalesce(r.folded_repaired, 0),
+        a.purged + coalesce(r.summed_purged, 0) + coalesce(r.folded_purged, 0),
         greatest(a.top, r.summed_seq, r.folded_top),
         coalesce(a.last_seq, r.summed_last_seq, r.folded_last_seq),
         (extract(epoch FROM greatest(a.done_at, r.summed_done_at,
@@ -23,7 +24,8 @@ const HISTORY: &str = "SELECT r.run::text,
  FROM weld.runs r
  LEFT JOIN LATERAL (
      SELECT count(*) AS batches, coalesce(sum(records), 0)::bigint AS records,
-            coalesce(sum(repaired), 0)::bigint AS repaired, max(seq) AS top,
+            coalesce(sum(repaired), 0)::bigint AS repaired,
+            coalesce(sum(purged), 0)::bigint AS purged, max(seq) AS top,
             max(seq) FILTER (WHERE last) AS last_seq, max(committed_at) AS done_at
      FROM weld.batches b
      WHERE b.stream = r.stream AND b.run_id = r.run_id
@@ -89,8 +91,9 @@ fn run_of(row: &tokio_postgres::Row) -> Result<RunRecord, Error> {
     run.batches = batches as u64;
     run.records = row.get::<_, i64>(2) as u64;
     run.repaired = row.get::<_, i64>(3) as u64;
-    let top: Option<i64> = row.get(4);
-    let last_seq: Option<i64> = row.get(5);
+    run.purged = row.get::<_, i64>(4) as u64;
+    let top: Option<i64> = row.get(5);
+    let last_seq: Option<i64> = row.get(6);
     // Seqs are unique and from 0: as many batches as the highest seq + 1 is no gap.
     let contiguous = top.filter(|top| batches == top + 1);
     run.progress.contiguous = contiguous.map(|c| c as u64);
@@ -98,7 +101,7 @@ fn run_of(row: &tokio_postgres::Row) -> Result<RunRecord, Error> {
     if run.progress.is_complete() {
         run.state = RunState::Succeeded;
         run.error = None;
-        run.finished_at = row.get::<_, Option<i64>>(6).map(Timestamp::from_millis);
+        run.finished_at = row.get::<_, Option<i64>>(7).map(Timestamp::from_millis);
     }
     Ok(run)
 }

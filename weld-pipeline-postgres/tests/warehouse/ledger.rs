@@ -146,13 +146,19 @@ async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
     }
     assert_eq!(summed_seq(&client).await, Some(39));
     let gapped = read(&store, &stream).await;
-    assert_eq!((gapped.2, gapped.3), (63, 63), "63 batches committed");
+    // Seqs 6, 13, .., 62 (9 of them) carry a record and its purge besides.
+    assert_eq!(
+        (gapped.2, gapped.3),
+        (63, 63 + 2 * 9),
+        "63 batches committed"
+    );
+    assert_eq!(gapped.5, 9, "purged");
     assert_eq!(
         (gapped.0, gapped.1),
         (57, 6),
         "seqs 0-63 but 40, every tenth archived"
     );
-    assert_eq!(gapped.6, RunState::Running);
+    assert_eq!(gapped.7, RunState::Running);
     commit_numbered(&store, &stream, 1, 40, false).await;
     for seq in 64..200 {
         commit_numbered(&store, &stream, 1, seq, seq == 199).await;
@@ -160,9 +166,19 @@ async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
     assert_eq!(summed_seq(&client).await, Some(191));
     let whole = read(&store, &stream).await;
     let repaired: u64 = (0..200).map(|s| s % 3).sum();
+    let purged = (0..200).filter(|s| s % 7 == 6).count() as u64;
     assert_eq!(
         whole,
-        (180, 20, 200, 200, repaired, Some(199), RunState::Succeeded)
+        (
+            180,
+            20,
+            200,
+            200 + 2 * purged,
+            repaired,
+            purged,
+            Some(199),
+            RunState::Succeeded
+        )
     );
     let ledger: (i64, i64) = {
         let row = client
@@ -176,7 +192,8 @@ async fn a_long_run_is_summed_as_it_commits_and_reads_the_same_as_its_ledger() {
     };
     assert_eq!(ledger, (180, 20), "every ledger row is still there");
 
-    a_later_run_folds_it_and_nothing_read_changes(&store, &client, &stream, repaired).await;
+    a_later_run_folds_it_and_nothing_read_changes(&store, &client, &stream, (repaired, purged))
+        .await;
 }
 
 /// A later run folds it: nothing read changes, the summed rows counted once.
@@ -184,7 +201,7 @@ async fn a_later_run_folds_it_and_nothing_read_changes(
     store: &PostgresStore,
     client: &tokio_postgres::Client,
     stream: &StreamName,
-    repaired: u64,
+    (repaired, purged): (u64, u64),
 ) {
     client
         .batch_execute("UPDATE weld.batches SET committed_at = now() - interval '2 hours'")
@@ -200,16 +217,25 @@ async fn a_later_run_folds_it_and_nothing_read_changes(
             folded.batches,
             folded.records,
             folded.repaired,
+            folded.purged,
             folded.progress.contiguous,
             folded.state
         ),
-        (200, 200, repaired, Some(199), RunState::Succeeded)
+        (
+            200,
+            200 + 2 * purged,
+            repaired,
+            purged,
+            Some(199),
+            RunState::Succeeded
+        )
     );
     assert_eq!(summed_seq(client).await, None, "folded");
 }
 
 /// Commits batch `seq` of run `run` of `stream`: one record, every tenth archived, `seq % 3`
-/// repaired.
+/// repaired; every seventh (seq 6, 13, ..) also carries another record and its purge, which
+/// leave no record and count one purged.
 async fn commit_numbered(
     store: &PostgresStore,
     stream: &StreamName,
@@ -225,15 +251,25 @@ async fn commit_numbered(
         ..batch(stream, seq, &[(&id, 1, serde_json::json!({"n": seq}))])
     };
     batch.records[0].archived = seq % 10 == 0;
+    if seq % 7 == 6 {
+        let gone = format!("gone-{run}-{seq}");
+        let version = Record::new(
+            gone.as_str(),
+            Timestamp::from_millis(1),
+            Json::parse(b"{}".to_vec()).unwrap(),
+        );
+        let purge = Record::purge(gone, Timestamp::from_millis(2));
+        batch.records.extend([version, purge]);
+    }
     Sink::commit(store, &batch).await.unwrap();
 }
 
 /// What the store reads of `stream` and its newest run: live and archived counts, batches,
-/// records, repaired, progress and state.
+/// records, repaired, purged, progress and state.
 async fn read(
     store: &PostgresStore,
     stream: &StreamName,
-) -> (u64, u64, u64, u64, u64, Option<u64>, RunState) {
+) -> (u64, u64, u64, u64, u64, u64, Option<u64>, RunState) {
     let counts = store.counts(stream).await.unwrap();
     let run = store.runs(stream, 1).await.unwrap().remove(0);
     (
@@ -242,6 +278,7 @@ async fn read(
         run.batches,
         run.records,
         run.repaired,
+        run.purged,
         run.progress.contiguous,
         run.state,
     )

@@ -7,6 +7,7 @@
 //! | `typed_view` | the typed view casts safely, follows the schema, and takes any name as a column |
 //! | `links` | the link table follows every write of a record's associations |
 //! | `ledger` | the ledger is summed and folded, and nothing read from it changes |
+//! | `purge` | a purged record leaves no row in the table, its typed view or its link table |
 //! | `documents` | a document is kept as it came, and an older `jsonb` table is migrated |
 //!
 //! The helpers below are what the modules share.
@@ -14,6 +15,7 @@
 mod documents;
 mod ledger;
 mod links;
+mod purge;
 mod sync;
 mod typed_view;
 

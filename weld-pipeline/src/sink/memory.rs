@@ -14,8 +14,8 @@ use crate::message::Commit;
 use crate::record::Record;
 use crate::stream::{RunId, StreamName};
 
-/// A [`Sink`] in memory, with the same atomicity, idempotence, newest-wins and checkpoint
-/// contiguity rules as a durable store. It survives nothing: use it where losing everything on exit is fine. Clones share the
+/// A [`Sink`] in memory, with the same atomicity, idempotence, newest-wins, purge and
+/// checkpoint contiguity rules as a durable store. It survives nothing: use it where losing everything on exit is fine. Clones share the
 /// same data.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySink {
@@ -96,6 +96,15 @@ impl Sink for MemorySink {
         }
         let mut written = 0;
         for record in &batch.records {
+            if record.purge {
+                // Whatever the stored version: see `Record::purge`. Nothing stays behind.
+                if let Some(removed) = data.records.remove(&record.id) {
+                    if !removed.archived {
+                        data.live -= 1;
+                    }
+                }
+                continue;
+            }
             let was_live = match data.records.get(&record.id) {
                 Some(stored) if stored.updated_at > record.updated_at => continue,
                 Some(stored) => !stored.archived,
@@ -249,6 +258,28 @@ mod tests {
         assert_eq!(sink.live_count(&stream), 1);
         assert_eq!(sink.records(&stream).len(), 2);
         assert_eq!(sink.checkpoint(&stream), Checkpoint::from_bytes("c1"));
+    }
+
+    #[tokio::test]
+    async fn a_purge_removes_the_record_whatever_its_version_and_leaves_no_trace() {
+        let sink = MemorySink::new();
+        let stream = StreamName::new("s").unwrap();
+        sink.commit(&batch(
+            0,
+            vec![record("1", 50, false, "1"), record("2", 1, false, "2")],
+        ))
+        .await
+        .unwrap();
+        // Learned at 10, older than the stored version 50: it removes it all the same. A purge
+        // of an id never stored stores nothing.
+        let purges = vec![
+            Record::purge("1", Timestamp::from_millis(10)),
+            Record::purge("3", Timestamp::from_millis(10)),
+        ];
+        sink.commit(&batch(1, purges)).await.unwrap();
+        let ids: Vec<String> = sink.records(&stream).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["2"]);
+        assert_eq!(sink.live_count(&stream), 1);
     }
 
     #[tokio::test]

@@ -66,6 +66,18 @@ use crate::stream::{RunId, StreamName};
 ///   [`Commit::Replayed`](crate::Commit::Replayed) and writes nothing.
 /// - **Upsert by id, newest wins**: a record replaces the stored one unless the stored one has a
 ///   newer `updated_at`; archived records are kept, marked, and counted apart.
+/// - **A purge leaves no trace** ([`Record::purge`](crate::Record::purge), a privacy deletion):
+///   it deletes the stored record whatever its version (the source never reuses an id, so no
+///   stored version can be newer than its knowledge that the record is gone), with everything
+///   the store derived from it (PostgreSQL: its rows in the stream's link table), in the same
+///   atomic step as the rest of the batch. With nothing stored it stores nothing: no tombstone.
+///   The record leaves the live or archived count it was in, and the run counts it in
+///   [`RunRecord::purged`] (and, as every record of its batches, in [`RunRecord::records`]).
+///   Within one batch, records of an id apply in order: a purge after a version of the id
+///   removes it, and a version after a purge is stored as a new record (later at the source;
+///   with ids never reused it does not happen). Having no tombstone, a store cannot refuse a
+///   version committed after the purge (a batch fetched earlier, delivered later): a source
+///   purges only ids it no longer sees, so none is on its way.
 /// - **The checkpoint moves only across contiguous `seq`s.** A worker has many deliveries in
 ///   flight (16 by default), so batch 5 of a run may commit before batch 4. The checkpoint moves
 ///   to a batch's cursor only when every earlier batch of its run is committed; a batch that

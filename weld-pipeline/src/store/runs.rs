@@ -31,7 +31,8 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     /// When it ended.
     pub finished_at: Option<Timestamp>,
-    /// Records committed.
+    /// Records committed: every record of its batches, whole versions, amendments and purges
+    /// alike, whether or not it changed what was stored (an older version changes nothing).
     pub records: u64,
     /// Batches committed.
     pub batches: u64,
@@ -39,6 +40,11 @@ pub struct RunRecord {
     /// missing, stale, or gone for good at the source).
     #[serde(default)]
     pub repaired: u64,
+    /// Of those, purges ([`Record::purge`](crate::Record::purge)) that removed a record: the
+    /// number of records this run deleted from the store for good. A purge of a record the
+    /// store did not hold removes nothing and counts in `records` only.
+    #[serde(default)]
+    pub purged: u64,
     /// Why it failed.
     pub error: Option<String>,
     /// How far its batches are committed without a gap: what moves the checkpoint.
@@ -89,6 +95,7 @@ impl RunRecord {
             records: 0,
             batches: 0,
             repaired: 0,
+            purged: 0,
             error: None,
             progress: RunProgress::default(),
         }

@@ -96,6 +96,10 @@ macro_rules! store_conformance {
             the_inventory_lists_every_record_once_in_key_order_without_documents,
             the_registry_keeps_its_entries_across_a_restart,
             a_page_tells_no_stream_from_a_stream_without_records,
+            a_purge_removes_the_record_and_its_links_and_counts_it,
+            a_purge_wins_over_a_newer_stored_version_and_applies_in_batch_order,
+            a_purge_of_an_id_never_stored_stores_nothing,
+            a_purge_commits_with_its_checkpoint_survives_a_restart_and_is_replayed_once,
         );
     };
     (@each $store:expr; $($case:ident),* $(,)?) => {$(
@@ -737,4 +741,159 @@ async fn ids(
 ) -> Result<Option<Vec<String>>, crate::Error> {
     let page = store.existing_records(stream, after, 10, archived).await?;
     Ok(page.map(|page| page.records.into_iter().map(|r| r.id).collect()))
+}
+
+/// A record whose document links it to two companies (PostgreSQL keeps them in the stream's
+/// link table).
+fn linked(id: u64, at: i64, archived: bool) -> Record {
+    let data = format!(
+        r#"{{"id":"{id}","v":{at},"associations":{{"companies":[{{"id":"7{id}","types":[{{"category":"HUBSPOT_DEFINED","typeId":279,"label":null}}]}},{{"id":"8{id}","types":[]}}]}}}}"#
+    );
+    Record {
+        data: Json::parse(data.into_bytes()).expect("JSON"),
+        ..record(id, at, archived)
+    }
+}
+
+/// The ids of every stored record, live and archived, as the API lists them and as the
+/// inventory a reconciliation reads does.
+async fn stored_ids(store: &dyn StreamStore) -> Vec<String> {
+    let listed: Vec<String> = all(store, Archived::All)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let held = store
+        .held(&stream(), None, 1_000)
+        .await
+        .expect("the store reads");
+    let inventory: Vec<String> = held.records.into_iter().map(|h| h.id).collect();
+    assert_eq!(listed, inventory, "the listing and the inventory agree");
+    listed
+}
+
+/// A purge (a privacy deletion at the source) removes the stored record, live or archived, with
+/// its links: it is neither listed nor in the inventory, it leaves the count it was in, and the
+/// run counts it as purged (and, as every record of its batches, in `records`).
+pub async fn a_purge_removes_the_record_and_its_links_and_counts_it(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    let first = vec![
+        linked(1, 10, false),
+        linked(2, 10, true),
+        linked(3, 10, false),
+    ];
+    commit(&*store, &batch(1, 0, false, first)).await;
+    let at = Timestamp::from_millis(20);
+    let purges = vec![Record::purge("1", at), Record::purge("2", at)];
+    let purged = commit(&*store, &batch(1, 1, true, purges)).await;
+    assert_eq!(
+        purged,
+        Commit::Stored { records: 0 },
+        "a purge writes no version"
+    );
+    assert_eq!(stored_ids(&*store).await, ["3"]);
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (1, 0));
+    let run = store.runs(&stream(), 1).await.unwrap().remove(0);
+    assert_eq!((run.records, run.purged, run.batches), (5, 2, 2));
+    assert_eq!(run.state, RunState::Succeeded);
+}
+
+/// A purge wins over any stored version, even one newer than itself (the source never reuses
+/// an id). Within one batch an id's records apply in order: a purge after a version removes
+/// it; a version after a purge is stored anew.
+pub async fn a_purge_wins_over_a_newer_stored_version_and_applies_in_batch_order(
+    under: &impl StoreUnderTest,
+) {
+    let store = under.open().await;
+    commit(&*store, &batch(1, 0, false, vec![linked(1, 100, false)])).await;
+    let older = Record::purge("1", Timestamp::from_millis(5));
+    commit(&*store, &batch(1, 1, false, vec![older])).await;
+    assert!(
+        stored_ids(&*store).await.is_empty(),
+        "the newer stored version is gone"
+    );
+
+    let at = Timestamp::from_millis(50);
+    let then_purged = vec![linked(2, 40, false), Record::purge("2", at)];
+    commit(&*store, &batch(1, 2, false, then_purged)).await;
+    assert!(
+        stored_ids(&*store).await.is_empty(),
+        "purged in its own batch"
+    );
+
+    commit(&*store, &batch(1, 3, false, vec![record(4, 10, false)])).await;
+    let then_stored = vec![Record::purge("4", at), linked(4, 60, true)];
+    commit(&*store, &batch(1, 4, true, then_stored)).await;
+    let stored = all(&*store, Archived::All).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].id.as_str(), stored[0].updated_at),
+        ("4", Timestamp::from_millis(60))
+    );
+    assert!(stored[0].archived && !stored[0].purge);
+    let counts = store.counts(&stream()).await.unwrap();
+    assert_eq!((counts.live, counts.archived), (0, 1));
+    // Record 1, record 2 (written then removed in one batch) and record 4's first version.
+    assert_eq!(store.runs(&stream(), 1).await.unwrap()[0].purged, 3);
+}
+
+/// A purge of an id the store does not hold stores nothing (no tombstone: no trace), moves no
+/// count, and counts in the run's records but not as purged.
+pub async fn a_purge_of_an_id_never_stored_stores_nothing(under: &impl StoreUnderTest) {
+    let store = under.open().await;
+    let purge = Record::purge("42", Timestamp::from_millis(1));
+    let stored = commit(&*store, &batch(1, 0, true, vec![purge])).await;
+    assert_eq!(stored, Commit::Stored { records: 0 });
+    assert!(stored_ids(&*store).await.is_empty());
+    assert_eq!(
+        store.counts(&stream()).await.unwrap(),
+        crate::store::Counts::default()
+    );
+    let run = store.runs(&stream(), 1).await.unwrap().remove(0);
+    assert_eq!(
+        (run.records, run.purged, run.state),
+        (1, 0, RunState::Succeeded)
+    );
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/0")
+    );
+}
+
+/// A purge is committed in the batch's one atomic step: with its checkpoint and its ledger
+/// entry. After a restart the record is still gone and the checkpoint past it; the batch
+/// delivered again (its ack lost to a kill) is a replay that removes nothing, even a version
+/// of the id stored since, and counts nothing twice.
+pub async fn a_purge_commits_with_its_checkpoint_survives_a_restart_and_is_replayed_once(
+    under: &impl StoreUnderTest,
+) {
+    let purge = batch(
+        1,
+        1,
+        true,
+        vec![Record::purge("1", Timestamp::from_millis(9))],
+    );
+    {
+        let store = under.open().await;
+        let first = vec![linked(1, 1, false), linked(2, 1, false)];
+        commit(&*store, &batch(1, 0, false, first)).await;
+        commit(&*store, &purge).await;
+    }
+    let store = under.open().await;
+    assert_eq!(stored_ids(&*store).await, ["2"]);
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 1);
+    assert_eq!(
+        store.checkpoint(&stream()).await.unwrap(),
+        Checkpoint::from_bytes("1/1")
+    );
+    // A later run stores a version of the id (it cannot happen at HubSpot, which never reuses
+    // an id; here it shows what the replay does not touch).
+    commit(&*store, &batch(2, 0, false, vec![linked(1, 20, false)])).await;
+    assert_eq!(commit(&*store, &purge).await, Commit::Replayed);
+    assert_eq!(stored_ids(&*store).await, ["1", "2"]);
+    assert_eq!(store.counts(&stream()).await.unwrap().live, 2);
+    let runs = store.runs(&stream(), 10).await.unwrap();
+    let first = runs.iter().find(|r| r.id == RunId(1)).expect("run 1");
+    assert_eq!((first.records, first.purged, first.batches), (3, 1, 2));
 }

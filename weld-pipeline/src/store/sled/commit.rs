@@ -18,27 +18,38 @@ use crate::sink::Sink;
 use crate::store::{upsert_counts, Counts, RunState};
 use crate::stream::StreamName;
 
+/// What a batch's records did to the store.
+#[derive(Debug, Default)]
+struct Upserted {
+    /// Versions written (new or newer than what was stored).
+    written: u64,
+    /// Stored records a purge removed.
+    purged: u64,
+}
+
 impl SledStore {
     /// Adds a batch's records to `write`, each unless the stored version is newer, and moves
-    /// `counts` with them. Returns how many it wrote.
+    /// `counts` with them; a purge removes the stored record whatever its version. Returns what
+    /// it did.
     fn upsert(
         &self,
         batch: &Batch,
         counts: &mut Counts,
         write: &mut sled::Batch,
-    ) -> Result<u64, Error> {
+    ) -> Result<Upserted, Error> {
         let stream = &batch.stream;
-        // Versions written earlier in this same batch: a batch may carry one id twice.
-        let mut pending: HashMap<&str, RecordHead> = HashMap::new();
+        // Versions written earlier in this same batch (a batch may carry one id twice), and
+        // `None` for an id a purge removed earlier in it.
+        let mut pending: HashMap<&str, Option<RecordHead>> = HashMap::new();
         // Whole versions written earlier in this batch, kept only when it holds amendments (one
         // may follow a version of its id).
         let amends = batch.records.iter().any(|r| r.amend);
         let mut amended: HashMap<&str, Record> = HashMap::new();
-        let mut written: u64 = 0;
+        let mut done = Upserted::default();
         for record in &batch.records {
             let key = keys::record_key(stream, &record.id);
             let stored = match pending.get(record.id.as_str()) {
-                Some(head) => Some(*head),
+                Some(head) => *head,
                 None => self
                     .tree
                     .get(&key)
@@ -46,6 +57,22 @@ impl SledStore {
                     .map(|v| keys::decode_head(&v))
                     .transpose()?,
             };
+            if record.purge {
+                // Whatever its version: the source never reuses an id, so nothing stored can
+                // be newer than the source's knowledge that the record is gone.
+                if let Some(head) = stored {
+                    if head.archived {
+                        counts.archived = counts.archived.saturating_sub(1);
+                    } else {
+                        counts.live = counts.live.saturating_sub(1);
+                    }
+                    write.remove(key);
+                    amended.remove(record.id.as_str());
+                    done.purged += 1;
+                }
+                pending.insert(&record.id, None);
+                continue;
+            }
             let held = stored.map(|head| (head.updated_at, head.archived));
             let Some((live, archived)) = upsert_counts(held, record) else {
                 continue;
@@ -54,10 +81,10 @@ impl SledStore {
             counts.archived = counts.archived.saturating_add_signed(archived);
             pending.insert(
                 &record.id,
-                RecordHead {
+                Some(RecordHead {
                     updated_at: record.updated_at,
                     archived: record.archived,
-                },
+                }),
             );
             if record.amend && stored.is_some() {
                 let whole = match amended.remove(record.id.as_str()) {
@@ -79,9 +106,9 @@ impl SledStore {
                     amended.insert(&record.id, record.clone());
                 }
             }
-            written += 1;
+            done.written += 1;
         }
-        Ok(written)
+        Ok(done)
     }
 
     /// Writes a batch (not yet durable). Returns what a commit acknowledges.
@@ -92,7 +119,7 @@ impl SledStore {
         }
         let mut write = sled::Batch::default();
         let mut counts = self.counts(stream)?;
-        let written = self.upsert(batch, &mut counts, &mut write)?;
+        let Upserted { written, purged } = self.upsert(batch, &mut counts, &mut write)?;
         let now = Timestamp::now();
         let mut run = match self.load_run(stream, batch.run_id)? {
             Some(run) => run,
@@ -101,6 +128,7 @@ impl SledStore {
         run.records += batch.records.len() as u64;
         run.batches += 1;
         run.repaired += batch.repaired;
+        run.purged += purged;
         let tree = &self.tree;
         let moved = run
             .progress

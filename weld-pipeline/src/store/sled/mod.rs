@@ -6,7 +6,9 @@
 //! [`SledStore::commit`] (the [`Sink`](crate::sink::Sink) implementation) writes, in **one** sled batch (atomic: after
 //! a crash all of it or none of it is there):
 //! - each record, upserted by id unless the stored version is newer, with the live and archived
-//!   counts adjusted in the same write (so counting is O(1));
+//!   counts adjusted in the same write (so counting is O(1)); a purge removes the record's key
+//!   whatever its version (a record's links live in its document, so they go with it; nothing
+//!   else is kept by id) and leaves its count;
 //! - the batch's identity `(stream, run_id, seq)` in a ledger: a batch whose identity is there is
 //!   a replay, acknowledged again without a second write;
 //! - the stream's checkpoint, moved by [`RunProgress`] only across contiguous `seq`s;
