@@ -144,8 +144,8 @@ mod sources;
 mod split;
 
 pub use config::{
-    HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, MAX_BODY_BYTES,
-    MAX_DISCOVERED_PROPERTIES, SWEEP_EVERY,
+    HubSpotAccount, HubSpotObject, OnPermanentDelete, Token, MAX_BODY_BYTES,
+    MAX_DISCOVERED_PROPERTIES, REFRESH, SWEEP_EVERY,
 };
 pub use error::HubSpotError;
 pub use limits::AccountLimits;
