@@ -331,6 +331,51 @@ mod tests {
     }
 
     #[test]
+    fn refresh_secs_is_read_under_its_new_name_or_its_old_one_and_written_back_as_the_new() {
+        for name in ["refresh_secs", "associations_refresh_secs"] {
+            let given = spec(serde_json::json!({"kind": "hubspot", name: 3600}));
+            assert_eq!(HubSpotParams::from_spec(&given).unwrap().refresh(), Some(3600));
+            let checked = HubSpotKind.check(&given).unwrap();
+            assert_eq!(checked.params["refresh_secs"], 3600, "{name}");
+            assert!(!checked.params.contains_key("associations_refresh_secs"));
+        }
+        let neither = spec(serde_json::json!({"kind": "hubspot"}));
+        assert_eq!(HubSpotParams::from_spec(&neither).unwrap().refresh(), None);
+        assert!(!HubSpotKind
+            .check(&neither)
+            .unwrap()
+            .params
+            .contains_key("refresh_secs"));
+    }
+
+    #[test]
+    fn on_permanent_delete_reads_archive_or_purge_and_is_written_back() {
+        for (value, expected) in [
+            ("archive", OnPermanentDelete::Archive),
+            ("purge", OnPermanentDelete::Purge),
+        ] {
+            let given = spec(serde_json::json!({"kind": "hubspot", "on_permanent_delete": value}));
+            let params = HubSpotParams::from_spec(&given).unwrap();
+            assert_eq!(params.on_permanent_delete, Some(expected));
+            let checked = HubSpotKind.check(&given).unwrap();
+            assert_eq!(checked.params["on_permanent_delete"], value);
+        }
+        let default = spec(serde_json::json!({"kind": "hubspot"}));
+        assert_eq!(
+            HubSpotParams::from_spec(&default).unwrap().on_permanent_delete,
+            None
+        );
+        assert_eq!(OnPermanentDelete::default(), OnPermanentDelete::Archive);
+        // The schema offers what the parser takes.
+        let schema = HubSpotKind.params_schema();
+        assert_eq!(
+            schema["properties"]["on_permanent_delete"]["enum"],
+            serde_json::json!(["archive", "purge", null])
+        );
+        assert!(schema["properties"]["refresh_secs"].is_object());
+    }
+
+    #[test]
     fn bad_params_are_refused_with_what_is_wrong() {
         for (json, says) in [
             (
@@ -356,6 +401,22 @@ mod tests {
             (
                 serde_json::json!({"kind": "hubspot", "object": 3}),
                 "invalid type",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "refresh_secs": 3600, "associations_refresh_secs": 3600}),
+                "give refresh_secs only",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "refresh_secs": 59}),
+                "refresh_secs must be 60 to",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "associations_refresh_secs": 0}),
+                "associations_refresh_secs must be 60 to",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "on_permanent_delete": "shred"}),
+                "unknown variant `shred`, expected `archive` or `purge`",
             ),
         ] {
             let error = HubSpotParams::from_spec(&spec(json.clone())).unwrap_err();
