@@ -2,7 +2,7 @@
 //!
 //! A page is read in two steps. First, which phase it reads (`next`): where the checkpoint
 //! stands, unless the run must start over with a full read (a first sync, another property
-//! set, an association refresh due) or reconcile (a sweep due); a finished run's next page
+//! set, a refresh due) or reconcile (a sweep due); a finished run's next page
 //! opens a new window. Then the reader of that phase, one module each:
 //!
 //! - `full`: the full read, live records by search, then the archived listing, compared with

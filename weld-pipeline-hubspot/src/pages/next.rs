@@ -1,6 +1,13 @@
 //! Which phase a page reads: the checkpoint's, unless the run must start over (a first sync, a
-//! property set of another fingerprint, a refresh due) or reconcile (a sweep due). A run after a finished one starts its incremental window here. A decision on values
-//! only, so that the rules are tested without a server.
+//! property set of another fingerprint, a refresh due) or reconcile (a sweep due). A run after
+//! a finished one starts its incremental window here. A decision on values only, so that the
+//! rules are tested without a server.
+//!
+//! A refresh is due for a stream that reads what HubSpot changes without moving a record's
+//! modification time (associations, or a property it calculates), once its last full read
+//! began [`HubSpotObject::refresh`](crate::HubSpotObject::refresh) ago. A sweep is due once the
+//! last began `sweep_every` ago; a full read that could not compare every id with the store
+//! leaves `swept_at` 0, so the next run sweeps.
 
 use std::time::Duration;
 
