@@ -334,7 +334,10 @@ mod tests {
     fn refresh_secs_is_read_under_its_new_name_or_its_old_one_and_written_back_as_the_new() {
         for name in ["refresh_secs", "associations_refresh_secs"] {
             let given = spec(serde_json::json!({"kind": "hubspot", name: 3600}));
-            assert_eq!(HubSpotParams::from_spec(&given).unwrap().refresh(), Some(3600));
+            assert_eq!(
+                HubSpotParams::from_spec(&given).unwrap().refresh(),
+                Some(3600)
+            );
             let checked = HubSpotKind.check(&given).unwrap();
             assert_eq!(checked.params["refresh_secs"], 3600, "{name}");
             assert!(!checked.params.contains_key("associations_refresh_secs"));
@@ -362,7 +365,9 @@ mod tests {
         }
         let default = spec(serde_json::json!({"kind": "hubspot"}));
         assert_eq!(
-            HubSpotParams::from_spec(&default).unwrap().on_permanent_delete,
+            HubSpotParams::from_spec(&default)
+                .unwrap()
+                .on_permanent_delete,
             None
         );
         assert_eq!(OnPermanentDelete::default(), OnPermanentDelete::Archive);

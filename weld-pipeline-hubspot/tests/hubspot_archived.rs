@@ -113,7 +113,10 @@ async fn a_full_read_resumed_by_another_process_concludes_nothing_and_the_next_r
     assert_eq!(resumed.outcome, RunOutcome::Succeeded);
     let (sent, repaired) = recording.take();
     assert_eq!(repaired, 0);
-    assert!(sent.iter().all(|r| !r.archived), "nothing archived on a guess");
+    assert!(
+        sent.iter().all(|r| !r.archived),
+        "nothing archived on a guess"
+    );
     assert_eq!(recording.store.live_count(&stream()), 700);
 
     let sweep = run_recording(&config, &recording, resumed.checkpoint).await;
@@ -171,7 +174,10 @@ async fn a_purge_stream_purges_what_hubspot_deleted_for_good_and_nothing_merged_
     let resync = run_recording(&config, &recording, Checkpoint::start()).await;
     assert_eq!(resync.outcome, RunOutcome::Succeeded);
     let (purged, repaired) = recording.take_purged();
-    assert_eq!(purged, expected, "the deleted, not the merged nor the archived");
+    assert_eq!(
+        purged, expected,
+        "the deleted, not the merged nor the archived"
+    );
     assert_eq!(repaired, expected.len() as u64);
 
     // The sweep purges too: three more deleted for good.

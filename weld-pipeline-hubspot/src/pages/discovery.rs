@@ -34,8 +34,15 @@ impl Discovery {
 
     /// Keeps the set of the definitions `defined` as the one discovered, and returns it.
     pub(super) fn discovered(&self, defined: &Defined) -> PropertySet {
-        let set = PropertySet::new(defined.schema.fields.iter().map(|f| f.name.clone()).collect())
-            .with_calculated(!defined.calculated.is_empty());
+        let set = PropertySet::new(
+            defined
+                .schema
+                .fields
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+        )
+        .with_calculated(!defined.calculated.is_empty());
         *self.discovered.locked() = Some(set.clone());
         set
     }

@@ -44,9 +44,9 @@ use super::sweep::plan::gone_for_good;
 use crate::parse::Listed;
 use crate::position::{checkpoint, Position};
 use crate::properties::PropertySet;
-use crate::OnPermanentDelete;
 #[cfg(doc)]
 use crate::HubSpotObject;
+use crate::OnPermanentDelete;
 
 /// A full read's comparison with the store, in memory from page to page.
 #[derive(Debug)]
@@ -104,7 +104,12 @@ fn state_for<'a>(full: &'a mut Option<State>, started_at: i64, at: &Position) ->
     };
     let first = matches!(at, Position::Full { last_id: 0, .. });
     let keep = full.as_ref().is_some_and(|state| {
-        state.started_at == started_at && if state.in_step { followed(state) } else { !first }
+        state.started_at == started_at
+            && if state.in_step {
+                followed(state)
+            } else {
+                !first
+            }
     });
     if !keep {
         if !first {
@@ -289,9 +294,12 @@ fn compare_live(state: &mut State, listed: &Listed, held: Vec<(u64, weld_pipelin
             state.vanished.insert(id, held.updated_at);
         }
     }
-    state
-        .merged
-        .extend(listed.merges.iter().filter_map(|m| m.id.parse::<u64>().ok()));
+    state.merged.extend(
+        listed
+            .merges
+            .iter()
+            .filter_map(|m| m.id.parse::<u64>().ok()),
+    );
 }
 
 fn not_full() -> BoxError {

@@ -207,9 +207,7 @@ impl HubSpotPages {
         let reader = &self.reader;
         let window = Window::of(&at, properties);
         match (at, window) {
-            (at @ Position::Full { .. }, _) => {
-                reader.full_page(&self.full, at, set, request).await
-            }
+            (at @ Position::Full { .. }, _) => reader.full_page(&self.full, at, set, request).await,
             (at @ Position::FullArchived { .. }, _) => {
                 let page = reader.full_archived_page(&self.full, at, set, request);
                 page.await

@@ -111,10 +111,7 @@ impl weld_pipeline::Sink for Recording {
         Ok(commit)
     }
 
-    async fn checkpoint(
-        &self,
-        stream: &StreamName,
-    ) -> Result<Checkpoint, weld_pipeline::Error> {
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, weld_pipeline::Error> {
         weld_pipeline::Sink::checkpoint(&self.store, stream).await
     }
 }
