@@ -18,7 +18,7 @@
 //!
 //! Changing a link does not move a record's modification time, so no incremental window sees
 //! it: links are read with every record a run reads, and a stream with associations also reads
-//! every record again once per refresh interval (see [`HubSpotObject::associations_refresh`]).
+//! every record again once per refresh interval (see [`HubSpotObject::refresh`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

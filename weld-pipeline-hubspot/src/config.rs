@@ -130,16 +130,38 @@ pub struct HubSpotObject {
     /// The types whose links each record carries in `data.associations` (`companies`,
     /// `deals`, ...); empty for none.
     pub associations: Vec<String>,
-    /// How often every record is read again, for the links that changed without moving its
-    /// modification time (HubSpot's association changes do not). Default one day.
-    pub associations_refresh: Duration,
+    /// How often every record is read again, for what changes at HubSpot without moving a
+    /// record's modification time, so that no incremental window sees it: the links (HubSpot's
+    /// association changes do not move it) and calculated properties (a rollup, a "days to
+    /// close", a "time in stage": HubSpot recomputes them without an edit). Applies to a stream
+    /// that reads associations or whose property set has a calculated property (the
+    /// definitions say `calculated: true`); the others never need it. Default one day.
+    pub refresh: Duration,
     /// How often a reconciliation sweep compares HubSpot's ids and modification times with what
     /// the store holds, and repairs the difference. Default one day.
     pub sweep_every: Duration,
+    /// What a record HubSpot deleted for good becomes in the store, when a sweep or a full
+    /// read finds it gone from every listing. Default [`OnPermanentDelete::Archive`].
+    pub on_permanent_delete: OnPermanentDelete,
 }
 
-/// The default of [`HubSpotObject::associations_refresh`]: a day.
-pub const ASSOCIATIONS_REFRESH: Duration = Duration::from_secs(86_400);
+/// What a record HubSpot deleted for good (a GDPR delete, the recycle bin emptied) becomes in
+/// the store: the `on_permanent_delete` stream setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPermanentDelete {
+    /// Kept, archived, with `"deleted_permanently": true` written over the stored document (an
+    /// amendment): the warehouse keeps its history. The default.
+    #[default]
+    Archive,
+    /// Removed, with its links ([`Record::purge`](weld_pipeline::Record::purge)): what a privacy
+    /// deletion asks of every copy. Also removes the records held archived that HubSpot no
+    /// longer lists at all (a GDPR delete of an archived record), except those merged away.
+    Purge,
+}
+
+/// The default of [`HubSpotObject::refresh`]: a day.
+pub const REFRESH: Duration = Duration::from_secs(86_400);
 
 /// The default of [`HubSpotObject::sweep_every`]: a day.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(86_400);
@@ -151,8 +173,9 @@ impl HubSpotObject {
             object_type: object_type.into(),
             properties: None,
             associations: Vec::new(),
-            associations_refresh: ASSOCIATIONS_REFRESH,
+            refresh: REFRESH,
             sweep_every: SWEEP_EVERY,
+            on_permanent_delete: OnPermanentDelete::Archive,
         }
     }
 

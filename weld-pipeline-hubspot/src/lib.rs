@@ -63,6 +63,13 @@
 //! calls per 100 archived records instead of one per part. Its end is a checkpoint at the time the run started, minus
 //! the settle delay.
 //!
+//! A full read **mirrors exactly**: with the store's inventory it compares each live page with
+//! what the store holds over the same ids (no HubSpot call added), strikes out what the
+//! archived listing names, and on its last page sends what remains as deleted for good (see
+//! "Associations, merges, deletions"). So a resync ends with the store equal to HubSpot. A
+//! full read resumed by a process that did not follow it from its start concludes nothing and
+//! ends with `swept_at` 0: the next run is a sweep.
+//!
 //! Every later run is **incremental**, built to avoid what other connectors got wrong (runs that
 //! loop on a page of equal timestamps, or skip records tied at a page boundary). Search takes one sort rule and promises no order among ties, so a cursor of
 //! "the last modification time seen" cannot be made safe. Instead a run syncs a **window** of
@@ -82,9 +89,11 @@
 //!
 //! A stream that asks for `associations` (`["companies","deals"]`) has each record carry its
 //! links in `data.associations`, read per page through the associations batch read (the `associations`
-//! module). Links change without moving a modification time, so such a stream also reads every
-//! record again once per [`HubSpotObject::associations_refresh`] (a day by default), and any run
-//! that reads a record reads its links as they are.
+//! module). Links change without moving a modification time, and so do the values of
+//! properties HubSpot calculates (the definitions say `calculated: true`: rollups, days to
+//! close, time in a stage), so a stream with associations or with a calculated property in its
+//! read set also reads every record again once per [`HubSpotObject::refresh`] (stream setting
+//! `refresh_secs`, a day by default); any run that reads a record reads it as it is.
 //!
 //! A merge keeps the primary record and names the merged-away ones in its
 //! `hs_merged_object_ids`; they vanish from every listing. Each page's records that name some
@@ -95,7 +104,18 @@
 //! too, and records the store lost are never listed as changed again: once per
 //! [`HubSpotObject::sweep_every`] a run is a reconciliation sweep (the `sweep` module) that
 //! compares HubSpot's ids and modification times with the store's inventory and repairs the
-//! difference.
+//! difference; every full read compares the same way as it goes (the `full` module). A record
+//! held live and found deleted for good becomes what [`HubSpotObject::on_permanent_delete`]
+//! says: archived with `"deleted_permanently": true` (`archive`, the default: an amendment,
+//! nothing stored is dropped), or removed with its links (`purge`, a
+//! [`Record::purge`](weld_pipeline::Record::purge): what a privacy deletion asks of every
+//! copy). A record held archived that HubSpot no longer lists at all (the recycle bin
+//! emptied, a GDPR delete of an archived record) is removed too with `purge`, by a full read
+//! whose property set reads `hs_merged_object_ids`: only such a read can tell it from a record
+//! merged away (archived with `merged_into`, listed nowhere either), which is never purged.
+//! With `archive` it stays as it is, archived: the inventory cannot tell one already marked,
+//! and marking it again would repeat at every run. The sweep leaves such records alone in
+//! both modes, as it cannot tell them from the merged.
 //!
 //! One page is one batch, its cursor the position after it. The page is parsed once here; each
 //! record's JSON is kept as the bytes HubSpot sent (unless a long property list had to be split
@@ -165,8 +185,8 @@ mod split;
 
 pub use api_version::{ApiVersion, Endpoint};
 pub use config::{
-    HubSpotAccount, HubSpotObject, Token, ASSOCIATIONS_REFRESH, MAX_BODY_BYTES,
-    MAX_DISCOVERED_PROPERTIES, SWEEP_EVERY,
+    HubSpotAccount, HubSpotObject, OnPermanentDelete, Token, MAX_BODY_BYTES,
+    MAX_DISCOVERED_PROPERTIES, REFRESH, SWEEP_EVERY,
 };
 pub use error::HubSpotError;
 pub use limits::AccountLimits;

@@ -10,9 +10,14 @@
 //! Every phase carries the fingerprint of the property set its records were read with
 //! (`properties`, which covers the association types too); a run that finds another set starts
 //! over at `Full` (see the `properties` module). The incremental phases carry when the last full
-//! read began (`full_at`): a stream with associations starts over at `Full` once that is older
-//! than its refresh interval. `FullLive`, a full sync through the list endpoint, is
-//! what checkpoints from before discovery hold: it is read, and restarted as `Full`.
+//! read began (`full_at`): a stream with associations or a calculated property starts over at
+//! `Full` once that is older than its refresh interval. They also carry when the last sweep
+//! began (`swept_at`): a full read that compared every id with the store ends with its own
+//! start there (it did a sweep's work), one that could not (resumed by a process that did not
+//! follow it from the start) with 0, so the next run sweeps. The full read's comparison is
+//! memory only: `Full` and `FullArchived` keep their format. `FullLive`, a full sync through
+//! the list endpoint, is what checkpoints from before discovery hold: it is read, and restarted
+//! as `Full`.
 
 use serde::{Deserialize, Serialize};
 use weld_pipeline::{BoxError, Checkpoint};
@@ -60,7 +65,7 @@ pub enum Position {
         #[serde(default)]
         properties: u64,
         /// When the last full read of every record started (ms; 0 in checkpoints from before
-        /// associations): the association refresh counts from it.
+        /// associations): the refresh (associations, calculated properties) counts from it.
         #[serde(default)]
         full_at: i64,
         /// When the last reconciliation sweep started (ms; 0 for never).
@@ -109,6 +114,8 @@ pub enum Position {
         after: Option<String>,
     },
     /// Everything changed up to `until` (ms) is synced; the next run's window starts there.
+    /// After a full read, `swept_at` is its start when it compared every id with the store,
+    /// and 0 when it could not (the next run then sweeps).
     Done {
         /// The end of the last window.
         until: i64,

@@ -8,7 +8,14 @@
 //! incremental window would bring them (a new property does not move a record's modification
 //! time), so the run starts a full sync instead: every record is read again with the new set
 //! and upserted over the old one. Nothing stored is dropped first.
+//!
+//! The definitions also say which properties HubSpot computes (`calculated: true`: rollups,
+//! "days to close", time in a stage, a portal's calculation properties). HubSpot recomputes
+//! them without moving the record's modification time, so no incremental window sees the new
+//! value: a set that reads one is [`calculated`](PropertySet::calculated), and its stream reads
+//! every record again once per [`HubSpotObject::refresh`](crate::HubSpotObject::refresh).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +30,9 @@ use super::parse::unparseable;
 pub(crate) struct PropertySet {
     names: Arc<Vec<String>>,
     fingerprint: u64,
+    /// Whether one of them is calculated by HubSpot (not part of the fingerprint: it changes
+    /// no record already read).
+    calculated: bool,
 }
 
 impl PropertySet {
@@ -33,7 +43,20 @@ impl PropertySet {
         PropertySet {
             fingerprint: fingerprint(&names),
             names: Arc::new(names),
+            calculated: false,
         }
+    }
+
+    /// The same set, one of its properties calculated by HubSpot or not.
+    pub(crate) fn with_calculated(mut self, calculated: bool) -> Self {
+        self.calculated = calculated;
+        self
+    }
+
+    /// Whether one of the properties is calculated by HubSpot: its value changes without moving
+    /// the record's modification time.
+    pub(crate) fn calculated(&self) -> bool {
+        self.calculated
     }
 
     /// The names.
@@ -75,8 +98,25 @@ fn fingerprint(names: &[String]) -> u64 {
 }
 
 #[derive(Deserialize)]
-struct Definitions {
+struct Answer {
     results: Vec<Definition>,
+}
+
+/// The object's property definitions as a run uses them: each property with its type, and
+/// which HubSpot calculates.
+#[derive(Clone, Debug)]
+pub(crate) struct Defined {
+    /// Every property, with its type.
+    pub(crate) schema: Schema,
+    /// The names of the calculated ones (`calculated: true`).
+    pub(crate) calculated: HashSet<String>,
+}
+
+impl Defined {
+    /// Whether one of `names` is calculated.
+    pub(crate) fn any_calculated(&self, names: &[String]) -> bool {
+        names.iter().any(|name| self.calculated.contains(name))
+    }
 }
 
 #[derive(Deserialize)]
@@ -86,6 +126,9 @@ struct Definition {
     kind: Option<String>,
     #[serde(rename = "fieldType", default)]
     field_type: Option<String>,
+    /// Whether HubSpot computes the value (absent: no).
+    #[serde(default)]
+    calculated: bool,
 }
 
 impl Definition {
@@ -108,14 +151,15 @@ impl Definition {
     }
 }
 
-/// The properties of a `GET /crm/v3/properties/{objectType}` answer, each with its type; at
-/// most `max` of them (see [`HubSpotAccount::max_properties`](super::HubSpotAccount::max_properties)).
+/// The properties of a `GET /crm/v3/properties/{objectType}` answer, each with its type, and
+/// the calculated ones; at most `max` of them (see
+/// [`HubSpotAccount::max_properties`](super::HubSpotAccount::max_properties)).
 pub(super) fn parse_definitions(
     body: &Bytes,
     object_type: &str,
     max: usize,
-) -> Result<Schema, BoxError> {
-    let definitions: Definitions = serde_json::from_slice(body)
+) -> Result<Defined, BoxError> {
+    let definitions: Answer = serde_json::from_slice(body)
         .map_err(|e| unparseable(format!("the property definitions: {e}")))?;
     if definitions.results.is_empty() {
         return Err(unparseable("the object type defines no properties"));
@@ -127,9 +171,16 @@ pub(super) fn parse_definitions(
             definitions.results.len()
         ))));
     }
-    Ok(Schema::new(
-        definitions.results.into_iter().map(Definition::field),
-    ))
+    let calculated = definitions
+        .results
+        .iter()
+        .filter(|d| d.calculated)
+        .map(|d| d.name.clone())
+        .collect();
+    Ok(Defined {
+        schema: Schema::new(definitions.results.into_iter().map(Definition::field)),
+        calculated,
+    })
 }
 
 #[cfg(test)]
@@ -155,7 +206,8 @@ mod tests {
             br#"{"results":[
                 {"name":"email","type":"string","fieldType":"text","options":[]},
                 {"name":"custom_1"},
-                {"name":"amount","type":"number","fieldType":"number"},
+                {"name":"amount","type":"number","fieldType":"number","calculated":false},
+                {"name":"days_to_close","type":"number","fieldType":"number","calculated":true},
                 {"name":"closedate","type":"datetime","fieldType":"date"},
                 {"name":"birthday","type":"date","fieldType":"date"},
                 {"name":"opted_in","type":"bool","fieldType":"booleancheckbox"},
@@ -165,8 +217,15 @@ mod tests {
                 {"name":"later","type":"object_coordinates","fieldType":"text"}
             ]}"#,
         );
-        let kinds: Vec<(String, FieldKind)> = parse_definitions(&body, "contacts", 10)
-            .unwrap()
+        let defined = parse_definitions(&body, "contacts", 11).unwrap();
+        assert_eq!(
+            defined.calculated,
+            HashSet::from(["days_to_close".to_string()])
+        );
+        assert!(defined.any_calculated(&["email".into(), "days_to_close".into()]));
+        assert!(!defined.any_calculated(&["email".into(), "amount".into()]));
+        let kinds: Vec<(String, FieldKind)> = defined
+            .schema
             .fields
             .into_iter()
             .map(|f| (f.name, f.kind))
@@ -177,6 +236,7 @@ mod tests {
             ("closedate", FieldKind::DateTime),
             ("colours", FieldKind::List),
             ("custom_1", FieldKind::Text),
+            ("days_to_close", FieldKind::Number),
             ("email", FieldKind::Text),
             ("later", FieldKind::Text),
             ("opted_in", FieldKind::Boolean),
@@ -190,15 +250,15 @@ mod tests {
                 .map(|(n, k)| (n.to_string(), *k))
                 .collect::<Vec<_>>()
         );
-        let too_many = parse_definitions(&body, "contacts", 9).unwrap_err();
+        let too_many = parse_definitions(&body, "contacts", 10).unwrap_err();
         assert!(
             too_many
                 .to_string()
-                .contains("contacts defines 10 properties, more than the 9"),
+                .contains("contacts defines 11 properties, more than the 10"),
             "{too_many}"
         );
         let empty = Bytes::from_static(br#"{"results":[]}"#);
-        assert!(parse_definitions(&empty, "contacts", 10).is_err());
-        assert!(parse_definitions(&Bytes::from_static(b"<html>"), "contacts", 10).is_err());
+        assert!(parse_definitions(&empty, "contacts", 11).is_err());
+        assert!(parse_definitions(&Bytes::from_static(b"<html>"), "contacts", 11).is_err());
     }
 }

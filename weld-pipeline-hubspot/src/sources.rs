@@ -6,7 +6,7 @@ use serde::Deserialize;
 use weld_pipeline::source::{SourceFactory, SourceKind};
 use weld_pipeline::{Error, Source, SourceSpec, StreamName};
 
-use super::{AccountLimits, HubSpotAccount, HubSpotObject, HubSpotPages};
+use super::{AccountLimits, HubSpotAccount, HubSpotObject, HubSpotPages, OnPermanentDelete};
 use weld_pipeline::source::Pages;
 
 /// The source kind of HubSpot streams, as a stream's configuration names it.
@@ -31,14 +31,22 @@ pub struct HubSpotParams {
     /// (`["companies","deals"]`); absent for none.
     #[serde(default)]
     pub associations: Option<Vec<String>>,
-    /// How often, in seconds, every record is read again for the links that changed without
-    /// moving its modification time; absent for a day.
+    /// How often, in seconds, every record of a stream with associations or a calculated
+    /// property is read again, for what changed without moving its modification time (links,
+    /// values HubSpot recomputes); absent for a day.
+    #[serde(default)]
+    pub refresh_secs: Option<u64>,
+    /// The old name of `refresh_secs`, still accepted (not both).
     #[serde(default)]
     pub associations_refresh_secs: Option<u64>,
     /// How often, in seconds, a reconciliation sweep compares the source's ids with the store's
     /// and repairs the difference; absent for a day.
     #[serde(default)]
     pub sweep_secs: Option<u64>,
+    /// What a record HubSpot deleted for good becomes: `archive` (the default: archived, marked
+    /// `deleted_permanently`) or `purge` (removed from the store, links included).
+    #[serde(default)]
+    pub on_permanent_delete: Option<OnPermanentDelete>,
 }
 
 fn contacts() -> String {
@@ -52,7 +60,7 @@ const MAX_NAME: usize = 100;
 const MAX_PROPERTIES: usize = 1_000;
 /// The most association types one stream may ask for: each costs a call per page.
 const MAX_ASSOCIATIONS: usize = 20;
-/// The bounds of `associations_refresh_secs`: a minute to a year.
+/// The bounds of `refresh_secs` and `sweep_secs`: a minute to a year.
 const REFRESH_SECS: std::ops::RangeInclusive<u64> = 60..=31_536_000;
 
 impl HubSpotParams {
@@ -60,8 +68,9 @@ impl HubSpotParams {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for another kind, an unknown parameter, or a name HubSpot could not
-    /// have (empty, too long, or with characters outside letters, digits, `_` and `-`).
+    /// [`Error::Invalid`] for another kind, an unknown parameter or value, a name HubSpot could
+    /// not have (empty, too long, or with characters outside letters, digits, `_` and `-`), an
+    /// interval out of bounds, or `refresh_secs` given under both its names.
     pub fn from_spec(spec: &SourceSpec) -> Result<Self, Error> {
         if spec.kind != KIND {
             return Err(Error::Invalid(format!(
@@ -100,7 +109,14 @@ impl HubSpotParams {
                 check_name("association type", to)?;
             }
         }
+        if params.refresh_secs.is_some() && params.associations_refresh_secs.is_some() {
+            return Err(Error::Invalid(
+                "hubspot source: give refresh_secs only (associations_refresh_secs is its old name)"
+                    .into(),
+            ));
+        }
         for (name, secs) in [
+            ("refresh_secs", params.refresh_secs),
             (
                 "associations_refresh_secs",
                 params.associations_refresh_secs,
@@ -116,6 +132,11 @@ impl HubSpotParams {
             }
         }
         Ok(params)
+    }
+
+    /// `refresh_secs`, under its new name or its old one.
+    pub fn refresh(&self) -> Option<u64> {
+        self.refresh_secs.or(self.associations_refresh_secs)
     }
 }
 
@@ -157,6 +178,7 @@ impl SourceKind for HubSpotKind {
         let params = HubSpotParams::from_spec(spec)?;
         // Written out as read: the object named (`contacts` by default), the properties only
         // when a list restricts them.
+        let refresh = params.refresh();
         let mut checked = serde_json::Map::new();
         checked.insert("object".into(), params.object.into());
         if let Some(properties) = params.properties {
@@ -165,11 +187,19 @@ impl SourceKind for HubSpotKind {
         if let Some(types) = params.associations {
             checked.insert("associations".into(), types.into());
         }
-        if let Some(secs) = params.associations_refresh_secs {
-            checked.insert("associations_refresh_secs".into(), secs.into());
+        // Under its new name, whichever it was given as.
+        if let Some(secs) = refresh {
+            checked.insert("refresh_secs".into(), secs.into());
         }
         if let Some(secs) = params.sweep_secs {
             checked.insert("sweep_secs".into(), secs.into());
+        }
+        if let Some(on_delete) = params.on_permanent_delete {
+            // A unit variant always serializes, as its name.
+            checked.insert(
+                "on_permanent_delete".into(),
+                serde_json::to_value(on_delete).unwrap_or_default(),
+            );
         }
         Ok(SourceSpec {
             kind: spec.kind.clone(),
@@ -197,12 +227,18 @@ impl SourceKind for HubSpotKind {
                 "associations": {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_ASSOCIATIONS,
                     "items": {"type": "string", "pattern": name},
                     "description": "The object types whose links each record carries in `data.associations`. Default: none. Reference data (owners, pipelines) has none: ignored there."},
+                "refresh_secs": {"type": ["integer", "null"],
+                    "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
+                    "description": "How often every record of a stream with associations or a calculated property (rollups, days to close, time in stage) is read again, for what changed without moving its modification time. Default 86400. Not with associations_refresh_secs."},
                 "associations_refresh_secs": {"type": ["integer", "null"],
                     "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
-                    "description": "How often every record is read again for links changed without moving its modification time. Default 86400."},
+                    "deprecated": true,
+                    "description": "The old name of refresh_secs, still accepted; written back as refresh_secs."},
                 "sweep_secs": {"type": ["integer", "null"],
                     "minimum": REFRESH_SECS.start(), "maximum": REFRESH_SECS.end(),
                     "description": "How often a reconciliation sweep compares the source's ids and modification times with the store's and repairs the difference (missing, stale, deleted for good). Default 86400."},
+                "on_permanent_delete": {"type": ["string", "null"], "enum": ["archive", "purge", null],
+                    "description": "What a record HubSpot deleted for good (a GDPR delete, the recycle bin emptied) becomes when a sweep or a full read finds it gone: `archive` (default) keeps it archived with `deleted_permanently: true`; `purge` removes it and its links from the store, and also removes archived records HubSpot no longer lists at all (not those merged away)."},
             },
             "additionalProperties": false,
         })
@@ -259,17 +295,16 @@ impl SourceKind for HubSpotSources {
 impl SourceFactory for HubSpotSources {
     fn source(&self, _stream: &StreamName, spec: &SourceSpec) -> Result<Arc<dyn Source>, Error> {
         let params = HubSpotParams::from_spec(spec)?;
+        let refresh = params.refresh();
         let object = HubSpotObject {
             object_type: params.object,
             properties: params.properties,
             associations: params.associations.unwrap_or_default(),
-            associations_refresh: params.associations_refresh_secs.map_or(
-                super::config::ASSOCIATIONS_REFRESH,
-                std::time::Duration::from_secs,
-            ),
+            refresh: refresh.map_or(super::config::REFRESH, std::time::Duration::from_secs),
             sweep_every: params
                 .sweep_secs
                 .map_or(super::config::SWEEP_EVERY, std::time::Duration::from_secs),
+            on_permanent_delete: params.on_permanent_delete.unwrap_or_default(),
         };
         Ok(Arc::new(Pages::new(HubSpotPages::with_limits(
             self.account.clone(),
@@ -293,6 +328,56 @@ mod tests {
             HubSpotParams::from_spec(&spec(serde_json::json!({"kind": "hubspot"}))).unwrap();
         assert_eq!(params.object, "contacts");
         assert_eq!(params.properties, None);
+    }
+
+    #[test]
+    fn refresh_secs_is_read_under_its_new_name_or_its_old_one_and_written_back_as_the_new() {
+        for name in ["refresh_secs", "associations_refresh_secs"] {
+            let given = spec(serde_json::json!({"kind": "hubspot", name: 3600}));
+            assert_eq!(
+                HubSpotParams::from_spec(&given).unwrap().refresh(),
+                Some(3600)
+            );
+            let checked = HubSpotKind.check(&given).unwrap();
+            assert_eq!(checked.params["refresh_secs"], 3600, "{name}");
+            assert!(!checked.params.contains_key("associations_refresh_secs"));
+        }
+        let neither = spec(serde_json::json!({"kind": "hubspot"}));
+        assert_eq!(HubSpotParams::from_spec(&neither).unwrap().refresh(), None);
+        assert!(!HubSpotKind
+            .check(&neither)
+            .unwrap()
+            .params
+            .contains_key("refresh_secs"));
+    }
+
+    #[test]
+    fn on_permanent_delete_reads_archive_or_purge_and_is_written_back() {
+        for (value, expected) in [
+            ("archive", OnPermanentDelete::Archive),
+            ("purge", OnPermanentDelete::Purge),
+        ] {
+            let given = spec(serde_json::json!({"kind": "hubspot", "on_permanent_delete": value}));
+            let params = HubSpotParams::from_spec(&given).unwrap();
+            assert_eq!(params.on_permanent_delete, Some(expected));
+            let checked = HubSpotKind.check(&given).unwrap();
+            assert_eq!(checked.params["on_permanent_delete"], value);
+        }
+        let default = spec(serde_json::json!({"kind": "hubspot"}));
+        assert_eq!(
+            HubSpotParams::from_spec(&default)
+                .unwrap()
+                .on_permanent_delete,
+            None
+        );
+        assert_eq!(OnPermanentDelete::default(), OnPermanentDelete::Archive);
+        // The schema offers what the parser takes.
+        let schema = HubSpotKind.params_schema();
+        assert_eq!(
+            schema["properties"]["on_permanent_delete"]["enum"],
+            serde_json::json!(["archive", "purge", null])
+        );
+        assert!(schema["properties"]["refresh_secs"].is_object());
     }
 
     #[test]
@@ -321,6 +406,22 @@ mod tests {
             (
                 serde_json::json!({"kind": "hubspot", "object": 3}),
                 "invalid type",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "refresh_secs": 3600, "associations_refresh_secs": 3600}),
+                "give refresh_secs only",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "refresh_secs": 59}),
+                "refresh_secs must be 60 to",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "associations_refresh_secs": 0}),
+                "associations_refresh_secs must be 60 to",
+            ),
+            (
+                serde_json::json!({"kind": "hubspot", "on_permanent_delete": "shred"}),
+                "unknown variant `shred`, expected `archive` or `purge`",
             ),
         ] {
             let error = HubSpotParams::from_spec(&spec(json.clone())).unwrap_err();

@@ -1,19 +1,213 @@
 //! What vanishes from HubSpot's listings, against the fake over 127.0.0.1: records merged away,
-//! deleted for good or lost by the store (the reconciliation sweep), and archived records of a
-//! portal whose property list a list URL cannot hold.
+//! deleted for good (found by a full read or the reconciliation sweep, archived or purged) or
+//! lost by the store (the sweep), and archived records of a portal whose property list a list
+//! URL cannot hold.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tower::ServiceExt;
+use weld_pipeline::source::{Inventory, PageRequest};
 use weld_pipeline::{Checkpoint, MemorySink, RunOutcome};
 use weld_pipeline_hubspot as hubspot;
 use weld_pipeline_hubspot::fake::{FakeConfig, Mutation};
+use weld_pipeline_hubspot::{HubSpotPages, OnPermanentDelete, Position};
 
 use support::{
     assert_equals_the_fake, assert_gone_are_archived_and_the_rest_equals_the_fake, config, fake,
-    run, run_reconciling, stream, Ladder,
+    run, run_reconciling, run_recording, stream, Ladder, Recording, DEADLINE,
 };
+
+fn contacts(mutation: Mutation) -> Mutation {
+    Mutation {
+        object: "contacts".into(),
+        ..mutation
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_after_hard_deletes_mirrors_the_fake_with_no_sweep() {
+    let fake = fake(FakeConfig {
+        contacts: 700,
+        custom_properties: 3,
+        // Runs back to back with limits of their own: a 429 retried would count as a call.
+        search_per_second: None,
+        ..FakeConfig::default()
+    })
+    .await;
+    // A sweep a day: none is due in this test.
+    let config = config(&fake);
+    let recording = Recording::default();
+    let first = run_recording(&config, &recording, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    recording.take();
+    let deleted = fake.mutate(&contacts(Mutation {
+        delete: 7,
+        ..Mutation::default()
+    }));
+
+    // The calls of a full read with nothing to compare with, for the figure below.
+    let before = fake.stats().requests;
+    let blind = run(&config, &MemorySink::new(), Checkpoint::start()).await;
+    assert_eq!(blind.outcome, RunOutcome::Succeeded);
+    let blind_calls = fake.stats().requests - before;
+
+    // "Resync": a full read from the start.
+    let before = fake.stats().requests;
+    let resync = run_recording(&config, &recording, Checkpoint::start()).await;
+    assert_eq!(resync.outcome, RunOutcome::Succeeded);
+    let calls = fake.stats().requests - before;
+    eprintln!(
+        "a full read of 700 contacts: {blind_calls} calls alone, {calls} compared with the store"
+    );
+    assert_eq!(calls, blind_calls, "the comparison costs no HubSpot call");
+    let (sent, repaired) = recording.take();
+    assert_eq!(repaired, 7, "the deleted, and nothing else, repaired");
+    assert_eq!(sent.len(), 693 + 7);
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &recording.store);
+    assert_eq!(gone.len(), 7);
+    for id in &deleted {
+        assert_eq!(gone[&id.to_string()]["deleted_permanently"], true);
+    }
+    assert_eq!(recording.store.live_count(&stream()), 693);
+
+    // Its end is no sweep's due: the next run is a window, with nothing to repair.
+    let next = run_recording(&config, &recording, resync.checkpoint).await;
+    assert_eq!(next.outcome, RunOutcome::Succeeded);
+    assert_eq!(recording.take().0.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_resumed_by_another_process_concludes_nothing_and_the_next_run_sweeps() {
+    let fake = fake(FakeConfig {
+        contacts: 700,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let config = config(&fake);
+    let recording = Recording::default();
+    let first = run_recording(&config, &recording, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    recording.take();
+    let deleted = fake.mutate(&contacts(Mutation {
+        delete: 5,
+        ..Mutation::default()
+    }));
+
+    // A full read's first two pages, by a worker that then stops: its comparison dies with it.
+    let pages = HubSpotPages::new(config.account.clone(), config.object.clone()).unwrap();
+    let inventory: Arc<dyn Inventory> = Arc::new(recording.store.clone());
+    let mut cursor = Checkpoint::start();
+    for _ in 0..2 {
+        let request = PageRequest {
+            stream: stream(),
+            cursor,
+            inventory: Some(inventory.clone()),
+            catalog: None,
+        };
+        let page = tokio::time::timeout(DEADLINE, pages.clone().oneshot(request))
+            .await
+            .expect("a page in time")
+            .expect("a page");
+        assert!(!page.last);
+        cursor = page.cursor;
+    }
+    let at: Option<Position> = cursor.position().unwrap();
+    assert!(
+        matches!(at, Some(Position::Full { last_id, .. }) if last_id > 0),
+        "{at:?}"
+    );
+
+    // Another process resumes it from its checkpoint: it did not compare the ids before it, so
+    // it marks nothing deleted, and asks for a sweep.
+    let resumed = run_recording(&config, &recording, cursor).await;
+    assert_eq!(resumed.outcome, RunOutcome::Succeeded);
+    let (sent, repaired) = recording.take();
+    assert_eq!(repaired, 0);
+    assert!(
+        sent.iter().all(|r| !r.archived),
+        "nothing archived on a guess"
+    );
+    assert_eq!(recording.store.live_count(&stream()), 700);
+
+    let sweep = run_recording(&config, &recording, resumed.checkpoint).await;
+    assert_eq!(sweep.outcome, RunOutcome::Succeeded);
+    assert_eq!(recording.take().1, 5, "the sweep finds the deleted");
+    let gone = assert_gone_are_archived_and_the_rest_equals_the_fake(&fake, &recording.store);
+    let mut gone: Vec<u64> = gone.keys().map(|id| id.parse().unwrap()).collect();
+    gone.sort_unstable();
+    let mut deleted = deleted;
+    deleted.sort_unstable();
+    assert_eq!(gone, deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_stream_purges_what_hubspot_deleted_for_good_and_nothing_merged_or_archived() {
+    let fake = fake(FakeConfig {
+        contacts: 700,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    config.object.on_permanent_delete = OnPermanentDelete::Purge;
+    let recording = Recording::default();
+    let first = run_recording(&config, &recording, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    // Archived and merged away: a window stores both archived (`merged_into` for the merged).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fake.mutate(&contacts(Mutation {
+        archive: 6,
+        merge: 3,
+        ..Mutation::default()
+    }));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = run_recording(&config, &recording, first.checkpoint).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    let (sent, _) = recording.take();
+    assert_eq!(sent.iter().filter(|r| r.archived).count(), 6 + 3);
+
+    // Deleted for good: four live records, and two of the archived ones.
+    let deleted = fake.mutate(&contacts(Mutation {
+        delete: 4,
+        delete_archived: 2,
+        ..Mutation::default()
+    }));
+    // A record merged into one deleted for good has no survivor left to name it: it goes too.
+    let orphans = fake
+        .merged("contacts")
+        .into_iter()
+        .filter(|(_, primary)| deleted.contains(&primary.parse().unwrap()))
+        .map(|(secondary, _)| secondary.parse::<u64>().unwrap());
+    let mut expected: Vec<u64> = deleted.iter().copied().chain(orphans).collect();
+    expected.sort_unstable();
+
+    let resync = run_recording(&config, &recording, Checkpoint::start()).await;
+    assert_eq!(resync.outcome, RunOutcome::Succeeded);
+    let (purged, repaired) = recording.take_purged();
+    assert_eq!(
+        purged, expected,
+        "the deleted, not the merged nor the archived"
+    );
+    assert_eq!(repaired, expected.len() as u64);
+
+    // The sweep purges too: three more deleted for good.
+    let mut more = fake.mutate(&contacts(Mutation {
+        delete: 3,
+        ..Mutation::default()
+    }));
+    more.sort_unstable();
+    config.object.sweep_every = Duration::from_millis(100);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let sweep = run_recording(&config, &recording, resync.checkpoint).await;
+    assert_eq!(sweep.outcome, RunOutcome::Succeeded);
+    let (purged, repaired) = recording.take_purged();
+    assert_eq!(purged, more);
+    assert_eq!(repaired, 3);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merged_away_record_is_archived_with_merged_into_keeping_what_was_stored() {

@@ -71,14 +71,14 @@ async fn associations_equal_the_fakes_after_a_sync_and_after_links_change_alone(
     }
 
     // Once the refresh interval has passed, a run reads every record again with its links.
-    config.object.associations_refresh = Duration::from_millis(200);
+    config.object.refresh = Duration::from_millis(200);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let refresh = run(&config, &sink, second.checkpoint).await;
     assert_eq!(refresh.outcome, RunOutcome::Succeeded);
     assert_eq!(refresh.records, 450, "every record read again");
     assert_equals_the_fake(&fake, &sink, None);
     assert_links_equal_the_fake(&fake, &sink, "contacts", &["companies", "deals"]);
-    config.object.associations_refresh = hubspot::ASSOCIATIONS_REFRESH;
+    config.object.refresh = hubspot::REFRESH;
     let quiet = run(&config, &sink, refresh.checkpoint).await;
     assert_eq!(quiet.records, 0, "then incremental until the next refresh");
 }

@@ -220,8 +220,9 @@ async fn an_unfiltered_url_past_the_limit_is_a_permanent_414() {
     };
     assert_eq!(kind, weld_pipeline::ErrorKind::Permanent);
     assert!(error.contains("414"), "{error}");
-    // The live records' search (properties in its body), then the archived list: no retry.
-    assert_eq!(fake.stats().requests, 2);
+    // The definitions (read once per source, for which listed properties are calculated), the
+    // live records' search (properties in its body), then the archived list: no retry.
+    assert_eq!(fake.stats().requests, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,101 @@
 //! The HubSpot source's incremental windows against the fake over 127.0.0.1: after a full run,
 //! only what changed travels, each changed record exactly once, however many share a timestamp
-//! and however far past search's 10,000-result cap.
+//! and however far past search's 10,000-result cap; and what changes without moving a
+//! modification time (a calculated property) arrives with the refresh.
 
 mod support;
 
 use std::time::Duration;
 
-use weld_pipeline::MemorySink;
+use weld_pipeline::{Checkpoint, MemorySink, RunOutcome};
 use weld_pipeline_hubspot::fake::{FakeConfig, Mutation};
 use weld_pipeline_hubspot::Endpoint;
 
 use support::{
-    assert_equals_the_fake, assert_object_equals_the_fake, config, fake, version, Ladder,
+    assert_equals_the_fake, assert_object_equals_the_fake, config, fake, run, stream, version,
+    Ladder,
 };
+
+/// The fake's calculated custom property (`calculated: true` in its definitions).
+const CALCULATED: &str = "custom_property_001";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calculated_property_changed_silently_arrives_within_one_refresh() {
+    let fake = fake(FakeConfig {
+        contacts: 300,
+        custom_properties: 3,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = config(&fake);
+    let sink = MemorySink::new();
+    let first = run(&config, &sink, Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let recalculated = fake.mutate(&Mutation {
+        object: "contacts".into(),
+        recalculate: 9,
+        ..Mutation::default()
+    });
+    assert_eq!(recalculated.len(), 9);
+
+    // HubSpot recomputed them without moving their modification times: no window sees it.
+    let quiet = run(&config, &sink, first.checkpoint).await;
+    assert_eq!(quiet.records, 0);
+    let value = |id: u64| {
+        let stored = sink.records(&stream());
+        let record = stored.iter().find(|r| r.id == id.to_string()).unwrap();
+        let data: serde_json::Value = record.data.decode().unwrap();
+        data["properties"][CALCULATED].as_str().map(str::to_string)
+    };
+    let truth = fake.dump("contacts");
+    let truth_of = |id: u64| {
+        let dumped = truth.iter().find(|d| d.id == id.to_string()).unwrap();
+        dumped.properties[CALCULATED].clone()
+    };
+    assert_ne!(value(recalculated[0]), truth_of(recalculated[0]));
+
+    // Once a refresh interval has passed since the last full read, every record is read again.
+    config.object.refresh = Duration::from_millis(100);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refreshed = run(&config, &sink, quiet.checkpoint).await;
+    assert_eq!(refreshed.outcome, RunOutcome::Succeeded);
+    assert_eq!(refreshed.records, 300, "every record read again");
+    assert_equals_the_fake(&fake, &sink, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_stream_whose_read_set_has_a_calculated_property_refreshes() {
+    // Each case: the fake's custom properties, the stream's list (none: every property), and
+    // whether its set reads a calculated property.
+    let cases: [(usize, Option<&[&str]>, bool); 4] = [
+        (0, None, false),
+        (3, None, true),
+        (3, Some(&["email", "firstname"]), false),
+        (3, Some(&["email", CALCULATED]), true),
+    ];
+    for (custom_properties, listed, refreshes) in cases {
+        let fake = fake(FakeConfig {
+            contacts: 120,
+            custom_properties,
+            ..FakeConfig::default()
+        })
+        .await;
+        let mut config = config(&fake);
+        config.object.properties = listed.map(|l| l.iter().map(|p| p.to_string()).collect());
+        config.object.refresh = Duration::from_millis(100);
+        let sink = MemorySink::new();
+        let first = run(&config, &sink, Checkpoint::start()).await;
+        assert_eq!(first.outcome, RunOutcome::Succeeded);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second = run(&config, &sink, first.checkpoint).await;
+        assert_eq!(second.outcome, RunOutcome::Succeeded);
+        let expected = if refreshes { 120 } else { 0 };
+        assert_eq!(
+            second.records, expected,
+            "{custom_properties} custom properties, listed {listed:?}"
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_sync_after_modifications_creations_and_archiving_equals_it() {

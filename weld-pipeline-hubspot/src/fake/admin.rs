@@ -7,6 +7,7 @@ use serde::Deserialize;
 use weld_pipeline::sync::Locked;
 use weld_pipeline::Timestamp;
 
+use super::data::ObjectSet;
 use super::{wire, Dumped, Fake, FaultPlan, Legacy, Mutation, Shared, Stats};
 
 pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
@@ -57,6 +58,7 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     if let Some(name) = &mutation.add_property {
         set.add_property(name, now);
     }
+    recalculate(set, rng, mutation.recalculate, &mut touched);
     let live = set.live_shuffled(rng);
     for &id in live.iter().take(mutation.archive) {
         if let Some(object) = set.records.get_mut(&id) {
@@ -67,6 +69,30 @@ pub(super) fn mutate(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
         }
     }
     touched
+}
+
+/// Gives `count` random live records a new value of every calculated property, their
+/// modification times unchanged, as HubSpot recomputes a rollup or a time in stage.
+fn recalculate(set: &mut ObjectSet, rng: &mut fastrand::Rng, count: usize, touched: &mut Vec<u64>) {
+    let calculated: Vec<String> = set
+        .definitions
+        .iter()
+        .filter(|d| d.is_calculated())
+        .map(|d| d.name.clone())
+        .collect();
+    if calculated.is_empty() {
+        return;
+    }
+    for id in set.live_shuffled(rng).into_iter().take(count) {
+        if let Some(object) = set.records.get_mut(&id) {
+            for name in &calculated {
+                let value = object.properties.entry(name.clone()).or_insert(None);
+                let before: u64 = value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+                *value = Some((before + 1).to_string());
+            }
+            touched.push(id);
+        }
+    }
 }
 
 /// Links `mutation.relink` random live records to one other record of `relink_to` each, instead
@@ -97,8 +123,8 @@ fn relink(fake: &mut Fake, mutation: &Mutation) -> Vec<u64> {
     relinked
 }
 
-/// Merges `mutation.merge` pairs of live records and deletes `mutation.delete` for good.
-/// Returns the primaries and the deleted ids.
+/// Merges `mutation.merge` pairs of live records and deletes `mutation.delete` live ones and
+/// `mutation.delete_archived` archived ones for good. Returns the primaries and the deleted ids.
 fn merge_and_delete(fake: &mut Fake, mutation: &Mutation, now: i64) -> Vec<u64> {
     let object = super::canonical(&mutation.object).to_string();
     let Fake {
@@ -137,6 +163,18 @@ fn merge_and_delete(fake: &mut Fake, mutation: &Mutation, now: i64) -> Vec<u64> 
     }
     let live = set.live_shuffled(rng);
     for id in live.into_iter().take(mutation.delete) {
+        set.records.remove(&id);
+        links.remove(&object, id);
+        touched.push(id);
+    }
+    let mut archived: Vec<u64> = set
+        .records
+        .values()
+        .filter(|o| o.archived_at.is_some())
+        .map(|o| o.id)
+        .collect();
+    rng.shuffle(&mut archived);
+    for id in archived.into_iter().take(mutation.delete_archived) {
         set.records.remove(&id);
         links.remove(&object, id);
         touched.push(id);

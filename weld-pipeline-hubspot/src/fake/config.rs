@@ -210,6 +210,15 @@ pub struct Mutation {
     /// from every listing, their links with them.
     #[serde(default)]
     pub delete: usize,
+    /// Live records whose calculated properties (the definitions with `calculated: true`)
+    /// HubSpot recomputes: each gets a new value, its modification time unchanged, so no
+    /// incremental window sees it.
+    #[serde(default)]
+    pub recalculate: usize,
+    /// Archived records to delete for good (the recycle bin emptied after 90 days, a GDPR
+    /// delete of an archived record): they vanish from the archived listing too.
+    #[serde(default)]
+    pub delete_archived: usize,
 }
 
 /// A record as the dump shows it: everything the fake holds.

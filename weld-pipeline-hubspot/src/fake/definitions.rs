@@ -1,5 +1,11 @@
 //! The portal's property definitions: HubSpot's own properties and the customer's custom ones,
 //! of every type, and the values the data set gives the custom ones.
+//!
+//! Some are calculated (`calculated: true`): HubSpot recomputes their values without moving the
+//! record's modification time, which `Mutation::recalculate` plays. HubSpot's own calculated
+//! properties named in [`CALCULATED`] are marked so wherever a type defines them, and the
+//! customer's custom property [`CALCULATED_CUSTOM`] (a number, as a portal's "days to close"
+//! calculation property is) is one: any portal with two custom properties or more has one.
 
 use serde::Serialize;
 
@@ -17,6 +23,19 @@ const TYPES: [(&str, &str); 8] = [
     ("phone_number", "phonenumber"),
     ("enumeration", "checkbox"),
 ];
+
+/// HubSpot's own properties whose values HubSpot computes: stage times (back-filled for every
+/// stage) and a deal's days to close.
+const CALCULATED: &[&str] = &[
+    "days_to_close",
+    "hs_v2_date_entered_current_stage",
+    "hs_v2_time_in_current_stage",
+    "hs_time_in_lead",
+    "num_associated_deals",
+];
+
+/// The index of the custom property that is calculated: `custom_property_001`, a number.
+pub(crate) const CALCULATED_CUSTOM: usize = 1;
 
 /// The options of every enumeration the fake defines.
 const OPTIONS: [&str; 3] = ["option_a", "option_b", "option_c"];
@@ -97,11 +116,25 @@ impl Definition {
         }
     }
 
+    /// Whether HubSpot computes this property's values.
+    pub(crate) fn is_calculated(&self) -> bool {
+        self.calculated
+    }
+
     /// HubSpot's own property `name`, typed as HubSpot types it.
     pub(crate) fn standard(name: &str, at: i64) -> Self {
         let kind = match name {
-            "createdate" | "lastmodifieddate" | "hs_lastmodifieddate" | "closedate" => "datetime",
-            "hs_object_id" | "amount" => "number",
+            "createdate"
+            | "lastmodifieddate"
+            | "hs_lastmodifieddate"
+            | "closedate"
+            | "hs_v2_date_entered_current_stage" => "datetime",
+            "hs_object_id"
+            | "amount"
+            | "days_to_close"
+            | "hs_v2_time_in_current_stage"
+            | "hs_time_in_lead"
+            | "num_associated_deals" => "number",
             "lifecyclestage" | "dealstage" | "pipeline" => "enumeration",
             "phone" => "phone_number",
             _ => "string",
@@ -110,18 +143,24 @@ impl Definition {
             .into_iter()
             .find(|(k, _)| *k == kind)
             .unwrap_or(TYPES[0]);
-        Definition::new(name, typed, true, at)
+        Definition {
+            calculated: CALCULATED.contains(&name),
+            ..Definition::new(name, typed, true, at)
+        }
     }
 
     /// The customer's custom property number `index` (`custom_property_007`), its type
     /// cycling through every type.
     pub(crate) fn custom(index: usize, at: i64) -> Self {
-        Definition::new(
-            &format!("custom_property_{index:03}"),
-            TYPES[index % TYPES.len()],
-            false,
-            at,
-        )
+        Definition {
+            calculated: index == CALCULATED_CUSTOM,
+            ..Definition::new(
+                &format!("custom_property_{index:03}"),
+                TYPES[index % TYPES.len()],
+                false,
+                at,
+            )
+        }
     }
 
     /// A custom string property added at run time.

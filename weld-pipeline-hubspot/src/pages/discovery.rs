@@ -1,6 +1,7 @@
 //! Which properties a page asks for, and telling the store their types: the stream's own list,
 //! or every property the account defines for the object, discovered again at a run's first
-//! page (see the `properties` module for why a changed set starts a full read).
+//! page (see the `properties` module for why a changed set starts a full read); and whether
+//! the set has a property HubSpot calculates (which makes the stream refresh).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -10,7 +11,7 @@ use weld_pipeline::sync::Locked;
 use weld_pipeline::BoxError;
 
 use super::reader::Reader;
-use crate::properties::PropertySet;
+use crate::properties::{Defined, PropertySet};
 
 /// What a fetcher learnt of the object's properties, shared by its clones.
 #[derive(Debug, Default)]
@@ -19,6 +20,8 @@ pub(super) struct Discovery {
     discovered: Mutex<Option<PropertySet>>,
     /// Whether a listed property set's definitions were read (once per source).
     listed_described: AtomicBool,
+    /// Whether the listed set has a property HubSpot calculates, as its definitions said.
+    listed_calculated: AtomicBool,
     /// Whether the store refused the stream's fields at the last try (told once, not per run).
     describe_failing: AtomicBool,
 }
@@ -29,9 +32,17 @@ impl Discovery {
         self.discovered.locked().clone()
     }
 
-    /// Keeps the set of the definitions `schema` as the one discovered, and returns it.
-    pub(super) fn discovered(&self, schema: &Schema) -> PropertySet {
-        let set = PropertySet::new(schema.fields.iter().map(|f| f.name.clone()).collect());
+    /// Keeps the set of the definitions `defined` as the one discovered, and returns it.
+    pub(super) fn discovered(&self, defined: &Defined) -> PropertySet {
+        let set = PropertySet::new(
+            defined
+                .schema
+                .fields
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+        )
+        .with_calculated(!defined.calculated.is_empty());
         *self.discovered.locked() = Some(set.clone());
         set
     }
@@ -39,8 +50,10 @@ impl Discovery {
     /// The properties this page asks for: the stream's list, or every property of the object,
     /// discovered anew when `fresh` (a run's first page) and otherwise as last discovered. With
     /// the set, the fields to describe to the store when definitions were read for it: at
-    /// every discovery, and for a listed set once per source when there is a store to tell
-    /// (`describing`; a failure to read them then costs the typed fields, not the run).
+    /// every discovery, and for a listed set once per source, at its first run's first page,
+    /// when there is a store to tell (`describing`). A listed set's definitions are read then
+    /// with or without a store: they say whether one of its properties is calculated. A
+    /// failure to read them costs the typed fields and the refresh, not the run.
     pub(super) async fn property_set(
         &self,
         reader: &Reader,
@@ -49,26 +62,32 @@ impl Discovery {
     ) -> Result<(PropertySet, Option<Schema>), BoxError> {
         if let Some(listed) = &reader.object.properties {
             let set = PropertySet::new(listed.clone());
-            if !fresh || !describing || self.listed_described.swap(true, Ordering::Relaxed) {
-                return Ok((set, None));
+            if !fresh || self.listed_described.swap(true, Ordering::Relaxed) {
+                let calculated = self.listed_calculated.load(Ordering::Relaxed);
+                return Ok((set.with_calculated(calculated), None));
             }
             let schema = match reader.definitions().await {
-                Ok(defined) => Some(listed_schema(&set, &defined)),
+                Ok(defined) => {
+                    let calculated = defined.any_calculated(set.names());
+                    self.listed_calculated.store(calculated, Ordering::Relaxed);
+                    describing.then(|| listed_schema(&set, &defined.schema))
+                }
                 Err(error) => {
-                    tracing::warn!(object = %reader.object.object_type, error = %error, "the property definitions cannot be read: the listed properties are stored, untyped");
+                    tracing::warn!(object = %reader.object.object_type, error = %error, "the property definitions cannot be read: the listed properties are stored untyped, and none is known to be calculated");
                     None
                 }
             };
-            return Ok((set, schema));
+            let calculated = self.listed_calculated.load(Ordering::Relaxed);
+            return Ok((set.with_calculated(calculated), schema));
         }
         if !fresh {
             if let Some(set) = self.last() {
                 return Ok((set, None));
             }
         }
-        let schema = reader.definitions().await?;
-        let set = self.discovered(&schema);
-        Ok((set, Some(schema)))
+        let defined = reader.definitions().await?;
+        let set = self.discovered(&defined);
+        Ok((set, Some(defined.schema)))
     }
 
     /// Tells the store the fields of the stream's records, when it can be told. The records do

@@ -2,10 +2,11 @@
 //!
 //! A page is read in two steps. First, which phase it reads (`next`): where the checkpoint
 //! stands, unless the run must start over with a full read (a first sync, another property
-//! set, an association refresh due) or reconcile (a sweep due); a finished run's next page
+//! set, a refresh due) or reconcile (a sweep due); a finished run's next page
 //! opens a new window. Then the reader of that phase, one module each:
 //!
-//! - `full`: the full read, live records by search, then the archived listing;
+//! - `full`: the full read, live records by search, then the archived listing, compared with
+//!   the store's inventory as it goes so that it ends with the store equal to HubSpot;
 //! - `window`: an incremental window, by search, then those archived inside it;
 //! - `sweep`: the reconciliation sweep of HubSpot's ids against the store's inventory;
 //! - `reference`: owners and pipelines, read whole on every run.
@@ -14,12 +15,14 @@
 //! search page re-anchored after the last id), `list` (a list page, its property list split
 //! when the URL would be too long), `archived` (the archived listing, by id past its first page
 //! when the list is split). `reader` holds what they all read with (the object, the call
-//! stacks, the calls read ahead, records by id), `object_type` how URLs name the object, and
-//! `discovery` which properties a page asks for.
+//! stacks, the calls read ahead, records by id), `object_type` how URLs name the object,
+//! `discovery` which properties a page asks for, and `inventory` the store's inventory read
+//! ahead beside a pass over the live ids (the sweep's and the full read's).
 
 mod archived;
 mod discovery;
 mod full;
+mod inventory;
 mod list;
 mod next;
 mod object_type;
@@ -58,6 +61,8 @@ pub struct HubSpotPages {
     /// ahead of the store's inventory. Held across a page's calls (pages of a stream come one
     /// at a time).
     sweeping: Arc<tokio::sync::Mutex<Option<sweep::State>>>,
+    /// The full read in progress: its comparison with the store's inventory (see `full`).
+    full: Arc<tokio::sync::Mutex<Option<full::State>>>,
 }
 
 impl std::fmt::Debug for HubSpotPages {
@@ -96,6 +101,7 @@ impl HubSpotPages {
             reader: Reader::new(account, object, calls),
             discovery: Arc::default(),
             sweeping: Arc::default(),
+            full: Arc::default(),
         })
     }
 }
@@ -142,23 +148,24 @@ impl HubSpotPages {
         now: i64,
     ) -> Result<Page, BoxError> {
         let guess = self.page_with(previous.clone(), at.clone(), request, now);
-        let (schema, page) = futures::join!(self.reader.definitions(), guess);
-        let schema = schema?;
-        let set = self.discovery.discovered(&schema);
-        self.discovery.describe(request, &schema).await;
+        let (defined, page) = futures::join!(self.reader.definitions(), guess);
+        let defined = defined?;
+        let set = self.discovery.discovered(&defined);
+        self.discovery.describe(request, &defined.schema).await;
         if set == previous {
             return page;
         }
         self.page_with(set, at, request, now).await
     }
 
-    /// What decides where a page with property fingerprint `properties` starts.
-    fn rules(&self, properties: u64, request: &PageRequest) -> Rules {
+    /// What decides where a page with property fingerprint `properties` starts; `calculated`
+    /// when its set has a property HubSpot calculates.
+    fn rules(&self, properties: u64, calculated: bool, request: &PageRequest) -> Rules {
         let object = &self.reader.object;
         Rules {
             properties,
-            associations: !object.associations.is_empty(),
-            associations_refresh: object.associations_refresh,
+            refreshes: !object.associations.is_empty() || calculated,
+            refresh: object.refresh,
             sweep_every: object.sweep_every,
             can_sweep: request.inventory.is_some(),
             settle_delay: self.reader.account.settle_delay,
@@ -168,7 +175,7 @@ impl HubSpotPages {
     /// Whether a run starting at `at` begins with a reconciliation sweep (whose pages keep a
     /// state of their own, never read on a guess).
     fn sweep_starts(&self, at: &Option<Position>, request: &PageRequest, now: i64) -> bool {
-        let rules = self.rules(0, request);
+        let rules = self.rules(0, false, request);
         matches!(at, Some(Position::Done { swept_at, .. }) if rules.sweep_due(*swept_at, now))
             && rules.can_sweep
     }
@@ -183,7 +190,8 @@ impl HubSpotPages {
         now: i64,
     ) -> Result<Page, BoxError> {
         let properties = set.fingerprint_with(&self.reader.object.associations);
-        let (at, why) = self.rules(properties, request).start(at, now);
+        let rules = self.rules(properties, set.calculated(), request);
+        let (at, why) = rules.start(at, now);
         self.tell(why, &set);
         self.read(at, &set, properties, request).await
     }
@@ -199,21 +207,9 @@ impl HubSpotPages {
         let reader = &self.reader;
         let window = Window::of(&at, properties);
         match (at, window) {
-            (
-                Position::Full {
-                    last_id,
-                    started_at,
-                    ..
-                },
-                _,
-            ) => reader.full_page(last_id, started_at, set, properties).await,
-            (
-                Position::FullArchived {
-                    after, started_at, ..
-                },
-                _,
-            ) => {
-                let page = reader.full_archived_page(after, started_at, set, properties);
+            (at @ Position::Full { .. }, _) => reader.full_page(&self.full, at, set, request).await,
+            (at @ Position::FullArchived { .. }, _) => {
+                let page = reader.full_archived_page(&self.full, at, set, request);
                 page.await
             }
             (Position::Window { last_id, .. }, Some(window)) => {
@@ -264,7 +260,8 @@ impl HubSpotPages {
             Why::RefreshDue => tracing::info!(
                 object = %object.object_type,
                 associations = ?object.associations,
-                "association refresh: every record is read again with its links"
+                calculated = set.calculated(),
+                "refresh: every record is read again, for its links and calculated properties"
             ),
             Why::SweepSkipped => {
                 tracing::debug!(object = %object.object_type, "no store to reconcile with: the sweep is skipped");

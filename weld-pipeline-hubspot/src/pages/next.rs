@@ -1,7 +1,13 @@
 //! Which phase a page reads: the checkpoint's, unless the run must start over (a first sync, a
-//! property set of another fingerprint, an association refresh due) or reconcile (a sweep
-//! due). A run after a finished one starts its incremental window here. A decision on values
-//! only, so that the rules are tested without a server.
+//! property set of another fingerprint, a refresh due) or reconcile (a sweep due). A run after
+//! a finished one starts its incremental window here. A decision on values only, so that the
+//! rules are tested without a server.
+//!
+//! A refresh is due for a stream that reads what HubSpot changes without moving a record's
+//! modification time (associations, or a property it calculates), once its last full read
+//! began [`HubSpotObject::refresh`](crate::HubSpotObject::refresh) ago. A sweep is due once the
+//! last began `sweep_every` ago; a full read that could not compare every id with the store
+//! leaves `swept_at` 0, so the next run sweeps.
 
 use std::time::Duration;
 
@@ -12,10 +18,12 @@ use crate::position::{Position, SweepStage};
 pub(super) struct Rules {
     /// The fingerprint of the property set the page is read with.
     pub(super) properties: u64,
-    /// Whether the stream reads associations (and so refreshes them).
-    pub(super) associations: bool,
-    /// How often a stream with associations reads every record again.
-    pub(super) associations_refresh: Duration,
+    /// Whether the stream reads what changes without moving a record's modification time
+    /// (associations, or a property HubSpot calculates), and so reads every record again now
+    /// and then.
+    pub(super) refreshes: bool,
+    /// How often such a stream reads every record again.
+    pub(super) refresh: Duration,
     /// How often a run is a reconciliation sweep.
     pub(super) sweep_every: Duration,
     /// Whether there is a store's inventory to reconcile with.
@@ -33,7 +41,7 @@ pub(super) enum Why {
     First,
     /// The property set (or the association types) changed: a full read again.
     PropertiesChanged,
-    /// The association refresh is due: a full read again.
+    /// The refresh (associations, calculated properties) is due: a full read again.
     RefreshDue,
     /// The reconciliation sweep is due.
     SweepDue,
@@ -42,10 +50,10 @@ pub(super) enum Why {
 }
 
 impl Rules {
-    /// Whether a stream with associations is due to read every record again: its last full
-    /// read began a refresh interval ago or more.
+    /// Whether a stream that refreshes is due to read every record again: its last full read
+    /// began a refresh interval ago or more.
     pub(super) fn refresh_due(&self, full_at: i64, now: i64) -> bool {
-        self.associations && now.saturating_sub(full_at) >= millis(self.associations_refresh)
+        self.refreshes && now.saturating_sub(full_at) >= millis(self.refresh)
     }
 
     /// Whether the reconciliation sweep is due: the last began a sweep interval ago or more.
@@ -132,8 +140,8 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             properties: 7,
-            associations: false,
-            associations_refresh: DAY,
+            refreshes: false,
+            refresh: DAY,
             sweep_every: DAY,
             can_sweep: true,
             settle_delay: Duration::from_secs(30),
@@ -197,10 +205,10 @@ mod tests {
     }
 
     #[test]
-    fn an_association_refresh_due_reads_everything_again_only_with_associations() {
+    fn a_refresh_due_reads_everything_again_only_for_a_stream_that_refreshes() {
         let at = done(NOW - 1_000, 7, NOW - DAY.as_millis() as i64, NOW - 1_000);
         let with_links = Rules {
-            associations: true,
+            refreshes: true,
             ..rules()
         };
         let (position, why) = with_links.start(Some(at.clone()), NOW);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tower::ServiceExt;
-use weld_pipeline::source::{Page, Schema};
+use weld_pipeline::source::Page;
 use weld_pipeline::sync::Locked;
 use weld_pipeline::{BoxError, Record};
 
@@ -17,7 +17,7 @@ use crate::client::Call;
 use crate::lookahead::{beside, Ahead, Lookahead};
 use crate::parse::parse;
 use crate::position::{checkpoint, Position};
-use crate::properties::{parse_definitions, PropertySet};
+use crate::properties::{parse_definitions, Defined, PropertySet};
 use crate::{HubSpotAccount, HubSpotObject};
 
 /// The most ids one batch read takes (HubSpot's limit).
@@ -70,8 +70,9 @@ impl Reader {
         Ok(resolved)
     }
 
-    /// Every property the account defines for the object, with its type.
-    pub(super) async fn definitions(&self) -> Result<Schema, BoxError> {
+    /// Every property the account defines for the object, with its type, and which are
+    /// calculated.
+    pub(super) async fn definitions(&self) -> Result<Defined, BoxError> {
         let object_type = self.object_type().await?;
         let body = self
             .calls

@@ -87,6 +87,65 @@ pub async fn run_in(
         .expect("the run ends")
 }
 
+/// A sink that stores into its [`MemorySink`] and keeps what it was sent: every record, as the
+/// source emitted it (purges included, whatever the store makes of them), and how many of them
+/// the source counted as repairs.
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    pub store: MemorySink,
+    sent: std::sync::Arc<std::sync::Mutex<(Vec<Record>, u64)>>,
+}
+
+impl Recording {
+    /// What it was sent since the last call, and how many of those repaired the store.
+    pub fn take(&self) -> (Vec<Record>, u64) {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+
+    /// The ids of the purge records it was sent since the last call, sorted, and the repairs.
+    pub fn take_purged(&self) -> (Vec<u64>, u64) {
+        let (records, repaired) = self.take();
+        let mut purged: Vec<u64> = records
+            .iter()
+            .filter(|r| r.purge)
+            .map(|r| r.id.parse().unwrap())
+            .collect();
+        purged.sort_unstable();
+        (purged, repaired)
+    }
+}
+
+#[async_trait::async_trait]
+impl weld_pipeline::Sink for Recording {
+    async fn commit(
+        &self,
+        batch: &weld_pipeline::Batch,
+    ) -> Result<weld_pipeline::Commit, weld_pipeline::Error> {
+        let commit = self.store.commit(batch).await?;
+        if matches!(commit, weld_pipeline::Commit::Stored { .. }) {
+            let mut sent = self.sent.lock().unwrap();
+            sent.0.extend(batch.records.iter().cloned());
+            sent.1 += batch.repaired;
+        }
+        Ok(commit)
+    }
+
+    async fn checkpoint(&self, stream: &StreamName) -> Result<Checkpoint, weld_pipeline::Error> {
+        weld_pipeline::Sink::checkpoint(&self.store, stream).await
+    }
+}
+
+/// A run that reconciles with what `recording` stores, recording what it sends.
+pub async fn run_recording(config: &Config, recording: &Recording, from: Checkpoint) -> RunReport {
+    let context =
+        RunContext::new(stream()).with_inventory(std::sync::Arc::new(recording.store.clone()));
+    let source = hubspot::source(config.account.clone(), config.object.clone()).unwrap();
+    let pipeline = Pipeline::new(source, recording.clone());
+    tokio::time::timeout(DEADLINE, pipeline.run(&context, from))
+        .await
+        .expect("the run ends")
+}
+
 /// The stored set equals the fake's: every id, its modification time, its archived flag, and
 /// the value of every property the source asked for: `listed`, or (`None`) every property the
 /// fake's portal defines, each present in every record, `null` where the record has no value.

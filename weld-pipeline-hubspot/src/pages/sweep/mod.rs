@@ -18,7 +18,13 @@
 //!    - archived at HubSpot, live in the store: archived (an amendment: the stored document
 //!      stays, `archived` and `archivedAt` written over it);
 //!    - in neither listing, live in the store: gone for good, archived with
-//!      `"deleted_permanently": true` (an amendment: nothing stored is dropped).
+//!      `"deleted_permanently": true` (an amendment: nothing stored is dropped), or removed
+//!      ([`Record::purge`](weld_pipeline::Record::purge)) when the stream's
+//!      [`HubSpotObject::on_permanent_delete`] says `purge`;
+//!    - in neither listing, archived in the store: left as it is. The inventory cannot tell a
+//!      record merged away (archived with `merged_into`) from one whose archived copy HubSpot
+//!      then deleted for good: only a full read, which sees every survivor's
+//!      `hs_merged_object_ids`, can (see the `full` module).
 //! 3. **Archived records the store lacks**: batch read with `archived=true`.
 //!
 //! Every record a sweep sends counts as repaired ([`Page::repaired`](weld_pipeline::source::Page)):
@@ -27,16 +33,17 @@
 //! without one it is skipped. Its memory holds HubSpot's archived ids and one inventory page;
 //! a sweep interrupted (a worker restart) starts over at its next page.
 
-mod plan;
+pub(super) mod plan;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 use tokio::sync::Mutex;
 use tower::ServiceExt;
-use weld_pipeline::source::{Held, Inventory, Page, PageRequest, MAX_HELD_PER_PAGE};
+use weld_pipeline::source::{Inventory, Page, PageRequest};
 use weld_pipeline::{BoxError, Error, Record, StreamName, Timestamp};
 
+use super::inventory::HeldAhead;
 use super::reader::Reader;
 use crate::calls::search_after;
 use crate::client::Call;
@@ -72,9 +79,7 @@ pub(crate) struct State {
     /// Those found in the store.
     seen_archived: HashSet<u64>,
     /// The store's inventory read ahead, after the last id compared.
-    held: VecDeque<(u64, Held)>,
-    held_next: Option<String>,
-    held_done: bool,
+    held: HeldAhead,
     repaired: Repaired,
 }
 
@@ -99,9 +104,7 @@ impl State {
             started_at,
             archived: BTreeMap::new(),
             seen_archived: HashSet::new(),
-            held: VecDeque::new(),
-            held_next: None,
-            held_done: false,
+            held: HeldAhead::default(),
             repaired: Repaired::default(),
         }
     }
@@ -218,13 +221,16 @@ impl Reader {
         } else {
             None
         };
-        let held = held_through(state, store.inventory, store.stream, upper).await?;
+        let held = state
+            .held
+            .through(store.inventory, store.stream, upper)
+            .await?;
         let plan = compare(&live, held, &state.archived, &mut state.seen_archived);
         state.repaired.archived += plan.archive.len() as u64;
         state.repaired.deleted += plan.deleted.len() as u64;
         state.repaired.read_again += plan.read_again.len() as u64;
         let mut records = self.read_by_id(false, &plan.read_again, set).await?;
-        records.extend(plan.amendments(Timestamp::now()));
+        records.extend(plan.amendments(Timestamp::now(), self.object.on_permanent_delete));
         let next = match upper {
             Some(last_id) => SweepStage::Live { last_id },
             None => SweepStage::Missing,
@@ -276,38 +282,4 @@ impl Reader {
             .collect();
         Ok((live, listed.next.is_some()))
     }
-}
-
-/// Takes from the store's inventory every record with an id up to `upper` (all that remain for
-/// `None`), reading ahead page by page. Ids that are not HubSpot's (not numbers) are skipped.
-async fn held_through(
-    state: &mut State,
-    inventory: &dyn Inventory,
-    stream: &StreamName,
-    upper: Option<u64>,
-) -> Result<Vec<(u64, Held)>, BoxError> {
-    let covered = |state: &State| match (upper, state.held.back()) {
-        (Some(upper), Some((last, _))) => *last > upper,
-        _ => false,
-    };
-    while !state.held_done && !covered(state) {
-        let page = inventory
-            .held(stream, state.held_next.as_deref(), MAX_HELD_PER_PAGE)
-            .await?;
-        state.held.extend(
-            page.records
-                .into_iter()
-                .filter_map(|h| Some((h.id.parse::<u64>().ok()?, h))),
-        );
-        state.held_done = page.next.is_none();
-        state.held_next = page.next;
-    }
-    let mut taken = Vec::new();
-    while let Some((id, _)) = state.held.front() {
-        if upper.is_some_and(|upper| *id > upper) {
-            break;
-        }
-        taken.extend(state.held.pop_front());
-    }
-    Ok(taken)
 }

@@ -1,11 +1,14 @@
 //! One page of the sweep's comparison: HubSpot's ids and modification times against the
-//! store's inventory of the same range, and the amendments it makes of what is gone.
+//! store's inventory of the same range, and the amendments it makes of what is gone; and what a
+//! record found deleted for good becomes, which the full read sends too.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 use weld_pipeline::source::Held;
 use weld_pipeline::{Json, Record, Timestamp};
+
+use crate::OnPermanentDelete;
 
 /// What one page of the comparison found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -68,10 +71,30 @@ pub(super) fn amendment(id: u64, at: Timestamp, members: serde_json::Value) -> R
     }
 }
 
+/// What record `id`, stored at version `held_at` and found deleted for good at `now`, becomes:
+/// archived with `"deleted_permanently": true` (an amendment stamped no earlier than the
+/// version stored: a store never lets an older version win), or removed, as `on_delete` says.
+pub(in crate::pages) fn gone_for_good(
+    id: u64,
+    held_at: Timestamp,
+    now: Timestamp,
+    on_delete: OnPermanentDelete,
+) -> Record {
+    let at = now.max(held_at);
+    match on_delete {
+        OnPermanentDelete::Archive => amendment(
+            id,
+            at,
+            json!({"archived": true, "deleted_permanently": true}),
+        ),
+        OnPermanentDelete::Purge => Record::purge(id.to_string(), at),
+    }
+}
+
 impl Plan {
-    /// The amendments of the archived and the deleted, stamped no earlier than the version
-    /// stored (a store never lets an older version win).
-    pub(super) fn amendments(&self, now: Timestamp) -> Vec<Record> {
+    /// The amendments of the archived, and what the deleted become (see [`gone_for_good`]),
+    /// stamped no earlier than the version stored (a store never lets an older version win).
+    pub(super) fn amendments(&self, now: Timestamp, on_delete: OnPermanentDelete) -> Vec<Record> {
         let archived = self.archive.iter().map(|(id, held_at, archived_at)| {
             let at = archived_at
                 .map_or(now, Timestamp::from_millis)
@@ -83,13 +106,10 @@ impl Plan {
                 json!({"archived": true, "archivedAt": archived_at}),
             )
         });
-        let deleted = self.deleted.iter().map(|(id, held_at)| {
-            amendment(
-                *id,
-                now.max(*held_at),
-                json!({"archived": true, "deleted_permanently": true}),
-            )
-        });
+        let deleted = self
+            .deleted
+            .iter()
+            .map(|(id, held_at)| gone_for_good(*id, *held_at, now, on_delete));
         archived.chain(deleted).collect()
     }
 }
