@@ -1,6 +1,7 @@
 //! A HubSpot sync, as a worker runs it, lands where a user's SQL reads it.
 
 use weld_pipeline_hubspot::fake::Dumped;
+use weld_pipeline_hubspot::OnPermanentDelete;
 
 use super::*;
 
@@ -254,4 +255,79 @@ async fn a_nul_in_a_value_is_stored_as_u_fffd_instead_of_refusing_the_commit() {
         .unwrap();
     let stored: serde_json::Value = page.records[0].data.decode().unwrap();
     assert_eq!(stored["properties"]["note"], "a\u{fffd}b");
+}
+
+/// A `purge` stream (`on_permanent_delete`) resynced after HubSpot deleted records for good:
+/// when its run ends, none of them has a row in its table, its typed view or its link table,
+/// and the others are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_stream_resynced_after_hard_deletes_keeps_no_row_of_them() {
+    let Some((store, client)) = warehouse("purge_sync").await else {
+        return;
+    };
+    let stream = StreamName::new("contacts").unwrap();
+    store.put_stream(&contacts_entry(&stream)).await.unwrap();
+    let fake = FakeHubSpot::start(
+        "127.0.0.1:0",
+        FakeConfig {
+            contacts: 300,
+            custom_properties: 4,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut account = HubSpotAccount::new(fake.base_url(), Token::new("fake-token"));
+    account.settle_delay = Duration::ZERO;
+    let mut object = HubSpotObject::new("contacts").with_associations(["companies"]);
+    object.on_permanent_delete = OnPermanentDelete::Purge;
+    let pipeline = Pipeline::new(hubspot::source(account, object).unwrap(), store.clone());
+    // As a worker's runs do: the store describes the fields and tells what it holds.
+    let run = || {
+        RunContext::new(stream.clone())
+            .with_catalog(Arc::new(store.clone()))
+            .with_inventory(Arc::new(store.clone()))
+    };
+    let first = pipeline.run(&run(), Checkpoint::start()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let before: Vec<String> = fake.dump("contacts").into_iter().map(|d| d.id).collect();
+
+    fake.mutate(&Mutation {
+        object: "contacts".into(),
+        delete: 6,
+        ..Mutation::default()
+    });
+    let after: Vec<String> = fake.dump("contacts").into_iter().map(|d| d.id).collect();
+    let gone: Vec<&String> = before.iter().filter(|id| !after.contains(id)).collect();
+    assert_eq!(gone.len(), 6);
+    let resync = pipeline.run(&run(), Checkpoint::start()).await;
+    assert_eq!(resync.outcome, RunOutcome::Succeeded);
+
+    let ids: Vec<&str> = gone.iter().map(|id| id.as_str()).collect();
+    let (client, ids) = (&client, &ids);
+    let count = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[ids])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(
+        [
+            count("SELECT count(*) FROM hubspot.contacts WHERE id = ANY($1)").await,
+            count("SELECT count(*) FROM hubspot.contacts_typed WHERE id = ANY($1)").await,
+            count("SELECT count(*) FROM hubspot.contacts_associations WHERE from_id = ANY($1)")
+                .await,
+        ],
+        [0, 0, 0],
+        "no trace of {gone:?}"
+    );
+    let held: i64 = client
+        .query_one("SELECT count(*) FROM hubspot.contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held as usize, after.len(), "every other record is there");
+    let runs = store.runs(&stream, 1).await.unwrap();
+    assert_eq!(runs[0].purged, 6, "{:?}", runs[0]);
 }
