@@ -104,6 +104,11 @@ where
 }
 
 /// A transform keeping only the records a predicate accepts: `Filter(|r| !r.archived)`.
+///
+/// A purge (a record whose `purge` is set) is archived too: a filter that drops archived
+/// records drops the purges with them, and the store keeps what the source asked it to remove.
+/// Let them through (`Filter(|r| r.purge || !r.archived)`) where the stream must keep no trace
+/// of a deletion.
 #[derive(Clone, Debug)]
 pub struct Filter<F>(pub F);
 

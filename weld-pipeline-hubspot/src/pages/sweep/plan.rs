@@ -15,7 +15,8 @@ use crate::OnPermanentDelete;
 pub(super) struct Plan {
     /// Ids to read again: missing from the store, stale there, or archived there but live.
     pub(super) read_again: Vec<u64>,
-    /// Ids live in the store but archived at HubSpot, with the time to archive them at.
+    /// Ids live in the store but archived at HubSpot, with the version stored and when HubSpot
+    /// archived them.
     pub(super) archive: Vec<(u64, Timestamp, Option<i64>)>,
     /// Ids live in the store that HubSpot no longer has at all, with the stored version.
     pub(super) deleted: Vec<(u64, Timestamp)>,
@@ -92,17 +93,19 @@ pub(in crate::pages) fn gone_for_good(
 }
 
 impl Plan {
-    /// The amendments of the archived, and what the deleted become (see [`gone_for_good`]),
-    /// stamped no earlier than the version stored (a store never lets an older version win).
+    /// The amendments of the archived, and what the deleted become (see [`gone_for_good`]).
+    ///
+    /// An archived record's amendment is stamped with the version stored: an equal time
+    /// replaces, so it applies, and the record's time stays HubSpot's `updatedAt` (archiving
+    /// does not move it), which the archived listing's version of the record, read later with
+    /// the same time, replaces whole. Stamped later (its `archivedAt`, or now), it would outrank
+    /// that version for good, and the store would keep a time HubSpot never gave the record.
     pub(super) fn amendments(&self, now: Timestamp, on_delete: OnPermanentDelete) -> Vec<Record> {
         let archived = self.archive.iter().map(|(id, held_at, archived_at)| {
-            let at = archived_at
-                .map_or(now, Timestamp::from_millis)
-                .max(*held_at);
             let archived_at = archived_at.map(|ms| Timestamp::from_millis(ms).to_string());
             amendment(
                 *id,
-                at,
+                *held_at,
                 json!({"archived": true, "archivedAt": archived_at}),
             )
         });
@@ -127,6 +130,40 @@ mod tests {
                 archived,
             },
         )
+    }
+
+    #[test]
+    fn an_archived_records_amendment_keeps_the_stored_version_so_hubspots_own_replaces_it() {
+        let plan = Plan {
+            read_again: vec![],
+            archive: vec![(7, Timestamp::from_millis(10), Some(50))],
+            deleted: vec![(8, Timestamp::from_millis(20))],
+        };
+        let records = plan.amendments(Timestamp::from_millis(99), OnPermanentDelete::Archive);
+        let archived = &records[0];
+        assert_eq!(
+            (archived.id.as_str(), archived.updated_at),
+            ("7", Timestamp::from_millis(10))
+        );
+        assert!(archived.archived && archived.amend);
+        let members: serde_json::Value = archived.data.decode().unwrap();
+        assert_eq!(
+            members["archivedAt"],
+            Timestamp::from_millis(50).to_string()
+        );
+        // HubSpot's archived record, listed later with its unchanged `updatedAt`, replaces it.
+        let listed = Record {
+            archived: true,
+            ..Record::new(
+                "7",
+                Timestamp::from_millis(10),
+                Json::parse(b"{}".to_vec()).unwrap(),
+            )
+        };
+        let stored = Some((archived.updated_at, archived.archived));
+        assert!(weld_pipeline::store::upsert_counts(stored, &listed).is_some());
+        // Nothing of the deleted one is left to replace it: stamped now.
+        assert_eq!(records[1].updated_at, Timestamp::from_millis(99));
     }
 
     #[test]
