@@ -191,7 +191,7 @@ pub use config::{
 pub use error::HubSpotError;
 pub use limits::AccountLimits;
 pub use pages::HubSpotPages;
-pub use position::Position;
+pub use position::{Position, SweepStage};
 pub use sources::{HubSpotKind, HubSpotParams, HubSpotSources, KIND};
 
 use weld_pipeline::source::Pages;

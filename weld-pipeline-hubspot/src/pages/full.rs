@@ -9,11 +9,15 @@
 //! already visits every live id in id order, so with the store's inventory
 //! ([`RunContext::inventory`](weld_pipeline::RunContext)) each page is compared, as the sweep
 //! compares, with what the store holds over the same id range (read ahead: the `inventory`
-//! module). No HubSpot call is added: the inventory is the store's.
+//! module). The inventory is the store's: the comparison adds HubSpot calls only for what it
+//! finds missing.
 //!
 //! - An id held in the store that the live pages skipped is a candidate; the archived pass
 //!   strikes out every id it lists (it sends those as archived anyway).
-//! - On the last archived page, what remains is gone for good: held live, it is archived with
+//! - On the last archived page, what remains is asked for by id (archived, then live: two
+//!   calls per 100, only when some remain), since a record archived or restored while the read
+//!   went on may show in no listing; what HubSpot has is sent as it has it, and what it has
+//!   nothing of is gone for good: held live, it is archived with
 //!   `"deleted_permanently": true`, or removed when the stream's
 //!   [`HubSpotObject::on_permanent_delete`] is `purge`, as the sweep does (counted in
 //!   [`Page::repaired`]).
@@ -225,7 +229,7 @@ impl Reader {
         let mut records: Vec<Record> = listed.records.into_iter().map(|(r, _)| r).collect();
         let gone = if state.in_step {
             let merges_seen = set.names().iter().any(|n| n == "hs_merged_object_ids");
-            self.gone(state, merges_seen)
+            self.gone(state, merges_seen, set).await?
         } else {
             // Not followed from its start: the next run is a sweep.
             if let Position::Done { swept_at, .. } = &mut done {
@@ -244,33 +248,39 @@ impl Reader {
         })
     }
 
-    /// What the comparison found gone for good, at the end of a read followed from its start.
-    fn gone(&self, state: &State, merges_seen: bool) -> Vec<Record> {
-        let now = Timestamp::now();
+    /// What the comparison found gone for good, at the end of a read followed from its start:
+    /// the candidates HubSpot has nothing of when asked by id (see
+    /// [`Reader::confirm_gone`]), and the records it does have of them, as read.
+    async fn gone(
+        &self,
+        state: &State,
+        merges_seen: bool,
+        set: &PropertySet,
+    ) -> Result<Vec<Record>, BoxError> {
         let on_delete = self.object.on_permanent_delete;
-        let unmerged = |(id, _): &(&u64, &Timestamp)| !state.merged.contains(id);
-        let deleted: Vec<Record> = state
+        let purge_archived = on_delete == OnPermanentDelete::Purge && merges_seen;
+        let candidates: BTreeMap<u64, Timestamp> = state
             .vanished
             .iter()
-            .filter(unmerged)
-            .map(|(id, held_at)| gone_for_good(*id, *held_at, now, on_delete))
+            .chain(state.vanished_archived.iter().filter(|_| purge_archived))
+            .filter(|(id, _)| !state.merged.contains(id))
+            .map(|(id, at)| (*id, *at))
             .collect();
-        let purge_archived = on_delete == OnPermanentDelete::Purge && merges_seen;
-        let archived: Vec<Record> = state
-            .vanished_archived
-            .iter()
-            .filter(|_| purge_archived)
-            .filter(unmerged)
-            .map(|(id, held_at)| gone_for_good(*id, *held_at, now, on_delete))
-            .collect();
+        let ids: Vec<u64> = candidates.keys().copied().collect();
+        let (mut found, gone) = self.confirm_gone(&ids, set).await?;
+        let now = Timestamp::now();
         tracing::info!(
             object = %self.object.object_type,
-            deleted = deleted.len(),
-            archived_deleted = archived.len(),
+            deleted = gone.len(),
+            found_by_id = found.iter().filter(|r| !r.amend).count(),
             on_permanent_delete = ?on_delete,
             "full read compared with the store"
         );
-        deleted.into_iter().chain(archived).collect()
+        found.extend(
+            gone.iter()
+                .map(|id| gone_for_good(*id, candidates[id], now, on_delete)),
+        );
+        Ok(found)
     }
 }
 

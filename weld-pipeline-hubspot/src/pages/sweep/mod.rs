@@ -17,7 +17,9 @@
 //!      (batch read by id with every property, 100 a call, links included);
 //!    - archived at HubSpot, live in the store: archived (an amendment: the stored document
 //!      stays, `archived` and `archivedAt` written over it);
-//!    - in neither listing, live in the store: gone for good, archived with
+//!    - in neither listing, live in the store, and not found when asked for by id (archived
+//!      or live: the listings are not one snapshot, and a record archived or restored between
+//!      them shows in neither): gone for good, archived with
 //!      `"deleted_permanently": true` (an amendment: nothing stored is dropped), or removed
 //!      ([`Record::purge`](weld_pipeline::Record::purge)) when the stream's
 //!      [`HubSpotObject::on_permanent_delete`] says `purge`;
@@ -25,7 +27,9 @@
 //!      record merged away (archived with `merged_into`) from one whose archived copy HubSpot
 //!      then deleted for good: only a full read, which sees every survivor's
 //!      `hs_merged_object_ids`, can (see the `full` module).
-//! 3. **Archived records the store lacks**: batch read with `archived=true`.
+//! 3. **What no listing showed, asked for by id**, 100 a call, archived then live: what HubSpot
+//!    has is sent as it has it, the rest is gone for good (above). Then **archived records the
+//!    store lacks**: batch read with `archived=true`.
 //!
 //! Every record a sweep sends counts as repaired ([`Page::repaired`](weld_pipeline::source::Page)):
 //! the run history shows how many, and `weld_records_repaired_total{stream}` counts them. A
@@ -52,7 +56,7 @@ use crate::position::{checkpoint, Position, SweepStage};
 use crate::properties::PropertySet;
 #[cfg(doc)]
 use crate::HubSpotObject;
-use plan::compare;
+use plan::{compare, gone_for_good};
 
 /// The most archived records the store lacks that one page reads.
 const MISSING_PER_PAGE: usize = 1_000;
@@ -78,6 +82,9 @@ pub(crate) struct State {
     archived: BTreeMap<u64, Option<i64>>,
     /// Those found in the store.
     seen_archived: HashSet<u64>,
+    /// Ids held live that neither listing showed, with the version stored: asked for by id
+    /// once the live pass is done.
+    unlisted: BTreeMap<u64, Timestamp>,
     /// The store's inventory read ahead, after the last id compared.
     held: HeldAhead,
     repaired: Repaired,
@@ -104,6 +111,7 @@ impl State {
             started_at,
             archived: BTreeMap::new(),
             seen_archived: HashSet::new(),
+            unlisted: BTreeMap::new(),
             held: HeldAhead::default(),
             repaired: Repaired::default(),
         }
@@ -227,10 +235,11 @@ impl Reader {
             .await?;
         let plan = compare(&live, held, &state.archived, &mut state.seen_archived);
         state.repaired.archived += plan.archive.len() as u64;
-        state.repaired.deleted += plan.deleted.len() as u64;
         state.repaired.read_again += plan.read_again.len() as u64;
+        // What neither listing showed is asked for by id at the end, all at once.
+        state.unlisted.extend(plan.deleted.iter().copied());
         let mut records = self.read_by_id(false, &plan.read_again, set).await?;
-        records.extend(plan.amendments(Timestamp::now(), self.object.on_permanent_delete));
+        records.extend(plan.archive_amendments());
         let next = match upper {
             Some(last_id) => SweepStage::Live { last_id },
             None => SweepStage::Missing,
@@ -245,6 +254,9 @@ impl Reader {
         state: &mut State,
         set: &PropertySet,
     ) -> Result<(Vec<Record>, Option<SweepStage>), BoxError> {
+        if !state.unlisted.is_empty() {
+            return self.sweep_unlisted(state, set).await;
+        }
         let missing: Vec<u64> = state
             .archived
             .keys()
@@ -257,6 +269,36 @@ impl Reader {
         let records = self.read_by_id(true, &missing, set).await?;
         let next = (missing.len() == MISSING_PER_PAGE).then_some(SweepStage::Missing);
         Ok((records, next))
+    }
+
+    /// Stage 3, first: a page of the ids no listing showed, asked for by id ([`Reader::confirm_gone`]):
+    /// what HubSpot has of them, as it has it, and what it has nothing of, gone for good.
+    async fn sweep_unlisted(
+        &self,
+        state: &mut State,
+        set: &PropertySet,
+    ) -> Result<(Vec<Record>, Option<SweepStage>), BoxError> {
+        let page: Vec<(u64, Timestamp)> = state
+            .unlisted
+            .iter()
+            .take(MISSING_PER_PAGE)
+            .map(|(id, at)| (*id, *at))
+            .collect();
+        let ids: Vec<u64> = page.iter().map(|(id, _)| *id).collect();
+        let (mut records, gone) = self.confirm_gone(&ids, set).await?;
+        for id in &ids {
+            state.unlisted.remove(id);
+        }
+        state.repaired.read_again += records.iter().filter(|r| !r.amend).count() as u64;
+        state.repaired.deleted += gone.len() as u64;
+        let now = Timestamp::now();
+        let on_delete = self.object.on_permanent_delete;
+        records.extend(
+            page.iter()
+                .filter(|(id, _)| gone.contains(id))
+                .map(|(id, held_at)| gone_for_good(*id, *held_at, now, on_delete)),
+        );
+        Ok((records, Some(SweepStage::Missing)))
     }
 
     /// A page of HubSpot's archived ids (with their archive times).

@@ -18,7 +18,8 @@ pub(super) struct Plan {
     /// Ids live in the store but archived at HubSpot, with the version stored and when HubSpot
     /// archived them.
     pub(super) archive: Vec<(u64, Timestamp, Option<i64>)>,
-    /// Ids live in the store that HubSpot no longer has at all, with the stored version.
+    /// Ids live in the store that neither of HubSpot's listings showed, with the stored
+    /// version: gone for good, unless HubSpot has them when asked by id.
     pub(super) deleted: Vec<(u64, Timestamp)>,
 }
 
@@ -93,27 +94,25 @@ pub(in crate::pages) fn gone_for_good(
 }
 
 impl Plan {
-    /// The amendments of the archived, and what the deleted become (see [`gone_for_good`]).
+    /// The amendments of the archived.
     ///
     /// An archived record's amendment is stamped with the version stored: an equal time
     /// replaces, so it applies, and the record's time stays HubSpot's `updatedAt` (archiving
     /// does not move it), which the archived listing's version of the record, read later with
     /// the same time, replaces whole. Stamped later (its `archivedAt`, or now), it would outrank
     /// that version for good, and the store would keep a time HubSpot never gave the record.
-    pub(super) fn amendments(&self, now: Timestamp, on_delete: OnPermanentDelete) -> Vec<Record> {
-        let archived = self.archive.iter().map(|(id, held_at, archived_at)| {
-            let archived_at = archived_at.map(|ms| Timestamp::from_millis(ms).to_string());
-            amendment(
-                *id,
-                *held_at,
-                json!({"archived": true, "archivedAt": archived_at}),
-            )
-        });
-        let deleted = self
-            .deleted
+    pub(super) fn archive_amendments(&self) -> Vec<Record> {
+        self.archive
             .iter()
-            .map(|(id, held_at)| gone_for_good(*id, *held_at, now, on_delete));
-        archived.chain(deleted).collect()
+            .map(|(id, held_at, archived_at)| {
+                let archived_at = archived_at.map(|ms| Timestamp::from_millis(ms).to_string());
+                amendment(
+                    *id,
+                    *held_at,
+                    json!({"archived": true, "archivedAt": archived_at}),
+                )
+            })
+            .collect()
     }
 }
 
@@ -139,7 +138,7 @@ mod tests {
             archive: vec![(7, Timestamp::from_millis(10), Some(50))],
             deleted: vec![(8, Timestamp::from_millis(20))],
         };
-        let records = plan.amendments(Timestamp::from_millis(99), OnPermanentDelete::Archive);
+        let records = plan.archive_amendments();
         let archived = &records[0];
         assert_eq!(
             (archived.id.as_str(), archived.updated_at),
@@ -162,8 +161,14 @@ mod tests {
         };
         let stored = Some((archived.updated_at, archived.archived));
         assert!(weld_pipeline::store::upsert_counts(stored, &listed).is_some());
-        // Nothing of the deleted one is left to replace it: stamped now.
-        assert_eq!(records[1].updated_at, Timestamp::from_millis(99));
+        // Nothing of a deleted one is left to replace it: stamped now, or the version stored.
+        let gone = gone_for_good(
+            8,
+            Timestamp::from_millis(20),
+            Timestamp::from_millis(99),
+            OnPermanentDelete::Archive,
+        );
+        assert_eq!(gone.updated_at, Timestamp::from_millis(99));
     }
 
     #[test]
