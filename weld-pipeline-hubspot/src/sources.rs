@@ -241,6 +241,14 @@ impl SourceKind for HubSpotKind {
                     "description": "What a record HubSpot deleted for good (a GDPR delete, the recycle bin emptied) becomes when a sweep or a full read finds it gone: `archive` (default) keeps it archived with `deleted_permanently: true`; `purge` removes it and its links from the store, and also removes archived records HubSpot no longer lists at all (not those merged away)."},
             },
             "additionalProperties": false,
+            // `refresh_secs` under one of its names, not both.
+            "not": {
+                "properties": {
+                    "refresh_secs": {"type": "integer"},
+                    "associations_refresh_secs": {"type": "integer"},
+                },
+                "required": ["refresh_secs", "associations_refresh_secs"],
+            },
         })
     }
 }
