@@ -23,7 +23,7 @@ use weld_pipeline_http::service::{DataStreams, DataStreamsConfig};
 use weld_pipeline_postgres::{PostgresConfig, PostgresStore};
 
 /// jemalloc, configured in `.cargo/config.toml`: glibc's malloc kept twice the live heap
-/// resident (see README's performance table).
+/// resident (see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
